@@ -17,7 +17,7 @@ func TestCodecRoundTrip(t *testing.T) {
 			ContentType: "application/json", Time: now, Expiry: now.Add(time.Minute),
 			Origin:        Origin{Protocol: ProtoMQTT, ClientID: "c1", Remote: "127.0.0.1:1", Principal: "bob", Node: "n"},
 			ResponseTopic: "r/1", CorrelationData: []byte{0, 1, 2},
-			Properties:    []Property{{"k", "v"}, {"k", "w"}}},
+			Properties: []Property{{"k", "v"}, {"k", "w"}}},
 	}
 	for _, e := range cases {
 		b, err := e.MarshalBinary()

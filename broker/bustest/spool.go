@@ -1,0 +1,142 @@
+// Package bustest is the conformance suite every broker.Bus implementation
+// runs (the in-process bus, the clustered one), and an in-memory Spool for
+// tests that need durable queues without a database.
+package bustest
+
+import (
+	"context"
+	"slices"
+	"sync"
+
+	"github.com/hubsmith/hub/broker"
+)
+
+// MemSpool is a broker.Spool kept in memory. It survives a bus restart
+// within one test (hand the same MemSpool to the new bus), which is what
+// the suite needs; the store provides the real, on-disk one.
+type MemSpool struct {
+	mu       sync.Mutex
+	retained map[string]*broker.Envelope
+	subs     map[string]broker.DurableSubscription
+	queues   map[string][]broker.Queued
+	seq      int64
+	// FailEnqueue, when set, makes Enqueue fail (a full disk).
+	FailEnqueue error
+}
+
+// NewMemSpool returns an empty MemSpool.
+func NewMemSpool() *MemSpool {
+	return &MemSpool{
+		retained: map[string]*broker.Envelope{},
+		subs:     map[string]broker.DurableSubscription{},
+		queues:   map[string][]broker.Queued{},
+	}
+}
+
+// SaveRetained implements broker.Spool.
+func (m *MemSpool) SaveRetained(_ context.Context, e *broker.Envelope) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.retained[e.Topic] = e
+	return nil
+}
+
+// DeleteRetained implements broker.Spool.
+func (m *MemSpool) DeleteRetained(_ context.Context, topic string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.retained, topic)
+	return nil
+}
+
+// LoadRetained implements broker.Spool.
+func (m *MemSpool) LoadRetained(context.Context) ([]*broker.Envelope, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*broker.Envelope
+	for _, e := range m.retained {
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// SaveSubscription implements broker.Spool.
+func (m *MemSpool) SaveSubscription(_ context.Context, d broker.DurableSubscription) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.subs[d.ID] = d
+	return nil
+}
+
+// DeleteSubscription implements broker.Spool.
+func (m *MemSpool) DeleteSubscription(_ context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.subs, id)
+	delete(m.queues, id)
+	return nil
+}
+
+// LoadSubscriptions implements broker.Spool.
+func (m *MemSpool) LoadSubscriptions(context.Context) ([]broker.DurableSubscription, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []broker.DurableSubscription
+	for _, d := range m.subs {
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b broker.DurableSubscription) int {
+		if a.ID < b.ID {
+			return -1
+		}
+		return 1
+	})
+	return out, nil
+}
+
+// Enqueue implements broker.Spool.
+func (m *MemSpool) Enqueue(_ context.Context, e *broker.Envelope, ids []string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.FailEnqueue != nil {
+		return m.FailEnqueue
+	}
+	for _, id := range ids {
+		m.seq++
+		m.queues[id] = append(m.queues[id], broker.Queued{Seq: m.seq, Envelope: e})
+	}
+	return nil
+}
+
+// Dequeue implements broker.Spool.
+func (m *MemSpool) Dequeue(_ context.Context, id string, max int) ([]broker.Queued, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	q := m.queues[id]
+	if len(q) > max {
+		q = q[:max]
+	}
+	return slices.Clone(q), nil
+}
+
+// Ack implements broker.Spool.
+func (m *MemSpool) Ack(_ context.Context, id string, seq int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	q := m.queues[id]
+	i := 0
+	for i < len(q) && q[i].Seq <= seq {
+		i++
+	}
+	m.queues[id] = q[i:]
+	return nil
+}
+
+// Len returns the number of envelopes queued for id.
+func (m *MemSpool) Len(id string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.queues[id])
+}
+
+var _ broker.Spool = (*MemSpool)(nil)
