@@ -2,130 +2,194 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
-	"time"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 
-	"github.com/hubsmith/hub/adapters"
-	"github.com/hubsmith/hub/broker"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
-var errTODO = errors.New("store: not implemented yet")
+// FileName is the database file's name inside the data directory.
+const FileName = "hub.db"
 
-type impl struct{}
+// busyTimeoutMS bounds how long a connection waits for a lock held by
+// another connection (another process, or the writer during a reader's
+// WAL checkpoint) before SQLITE_BUSY.
+const busyTimeoutMS = 10000
 
-func open(ctx context.Context, dir string) (*Store, error) { return nil, errTODO }
+// maxReaders is the size of the read-only connection pool.
+const maxReaders = 4
+
+// impl is the state behind a Store: one writer connection, so that writes
+// queue in Go instead of failing with SQLITE_BUSY, and a pool of read-only
+// connections that WAL lets run beside it.
+type impl struct {
+	w      *sql.DB // exactly one connection; every write goes here
+	r      *sql.DB // read-only pool
+	path   string
+	logger atomic.Pointer[slog.Logger]
+	auth   authCache
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// dsn builds the connection string. The pragmas in it run on every new
+// connection of the pool, not just the first.
+func dsn(path string, readOnly bool) string {
+	q := []string{
+		fmt.Sprintf("_pragma=busy_timeout(%d)", busyTimeoutMS),
+		"_pragma=journal_mode(WAL)",
+		// FULL: a commit is fsynced before it returns, so an
+		// acknowledged QoS >= 1 message survives a power loss.
+		"_pragma=synchronous(FULL)",
+		"_pragma=foreign_keys(1)",
+		// IMMEDIATE takes the write lock at BEGIN, so a transaction
+		// never fails half-way with SQLITE_BUSY on lock upgrade.
+		"_txlock=immediate",
+	}
+	if readOnly {
+		q = append(q, "_query_only=1")
+	}
+	return path + "?" + strings.Join(q, "&")
+}
+
+func open(ctx context.Context, dir string) (*Store, error) {
+	if dir == "" {
+		return nil, errors.New("store: open: empty data directory")
+	}
+	if strings.ContainsAny(dir, "?#") {
+		return nil, fmt.Errorf("store: open %q: the data directory may not contain '?' or '#'", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: open: create data directory: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	s := &Store{}
+	s.path = path
+	s.logger.Store(slog.Default().With("component", "store"))
+	s.auth.init()
+
+	w, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	s.w = w
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if err := s.migrate(ctx, migrations); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", dsn(path, true))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(maxReaders)
+	r.SetMaxIdleConns(maxReaders)
+	s.r = r
+	if err := r.PingContext(ctx); err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Path returns the database file's path.
+func (s *Store) Path() string { return s.path }
+
+// SetLogger sets the logger for warnings (corrupt rows); the default is
+// slog.Default().
+func (s *Store) SetLogger(l *slog.Logger) {
+	if l != nil {
+		s.logger.Store(l)
+	}
+}
+
+func (s *Store) log() *slog.Logger { return s.logger.Load() }
 
 // Close closes the database.
-func (s *Store) Close() error { return errTODO }
-
-// AddUser creates a user with a password and role (ErrExists if taken).
-func (s *Store) AddUser(ctx context.Context, name, password, role string) error { return errTODO }
-
-// SetPassword replaces a user's password (ErrNotFound).
-func (s *Store) SetPassword(ctx context.Context, name, password string) error { return errTODO }
-
-// DeleteUser removes a user, its tokens and ACL rules (ErrNotFound).
-func (s *Store) DeleteUser(ctx context.Context, name string) error { return errTODO }
-
-// GetUser returns a user (ErrNotFound).
-func (s *Store) GetUser(ctx context.Context, name string) (User, error) { return User{}, errTODO }
-
-// ListUsers returns every user sorted by name.
-func (s *Store) ListUsers(ctx context.Context) ([]User, error) { return nil, errTODO }
-
-// VerifyPassword implements adapters.Credentials.
-func (s *Store) VerifyPassword(ctx context.Context, name, password string) (string, error) {
-	return "", errTODO
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if s.r != nil {
+			errs = append(errs, s.r.Close())
+		}
+		if s.w != nil {
+			// Fold the WAL back into the main file so that the data
+			// directory holds one self-contained file when the hub is
+			// stopped cleanly.
+			if _, err := s.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+				s.log().Warn("store: checkpoint at close", "err", err)
+			}
+			errs = append(errs, s.w.Close())
+		}
+		if err := errors.Join(errs...); err != nil {
+			s.closeErr = fmt.Errorf("store: close: %w", err)
+		}
+	})
+	return s.closeErr
 }
 
-// SCRAM returns the SCRAM credential of a user for "SCRAM-SHA-1" or
-// "SCRAM-SHA-256" (ErrNotFound).
-func (s *Store) SCRAM(ctx context.Context, name, mechanism string) (SCRAMCredential, error) {
-	return SCRAMCredential{}, errTODO
+// tx runs fn in a write transaction, committing when it returns nil.
+func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
 }
 
-// ACL implements adapters.Credentials.
-func (s *Store) ACL(ctx context.Context, name string) ([]adapters.ACLRule, error) { return nil, errTODO }
-
-// SetACL replaces a principal's ACL rules.
-func (s *Store) SetACL(ctx context.Context, name string, rules []adapters.ACLRule) error { return errTODO }
-
-// CreateToken issues an opaque bearer token for user valid for ttl (0: no expiry).
-func (s *Store) CreateToken(ctx context.Context, user string, ttl time.Duration) (string, error) {
-	return "", errTODO
+// mapErr turns SQLite constraint violations into ErrExists.
+func mapErr(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			return fmt.Errorf("%w (%v)", ErrExists, err)
+		}
+	}
+	return err
 }
 
-// VerifyToken returns the user a token belongs to (adapters.ErrBadCredentials
-// when unknown or expired).
-func (s *Store) VerifyToken(ctx context.Context, token string) (User, error) { return User{}, errTODO }
-
-// DeleteToken revokes a token.
-func (s *Store) DeleteToken(ctx context.Context, token string) error { return errTODO }
-
-// AddDevice registers a device (ErrExists).
-func (s *Store) AddDevice(ctx context.Context, d Device) error { return errTODO }
-
-// GetDevice returns a device (ErrNotFound).
-func (s *Store) GetDevice(ctx context.Context, id string) (Device, error) { return Device{}, errTODO }
-
-// ListDevices returns every device sorted by id.
-func (s *Store) ListDevices(ctx context.Context) ([]Device, error) { return nil, errTODO }
-
-// UpdateDevice replaces name, protocol, metadata (and PSK when non-nil).
-func (s *Store) UpdateDevice(ctx context.Context, d Device) error { return errTODO }
-
-// DeleteDevice removes a device (ErrNotFound).
-func (s *Store) DeleteDevice(ctx context.Context, id string) error { return errTODO }
-
-// SetPresence records a device's presence.
-func (s *Store) SetPresence(ctx context.Context, id string, online bool, at time.Time) error {
-	return errTODO
+// mustAffect returns ErrNotFound when res changed no row.
+func mustAffect(res sql.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
 }
 
-// DevicePSK returns a device's DTLS pre-shared key (ErrNotFound).
-func (s *Store) DevicePSK(ctx context.Context, id string) ([]byte, error) { return nil, errTODO }
-
-// KVPut sets key in bucket.
-func (s *Store) KVPut(ctx context.Context, bucket, key string, value []byte) error { return errTODO }
-
-// KVGet reads key in bucket (ErrNotFound).
-func (s *Store) KVGet(ctx context.Context, bucket, key string) ([]byte, error) { return nil, errTODO }
-
-// KVDelete removes key from bucket (no error when absent).
-func (s *Store) KVDelete(ctx context.Context, bucket, key string) error { return errTODO }
-
-// KVList returns a bucket's entries sorted by key.
-func (s *Store) KVList(ctx context.Context, bucket string) ([]KV, error) { return nil, errTODO }
-
-// SaveRetained implements broker.Spool.
-func (s *Store) SaveRetained(ctx context.Context, e *broker.Envelope) error { return errTODO }
-
-// DeleteRetained implements broker.Spool.
-func (s *Store) DeleteRetained(ctx context.Context, topic string) error { return errTODO }
-
-// LoadRetained implements broker.Spool.
-func (s *Store) LoadRetained(ctx context.Context) ([]*broker.Envelope, error) { return nil, errTODO }
-
-// SaveSubscription implements broker.Spool.
-func (s *Store) SaveSubscription(ctx context.Context, d broker.DurableSubscription) error {
-	return errTODO
+// notFound maps sql.ErrNoRows to ErrNotFound.
+func notFound(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
 }
-
-// DeleteSubscription implements broker.Spool.
-func (s *Store) DeleteSubscription(ctx context.Context, id string) error { return errTODO }
-
-// LoadSubscriptions implements broker.Spool.
-func (s *Store) LoadSubscriptions(ctx context.Context) ([]broker.DurableSubscription, error) {
-	return nil, errTODO
-}
-
-// Enqueue implements broker.Spool.
-func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, ids []string) error { return errTODO }
-
-// Dequeue implements broker.Spool.
-func (s *Store) Dequeue(ctx context.Context, id string, max int) ([]broker.Queued, error) {
-	return nil, errTODO
-}
-
-// Ack implements broker.Spool.
-func (s *Store) Ack(ctx context.Context, id string, seq int64) error { return errTODO }

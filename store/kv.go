@@ -1,0 +1,80 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// ErrInvalidBucket marks an empty bucket name.
+var ErrInvalidBucket = errors.New("invalid bucket")
+
+// KVPut sets key in bucket.
+func (s *Store) KVPut(ctx context.Context, bucket, key string, value []byte) error {
+	if bucket == "" {
+		return fmt.Errorf("store: kv put %q: %w: empty name", key, ErrInvalidBucket)
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	if _, err := s.w.ExecContext(ctx,
+		`INSERT INTO kv(bucket, key, value) VALUES (?, ?, ?)
+		 ON CONFLICT(bucket, key) DO UPDATE SET value = excluded.value`,
+		bucket, key, value); err != nil {
+		return fmt.Errorf("store: kv put %s/%q: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// KVGet reads key in bucket (ErrNotFound).
+func (s *Store) KVGet(ctx context.Context, bucket, key string) ([]byte, error) {
+	var v []byte
+	err := s.r.QueryRowContext(ctx, `SELECT value FROM kv WHERE bucket = ? AND key = ?`, bucket, key).Scan(&v)
+	if err != nil {
+		return nil, fmt.Errorf("store: kv get %s/%q: %w", bucket, key, notFound(err))
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	return v, nil
+}
+
+// KVDelete removes key from bucket (no error when absent).
+func (s *Store) KVDelete(ctx context.Context, bucket, key string) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM kv WHERE bucket = ? AND key = ?`, bucket, key); err != nil {
+		return fmt.Errorf("store: kv delete %s/%q: %w", bucket, key, err)
+	}
+	return nil
+}
+
+// KVList returns a bucket's entries sorted by key.
+func (s *Store) KVList(ctx context.Context, bucket string) ([]KV, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT key, value FROM kv WHERE bucket = ? ORDER BY key`, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("store: kv list %s: %w", bucket, err)
+	}
+	defer rows.Close()
+	var out []KV
+	for rows.Next() {
+		var e KV
+		if err := rows.Scan(&e.Key, &e.Value); err != nil {
+			return nil, fmt.Errorf("store: kv list %s: %w", bucket, err)
+		}
+		if e.Value == nil {
+			e.Value = []byte{}
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: kv list %s: %w", bucket, err)
+	}
+	return out, nil
+}
+
+// KVDeleteBucket removes every entry of bucket.
+func (s *Store) KVDeleteBucket(ctx context.Context, bucket string) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM kv WHERE bucket = ?`, bucket); err != nil {
+		return fmt.Errorf("store: kv delete bucket %s: %w", bucket, err)
+	}
+	return nil
+}

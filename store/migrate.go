@@ -1,0 +1,128 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// ErrSchemaTooNew is returned by Open for a database written by a newer
+// hub: its schema version is past the last migration this build knows.
+var ErrSchemaTooNew = errors.New("database schema is newer than this hub")
+
+// migrations are applied in order; migration i brings the schema to
+// version i+1. Never edit one that has shipped: append a new one.
+var migrations = []string{
+	// 1: the initial schema. Times are Unix nanoseconds (0: none).
+	`
+CREATE TABLE users (
+	name    TEXT PRIMARY KEY,
+	role    TEXT NOT NULL,
+	created INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE scram (
+	user       TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+	mechanism  TEXT NOT NULL,
+	salt       BLOB NOT NULL,
+	iterations INTEGER NOT NULL,
+	stored_key BLOB NOT NULL,
+	server_key BLOB NOT NULL,
+	PRIMARY KEY (user, mechanism)
+) WITHOUT ROWID;
+
+CREATE TABLE tokens (
+	hash    BLOB PRIMARY KEY,
+	user    TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+	expires INTEGER NOT NULL,
+	created INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX tokens_user ON tokens(user);
+
+CREATE TABLE acl (
+	principal TEXT NOT NULL,
+	pos       INTEGER NOT NULL,
+	action    TEXT NOT NULL,
+	filter    TEXT NOT NULL,
+	allow     INTEGER NOT NULL,
+	PRIMARY KEY (principal, pos)
+) WITHOUT ROWID;
+
+CREATE TABLE devices (
+	id        TEXT PRIMARY KEY,
+	name      TEXT NOT NULL,
+	protocol  TEXT NOT NULL,
+	metadata  TEXT NOT NULL,
+	psk       BLOB,
+	online    INTEGER NOT NULL DEFAULT 0,
+	last_seen INTEGER NOT NULL DEFAULT 0,
+	created   INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE kv (
+	bucket TEXT NOT NULL,
+	key    TEXT NOT NULL,
+	value  BLOB NOT NULL,
+	PRIMARY KEY (bucket, key)
+) WITHOUT ROWID;
+
+CREATE TABLE retained (
+	topic    TEXT PRIMARY KEY,
+	envelope BLOB NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE subscriptions (
+	id      TEXT PRIMARY KEY,
+	filters TEXT NOT NULL,
+	qos     INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE queue (
+	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+	subscriber TEXT NOT NULL,
+	envelope   BLOB NOT NULL
+);
+CREATE INDEX queue_subscriber ON queue(subscriber, seq);
+`,
+}
+
+// migrate brings the schema up to len(ms) in one transaction, refusing a
+// database whose version is past it.
+func (s *Store) migrate(ctx context.Context, ms []string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx,
+			`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		var v int
+		if err := tx.QueryRowContext(ctx,
+			`SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
+			return fmt.Errorf("migrate: read schema version: %w", err)
+		}
+		if v > len(ms) {
+			return fmt.Errorf("%w: schema version %d, this hub knows up to %d; run a newer hub or restore a backup",
+				ErrSchemaTooNew, v, len(ms))
+		}
+		for i := v; i < len(ms); i++ {
+			if _, err := tx.ExecContext(ctx, ms[i]); err != nil {
+				return fmt.Errorf("migrate: to version %d: %w", i+1, err)
+			}
+			if _, err := tx.ExecContext(ctx,
+				`INSERT INTO schema_migrations(version) VALUES (?)`, i+1); err != nil {
+				return fmt.Errorf("migrate: record version %d: %w", i+1, err)
+			}
+		}
+		return nil
+	})
+}
+
+// SchemaVersion returns the database's schema version.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	if err := s.r.QueryRowContext(ctx,
+		`SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("store: schema version: %w", err)
+	}
+	return v, nil
+}

@@ -1,0 +1,281 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/hubsmith/hub/broker"
+)
+
+// ErrInvalidSubscription marks a durable subscription with no id, no
+// filters, a bad filter or a QoS above 2.
+var ErrInvalidSubscription = errors.New("invalid durable subscription")
+
+// SaveRetained implements broker.Spool.
+func (s *Store) SaveRetained(ctx context.Context, e *broker.Envelope) error {
+	if e == nil {
+		return errors.New("store: save retained: nil envelope")
+	}
+	if err := broker.ValidateTopic(e.Topic); err != nil {
+		return fmt.Errorf("store: save retained: %w", err)
+	}
+	b, err := e.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("store: save retained %q: %w", e.Topic, err)
+	}
+	if _, err := s.w.ExecContext(ctx,
+		`INSERT INTO retained(topic, envelope) VALUES (?, ?)
+		 ON CONFLICT(topic) DO UPDATE SET envelope = excluded.envelope`, e.Topic, b); err != nil {
+		return fmt.Errorf("store: save retained %q: %w", e.Topic, err)
+	}
+	return nil
+}
+
+// DeleteRetained implements broker.Spool. Clearing a topic with no
+// retained value is not an error.
+func (s *Store) DeleteRetained(ctx context.Context, topic string) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM retained WHERE topic = ?`, topic); err != nil {
+		return fmt.Errorf("store: delete retained %q: %w", topic, err)
+	}
+	return nil
+}
+
+// LoadRetained implements broker.Spool. Envelopes are sorted by topic; a
+// row that does not decode is logged, deleted and left out.
+func (s *Store) LoadRetained(ctx context.Context) ([]*broker.Envelope, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT topic, envelope FROM retained ORDER BY topic`)
+	if err != nil {
+		return nil, fmt.Errorf("store: load retained: %w", err)
+	}
+	var (
+		out     []*broker.Envelope
+		corrupt []string
+	)
+	for rows.Next() {
+		var (
+			topic string
+			b     []byte
+		)
+		if err := rows.Scan(&topic, &b); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("store: load retained: %w", err)
+		}
+		e, err := broker.UnmarshalEnvelope(b)
+		if err != nil {
+			s.log().Warn("store: dropping corrupt retained envelope", "topic", topic, "err", err)
+			corrupt = append(corrupt, topic)
+			continue
+		}
+		out = append(out, e)
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return nil, fmt.Errorf("store: load retained: %w", err)
+	}
+	for _, t := range corrupt {
+		if err := s.DeleteRetained(ctx, t); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func validateSubscription(d broker.DurableSubscription) error {
+	if d.ID == "" {
+		return fmt.Errorf("%w: empty id", ErrInvalidSubscription)
+	}
+	if len(d.Filters) == 0 {
+		return fmt.Errorf("%w %q: no filters", ErrInvalidSubscription, d.ID)
+	}
+	for _, f := range d.Filters {
+		if err := broker.ValidateFilter(f); err != nil {
+			return fmt.Errorf("%w %q: %w", ErrInvalidSubscription, d.ID, err)
+		}
+	}
+	if d.QoS > 2 {
+		return fmt.Errorf("%w %q: qos %d", ErrInvalidSubscription, d.ID, d.QoS)
+	}
+	return nil
+}
+
+// SaveSubscription implements broker.Spool. Saving an id again replaces
+// its filters and QoS and keeps its queue.
+func (s *Store) SaveSubscription(ctx context.Context, d broker.DurableSubscription) error {
+	if err := validateSubscription(d); err != nil {
+		return fmt.Errorf("store: save subscription: %w", err)
+	}
+	filters, err := json.Marshal(d.Filters)
+	if err != nil {
+		return fmt.Errorf("store: save subscription %q: %w", d.ID, err)
+	}
+	if _, err := s.w.ExecContext(ctx,
+		`INSERT INTO subscriptions(id, filters, qos) VALUES (?, ?, ?)
+		 ON CONFLICT(id) DO UPDATE SET filters = excluded.filters, qos = excluded.qos`,
+		d.ID, string(filters), d.QoS); err != nil {
+		return fmt.Errorf("store: save subscription %q: %w", d.ID, err)
+	}
+	return nil
+}
+
+// DeleteSubscription implements broker.Spool. Deleting an unknown id is
+// not an error (its queue, if any, is still dropped).
+func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM subscriptions WHERE id = ?`, id); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM queue WHERE subscriber = ?`, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete subscription %q: %w", id, err)
+	}
+	return nil
+}
+
+// LoadSubscriptions implements broker.Spool, sorted by id.
+func (s *Store) LoadSubscriptions(ctx context.Context) ([]broker.DurableSubscription, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, filters, qos FROM subscriptions ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("store: load subscriptions: %w", err)
+	}
+	defer rows.Close()
+	var out []broker.DurableSubscription
+	for rows.Next() {
+		var (
+			d       broker.DurableSubscription
+			filters string
+		)
+		if err := rows.Scan(&d.ID, &filters, &d.QoS); err != nil {
+			return nil, fmt.Errorf("store: load subscriptions: %w", err)
+		}
+		if err := json.Unmarshal([]byte(filters), &d.Filters); err != nil {
+			return nil, fmt.Errorf("store: load subscriptions: filters of %q: %w", d.ID, err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: load subscriptions: %w", err)
+	}
+	return out, nil
+}
+
+// Enqueue implements broker.Spool: one row per subscriber, all in one
+// transaction, fsynced before it returns.
+func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, ids []string) error {
+	if e == nil {
+		return errors.New("store: enqueue: nil envelope")
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	b, err := e.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("store: enqueue %q: %w", e.Topic, err)
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		st, err := tx.PrepareContext(ctx, `INSERT INTO queue(subscriber, envelope) VALUES (?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, id := range ids {
+			if id == "" {
+				return fmt.Errorf("%w: empty subscriber id", ErrInvalidSubscription)
+			}
+			if _, err := st.ExecContext(ctx, id, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: enqueue %q for %d subscribers: %w", e.Topic, len(ids), err)
+	}
+	return nil
+}
+
+// Dequeue implements broker.Spool. Entries stay queued until Ack. A row
+// that does not decode (a torn write) is logged, deleted and skipped, so
+// it is never served.
+func (s *Store) Dequeue(ctx context.Context, id string, max int) ([]broker.Queued, error) {
+	if max <= 0 {
+		return nil, fmt.Errorf("store: dequeue %q: max %d: must be positive", id, max)
+	}
+	var (
+		out   []broker.Queued
+		after int64 = -1
+	)
+	for len(out) < max {
+		got, corrupt, last, err := s.dequeueBatch(ctx, id, after, max-len(out))
+		if err != nil {
+			return nil, fmt.Errorf("store: dequeue %q: %w", id, err)
+		}
+		out = append(out, got...)
+		if len(corrupt) == 0 {
+			break
+		}
+		if err := s.dropQueued(ctx, id, corrupt); err != nil {
+			return nil, fmt.Errorf("store: dequeue %q: %w", id, err)
+		}
+		after = last
+	}
+	return out, nil
+}
+
+// dequeueBatch reads up to n rows after seq after, returning the decoded
+// ones, the seqs of corrupt ones and the last seq read.
+func (s *Store) dequeueBatch(ctx context.Context, id string, after int64, n int) (got []broker.Queued, corrupt []int64, last int64, err error) {
+	rows, err := s.r.QueryContext(ctx,
+		`SELECT seq, envelope FROM queue WHERE subscriber = ? AND seq > ? ORDER BY seq LIMIT ?`, id, after, n)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&last, &b); err != nil {
+			return nil, nil, 0, err
+		}
+		e, err := broker.UnmarshalEnvelope(b)
+		if err != nil {
+			s.log().Warn("store: dropping corrupt queued envelope", "subscriber", id, "seq", last, "err", err)
+			corrupt = append(corrupt, last)
+			continue
+		}
+		got = append(got, broker.Queued{Seq: last, Envelope: e})
+	}
+	return got, corrupt, last, rows.Err()
+}
+
+func (s *Store) dropQueued(ctx context.Context, id string, seqs []int64) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for _, seq := range seqs {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq = ?`, id, seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Ack implements broker.Spool.
+func (s *Store) Ack(ctx context.Context, id string, seq int64) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq <= ?`, id, seq); err != nil {
+		return fmt.Errorf("store: ack %q up to %d: %w", id, seq, err)
+	}
+	return nil
+}
+
+// QueueLen returns the number of envelopes in a subscriber's durable queue.
+func (s *Store) QueueLen(ctx context.Context, id string) (int, error) {
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM queue WHERE subscriber = ?`, id).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: queue length of %q: %w", id, err)
+	}
+	return n, nil
+}

@@ -1,0 +1,188 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// openTest opens a store in a fresh temporary directory and closes it at
+// the end of the test.
+func openTest(t testing.TB) *Store {
+	t.Helper()
+	return openDir(t, t.TempDir())
+}
+
+func openDir(t testing.TB, dir string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), dir)
+	if err != nil {
+		t.Fatalf("Open(%q): %v", dir, err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestOpenCreatesPrivateDir(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data", "hub")
+	s := openDir(t, dir)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := fi.Mode().Perm(); perm != 0o700 {
+		t.Errorf("data dir mode = %o, want 700", perm)
+	}
+	if got, want := s.Path(), filepath.Join(dir, FileName); got != want {
+		t.Errorf("Path() = %q, want %q", got, want)
+	}
+	if _, err := os.Stat(s.Path()); err != nil {
+		t.Errorf("database file: %v", err)
+	}
+}
+
+func TestOpenBadDir(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"", "a?b", filepath.Join(file, "sub")} {
+		if s, err := Open(context.Background(), dir); err == nil {
+			s.Close()
+			t.Errorf("Open(%q) succeeded, want error", dir)
+		}
+	}
+}
+
+func TestPragmas(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	ctx := context.Background()
+	for _, db := range []struct {
+		name string
+		q    func(string) (string, error)
+	}{
+		{"writer", func(p string) (v string, err error) {
+			err = s.w.QueryRowContext(ctx, "PRAGMA "+p).Scan(&v)
+			return
+		}},
+		{"reader", func(p string) (v string, err error) {
+			err = s.r.QueryRowContext(ctx, "PRAGMA "+p).Scan(&v)
+			return
+		}},
+	} {
+		for _, c := range []struct{ pragma, want string }{
+			{"journal_mode", "wal"},
+			{"synchronous", "2"},
+			{"foreign_keys", "1"},
+			{"busy_timeout", "10000"},
+		} {
+			got, err := db.q(c.pragma)
+			if err != nil {
+				t.Fatalf("%s: PRAGMA %s: %v", db.name, c.pragma, err)
+			}
+			if got != c.want {
+				t.Errorf("%s: PRAGMA %s = %q, want %q", db.name, c.pragma, got, c.want)
+			}
+		}
+	}
+	// The reader pool is read-only.
+	if _, err := s.r.ExecContext(ctx, `INSERT INTO kv(bucket, key, value) VALUES ('a','b','c')`); err == nil {
+		t.Error("write through the reader pool succeeded")
+	}
+}
+
+func TestMigrationsIdempotent(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := context.Background()
+	for i := range 3 {
+		s, err := Open(ctx, dir)
+		if err != nil {
+			t.Fatalf("open #%d: %v", i+1, err)
+		}
+		v, err := s.SchemaVersion(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v != len(migrations) {
+			t.Errorf("open #%d: schema version %d, want %d", i+1, v, len(migrations))
+		}
+		var n int
+		if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != len(migrations) {
+			t.Errorf("open #%d: %d schema_migrations rows, want %d", i+1, n, len(migrations))
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestMigrationRefusesNewerSchema(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, err := Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO schema_migrations(version) VALUES (?)`, len(migrations)+5); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(ctx, dir)
+	if err == nil {
+		s.Close()
+		t.Fatal("Open of a newer schema succeeded")
+	}
+	if !errors.Is(err, ErrSchemaTooNew) {
+		t.Errorf("err = %v, want ErrSchemaTooNew", err)
+	}
+	t.Log(err)
+}
+
+func TestMigrationFailureRollsBack(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	ctx := context.Background()
+	bad := append(append([]string(nil), migrations...),
+		`CREATE TABLE extra (x INTEGER)`, `THIS IS NOT SQL`)
+	if err := s.migrate(ctx, bad); err == nil {
+		t.Fatal("migrate with a bad migration succeeded")
+	}
+	v, err := s.SchemaVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != len(migrations) {
+		t.Errorf("schema version after failed migration = %d, want %d", v, len(migrations))
+	}
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'extra'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Error("table from the failed migration batch was kept")
+	}
+}
+
+func TestCloseTwice(t *testing.T) {
+	t.Parallel()
+	s, err := Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}

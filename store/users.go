@@ -1,0 +1,314 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/hubsmith/hub/adapters"
+)
+
+// MaxNameLen is the longest user or device name, in characters.
+const MaxNameLen = 128
+
+// Validation errors; the returned errors wrap them and say what is wrong.
+var (
+	ErrInvalidName     = errors.New("invalid name")
+	ErrInvalidRole     = errors.New("invalid role")
+	ErrInvalidPassword = errors.New("invalid password")
+)
+
+// ValidateName checks a user or device name: 1 to MaxNameLen characters
+// of valid UTF-8, no control characters, and none of '@', '/', '+', '#'
+// (so it fits in a JID local part and in one topic level).
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty", ErrInvalidName)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w %q: not valid UTF-8", ErrInvalidName, name)
+	case utf8.RuneCountInString(name) > MaxNameLen:
+		return fmt.Errorf("%w %.32q...: longer than %d characters", ErrInvalidName, name, MaxNameLen)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w %q: contains control character %U", ErrInvalidName, name, r)
+		}
+		if strings.ContainsRune("@/+#", r) {
+			return fmt.Errorf("%w %q: may not contain %q", ErrInvalidName, name, r)
+		}
+	}
+	return nil
+}
+
+func validateRole(role string) error {
+	switch role {
+	case adapters.RoleAdmin, adapters.RoleUser, adapters.RoleDevice:
+		return nil
+	}
+	return fmt.Errorf("%w %q: want %s, %s or %s", ErrInvalidRole, role,
+		adapters.RoleAdmin, adapters.RoleUser, adapters.RoleDevice)
+}
+
+func validatePassword(p string) error {
+	if p == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidPassword)
+	}
+	return nil
+}
+
+// newCredentials derives fresh SCRAM credentials, one per mechanism, each
+// with its own random salt.
+func newCredentials(password string) ([]SCRAMCredential, error) {
+	out := make([]SCRAMCredential, 0, len(mechanisms))
+	for _, m := range mechanisms {
+		salt := make([]byte, saltLen)
+		if _, err := rand.Read(salt); err != nil {
+			return nil, fmt.Errorf("salt: %w", err)
+		}
+		c, err := DeriveSCRAM(m, password, salt, SCRAMIterations)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func putCredentials(ctx context.Context, tx *sql.Tx, name string, creds []SCRAMCredential) error {
+	for _, c := range creds {
+		if _, err := tx.ExecContext(ctx,
+			`INSERT OR REPLACE INTO scram(user, mechanism, salt, iterations, stored_key, server_key)
+			 VALUES (?, ?, ?, ?, ?, ?)`,
+			name, c.Mechanism, c.Salt, c.Iterations, c.StoredKey, c.ServerKey); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddUser creates a user with a password and role (ErrExists if taken).
+// A device that logs in with a password (MQTT, XMPP) is a user of role
+// adapters.RoleDevice named like the device; AddDevice does not create it.
+func (s *Store) AddUser(ctx context.Context, name, password, role string) error {
+	if err := errors.Join(ValidateName(name), validatePassword(password), validateRole(role)); err != nil {
+		return fmt.Errorf("store: add user %q: %w", name, err)
+	}
+	creds, err := newCredentials(password)
+	if err != nil {
+		return fmt.Errorf("store: add user %q: %w", name, err)
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO users(name, role, created) VALUES (?, ?, ?)`,
+			name, role, time.Now().UnixNano()); err != nil {
+			return mapErr(err)
+		}
+		return putCredentials(ctx, tx, name, creds)
+	})
+	if err != nil {
+		return fmt.Errorf("store: add user %q: %w", name, err)
+	}
+	s.auth.invalidate(name)
+	return nil
+}
+
+// SetPassword replaces a user's password (ErrNotFound).
+func (s *Store) SetPassword(ctx context.Context, name, password string) error {
+	if err := validatePassword(password); err != nil {
+		return fmt.Errorf("store: set password of %q: %w", name, err)
+	}
+	creds, err := newCredentials(password)
+	if err != nil {
+		return fmt.Errorf("store: set password of %q: %w", name, err)
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		var one int
+		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM users WHERE name = ?`, name).Scan(&one); err != nil {
+			return notFound(err)
+		}
+		return putCredentials(ctx, tx, name, creds)
+	})
+	s.auth.invalidate(name)
+	if err != nil {
+		return fmt.Errorf("store: set password of %q: %w", name, err)
+	}
+	return nil
+}
+
+// DeleteUser removes a user, its tokens and ACL rules (ErrNotFound).
+func (s *Store) DeleteUser(ctx context.Context, name string) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		// scram and tokens rows go by ON DELETE CASCADE.
+		if err := mustAffect(tx.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM acl WHERE principal = ?`, name)
+		return err
+	})
+	s.auth.invalidate(name)
+	if err != nil {
+		return fmt.Errorf("store: delete user %q: %w", name, err)
+	}
+	return nil
+}
+
+// GetUser returns a user (ErrNotFound).
+func (s *Store) GetUser(ctx context.Context, name string) (User, error) {
+	u := User{Name: name}
+	var created int64
+	err := s.r.QueryRowContext(ctx, `SELECT role, created FROM users WHERE name = ?`, name).Scan(&u.Role, &created)
+	if err != nil {
+		return User{}, fmt.Errorf("store: get user %q: %w", name, notFound(err))
+	}
+	u.Created = fromNano(created)
+	return u, nil
+}
+
+// ListUsers returns every user sorted by name.
+func (s *Store) ListUsers(ctx context.Context) ([]User, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name, role, created FROM users ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list users: %w", err)
+	}
+	defer rows.Close()
+	var out []User
+	for rows.Next() {
+		var u User
+		var created int64
+		if err := rows.Scan(&u.Name, &u.Role, &created); err != nil {
+			return nil, fmt.Errorf("store: list users: %w", err)
+		}
+		u.Created = fromNano(created)
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list users: %w", err)
+	}
+	return out, nil
+}
+
+// dummySalt stands in for an unknown user's salt so that a failed lookup
+// costs the same PBKDF2 work as a wrong password.
+var dummySalt = []byte("hub-no-such-user")
+
+// VerifyPassword implements adapters.Credentials.
+func (s *Store) VerifyPassword(ctx context.Context, name, password string) (string, error) {
+	pwSum := sha256.Sum256([]byte(password))
+	if role, ok := s.auth.get(name, pwSum); ok {
+		return role, nil
+	}
+	gen := s.auth.generation()
+	var (
+		role       string
+		salt, key  []byte
+		iterations int
+	)
+	err := s.r.QueryRowContext(ctx,
+		`SELECT u.role, c.salt, c.iterations, c.stored_key FROM users u
+		 JOIN scram c ON c.user = u.name AND c.mechanism = ?
+		 WHERE u.name = ?`, MechSCRAMSHA256, name).Scan(&role, &salt, &iterations, &key)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("store: verify password of %q: %w", name, err)
+	}
+	known := err == nil
+	if !known {
+		salt, iterations, key = dummySalt, SCRAMIterations, make([]byte, sha256.Size)
+	}
+	stored, _, err := deriveKeys(password, salt, iterations, sha256.New)
+	if err != nil {
+		return "", fmt.Errorf("store: verify password of %q: %w", name, err)
+	}
+	if subtle.ConstantTimeCompare(stored, key) != 1 || !known {
+		return "", adapters.ErrBadCredentials
+	}
+	s.auth.put(gen, name, pwSum, role)
+	return role, nil
+}
+
+// SCRAM returns the SCRAM credential of a user for "SCRAM-SHA-1" or
+// "SCRAM-SHA-256" (ErrNotFound).
+func (s *Store) SCRAM(ctx context.Context, name, mechanism string) (SCRAMCredential, error) {
+	if _, err := mechHash(mechanism); err != nil {
+		return SCRAMCredential{}, fmt.Errorf("store: scram of %q: %w", name, err)
+	}
+	c := SCRAMCredential{Mechanism: mechanism}
+	err := s.r.QueryRowContext(ctx,
+		`SELECT salt, iterations, stored_key, server_key FROM scram WHERE user = ? AND mechanism = ?`,
+		name, mechanism).Scan(&c.Salt, &c.Iterations, &c.StoredKey, &c.ServerKey)
+	if err != nil {
+		return SCRAMCredential{}, fmt.Errorf("store: scram of %q: %w", name, notFound(err))
+	}
+	return c, nil
+}
+
+// authCacheMax bounds the verification cache; it is emptied when full.
+const authCacheMax = 4096
+
+// authCache remembers successful password checks, keyed by name and the
+// password's SHA-256, because MQTT clients reconnect often and PBKDF2 is
+// deliberately slow. Any change to a user bumps the generation, so a check
+// that read the old credentials cannot repopulate the cache after it.
+type authCache struct {
+	mu  sync.Mutex
+	gen uint64
+	m   map[authKey]string
+}
+
+type authKey struct {
+	name string
+	sum  [sha256.Size]byte
+}
+
+func (c *authCache) init() { c.m = make(map[authKey]string) }
+
+func (c *authCache) get(name string, sum [sha256.Size]byte) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	role, ok := c.m[authKey{name, sum}]
+	return role, ok
+}
+
+func (c *authCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+func (c *authCache) put(gen uint64, name string, sum [sha256.Size]byte, role string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
+	if len(c.m) >= authCacheMax {
+		clear(c.m)
+	}
+	c.m[authKey{name, sum}] = role
+}
+
+func (c *authCache) invalidate(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for k := range c.m {
+		if k.name == name {
+			delete(c.m, k)
+		}
+	}
+}
+
+func fromNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
