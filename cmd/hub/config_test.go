@@ -1,0 +1,128 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoadConfigPrecedence(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "hub.yaml")
+	if err := os.WriteFile(file, []byte(`
+data_dir: /from/file
+mqtt:
+  addr: 127.0.0.1:1000
+coap:
+  addr: 127.0.0.1:2000
+xmpp:
+  domain: file.example
+http:
+  addr: 127.0.0.1:3000
+acl:
+  bob:
+    - {action: publish, filter: "bob/#", allow: true}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"HUB_COAP_ADDR":       "127.0.0.1:2001",
+		"HUB_HTTP_ADDR":       "127.0.0.1:3001",
+		"HUB_ALLOW_ANONYMOUS": "true",
+	}
+	cfg, err := loadConfig([]string{"--config", file, "--http-addr", "127.0.0.1:3002", "--xmpp-addr", "off"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct{ name, got, want string }{
+		{"data dir (file)", cfg.DataDir, "/from/file"},
+		{"mqtt (file)", cfg.MQTT.Addr, "127.0.0.1:1000"},
+		{"coap (env over file)", cfg.CoAP.Addr, "127.0.0.1:2001"},
+		{"http (flag over env)", cfg.HTTP.Addr, "127.0.0.1:3002"},
+		{"xmpp addr (flag)", cfg.XMPP.Addr, "off"},
+		{"xmpp domain (file)", cfg.XMPP.Domain, "file.example"},
+		{"mqtts (default)", cfg.MQTT.TLSAddr, "off"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
+		}
+	}
+	if !cfg.AllowAnonymous {
+		t.Error("HUB_ALLOW_ANONYMOUS=true not applied")
+	}
+	if len(cfg.ACL["bob"]) != 1 || cfg.ACL["bob"][0].Filter != "bob/#" {
+		t.Errorf("acl from file = %+v", cfg.ACL)
+	}
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != "./hub-data" || cfg.MQTT.Addr != "127.0.0.1:1883" || cfg.CoAP.Addr != "127.0.0.1:5683" ||
+		cfg.XMPP.Addr != "127.0.0.1:5222" || cfg.HTTP.Addr != "127.0.0.1:8080" || cfg.XMPP.Domain != "localhost" {
+		t.Fatalf("defaults = %+v", cfg)
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	_ = os.WriteFile(bad, []byte("mqtt:\n  adr: x\n"), 0o600)
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
+		{"bad address", []string{"--mqtt-addr", "nonsense"}, nil, "mqtt.addr"},
+		{"unknown yaml field", []string{"--config", bad}, nil, "field adr not found"},
+		{"missing file", []string{"--config", filepath.Join(dir, "none.yaml")}, nil, "no such file"},
+		{"bad bool env", nil, map[string]string{"HUB_ALLOW_ANONYMOUS": "maybe"}, "HUB_ALLOW_ANONYMOUS"},
+		{"component without secret", []string{"--xmpp-component-addr", "127.0.0.1:5347"}, nil, "component_secret"},
+		{"stray argument", []string{"extra"}, nil, "unexpected argument"},
+	}
+	for _, c := range cases {
+		_, err := loadConfig(c.args, func(k string) string { return c.env[k] }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want it to mention %q", c.name, err, c.want)
+		}
+	}
+}
+
+func TestRunCommands(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var out strings.Builder
+	ctx := t.Context()
+	if err := run(ctx, []string{"version"}, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "hub ") {
+		t.Fatalf("version: %v %q", err, out.String())
+	}
+	out.Reset()
+	if err := run(ctx, []string{"user", "add", "alice", "--password", "pw", "--data-dir", dir}, &out, io.Discard); err != nil {
+		t.Fatalf("user add: %v", err)
+	}
+	if err := run(ctx, []string{"user", "add", "alice", "--password", "pw", "--data-dir", dir}, &out, io.Discard); err == nil {
+		t.Fatal("adding alice twice succeeded")
+	}
+	if err := run(ctx, []string{"user", "add", "bob", "--data-dir", dir}, &out, io.Discard); err == nil {
+		t.Fatal("user add without --password succeeded")
+	}
+	if err := run(ctx, []string{"device", "add", "--data-dir", dir, "sensor1", "--protocol", "coap", "--psk", "736563726574"}, &out, io.Discard); err != nil {
+		t.Fatalf("device add: %v", err)
+	}
+	if err := run(ctx, []string{"device", "add", "s2", "--psk", "zz", "--data-dir", dir}, &out, io.Discard); err == nil {
+		t.Fatal("bad --psk accepted")
+	}
+	if err := run(ctx, []string{"frobnicate"}, &out, io.Discard); err == nil {
+		t.Fatal("unknown command accepted")
+	}
+}

@@ -1,0 +1,148 @@
+// Package gateway assembles a running hub from its configuration: the
+// store, the bus, the device registry and every enabled protocol adapter,
+// started in order and stopped in reverse. cmd/hub and the end-to-end
+// tests (hubtest) both build hubs through it.
+package gateway
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hubsmith/hub/adapters"
+)
+
+// Off is the address value that disables a listener.
+const Off = "off"
+
+// Config is the whole configuration of a hub. Field names in YAML are the
+// snake_case forms; every flag of `hub serve` maps onto one field.
+type Config struct {
+	// DataDir holds the SQLite store and generated certificates.
+	DataDir string `yaml:"data_dir"`
+	// AllowAnonymous lets clients without credentials in on listeners that
+	// are not loopback-only (loopback ones always allow them).
+	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// Node names this hub in envelopes' origin (default: random).
+	Node string `yaml:"node"`
+
+	MQTT MQTTConfig `yaml:"mqtt"`
+	CoAP CoAPConfig `yaml:"coap"`
+	XMPP XMPPConfig `yaml:"xmpp"`
+	HTTP HTTPConfig `yaml:"http"`
+	// NATS is the cluster bus URL ("" = in-process bus).
+	NATS string `yaml:"nats"`
+	// TLS is the certificate used by TLS listeners that have none of
+	// their own (mqtts, XMPP STARTTLS).
+	TLS TLSFiles `yaml:"tls"`
+	// ACL holds configured ACL rules per principal, consulted before the
+	// stored ones.
+	ACL map[string][]adapters.ACLRule `yaml:"acl"`
+	// Log configures logging.
+	Log LogConfig `yaml:"log"`
+	// ShutdownTimeout bounds a graceful stop.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// MQTTConfig configures the MQTT listeners.
+type MQTTConfig struct {
+	Addr          string `yaml:"addr"`
+	TLSAddr       string `yaml:"tls_addr"`
+	MaxPacketSize int    `yaml:"max_packet_size"`
+}
+
+// CoAPConfig configures the CoAP listeners.
+type CoAPConfig struct {
+	Addr       string `yaml:"addr"`
+	DTLSAddr   string `yaml:"dtls_addr"`
+	MaxPayload int    `yaml:"max_payload"`
+}
+
+// XMPPConfig configures the XMPP server and component mode.
+type XMPPConfig struct {
+	Addr            string   `yaml:"addr"`
+	Domain          string   `yaml:"domain"`
+	ComponentAddr   string   `yaml:"component_addr"`
+	ComponentDomain string   `yaml:"component_domain"`
+	ComponentSecret string   `yaml:"component_secret"`
+	MaxStanza       int      `yaml:"max_stanza"`
+	TLS             TLSFiles `yaml:"tls"`
+}
+
+// HTTPConfig configures the REST API listener.
+type HTTPConfig struct {
+	Addr    string `yaml:"addr"`
+	MaxBody int64  `yaml:"max_body"`
+}
+
+// TLSFiles names a PEM certificate chain and key.
+type TLSFiles struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// Defaults returns the configuration `hub serve` uses with no flags:
+// every listener on loopback, the store in ./hub-data.
+func Defaults() Config {
+	return Config{
+		DataDir: "./hub-data",
+		MQTT:    MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off},
+		CoAP:    CoAPConfig{Addr: "127.0.0.1:5683", DTLSAddr: Off},
+		XMPP:    XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off},
+		HTTP:    HTTPConfig{Addr: "127.0.0.1:8080"},
+		Log:     LogConfig{Level: "info", Format: "text"},
+
+		ShutdownTimeout: 10 * time.Second,
+	}
+}
+
+// Enabled reports whether a listener address is set and not "off".
+func Enabled(addr string) bool { return addr != "" && addr != Off }
+
+// Validate checks the configuration, naming the field at fault.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return fmt.Errorf("config: data_dir: must be set")
+	}
+	for name, addr := range map[string]string{
+		"mqtt.addr": c.MQTT.Addr, "mqtt.tls_addr": c.MQTT.TLSAddr,
+		"coap.addr": c.CoAP.Addr, "coap.dtls_addr": c.CoAP.DTLSAddr,
+		"xmpp.addr": c.XMPP.Addr, "xmpp.component_addr": c.XMPP.ComponentAddr,
+		"http.addr": c.HTTP.Addr,
+	} {
+		if !Enabled(addr) {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("config: %s %q: want host:port or %q: %w", name, addr, Off, err)
+		}
+	}
+	if Enabled(c.XMPP.Addr) && c.XMPP.Domain == "" {
+		return fmt.Errorf("config: xmpp.domain: must be set when xmpp.addr is enabled")
+	}
+	if Enabled(c.XMPP.ComponentAddr) && (c.XMPP.ComponentDomain == "" || c.XMPP.ComponentSecret == "") {
+		return fmt.Errorf("config: xmpp.component_domain and xmpp.component_secret: must be set with xmpp.component_addr")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return fmt.Errorf("config: tls: cert_file and key_file go together")
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "", "text", "json":
+	default:
+		return fmt.Errorf("config: log.format %q: want text or json", c.Log.Format)
+	}
+	return nil
+}

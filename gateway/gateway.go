@@ -1,0 +1,232 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/devices"
+	"github.com/hubsmith/hub/rest"
+	"github.com/hubsmith/hub/store"
+)
+
+// Hub is a running (or ready to run) hub: the store, the bus, the device
+// registry and the enabled adapters.
+type Hub struct {
+	cfg      Config
+	log      *slog.Logger
+	Store    *store.Store
+	Bus      broker.Bus
+	Devices  *devices.Registry
+	Auth     *adapters.Auth
+	Registry *prometheus.Registry
+
+	adapters []adapters.Adapter
+
+	mu      sync.Mutex
+	started []adapters.Adapter
+}
+
+// New opens the store, builds the bus and every enabled adapter. Nothing
+// listens until Start.
+func New(cfg Config, log *slog.Logger) (*Hub, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.Node == "" {
+		cfg.Node = broker.NodeID()
+	}
+	h := &Hub{cfg: cfg, log: log, Registry: prometheus.NewRegistry()}
+	h.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ok := false
+	defer func() {
+		if !ok {
+			h.closeCore()
+		}
+	}()
+	st, err := store.Open(context.Background(), cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("hub: open store: %w", err)
+	}
+	h.Store = st
+	if cfg.NATS != "" {
+		return nil, errors.New("hub: --nats: the cluster bus is not available in this build yet")
+	}
+	bus, err := broker.NewMemory(broker.MemoryConfig{Spool: st, Node: cfg.Node, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("hub: bus: %w", err)
+	}
+	h.Bus = bus
+	h.Registry.MustRegister(busCollector{bus})
+	h.Auth = adapters.NewAuth(st, cfg.ACL)
+	h.Devices, err = devices.New(devices.Config{Store: st, Bus: bus, Logger: log, Node: cfg.Node})
+	if err != nil {
+		return nil, err
+	}
+	if err := h.buildAdapters(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return h, nil
+}
+
+func (h *Hub) tlsConfig(files TLSFiles) (*tls.Config, error) {
+	if files.CertFile == "" {
+		files = h.cfg.TLS
+	}
+	if files.CertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(files.CertFile, files.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("hub: tls: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+func (h *Hub) buildAdapters() error {
+	c := h.cfg
+	if Enabled(c.HTTP.Addr) {
+		a, err := rest.New(rest.Config{
+			Addr: c.HTTP.Addr, Bus: h.Bus, Store: h.Store, Auth: h.Auth, Devices: h.Devices,
+			AllowAnonymous: c.AllowAnonymous, MaxBody: c.HTTP.MaxBody, Health: h.Healthy,
+			Metrics:    promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{}),
+			Registerer: h.Registry, Logger: h.log.With("adapter", "rest"), Node: c.Node,
+		})
+		if err != nil {
+			return err
+		}
+		h.adapters = append(h.adapters, a)
+	}
+	return nil
+}
+
+// Start starts the adapters in order; if one fails, those started are
+// stopped again.
+func (h *Hub) Start(ctx context.Context) error {
+	for _, a := range h.adapters {
+		if ps, ok := a.(adapters.PresenceSource); ok {
+			ps.SetPresenceSink(h.Devices)
+		}
+		if cm, ok := a.(adapters.Commander); ok {
+			h.Devices.RegisterCommander(cm)
+		}
+		if err := a.Start(ctx); err != nil {
+			_ = h.Stop(context.WithoutCancel(ctx))
+			return fmt.Errorf("hub: start %s: %w", a.Name(), err)
+		}
+		h.mu.Lock()
+		h.started = append(h.started, a)
+		h.mu.Unlock()
+	}
+	return nil
+}
+
+// Stop stops the adapters in reverse order, then closes the bus and the
+// store. It returns the first error.
+func (h *Hub) Stop(ctx context.Context) error {
+	h.mu.Lock()
+	started := h.started
+	h.started = nil
+	h.mu.Unlock()
+	var errs []error
+	for _, a := range slices.Backward(started) {
+		if err := a.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("hub: stop %s: %w", a.Name(), err))
+		}
+	}
+	errs = append(errs, h.closeCore())
+	return errors.Join(errs...)
+}
+
+func (h *Hub) closeCore() error {
+	var errs []error
+	if h.Bus != nil {
+		errs = append(errs, h.Bus.Close())
+	}
+	if h.Store != nil {
+		errs = append(errs, h.Store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Healthy is nil when every started adapter reports healthy.
+func (h *Hub) Healthy() error {
+	h.mu.Lock()
+	started := h.started
+	h.mu.Unlock()
+	if len(started) < len(h.adapters) {
+		return errors.New("starting")
+	}
+	for _, a := range started {
+		if hc, ok := a.(adapters.HealthChecker); ok {
+			if err := hc.Healthy(); err != nil {
+				return fmt.Errorf("%s: %w", a.Name(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// Addrs returns every listener's bound address keyed "adapter.listener".
+func (h *Hub) Addrs() map[string]string {
+	out := map[string]string{}
+	for _, a := range h.adapters {
+		if ad, ok := a.(adapters.Addresser); ok {
+			for k, v := range ad.Addrs() {
+				out[a.Name()+"."+k] = v
+			}
+		}
+	}
+	return out
+}
+
+// Handler returns the HTTP handler of the REST adapter (nil when disabled).
+func (h *Hub) Handler() http.Handler {
+	for _, a := range h.adapters {
+		if r, ok := a.(*rest.Adapter); ok {
+			return r.Handler()
+		}
+	}
+	return nil
+}
+
+// busCollector exports the in-process bus's counters.
+type busCollector struct{ bus broker.Bus }
+
+var (
+	busPublished     = prometheus.NewDesc("hub_bus_published_total", "Envelopes published on the bus.", nil, nil)
+	busSubscriptions = prometheus.NewDesc("hub_bus_subscriptions", "Subscriptions on the bus, attached or durable.", nil, nil)
+	busRetained      = prometheus.NewDesc("hub_bus_retained", "Retained values held by the bus.", nil, nil)
+)
+
+func (busCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- busPublished
+	ch <- busSubscriptions
+	ch <- busRetained
+}
+
+func (c busCollector) Collect(ch chan<- prometheus.Metric) {
+	m, ok := c.bus.(*broker.Memory)
+	if !ok {
+		return
+	}
+	s := m.Stats()
+	ch <- prometheus.MustNewConstMetric(busPublished, prometheus.CounterValue, float64(s.Published))
+	ch <- prometheus.MustNewConstMetric(busSubscriptions, prometheus.GaugeValue, float64(s.Subscriptions))
+	ch <- prometheus.MustNewConstMetric(busRetained, prometheus.GaugeValue, float64(s.Retained))
+}
