@@ -32,6 +32,7 @@ const maxReaders = 4
 // connections that WAL lets run beside it.
 type impl struct {
 	w      *sql.DB // exactly one connection; every write goes here
+	wr     *writer // the goroutine that owns w after Open
 	r      *sql.DB // read-only pool
 	path   string
 	logger atomic.Pointer[slog.Logger]
@@ -94,8 +95,10 @@ func open(ctx context.Context, dir string) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	s.wr = newWriter(w)
 	r, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
+		s.wr.close()
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -103,6 +106,7 @@ func open(ctx context.Context, dir string) (*Store, error) {
 	r.SetMaxIdleConns(maxReaders)
 	s.r = r
 	if err := r.PingContext(ctx); err != nil {
+		s.wr.close()
 		w.Close()
 		r.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -130,6 +134,9 @@ func (s *Store) Close() error {
 		if s.r != nil {
 			errs = append(errs, s.r.Close())
 		}
+		if s.wr != nil {
+			s.wr.close()
+		}
 		if s.w != nil {
 			// Fold the WAL back into the main file so that the data
 			// directory holds one self-contained file when the hub is
@@ -146,9 +153,28 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// tx runs fn in a write transaction, committing when it returns nil.
+// tx runs fn in a write transaction, returning once it is committed (fn
+// returned nil) or undone (fn failed). fn may share its transaction with
+// other writes (see writer), so it must not commit or roll back itself.
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
+	if s.wr == nil {
+		return directTx(ctx, s.w, fn)
+	}
+	return s.wr.do(ctx, fn)
+}
+
+// exec runs one write statement through the writer.
+func (s *Store) exec(ctx context.Context, query string, args ...any) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, query, args...)
+		return err
+	})
+}
+
+// directTx runs fn in its own transaction on db; used before the writer
+// starts (migrations).
+func directTx(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ func (s *Store) KVPut(ctx context.Context, bucket, key string, value []byte) err
 	if value == nil {
 		value = []byte{}
 	}
-	if _, err := s.w.ExecContext(ctx,
+	if err := s.exec(ctx,
 		`INSERT INTO kv(bucket, key, value) VALUES (?, ?, ?)
 		 ON CONFLICT(bucket, key) DO UPDATE SET value = excluded.value`,
 		bucket, key, value); err != nil {
@@ -41,7 +41,7 @@ func (s *Store) KVGet(ctx context.Context, bucket, key string) ([]byte, error) {
 
 // KVDelete removes key from bucket (no error when absent).
 func (s *Store) KVDelete(ctx context.Context, bucket, key string) error {
-	if _, err := s.w.ExecContext(ctx, `DELETE FROM kv WHERE bucket = ? AND key = ?`, bucket, key); err != nil {
+	if err := s.exec(ctx, `DELETE FROM kv WHERE bucket = ? AND key = ?`, bucket, key); err != nil {
 		return fmt.Errorf("store: kv delete %s/%q: %w", bucket, key, err)
 	}
 	return nil
@@ -73,7 +73,7 @@ func (s *Store) KVList(ctx context.Context, bucket string) ([]KV, error) {
 
 // KVDeleteBucket removes every entry of bucket.
 func (s *Store) KVDeleteBucket(ctx context.Context, bucket string) error {
-	if _, err := s.w.ExecContext(ctx, `DELETE FROM kv WHERE bucket = ?`, bucket); err != nil {
+	if err := s.exec(ctx, `DELETE FROM kv WHERE bucket = ?`, bucket); err != nil {
 		return fmt.Errorf("store: kv delete bucket %s: %w", bucket, err)
 	}
 	return nil

@@ -26,7 +26,7 @@ func (s *Store) SaveRetained(ctx context.Context, e *broker.Envelope) error {
 	if err != nil {
 		return fmt.Errorf("store: save retained %q: %w", e.Topic, err)
 	}
-	if _, err := s.w.ExecContext(ctx,
+	if err := s.exec(ctx,
 		`INSERT INTO retained(topic, envelope) VALUES (?, ?)
 		 ON CONFLICT(topic) DO UPDATE SET envelope = excluded.envelope`, e.Topic, b); err != nil {
 		return fmt.Errorf("store: save retained %q: %w", e.Topic, err)
@@ -37,7 +37,7 @@ func (s *Store) SaveRetained(ctx context.Context, e *broker.Envelope) error {
 // DeleteRetained implements broker.Spool. Clearing a topic with no
 // retained value is not an error.
 func (s *Store) DeleteRetained(ctx context.Context, topic string) error {
-	if _, err := s.w.ExecContext(ctx, `DELETE FROM retained WHERE topic = ?`, topic); err != nil {
+	if err := s.exec(ctx, `DELETE FROM retained WHERE topic = ?`, topic); err != nil {
 		return fmt.Errorf("store: delete retained %q: %w", topic, err)
 	}
 	return nil
@@ -112,7 +112,7 @@ func (s *Store) SaveSubscription(ctx context.Context, d broker.DurableSubscripti
 	if err != nil {
 		return fmt.Errorf("store: save subscription %q: %w", d.ID, err)
 	}
-	if _, err := s.w.ExecContext(ctx,
+	if err := s.exec(ctx,
 		`INSERT INTO subscriptions(id, filters, qos) VALUES (?, ?, ?)
 		 ON CONFLICT(id) DO UPDATE SET filters = excluded.filters, qos = excluded.qos`,
 		d.ID, string(filters), d.QoS); err != nil {
@@ -265,7 +265,7 @@ func (s *Store) dropQueued(ctx context.Context, id string, seqs []int64) error {
 
 // Ack implements broker.Spool.
 func (s *Store) Ack(ctx context.Context, id string, seq int64) error {
-	if _, err := s.w.ExecContext(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq <= ?`, id, seq); err != nil {
+	if err := s.exec(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq <= ?`, id, seq); err != nil {
 		return fmt.Errorf("store: ack %q up to %d: %w", id, seq, err)
 	}
 	return nil

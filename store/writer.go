@@ -1,0 +1,215 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrClosed is returned by writes after Close.
+var ErrClosed = errors.New("store closed")
+
+// maxBatch bounds how many writes share one transaction.
+const maxBatch = 256
+
+// writer is the only goroutine that writes. It runs the writes queued
+// while the previous transaction committed as one transaction, each inside
+// its own savepoint, so that concurrent writers (publishers at QoS >= 1,
+// MQTT session updates) share one fsync instead of queueing for one each:
+// group commit. Every write still returns only after the commit that made
+// it durable.
+type writer struct {
+	db   *sql.DB
+	ops  chan *writeOp
+	quit chan struct{}
+	done chan struct{}
+
+	mu     sync.RWMutex // held for reading while submitting
+	closed bool
+
+	batches atomic.Uint64 // transactions committed, for tests
+}
+
+// op states: a caller whose context ends before the writer took the op
+// abandons it, and the writer then skips it.
+const (
+	opPending int32 = iota
+	opTaken
+	opAbandoned
+)
+
+type writeOp struct {
+	ctx   context.Context
+	fn    func(tx *sql.Tx) error
+	state atomic.Int32
+	res   chan error // buffered: the writer never blocks on it
+}
+
+func newWriter(db *sql.DB) *writer {
+	w := &writer{
+		db:   db,
+		ops:  make(chan *writeOp, maxBatch),
+		quit: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	go w.run()
+	return w
+}
+
+// do runs fn in a write transaction and returns once it is committed (or
+// has failed, leaving nothing behind).
+func (w *writer) do(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	op := &writeOp{ctx: ctx, fn: fn, res: make(chan error, 1)}
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case w.ops <- op:
+		w.mu.RUnlock()
+	case <-ctx.Done():
+		w.mu.RUnlock()
+		return ctx.Err()
+	}
+	select {
+	case err := <-op.res:
+		return err
+	case <-ctx.Done():
+		if op.state.CompareAndSwap(opPending, opAbandoned) {
+			return ctx.Err()
+		}
+		// Already running: its outcome is what happened.
+		return <-op.res
+	}
+}
+
+// close stops accepting writes, lets the queued ones finish and waits for
+// the goroutine to end.
+func (w *writer) close() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		<-w.done
+		return
+	}
+	w.closed = true
+	w.mu.Unlock()
+	// No submitter holds the read lock now, so the queue is final.
+	close(w.quit)
+	<-w.done
+}
+
+func (w *writer) run() {
+	defer close(w.done)
+	batch := make([]*writeOp, 0, maxBatch)
+	for {
+		select {
+		case op := <-w.ops:
+			batch = append(batch[:0], op)
+		drain:
+			for len(batch) < maxBatch {
+				select {
+				case op := <-w.ops:
+					batch = append(batch, op)
+				default:
+					break drain
+				}
+			}
+			w.commit(batch)
+		case <-w.quit:
+			for {
+				select {
+				case op := <-w.ops:
+					w.commit([]*writeOp{op})
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// commit runs a batch in one transaction and answers every op.
+func (w *writer) commit(batch []*writeOp) {
+	// Take the ops whose callers still wait; answer the others.
+	live := batch[:0]
+	for _, op := range batch {
+		if err := op.ctx.Err(); err != nil {
+			if op.state.CompareAndSwap(opPending, opAbandoned) {
+				op.res <- err
+				continue
+			}
+		}
+		if op.state.CompareAndSwap(opPending, opTaken) {
+			live = append(live, op)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	results := make([]error, len(live))
+	err := w.runBatch(live, results)
+	for i, op := range live {
+		if err != nil && results[i] == nil {
+			results[i] = err
+		}
+		op.res <- results[i]
+	}
+}
+
+// runBatch runs ops in one transaction, each in a savepoint so that a
+// failing op is undone alone. It returns an error that fails the whole
+// batch (begin, savepoint handling, commit).
+func (w *writer) runBatch(ops []*writeOp, results []error) error {
+	tx, err := w.db.Begin()
+	if err != nil {
+		return err
+	}
+	single := len(ops) == 1
+	for i, op := range ops {
+		if single {
+			results[i] = safeRun(op, tx)
+			if results[i] != nil {
+				_ = tx.Rollback()
+				return nil
+			}
+			break
+		}
+		if _, err := tx.Exec(`SAVEPOINT op`); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		if results[i] = safeRun(op, tx); results[i] != nil {
+			if _, err := tx.Exec(`ROLLBACK TO op`); err != nil {
+				_ = tx.Rollback()
+				return err
+			}
+		}
+		if _, err := tx.Exec(`RELEASE op`); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	w.batches.Add(1)
+	return nil
+}
+
+// safeRun runs op.fn, turning a panic into an error so the writer lives on.
+func safeRun(op *writeOp, tx *sql.Tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("write panicked: %v", r)
+		}
+	}()
+	return op.fn(tx)
+}
