@@ -1,0 +1,593 @@
+// Package mqtt is the hub's MQTT 3.1.1 and 5 adapter: an embedded mochi-mqtt
+// broker whose hooks authenticate clients against adapters.Auth, put every
+// client publish on the bus, and keep persistent sessions in the store,
+// while one bus subscription injects everything published by other
+// protocols (or other hubs) into mochi for its MQTT subscribers.
+//
+// Routing: MQTT-to-MQTT traffic is routed by mochi itself; the adapter's
+// bus subscription skips envelopes of its own protocol and node
+// (NoLocalProtocol/NoLocalNode), so nothing is delivered twice.
+//
+// Acknowledgements: mochi runs the OnPublish hook before it writes PUBACK or
+// PUBREC, so the hook publishes to the bus there: a QoS 1/2 publisher is
+// acknowledged only once Bus.Publish has returned nil (the envelope is
+// durable). When the bus refuses, an MQTT 5 client gets PUBACK/PUBREC with
+// reason 0x97 (quota exceeded, for broker.ErrStorage) or 0x83
+// (implementation specific error); an MQTT 3.1.1 client, which has no
+// negative acknowledgement, is disconnected. QoS 0 publishes the bus
+// refuses are dropped and counted.
+//
+// Retained values: the bus (persisted by the store through broker.Spool) is
+// the only source of truth. mochi's retained tree is a cache filled from
+// Bus.Retained at start and kept current by the traffic itself; the
+// session store never holds retained messages.
+//
+// Sessions: clean sessions live in memory only. Persistent ones (clean
+// session false, or an MQTT 5 session expiry) are written to a
+// SessionStore: the client, its subscriptions, and every QoS 1/2 message
+// in flight to it or queued while it is offline (mochi keeps those in the
+// client's in-flight table and reports them through OnQosPublish).
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/broker"
+)
+
+// Defaults of Config.
+const (
+	DefaultAddr = "127.0.0.1:1883"
+	// DefaultMaxPacketSize bounds an MQTT packet. mochi allocates the
+	// whole announced length before reading it, so without a bound one
+	// client could make a small gateway allocate 256 MiB; 1 MiB carries any
+	// sensor reading or command, and files travel over REST or CoAP.
+	DefaultMaxPacketSize = 1 << 20
+	// DefaultMaxQueued is the number of QoS 1/2 messages kept in flight or
+	// queued per client (Mosquitto's max_queued_messages is 1000 too).
+	DefaultMaxQueued = 1000
+	// DefaultConnectTimeout is how long a new connection may take to send
+	// CONNECT (and finish the TLS handshake).
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultSysInterval is how often $SYS topics are published (as in
+	// Mosquitto).
+	DefaultSysInterval = 10 * time.Second
+	// DefaultSubscriberID is the id of the adapter's bus subscription.
+	DefaultSubscriberID = "mqtt-adapter"
+)
+
+// Off disables a listener address.
+const Off = "off"
+
+// Config configures the MQTT adapter.
+type Config struct {
+	// Addr is the plain TCP listener ("" = DefaultAddr, "off" = none).
+	Addr string
+	// TLSAddr is the MQTT-over-TLS listener ("" or "off" = none); it
+	// needs TLSConfig.
+	TLSAddr   string
+	TLSConfig *tls.Config
+	// Bus carries envelopes to and from the other adapters (required).
+	Bus broker.Bus
+	// Auth authenticates and authorizes clients (nil: anonymous access
+	// only, under the listener rule).
+	Auth *adapters.Auth
+	// AllowAnonymous lets clients without credentials in on non-loopback
+	// listeners as well (adapters.AnonymousAllowed).
+	AllowAnonymous bool
+	// Sessions keeps persistent sessions across restarts (nil: in memory).
+	Sessions SessionStore
+	// Node is this hub's id in Origin.Node (default broker.NodeID()).
+	Node string
+	// SubscriberID is the id of the adapter's durable bus subscription
+	// (default DefaultSubscriberID).
+	SubscriberID string
+	// Logger receives the adapter's and mochi's logs (nil: slog.Default()).
+	Logger *slog.Logger
+	// Registerer receives the adapter's metrics (nil: no metrics).
+	Registerer prometheus.Registerer
+	// MaxPacketSize bounds an incoming packet in bytes (0:
+	// DefaultMaxPacketSize).
+	MaxPacketSize uint32
+	// MaxClients bounds connected clients (0: no limit); a client over
+	// the limit gets CONNACK "server unavailable" / "server busy".
+	MaxClients int
+	// MaxKeepalive, when non-zero, caps the keepalive in seconds: a
+	// client asking for 0 or more gets this one (sent to MQTT 5 clients as
+	// server keep alive).
+	MaxKeepalive uint16
+	// MaxQueued bounds QoS 1/2 messages in flight or queued per client (0:
+	// DefaultMaxQueued).
+	MaxQueued uint16
+	// ConnectTimeout bounds the time from accept to CONNECT (0:
+	// DefaultConnectTimeout).
+	ConnectTimeout time.Duration
+	// SysInterval is the $SYS publish interval (0: DefaultSysInterval).
+	SysInterval time.Duration
+}
+
+// Adapter is the MQTT adapter. It implements adapters.Adapter,
+// adapters.HealthChecker, adapters.Addresser and adapters.PresenceSource.
+type Adapter struct {
+	cfg      Config
+	auth     *adapters.Auth
+	log      *slog.Logger
+	sessions *sessions
+	metrics  *metrics
+
+	// lifetime context of calls made from hooks (auth, bus publish).
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	state   int
+	srv     *mochi.Server
+	inline  *mochi.Client
+	sub     broker.Subscription
+	lns     []*listener
+	lnAddr  map[string]string // listener id -> configured address
+	gate    chan struct{}
+	expires map[string]int64 // restored in-flight expiry, until Start ends
+
+	sink     atomic.Pointer[adapters.PresenceSink]
+	roles    sync.Map // username -> role of authenticated principals
+	presMu   sync.Mutex
+	presence map[string]int // device id -> connections
+	online   sync.Map       // *mochi.Client -> device id, for connected devices
+
+	retMu    sync.Mutex
+	retained map[string]string // topic -> envelope id of the retained value
+
+	// treeMu serializes writes to mochi's retained tree with its
+	// wildcard scans (see hook.OnSubscribe); treeLocked marks the clients
+	// whose publish holds it.
+	treeMu     sync.RWMutex
+	treeLocked sync.Map
+
+	// ownMu orders the session-record writes of a connection that ends
+	// with those of a new connection taking its client id.
+	ownMu sync.Mutex
+}
+
+const (
+	stateNew = iota
+	stateStarted
+	stateStopped
+)
+
+var (
+	_ adapters.Adapter        = (*Adapter)(nil)
+	_ adapters.HealthChecker  = (*Adapter)(nil)
+	_ adapters.Addresser      = (*Adapter)(nil)
+	_ adapters.PresenceSource = (*Adapter)(nil)
+)
+
+// New validates cfg, fills its defaults and returns an adapter ready to
+// Start.
+func New(cfg Config) (*Adapter, error) {
+	if cfg.Bus == nil {
+		return nil, errors.New("mqtt: Bus is required")
+	}
+	switch cfg.Addr {
+	case "":
+		cfg.Addr = DefaultAddr
+	case Off:
+		cfg.Addr = ""
+	}
+	if cfg.TLSAddr == Off {
+		cfg.TLSAddr = ""
+	}
+	if cfg.TLSAddr != "" && cfg.TLSConfig == nil {
+		return nil, fmt.Errorf("mqtt: TLSAddr %q: TLSConfig is required", cfg.TLSAddr)
+	}
+	if cfg.Addr == "" && cfg.TLSAddr == "" {
+		return nil, errors.New("mqtt: Addr and TLSAddr are both off: no listener")
+	}
+	if cfg.Addr != "" && cfg.Addr == cfg.TLSAddr {
+		return nil, fmt.Errorf("mqtt: Addr and TLSAddr are both %q", cfg.Addr)
+	}
+	if cfg.MaxClients < 0 {
+		return nil, fmt.Errorf("mqtt: MaxClients %d: must be >= 0", cfg.MaxClients)
+	}
+	if cfg.ConnectTimeout < 0 {
+		return nil, fmt.Errorf("mqtt: ConnectTimeout %v: must be >= 0", cfg.ConnectTimeout)
+	}
+	if cfg.SysInterval < 0 || (cfg.SysInterval > 0 && cfg.SysInterval < time.Second) {
+		return nil, fmt.Errorf("mqtt: SysInterval %v: must be at least 1s", cfg.SysInterval)
+	}
+	if cfg.MaxPacketSize == 0 {
+		cfg.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if cfg.MaxPacketSize < 64 {
+		return nil, fmt.Errorf("mqtt: MaxPacketSize %d: must be at least 64 bytes", cfg.MaxPacketSize)
+	}
+	if cfg.MaxQueued == 0 {
+		cfg.MaxQueued = DefaultMaxQueued
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.SysInterval == 0 {
+		cfg.SysInterval = DefaultSysInterval
+	}
+	if cfg.Node == "" {
+		cfg.Node = broker.NodeID()
+	}
+	if cfg.SubscriberID == "" {
+		cfg.SubscriberID = DefaultSubscriberID
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &Adapter{
+		cfg:      cfg,
+		auth:     cfg.Auth,
+		log:      cfg.Logger.With("adapter", "mqtt"),
+		presence: make(map[string]int),
+		retained: make(map[string]string),
+		lnAddr:   make(map[string]string),
+	}
+	if a.auth == nil {
+		a.auth = adapters.NewAuth(nil, nil)
+	}
+	if cfg.Sessions != nil {
+		a.sessions = newSessions(cfg.Sessions, a.log)
+	}
+	a.metrics = newMetrics(a)
+	return a, nil
+}
+
+// Name returns "mqtt".
+func (a *Adapter) Name() string { return broker.ProtoMQTT }
+
+// SetPresenceSink implements adapters.PresenceSource: devices (principals
+// of role device) are reported online when they connect and offline when
+// their last connection ends, however it ends (DISCONNECT, will, keepalive
+// timeout, error).
+func (a *Adapter) SetPresenceSink(s adapters.PresenceSink) {
+	if s == nil {
+		a.sink.Store(nil)
+		return
+	}
+	a.sink.Store(&s)
+}
+
+// Start binds the listeners, loads the retained values from the bus and
+// the persistent sessions from the store, subscribes to the bus and starts
+// serving. It can be called once.
+func (a *Adapter) Start(ctx context.Context) (err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.state != stateNew {
+		return errors.New("mqtt: Start: adapter already started")
+	}
+	a.state = stateStopped // unless everything below succeeds
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = a.cfg.MaxPacketSize
+	caps.MaximumClients = math.MaxInt64
+	if a.cfg.MaxClients > 0 {
+		caps.MaximumClients = int64(a.cfg.MaxClients)
+	}
+	// No forced expiry: retained values and queued messages live until
+	// their own MQTT 5 expiry, as in Mosquitto (mochi's default drops
+	// them after a day).
+	caps.MaximumMessageExpiryInterval = 0
+	caps.MaximumInflight = a.cfg.MaxQueued
+	caps.MaximumClientWritesPending = 1024
+	srv := mochi.New(&mochi.Options{
+		Capabilities:           caps,
+		InlineClient:           true,
+		Logger:                 a.log.With("component", "mochi"),
+		SysTopicResendInterval: int64(a.cfg.SysInterval / time.Second),
+	})
+	inline, ok := srv.Clients.Get(mochi.InlineClientId)
+	if !ok {
+		return errors.New("mqtt: Start: mochi has no inline client")
+	}
+	// Injected packets carry MQTT 5 properties, and mochi honours
+	// message expiry only for version 5 packets.
+	inline.Properties.ProtocolVersion = 5
+	if err := srv.AddHook(&hook{a: a}, nil); err != nil {
+		return fmt.Errorf("mqtt: add hook: %w", err)
+	}
+	a.srv, a.inline = srv, inline
+
+	for _, l := range []struct{ id, addr string }{{"mqtt", a.cfg.Addr}, {"mqtts", a.cfg.TLSAddr}} {
+		if l.addr == "" {
+			continue
+		}
+		var tc *tls.Config
+		if l.id == "mqtts" {
+			tc = a.cfg.TLSConfig
+		}
+		ln := newListener(l.id, l.addr, tc, a.cfg.ConnectTimeout, a.connEnded)
+		if err := srv.AddListener(ln); err != nil {
+			a.closeListeners()
+			return err
+		}
+		a.lns = append(a.lns, ln)
+		a.lnAddr[l.id] = l.addr
+	}
+
+	a.gate = make(chan struct{})
+	a.sub, err = a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{
+		ID:              a.cfg.SubscriberID,
+		Filters:         []string{"#", "$hub/#"},
+		QoS:             2,
+		Durable:         true,
+		NoLocalProtocol: broker.ProtoMQTT,
+		NoLocalNode:     a.cfg.Node,
+	}, a.fromBus)
+	if err != nil {
+		a.closeListeners()
+		return fmt.Errorf("mqtt: subscribe to the bus: %w", err)
+	}
+	fail := func(err error) error {
+		close(a.gate)
+		_ = a.sub.Detach()
+		_ = srv.Close()
+		a.cancel()
+		return err
+	}
+	if err := a.loadRetained(ctx); err != nil {
+		a.closeListeners()
+		return fail(err)
+	}
+	if err := srv.Serve(); err != nil {
+		return fail(fmt.Errorf("mqtt: serve: %w", err))
+	}
+	a.restoreExpiry()
+	if err := a.metrics.register(a.cfg.Registerer); err != nil {
+		return fail(err)
+	}
+	close(a.gate)
+	a.state = stateStarted
+	a.log.Info("mqtt: listening", "addrs", a.addrsLocked())
+	return nil
+}
+
+func (a *Adapter) closeListeners() {
+	for _, l := range a.lns {
+		if l.ln != nil {
+			_ = l.ln.Close()
+		}
+	}
+}
+
+// loadRetained fills mochi's retained tree from the bus.
+func (a *Adapter) loadRetained(ctx context.Context) error {
+	now := time.Now()
+	for _, f := range []string{"#", "$hub/#"} {
+		es, err := a.cfg.Bus.Retained(ctx, f)
+		if err != nil {
+			return fmt.Errorf("mqtt: load retained %q: %w", f, err)
+		}
+		for _, e := range es {
+			pk, _, ok := packetFromEnvelope(e, now)
+			if !ok || len(pk.Payload) == 0 {
+				continue
+			}
+			pk.FixedHeader.Retain = true
+			pk.ProtocolVersion = 5
+			pk.Origin = mochi.InlineClientId
+			if i := pk.Properties.MessageExpiryInterval; i > 0 {
+				pk.Expiry = now.Unix() + int64(i)
+			}
+			a.srv.Topics.RetainMessage(pk)
+			a.retained[e.Topic] = e.ID
+		}
+	}
+	atomic.StoreInt64(&a.srv.Info.Retained, int64(a.srv.Topics.Retained.Len()))
+	return nil
+}
+
+// restoreExpiry gives in-flight messages loaded from the store their
+// absolute expiry back (mochi's storage record has no field for it).
+func (a *Adapter) restoreExpiry() {
+	for key, exp := range a.expires {
+		id, pid, ok := splitInflightKey(key)
+		if !ok {
+			continue
+		}
+		cl, ok := a.srv.Clients.Get(id)
+		if !ok {
+			continue
+		}
+		if pk, ok := cl.State.Inflight.Get(pid); ok {
+			pk.Expiry = exp
+			pk.ProtocolVersion = cl.Properties.ProtocolVersion
+			cl.State.Inflight.Set(pk)
+		}
+	}
+	a.expires = nil
+}
+
+// Stop detaches the bus subscription (a durable one keeps collecting),
+// disconnects every client (persistent sessions stay in the store), closes
+// the listeners and returns once every goroutine has ended, or when ctx is
+// done.
+func (a *Adapter) Stop(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.state != stateStarted {
+		a.state = stateStopped
+		return nil
+	}
+	a.state = stateStopped
+	var errs []error
+	if err := a.sub.Detach(); err != nil {
+		errs = append(errs, fmt.Errorf("mqtt: detach from the bus: %w", err))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = a.srv.Close()
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("mqtt: stop: %w", ctx.Err()))
+	}
+	a.cancel()
+	a.metrics.unregister(a.cfg.Registerer)
+	return errors.Join(errs...)
+}
+
+// Healthy reports nil while the adapter serves on all its listeners.
+func (a *Adapter) Healthy() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.state != stateStarted {
+		return errors.New("mqtt: not running")
+	}
+	for _, l := range a.lns {
+		if l.isClosed() {
+			return fmt.Errorf("mqtt: listener %s closed", l.id)
+		}
+	}
+	return nil
+}
+
+// Addrs returns the bound addresses by listener name ("mqtt", "mqtts").
+func (a *Adapter) Addrs() map[string]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.addrsLocked()
+}
+
+func (a *Adapter) addrsLocked() map[string]string {
+	m := make(map[string]string, len(a.lns))
+	for _, l := range a.lns {
+		m[l.id] = l.Address()
+	}
+	return m
+}
+
+// connEnded is told how each connection ended; malformed input is counted.
+func (a *Adapter) connEnded(err error) {
+	if err == nil {
+		return
+	}
+	if isMalformed(err) {
+		a.metrics.malformed.Add(1)
+		a.log.Info("mqtt: malformed packet, connection closed", "err", err)
+		return
+	}
+	a.log.Debug("mqtt: connection ended", "err", err)
+}
+
+// fromBus injects an envelope from the bus into mochi, which delivers it
+// to the matching MQTT subscriptions (queueing it for offline persistent
+// sessions) with min(QoS) and its MQTT 5 properties.
+func (a *Adapter) fromBus(ctx context.Context, e *broker.Envelope) error {
+	select {
+	case <-a.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	pk, dropped, ok := packetFromEnvelope(e, time.Now())
+	if !ok {
+		a.metrics.expired.Add(1)
+		return nil
+	}
+	if dropped > 0 {
+		a.log.Debug("mqtt: properties MQTT cannot carry were left out", "topic", e.Topic, "count", dropped)
+	}
+	if e.Retain && !a.newerRetained(e) {
+		// An older value reached us late (a durable backlog after a
+		// restart): deliver it, but keep the newer retained value.
+		pk.FixedHeader.Retain = false
+	}
+	if pk.FixedHeader.Retain {
+		a.treeMu.Lock()
+	}
+	err := a.srv.InjectPacket(a.inline, pk)
+	if pk.FixedHeader.Retain {
+		a.treeMu.Unlock()
+	}
+	if err != nil {
+		return fmt.Errorf("mqtt: inject %q: %w", e.Topic, err)
+	}
+	a.metrics.fromBus.Add(1)
+	return nil
+}
+
+// newerRetained records e as its topic's retained value unless a newer one
+// is known, and reports whether it did.
+func (a *Adapter) newerRetained(e *broker.Envelope) bool {
+	a.retMu.Lock()
+	defer a.retMu.Unlock()
+	if cur, ok := a.retained[e.Topic]; ok && e.ID != "" && cur > e.ID {
+		return false
+	}
+	if len(e.Payload) == 0 {
+		delete(a.retained, e.Topic)
+	} else {
+		a.retained[e.Topic] = e.ID
+	}
+	return true
+}
+
+// principal returns who a client is (from the username it authenticated
+// with).
+func (a *Adapter) principal(cl *mochi.Client) adapters.Principal {
+	name := string(cl.Properties.Username)
+	if name == "" {
+		return adapters.Principal{Anonymous: true}
+	}
+	p := adapters.Principal{Name: name}
+	if r, ok := a.roles.Load(name); ok {
+		p.Role = r.(string)
+	}
+	return p
+}
+
+// presenceChange counts a device's connections and tells the sink when the
+// first one opens or the last one closes. It holds the lock while calling
+// the sink so that the sink sees changes in order.
+func (a *Adapter) presenceChange(device string, delta int, quiet bool) {
+	a.presMu.Lock()
+	defer a.presMu.Unlock()
+	n := a.presence[device] + delta
+	if n <= 0 {
+		delete(a.presence, device)
+		n = 0
+	} else {
+		a.presence[device] = n
+	}
+	if quiet || !(delta > 0 && n == 1 || delta < 0 && n == 0) {
+		return
+	}
+	sp := a.sink.Load()
+	if sp == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	(*sp).DevicePresence(ctx, device, broker.ProtoMQTT, n > 0, time.Now())
+}
+
+// sharedFilter strips a "$share/{group}/" prefix from a subscription filter.
+func sharedFilter(f string) string {
+	if rest, ok := strings.CutPrefix(f, "$share/"); ok {
+		if _, filter, ok := strings.Cut(rest, "/"); ok {
+			return filter
+		}
+	}
+	return f
+}

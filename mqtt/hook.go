@@ -1,0 +1,370 @@
+package mqtt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/broker"
+)
+
+// authTimeout bounds one authentication or authorization call.
+const authTimeout = 5 * time.Second
+
+// hook is the adapter inside mochi: authentication, ACLs, the bridge from
+// client publishes to the bus, presence, and session persistence.
+type hook struct {
+	mochi.HookBase
+	a *Adapter
+}
+
+// ID names the hook.
+func (h *hook) ID() string { return "hub-mqtt" }
+
+var (
+	alwaysProvided = []byte{
+		mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
+		mochi.OnSessionEstablished, mochi.OnDisconnect,
+		mochi.OnPublish, mochi.OnWillSent,
+		mochi.OnSubscribe, mochi.OnPacketProcessed,
+	}
+	storageProvided = []byte{
+		mochi.OnSubscribed, mochi.OnUnsubscribed,
+		mochi.OnQosPublish, mochi.OnQosComplete, mochi.OnQosDropped,
+		mochi.OnClientExpired,
+		mochi.StoredClients, mochi.StoredSubscriptions, mochi.StoredInflightMessages,
+	}
+)
+
+// Provides says which hook methods mochi should call.
+func (h *hook) Provides(b byte) bool {
+	return bytes.IndexByte(alwaysProvided, b) >= 0 ||
+		h.a.sessions != nil && bytes.IndexByte(storageProvided, b) >= 0
+}
+
+func (h *hook) callCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(h.a.ctx, authTimeout)
+}
+
+// refuse answers CONNECT with a refusal: v5 carries code and its reason
+// string, v3 the return code v3.
+func refuse(cl *mochi.Client, code packets.Code, v3 byte) error {
+	ack := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Connack},
+		ReasonCode:  code.Code,
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		ack.Properties.ReasonString = code.Reason
+	} else {
+		ack.ReasonCode = v3
+	}
+	_ = cl.WritePacket(ack)
+	return code
+}
+
+// MQTT 3.1.1 CONNACK return codes.
+const (
+	v3BadIdentifier  = 0x02
+	v3Unavailable    = 0x03
+	v3BadCredentials = 0x04
+	v3NotAuthorized  = 0x05
+)
+
+// OnConnect authenticates the client. It runs before mochi's own
+// authentication step so that it can answer with the precise refusal
+// (mochi would always say "bad username or password").
+func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
+	a := h.a
+	if cl.ID == mochi.InlineClientId {
+		return refuse(cl, packets.ErrClientIdentifierNotValid, v3BadIdentifier)
+	}
+	ctx, cancel := h.callCtx()
+	defer cancel()
+	name := string(pk.Connect.Username)
+	anonOK := adapters.AnonymousAllowed(a.lnAddr[cl.Net.Listener], a.cfg.AllowAnonymous)
+	p, err := a.auth.Authenticate(ctx, name, string(pk.Connect.Password), anonOK)
+	if err != nil {
+		a.metrics.authFailed.Add(1)
+		a.log.Info("mqtt: connect refused", "client", cl.ID, "remote", cl.Net.Remote, "user", name, "err", err)
+		switch {
+		case errors.Is(err, adapters.ErrBadCredentials):
+			return refuse(cl, packets.ErrBadUsernameOrPassword, v3BadCredentials)
+		case errors.Is(err, adapters.ErrAuthRequired):
+			return refuse(cl, packets.ErrNotAuthorized, v3NotAuthorized)
+		default:
+			return refuse(cl, packets.ErrServerUnavailable, v3Unavailable)
+		}
+	}
+	if pk.Connect.WillFlag {
+		if err := a.auth.Authorize(ctx, p, adapters.ActionPublish, pk.Connect.WillTopic); err != nil {
+			a.metrics.authFailed.Add(1)
+			a.log.Info("mqtt: connect refused: will topic", "client", cl.ID, "user", name, "err", err)
+			return refuse(cl, packets.ErrNotAuthorized, v3NotAuthorized)
+		}
+	}
+	if name != "" {
+		a.roles.Store(name, p.Role)
+	}
+	if m := a.cfg.MaxKeepalive; m > 0 && (cl.State.Keepalive == 0 || cl.State.Keepalive > m) {
+		cl.State.Keepalive = m
+		cl.State.ServerKeepalive = true
+	}
+	return nil
+}
+
+// OnConnectAuthenticate lets in the clients OnConnect accepted.
+func (h *hook) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
+
+// OnACLCheck applies adapters.Auth to a publish (write) or to a
+// subscription filter and each delivery (read).
+func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
+	a := h.a
+	action := adapters.ActionSubscribe
+	if write {
+		action = adapters.ActionPublish
+	} else {
+		topic = sharedFilter(topic)
+	}
+	ctx, cancel := h.callCtx()
+	defer cancel()
+	err := a.auth.Authorize(ctx, a.principal(cl), action, topic)
+	if err == nil {
+		return true
+	}
+	if errors.Is(err, adapters.ErrForbidden) {
+		a.log.Debug("mqtt: denied", "client", cl.ID, "err", err)
+	} else {
+		a.log.Warn("mqtt: authorization failed", "client", cl.ID, "err", err)
+	}
+	return false
+}
+
+// OnSessionEstablished reports device presence and stores a persistent
+// session's record.
+func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
+	a := h.a
+	p := a.principal(cl)
+	if p.Role == adapters.RoleDevice {
+		a.online.Store(cl, p.Name)
+		a.presenceChange(p.Name, +1, false)
+	}
+	if s := a.sessions; s != nil {
+		a.ownMu.Lock()
+		defer a.ownMu.Unlock()
+		if persistent(cl) {
+			s.saveClient(cl, p.Role)
+		} else {
+			s.purge(cl.ID) // a persistent session this id had before
+		}
+	}
+}
+
+// OnDisconnect reports device presence and updates or forgets the stored
+// session.
+func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
+	a := h.a
+	takenOver := errors.Is(cl.StopCause(), packets.ErrSessionTakenOver)
+	if dev, ok := a.online.LoadAndDelete(cl); ok {
+		// A session taken over by a new connection of the same client is
+		// not the device going away.
+		a.presenceChange(dev.(string), -1, takenOver)
+	}
+	s := a.sessions
+	if s == nil || cl.Net.Conn == nil || takenOver {
+		return // loaded from the store at start, or now owned by another connection
+	}
+	// The connection that ends may no longer own its client id: a new one
+	// may have taken it (and stored or purged the session) meanwhile.
+	a.ownMu.Lock()
+	defer a.ownMu.Unlock()
+	if cur, ok := a.srv.Clients.Get(cl.ID); ok && cur != cl {
+		return
+	}
+	if expire {
+		s.purge(cl.ID)
+	} else if persistent(cl) {
+		s.saveClient(cl, a.principal(cl).Role)
+	}
+}
+
+// toBus publishes a client's message on the bus.
+func (h *hook) toBus(cl *mochi.Client, pk *packets.Packet) (*broker.Envelope, error) {
+	a := h.a
+	e := envelopeFromPacket(pk, broker.Origin{
+		Protocol:  broker.ProtoMQTT,
+		ClientID:  cl.ID,
+		Remote:    cl.Net.Remote,
+		Principal: string(cl.Properties.Username),
+		Node:      a.cfg.Node,
+	}, time.Now())
+	err := a.cfg.Bus.Publish(a.ctx, e)
+	if err != nil {
+		a.metrics.busErrors.Add(1)
+		return e, err
+	}
+	if e.Retain {
+		a.newerRetained(e)
+	}
+	return e, nil
+}
+
+// OnSubscribe holds the retained-tree lock (shared) until the SUBSCRIBE,
+// including the retained messages it sends, has been processed: mochi's
+// wildcard scan of retained messages reads tree nodes that a concurrent
+// retained publish writes without a lock (a data race inside mochi
+// v2.7.9).
+func (h *hook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	if !cl.Net.Inline {
+		h.a.treeMu.RLock()
+	}
+	return pk
+}
+
+// OnPacketProcessed releases what OnSubscribe or OnPublish took.
+func (h *hook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ error) {
+	if cl.Net.Inline {
+		return
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Subscribe:
+		h.a.treeMu.RUnlock()
+	case packets.Publish:
+		if _, ok := h.a.treeLocked.LoadAndDelete(cl); ok {
+			h.a.treeMu.Unlock()
+		}
+	}
+}
+
+// OnPublish puts a client's PUBLISH on the bus before mochi acknowledges
+// it or delivers it to MQTT subscribers; see the package documentation.
+func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // from the bus already
+	}
+	a := h.a
+	_, err := h.toBus(cl, &pk)
+	if err == nil {
+		if pk.FixedHeader.Retain {
+			// mochi retains it next; see OnSubscribe.
+			a.treeMu.Lock()
+			a.treeLocked.Store(cl, true)
+		}
+		return pk, nil
+	}
+	a.log.Warn("mqtt: publish refused by the bus", "client", cl.ID, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", err)
+	if pk.FixedHeader.Qos == 0 {
+		return pk, packets.ErrRejectPacket
+	}
+	code := reasonFor(err)
+	if cl.Properties.ProtocolVersion == 5 {
+		// mochi would answer a refused QoS 2 publish with PUBACK; answer
+		// here with the right packet and reject it in mochi.
+		typ := packets.Puback
+		if pk.FixedHeader.Qos == 2 {
+			typ = packets.Pubrec
+		}
+		_ = cl.WritePacket(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: typ},
+			PacketID:    pk.PacketID,
+			ReasonCode:  code.Code,
+			Properties:  packets.Properties{ReasonString: code.Reason},
+		})
+		return pk, packets.ErrRejectPacket
+	}
+	// MQTT 3.1.1 has no negative acknowledgement: close the connection so
+	// the client knows its message was not taken.
+	cl.Stop(code)
+	return pk, packets.ErrRejectPacket
+}
+
+// reasonFor maps a bus error to a PUBACK/PUBREC reason code.
+func reasonFor(err error) packets.Code {
+	switch {
+	case errors.Is(err, broker.ErrStorage):
+		return packets.ErrQuotaExceeded
+	case errors.Is(err, broker.ErrInvalidTopic), errors.Is(err, broker.ErrWildcardTopic):
+		return packets.ErrTopicNameInvalid
+	default:
+		return packets.ErrImplementationSpecificError
+	}
+}
+
+// OnWillSent puts a will message on the bus; mochi has already delivered
+// it to MQTT subscribers (its will topic passed the ACL at CONNECT).
+func (h *hook) OnWillSent(cl *mochi.Client, pk packets.Packet) {
+	if _, err := h.toBus(cl, &pk); err != nil {
+		h.a.log.Warn("mqtt: will refused by the bus", "client", cl.ID, "topic", pk.TopicName, "err", err)
+	}
+}
+
+// OnSubscribed stores a persistent session's subscriptions.
+func (h *hook) OnSubscribed(cl *mochi.Client, _ packets.Packet, _ []byte) {
+	if persistent(cl) && !cl.IsTakenOver() {
+		h.a.sessions.saveSubscriptions(cl)
+	}
+}
+
+// OnUnsubscribed stores what is left of a session's subscriptions.
+func (h *hook) OnUnsubscribed(cl *mochi.Client, _ packets.Packet) {
+	if cl.Net.Inline || cl.IsTakenOver() {
+		return
+	}
+	if persistent(cl) {
+		h.a.sessions.saveSubscriptions(cl)
+	} else {
+		h.a.sessions.deleteSubscriptions(cl.ID)
+	}
+}
+
+// OnQosPublish stores a message in flight to or from a persistent session,
+// including one queued while the client is offline.
+func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int) {
+	if persistent(cl) {
+		h.a.sessions.saveInflight(cl, pk)
+	}
+}
+
+// OnQosComplete forgets a completed message.
+func (h *hook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
+	h.a.sessions.deleteInflight(cl.ID, pk.PacketID)
+}
+
+// OnQosDropped forgets a dropped or expired message.
+func (h *hook) OnQosDropped(cl *mochi.Client, pk packets.Packet) {
+	if !cl.IsTakenOver() {
+		h.a.sessions.deleteInflight(cl.ID, pk.PacketID)
+	}
+}
+
+// OnClientExpired forgets a session whose expiry interval has passed.
+func (h *hook) OnClientExpired(cl *mochi.Client) {
+	h.a.sessions.purge(cl.ID)
+}
+
+// StoredClients returns the persistent sessions, and learns their roles.
+func (h *hook) StoredClients() ([]storage.Client, error) {
+	cls, roles, err := h.a.sessions.loadClients()
+	for name, role := range roles {
+		h.a.roles.LoadOrStore(name, role)
+	}
+	return cls, err
+}
+
+// StoredSubscriptions returns the persistent sessions' subscriptions.
+func (h *hook) StoredSubscriptions() ([]storage.Subscription, error) {
+	return h.a.sessions.loadSubscriptions()
+}
+
+// StoredInflightMessages returns the messages queued for persistent
+// sessions.
+func (h *hook) StoredInflightMessages() ([]storage.Message, error) {
+	msgs, exp, err := h.a.sessions.loadInflight()
+	h.a.expires = exp
+	return msgs, err
+}
