@@ -1,0 +1,364 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// publisher sends payloads for one publishing client. publish may return a
+// wait function that completes once the message is acknowledged (MQTT QoS 1
+// PUBACK); a nil wait means publish already finished.
+type publisher interface {
+	publish(ctx context.Context, topic string, payload []byte) (wait func(context.Context) error, err error)
+	close()
+}
+
+// subscriber is one subscribing client; close disconnects it.
+type subscriber interface {
+	close()
+}
+
+// transport connects the clients of one mode.
+type transport struct {
+	// newSubscriber connects subscriber idx, subscribes to topic and returns
+	// once the subscription is acknowledged; deliver is called per message.
+	// onError reports trouble after connecting, such as a dropped connection.
+	newSubscriber func(ctx context.Context, idx int, topic string, deliver func(payload []byte), onError func(error)) (subscriber, error)
+	// newPublisher connects publisher idx; onError as for newSubscriber.
+	newPublisher func(ctx context.Context, idx int, onError func(error)) (publisher, error)
+}
+
+// plan says which topic each client uses and how many messages each
+// publisher sends.
+type plan struct {
+	topics   int
+	pubTopic []string
+	subTopic []string
+	perPub   []uint64
+}
+
+// topicName expands the first "%d" of pattern to i.
+func topicName(pattern string, i int) string {
+	return strings.Replace(pattern, "%d", strconv.Itoa(i), 1)
+}
+
+// makePlan spreads clients over topics: with fanout everyone shares topic
+// 0; otherwise there are min(publishers, subscribers) topics and client k
+// uses topic k mod that, so 10×10 makes ten 1→1 pairs, 1×100 one 1→100
+// topic, 100×1 one 100→1 topic. Messages are split evenly over publishers.
+func makePlan(c *config) plan {
+	p := plan{topics: min(c.publishers, c.subscribers)}
+	if c.fanout || !strings.Contains(c.topic, "%d") {
+		p.topics = 1
+	}
+	for i := range c.publishers {
+		p.pubTopic = append(p.pubTopic, topicName(c.topic, i%p.topics))
+		n := uint64(c.messages / c.publishers)
+		if i < c.messages%c.publishers {
+			n++
+		}
+		p.perPub = append(p.perPub, n)
+	}
+	for j := range c.subscribers {
+		p.subTopic = append(p.subTopic, topicName(c.topic, j%p.topics))
+	}
+	return p
+}
+
+// errorLog keeps the count of errors and the first few messages.
+type errorLog struct {
+	mu    sync.Mutex
+	n     int
+	first []string
+}
+
+func (e *errorLog) add(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.n++
+	if len(e.first) < 10 {
+		e.first = append(e.first, err.Error())
+	}
+}
+
+// runLoad connects the subscribers, then the publishers, publishes the plan
+// within c.duration, waits for the deliveries to drain and returns the
+// figures. The error is for a run that could not take place at all (a client
+// failed to connect); problems during the run are counted in the Result.
+func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
+	p := makePlan(c)
+	run := rand.Uint32()
+	acct := newAccounting(run, p.perPub, p.pubTopic, p.subTopic)
+	errs := &errorLog{}
+
+	var sampler *rssSampler
+	if c.pid > 0 {
+		var err error
+		if sampler, err = startRSSSampler(c.pid, 50*time.Millisecond); err != nil {
+			return nil, err
+		}
+		defer sampler.stop()
+	}
+
+	connectCtx, cancelConnect := context.WithTimeout(ctx, c.connectTimeout)
+	defer cancelConnect()
+
+	subs := make([]subscriber, c.subscribers)
+	defer func() {
+		closeAll(len(subs), func(i int) {
+			if subs[i] != nil {
+				subs[i].close()
+			}
+		})
+	}()
+	if err := connectAll(connectCtx, c.subscribers, func(ctx context.Context, j int) error {
+		s, err := tr.newSubscriber(ctx, j, p.subTopic[j], func(payload []byte) {
+			acct.receive(j, payload, time.Now())
+		}, func(err error) { errs.add(fmt.Errorf("subscriber %d: %w", j, err)) })
+		if err != nil {
+			return fmt.Errorf("subscriber %d (topic %q): %w", j, p.subTopic[j], err)
+		}
+		subs[j] = s
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+
+	pubs := make([]publisher, c.publishers)
+	defer func() {
+		closeAll(len(pubs), func(i int) {
+			if pubs[i] != nil {
+				pubs[i].close()
+			}
+		})
+	}()
+	if err := connectAll(connectCtx, c.publishers, func(ctx context.Context, i int) error {
+		pb, err := tr.newPublisher(ctx, i, func(err error) { errs.add(fmt.Errorf("publisher %d: %w", i, err)) })
+		if err != nil {
+			return fmt.Errorf("publisher %d: %w", i, err)
+		}
+		pubs[i] = pb
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	var rssBefore memSample
+	if sampler != nil {
+		rssBefore = sampler.current()
+	}
+
+	start := time.Now()
+	pubCtx, cancelPub := context.WithDeadline(ctx, start.Add(c.duration))
+	defer cancelPub()
+	// Acknowledgements still outstanding at the deadline get the drain time.
+	ackCtx, cancelAck := context.WithDeadline(ctx, start.Add(c.duration+c.drain))
+	defer cancelAck()
+
+	sent := make([]uint64, c.publishers)
+	var timedOut atomic.Bool
+	var wg sync.WaitGroup
+	for i := range c.publishers {
+		wg.Go(func() {
+			n, cut := publishLoop(pubCtx, ackCtx, c, pubs[i], i, run, p.pubTopic[i], p.perPub[i], start, errs)
+			sent[i] = n
+			if cut {
+				timedOut.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	pubEnd := time.Now()
+
+	var totalSent uint64
+	for _, n := range sent {
+		totalSent += n
+	}
+	expected := acct.expected(sent)
+	drainDeliveries(ctx, acct, expected, c.drain)
+
+	tot := acct.totals()
+	res := &Result{
+		Mode:            c.mode,
+		URL:             c.url,
+		QoS:             int(c.qos),
+		Size:            c.size,
+		Publishers:      c.publishers,
+		Subscribers:     c.subscribers,
+		Topics:          p.topics,
+		Fanout:          p.topics == 1,
+		MessagesPlanned: uint64(c.messages),
+		Sent:            totalSent,
+		ErrorCount:      errs.n,
+		Errors:          errs.first,
+		TimedOut:        timedOut.Load(),
+		Expected:        expected,
+		Received:        tot.unique,
+		Duplicates:      tot.dups,
+		Invalid:         tot.invalid,
+		Unexpected:      tot.foreign,
+		PublishSeconds:  pubEnd.Sub(start).Seconds(),
+		Latency:         tot.hist.summary(),
+	}
+	if expected > tot.unique {
+		res.Lost = expected - tot.unique
+		res.LossPct = 100 * float64(res.Lost) / float64(expected)
+	}
+	if res.PublishSeconds > 0 {
+		res.SendRate = float64(totalSent) / res.PublishSeconds
+	}
+	if last := acct.lastRecvNs.Load(); last > 0 && tot.unique > 0 {
+		res.ReceiveSeconds = time.Unix(0, last).Sub(start).Seconds()
+		if res.ReceiveSeconds > 0 {
+			res.ReceiveRate = float64(tot.unique) / res.ReceiveSeconds
+		}
+	}
+	if sampler != nil {
+		res.Target = sampler.result(rssBefore)
+	}
+	return res, nil
+}
+
+// publishLoop sends n messages for publisher idx, paced by c.rate, with at
+// most c.inflight unacknowledged at a time. It returns how many were sent
+// (acknowledged, for QoS >= 1) and whether the deadline cut it short. It
+// stops at the first error, which is logged: the connection is then
+// usually gone.
+func publishLoop(ctx, ackCtx context.Context, c *config, pb publisher, idx int, run uint32, topic string, n uint64, start time.Time, errs *errorLog) (sent uint64, cut bool) {
+	var interval time.Duration
+	if c.rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(c.publishers) / c.rate)
+	}
+	var pending []func(context.Context) error
+	settle := func(ctx context.Context, w func(context.Context) error) bool {
+		if err := w(ctx); err != nil {
+			errs.add(fmt.Errorf("publisher %d: acknowledgement: %w", idx, err))
+			return false
+		}
+		sent++
+		return true
+	}
+	failed := false
+	for seq := uint64(0); seq < n && !failed; seq++ {
+		if interval > 0 {
+			next := start.Add(time.Duration(seq) * interval)
+			if d := time.Until(next); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+				case <-t.C:
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			cut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+			break
+		}
+		for len(pending) >= c.inflight {
+			w := pending[0]
+			pending = pending[1:]
+			if !settle(ackCtx, w) {
+				failed = true
+			}
+		}
+		if failed {
+			break
+		}
+		payload := encodePayload(header{Run: run, Pub: uint32(idx), Seq: seq, SentNs: time.Now().UnixNano()}, c.size)
+		w, err := pb.publish(ctx, topic, payload)
+		if err != nil {
+			if ctx.Err() != nil {
+				cut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+				break
+			}
+			errs.add(fmt.Errorf("publisher %d: message %d: %w", idx, seq, err))
+			failed = true
+			break
+		}
+		if w == nil {
+			sent++
+			continue
+		}
+		pending = append(pending, w)
+	}
+	for _, w := range pending {
+		settle(ackCtx, w)
+	}
+	return sent, cut
+}
+
+// drainDeliveries waits until expected deliveries have arrived, or none has
+// arrived for idle, or ctx ends.
+func drainDeliveries(ctx context.Context, acct *accounting, expected uint64, idle time.Duration) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	last := acct.unique.Load()
+	lastChange := time.Now()
+	for last < expected {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			cur := acct.unique.Load()
+			if cur != last {
+				last, lastChange = cur, now
+			} else if now.Sub(lastChange) >= idle {
+				return
+			}
+		}
+	}
+}
+
+// connectAll runs connect for 0..n-1, at most 16 at a time, and returns the
+// first error.
+func connectAll(ctx context.Context, n int, connect func(context.Context, int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, 16)
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for i := range n {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := connect(ctx, i); err != nil {
+				once.Do(func() { first = err; cancel() })
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = fmt.Errorf("connecting: %w", ctx.Err())
+	}
+	return first
+}
+
+// closeAll calls close(i) for 0..n-1 concurrently and waits.
+func closeAll(n int, close func(int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			close(i)
+		})
+	}
+	wg.Wait()
+}
