@@ -1,0 +1,73 @@
+package devices
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/store"
+)
+
+// PresenceTopic is the topic on which a device's presence is published,
+// retained: $hub/devices/{id}/presence.
+func PresenceTopic(id string) string { return "$hub/devices/" + id + "/presence" }
+
+// Presence is the JSON published on PresenceTopic.
+type Presence struct {
+	ID       string    `json:"id"`
+	Online   bool      `json:"online"`
+	LastSeen time.Time `json:"last_seen"`
+	Protocol string    `json:"protocol"`
+}
+
+// DevicePresence implements adapters.PresenceSink: an adapter reports that
+// a device came online or went offline at the given instant (MQTT
+// connect/disconnect/will, XMPP presence, CoAP traffic). Unknown devices are
+// ignored; an event older than the newest one applied for the device is
+// ignored too, so reordered reports cannot leave a stale state. The store
+// is updated and a retained JSON Presence is published at QoS 1.
+func (r *Registry) DevicePresence(ctx context.Context, deviceID, protocol string, online bool, at time.Time) {
+	if at.IsZero() {
+		at = time.Now()
+	}
+	at = at.UTC()
+	r.pmu.Lock()
+	defer r.pmu.Unlock()
+	if prev, ok := r.last[deviceID]; ok && at.Before(prev) {
+		r.log.Debug("devices: stale presence ignored", "device", deviceID, "online", online, "at", at, "newest", prev)
+		return
+	}
+	if _, err := r.st.GetDevice(ctx, deviceID); err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			r.log.Warn("devices: presence: lookup failed", "device", deviceID, "err", err)
+		}
+		return
+	}
+	if err := r.st.SetPresence(ctx, deviceID, online, at); err != nil {
+		r.log.Warn("devices: presence: store failed", "device", deviceID, "online", online, "err", err)
+		return
+	}
+	r.last[deviceID] = at
+	if r.bus == nil {
+		return
+	}
+	body, err := json.Marshal(Presence{ID: deviceID, Online: online, LastSeen: at, Protocol: protocol})
+	if err != nil {
+		r.log.Warn("devices: presence: encode", "device", deviceID, "err", err)
+		return
+	}
+	e := &broker.Envelope{
+		Topic:       PresenceTopic(deviceID),
+		Payload:     body,
+		ContentType: "application/json",
+		QoS:         1,
+		Retain:      true,
+		Time:        time.Now(),
+		Origin:      broker.Origin{Protocol: broker.ProtoHub, ClientID: "devices", Node: r.node},
+	}
+	if err := r.bus.Publish(ctx, e); err != nil {
+		r.log.Warn("devices: presence: publish failed", "device", deviceID, "online", online, "err", err)
+	}
+}
