@@ -1,0 +1,338 @@
+package xmpp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultAddr          = "127.0.0.1:5222"
+	DefaultDomain        = "localhost"
+	DefaultResumeTimeout = 60 * time.Second
+	DefaultOfflineLimit  = 1000
+	DefaultRateStanzas   = 200     // per second, burst twice that
+	DefaultRateBytes     = 1 << 20 // per second, burst twice that
+)
+
+// Store is what the adapter needs from the hub's store: SCRAM credentials,
+// user roles, and key/value buckets for rosters, topic subscriptions and
+// offline messages. *store.Store implements it.
+type Store interface {
+	SCRAM(ctx context.Context, name, mechanism string) (store.SCRAMCredential, error)
+	GetUser(ctx context.Context, name string) (store.User, error)
+	KVPut(ctx context.Context, bucket, key string, value []byte) error
+	KVGet(ctx context.Context, bucket, key string) ([]byte, error)
+	KVDelete(ctx context.Context, bucket, key string) error
+	KVList(ctx context.Context, bucket string) ([]store.KV, error)
+}
+
+var _ Store = (*store.Store)(nil)
+
+// Config configures the XMPP adapter.
+type Config struct {
+	// Addr is the c2s listen address ("" or "off": no c2s listener, only
+	// the component connection when ComponentAddr is set).
+	Addr string
+	// Domain is the XMPP domain users log in to (DefaultDomain when empty);
+	// topic JIDs live at topics.{Domain} and PubSub at pubsub.{Domain}.
+	Domain string
+	// Bus carries the envelopes.
+	Bus broker.Bus
+	// Auth authenticates PLAIN logins and authorizes topic access.
+	Auth *adapters.Auth
+	// Store holds SCRAM credentials, rosters, subscriptions, offline messages.
+	Store Store
+	// AllowAnonymous lets clients log in with SASL ANONYMOUS on a
+	// non-loopback listener (see adapters.AnonymousAllowed).
+	AllowAnonymous bool
+	// DataDir is where a self-signed certificate is generated
+	// (xmpp-cert.pem, xmpp-key.pem) when TLSConfig is nil.
+	DataDir string
+	// TLSConfig is the STARTTLS configuration with a configured certificate.
+	TLSConfig *tls.Config
+	// MaxStanza bounds a stanza in bytes (DefaultMaxStanza when 0).
+	MaxStanza int64
+	// MaxDepth bounds element nesting in a stanza (DefaultMaxDepth when 0).
+	MaxDepth int
+	// RateStanzas and RateBytes are per-connection limits per second
+	// (defaults when 0, no limit when negative); a burst of twice the rate
+	// is allowed.
+	RateStanzas, RateBytes float64
+	// ResumeTimeout is how long a XEP-0198 session waits to be resumed.
+	ResumeTimeout time.Duration
+	// OfflineLimit bounds the chat messages kept for an offline user.
+	OfflineLimit int
+	// ComponentAddr, ComponentDomain and ComponentSecret connect the hub as
+	// an XEP-0114 component to an existing server; the topic JIDs then live
+	// at ComponentDomain.
+	ComponentAddr, ComponentDomain, ComponentSecret string
+	// Logger receives the adapter's logs (slog.Default() when nil).
+	Logger *slog.Logger
+	// Registerer receives the adapter's metrics (nil: no metrics).
+	Registerer prometheus.Registerer
+}
+
+// Adapter is the XMPP adapter. It implements adapters.Adapter,
+// adapters.HealthChecker, adapters.Addresser, adapters.PresenceSource and
+// adapters.Commander.
+type Adapter struct {
+	cfg       Config
+	log       *slog.Logger
+	anonymous bool
+	tls       *tls.Config
+	metrics   *metrics
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	timers sync.WaitGroup // resumption timers
+
+	mu        sync.Mutex
+	ln        net.Listener
+	conns     map[net.Conn]struct{}
+	sessions  map[string]map[string]*session // bare JID → resource → session
+	resume    map[string]*session            // XEP-0198 id → session
+	sink      adapters.PresenceSink
+	compState component
+	started   bool
+
+	topics *topicService
+	cmds   *commands
+}
+
+var (
+	_ adapters.Adapter        = (*Adapter)(nil)
+	_ adapters.HealthChecker  = (*Adapter)(nil)
+	_ adapters.Addresser      = (*Adapter)(nil)
+	_ adapters.PresenceSource = (*Adapter)(nil)
+	_ adapters.Commander      = (*Adapter)(nil)
+)
+
+// New validates cfg and returns an adapter; Start opens its listener.
+func New(cfg Config) (*Adapter, error) {
+	if cfg.Addr == "off" {
+		cfg.Addr = ""
+	}
+	if cfg.ComponentAddr == "off" {
+		cfg.ComponentAddr = ""
+	}
+	if cfg.Domain == "" {
+		cfg.Domain = DefaultDomain
+	}
+	switch {
+	case cfg.Bus == nil:
+		return nil, errors.New("xmpp: Bus is nil")
+	case cfg.Auth == nil:
+		return nil, errors.New("xmpp: Auth is nil")
+	case cfg.Store == nil:
+		return nil, errors.New("xmpp: Store is nil")
+	case strings.ContainsAny(cfg.Domain, "@/ "):
+		return nil, fmt.Errorf("xmpp: Domain %q: not a domain name", cfg.Domain)
+	case cfg.Addr == "" && cfg.ComponentAddr == "":
+		return nil, errors.New("xmpp: Addr and ComponentAddr are both off")
+	case cfg.MaxStanza < 0:
+		return nil, fmt.Errorf("xmpp: MaxStanza %d: must not be negative", cfg.MaxStanza)
+	case cfg.MaxStanza != 0 && cfg.MaxStanza < 4096:
+		return nil, fmt.Errorf("xmpp: MaxStanza %d: must be at least 4096 (RFC 6120 13.12)", cfg.MaxStanza)
+	case cfg.MaxDepth < 0:
+		return nil, fmt.Errorf("xmpp: MaxDepth %d: must not be negative", cfg.MaxDepth)
+	case cfg.ResumeTimeout < 0:
+		return nil, fmt.Errorf("xmpp: ResumeTimeout %v: must not be negative", cfg.ResumeTimeout)
+	case cfg.OfflineLimit < 0:
+		return nil, fmt.Errorf("xmpp: OfflineLimit %d: must not be negative", cfg.OfflineLimit)
+	case cfg.Addr != "" && cfg.TLSConfig == nil && cfg.DataDir == "":
+		return nil, errors.New("xmpp: DataDir is empty and no TLSConfig is given: no place for the certificate")
+	}
+	if cfg.ComponentAddr != "" {
+		if cfg.ComponentDomain == "" || strings.ContainsAny(cfg.ComponentDomain, "@/ ") {
+			return nil, fmt.Errorf("xmpp: ComponentDomain %q: a domain is needed with ComponentAddr", cfg.ComponentDomain)
+		}
+		if cfg.ComponentSecret == "" {
+			return nil, errors.New("xmpp: ComponentSecret is empty")
+		}
+		if _, _, err := net.SplitHostPort(cfg.ComponentAddr); err != nil {
+			return nil, fmt.Errorf("xmpp: ComponentAddr %q: %w", cfg.ComponentAddr, err)
+		}
+	}
+	if cfg.Addr != "" {
+		if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+			return nil, fmt.Errorf("xmpp: Addr %q: %w", cfg.Addr, err)
+		}
+	}
+	if cfg.MaxStanza == 0 {
+		cfg.MaxStanza = DefaultMaxStanza
+	}
+	if cfg.MaxDepth == 0 {
+		cfg.MaxDepth = DefaultMaxDepth
+	}
+	if cfg.RateStanzas == 0 {
+		cfg.RateStanzas = DefaultRateStanzas
+	}
+	if cfg.RateBytes == 0 {
+		cfg.RateBytes = DefaultRateBytes
+	}
+	if cfg.ResumeTimeout == 0 {
+		cfg.ResumeTimeout = DefaultResumeTimeout
+	}
+	if cfg.OfflineLimit == 0 {
+		cfg.OfflineLimit = DefaultOfflineLimit
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &Adapter{
+		cfg:       cfg,
+		log:       cfg.Logger.With("adapter", "xmpp"),
+		anonymous: adapters.AnonymousAllowed(cfg.Addr, cfg.AllowAnonymous),
+		conns:     map[net.Conn]struct{}{},
+		sessions:  map[string]map[string]*session{},
+		resume:    map[string]*session{},
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	a.metrics = m
+	a.topics = &topicService{a: a}
+	a.cmds = newCommands(a)
+	return a, nil
+}
+
+// Name returns "xmpp".
+func (a *Adapter) Name() string { return broker.ProtoXMPP }
+
+// Start loads or generates the TLS certificate, binds the c2s listener and
+// starts the component connection; it returns once the listener accepts.
+func (a *Adapter) Start(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.started {
+		return errors.New("xmpp: already started")
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	if a.cfg.Addr != "" {
+		tc, err := a.tlsConfig()
+		if err != nil {
+			return err
+		}
+		a.tls = tc
+		var lc net.ListenConfig
+		ln, err := lc.Listen(ctx, "tcp", a.cfg.Addr)
+		if err != nil {
+			return fmt.Errorf("xmpp: listen %s: %w", a.cfg.Addr, err)
+		}
+		a.ln = ln
+		a.wg.Add(1)
+		go a.accept(ln)
+	}
+	if a.cfg.ComponentAddr != "" {
+		a.startComponent()
+	}
+	a.started = true
+	a.log.Info("xmpp: started", "addr", a.Addrs()["xmpp"], "domain", a.cfg.Domain, "component", a.cfg.ComponentAddr)
+	return nil
+}
+
+// Stop closes the listener and every connection and waits for the
+// adapter's goroutines to end.
+func (a *Adapter) Stop(ctx context.Context) error {
+	a.mu.Lock()
+	if !a.started {
+		a.mu.Unlock()
+		return nil
+	}
+	a.started = false
+	a.cancel()
+	if a.ln != nil {
+		_ = a.ln.Close()
+	}
+	for c := range a.conns {
+		_ = c.Close()
+	}
+	a.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		a.wg.Wait()
+		a.shutdownSessions()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("xmpp: stop: %w", ctx.Err())
+	}
+}
+
+// Healthy returns nil while the listener accepts.
+func (a *Adapter) Healthy() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.started {
+		return errors.New("xmpp: not started")
+	}
+	if a.ln == nil && !a.componentConnected() {
+		return errors.New("xmpp: component not connected")
+	}
+	return nil
+}
+
+// Addrs returns the bound c2s address under "xmpp".
+func (a *Adapter) Addrs() map[string]string {
+	out := map[string]string{}
+	if a.ln != nil {
+		out["xmpp"] = a.ln.Addr().String()
+	}
+	return out
+}
+
+// SetPresenceSink makes the adapter report devices' presence (users of
+// role device that send available or unavailable presence, or disconnect).
+func (a *Adapter) SetPresenceSink(s adapters.PresenceSink) {
+	a.mu.Lock()
+	a.sink = s
+	a.mu.Unlock()
+}
+
+func (a *Adapter) accept(ln net.Listener) {
+	defer a.wg.Done()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if a.ctx.Err() == nil {
+				a.log.Error("xmpp: accept", "err", err)
+			}
+			return
+		}
+		a.mu.Lock()
+		if !a.started {
+			a.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+		a.conns[c] = struct{}{}
+		a.wg.Add(1)
+		a.mu.Unlock()
+		go func() {
+			defer a.wg.Done()
+			a.serveConn(c)
+			a.mu.Lock()
+			delete(a.conns, c)
+			a.mu.Unlock()
+		}()
+	}
+}

@@ -1,0 +1,145 @@
+package xmpp
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"mellium.im/sasl"
+
+	"github.com/hubsmith/hub/broker"
+)
+
+func TestAuth(t *testing.T) {
+	h := startHub(t, nil)
+	tests := []struct {
+		name, user, pass string
+		mech             sasl.Mechanism
+		ok               bool
+	}{
+		{"scram-sha-256", "alice", "alicepw", sasl.ScramSha256, true},
+		{"scram-sha-1", "alice", "alicepw", sasl.ScramSha1, true},
+		{"plain over tls", "alice", "alicepw", sasl.Plain, true},
+		{"scram-sha-256 wrong password", "alice", "nope", sasl.ScramSha256, false},
+		{"scram-sha-1 wrong password", "alice", "nope", sasl.ScramSha1, false},
+		{"plain wrong password", "alice", "nope", sasl.Plain, false},
+		{"unknown user", "mallory", "x", sasl.ScramSha256, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s, err := dialSession(ctx, h.addr, tt.user, tt.pass, tt.mech, true)
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("login: %v", err)
+				}
+				if got := s.LocalAddr().Bare().String(); got != tt.user+"@localhost" {
+					t.Errorf("bound JID %q", s.LocalAddr())
+				}
+				_ = s.Close()
+				return
+			}
+			if err == nil {
+				_ = s.Close()
+				t.Fatal("login succeeded, want not-authorized")
+			}
+			if !strings.Contains(err.Error(), "not-authorized") {
+				t.Errorf("error %v, want not-authorized", err)
+			}
+		})
+	}
+}
+
+func TestPlainNeedsTLS(t *testing.T) {
+	h := startHub(t, nil)
+	c := rawStream(t, h.addr)
+	_, _ = c.Write([]byte(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>`))
+	_, _ = c.Write([]byte(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAGFsaWNlcHc=</auth></stream:stream>`))
+	out := readAll(t, c)
+	if strings.Contains(out, "<mechanism>PLAIN</mechanism>") {
+		t.Errorf("PLAIN offered without TLS: %s", out)
+	}
+	if !strings.Contains(out, "<encryption-required") || strings.Contains(out, "<success") {
+		t.Errorf("PLAIN without TLS: %s", out)
+	}
+}
+
+func TestMessagesBetweenUsers(t *testing.T) {
+	h := startHub(t, nil)
+	alice := connect(t, h, "alice", "alicepw")
+	bob := connect(t, h, "bob", "bobpw")
+	alice.send(t, `<message to='bob@localhost' type='chat' from='mallory@localhost'><body>hello bob</body></message>`)
+	got := bob.expect(t, "chat to bare JID", isMessageFrom(alice.jid))
+	if got.Body != "hello bob" {
+		t.Errorf("body %q", got.Body)
+	}
+	bob.send(t, `<message to='`+alice.jid+`' type='chat'><body>hi alice</body></message>`)
+	alice.expect(t, "chat to full JID", isMessageFrom(bob.jid))
+	typ, _ := alice.iq(t, `<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	if typ != "result" {
+		t.Errorf("ping: %s", typ)
+	}
+	typ, inner := alice.iq(t, `<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`)
+	if typ != "result" || !strings.Contains(inner, "topics.localhost") || !strings.Contains(inner, "pubsub.localhost") {
+		t.Errorf("disco#items: %s %s", typ, inner)
+	}
+}
+
+func TestTopicSubscription(t *testing.T) {
+	h := startHub(t, nil)
+	ctx := context.Background()
+	if err := h.bus.Publish(ctx, &broker.Envelope{Topic: "home/kitchen/temp", Payload: []byte("20.5"), Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	alice := connect(t, h, "alice", "alicepw")
+	topicJID := "home.kitchen.temp@topics.localhost"
+	alice.send(t, `<presence to='`+topicJID+`' type='subscribe'/>`)
+	alice.expect(t, "subscribed", func(v rx) bool { return v.XMLName.Local == "presence" && v.Type == "subscribed" && v.From == topicJID })
+	if got := alice.expect(t, "retained value", isMessageFrom(topicJID)); got.Body != "20.5" {
+		t.Errorf("retained body %q", got.Body)
+	}
+	if err := h.bus.Publish(ctx, &broker.Envelope{Topic: "home/kitchen/temp", Payload: []byte("21"), ContentType: "text/plain", Origin: broker.Origin{Protocol: broker.ProtoMQTT}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := alice.expect(t, "live value", isMessageFrom(topicJID)); got.Body != "21" {
+		t.Errorf("live body %q", got.Body)
+	}
+	if err := h.bus.Publish(ctx, &broker.Envelope{Topic: "home/kitchen/temp", Payload: []byte{0xff, 0, 1}, ContentType: "application/cbor"}); err != nil {
+		t.Fatal(err)
+	}
+	got := alice.expect(t, "binary value", isMessageFrom(topicJID))
+	if got.Payload.Type != "application/cbor" || strings.TrimSpace(got.Payload.Data) != "/wAB" {
+		t.Errorf("binary payload %+v", got.Payload)
+	}
+	typ, inner := alice.iq(t, `<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>`)
+	if typ != "result" || !strings.Contains(inner, topicJID) || !strings.Contains(inner, `subscription="to"`) && !strings.Contains(inner, `subscription='to'`) {
+		t.Errorf("roster: %s %s", typ, inner)
+	}
+}
+
+func TestChatMessagePublishes(t *testing.T) {
+	h := startHub(t, nil)
+	ctx := context.Background()
+	got := make(chan *broker.Envelope, 1)
+	sub, err := h.bus.Subscribe(ctx, broker.SubscribeOptions{Filters: []string{"lights/+/set"}}, func(_ context.Context, e *broker.Envelope) error {
+		got <- e
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	alice := connect(t, h, "alice", "alicepw")
+	alice.send(t, `<message to='lights.hall\2e1.set@topics.localhost' type='chat'><body>on</body></message>`)
+	select {
+	case e := <-got:
+		if e.Topic != "lights/hall.1/set" || string(e.Payload) != "on" || e.Origin.Protocol != "xmpp" || e.Origin.Principal != "alice" || e.Origin.ClientID != alice.jid {
+			t.Errorf("envelope %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no envelope on the bus")
+	}
+}

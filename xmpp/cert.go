@@ -1,0 +1,111 @@
+package xmpp
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Certificate files generated in Config.DataDir when no TLSConfig is given.
+const (
+	CertFile = "xmpp-cert.pem"
+	KeyFile  = "xmpp-key.pem"
+)
+
+// tlsConfig returns the configured TLS settings, or loads (generating on
+// first start) a self-signed certificate for the domain from the data dir.
+func (a *Adapter) tlsConfig() (*tls.Config, error) {
+	if a.cfg.TLSConfig != nil {
+		return a.cfg.TLSConfig, nil
+	}
+	certPath := filepath.Join(a.cfg.DataDir, CertFile)
+	keyPath := filepath.Join(a.cfg.DataDir, KeyFile)
+	if _, err := os.Stat(certPath); errors.Is(err, os.ErrNotExist) {
+		if err := generateCert(certPath, keyPath, a.cfg.Domain); err != nil {
+			return nil, err
+		}
+		a.log.Info("xmpp: generated a self-signed certificate", "file", certPath)
+	}
+	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("xmpp: load certificate %s: %w", certPath, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// generateCert writes a self-signed ECDSA certificate valid for domain and
+// its topics. and pubsub. subdomains.
+func generateCert(certPath, keyPath, domain string) error {
+	if err := os.MkdirAll(filepath.Dir(certPath), 0o700); err != nil {
+		return fmt.Errorf("xmpp: certificate directory: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("xmpp: generate key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		return fmt.Errorf("xmpp: serial: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: domain, Organization: []string{"hub"}},
+		DNSNames:              []string{domain, "topics." + domain, "pubsub." + domain},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().AddDate(10, 0, 0),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return fmt.Errorf("xmpp: create certificate: %w", err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("xmpp: marshal key: %w", err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		return fmt.Errorf("xmpp: write key: %w", err)
+	}
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return fmt.Errorf("xmpp: write certificate: %w", err)
+	}
+	return nil
+}
+
+// metrics are the adapter's Prometheus metrics.
+type metrics struct {
+	stanzasIn, stanzasOut prometheus.Counter
+	sessions              prometheus.Gauge
+	streamErrors          *prometheus.CounterVec
+}
+
+func newMetrics(r prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		stanzasIn:    prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_xmpp_stanzas_received_total", Help: "Stanzas received from XMPP clients."}),
+		stanzasOut:   prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_xmpp_stanzas_sent_total", Help: "Stanzas sent to XMPP clients."}),
+		sessions:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "hub_xmpp_sessions", Help: "Bound XMPP sessions."}),
+		streamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_xmpp_stream_errors_total", Help: "Streams closed with a stream error."}, []string{"condition"}),
+	}
+	if r != nil {
+		for _, c := range []prometheus.Collector{m.stanzasIn, m.stanzasOut, m.sessions, m.streamErrors} {
+			if err := r.Register(c); err != nil {
+				return nil, fmt.Errorf("xmpp: register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}

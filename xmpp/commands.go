@@ -1,0 +1,132 @@
+package xmpp
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/hubsmith/hub/adapters"
+)
+
+const nsData = "jabber:x:data"
+
+// commands correlates XEP-0050 ad-hoc commands sent to devices with their
+// replies.
+type commands struct {
+	a       *Adapter
+	mu      sync.Mutex
+	pending map[string]chan *Element // iq id → reply
+}
+
+func newCommands(a *Adapter) *commands {
+	return &commands{a: a, pending: map[string]chan *Element{}}
+}
+
+// handleReply routes an iq result or error to the command waiting for it;
+// it reports whether one was.
+func (c *commands) handleReply(iq *Element) bool {
+	c.mu.Lock()
+	ch := c.pending[iq.AttrValue("id")]
+	delete(c.pending, iq.AttrValue("id"))
+	c.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	ch <- iq
+	return true
+}
+
+// Protocol returns "xmpp": the adapter delivers commands to XMPP devices.
+func (a *Adapter) Protocol() string { return "xmpp" }
+
+// SendCommand sends cmd as an XEP-0050 ad-hoc command (node = command
+// name, the JSON params in a data form field "params") to the device's JID
+// {device}@{domain} and returns the reply: the "result" field of the
+// completed command's form when it holds JSON, or its text as a JSON
+// string. A device with no session is ErrDeviceOffline at once.
+func (a *Adapter) SendCommand(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
+	sessions := a.sessionsOf(cmd.DeviceID + "@" + a.cfg.Domain)
+	if len(sessions) == 0 {
+		return nil, adapters.ErrDeviceOffline
+	}
+	s := sessions[0]
+	for _, c := range sessions {
+		if c.isAvailable() {
+			s = c
+			break
+		}
+	}
+	id := "cmd-" + cmd.ID
+	if cmd.ID == "" {
+		id = "cmd-" + randomID()
+	}
+	params := string(cmd.Params)
+	if params == "" {
+		params = "null"
+	}
+	iq := newElement(nsClient, "iq", "type", "set", "id", id, "from", a.cfg.Domain, "to", s.jid).Add(
+		newElement(nsCommands, "command", "node", cmd.Name, "action", "execute").Add(
+			newElement(nsData, "x", "type", "submit").Add(
+				newElement(nsData, "field", "var", "params").Add(newElement(nsData, "value").AddText(params)))))
+	ch := make(chan *Element, 1)
+	a.cmds.mu.Lock()
+	a.cmds.pending[id] = ch
+	a.cmds.mu.Unlock()
+	defer func() {
+		a.cmds.mu.Lock()
+		delete(a.cmds.pending, id)
+		a.cmds.mu.Unlock()
+	}()
+	if _, err := s.send(iq); err != nil {
+		return nil, adapters.ErrDeviceOffline
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.closed:
+		return nil, adapters.ErrDeviceOffline
+	case reply := <-ch:
+		return commandResult(reply)
+	}
+}
+
+// commandResult turns a device's answer into the command's JSON reply.
+func commandResult(iq *Element) (json.RawMessage, error) {
+	if iq.AttrValue("type") == "error" {
+		cond := "error"
+		if e := iq.Child("", "error"); e != nil {
+			if els := e.Elements(); len(els) > 0 {
+				cond = els[0].Name.Local
+			}
+		}
+		return nil, fmt.Errorf("xmpp: device answered the command with %s", cond)
+	}
+	cmd := iq.Child(nsCommands, "command")
+	if cmd == nil {
+		return json.RawMessage("null"), nil
+	}
+	text := ""
+	if x := cmd.Child(nsData, "x"); x != nil {
+		for _, f := range x.Elements() {
+			if f.AttrValue("var") == "result" {
+				text = f.childText("", "value")
+			}
+		}
+	}
+	if text == "" {
+		if n := cmd.Child(nsCommands, "note"); n != nil {
+			text = n.Text()
+		}
+	}
+	text = strings.TrimSpace(text)
+	if text == "" {
+		return json.RawMessage("null"), nil
+	}
+	if json.Valid([]byte(text)) {
+		return json.RawMessage(text), nil
+	}
+	b, _ := json.Marshal(text)
+	return b, nil
+}

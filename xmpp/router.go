@@ -1,0 +1,308 @@
+package xmpp
+
+import (
+	"context"
+	"strings"
+	"time"
+)
+
+// splitJID splits a JID into its parts (no PRECIS checks: routing compares
+// the parts as they are).
+func splitJID(j string) (local, domain, resource string) {
+	bare, resource, _ := strings.Cut(j, "/")
+	if at := strings.IndexByte(bare, '@'); at >= 0 {
+		return bare[:at], strings.ToLower(bare[at+1:]), resource
+	}
+	return "", strings.ToLower(bare), resource
+}
+
+func (a *Adapter) topicDomain() string  { return "topics." + a.cfg.Domain }
+func (a *Adapter) pubsubDomain() string { return "pubsub." + a.cfg.Domain }
+
+// register adds a bound session under a free resource and returns it.
+func (a *Adapter) register(s *session, res string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := a.sessions[s.bare]
+	if m == nil {
+		m = map[string]*session{}
+		a.sessions[s.bare] = m
+	}
+	if _, taken := m[res]; taken {
+		res += "-" + randomID()[:6]
+	}
+	m[res] = s
+	return res
+}
+
+// unregister removes a terminated session from the routing tables.
+func (a *Adapter) unregister(s *session, wasAvailable bool) {
+	a.mu.Lock()
+	if m := a.sessions[s.bare]; m != nil && m[s.resource] == s {
+		delete(m, s.resource)
+		if len(m) == 0 {
+			delete(a.sessions, s.bare)
+		}
+	}
+	if s.sm != nil {
+		delete(a.resume, s.sm.id)
+	}
+	a.mu.Unlock()
+	if wasAvailable {
+		a.broadcastPresence(s, newElement(nsClient, "presence", "type", "unavailable", "from", s.jid))
+		a.availabilityChanged(s, false)
+	}
+}
+
+// sessionsOf returns the bound sessions of a bare JID.
+func (a *Adapter) sessionsOf(bare string) []*session {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*session, 0, len(a.sessions[bare]))
+	for _, s := range a.sessions[bare] {
+		out = append(out, s)
+	}
+	return out
+}
+
+// availableOf returns the sessions of a bare JID that sent available presence.
+func (a *Adapter) availableOf(bare string) []*session {
+	var out []*session
+	for _, s := range a.sessionsOf(bare) {
+		if s.isAvailable() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// sessionOf returns the session of a full JID.
+func (a *Adapter) sessionOf(bare, resource string) *session {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sessions[bare][resource]
+}
+
+// shutdownSessions ends every session once the connections are closed.
+func (a *Adapter) shutdownSessions() {
+	a.mu.Lock()
+	var all []*session
+	for _, m := range a.sessions {
+		for _, s := range m {
+			all = append(all, s)
+		}
+	}
+	a.mu.Unlock()
+	for _, s := range all {
+		s.terminate()
+	}
+	a.timers.Wait()
+	a.topics.shutdown()
+}
+
+// availabilityChanged reacts to a session becoming available or not: topic
+// subscriptions attach while the user has an available resource, and a
+// device's presence goes to the presence sink.
+func (a *Adapter) availabilityChanged(s *session, online bool) {
+	others := len(a.availableOf(s.bare))
+	if online && others == 1 || !online && others == 0 {
+		if online {
+			a.topics.userOnline(clientPeer{s})
+		} else {
+			a.topics.userOffline(s.bare)
+		}
+		a.mu.Lock()
+		sink := a.sink
+		a.mu.Unlock()
+		if sink != nil && s.role == "device" {
+			sink.DevicePresence(context.WithoutCancel(a.ctx), s.user, "xmpp", online, time.Now())
+		}
+	}
+}
+
+// route delivers a stanza a client sent (from already stamped).
+func (a *Adapter) route(s *session, el *Element) {
+	to := el.AttrValue("to")
+	local, domain, res := splitJID(to)
+	typ := el.AttrValue("type")
+	switch {
+	case to == "" || (local == "" && res == "" && domain == a.cfg.Domain) ||
+		(el.Name.Local == "iq" && local == s.user && domain == a.cfg.Domain && res == ""):
+		a.handleServer(s, el)
+	case domain == a.topicDomain():
+		a.topics.handle(clientPeer{s}, el, local)
+	case domain == a.pubsubDomain() && local == "" && res == "":
+		a.handlePubSub(s, el)
+	case domain == a.cfg.Domain && local != "":
+		a.routeLocal(s, el, local+"@"+domain, res)
+	case typ == "error" || typ == "result":
+	default:
+		a.reply(s, errorReply(el, "cancel", "remote-server-not-found"))
+	}
+}
+
+// reply sends an answer to the session unless the stanza was an error.
+func (a *Adapter) reply(s *session, el *Element) {
+	_, _ = s.send(el)
+}
+
+// handleServer handles stanzas addressed to the server itself (or to the
+// user's own bare JID, for iqs).
+func (a *Adapter) handleServer(s *session, el *Element) {
+	switch el.Name.Local {
+	case "presence":
+		if el.AttrValue("to") != "" {
+			return
+		}
+		a.handleOwnPresence(s, el)
+	case "iq":
+		a.handleIQ(s, el)
+	case "message":
+		// Messages to the server are not kept.
+	}
+}
+
+// handleOwnPresence handles broadcast presence (no 'to').
+func (a *Adapter) handleOwnPresence(s *session, el *Element) {
+	switch el.AttrValue("type") {
+	case "":
+		s.mu.Lock()
+		first := !s.available
+		s.available, s.presence = true, el.Copy()
+		s.mu.Unlock()
+		a.broadcastPresence(s, el)
+		if first {
+			a.sendContactPresences(s)
+			a.availabilityChanged(s, true)
+			a.deliverOffline(s)
+		}
+	case "unavailable":
+		s.mu.Lock()
+		was := s.available
+		s.available, s.presence = false, nil
+		s.mu.Unlock()
+		a.broadcastPresence(s, el)
+		if was {
+			a.availabilityChanged(s, false)
+		}
+	}
+}
+
+// broadcastPresence sends a user's presence to the contacts subscribed to
+// it and to the user's other available resources.
+func (a *Adapter) broadcastPresence(s *session, el *Element) {
+	ctx := context.WithoutCancel(a.ctx)
+	items, err := a.rosterList(ctx, s.user)
+	if err != nil {
+		a.log.Warn("xmpp: roster for presence broadcast", "user", s.user, "err", err)
+	}
+	for _, it := range items {
+		if it.Subscription != "from" && it.Subscription != "both" {
+			continue
+		}
+		for _, c := range a.availableOf(it.JID) {
+			p := el.Copy()
+			p.SetAttr("to", c.jid)
+			_, _ = c.send(p)
+		}
+	}
+	for _, c := range a.availableOf(s.bare) {
+		if c != s {
+			p := el.Copy()
+			p.SetAttr("to", c.jid)
+			_, _ = c.send(p)
+		}
+	}
+}
+
+// sendContactPresences sends a newly available session the presence of
+// the contacts it is subscribed to (the server's answer to its probes).
+func (a *Adapter) sendContactPresences(s *session) {
+	ctx := context.WithoutCancel(a.ctx)
+	items, _ := a.rosterList(ctx, s.user)
+	for _, it := range items {
+		if it.Subscription != "to" && it.Subscription != "both" {
+			continue
+		}
+		_, domain, _ := splitJID(it.JID)
+		if domain == a.topicDomain() {
+			_, _ = s.send(newElement(nsClient, "presence", "from", it.JID, "to", s.jid))
+			continue
+		}
+		for _, c := range a.availableOf(it.JID) {
+			c.mu.Lock()
+			p := c.presence
+			c.mu.Unlock()
+			if p != nil {
+				p = p.Copy()
+				p.SetAttr("to", s.jid)
+				_, _ = s.send(p)
+			}
+		}
+	}
+	for _, c := range a.availableOf(s.bare) {
+		c.mu.Lock()
+		p := c.presence
+		c.mu.Unlock()
+		if c != s && p != nil {
+			p = p.Copy()
+			p.SetAttr("to", s.jid)
+			_, _ = s.send(p)
+		}
+	}
+}
+
+// routeLocal delivers a stanza to a user of this server.
+func (a *Adapter) routeLocal(s *session, el *Element, bare, res string) {
+	typ := el.AttrValue("type")
+	switch el.Name.Local {
+	case "presence":
+		switch typ {
+		case "subscribe", "subscribed", "unsubscribe", "unsubscribed":
+			a.handleSubscription(s, el, bare)
+			return
+		case "probe":
+			return
+		}
+		targets := a.availableOf(bare)
+		if res != "" {
+			targets = nil
+			if t := a.sessionOf(bare, res); t != nil {
+				targets = append(targets, t)
+			}
+		}
+		for _, t := range targets {
+			_, _ = t.send(el)
+		}
+	case "message":
+		if res != "" {
+			if t := a.sessionOf(bare, res); t != nil {
+				_, _ = t.send(el)
+				return
+			}
+		}
+		targets := a.availableOf(bare)
+		if len(targets) == 0 {
+			if typ == "" || typ == "chat" || typ == "normal" {
+				if err := a.storeOffline(context.WithoutCancel(a.ctx), bare, el); err != nil {
+					a.log.Info("xmpp: offline message not kept", "to", bare, "err", err)
+					a.reply(s, errorReply(el, "wait", "resource-constraint"))
+				}
+			}
+			return
+		}
+		for _, t := range targets {
+			_, _ = t.send(el)
+		}
+	case "iq":
+		if res != "" {
+			if t := a.sessionOf(bare, res); t != nil {
+				_, _ = t.send(el)
+				return
+			}
+		}
+		if typ == "get" || typ == "set" {
+			a.reply(s, errorReply(el, "cancel", "service-unavailable"))
+		}
+	}
+}

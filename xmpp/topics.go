@@ -1,0 +1,387 @@
+package xmpp
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"mime"
+	"strings"
+	"sync"
+
+	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/broker"
+)
+
+// errOffline is a delivery to a user with no available resource; the bus
+// keeps the envelope in the subscription's durable queue.
+var errOffline = errors.New("xmpp: user offline")
+
+// peer is the user side of a conversation with a topic JID: a c2s session,
+// or a user of the server the hub is a component of.
+type peer interface {
+	// bareJID is the user's bare JID, where topic messages go.
+	bareJID() string
+	// fullJID is the origin's client id.
+	fullJID() string
+	// principal is checked against the ACL.
+	principal() adapters.Principal
+	// subID names the user in durable subscription ids.
+	subID() string
+	// remote is the network address of the user, when known.
+	remote() string
+	// qos is the QoS of what the user publishes (1 with XEP-0198).
+	qos() byte
+	// send sends a stanza to the user.
+	send(el *Element) error
+	// rosterSet records the topic JID's subscription state in the user's
+	// roster when the hub keeps it ("" removes the item).
+	rosterSet(jid, subscription string)
+	// online reports whether topic messages can go to the user now.
+	online() bool
+}
+
+// topicService maps presence subscriptions and chat messages to topic JIDs
+// onto bus subscriptions and publishes. It serves both the c2s server (at
+// topics.{domain}) and the component (at the component domain).
+type topicService struct {
+	a *Adapter
+
+	mu   sync.Mutex
+	subs map[string]map[string]broker.Subscription // bare JID → topic → attached subscription
+}
+
+// topicRecord is a persisted topic subscription: KV bucket "xmpp-topics",
+// key "{bare JID} {topic}".
+const topicBucket = "xmpp-topics"
+
+func topicKey(bare, topic string) string { return bare + " " + topic }
+
+// handle handles a stanza from p to the topic JID local@domain (local ""
+// is the service itself).
+func (t *topicService) handle(p peer, el *Element, local string) {
+	typ := el.AttrValue("type")
+	if typ == "error" || typ == "result" {
+		return
+	}
+	if local == "" {
+		if el.Name.Local == "iq" {
+			t.a.handleServiceIQ(p, el, "topics")
+		}
+		return
+	}
+	topic, err := JIDToTopic(local)
+	if err != nil {
+		if el.Name.Local != "presence" {
+			_ = p.send(errorReply(el, "modify", "jid-malformed"))
+		}
+		return
+	}
+	from := el.AttrValue("to")
+	if i := strings.IndexByte(from, '/'); i >= 0 {
+		from = from[:i]
+	}
+	ctx := context.WithoutCancel(t.a.ctx)
+	switch el.Name.Local {
+	case "presence":
+		switch typ {
+		case "subscribe":
+			t.subscribe(ctx, p, topic, from)
+		case "unsubscribe":
+			t.unsubscribe(ctx, p.bareJID(), local)
+			p.rosterSet(from, "")
+			_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
+		case "probe":
+			if t.subscribed(ctx, p.bareJID(), topic) {
+				_ = p.send(newElement(nsClient, "presence", "from", from, "to", p.bareJID()))
+			}
+		}
+	case "message":
+		t.publish(ctx, p, el, topic)
+	case "iq":
+		t.a.handleServiceIQ(p, el, "topic")
+	}
+}
+
+func (t *topicService) subscribed(ctx context.Context, bare, topic string) bool {
+	_, err := t.a.cfg.Store.KVGet(ctx, topicBucket, topicKey(bare, topic))
+	return err == nil
+}
+
+// subscribe approves (or refuses) a presence subscription to a topic.
+func (t *topicService) subscribe(ctx context.Context, p peer, topic, from string) {
+	if err := t.a.cfg.Auth.Authorize(ctx, p.principal(), adapters.ActionSubscribe, topic); err != nil {
+		t.a.log.Info("xmpp: topic subscription refused", "jid", p.bareJID(), "topic", topic, "err", err)
+		p.rosterSet(from, "none")
+		_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
+		return
+	}
+	if err := t.a.cfg.Store.KVPut(ctx, topicBucket, topicKey(p.bareJID(), topic), []byte(p.subID())); err != nil {
+		t.a.log.Warn("xmpp: store topic subscription", "jid", p.bareJID(), "topic", topic, "err", err)
+		_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
+		return
+	}
+	p.rosterSet(from, "to")
+	_ = p.send(newElement(nsClient, "presence", "type", "subscribed", "from", from, "to", p.bareJID()))
+	_ = p.send(newElement(nsClient, "presence", "from", from, "to", p.bareJID()))
+	if p.online() {
+		if err := t.attach(ctx, p, topic, false, true); err != nil {
+			t.a.log.Warn("xmpp: topic subscription", "jid", p.bareJID(), "topic", topic, "err", err)
+		}
+	}
+}
+
+// unsubscribe ends a topic subscription and discards its queue.
+func (t *topicService) unsubscribe(ctx context.Context, bare, local string) {
+	topic, err := JIDToTopic(local)
+	if err != nil {
+		return
+	}
+	t.mu.Lock()
+	sub := t.subs[bare]["t "+topic]
+	delete(t.subs[bare], "t "+topic)
+	t.mu.Unlock()
+	if sub != nil {
+		_ = sub.Unsubscribe()
+	}
+	_ = t.a.cfg.Store.KVDelete(ctx, topicBucket, topicKey(bare, topic))
+}
+
+// attach subscribes p's durable subscription to a topic (or, for pubsub,
+// to a PubSub node's filter) on the bus; with retainedFirst the retained
+// values are sent before anything else.
+func (t *topicService) attach(ctx context.Context, p peer, filter string, pubsub, retainedFirst bool) error {
+	bare := p.bareJID()
+	key, id := "t "+filter, "xmpp:"+p.subID()+":"+filter
+	if pubsub {
+		key, id = "p "+filter, "xmpp-ps:"+p.subID()+":"+filter
+	}
+	t.mu.Lock()
+	if t.subs == nil {
+		t.subs = map[string]map[string]broker.Subscription{}
+	}
+	if t.subs[bare][key] != nil {
+		t.mu.Unlock()
+		return nil
+	}
+	t.mu.Unlock()
+	build := func(to string, e *broker.Envelope) *Element {
+		if pubsub {
+			return eventMessage(t.a.pubsubDomainFor(p), to, filter, e)
+		}
+		return envelopeMessage(TopicToJID(e.Topic, t.domainFor(p)), to, e)
+	}
+	ready := make(chan struct{})
+	h := func(ctx context.Context, e *broker.Envelope) error {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return t.a.deliverEnvelope(ctx, p, e, build)
+	}
+	sub, err := t.a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{
+		ID: id, Filters: []string{filter}, QoS: 1, Durable: true,
+	}, h)
+	if err != nil {
+		close(ready)
+		return fmt.Errorf("xmpp: subscribe %q for %s: %w", filter, bare, err)
+	}
+	t.mu.Lock()
+	if t.subs == nil {
+		t.subs = map[string]map[string]broker.Subscription{}
+	}
+	if t.subs[bare] == nil {
+		t.subs[bare] = map[string]broker.Subscription{}
+	}
+	t.subs[bare][key] = sub
+	t.mu.Unlock()
+	if retainedFirst {
+		rs, err := t.a.cfg.Bus.Retained(ctx, filter)
+		if err == nil {
+			for _, e := range rs {
+				_ = p.send(build(bare, e))
+			}
+		}
+	}
+	close(ready)
+	return nil
+}
+
+func (t *topicService) domainFor(p peer) string {
+	if _, ok := p.(clientPeer); ok {
+		return t.a.topicDomain()
+	}
+	return t.a.cfg.ComponentDomain
+}
+
+// userOnline attaches the topic subscriptions of a user who became
+// available; what was queued while away arrives first, in order.
+func (t *topicService) userOnline(p peer) {
+	ctx := context.WithoutCancel(t.a.ctx)
+	kvs, err := t.a.cfg.Store.KVList(ctx, topicBucket)
+	if err != nil {
+		t.a.log.Warn("xmpp: topic subscriptions", "jid", p.bareJID(), "err", err)
+		return
+	}
+	pkvs, err := t.a.cfg.Store.KVList(ctx, pubsubBucket)
+	if err != nil {
+		t.a.log.Warn("xmpp: pubsub subscriptions", "jid", p.bareJID(), "err", err)
+	}
+	prefix := p.bareJID() + " "
+	for i, kv := range append(kvs, pkvs...) {
+		filter, ok := strings.CutPrefix(kv.Key, prefix)
+		if !ok {
+			continue
+		}
+		if err := t.a.cfg.Auth.Authorize(ctx, p.principal(), adapters.ActionSubscribe, filter); err != nil {
+			t.a.log.Info("xmpp: subscription no longer allowed", "jid", p.bareJID(), "filter", filter, "err", err)
+			continue
+		}
+		if err := t.attach(ctx, p, filter, i >= len(kvs), false); err != nil {
+			t.a.log.Warn("xmpp: attach subscription", "jid", p.bareJID(), "filter", filter, "err", err)
+		}
+	}
+}
+
+// userOffline detaches a user's subscriptions: the bus keeps QoS >= 1
+// envelopes in their durable queues until the user is back.
+func (t *topicService) userOffline(bare string) {
+	t.mu.Lock()
+	subs := t.subs[bare]
+	delete(t.subs, bare)
+	t.mu.Unlock()
+	for _, s := range subs {
+		_ = s.Detach()
+	}
+}
+
+// shutdown detaches every subscription.
+func (t *topicService) shutdown() {
+	t.mu.Lock()
+	all := t.subs
+	t.subs = nil
+	t.mu.Unlock()
+	for _, subs := range all {
+		for _, s := range subs {
+			_ = s.Detach()
+		}
+	}
+}
+
+// publish publishes a chat message to a topic JID on the bus.
+func (t *topicService) publish(ctx context.Context, p peer, el *Element, topic string) {
+	payload, ctype, ok, err := messagePayload(el)
+	if err != nil {
+		_ = p.send(errorReply(el, "modify", "bad-request"))
+		return
+	}
+	if !ok { // chat states, receipts and such carry nothing to publish
+		return
+	}
+	pr := p.principal()
+	if err := t.a.cfg.Auth.Authorize(ctx, pr, adapters.ActionPublish, topic); err != nil {
+		_ = p.send(errorReply(el, "auth", "forbidden"))
+		return
+	}
+	e := &broker.Envelope{
+		Topic: topic, Payload: payload, ContentType: ctype, QoS: p.qos(),
+		Origin: broker.Origin{Protocol: broker.ProtoXMPP, ClientID: p.fullJID(), Remote: p.remote(), Principal: pr.Name},
+	}
+	if err := t.a.cfg.Bus.Publish(ctx, e); err != nil {
+		t.a.log.Info("xmpp: publish", "topic", topic, "jid", p.fullJID(), "err", err)
+		switch {
+		case errors.Is(err, broker.ErrInvalidTopic), errors.Is(err, broker.ErrWildcardTopic):
+			_ = p.send(errorReply(el, "modify", "jid-malformed"))
+		case errors.Is(err, broker.ErrStorage):
+			_ = p.send(errorReply(el, "wait", "resource-constraint"))
+		default:
+			_ = p.send(errorReply(el, "wait", "internal-server-error"))
+		}
+	}
+}
+
+// messagePayload extracts what a chat message publishes: the payload
+// element's bytes and type when present, else the body as text/plain. ok
+// is false for a message with neither.
+func messagePayload(el *Element) (payload []byte, ctype string, ok bool, err error) {
+	if pl := el.Child(nsPayload, "payload"); pl != nil {
+		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(pl.Text()))
+		if err != nil {
+			return nil, "", false, fmt.Errorf("xmpp: payload is not base64: %w", err)
+		}
+		ct := pl.AttrValue("type")
+		if ct != "" {
+			if _, _, err := mime.ParseMediaType(ct); err != nil {
+				return nil, "", false, fmt.Errorf("xmpp: payload type %q: %w", ct, err)
+			}
+		}
+		return b, ct, true, nil
+	}
+	if body := el.Child("", "body"); body != nil {
+		return []byte(body.Text()), "text/plain; charset=utf-8", true, nil
+	}
+	return nil, "", false, nil
+}
+
+// envelopeMessage builds the chat message from a topic JID for e: the
+// payload as body when it is text, else a short body and the bytes in a
+// <payload/> element (DESIGN.md).
+func envelopeMessage(from, to string, e *broker.Envelope) *Element {
+	m := newElement(nsClient, "message", "type", "chat", "from", from, "to", to, "id", e.ID)
+	if adapters.IsText(e.ContentType, e.Payload) {
+		m.Add(newElement(nsClient, "body").AddText(string(e.Payload)))
+		return m
+	}
+	ct := e.ContentType
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	m.Add(newElement(nsClient, "body").AddText(fmt.Sprintf("[%d bytes of %s on %s]", len(e.Payload), ct, e.Topic)))
+	m.Add(newElement(nsPayload, "payload", "type", ct).AddText(base64.StdEncoding.EncodeToString(e.Payload)))
+	return m
+}
+
+// deliverEnvelope sends e to p as built by build. With XEP-0198 and
+// delivery QoS 1 it returns only once a resource acknowledged it, so that
+// the bus keeps it queued otherwise.
+func (a *Adapter) deliverEnvelope(ctx context.Context, p peer, e *broker.Envelope, build func(to string, e *broker.Envelope) *Element) error {
+	cp, ok := p.(clientPeer)
+	if !ok {
+		return p.send(build(p.bareJID(), e))
+	}
+	targets := a.availableOf(cp.s.bare)
+	if len(targets) == 0 {
+		return errOffline
+	}
+	type waiter struct {
+		ack    <-chan struct{}
+		closed <-chan struct{}
+	}
+	var waits []waiter
+	delivered := false
+	for _, s := range targets {
+		ack, err := s.send(build(s.jid, e))
+		if err != nil {
+			continue
+		}
+		if ack == nil || e.QoS == 0 {
+			delivered = true
+			continue
+		}
+		waits = append(waits, waiter{ack, s.closed})
+	}
+	if delivered {
+		return nil
+	}
+	for _, w := range waits {
+		select {
+		case <-w.ack:
+			return nil
+		case <-w.closed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return errOffline
+}
