@@ -3,8 +3,8 @@ package xmpp
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"encoding/xml"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
