@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hubsmith/hub/broker"
 )
@@ -26,6 +27,14 @@ var deviceProtocols = map[string]bool{
 func validateDevice(d Device) error {
 	if err := ValidateName(d.ID); err != nil {
 		return fmt.Errorf("id: %w", err)
+	}
+	if !utf8.ValidString(d.Name) {
+		return fmt.Errorf("%w: name %q: not valid UTF-8", ErrInvalidDevice, d.Name)
+	}
+	for k, v := range d.Metadata {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return fmt.Errorf("%w: metadata %q: %q: not valid UTF-8", ErrInvalidDevice, k, v)
+		}
 	}
 	if !deviceProtocols[d.Protocol] {
 		return fmt.Errorf("%w: protocol %q: want mqtt, coap, xmpp, rest or empty", ErrInvalidDevice, d.Protocol)

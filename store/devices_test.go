@@ -110,6 +110,8 @@ func TestDeviceValidation(t *testing.T) {
 		{Device{ID: "a/b"}, ErrInvalidName},
 		{Device{ID: "a+"}, ErrInvalidName},
 		{Device{ID: "ok", Protocol: "zigbee"}, ErrInvalidDevice},
+		{Device{ID: "ok", Name: "\xff"}, ErrInvalidDevice},
+		{Device{ID: "ok", Metadata: map[string]string{"k": "\xfe"}}, ErrInvalidDevice},
 	} {
 		if err := s.AddDevice(ctx, tc.d); !errors.Is(err, tc.want) {
 			t.Errorf("AddDevice(%+v) = %v, want %v", tc.d, err, tc.want)

@@ -408,3 +408,5 @@ func BenchmarkEnqueue(b *testing.B) {
 		}
 	}
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
