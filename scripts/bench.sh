@@ -187,24 +187,39 @@ def med(rs, f):
 
 def cell(rs):
     if not rs:
-        return "-"
-    lost = sum(r["lost"] for r in rs)
-    dup = sum(r["duplicates"] for r in rs)
-    errs = sum(r["error_count"] for r in rs)
+        return f"{'-':>9} {'':>8} {'':>8} {'':>7}", ""
     rate = med(rs, lambda r: r["receive_rate_msg_s"])
     p50 = med(rs, lambda r: r["latency"]["p50_ms"])
     p99 = med(rs, lambda r: r["latency"]["p99_ms"])
-    s = f"{rate:>9.0f}/s p50 {p50:7.2f} p99 {p99:8.2f}ms"
-    if lost or dup or errs:
-        s += f" lost {lost} dup {dup} err {errs}"
-    return s
+    cpu = med(rs, lambda r: (r.get("target") or {}).get("cpu_us_per_delivery", 0))
+    lost = sum(r["lost"] for r in rs)
+    dup = sum(r["duplicates"] for r in rs)
+    errs = sum(r["error_count"] for r in rs)
+    note = f"lost {lost} dup {dup} err {errs} over {len(rs)} runs" if lost or dup or errs else ""
+    return f"{rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {cpu:>7.1f}", note
 
 print()
-print("median over runs; rate = deliveries received per second; latency = publish to delivery")
-print(f"{'case':<17} " + " ".join(f"{t:<44}" for t in targets))
+print("medians over runs. msg/s: deliveries received per second; p50/p99: publish-to-delivery")
+print("latency in ms; cpu: server CPU microseconds per delivery (user+sys, /proc/PID/stat)")
+head = f"{'msg/s':>9} {'p50':>8} {'p99':>8} {'cpu':>7}"
+print(f"{'':<17} | {'hub':<35} | {'mosquitto':<35}")
+print(f"{'case':<17} | {head} | {head}")
+notes = []
 for case in cases:
-    row = [cell(res.get((t, case), [])) for t in targets]
-    print(f"{case:<17} " + " ".join(f"{c:<44}" for c in row))
+    cells = []
+    for t in targets:
+        c, note = cell(res.get((t, case), []))
+        cells.append(c)
+        if note:
+            notes.append(f"  {case} {t}: {note}")
+    print(f"{case:<17} | " + " | ".join(cells))
+if notes:
+    print("loss, duplicates, errors:")
+    print("\n".join(notes))
+client = [r["client_cpu_seconds"] / r["wall_seconds"] for v in res.values() for r in v if r["wall_seconds"] > 0]
+if client:
+    print(f"hubload's own CPU: median {statistics.median(client):.2f}, max {max(client):.2f} cores "
+          f"(of {os.cpu_count()}); near the core count, the figures measure hubload, not the server")
 print()
 print("memory of the server (KiB): lifetime peak VmHWM at the end, largest VmRSS sampled during any run")
 for t in targets:

@@ -34,13 +34,22 @@ type Result struct {
 	ReceiveSeconds  float64        `json:"receive_seconds"`
 	ReceiveRate     float64        `json:"receive_rate_msg_s"`
 	Latency         LatencySummary `json:"latency"`
-	Target          *TargetMemory  `json:"target,omitempty"`
+	// WallSeconds runs from the first publication to the end of the drain;
+	// the CPU figures cover the same window.
+	WallSeconds      float64      `json:"wall_seconds"`
+	ClientCPUSeconds float64      `json:"client_cpu_seconds"`
+	Target           *TargetUsage `json:"target,omitempty"`
 }
 
-// TargetMemory is the memory of the process under test (--pid), in KiB,
-// from /proc/PID/status.
-type TargetMemory struct {
+// TargetUsage is what the process under test (--pid) used: memory in KiB
+// from /proc/PID/status, CPU from /proc/PID/stat.
+type TargetUsage struct {
 	PID int `json:"pid"`
+	// CPUSeconds is the user plus system time it used during the run
+	// (Result.WallSeconds), and CPUMicrosPerDelivery that over the
+	// deliveries received.
+	CPUSeconds           float64 `json:"cpu_seconds"`
+	CPUMicrosPerDelivery float64 `json:"cpu_us_per_delivery"`
 	// VmHWMKiB is the kernel's peak resident set over the process's life.
 	VmHWMKiB uint64 `json:"vm_hwm_kib"`
 	// VmRSSKiB is the resident set at the end of the run.
@@ -73,8 +82,13 @@ func ms(v float64) string {
 // writeText prints r for people.
 func writeText(w io.Writer, r *Result) {
 	shape := fmt.Sprintf("%d topics", r.Topics)
-	if r.Topics == 1 {
+	switch {
+	case r.Topics == 1 && r.Subscribers > 1:
 		shape = "1 topic (fan-out)"
+	case r.Topics == 1 && r.Publishers > 1:
+		shape = "1 topic (fan-in)"
+	case r.Topics == 1:
+		shape = "1 topic"
 	}
 	fmt.Fprintf(w, "hubload %s %s  qos=%d size=%dB publishers=%d subscribers=%d %s\n",
 		r.Mode, r.URL, r.QoS, r.Size, r.Publishers, r.Subscribers, shape)
@@ -88,6 +102,11 @@ func writeText(w io.Writer, r *Result) {
 	l := r.Latency
 	fmt.Fprintf(w, "  latency    p50 %s  p90 %s  p99 %s  max %s  (min %s, mean %s, n=%d)\n",
 		ms(l.P50Ms), ms(l.P90Ms), ms(l.P99Ms), ms(l.MaxMs), ms(l.MinMs), ms(l.MeanMs), l.Count)
+	fmt.Fprintf(w, "  cpu        hubload %.2fs in %.2fs wall", r.ClientCPUSeconds, r.WallSeconds)
+	if t := r.Target; t != nil {
+		fmt.Fprintf(w, "  target %.2fs (%.1fµs per delivery)", t.CPUSeconds, t.CPUMicrosPerDelivery)
+	}
+	fmt.Fprintln(w)
 	if t := r.Target; t != nil {
 		fmt.Fprintf(w, "  target     pid %d  VmHWM %s  VmRSS %s  (at start %s, max sampled %s)\n",
 			t.PID, mib(t.VmHWMKiB), mib(t.VmRSSKiB), mib(t.StartRSSKiB), mib(t.MaxRSSKiB))

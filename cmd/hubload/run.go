@@ -150,10 +150,13 @@ func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
 		return nil, err
 	}
 	var rssBefore memSample
+	var targetCPU0 time.Duration
 	if sampler != nil {
 		rssBefore = sampler.current()
+		targetCPU0, _ = readProcCPU(c.pid)
 	}
 
+	clientCPU0 := selfCPU()
 	start := time.Now()
 	pubCtx, cancelPub := context.WithDeadline(ctx, start.Add(c.duration))
 	defer cancelPub()
@@ -182,6 +185,8 @@ func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
 	}
 	expected := acct.expected(sent)
 	drainDeliveries(ctx, acct, expected, c.drain)
+	end := time.Now()
+	clientCPU := selfCPU() - clientCPU0
 
 	tot := acct.totals()
 	res := &Result{
@@ -192,7 +197,7 @@ func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
 		Publishers:      c.publishers,
 		Subscribers:     c.subscribers,
 		Topics:          p.topics,
-		Fanout:          p.topics == 1,
+		Fanout:          p.topics == 1 && c.subscribers > 1,
 		MessagesPlanned: uint64(c.messages),
 		Sent:            totalSent,
 		ErrorCount:      errs.n,
@@ -205,6 +210,9 @@ func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
 		Unexpected:      tot.foreign,
 		PublishSeconds:  pubEnd.Sub(start).Seconds(),
 		Latency:         tot.hist.summary(),
+
+		WallSeconds:      end.Sub(start).Seconds(),
+		ClientCPUSeconds: clientCPU.Seconds(),
 	}
 	if expected > tot.unique {
 		res.Lost = expected - tot.unique
@@ -221,6 +229,12 @@ func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
 	}
 	if sampler != nil {
 		res.Target = sampler.result(rssBefore)
+		if cpu, err := readProcCPU(c.pid); err == nil {
+			res.Target.CPUSeconds = (cpu - targetCPU0).Seconds()
+			if tot.unique > 0 {
+				res.Target.CPUMicrosPerDelivery = res.Target.CPUSeconds * 1e6 / float64(tot.unique)
+			}
+		}
 	}
 	return res, nil
 }

@@ -111,7 +111,7 @@ func TestSmokeMQTT(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkClean(t, r, tc.wantExpected)
-			if r.Target == nil || r.Target.VmHWMKiB == 0 || r.Target.MaxRSSKiB == 0 {
+			if r.Target == nil || r.Target.VmHWMKiB == 0 || r.Target.MaxRSSKiB == 0 || r.Target.CPUSeconds <= 0 {
 				t.Errorf("target memory not read: %+v", r.Target)
 			}
 		})
@@ -343,6 +343,31 @@ func TestCheckLoopback(t *testing.T) {
 	}
 }
 
+func TestParseProcStat(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		in      string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"normal", "42 (hub) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 1000 0 0", 3 * time.Second, false},
+		{"name with spaces and parens", "42 (a) b (c)) R 1 42 42 0 -1 0 0 0 0 0 7 3 0 0", 100 * time.Millisecond, false},
+		{"no name", "42 hub S 1", 0, true},
+		{"short", "42 (hub) S 1 2 3", 0, true},
+		{"bad number", "42 (hub) S 1 42 42 0 -1 0 0 0 0 0 x 3 0 0", 0, true},
+	}
+	for _, tc := range tests {
+		got, err := parseProcStat([]byte(tc.in))
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("%s: got %v, %v; want %v (error %v)", tc.name, got, err, tc.want, tc.wantErr)
+		}
+	}
+	if cpu, err := readProcCPU(os.Getpid()); err != nil || cpu <= 0 {
+		t.Errorf("readProcCPU(self) = %v, %v", cpu, err)
+	}
+}
+
 func TestParseProcStatus(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -363,6 +388,9 @@ func TestParseProcStatus(t *testing.T) {
 		}
 	}
 	if _, err := readProcStatus(1 << 30); err == nil {
+		t.Error("readProcStatus of a process that cannot exist: no error")
+	}
+	if _, err := readProcCPU(1 << 30); err == nil {
 		t.Error("readProcStatus of a process that cannot exist: no error")
 	}
 }

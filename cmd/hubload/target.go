@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -43,6 +44,52 @@ func checkLoopback(ctx context.Context, raw string) error {
 		}
 	}
 	return nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on every
+// Linux architecture the hub targets.
+const clockTicks = 100
+
+// readProcCPU returns the user plus system CPU time pid has used.
+func readProcCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("target pid %d: %w", pid, err)
+	}
+	return parseProcStat(b)
+}
+
+// parseProcStat extracts utime + stime from /proc/PID/stat text. The
+// command name, field 2, is in parentheses and may itself hold spaces and
+// parentheses, so fields are counted from the last ')'.
+func parseProcStat(b []byte) (time.Duration, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("proc stat: no command name")
+	}
+	f := bytes.Fields(b[i+1:])
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("proc stat: %d fields after the name, want at least 13", len(f))
+	}
+	var ticks uint64
+	for _, s := range f[11:13] {
+		v, err := strconv.ParseUint(string(s), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("proc stat: cpu time %q: %w", s, err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// selfCPU returns the user plus system CPU time of this process.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // memSample is one reading of /proc/PID/status, in KiB.
@@ -144,11 +191,11 @@ func (s *rssSampler) current() memSample {
 
 // result takes a last sample and summarises; before is the reading taken
 // when the clients were connected.
-func (s *rssSampler) result(before memSample) *TargetMemory {
+func (s *rssSampler) result(before memSample) *TargetUsage {
 	last := s.current()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &TargetMemory{PID: s.pid, VmHWMKiB: last.hwm, VmRSSKiB: last.rss, StartRSSKiB: before.rss, MaxRSSKiB: s.maxRSS}
+	return &TargetUsage{PID: s.pid, VmHWMKiB: last.hwm, VmRSSKiB: last.rss, StartRSSKiB: before.rss, MaxRSSKiB: s.maxRSS}
 }
 
 func (s *rssSampler) stop() {
