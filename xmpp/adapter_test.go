@@ -143,3 +143,106 @@ func TestChatMessagePublishes(t *testing.T) {
 		t.Fatal("no envelope on the bus")
 	}
 }
+
+func TestPubSub(t *testing.T) {
+	h := startHub(t, nil)
+	ctx := context.Background()
+	alice := connect(t, h, "alice", "alicepw")
+	typ, out := alice.iq(t, `<iq type='set' id='s1' to='pubsub.localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><subscribe node='plant/+/moisture' jid='alice@localhost'/></pubsub></iq>`)
+	if typ != "result" || !strings.Contains(out, "subscribed") {
+		t.Fatalf("subscribe: %s %s", typ, out)
+	}
+	if err := h.bus.Publish(ctx, &broker.Envelope{Topic: "plant/fern/moisture", Payload: []byte("42"), ContentType: "text/plain", Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	ev := alice.expect(t, "event", func(v rx) bool { return v.XMLName.Local == "message" && v.From == "pubsub.localhost" })
+	if !strings.Contains(ev.Inner, "plant/+/moisture") || !strings.Contains(ev.Inner, "NDI=") {
+		t.Errorf("event: %s", ev.Inner)
+	}
+	got := make(chan *broker.Envelope, 1)
+	sub, err := h.bus.Subscribe(ctx, broker.SubscribeOptions{Filters: []string{"plant/rose/water"}}, func(_ context.Context, e *broker.Envelope) error {
+		got <- e
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	typ, out = alice.iq(t, `<iq type='set' id='p1' to='pubsub.localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='plant/rose/water'><item><payload xmlns='urn:hub:payload:0' type='application/json'>eyJtbCI6MTB9</payload></item></publish></pubsub></iq>`)
+	if typ != "result" {
+		t.Fatalf("publish: %s %s", typ, out)
+	}
+	select {
+	case e := <-got:
+		if string(e.Payload) != `{"ml":10}` || e.ContentType != "application/json" || e.Origin.Principal != "alice" {
+			t.Errorf("envelope %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("publish did not reach the bus")
+	}
+	typ, out = alice.iq(t, `<iq type='get' id='i1' to='pubsub.localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='plant/fern/moisture'/></pubsub></iq>`)
+	if typ != "result" || !strings.Contains(out, "NDI=") {
+		t.Errorf("items: %s %s", typ, out)
+	}
+	typ, _ = alice.iq(t, `<iq type='set' id='p2' to='pubsub.localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='a/+/b'><item/></publish></pubsub></iq>`)
+	if typ != "error" {
+		t.Errorf("publish to a filter: %s, want error", typ)
+	}
+	typ, out = alice.iq(t, `<iq type='get' id='d2' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)
+	if typ != "result" || !strings.Contains(out, "http://jabber.org/protocol/pubsub") {
+		t.Errorf("disco#info: %s %s", typ, out)
+	}
+}
+
+func TestOfflineDelivery(t *testing.T) {
+	h := startHub(t, nil)
+	ctx := context.Background()
+	topicJID := "door.state@topics.localhost"
+	func() {
+		alice := connect(t, h, "alice", "alicepw")
+		alice.send(t, `<presence to='`+topicJID+`' type='subscribe'/>`)
+		alice.expect(t, "subscribed", func(v rx) bool { return v.Type == "subscribed" && v.From == topicJID })
+		_ = alice.s.Close()
+	}()
+	// Wait for the hub to see alice go.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(h.a.sessionsOf("alice@localhost")) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, p := range []string{"open", "closed", "locked"} {
+		if err := h.bus.Publish(ctx, &broker.Envelope{Topic: "door/state", Payload: []byte(p), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bob := connect(t, h, "bob", "bobpw")
+	bob.send(t, `<message to='alice@localhost' type='chat'><body>while you were out</body></message>`)
+	time.Sleep(100 * time.Millisecond)
+	alice := connect(t, h, "alice", "alicepw")
+	var topicMsgs []string
+	chat := ""
+	for len(topicMsgs) < 3 || chat == "" {
+		v := alice.expect(t, "offline messages", func(v rx) bool { return v.XMLName.Local == "message" && v.Body != "" })
+		switch {
+		case v.From == topicJID:
+			topicMsgs = append(topicMsgs, v.Body)
+		case strings.HasPrefix(v.From, "bob@localhost"):
+			chat = v.Body
+		}
+	}
+	if strings.Join(topicMsgs, ",") != "open,closed,locked" {
+		t.Errorf("queued topic messages %q, want open, closed, locked in order", topicMsgs)
+	}
+	if chat != "while you were out" {
+		t.Errorf("offline chat %q", chat)
+	}
+}
+
+func TestTopicSubscriptionRefused(t *testing.T) {
+	h := startHub(t, nil)
+	alice := connect(t, h, "alice", "alicepw")
+	jid := TopicToJID("$hub/secret", "topics.localhost")
+	alice.send(t, `<presence to='`+jid+`' type='subscribe'/>`)
+	alice.expect(t, "unsubscribed", func(v rx) bool { return v.XMLName.Local == "presence" && v.Type == "unsubscribed" && v.From == jid })
+	alice.send(t, `<message to='`+jid+`' type='chat' id='m1'><body>x</body></message>`)
+	alice.expect(t, "forbidden", func(v rx) bool { return v.XMLName.Local == "message" && v.Type == "error" && strings.Contains(v.Inner, "forbidden") })
+}

@@ -133,7 +133,15 @@ func connect(t *testing.T, h *testHub, user, pass string) *client {
 		defer close(done)
 		err := s.Serve(mxmpp.HandlerFunc(func(r xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 			var v rx
-			if err := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(*start), r)).Decode(&v); err != nil {
+			var b strings.Builder
+			enc := xml.NewEncoder(&b)
+			if _, err := xmlstream.Copy(enc, xmlstream.MultiReader(xmlstream.Token(*start), xmlstream.Inner(r), xmlstream.Token(start.End()))); err != nil {
+				return err
+			}
+			if err := enc.Flush(); err != nil {
+				return err
+			}
+			if err := xml.Unmarshal([]byte(b.String()), &v); err != nil {
 				return err
 			}
 			c.in <- v
