@@ -200,13 +200,13 @@ func (s *Store) ListUsers(ctx context.Context) ([]User, error) {
 // costs the same PBKDF2 work as a wrong password.
 var dummySalt = []byte("hub-no-such-user")
 
-// VerifyPassword implements adapters.Credentials.
+// VerifyPassword implements adapters.Credentials. It recomputes the
+// SCRAM-SHA-256 StoredKey from the password and compares it in constant
+// time. The result of the slow PBKDF2 step is remembered for (name,
+// password); a remembered result counts only while the stored key is
+// still the one it was checked against, so a password changed or a user
+// deleted by another process (hub user add) takes effect at once.
 func (s *Store) VerifyPassword(ctx context.Context, name, password string) (string, error) {
-	pwSum := sha256.Sum256([]byte(password))
-	if role, ok := s.auth.get(name, pwSum); ok {
-		return role, nil
-	}
-	gen := s.auth.generation()
 	var (
 		role       string
 		salt, key  []byte
@@ -220,7 +220,13 @@ func (s *Store) VerifyPassword(ctx context.Context, name, password string) (stri
 		return "", fmt.Errorf("store: verify password of %q: %w", name, err)
 	}
 	known := err == nil
-	if !known {
+	pwSum := sha256.Sum256([]byte(password))
+	if known {
+		if cached, ok := s.auth.get(name, pwSum); ok && subtle.ConstantTimeCompare(cached, key) == 1 {
+			return role, nil
+		}
+	} else {
+		// Same work as for a wrong password.
 		salt, iterations, key = dummySalt, SCRAMIterations, make([]byte, sha256.Size)
 	}
 	stored, _, err := deriveKeys(password, salt, iterations, sha256.New)
@@ -230,7 +236,7 @@ func (s *Store) VerifyPassword(ctx context.Context, name, password string) (stri
 	if subtle.ConstantTimeCompare(stored, key) != 1 || !known {
 		return "", adapters.ErrBadCredentials
 	}
-	s.auth.put(gen, name, pwSum, role)
+	s.auth.put(name, pwSum, key)
 	return role, nil
 }
 
@@ -255,12 +261,10 @@ const authCacheMax = 4096
 
 // authCache remembers successful password checks, keyed by name and the
 // password's SHA-256, because MQTT clients reconnect often and PBKDF2 is
-// deliberately slow. Any change to a user bumps the generation, so a check
-// that read the old credentials cannot repopulate the cache after it.
+// deliberately slow. The value is the StoredKey the password matched.
 type authCache struct {
-	mu  sync.Mutex
-	gen uint64
-	m   map[authKey]string
+	mu sync.Mutex
+	m  map[authKey][]byte
 }
 
 type authKey struct {
@@ -268,37 +272,29 @@ type authKey struct {
 	sum  [sha256.Size]byte
 }
 
-func (c *authCache) init() { c.m = make(map[authKey]string) }
+func (c *authCache) init() { c.m = make(map[authKey][]byte) }
 
-func (c *authCache) get(name string, sum [sha256.Size]byte) (string, bool) {
+func (c *authCache) get(name string, sum [sha256.Size]byte) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	role, ok := c.m[authKey{name, sum}]
-	return role, ok
+	key, ok := c.m[authKey{name, sum}]
+	return key, ok
 }
 
-func (c *authCache) generation() uint64 {
+func (c *authCache) put(name string, sum [sha256.Size]byte, storedKey []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.gen
-}
-
-func (c *authCache) put(gen uint64, name string, sum [sha256.Size]byte, role string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if gen != c.gen {
-		return
-	}
 	if len(c.m) >= authCacheMax {
 		clear(c.m)
 	}
-	c.m[authKey{name, sum}] = role
+	c.m[authKey{name, sum}] = storedKey
 }
 
+// invalidate forgets name's entries (they would no longer match anyway;
+// this frees them).
 func (c *authCache) invalidate(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gen++
 	for k := range c.m {
 		if k.name == name {
 			delete(c.m, k)

@@ -265,7 +265,8 @@ func TestSCRAMStored(t *testing.T) {
 
 func TestVerifyPasswordCache(t *testing.T) {
 	t.Parallel()
-	s := openTest(t)
+	dir := t.TempDir()
+	s := openDir(t, dir)
 	ctx := context.Background()
 	if err := s.AddUser(ctx, "bob", "pw", adapters.RoleUser); err != nil {
 		t.Fatal(err)
@@ -282,15 +283,37 @@ func TestVerifyPasswordCache(t *testing.T) {
 	if _, ok := s.auth.get("bob", sha256.Sum256([]byte("bad"))); ok {
 		t.Fatal("failed verification cached")
 	}
-	// A check that read the credentials before SetPassword must not put
-	// the old password back into the cache.
-	gen := s.auth.generation()
 	if err := s.SetPassword(ctx, "bob", "pw2"); err != nil {
 		t.Fatal(err)
 	}
-	s.auth.put(gen, "bob", sha256.Sum256([]byte("pw")), adapters.RoleUser)
 	if _, err := s.VerifyPassword(ctx, "bob", "pw"); !errors.Is(err, adapters.ErrBadCredentials) {
-		t.Errorf("stale cache entry served: %v", err)
+		t.Errorf("old password after SetPassword: %v", err)
+	}
+
+	// Another process (hub user add/passwd while serving) changes the
+	// password and then deletes the user: a cached success must not
+	// outlive either.
+	if _, err := s.VerifyPassword(ctx, "bob", "pw2"); err != nil {
+		t.Fatal(err)
+	}
+	other := openDir(t, dir)
+	if err := other.SetPassword(ctx, "bob", "pw3"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.auth.get("bob", sha256.Sum256([]byte("pw2"))); !ok {
+		t.Fatal("test needs the stale entry to be cached")
+	}
+	if _, err := s.VerifyPassword(ctx, "bob", "pw2"); !errors.Is(err, adapters.ErrBadCredentials) {
+		t.Errorf("password changed by another process still accepted: %v", err)
+	}
+	if _, err := s.VerifyPassword(ctx, "bob", "pw3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.DeleteUser(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.VerifyPassword(ctx, "bob", "pw3"); !errors.Is(err, adapters.ErrBadCredentials) {
+		t.Errorf("user deleted by another process still accepted: %v", err)
 	}
 }
 
