@@ -17,6 +17,7 @@ import (
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/devices"
+	"github.com/hubsmith/hub/mqtt"
 	"github.com/hubsmith/hub/rest"
 	"github.com/hubsmith/hub/store"
 )
@@ -34,8 +35,9 @@ type Hub struct {
 
 	adapters []adapters.Adapter
 
-	mu      sync.Mutex
-	started []adapters.Adapter
+	mu         sync.Mutex
+	started    []adapters.Adapter
+	coreClosed bool
 }
 
 // New opens the store, builds the bus and every enabled adapter. Nothing
@@ -100,6 +102,25 @@ func (h *Hub) tlsConfig(files TLSFiles) (*tls.Config, error) {
 
 func (h *Hub) buildAdapters() error {
 	c := h.cfg
+	if Enabled(c.MQTT.Addr) || Enabled(c.MQTT.TLSAddr) {
+		tc, err := h.tlsConfig(TLSFiles{})
+		if err != nil {
+			return err
+		}
+		if Enabled(c.MQTT.TLSAddr) && tc == nil {
+			return errors.New("hub: mqtt.tls_addr needs tls.cert_file and tls.key_file")
+		}
+		a, err := mqtt.New(mqtt.Config{
+			Addr: c.MQTT.Addr, TLSAddr: c.MQTT.TLSAddr, TLSConfig: tc,
+			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, Sessions: h.Store,
+			Node: c.Node, Logger: h.log.With("adapter", "mqtt"), Registerer: h.Registry,
+			MaxPacketSize: uint32(c.MQTT.MaxPacketSize),
+		})
+		if err != nil {
+			return err
+		}
+		h.adapters = append(h.adapters, a)
+	}
 	if Enabled(c.HTTP.Addr) {
 		a, err := rest.New(rest.Config{
 			Addr: c.HTTP.Addr, Bus: h.Bus, Store: h.Store, Auth: h.Auth, Devices: h.Devices,
@@ -154,6 +175,12 @@ func (h *Hub) Stop(ctx context.Context) error {
 }
 
 func (h *Hub) closeCore() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.coreClosed {
+		return nil
+	}
+	h.coreClosed = true
 	var errs []error
 	if h.Bus != nil {
 		errs = append(errs, h.Bus.Close())
