@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
 )
 
@@ -55,16 +56,30 @@ func encodeMetadata(m map[string]string) (string, error) {
 
 // AddDevice registers a device (ErrExists). It stores the registry entry
 // only: a device that logs in with a password (MQTT, XMPP) also needs a
-// user of role adapters.RoleDevice with the same name, which the caller
-// creates with AddUser. The PSK, when set, is what CoAP over DTLS checks
+// user of role adapters.RoleDevice with the same name; create both at once
+// with AddDeviceWithLogin. The PSK, when set, is what CoAP over DTLS checks
 // with the device id as PSK identity. Created defaults to now.
 func (s *Store) AddDevice(ctx context.Context, d Device) error {
+	return s.AddDeviceWithLogin(ctx, d, "")
+}
+
+// AddDeviceWithLogin registers a device and, when password is not empty,
+// the user of the same name and role adapters.RoleDevice it logs in with,
+// in one transaction: either both exist afterwards or neither. ErrExists
+// when the device or the user name is taken.
+func (s *Store) AddDeviceWithLogin(ctx context.Context, d Device, password string) error {
 	if err := validateDevice(d); err != nil {
 		return fmt.Errorf("store: add device %q: %w", d.ID, err)
 	}
 	meta, err := encodeMetadata(d.Metadata)
 	if err != nil {
 		return fmt.Errorf("store: add device %q: %w", d.ID, err)
+	}
+	var creds []SCRAMCredential
+	if password != "" {
+		if creds, err = newCredentials(password); err != nil {
+			return fmt.Errorf("store: add device %q: %w", d.ID, err)
+		}
 	}
 	created := d.Created
 	if created.IsZero() {
@@ -79,10 +94,22 @@ func (s *Store) AddDevice(ctx context.Context, d Device) error {
 			`INSERT INTO devices(id, name, protocol, metadata, psk, online, last_seen, created)
 			 VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 			d.ID, d.Name, d.Protocol, meta, nilIfEmpty(d.PSK), d.Online, lastSeen, created.UnixNano())
-		return mapErr(err)
+		if err != nil {
+			return mapErr(err)
+		}
+		if creds == nil {
+			return nil
+		}
+		if err := insertUser(ctx, tx, d.ID, adapters.RoleDevice, creds); err != nil {
+			return fmt.Errorf("login user: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: add device %q: %w", d.ID, err)
+	}
+	if creds != nil {
+		s.auth.invalidate(d.ID)
 	}
 	return nil
 }

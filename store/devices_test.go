@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/hubsmith/hub/adapters"
 )
 
 func TestDevices(t *testing.T) {
@@ -119,5 +121,41 @@ func TestDeviceValidation(t *testing.T) {
 		if err := s.UpdateDevice(ctx, tc.d); !errors.Is(err, tc.want) {
 			t.Errorf("UpdateDevice(%+v) = %v, want %v", tc.d, err, tc.want)
 		}
+	}
+}
+
+func TestAddDeviceWithLogin(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	ctx := context.Background()
+	if err := s.AddDeviceWithLogin(ctx, Device{ID: "sensor1", Protocol: "mqtt"}, "sensor1pw"); err != nil {
+		t.Fatal(err)
+	}
+	if role, err := s.VerifyPassword(ctx, "sensor1", "sensor1pw"); err != nil || role != adapters.RoleDevice {
+		t.Errorf("VerifyPassword = %q, %v; want device", role, err)
+	}
+	if _, err := s.GetDevice(ctx, "sensor1"); err != nil {
+		t.Error(err)
+	}
+	// The user name is taken: no device is left behind.
+	if err := s.AddUser(ctx, "taken", "pw", adapters.RoleUser); err != nil {
+		t.Fatal(err)
+	}
+	err := s.AddDeviceWithLogin(ctx, Device{ID: "taken", Protocol: "mqtt"}, "pw")
+	if !errors.Is(err, ErrExists) {
+		t.Errorf("AddDeviceWithLogin over a taken user = %v, want ErrExists", err)
+	}
+	if _, err := s.GetDevice(ctx, "taken"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("half-made device left behind: %v", err)
+	}
+	if role, err := s.VerifyPassword(ctx, "taken", "pw"); err != nil || role != adapters.RoleUser {
+		t.Errorf("existing user changed: %q, %v", role, err)
+	}
+	// No password: no user.
+	if err := s.AddDeviceWithLogin(ctx, Device{ID: "coap1", Protocol: "coap", PSK: []byte("k")}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetUser(ctx, "coap1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("user created without a password: %v", err)
 	}
 }

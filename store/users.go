@@ -107,18 +107,20 @@ func (s *Store) AddUser(ctx context.Context, name, password, role string) error 
 	if err != nil {
 		return fmt.Errorf("store: add user %q: %w", name, err)
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO users(name, role, created) VALUES (?, ?, ?)`,
-			name, role, time.Now().UnixNano()); err != nil {
-			return mapErr(err)
-		}
-		return putCredentials(ctx, tx, name, creds)
-	})
+	err = s.tx(ctx, func(tx *sql.Tx) error { return insertUser(ctx, tx, name, role, creds) })
 	if err != nil {
 		return fmt.Errorf("store: add user %q: %w", name, err)
 	}
 	s.auth.invalidate(name)
 	return nil
+}
+
+func insertUser(ctx context.Context, tx *sql.Tx, name, role string, creds []SCRAMCredential) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO users(name, role, created) VALUES (?, ?, ?)`,
+		name, role, time.Now().UnixNano()); err != nil {
+		return mapErr(err)
+	}
+	return putCredentials(ctx, tx, name, creds)
 }
 
 // SetPassword replaces a user's password (ErrNotFound).
