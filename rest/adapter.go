@@ -1,0 +1,285 @@
+// Package rest is the hub's HTTP adapter: publish, read and clear topics
+// (POST/GET/DELETE /api/v1/topics/{topic}), subscribe with Server-Sent
+// Events or a WebSocket (/api/v1/subscribe?filter=), the device registry
+// and device commands, users, ACLs and bearer tokens, the OpenAPI document,
+// /healthz and /metrics, all on one listener.
+package rest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/devices"
+	"github.com/hubsmith/hub/store"
+)
+
+// DefaultMaxBody is the request body limit when Config.MaxBody is 0.
+const DefaultMaxBody = 1 << 20
+
+// DefaultHeartbeat is the interval of SSE heartbeat comments and WebSocket
+// pings when Config.Heartbeat is 0.
+const DefaultHeartbeat = 15 * time.Second
+
+// Config configures the REST adapter.
+type Config struct {
+	// Addr is the listen address (host:port, port 0 picks one); required.
+	Addr string
+	// Bus is the hub's bus; required.
+	Bus broker.Bus
+	// Store keeps users, tokens and ACLs; required.
+	Store *store.Store
+	// Auth checks credentials and topic access; required.
+	Auth *adapters.Auth
+	// Devices is the device registry; required.
+	Devices *devices.Registry
+	// AllowAnonymous lets clients without credentials in on a listener that
+	// is not loopback-only (loopback always allows them).
+	AllowAnonymous bool
+	// MaxBody limits request bodies in bytes (0: DefaultMaxBody); a larger
+	// body is refused with 413.
+	MaxBody int64
+	// Health reports the whole hub's health for GET /healthz (nil: this
+	// adapter's own).
+	Health func() error
+	// Metrics serves GET /metrics (nil: 404).
+	Metrics http.Handler
+	// Registerer receives the adapter's metrics (nil: none).
+	Registerer prometheus.Registerer
+	// Heartbeat is the SSE heartbeat and WebSocket ping interval
+	// (0: DefaultHeartbeat).
+	Heartbeat time.Duration
+	// Logger receives request errors (nil: slog.Default()).
+	Logger *slog.Logger
+	// Node is stamped into Origin.Node of published envelopes.
+	Node string
+}
+
+// Adapter is the REST adapter. It implements adapters.Adapter,
+// adapters.HealthChecker and adapters.Addresser.
+type Adapter struct {
+	cfg    Config
+	log    *slog.Logger
+	anonOK bool
+	engine *gin.Engine
+	m      *metrics
+
+	mu      sync.Mutex
+	ln      net.Listener
+	srv     *http.Server
+	served  chan struct{}
+	cancel  context.CancelFunc
+	stopped bool
+
+	// streams counts running SSE and WebSocket handlers; Stop waits for them.
+	streams sync.WaitGroup
+}
+
+var (
+	_ adapters.Adapter       = (*Adapter)(nil)
+	_ adapters.HealthChecker = (*Adapter)(nil)
+	_ adapters.Addresser     = (*Adapter)(nil)
+)
+
+// New validates cfg and returns an adapter ready to Start.
+func New(cfg Config) (*Adapter, error) {
+	switch {
+	case cfg.Addr == "":
+		return nil, errors.New("rest: Addr is required")
+	case cfg.Bus == nil:
+		return nil, errors.New("rest: Bus is required")
+	case cfg.Store == nil:
+		return nil, errors.New("rest: Store is required")
+	case cfg.Auth == nil:
+		return nil, errors.New("rest: Auth is required")
+	case cfg.Devices == nil:
+		return nil, errors.New("rest: Devices is required")
+	case cfg.MaxBody < 0:
+		return nil, fmt.Errorf("rest: MaxBody %d: must not be negative", cfg.MaxBody)
+	case cfg.Heartbeat < 0:
+		return nil, fmt.Errorf("rest: Heartbeat %v: must not be negative", cfg.Heartbeat)
+	}
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		return nil, fmt.Errorf("rest: Addr %q: %w", cfg.Addr, err)
+	}
+	if cfg.MaxBody == 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
+	a := &Adapter{cfg: cfg, log: cfg.Logger, anonOK: adapters.AnonymousAllowed(cfg.Addr, cfg.AllowAnonymous)}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	a.m = m
+	a.engine = a.routes()
+	return a, nil
+}
+
+// Name implements adapters.Adapter.
+func (a *Adapter) Name() string { return "rest" }
+
+// Handler returns the adapter's HTTP handler, for embedding or tests.
+func (a *Adapter) Handler() http.Handler { return a.engine }
+
+// Start binds the listener and serves until Stop.
+func (a *Adapter) Start(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ln != nil || a.stopped {
+		return errors.New("rest: already started")
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", a.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("rest: listen %s: %w", a.cfg.Addr, err)
+	}
+	base, cancel := context.WithCancel(context.Background())
+	a.ln, a.cancel = ln, cancel
+	a.srv = &http.Server{
+		Handler:           a.engine,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	a.served = make(chan struct{})
+	go func() {
+		defer close(a.served)
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("rest: serve", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+	a.log.Info("rest: listening", "addr", ln.Addr().String(), "anonymous", a.anonOK)
+	return nil
+}
+
+// Stop ends the streams, closes the listener and connections, and returns
+// when every handler has returned or ctx is done.
+func (a *Adapter) Stop(ctx context.Context) error {
+	a.mu.Lock()
+	a.stopped = true
+	srv, cancel, served := a.srv, a.cancel, a.served
+	a.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	cancel() // ends SSE and WebSocket handlers: their contexts derive from it
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		_ = srv.Close()
+	}
+	done := make(chan struct{})
+	go func() {
+		a.streams.Wait()
+		<-served
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("rest: stop: %w", ctx.Err())
+	}
+	if err != nil {
+		return fmt.Errorf("rest: stop: %w", err)
+	}
+	return nil
+}
+
+// Healthy implements adapters.HealthChecker: nil while the listener is
+// open.
+func (a *Adapter) Healthy() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.ln == nil:
+		return errors.New("rest: not started")
+	case a.stopped:
+		return errors.New("rest: stopped")
+	}
+	return nil
+}
+
+// Addrs implements adapters.Addresser: {"http": "host:port"} once started.
+func (a *Adapter) Addrs() map[string]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ln == nil {
+		return map[string]string{}
+	}
+	return map[string]string{"http": a.ln.Addr().String()}
+}
+
+// routes builds the router. Every route here must be in openapi.json (a
+// test holds them to each other).
+func (a *Adapter) routes() *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.ContextWithFallback = true
+	r.Use(a.recover, a.observe, a.limitBody)
+	r.NoRoute(func(c *gin.Context) { a.fail(c, errNotFound) })
+	r.NoMethod(func(c *gin.Context) { a.fail(c, errMethod) })
+
+	r.GET("/healthz", a.healthz)
+	r.GET("/metrics", a.metricsHandler)
+	r.GET("/api/v1/openapi.json", serveOpenAPI)
+	r.POST("/api/v1/tokens", a.createToken)
+
+	api := r.Group("/api/v1", a.authenticate)
+	api.POST("/topics/*topic", a.publish)
+	api.GET("/topics/*topic", a.readTopic)
+	api.DELETE("/topics/*topic", a.clearTopic)
+	api.GET("/subscribe", a.subscribe)
+
+	api.DELETE("/tokens/:token", a.deleteToken)
+
+	admin := api.Group("", a.requireAdmin)
+	admin.GET("/users", a.listUsers)
+	admin.POST("/users", a.addUser)
+	admin.DELETE("/users/:name", a.deleteUser)
+	admin.GET("/users/:name/acl", a.getACL)
+	admin.PUT("/users/:name/acl", a.putACL)
+
+	admin.GET("/devices", a.listDevices)
+	admin.POST("/devices", a.addDevice)
+	admin.GET("/devices/:id", a.getDevice)
+	admin.PATCH("/devices/:id", a.patchDevice)
+	admin.DELETE("/devices/:id", a.deleteDevice)
+	api.POST("/devices/:id/commands/:name", a.command)
+	return r
+}
+
+func (a *Adapter) healthz(c *gin.Context) {
+	check := a.cfg.Health
+	if check == nil {
+		check = a.Healthy
+	}
+	if err := check(); err != nil {
+		c.String(http.StatusServiceUnavailable, "%s", err.Error())
+		return
+	}
+	c.String(http.StatusOK, "ok")
+}
+
+func (a *Adapter) metricsHandler(c *gin.Context) {
+	if a.cfg.Metrics == nil {
+		a.fail(c, fmt.Errorf("%w: metrics are not enabled", errNotFound))
+		return
+	}
+	a.cfg.Metrics.ServeHTTP(c.Writer, c.Request)
+}

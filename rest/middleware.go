@@ -1,0 +1,175 @@
+package rest
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hubsmith/hub/adapters"
+)
+
+// principalKey is the gin context key of the authenticated principal.
+const principalKey = "hub.principal"
+
+// metrics are the adapter's Prometheus collectors (nil when not registered).
+type metrics struct {
+	requests  *prometheus.CounterVec
+	streams   *prometheus.GaugeVec
+	published prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "hub", Subsystem: "rest", Name: "requests_total",
+			Help: "HTTP requests by route, method and status.",
+		}, []string{"route", "method", "code"}),
+		streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "hub", Subsystem: "rest", Name: "streams",
+			Help: "Open subscription streams by kind (sse, websocket).",
+		}, []string{"kind"}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "hub", Subsystem: "rest", Name: "published_total",
+			Help: "Envelopes published through POST /api/v1/topics.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.streams, m.published} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("rest: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) stream(kind string, delta float64) {
+	if m != nil {
+		m.streams.WithLabelValues(kind).Add(delta)
+	}
+}
+
+func (m *metrics) publish() {
+	if m != nil {
+		m.published.Inc()
+	}
+}
+
+// recover turns a handler panic into a 500 instead of a dropped connection.
+func (a *Adapter) recover(c *gin.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			a.fail(c, fmt.Errorf("panic: %v", v))
+		}
+	}()
+	c.Next()
+}
+
+// observe counts requests and logs them at debug level.
+func (a *Adapter) observe(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	status := c.Writer.Status()
+	if a.m != nil {
+		a.m.requests.WithLabelValues(route, c.Request.Method, strconv.Itoa(status)).Inc()
+	}
+	a.log.Debug("rest: request", "method", c.Request.Method, "path", c.Request.URL.Path,
+		"status", status, "duration", time.Since(start), "remote", c.Request.RemoteAddr)
+}
+
+// limitBody refuses bodies above MaxBody: at once when Content-Length says
+// so, and while reading otherwise.
+func (a *Adapter) limitBody(c *gin.Context) {
+	if c.Request.ContentLength > a.cfg.MaxBody {
+		a.fail(c, errTooLarge)
+		return
+	}
+	if c.Request.Body != nil {
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, a.cfg.MaxBody)
+	}
+	c.Next()
+}
+
+// credentials reads the bearer token (Authorization header, or the
+// access_token query parameter for EventSource and WebSocket clients that
+// cannot set headers) or basic-auth credentials and returns the principal.
+// No credentials at all is anonymous, when the listener allows it.
+func (a *Adapter) credentials(c *gin.Context) (adapters.Principal, error) {
+	ctx := c.Request.Context()
+	token := c.Query("access_token")
+	h := c.GetHeader("Authorization")
+	if scheme, rest, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
+		token = strings.TrimSpace(rest)
+	}
+	if token != "" {
+		u, err := a.cfg.Store.VerifyToken(ctx, token)
+		if err != nil {
+			if errors.Is(err, adapters.ErrBadCredentials) {
+				return adapters.Principal{}, fmt.Errorf("%w: unknown or expired token", adapters.ErrBadCredentials)
+			}
+			return adapters.Principal{}, fmt.Errorf("rest: verify token: %w", err)
+		}
+		return adapters.Principal{Name: u.Name, Role: u.Role}, nil
+	}
+	if name, pw, ok := c.Request.BasicAuth(); ok {
+		if name == "" {
+			return adapters.Principal{}, fmt.Errorf("%w: empty user name", adapters.ErrBadCredentials)
+		}
+		return a.cfg.Auth.Authenticate(ctx, name, pw, a.anonOK)
+	}
+	if h != "" {
+		return adapters.Principal{}, fmt.Errorf("%w: unsupported Authorization scheme (use Bearer or Basic)", adapters.ErrBadCredentials)
+	}
+	p, err := a.cfg.Auth.Authenticate(ctx, "", "", a.anonOK)
+	if err != nil {
+		return adapters.Principal{}, fmt.Errorf("%w: this listener is not loopback-only: give a bearer token or basic credentials", err)
+	}
+	return p, nil
+}
+
+// authenticate is the middleware of every /api/v1 route but token creation.
+func (a *Adapter) authenticate(c *gin.Context) {
+	p, err := a.credentials(c)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.Set(principalKey, p)
+	c.Next()
+}
+
+// isAdmin reports whether p may manage users, ACLs and devices: admins, and
+// anonymous clients where the listener lets them do anything.
+func isAdmin(p adapters.Principal) bool {
+	return p.Anonymous || p.Role == adapters.RoleAdmin
+}
+
+// requireAdmin refuses non-admins with 403.
+func (a *Adapter) requireAdmin(c *gin.Context) {
+	p := principal(c)
+	if !isAdmin(p) {
+		a.fail(c, fmt.Errorf("%w: %q is not an admin", adapters.ErrForbidden, p.Name))
+		return
+	}
+	c.Next()
+}
+
+func principal(c *gin.Context) adapters.Principal {
+	v, _ := c.Get(principalKey)
+	p, _ := v.(adapters.Principal)
+	return p
+}

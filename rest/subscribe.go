@@ -1,0 +1,268 @@
+package rest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/gin-gonic/gin"
+
+	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/broker"
+)
+
+// streamBuffer is how many envelopes wait between the bus and a slow
+// stream; beyond it the bus's own bounded queue takes over (and drops, as
+// for any slow subscriber).
+const streamBuffer = 64
+
+// subscription is what subscribe parsed from its query.
+type subscription struct {
+	filters  []string
+	qos      byte
+	retained bool
+}
+
+func parseSubscription(c *gin.Context) (subscription, error) {
+	var s subscription
+	for _, f := range c.QueryArray("filter") {
+		if err := broker.ValidateFilter(f); err != nil {
+			return s, err
+		}
+		s.filters = append(s.filters, f)
+	}
+	if len(s.filters) == 0 {
+		return s, badRequest("filter: at least one topic filter is required (?filter=a/%%2B/c)")
+	}
+	var err error
+	if s.qos, err = parseQoS(c.Query("qos"), 2); err != nil {
+		return s, err
+	}
+	if s.retained, err = parseBool("retained", c.Query("retained"), true); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// subscribe handles GET /api/v1/subscribe?filter=...: a WebSocket when the
+// request asks to upgrade, Server-Sent Events otherwise. Retained values
+// matching the filters come first (unless retained=false), then every
+// envelope published on them, until the client leaves.
+func (a *Adapter) subscribe(c *gin.Context) {
+	s, err := parseSubscription(c)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	ctx := c.Request.Context()
+	p := principal(c)
+	for _, f := range s.filters {
+		if err := a.cfg.Auth.Authorize(ctx, p, adapters.ActionSubscribe, f); err != nil {
+			a.fail(c, err)
+			return
+		}
+	}
+	a.streams.Add(1)
+	defer a.streams.Done()
+	if isUpgrade(c.Request) {
+		a.serveWebSocket(c, s)
+		return
+	}
+	a.serveSSE(c, s)
+}
+
+func isUpgrade(r *http.Request) bool {
+	for _, v := range r.Header.Values("Connection") {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
+				return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+			}
+		}
+	}
+	return false
+}
+
+// stream is a bus subscription feeding a channel that one connection
+// drains. Its handler never blocks past close, so Unsubscribe cannot wait
+// on a departed client.
+type stream struct {
+	sub      broker.Subscription
+	ch       chan *broker.Envelope
+	done     chan struct{}
+	retained []*broker.Envelope
+}
+
+// open subscribes to the bus and collects the retained values to send
+// first.
+func (a *Adapter) open(ctx context.Context, s subscription) (*stream, error) {
+	st := &stream{ch: make(chan *broker.Envelope, streamBuffer), done: make(chan struct{})}
+	sub, err := a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{
+		ID:      "rest-" + broker.NewID(),
+		Filters: s.filters,
+		QoS:     s.qos,
+	}, func(_ context.Context, e *broker.Envelope) error {
+		select {
+		case st.ch <- e:
+		case <-st.done:
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rest: subscribe: %w", err)
+	}
+	st.sub = sub
+	if s.retained {
+		seen := make(map[string]bool)
+		for _, f := range s.filters {
+			rs, err := a.cfg.Bus.Retained(ctx, f)
+			if err != nil {
+				st.close(a)
+				return nil, fmt.Errorf("rest: subscribe: retained: %w", err)
+			}
+			for _, e := range rs {
+				if !seen[e.Topic] {
+					seen[e.Topic] = true
+					st.retained = append(st.retained, e)
+				}
+			}
+		}
+	}
+	return st, nil
+}
+
+func (st *stream) close(a *Adapter) {
+	close(st.done)
+	if err := st.sub.Unsubscribe(); err != nil {
+		a.log.Warn("rest: unsubscribe stream", "id", st.sub.ID(), "err", err)
+	}
+}
+
+// serveSSE writes one event per envelope:
+//
+//	event: message
+//	id: <envelope id>
+//	data: <EnvelopeJSON>
+//
+// with a ": heartbeat" comment every Heartbeat.
+func (a *Adapter) serveSSE(c *gin.Context, s subscription) {
+	ctx := c.Request.Context()
+	st, err := a.open(ctx, s)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	defer st.close(a)
+	a.m.stream("sse", 1)
+	defer a.m.stream("sse", -1)
+
+	w := c.Writer
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.WriteString(": subscribed\n\n"); err != nil {
+		return
+	}
+	w.Flush()
+	write := func(e *broker.Envelope) error {
+		if e.Expired(time.Now()) {
+			return nil
+		}
+		data, err := json.Marshal(envelopeJSON(e, s.qos))
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "event: message\nid: %s\ndata: %s\n\n", e.ID, data); err != nil {
+			return err
+		}
+		w.Flush()
+		return nil
+	}
+	for _, e := range st.retained {
+		if err := write(e); err != nil {
+			return
+		}
+	}
+	tick := time.NewTicker(a.cfg.Heartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-st.ch:
+			if err := write(e); err != nil {
+				return
+			}
+		case <-tick.C:
+			if _, err := w.WriteString(": heartbeat\n\n"); err != nil {
+				return
+			}
+			w.Flush()
+		}
+	}
+}
+
+// serveWebSocket sends one JSON text message (EnvelopeJSON) per envelope
+// and pings every Heartbeat; messages from the client are not expected and
+// end the stream.
+func (a *Adapter) serveWebSocket(c *gin.Context, s subscription) {
+	ctx := c.Request.Context()
+	st, err := a.open(ctx, s)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	defer st.close(a)
+	conn, err := websocket.Accept(c.Writer, c.Request, nil)
+	if err != nil {
+		a.log.Debug("rest: websocket accept", "err", err)
+		return
+	}
+	defer conn.CloseNow()
+	a.m.stream("websocket", 1)
+	defer a.m.stream("websocket", -1)
+	// CloseRead answers pings and closes, and ends ctx when the peer goes.
+	ctx = conn.CloseRead(ctx)
+	write := func(e *broker.Envelope) error {
+		if e.Expired(time.Now()) {
+			return nil
+		}
+		data, err := json.Marshal(envelopeJSON(e, s.qos))
+		if err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return conn.Write(wctx, websocket.MessageText, data)
+	}
+	for _, e := range st.retained {
+		if err := write(e); err != nil {
+			return
+		}
+	}
+	tick := time.NewTicker(a.cfg.Heartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = conn.Close(websocket.StatusGoingAway, "hub closing")
+			return
+		case e := <-st.ch:
+			if err := write(e); err != nil {
+				return
+			}
+		case <-tick.C:
+			pctx, cancel := context.WithTimeout(ctx, a.cfg.Heartbeat)
+			err := conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return
+			}
+		}
+	}
+}
