@@ -244,5 +244,7 @@ func TestTopicSubscriptionRefused(t *testing.T) {
 	alice.send(t, `<presence to='`+jid+`' type='subscribe'/>`)
 	alice.expect(t, "unsubscribed", func(v rx) bool { return v.XMLName.Local == "presence" && v.Type == "unsubscribed" && v.From == jid })
 	alice.send(t, `<message to='`+jid+`' type='chat' id='m1'><body>x</body></message>`)
-	alice.expect(t, "forbidden", func(v rx) bool { return v.XMLName.Local == "message" && v.Type == "error" && strings.Contains(v.Inner, "forbidden") })
+	alice.expect(t, "forbidden", func(v rx) bool {
+		return v.XMLName.Local == "message" && v.Type == "error" && strings.Contains(v.Inner, "forbidden")
+	})
 }
