@@ -1,0 +1,206 @@
+package rest
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/hubsmith/hub/adapters"
+)
+
+// startAuthHub starts a hub on a non-loopback listener (so credentials are
+// required) with an admin and a user.
+func startAuthHub(t *testing.T) *testHub {
+	t.Helper()
+	h := startHub(t, hubOpts{addr: "0.0.0.0:0"})
+	ctx := context.Background()
+	for _, u := range []struct{ name, pw, role string }{
+		{"admin", "adminpw", adapters.RoleAdmin},
+		{"alice", "alicepw", adapters.RoleUser},
+	} {
+		if err := h.st.AddUser(ctx, u.name, u.pw, u.role); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h
+}
+
+func TestAuthRefusals(t *testing.T) {
+	t.Parallel()
+	h := startAuthHub(t)
+	tests := []struct {
+		name, method, path, auth, body string
+		status                         int
+		msg                            string
+	}{
+		{"no credentials", "POST", "/api/v1/topics/a", "", "x", 401, "authentication required"},
+		{"wrong password", "POST", "/api/v1/topics/a", "alice:nope", "x", 401, "bad username or password"},
+		{"unknown user", "GET", "/api/v1/topics/a", "bob:pw", "", 401, "bad username or password"},
+		{"bad token", "GET", "/api/v1/topics/a", "Bearer nonsense", "", 401, "token"},
+		{"user lists users", "GET", "/api/v1/users", "alice:alicepw", "", 403, "not an admin"},
+		{"user adds device", "POST", "/api/v1/devices", "alice:alicepw", `{"id":"d"}`, 403, "not an admin"},
+		{"user reads $hub", "GET", "/api/v1/topics/$hub/devices/d/presence", "alice:alicepw", "", 403, "not authorized"},
+		{"user subscribes $hub", "GET", "/api/v1/subscribe?filter=$hub/%23", "alice:alicepw", "", 403, "not authorized"},
+		{"no credentials subscribe", "GET", "/api/v1/subscribe?filter=a", "", "", 401, "authentication required"},
+	}
+	for _, tt := range tests {
+		s, hdr, b := h.do(tt.method, tt.path, tt.auth, "text/plain", tt.body)
+		if s != tt.status {
+			t.Errorf("%s: %d %s, want %d", tt.name, s, b, tt.status)
+			continue
+		}
+		if msg := errorOf(t, b); !strings.Contains(msg, tt.msg) {
+			t.Errorf("%s: message %q does not say %q", tt.name, msg, tt.msg)
+		}
+		if s == 401 && len(hdr.Values("WWW-Authenticate")) != 2 {
+			t.Errorf("%s: WWW-Authenticate %q", tt.name, hdr.Values("WWW-Authenticate"))
+		}
+	}
+	// Open endpoints stay open.
+	for _, p := range []string{"/healthz", "/api/v1/openapi.json"} {
+		if s, _, _ := h.do("GET", p, "", "", ""); s != 200 {
+			t.Errorf("%s without credentials: %d", p, s)
+		}
+	}
+}
+
+func TestTokensAndACL(t *testing.T) {
+	t.Parallel()
+	h := startAuthHub(t)
+	// Token from body credentials.
+	s, _, b := h.do("POST", "/api/v1/tokens", "", "application/json", `{"name":"alice","password":"alicepw","ttl":"1h"}`)
+	var tok tokenResponse
+	if s != 201 || json.Unmarshal([]byte(b), &tok) != nil || tok.Token == "" || tok.User != "alice" || tok.Expires == nil {
+		t.Fatalf("create token: %d %s", s, b)
+	}
+	bearer := "Bearer " + tok.Token
+	if s, _, b := h.do("POST", "/api/v1/topics/rooms/1", bearer, "text/plain", "hi"); s != 202 {
+		t.Fatalf("publish with token: %d %s", s, b)
+	}
+	// Token from basic auth, no expiry.
+	s, _, b = h.do("POST", "/api/v1/tokens", "admin:adminpw", "application/json", `{"ttl":"0s"}`)
+	var adm tokenResponse
+	if s != 201 || json.Unmarshal([]byte(b), &adm) != nil || adm.User != "admin" || adm.Expires != nil {
+		t.Fatalf("admin token: %d %s", s, b)
+	}
+	adminBearer := "Bearer " + adm.Token
+	for _, tt := range []struct{ body, auth, msg string }{
+		{`{"name":"alice","password":"x"}`, "", "bad username or password"},
+		{``, "", "authentication required"},
+		{`{"ttl":"forever"}`, "alice:alicepw", "ttl"},
+		{`{"name":"alice","password":"alicepw","extra":1}`, "", `unknown field "extra"`},
+	} {
+		s, _, b := h.do("POST", "/api/v1/tokens", tt.auth, "application/json", tt.body)
+		if s/100 != 4 || !strings.Contains(errorOf(t, b), tt.msg) {
+			t.Errorf("token %s: %d %s", tt.body, s, b)
+		}
+	}
+	// An ACL rule denies alice publishing under rooms/2.
+	rules := `[{"action":"publish","filter":"rooms/2/#","allow":false}]`
+	if s, _, b := h.do("PUT", "/api/v1/users/alice/acl", adminBearer, "application/json", rules); s != 200 {
+		t.Fatalf("put acl: %d %s", s, b)
+	}
+	if s, _, b := h.do("GET", "/api/v1/users/alice/acl", adminBearer, "", ""); s != 200 || !strings.Contains(b, "rooms/2/#") {
+		t.Fatalf("get acl: %d %s", s, b)
+	}
+	if s, _, b := h.do("POST", "/api/v1/topics/rooms/2/x", bearer, "text/plain", "x"); s != 403 {
+		t.Fatalf("publish against the ACL: %d %s", s, b)
+	}
+	if s, _, b := h.do("POST", "/api/v1/topics/rooms/3", bearer, "text/plain", "x"); s != 202 {
+		t.Fatalf("publish beside the ACL: %d %s", s, b)
+	}
+	for _, bad := range []string{`[{"action":"read","filter":"a","allow":true}]`, `[{"action":"all","filter":"a/#/b","allow":true}]`, `{"action":"all"}`} {
+		if s, _, b := h.do("PUT", "/api/v1/users/alice/acl", adminBearer, "application/json", bad); s != 400 {
+			t.Errorf("bad rules %s: %d %s", bad, s, b)
+		}
+	}
+	if s, _, _ := h.do("PUT", "/api/v1/users/nobody/acl", adminBearer, "application/json", "[]"); s != 404 {
+		t.Errorf("acl of unknown user: %d", s)
+	}
+	// Revoking: alice may not revoke admin's token, but her own.
+	if s, _, _ := h.do("DELETE", "/api/v1/tokens/"+adm.Token, bearer, "", ""); s != 403 {
+		t.Errorf("alice revokes admin's token: %d", s)
+	}
+	if s, _, b := h.do("DELETE", "/api/v1/tokens/"+tok.Token, bearer, "", ""); s != 204 {
+		t.Fatalf("revoke: %d %s", s, b)
+	}
+	if s, _, _ := h.do("GET", "/api/v1/topics/rooms/1", bearer, "", ""); s != 401 {
+		t.Errorf("revoked token still works: %d", s)
+	}
+}
+
+func TestUsersAdmin(t *testing.T) {
+	t.Parallel()
+	h := startAuthHub(t)
+	const adm = "admin:adminpw"
+	if s, _, b := h.do("POST", "/api/v1/users", adm, "application/json", `{"name":"carol","password":"pw1","role":"user"}`); s != 201 || !strings.Contains(b, `"carol"`) {
+		t.Fatalf("add user: %d %s", s, b)
+	}
+	if s, _, b := h.do("POST", "/api/v1/users", adm, "application/json", `{"name":"carol","password":"pw1"}`); s != 409 {
+		t.Fatalf("add user twice: %d %s", s, b)
+	}
+	tests := []struct{ body, msg string }{
+		{`{"name":"dave","password":"pw","role":"root"}`, "role"},
+		{`{"name":"a/b","password":"pw"}`, "name"},
+		{`{"name":"dave"}`, "password"},
+		{`{"name":"dave","password":"pw"`, "invalid JSON"},
+		{`{"name":"dave","password":42}`, "field password: expected string"},
+		{`{"name":"dave","password":"pw","admin":true}`, `unknown field "admin"`},
+		{`{"name":"dave","password":"pw"} {}`, "after the JSON value"},
+		{``, "empty body"},
+		{`[1,2`, "invalid JSON"},
+		{`{"name": "dave", "password": "pw",}`, "syntax error at byte"},
+	}
+	for _, tt := range tests {
+		s, _, b := h.do("POST", "/api/v1/users", adm, "application/json", tt.body)
+		if s != 400 || !strings.Contains(errorOf(t, b), tt.msg) {
+			t.Errorf("add user %s: %d %s, want 400 saying %q", tt.body, s, b, tt.msg)
+		}
+	}
+	s, _, b := h.do("GET", "/api/v1/users", adm, "", "")
+	if s != 200 || !strings.Contains(b, `"carol"`) || !strings.Contains(b, `"alice"`) {
+		t.Fatalf("list users: %d %s", s, b)
+	}
+	if strings.Contains(b, "pw1") {
+		t.Fatal("list shows a password")
+	}
+	// The new user logs in.
+	if s, _, _ := h.do("GET", "/api/v1/topics/x", "carol:pw1", "", ""); s != 404 {
+		t.Fatalf("carol reads: %d", s)
+	}
+	if s, _, _ := h.do("DELETE", "/api/v1/users/carol", adm, "", ""); s != 204 {
+		t.Fatalf("delete user: %d", s)
+	}
+	if s, _, _ := h.do("DELETE", "/api/v1/users/carol", adm, "", ""); s != 404 {
+		t.Fatalf("delete user twice: %d", s)
+	}
+	if s, _, _ := h.do("GET", "/api/v1/topics/x", "carol:pw1", "", ""); s != 401 {
+		t.Fatalf("deleted user still logs in: %d", s)
+	}
+}
+
+// SSE clients that cannot set headers pass the token as access_token.
+func TestSSEWithAccessToken(t *testing.T) {
+	t.Parallel()
+	h := startAuthHub(t)
+	_, _, b := h.do("POST", "/api/v1/tokens", "alice:alicepw", "", "")
+	var tok tokenResponse
+	if err := json.Unmarshal([]byte(b), &tok); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events, resp := h.sseStream(ctx, "filter=t/1&access_token="+tok.Token, "")
+	if events == nil {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if s, _, b := h.do("POST", "/api/v1/topics/t/1", "alice:alicepw", "text/plain", "via curl"); s != http.StatusAccepted {
+		t.Fatalf("publish %d %s", s, b)
+	}
+	ev := nextMessage(t, events)
+	if !strings.Contains(ev.data, `"payload":"via curl"`) || !strings.Contains(ev.data, `"principal":"alice"`) {
+		t.Fatalf("event %+v", ev)
+	}
+}
