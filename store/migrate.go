@@ -85,6 +85,17 @@ CREATE TABLE queue (
 );
 CREATE INDEX queue_subscriber ON queue(subscriber, seq);
 `,
+	// 2: telemetry history.
+	`
+CREATE TABLE history (
+	id       INTEGER PRIMARY KEY AUTOINCREMENT,
+	topic    TEXT NOT NULL,
+	time     INTEGER NOT NULL,
+	envelope BLOB NOT NULL
+);
+CREATE INDEX history_topic_time ON history(topic, time);
+CREATE INDEX history_time ON history(time);
+`,
 }
 
 // migrate brings the schema up to len(ms) in one transaction, refusing a

@@ -279,3 +279,31 @@ func (s *Store) QueueLen(ctx context.Context, id string) (int, error) {
 	}
 	return n, nil
 }
+
+// TrimQueue deletes the oldest envelopes of a subscriber's durable queue
+// so that at most keep remain, and returns how many it deleted. The bus
+// contract leaves the queue unbounded; a caller enforcing a bound (a
+// per-session limit, a maintenance task) uses this.
+func (s *Store) TrimQueue(ctx context.Context, id string, keep int) (int, error) {
+	if keep < 0 {
+		return 0, fmt.Errorf("store: trim queue %q: keep %d: must not be negative", id, keep)
+	}
+	var n int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx,
+			`DELETE FROM queue WHERE subscriber = ?1 AND seq NOT IN
+			 (SELECT seq FROM queue WHERE subscriber = ?1 ORDER BY seq DESC LIMIT ?2)`, id, keep)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: trim queue %q: %w", id, err)
+	}
+	if n > 0 {
+		s.log().Warn("store: durable queue trimmed", "subscriber", id, "dropped", n, "kept", keep)
+	}
+	return int(n), nil
+}

@@ -410,3 +410,39 @@ func BenchmarkEnqueue(b *testing.B) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestTrimQueue(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	s.SetLogger(discardLogger())
+	ctx := context.Background()
+	for i := range 10 {
+		if err := s.Enqueue(ctx, env("t", fmt.Sprint(i), 1), []string{"a", "b"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		keep, dropped int
+		first         string
+	}{
+		{20, 0, "0"},
+		{10, 0, "0"},
+		{4, 6, "6"},
+		{0, 4, ""},
+	} {
+		n, err := s.TrimQueue(ctx, "a", tc.keep)
+		if err != nil || n != tc.dropped {
+			t.Errorf("TrimQueue(keep %d) = %d, %v; want %d", tc.keep, n, err, tc.dropped)
+		}
+		q, _ := s.Dequeue(ctx, "a", 100)
+		if len(q) > 0 && string(q[0].Envelope.Payload) != tc.first || len(q) == 0 && tc.first != "" {
+			t.Errorf("after TrimQueue(keep %d): %d left", tc.keep, len(q))
+		}
+	}
+	if n, _ := s.QueueLen(ctx, "b"); n != 10 {
+		t.Errorf("TrimQueue(a) touched b: %d", n)
+	}
+	if _, err := s.TrimQueue(ctx, "a", -1); err == nil {
+		t.Error("negative keep accepted")
+	}
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -184,5 +185,38 @@ func TestCloseTwice(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestMigrationUpgrade writes a database at schema version 1 with data in
+// it, then opens it with the full migration list: it is upgraded and the
+// data is kept.
+func TestMigrationUpgrade(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := context.Background()
+	db, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &Store{}
+	old.w = db
+	if err := old.migrate(ctx, migrations[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO kv(bucket, key, value) VALUES ('b', 'k', x'01')`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s := openDir(t, dir)
+	if v, _ := s.SchemaVersion(ctx); v != len(migrations) {
+		t.Errorf("schema version after upgrade = %d, want %d", v, len(migrations))
+	}
+	if v, err := s.KVGet(ctx, "b", "k"); err != nil || len(v) != 1 {
+		t.Errorf("data lost in upgrade: %v, %v", v, err)
+	}
+	if err := s.AppendHistory(ctx, env("t", "x", 0)); err != nil {
+		t.Errorf("table of migration 2 missing: %v", err)
 	}
 }
