@@ -235,7 +235,7 @@ func New(cfg Config) (*Adapter, error) {
 	a := &Adapter{
 		cfg:      cfg,
 		auth:     cfg.Auth,
-		log:      cfg.Logger.With("adapter", "mqtt"),
+		log:      cfg.Logger,
 		presence: make(map[string]int),
 		retained: make(map[string]string),
 		lnAddr:   make(map[string]string),
