@@ -20,15 +20,22 @@ type MemoryConfig struct {
 	Node string
 	// Logger receives warnings (nil: slog.Default()).
 	Logger *slog.Logger
+	// WriteThrough makes every envelope at delivery QoS >= 1 for a durable
+	// subscription go through the spool, so that Publish returns only once
+	// it is stored for each of them and a crash loses nothing acknowledged.
+	// Without it the spool is used only when a subscriber falls behind or
+	// is away.
+	WriteThrough bool
 }
 
 // Memory is the in-process Bus: a trie of subscriptions, a bounded queue and
 // a delivery goroutine per subscription, retained values in memory backed
 // by the spool.
 type Memory struct {
-	spool Spool
-	node  string
-	log   *slog.Logger
+	spool        Spool
+	node         string
+	log          *slog.Logger
+	writeThrough bool
 
 	mu     sync.RWMutex
 	idx    *index
@@ -53,12 +60,13 @@ type MemoryStats struct {
 // subscriptions from the spool.
 func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	m := &Memory{
-		spool:    cfg.Spool,
-		node:     cfg.Node,
-		log:      cfg.Logger,
-		idx:      newIndex(),
-		subs:     make(map[string]*memSub),
-		retained: make(map[string]*Envelope),
+		spool:        cfg.Spool,
+		writeThrough: cfg.WriteThrough && cfg.Spool != nil,
+		node:         cfg.Node,
+		log:          cfg.Logger,
+		idx:          newIndex(),
+		subs:         make(map[string]*memSub),
+		retained:     make(map[string]*Envelope),
 	}
 	if m.log == nil {
 		m.log = slog.Default()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -23,6 +24,16 @@ func newMemory(t *testing.T, spool broker.Spool) broker.Bus {
 }
 
 func TestMemoryConformance(t *testing.T) { bustest.Run(t, newMemory) }
+
+func TestMemoryWriteThroughConformance(t *testing.T) {
+	bustest.Run(t, func(t *testing.T, spool broker.Spool) broker.Bus {
+		b, err := broker.NewMemory(broker.MemoryConfig{Spool: spool, Node: "test", WriteThrough: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	})
+}
 
 // BenchmarkPublish measures publish → delivery through the in-process bus
 // to 1 and to 1000 subscribers of the same topic.
@@ -63,5 +74,46 @@ func BenchmarkPublish(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(want)/b.Elapsed().Seconds(), "deliveries/s")
 		})
+	}
+}
+
+// TestWriteThroughStoresBeforeReturning checks that with WriteThrough a QoS
+// 1 publish is in a durable subscriber's stored queue when Publish returns,
+// and leaves it once the handler took it.
+func TestWriteThroughStoresBeforeReturning(t *testing.T) {
+	spool := bustest.NewMemSpool()
+	b, err := broker.NewMemory(broker.MemoryConfig{Spool: spool, WriteThrough: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	release := make(chan struct{})
+	c := bustest.NewCollector()
+	_, err = b.Subscribe(context.Background(), broker.SubscribeOptions{ID: "wt", Durable: true, Filters: []string{"w"}, QoS: 1},
+		func(ctx context.Context, e *broker.Envelope) error {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return c.Handle(ctx, e)
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(context.Background(), &broker.Envelope{Topic: "w", Payload: []byte("x"), QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if n := spool.Len("wt"); n != 1 {
+		t.Fatalf("stored queue holds %d envelopes after Publish returned, want 1", n)
+	}
+	close(release)
+	c.Wait(t, 1)
+	deadline := time.Now().Add(5 * time.Second)
+	for spool.Len("wt") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("delivered envelope was never acknowledged in the store")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

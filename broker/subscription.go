@@ -88,7 +88,7 @@ func (s *memSub) offer(e *Envelope) bool {
 		}
 		return false
 	}
-	if durable && (s.spilling || !s.attached) {
+	if durable && (s.spilling || !s.attached || s.m.writeThrough) {
 		s.spilling = true
 		s.pending++
 		return true
