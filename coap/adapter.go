@@ -1,0 +1,593 @@
+// Package coap is the hub's CoAP adapter (RFC 7252): topics are the
+// resources /ps/{topic}, POST and PUT publish, GET reads the last value, GET
+// with Observe (RFC 7641) subscribes, block-wise transfer (RFC 7959) carries
+// large payloads, and /.well-known/core (RFC 6690) lists the resources. A
+// plain UDP listener serves anonymous clients (or EMQX-style ?u=&p= query
+// credentials), a DTLS listener serves devices with a pre-shared key whose
+// identity is the device id.
+package coap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	piondtls "github.com/pion/dtls/v3"
+	"github.com/plgd-dev/go-coap/v3/dtls"
+	dtlsServer "github.com/plgd-dev/go-coap/v3/dtls/server"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	coapNet "github.com/plgd-dev/go-coap/v3/net"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	"github.com/plgd-dev/go-coap/v3/udp"
+	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
+	udpServer "github.com/plgd-dev/go-coap/v3/udp/server"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/broker"
+)
+
+// Defaults of Config.
+const (
+	DefaultAddr          = "127.0.0.1:5683"
+	DefaultMaxPayload    = 64 << 10
+	DefaultBlockSize     = 1024
+	DefaultAckTimeout    = 2 * time.Second
+	DefaultMaxRetransmit = 4
+	DefaultIdleTimeout   = 5 * time.Minute
+	DefaultLastValues    = 4096
+	DefaultMaxObserve    = 256
+)
+
+// PSKFunc returns the DTLS pre-shared key of a device; store.DevicePSK fits.
+type PSKFunc func(ctx context.Context, identity string) ([]byte, error)
+
+// Config configures the CoAP adapter.
+type Config struct {
+	// Addr is the plain UDP listen address ("" = DefaultAddr).
+	Addr string
+	// DTLSAddr is the DTLS (coaps) listen address; "" disables it.
+	DTLSAddr string
+	// PSK looks up a device's pre-shared key by PSK identity (= device id);
+	// required with DTLSAddr.
+	PSK PSKFunc
+	// Bus is the hub's bus (required).
+	Bus broker.Bus
+	// Auth checks query credentials and ACLs (required).
+	Auth *adapters.Auth
+	// AllowAnonymous lets clients without credentials in on a non-loopback
+	// plain listener (see adapters.AnonymousAllowed).
+	AllowAnonymous bool
+	// Node is stamped into Origin.Node (default broker.NodeID()).
+	Node string
+	// Logger receives the adapter's logs (nil: slog.Default()).
+	Logger *slog.Logger
+	// Registerer receives the adapter's metrics (nil: no metrics).
+	Registerer prometheus.Registerer
+	// MaxPayload bounds a request body, block-wise bodies included
+	// (0: DefaultMaxPayload); larger ones get 4.13.
+	MaxPayload int
+	// BlockSize is the largest block of a block-wise transfer: a power of
+	// two from 16 to 1024 (0: DefaultBlockSize).
+	BlockSize int
+	// AckTimeout and MaxRetransmit are RFC 7252's ACK_TIMEOUT and
+	// MAX_RETRANSMIT for confirmable notifications (0: defaults 2 s and 4).
+	AckTimeout    time.Duration
+	MaxRetransmit int
+	// IdleTimeout closes a client's state after this long without traffic
+	// when it observes nothing, marking a DTLS device offline; an observer
+	// silent this long gets its next notification as CON to check that it
+	// is still there (0: DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// LastValues bounds the topics whose last value GET can read when
+	// they have no retained value (0: DefaultLastValues, <0: none).
+	LastValues int
+	// MaxObservations bounds the observations of one client
+	// (0: DefaultMaxObserve); beyond it a GET with Observe is answered as
+	// a plain GET, as RFC 7641 allows.
+	MaxObservations int
+}
+
+// Adapter is the CoAP adapter. It implements adapters.Adapter,
+// adapters.HealthChecker, adapters.Addresser and adapters.PresenceSource.
+type Adapter struct {
+	cfg      Config
+	log      *slog.Logger
+	anonOK   bool
+	szx      blockwise.SZX
+	node     string
+	metrics  *metrics
+	lastVals *lastValues
+
+	mu       sync.Mutex
+	started  bool
+	stopped  bool
+	udp      *udpServer.Server
+	dtls     *dtlsServer.Server
+	udpConn  *coapNet.UDPConn
+	dtlsLn   *coapNet.DTLSListener
+	addrs    map[string]string
+	conns    map[*udpClient.Conn]*connState
+	presence adapters.PresenceSink
+	online   map[string]int
+	lvSub    broker.Subscription
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	serving sync.WaitGroup
+}
+
+var (
+	_ adapters.Adapter        = (*Adapter)(nil)
+	_ adapters.HealthChecker  = (*Adapter)(nil)
+	_ adapters.Addresser      = (*Adapter)(nil)
+	_ adapters.PresenceSource = (*Adapter)(nil)
+)
+
+// New validates cfg and returns an adapter; Start binds its listeners.
+func New(cfg Config) (*Adapter, error) {
+	if cfg.Bus == nil {
+		return nil, errors.New("coap: Bus is required")
+	}
+	if cfg.Auth == nil {
+		return nil, errors.New("coap: Auth is required")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		return nil, fmt.Errorf("coap: Addr %q: %w", cfg.Addr, err)
+	}
+	if cfg.DTLSAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.DTLSAddr); err != nil {
+			return nil, fmt.Errorf("coap: DTLSAddr %q: %w", cfg.DTLSAddr, err)
+		}
+		if cfg.PSK == nil {
+			return nil, errors.New("coap: PSK is required with DTLSAddr")
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Node == "" {
+		cfg.Node = broker.NodeID()
+	}
+	switch {
+	case cfg.MaxPayload == 0:
+		cfg.MaxPayload = DefaultMaxPayload
+	case cfg.MaxPayload < 0:
+		return nil, fmt.Errorf("coap: MaxPayload %d: must not be negative", cfg.MaxPayload)
+	}
+	if cfg.BlockSize == 0 {
+		cfg.BlockSize = DefaultBlockSize
+	}
+	szx, ok := blockSZX(cfg.BlockSize)
+	if !ok {
+		return nil, fmt.Errorf("coap: BlockSize %d: must be a power of two 16..1024", cfg.BlockSize)
+	}
+	if cfg.AckTimeout == 0 {
+		cfg.AckTimeout = DefaultAckTimeout
+	}
+	if cfg.AckTimeout < 0 {
+		return nil, fmt.Errorf("coap: AckTimeout %v: must be positive", cfg.AckTimeout)
+	}
+	switch {
+	case cfg.MaxRetransmit == 0:
+		cfg.MaxRetransmit = DefaultMaxRetransmit
+	case cfg.MaxRetransmit < 0 || cfg.MaxRetransmit > 20:
+		return nil, fmt.Errorf("coap: MaxRetransmit %d: must be 1..20", cfg.MaxRetransmit)
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.IdleTimeout < 0 {
+		return nil, fmt.Errorf("coap: IdleTimeout %v: must be positive", cfg.IdleTimeout)
+	}
+	if cfg.LastValues == 0 {
+		cfg.LastValues = DefaultLastValues
+	}
+	if cfg.MaxObservations == 0 {
+		cfg.MaxObservations = DefaultMaxObserve
+	}
+	if cfg.MaxObservations < 0 {
+		return nil, fmt.Errorf("coap: MaxObservations %d: must be positive", cfg.MaxObservations)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("coap: metrics: %w", err)
+	}
+	a := &Adapter{
+		cfg:     cfg,
+		log:     cfg.Logger.With("adapter", "coap"),
+		anonOK:  adapters.AnonymousAllowed(cfg.Addr, cfg.AllowAnonymous),
+		szx:     szx,
+		node:    cfg.Node,
+		metrics: m,
+		addrs:   make(map[string]string),
+		conns:   make(map[*udpClient.Conn]*connState),
+		online:  make(map[string]int),
+	}
+	if cfg.LastValues > 0 {
+		a.lastVals = newLastValues(cfg.LastValues, 64*cfg.MaxPayload)
+	}
+	return a, nil
+}
+
+func blockSZX(size int) (blockwise.SZX, bool) {
+	for szx := blockwise.SZX16; szx <= blockwise.SZX1024; szx++ {
+		if int(szx.Size()) == size {
+			return szx, true
+		}
+	}
+	return 0, false
+}
+
+// Name implements adapters.Adapter.
+func (a *Adapter) Name() string { return "coap" }
+
+// SetPresenceSink implements adapters.PresenceSource: DTLS devices are
+// reported online on their first datagram and offline when their session
+// closes or idles out. Call it before Start.
+func (a *Adapter) SetPresenceSink(s adapters.PresenceSink) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.presence = s
+}
+
+// Start implements adapters.Adapter: it binds the UDP (and DTLS) listeners
+// and returns once they accept.
+func (a *Adapter) Start(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.started {
+		return errors.New("coap: already started")
+	}
+	a.started = true
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	fail := func(err error) error {
+		a.stopped = true
+		a.cancel()
+		return err
+	}
+	// Bind every listener before serving any, so a failure has nothing to stop.
+	l, err := coapNet.NewListenUDP("udp", a.cfg.Addr)
+	if err != nil {
+		return fail(fmt.Errorf("coap: listen %s: %w", a.cfg.Addr, err))
+	}
+	var ln *coapNet.DTLSListener
+	if a.cfg.DTLSAddr != "" {
+		if ln, err = coapNet.NewDTLSListener("udp", a.cfg.DTLSAddr, a.dtlsConfig()); err != nil {
+			_ = l.Close()
+			return fail(fmt.Errorf("coap: listen dtls %s: %w", a.cfg.DTLSAddr, err))
+		}
+	}
+	if a.lastVals != nil {
+		sub, err := a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{Filters: []string{"#"}, QueueLen: 4096}, a.lastVals.handle)
+		if err != nil {
+			_ = l.Close()
+			if ln != nil {
+				_ = ln.Close()
+			}
+			return fail(fmt.Errorf("coap: subscribe for last values: %w", err))
+		}
+		a.lvSub = sub
+	}
+	a.addrs["coap"] = l.LocalAddr().String()
+	a.udp = udp.NewServer(serverOption{a: a})
+	a.serving.Add(1)
+	go func() {
+		defer a.serving.Done()
+		if err := a.udp.Serve(l); err != nil {
+			a.log.Error("coap: udp server ended", "err", err)
+		}
+	}()
+	if ln != nil {
+		a.addrs["coaps"] = ln.Addr().String()
+		a.dtls = dtls.NewServer(serverOption{a: a})
+		a.serving.Add(1)
+		go func() {
+			defer a.serving.Done()
+			if err := a.dtls.Serve(ln); err != nil {
+				a.log.Error("coap: dtls server ended", "err", err)
+			}
+		}()
+	}
+	a.log.Info("coap: listening", "addrs", a.addrs)
+	return nil
+}
+
+// Stop implements adapters.Adapter: it closes the listeners, ends every
+// observation and returns when the adapter's goroutines have ended.
+func (a *Adapter) Stop(ctx context.Context) error {
+	a.mu.Lock()
+	if !a.started || a.stopped {
+		a.mu.Unlock()
+		return nil
+	}
+	a.stopped = true
+	a.cancel()
+	udpSrv, dtlsSrv := a.udp, a.dtls
+	a.mu.Unlock()
+	// go-coap closes sessions synchronously, and their close hooks take a.mu.
+	if udpSrv != nil {
+		udpSrv.Stop()
+	}
+	if dtlsSrv != nil {
+		dtlsSrv.Stop()
+	}
+	done := make(chan struct{})
+	go func() {
+		a.serving.Wait()
+		a.mu.Lock()
+		states := make([]*connState, 0, len(a.conns))
+		for _, cs := range a.conns {
+			states = append(states, cs)
+		}
+		a.mu.Unlock()
+		for _, cs := range states {
+			_ = cs.cc.Close()
+			a.connClosed(cs)
+		}
+		a.wg.Wait()
+		if a.lvSub != nil {
+			_ = a.lvSub.Unsubscribe()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("coap: stop: %w", ctx.Err())
+	}
+}
+
+// Healthy implements adapters.HealthChecker.
+func (a *Adapter) Healthy() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case !a.started:
+		return errors.New("coap: not started")
+	case a.stopped:
+		return errors.New("coap: stopped")
+	}
+	return nil
+}
+
+// Addrs implements adapters.Addresser: "coap" (and "coaps") to the bound
+// address.
+func (a *Adapter) Addrs() map[string]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := make(map[string]string, len(a.addrs))
+	for k, v := range a.addrs {
+		m[k] = v
+	}
+	return m
+}
+
+// maxTransmitWait is RFC 7252's MAX_TRANSMIT_WAIT for the configured
+// parameters: how long a CON message may wait for its ACK.
+func (a *Adapter) maxTransmitWait() time.Duration {
+	return time.Duration(float64(a.cfg.AckTimeout) * float64(int(1)<<(a.cfg.MaxRetransmit+1)-1) * 1.5)
+}
+
+// serverOption applies the adapter's settings to go-coap's UDP or DTLS
+// server configuration.
+type serverOption struct{ a *Adapter }
+
+func (o serverOption) UDPServerApply(c *udpServer.Config) {
+	a := o.a
+	c.Ctx = a.ctx
+	c.Errors = a.goCoAPError
+	c.PeriodicRunner = a.periodic
+	c.MaxMessageSize = uint32(max(a.cfg.MaxPayload+1024, 64<<10))
+	c.BlockwiseEnable = true
+	c.BlockwiseSZX = a.szx
+	c.BlockwiseTransferTimeout = 30 * time.Second
+	c.Handler = a.handle
+	c.OnNewConn = func(cc *udpClient.Conn) { a.newConn(cc, false) }
+	c.RequestMonitor = a.monitorRequest
+	c.CreateInactivityMonitor = a.inactivityMonitor
+	c.TransmissionAcknowledgeTimeout = a.cfg.AckTimeout
+	c.TransmissionMaxRetransmit = uint32(a.cfg.MaxRetransmit)
+}
+
+func (o serverOption) DTLSServerApply(c *dtlsServer.Config) {
+	a := o.a
+	c.Ctx = a.ctx
+	c.Errors = a.goCoAPError
+	c.PeriodicRunner = a.periodic
+	c.MaxMessageSize = uint32(max(a.cfg.MaxPayload+1024, 64<<10))
+	c.BlockwiseEnable = true
+	c.BlockwiseSZX = a.szx
+	c.BlockwiseTransferTimeout = 30 * time.Second
+	c.Handler = a.handle
+	c.OnNewConn = func(cc *udpClient.Conn) { a.newConn(cc, true) }
+	c.RequestMonitor = a.monitorRequest
+	c.CreateInactivityMonitor = a.inactivityMonitor
+	c.TransmissionAcknowledgeTimeout = a.cfg.AckTimeout
+	c.TransmissionMaxRetransmit = uint32(a.cfg.MaxRetransmit)
+	c.HandshakeTimeout = 15 * time.Second
+}
+
+func (a *Adapter) goCoAPError(err error) {
+	a.log.Debug("coap: transport", "err", err)
+}
+
+// periodic runs go-coap's housekeeping (retransmissions, expirations)
+// on a ticker owned by the adapter, so that it ends with Stop.
+func (a *Adapter) periodic(f func(now time.Time) bool) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		t := time.NewTicker(tick(a.cfg.AckTimeout))
+		defer t.Stop()
+		for {
+			select {
+			case now := <-t.C:
+				if !f(now) {
+					return
+				}
+			case <-a.ctx.Done():
+				return
+			}
+		}
+	}()
+}
+
+func tick(ack time.Duration) time.Duration {
+	return min(max(ack/4, 5*time.Millisecond), 250*time.Millisecond)
+}
+
+func (a *Adapter) dtlsConfig() *piondtls.Config {
+	return &piondtls.Config{
+		PSK: func(identity []byte) ([]byte, error) {
+			ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
+			defer cancel()
+			key, err := a.cfg.PSK(ctx, string(identity))
+			if err != nil {
+				a.log.Info("coap: dtls: unknown psk identity", "identity", string(identity), "err", err)
+				return nil, fmt.Errorf("coap: psk of %q: %w", identity, err)
+			}
+			return key, nil
+		},
+		PSKIdentityHint: []byte("hub"),
+		CipherSuites: []piondtls.CipherSuiteID{
+			piondtls.TLS_PSK_WITH_AES_128_CCM_8,
+			piondtls.TLS_PSK_WITH_AES_128_CCM,
+			piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
+			piondtls.TLS_PSK_WITH_AES_128_CBC_SHA256,
+		},
+	}
+}
+
+// connState is what the adapter keeps per CoAP endpoint (a UDP remote
+// address or a DTLS session).
+type connState struct {
+	cc     *udpClient.Conn
+	secure bool
+	device string // PSK identity of a DTLS session
+	remote string
+
+	sendMu sync.Mutex // notifications go out one at a time (NSTART = 1)
+
+	mu     sync.Mutex
+	obs    map[string]*observation // by token
+	closed bool
+}
+
+func (a *Adapter) newConn(cc *udpClient.Conn, secure bool) {
+	cs := &connState{cc: cc, secure: secure, remote: cc.RemoteAddr().String(), obs: make(map[string]*observation)}
+	if secure {
+		if dc, ok := cc.NetConn().(*piondtls.Conn); ok {
+			if st, ok := dc.ConnectionState(); ok {
+				cs.device = string(st.IdentityHint)
+			}
+		}
+	}
+	a.mu.Lock()
+	a.conns[cc] = cs
+	sink := a.presence
+	online := false
+	if cs.device != "" {
+		a.online[cs.device]++
+		online = a.online[cs.device] == 1
+	}
+	a.mu.Unlock()
+	a.metrics.conns.Inc()
+	cc.AddOnClose(func() { a.connClosed(cs) })
+	if online && sink != nil {
+		sink.DevicePresence(a.ctx, cs.device, broker.ProtoCoAP, true, time.Now())
+	}
+}
+
+// connClosed forgets a connection and ends its observations; it runs
+// once per connection.
+func (a *Adapter) connClosed(cs *connState) {
+	cs.mu.Lock()
+	if cs.closed {
+		cs.mu.Unlock()
+		return
+	}
+	cs.closed = true
+	obs := make([]*observation, 0, len(cs.obs))
+	for _, o := range cs.obs {
+		obs = append(obs, o)
+	}
+	cs.mu.Unlock()
+	for _, o := range obs {
+		o.end("connection closed")
+	}
+	a.mu.Lock()
+	delete(a.conns, cs.cc)
+	sink := a.presence
+	offline := false
+	if cs.device != "" {
+		a.online[cs.device]--
+		if a.online[cs.device] <= 0 {
+			delete(a.online, cs.device)
+			offline = true
+		}
+	}
+	a.mu.Unlock()
+	a.metrics.conns.Dec()
+	if offline && sink != nil {
+		sink.DevicePresence(context.Background(), cs.device, broker.ProtoCoAP, false, time.Now())
+	}
+}
+
+func (a *Adapter) state(cc *udpClient.Conn) *connState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.conns[cc]
+}
+
+// idleMonitor closes an endpoint's state after IdleTimeout without traffic,
+// unless it observes something (an observer is silent by design).
+type idleMonitor struct {
+	a    *Adapter
+	mu   sync.Mutex
+	last time.Time
+}
+
+func (a *Adapter) inactivityMonitor() udpClient.InactivityMonitor {
+	return &idleMonitor{a: a, last: time.Now()}
+}
+
+func (m *idleMonitor) Notify() {
+	m.mu.Lock()
+	m.last = time.Now()
+	m.mu.Unlock()
+}
+
+func (m *idleMonitor) CheckInactivity(now time.Time, cc *udpClient.Conn) {
+	m.mu.Lock()
+	idle := now.Sub(m.last) > m.a.cfg.IdleTimeout
+	m.mu.Unlock()
+	if !idle {
+		return
+	}
+	if cs := m.a.state(cc); cs != nil && cs.observing() {
+		return
+	}
+	_ = cc.Close()
+}
+
+func (cs *connState) observing() bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return len(cs.obs) > 0
+}
+
+// handlerFunc is go-coap's request handler type.
+type handlerFunc = func(*responsewriter.ResponseWriter[*udpClient.Conn], *pool.Message)
+
+var _ handlerFunc = (*Adapter)(nil).handle
