@@ -65,7 +65,7 @@ func (c *streamConn) fail(err error) {
 		_ = c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 		_, _ = c.conn.Write(append(se.bytes(), "</stream:stream>"...))
 		c.a.log.Debug("xmpp: stream error", "remote", c.raw.RemoteAddr().String(), "err", err)
-	} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	} else if !errors.Is(err, io.EOF) && !errors.Is(err, errStreamEnd) && !errors.Is(err, net.ErrClosed) {
 		c.a.log.Debug("xmpp: connection failed", "remote", c.raw.RemoteAddr().String(), "err", err)
 	}
 	_ = c.conn.Close()
@@ -209,7 +209,7 @@ func (c *streamConn) step() (restart bool, s *session, err error) {
 	attempts := 0
 	for {
 		el, err := c.r.next()
-		if errors.Is(err, io.EOF) {
+		if errors.Is(err, errStreamEnd) {
 			_ = c.write("</stream:stream>")
 			_ = c.conn.Close()
 			return false, nil, nil

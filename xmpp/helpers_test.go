@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func startHub(t *testing.T, mod func(*Config)) *testHub {
 	}
 	cfg := Config{
 		Addr: "127.0.0.1:0", Bus: bus, Auth: adapters.NewAuth(st, nil), Store: st, DataDir: dir,
-		Logger: slog.New(slog.DiscardHandler), ResumeTimeout: 5 * time.Second,
+		Logger: testLogger(), ResumeTimeout: 5 * time.Second,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -108,6 +109,8 @@ func dialSession(ctx context.Context, addr, user, pass string, mech sasl.Mechani
 	}
 	if bind {
 		feats = append(feats, mxmpp.BindResource())
+	} else {
+		feats = append(feats, smResumeFeature)
 	}
 	s, err := mxmpp.NewClientSession(ctx, jid.MustParse(user+"@localhost"), conn, feats...)
 	if err != nil {
@@ -242,4 +245,26 @@ func readAll(t *testing.T, c net.Conn) string {
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	b, _ := io.ReadAll(c)
 	return string(b)
+}
+
+// smResumeFeature ends mellium's negotiation at the <sm/> feature after
+// SASL, so that a test can resume a XEP-0198 session by hand instead of
+// binding a new one.
+var smResumeFeature = mxmpp.StreamFeature{
+	Name:       xml.Name{Space: nsSM, Local: "sm"},
+	Necessary:  mxmpp.Authn,
+	Prohibited: mxmpp.Ready,
+	Parse: func(_ context.Context, d *xml.Decoder, _ *xml.StartElement) (bool, interface{}, error) {
+		return true, nil, d.Skip()
+	},
+	Negotiate: func(context.Context, *mxmpp.Session, interface{}) (mxmpp.SessionState, io.ReadWriter, error) {
+		return mxmpp.Ready, nil, nil
+	},
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("XMPP_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
 }

@@ -44,6 +44,10 @@ func (e *streamError) bytes() []byte {
 
 var errTooBig = errors.New("stanza too large")
 
+// errStreamEnd is the peer's </stream:stream>: a clean end of the stream,
+// as opposed to a broken connection (io.EOF and network errors).
+var errStreamEnd = errors.New("xmpp: stream closed by peer")
+
 // limitedReader counts the bytes the XML decoder takes since the current
 // stanza began and fails once they pass the limit, so that neither a huge
 // stanza nor an endless text node is ever buffered whole.
@@ -51,6 +55,7 @@ type limitedReader struct {
 	r     *bufio.Reader
 	n     int64
 	limit int64
+	err   error // the connection's error, if any
 }
 
 func (l *limitedReader) ReadByte() (byte, error) {
@@ -58,7 +63,11 @@ func (l *limitedReader) ReadByte() (byte, error) {
 		return 0, errTooBig
 	}
 	l.n++
-	return l.r.ReadByte()
+	b, err := l.r.ReadByte()
+	if err != nil {
+		l.err = err
+	}
+	return b, err
 }
 
 func (l *limitedReader) Read(p []byte) (int, error) {
@@ -138,6 +147,8 @@ func (sr *stanzaReader) token() (xml.Token, error) {
 	if err != nil {
 		var se *xml.SyntaxError
 		switch {
+		case sr.lr.err != nil:
+			return nil, sr.lr.err
 		case errors.Is(err, errTooBig):
 			return nil, &streamError{Condition: "policy-violation", Text: fmt.Sprintf("stanza larger than %d bytes", sr.lr.limit)}
 		case errors.As(err, &se):
@@ -180,7 +191,8 @@ func (sr *stanzaReader) header() (xml.StartElement, error) {
 	}
 }
 
-// next returns the next top-level element; io.EOF at the end of the stream.
+// next returns the next top-level element; errStreamEnd at the end of the
+// stream.
 func (sr *stanzaReader) next() (*Element, error) {
 	sr.lr.n = 0
 	for {
@@ -199,7 +211,7 @@ func (sr *stanzaReader) next() (*Element, error) {
 			}
 			return el, nil
 		case xml.EndElement:
-			return nil, io.EOF
+			return nil, errStreamEnd
 		case xml.CharData:
 			// whitespace keepalives between stanzas
 			sr.lr.n = 0

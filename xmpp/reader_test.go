@@ -106,7 +106,7 @@ func FuzzStanzaReader(f *testing.F) {
 			el, err := r.next()
 			if err != nil {
 				var se *streamError
-				if !errors.As(err, &se) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				if !errors.As(err, &se) && !errors.Is(err, io.EOF) && !errors.Is(err, errStreamEnd) {
 					t.Fatalf("unexpected error type %T: %v", err, err)
 				}
 				return

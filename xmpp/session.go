@@ -99,7 +99,7 @@ func (s *session) handle(el *Element) error {
 // connLost handles the end of the session's connection conn.
 func (s *session) connLost(conn net.Conn, err error) {
 	var se *streamError
-	clean := errors.Is(err, io.EOF)
+	clean := errors.Is(err, errStreamEnd)
 	_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	switch {
 	case errors.As(err, &se):
