@@ -17,9 +17,9 @@
 # Environment (defaults in brackets):
 #   BENCH_RUNS [3]            runs of each case per target; medians are printed
 #   BENCH_MESSAGES [20000]    messages per 1->1 throughput case
-#   BENCH_FANOUT_MESSAGES [2000]  messages per 1->100 throughput case (x100 deliveries)
+#   BENCH_FANOUT_MESSAGES [1000]  messages per 1->100 throughput case (x100 deliveries)
 #   BENCH_RATE_1TO1 [1000]    msg/s of the paced 1->1 cases (3 s long)
-#   BENCH_RATE_FANOUT [100]   msg/s of the paced 1->100 cases (3 s long)
+#   BENCH_RATE_FANOUT [20]    msg/s of the paced 1->100 cases (3 s long; x100 deliveries)
 #   BENCH_SIZE [64]           payload bytes
 #   BENCH_TARGETS ["hub mosquitto"]
 #   BENCH_OUT [temp dir]      where the JSON of every run is kept
@@ -31,13 +31,13 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${BENCH_RUNS:-3}
 messages=${BENCH_MESSAGES:-20000}
-fanout_messages=${BENCH_FANOUT_MESSAGES:-2000}
+fanout_messages=${BENCH_FANOUT_MESSAGES:-1000}
 rate_1to1=${BENCH_RATE_1TO1:-1000}
-rate_fanout=${BENCH_RATE_FANOUT:-100}
+rate_fanout=${BENCH_RATE_FANOUT:-20}
 size=${BENCH_SIZE:-64}
 targets=${BENCH_TARGETS:-hub mosquitto}
 if [ "${1:-}" = "--quick" ]; then
-	runs=1 messages=2000 fanout_messages=200 rate_1to1=1000 rate_fanout=100
+	runs=1 messages=2000 fanout_messages=200 rate_1to1=1000 rate_fanout=20
 elif [ -n "${1:-}" ]; then
 	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
 	exit 2

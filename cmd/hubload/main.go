@@ -15,7 +15,8 @@
 //
 // It refuses a target that is not a loopback address unless given
 // --allow-remote. Exit status: 0 after a run, 1 when the run could not take
-// place, 2 for bad usage, 3 when --fail-on-loss is set and messages were lost.
+// place, 2 for bad usage, 3 when --fail-on-loss is set and a message was lost
+// or could not be sent.
 package main
 
 import (
@@ -126,7 +127,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.pid, "pid", 0, "process id of the server under test, to report its memory")
 	fs.BoolVar(&c.allowRemote, "allow-remote", false, "allow a target that is not a loopback address")
 	fs.BoolVar(&c.json, "json", false, "print the result as JSON")
-	fs.BoolVar(&c.failOnLoss, "fail-on-loss", false, "exit with status 3 when messages were lost")
+	fs.BoolVar(&c.failOnLoss, "fail-on-loss", false, "exit with status 3 when a message was lost or not sent")
 	fs.StringVar(&c.clientPrefix, "client-prefix", fmt.Sprintf("hubload-%08x", rand.Uint32()), "prefix of MQTT client ids")
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
@@ -239,7 +240,8 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	} else {
 		writeText(stdout, res)
 	}
-	if c.failOnLoss && res.Lost > 0 {
+	if c.failOnLoss && (res.Lost > 0 || res.Sent < res.MessagesPlanned) {
+		fmt.Fprintf(stderr, "hubload: %d of %d messages sent, %d deliveries lost\n", res.Sent, res.MessagesPlanned, res.Lost)
 		return 3
 	}
 	return 0

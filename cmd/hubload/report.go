@@ -9,31 +9,36 @@ import (
 
 // Result is what one run measured; --json prints it as is.
 type Result struct {
-	Mode            string         `json:"mode"`
-	URL             string         `json:"url"`
-	QoS             int            `json:"qos"`
-	Size            int            `json:"size"`
-	Publishers      int            `json:"publishers"`
-	Subscribers     int            `json:"subscribers"`
-	Topics          int            `json:"topics"`
-	Fanout          bool           `json:"fanout"`
-	MessagesPlanned uint64         `json:"messages_planned"`
-	Sent            uint64         `json:"sent"`
-	ErrorCount      int            `json:"error_count"`
-	Errors          []string       `json:"errors,omitempty"`
-	TimedOut        bool           `json:"timed_out"`
-	Expected        uint64         `json:"expected"`
-	Received        uint64         `json:"received"`
-	Duplicates      uint64         `json:"duplicates"`
-	Lost            uint64         `json:"lost"`
-	LossPct         float64        `json:"loss_pct"`
-	Invalid         uint64         `json:"invalid"`
-	Unexpected      uint64         `json:"unexpected"`
-	PublishSeconds  float64        `json:"publish_seconds"`
-	SendRate        float64        `json:"send_rate_msg_s"`
-	ReceiveSeconds  float64        `json:"receive_seconds"`
-	ReceiveRate     float64        `json:"receive_rate_msg_s"`
-	Latency         LatencySummary `json:"latency"`
+	Mode            string `json:"mode"`
+	URL             string `json:"url"`
+	QoS             int    `json:"qos"`
+	Size            int    `json:"size"`
+	Publishers      int    `json:"publishers"`
+	Subscribers     int    `json:"subscribers"`
+	Topics          int    `json:"topics"`
+	Fanout          bool   `json:"fanout"`
+	MessagesPlanned uint64 `json:"messages_planned"`
+	// Attempted counts messages handed to the client; Sent those that
+	// completed (for MQTT QoS >= 1: acknowledged). Expected and Lost are
+	// computed from Sent, so a delivered message whose acknowledgement
+	// never came shows in Received but not in Expected.
+	Attempted      uint64         `json:"attempted"`
+	Sent           uint64         `json:"sent"`
+	ErrorCount     int            `json:"error_count"`
+	Errors         []string       `json:"errors,omitempty"`
+	TimedOut       bool           `json:"timed_out"`
+	Expected       uint64         `json:"expected"`
+	Received       uint64         `json:"received"`
+	Duplicates     uint64         `json:"duplicates"`
+	Lost           uint64         `json:"lost"`
+	LossPct        float64        `json:"loss_pct"`
+	Invalid        uint64         `json:"invalid"`
+	Unexpected     uint64         `json:"unexpected"`
+	PublishSeconds float64        `json:"publish_seconds"`
+	SendRate       float64        `json:"send_rate_msg_s"`
+	ReceiveSeconds float64        `json:"receive_seconds"`
+	ReceiveRate    float64        `json:"receive_rate_msg_s"`
+	Latency        LatencySummary `json:"latency"`
 	// WallSeconds runs from the first publication to the end of the drain;
 	// the CPU figures cover the same window.
 	WallSeconds      float64      `json:"wall_seconds"`
@@ -95,6 +100,9 @@ func writeText(w io.Writer, r *Result) {
 	cut := ""
 	if r.TimedOut {
 		cut = "  (cut short by --duration)"
+	}
+	if r.Attempted != r.Sent {
+		cut += fmt.Sprintf("  (%d attempted, %d not confirmed)", r.Attempted, r.Attempted-r.Sent)
 	}
 	fmt.Fprintf(w, "  sent       %d of %d in %.3fs  %.0f msg/s%s\n", r.Sent, r.MessagesPlanned, r.PublishSeconds, r.SendRate, cut)
 	fmt.Fprintf(w, "  received   %d of %d expected in %.3fs  %.0f msg/s\n", r.Received, r.Expected, r.ReceiveSeconds, r.ReceiveRate)

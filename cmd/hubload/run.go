@@ -166,12 +166,14 @@ func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
 
 	sent := make([]uint64, c.publishers)
 	var timedOut atomic.Bool
+	var attempted atomic.Uint64
 	var wg sync.WaitGroup
 	for i := range c.publishers {
 		wg.Go(func() {
-			n, cut := publishLoop(pubCtx, ackCtx, c, pubs[i], i, run, p.pubTopic[i], p.perPub[i], start, errs)
-			sent[i] = n
-			if cut {
+			o := publishLoop(pubCtx, ackCtx, c, pubs[i], i, run, p.pubTopic[i], p.perPub[i], start, errs)
+			sent[i] = o.sent
+			attempted.Add(o.attempted)
+			if o.cut {
 				timedOut.Store(true)
 			}
 		})
@@ -200,6 +202,7 @@ func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
 		Fanout:          p.topics == 1 && c.subscribers > 1,
 		MessagesPlanned: uint64(c.messages),
 		Sent:            totalSent,
+		Attempted:       attempted.Load(),
 		ErrorCount:      errs.n,
 		Errors:          errs.first,
 		TimedOut:        timedOut.Load(),
@@ -239,12 +242,19 @@ func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
 	return res, nil
 }
 
+// pubOutcome is what one publisher did.
+type pubOutcome struct {
+	attempted uint64 // handed to the client
+	sent      uint64 // of those, completed (acknowledged, for MQTT QoS >= 1)
+	cut       bool   // the deadline stopped it
+}
+
 // publishLoop sends n messages for publisher idx, paced by c.rate, with at
-// most c.inflight unacknowledged at a time. It returns how many were sent
-// (acknowledged, for QoS >= 1) and whether the deadline cut it short. It
-// stops at the first error, which is logged: the connection is then
-// usually gone.
-func publishLoop(ctx, ackCtx context.Context, c *config, pb publisher, idx int, run uint32, topic string, n uint64, start time.Time, errs *errorLog) (sent uint64, cut bool) {
+// most c.inflight unacknowledged at a time. It stops at the first error,
+// which is logged: the connection is then usually gone.
+func publishLoop(ctx, ackCtx context.Context, c *config, pb publisher, idx int, run uint32, topic string, n uint64, start time.Time, errs *errorLog) pubOutcome {
+	var sent, attempted uint64
+	cut := false
 	var interval time.Duration
 	if c.rate > 0 {
 		interval = time.Duration(float64(time.Second) * float64(c.publishers) / c.rate)
@@ -286,6 +296,7 @@ func publishLoop(ctx, ackCtx context.Context, c *config, pb publisher, idx int, 
 			break
 		}
 		payload := encodePayload(header{Run: run, Pub: uint32(idx), Seq: seq, SentNs: time.Now().UnixNano()}, c.size)
+		attempted++
 		w, err := pb.publish(ctx, topic, payload)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -305,7 +316,7 @@ func publishLoop(ctx, ackCtx context.Context, c *config, pb publisher, idx int, 
 	for _, w := range pending {
 		settle(ackCtx, w)
 	}
-	return sent, cut
+	return pubOutcome{attempted: attempted, sent: sent, cut: cut}
 }
 
 // drainDeliveries waits until expected deliveries have arrived, or none has

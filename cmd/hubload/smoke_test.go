@@ -68,8 +68,8 @@ func checkClean(t *testing.T, r *Result, wantExpected uint64) {
 	if r.ErrorCount != 0 {
 		t.Errorf("errors: %d %v", r.ErrorCount, r.Errors)
 	}
-	if r.Sent != r.MessagesPlanned || r.TimedOut {
-		t.Errorf("sent %d of %d (timed out %v)", r.Sent, r.MessagesPlanned, r.TimedOut)
+	if r.Sent != r.MessagesPlanned || r.Attempted != r.Sent || r.TimedOut {
+		t.Errorf("sent %d (attempted %d) of %d (timed out %v)", r.Sent, r.Attempted, r.MessagesPlanned, r.TimedOut)
 	}
 	if r.Expected != wantExpected || r.Received != wantExpected || r.Lost != 0 {
 		t.Errorf("expected %d received %d lost %d, want %d each and no loss", r.Expected, r.Received, r.Lost, wantExpected)
@@ -192,8 +192,8 @@ func TestSmokeHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Sent != 0 || r.ErrorCount != 2 || !strings.Contains(r.Errors[0], "403") {
-		t.Errorf("refused: sent %d, errors %d %v", r.Sent, r.ErrorCount, r.Errors)
+	if r.Sent != 0 || r.Attempted != 2 || r.ErrorCount != 2 || !strings.Contains(r.Errors[0], "403") {
+		t.Errorf("refused: sent %d attempted %d, errors %d %v", r.Sent, r.Attempted, r.ErrorCount, r.Errors)
 	}
 }
 
@@ -274,6 +274,19 @@ func TestExecuteJSON(t *testing.T) {
 	out.Reset()
 	if code := execute(context.Background(), []string{"mqtt", "--url", url, "--messages", "10"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "latency") {
 		t.Errorf("text output (exit %d):\n%s", code, out.String())
+	}
+}
+
+// TestExecuteFailOnLoss checks exit status 3 when a run is cut short.
+func TestExecuteFailOnLoss(t *testing.T) {
+	_, url := startMochi(t)
+	var out, errOut bytes.Buffer
+	args := []string{"mqtt", "--url", url, "--messages", "1000", "--rate", "100", "--duration", "200ms", "--fail-on-loss"}
+	if code := execute(context.Background(), args, &out, &errOut); code != 3 || !strings.Contains(errOut.String(), "of 1000 messages sent") {
+		t.Errorf("exit %d, stderr %q; want 3 and the count", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "cut short by --duration") {
+		t.Errorf("text output does not say the run was cut short:\n%s", out.String())
 	}
 }
 
