@@ -124,6 +124,13 @@ func dialSession(ctx context.Context, addr, user, pass string, mech sasl.Mechani
 // initial presence.
 func connect(t *testing.T, h *testHub, user, pass string) *client {
 	t.Helper()
+	return connectWith(t, h, user, pass, nil)
+}
+
+// connectWith is connect with an answering function for the iqs the client
+// receives: it returns the raw reply ("" for none).
+func connectWith(t *testing.T, h *testHub, user, pass string, answer func(rx) string) *client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := dialSession(ctx, h.addr, user, pass, sasl.ScramSha256, true)
@@ -146,6 +153,12 @@ func connect(t *testing.T, h *testHub, user, pass string) *client {
 			}
 			if err := xml.Unmarshal([]byte(b.String()), &v); err != nil {
 				return err
+			}
+			if answer != nil && v.XMLName.Local == "iq" {
+				if reply := answer(v); reply != "" {
+					_, err := xmlstream.Copy(r, xml.NewDecoder(strings.NewReader(reply)))
+					return err
+				}
 			}
 			c.in <- v
 			return nil

@@ -1,0 +1,92 @@
+package xmpp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hubsmith/hub/adapters"
+)
+
+type presenceEvent struct {
+	id     string
+	online bool
+}
+
+type presenceRecorder struct {
+	mu     sync.Mutex
+	events []presenceEvent
+}
+
+func (p *presenceRecorder) DevicePresence(_ context.Context, id, protocol string, online bool, _ time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if protocol == "xmpp" {
+		p.events = append(p.events, presenceEvent{id, online})
+	}
+}
+
+func (p *presenceRecorder) get() []presenceEvent {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]presenceEvent(nil), p.events...)
+}
+
+func TestDeviceCommand(t *testing.T) {
+	h := startHub(t, nil)
+	rec := &presenceRecorder{}
+	h.a.SetPresenceSink(rec)
+	ctx := context.Background()
+
+	_, err := h.a.SendCommand(ctx, adapters.Command{ID: "r0", DeviceID: "sensor1", Name: "reboot"})
+	if !errors.Is(err, adapters.ErrDeviceOffline) {
+		t.Fatalf("offline device: %v, want ErrDeviceOffline", err)
+	}
+	dev := connectWith(t, h, "sensor1", "sensor1pw", func(v rx) string {
+		if v.Type != "set" || !strings.Contains(v.Inner, "http://jabber.org/protocol/commands") {
+			return ""
+		}
+		reply := `{"rebooted":true}`
+		if strings.Contains(v.Inner, `node="fail"`) {
+			return `<iq type='error' id='` + v.ID + `' to='` + v.From + `'><error type='cancel'><bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`
+		}
+		if !strings.Contains(v.Inner, `{&#34;delay&#34;:5}`) && !strings.Contains(v.Inner, `{"delay":5}`) {
+			reply = `"params missing: ` + strings.ReplaceAll(v.Inner, "'", "") + `"`
+		}
+		return `<iq type='result' id='` + v.ID + `' to='` + v.From + `'><command xmlns='http://jabber.org/protocol/commands' node='reboot' status='completed' sessionid='s1'><x xmlns='jabber:x:data' type='result'><field var='result'><value>` + reply + `</value></field></x></command></iq>`
+	})
+	_ = dev
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rec.get()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ev := rec.get(); len(ev) != 1 || ev[0] != (presenceEvent{"sensor1", true}) {
+		t.Fatalf("presence events %v, want sensor1 online", ev)
+	}
+
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	got, err := h.a.SendCommand(cctx, adapters.Command{ID: "r1", DeviceID: "sensor1", Name: "reboot", Params: json.RawMessage(`{"delay":5}`)})
+	if err != nil {
+		t.Fatalf("SendCommand: %v", err)
+	}
+	if string(got) != `{"rebooted":true}` {
+		t.Errorf("reply %s", got)
+	}
+	if _, err := h.a.SendCommand(cctx, adapters.Command{ID: "r2", DeviceID: "sensor1", Name: "fail"}); err == nil || !strings.Contains(err.Error(), "bad-request") {
+		t.Errorf("failing command: %v", err)
+	}
+
+	_ = dev.s.Close()
+	deadline = time.Now().Add(5 * time.Second)
+	for len(rec.get()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ev := rec.get(); len(ev) != 2 || ev[1] != (presenceEvent{"sensor1", false}) {
+		t.Errorf("presence events %v, want sensor1 offline last", ev)
+	}
+}
