@@ -16,10 +16,12 @@ import (
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/coap"
 	"github.com/hubsmith/hub/devices"
 	"github.com/hubsmith/hub/mqtt"
 	"github.com/hubsmith/hub/rest"
 	"github.com/hubsmith/hub/store"
+	"github.com/hubsmith/hub/xmpp"
 )
 
 // Hub is a running (or ready to run) hub: the store, the bus, the device
@@ -121,6 +123,34 @@ func (h *Hub) buildAdapters() error {
 		}
 		h.adapters = append(h.adapters, a)
 	}
+	if Enabled(c.CoAP.Addr) || Enabled(c.CoAP.DTLSAddr) {
+		a, err := coap.New(coap.Config{
+			Addr: offToEmpty(c.CoAP.Addr), DTLSAddr: offToEmpty(c.CoAP.DTLSAddr), PSK: h.Store.DevicePSK,
+			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, Node: c.Node,
+			Logger: h.log, Registerer: h.Registry, MaxPayload: c.CoAP.MaxPayload,
+		})
+		if err != nil {
+			return err
+		}
+		h.adapters = append(h.adapters, a)
+	}
+	if Enabled(c.XMPP.Addr) || Enabled(c.XMPP.ComponentAddr) {
+		tc, err := h.tlsConfig(c.XMPP.TLS)
+		if err != nil {
+			return err
+		}
+		a, err := xmpp.New(xmpp.Config{
+			Addr: offToEmpty(c.XMPP.Addr), Domain: c.XMPP.Domain, Bus: h.Bus, Auth: h.Auth, Store: h.Store,
+			AllowAnonymous: c.AllowAnonymous, DataDir: c.DataDir, TLSConfig: tc, MaxStanza: int64(c.XMPP.MaxStanza),
+			ComponentAddr: offToEmpty(c.XMPP.ComponentAddr), ComponentDomain: c.XMPP.ComponentDomain,
+			ComponentSecret: c.XMPP.ComponentSecret,
+			Logger:          h.log, Registerer: h.Registry,
+		})
+		if err != nil {
+			return err
+		}
+		h.adapters = append(h.adapters, a)
+	}
 	if Enabled(c.HTTP.Addr) {
 		a, err := rest.New(rest.Config{
 			Addr: c.HTTP.Addr, Bus: h.Bus, Store: h.Store, Auth: h.Auth, Devices: h.Devices,
@@ -134,6 +164,13 @@ func (h *Hub) buildAdapters() error {
 		h.adapters = append(h.adapters, a)
 	}
 	return nil
+}
+
+func offToEmpty(addr string) string {
+	if addr == Off {
+		return ""
+	}
+	return addr
 }
 
 // Start starts the adapters in order; if one fails, those started are
