@@ -304,6 +304,7 @@ func (c *streamConn) sasl(auth *Element) (bool, error) {
 			return failure("not-authorized")
 		}
 		c.user, c.role = p.Name, p.Role
+		c.a.log.Debug("xmpp: authenticated", "user", c.user, "mechanism", mech, "remote", c.raw.RemoteAddr().String())
 		return true, c.write("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
 	}
 	srv := &scramServer{mech: mech, h: scramHash(mech), lookup: c.a.cfg.Store.SCRAM, fakeKey: []byte(c.a.cfg.Domain + c.id), domain: c.a.cfg.Domain}
@@ -338,6 +339,7 @@ func (c *streamConn) sasl(auth *Element) (bool, error) {
 		return failure("temporary-auth-failure")
 	}
 	c.user, c.role = u.Name, u.Role
+	c.a.log.Debug("xmpp: authenticated", "user", c.user, "mechanism", mech, "remote", c.raw.RemoteAddr().String())
 	return true, c.write("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + base64.StdEncoding.EncodeToString(final) + "</success>")
 }
 
