@@ -138,12 +138,9 @@ func (s *Store) Close() error {
 			s.wr.close()
 		}
 		if s.w != nil {
-			// Fold the WAL back into the main file so that the data
-			// directory holds one self-contained file when the hub is
-			// stopped cleanly.
-			if _, err := s.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
-				s.log().Warn("store: checkpoint at close", "err", err)
-			}
+			// The last connection to close checkpoints the WAL into
+			// hub.db and removes it (SQLite does that itself), so a
+			// cleanly stopped hub leaves one self-contained file.
 			errs = append(errs, s.w.Close())
 		}
 		if err := errors.Join(errs...); err != nil {

@@ -3,6 +3,20 @@
 // rules, devices, retained values, durable subscriptions with their queues,
 // and key/value buckets for the embedded MQTT broker's sessions. It
 // implements broker.Spool and adapters.Credentials.
+//
+// The database is {data-dir}/hub.db. Every write goes through one writer
+// goroutine that commits concurrent writes together (group commit) with
+// synchronous=FULL, so a write returns only once it is on disk: a QoS >= 1
+// message acknowledged after Enqueue survives a crash or power loss.
+// Reads use a separate pool of read-only connections beside it (WAL).
+// Another process (hub user add) may open the same directory while the
+// hub runs.
+//
+// Passwords are kept only as SCRAM-SHA-1 and SCRAM-SHA-256 credentials
+// (RFC 5802: random salt, 4096 iterations); tokens only as their SHA-256.
+// A device that logs in with a password is a user of role
+// adapters.RoleDevice named like the device (AddDeviceWithLogin makes
+// both).
 package store
 
 import (
@@ -14,7 +28,8 @@ import (
 	"github.com/hubsmith/hub/broker"
 )
 
-// Sentinel errors.
+// Sentinel errors, matched with errors.Is: ErrNotFound for an absent
+// user, device, token, key or credential; ErrExists for a taken name or id.
 var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")

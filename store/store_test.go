@@ -220,3 +220,25 @@ func TestMigrationUpgrade(t *testing.T) {
 		t.Errorf("table of migration 2 missing: %v", err)
 	}
 }
+
+// TestCloseLeavesOneFile: after Close the WAL is folded into hub.db.
+func TestCloseLeavesOneFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.KVPut(context.Background(), "b", "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, FileName+"-wal")); err != nil {
+		t.Fatalf("no WAL while open: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, FileName+"-wal")); !os.IsNotExist(err) {
+		t.Errorf("WAL left after Close: %v", err)
+	}
+}
