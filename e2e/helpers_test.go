@@ -16,8 +16,8 @@ import (
 
 const wait = 5 * time.Second
 
-// message is what an MQTT subscriber received.
-type message struct {
+// mqttMessage is what an MQTT subscriber received.
+type mqttMessage struct {
 	Topic    string
 	Payload  string
 	QoS      byte
@@ -27,16 +27,16 @@ type message struct {
 // mqttClient is a paho 3.1.1 client whose received messages go to a channel.
 type mqttClient struct {
 	paho.Client
-	msgs chan message
+	msgs chan mqttMessage
 }
 
 func dialMQTT(t *testing.T, addr, id, user, pass string, clean bool) *mqttClient {
 	t.Helper()
-	c := &mqttClient{msgs: make(chan message, 1000)}
+	c := &mqttClient{msgs: make(chan mqttMessage, 1000)}
 	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).
 		SetCleanSession(clean).SetAutoReconnect(false).SetConnectTimeout(wait).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
-			c.msgs <- message{m.Topic(), string(m.Payload()), m.Qos(), m.Retained()}
+			c.msgs <- mqttMessage{m.Topic(), string(m.Payload()), m.Qos(), m.Retained()}
 		})
 	if user != "" {
 		opts.SetUsername(user).SetPassword(pass)
@@ -66,7 +66,7 @@ func (c *mqttClient) publish(t *testing.T, topic string, qos byte, retain bool, 
 	}
 }
 
-func (c *mqttClient) next(t *testing.T) message {
+func (c *mqttClient) next(t *testing.T) mqttMessage {
 	t.Helper()
 	select {
 	case m := <-c.msgs:
@@ -74,7 +74,7 @@ func (c *mqttClient) next(t *testing.T) message {
 	case <-time.After(wait):
 		t.Fatal("mqtt: no message within", wait)
 	}
-	return message{}
+	return mqttMessage{}
 }
 
 func (c *mqttClient) none(t *testing.T, d time.Duration) {
@@ -162,3 +162,8 @@ func eventually(t *testing.T, what string, f func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+type (
+	pahoClient  = paho.Client
+	pahoMessage = paho.Message
+)
