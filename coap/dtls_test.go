@@ -1,0 +1,110 @@
+package coap
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	piondtls "github.com/pion/dtls/v3"
+	"github.com/plgd-dev/go-coap/v3/dtls"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/options"
+	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
+)
+
+func dialDTLS(t *testing.T, addr, identity string, key []byte) (*udpClient.Conn, error) {
+	t.Helper()
+	runner, stop := periodicRunner()
+	cc, err := dtls.Dial(addr, &piondtls.Config{
+		PSK:             func([]byte) ([]byte, error) { return key, nil },
+		PSKIdentityHint: []byte(identity),
+		CipherSuites:    []piondtls.CipherSuiteID{piondtls.TLS_PSK_WITH_AES_128_CCM_8},
+	}, options.WithErrors(func(error) {}), options.WithPeriodicRunner(runner))
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	t.Cleanup(func() { _ = cc.Close(); <-cc.Done(); stop() })
+	return cc, nil
+}
+
+// TestDTLSPSK: a device with the right PSK publishes under its own tree
+// as principal "sensor1" with role device, is refused elsewhere, observes
+// its commands, and is reported online and then offline; a wrong key does
+// not get a session.
+func TestDTLSPSK(t *testing.T) {
+	t.Parallel()
+	e := start(t, func(c *Config) { c.DTLSAddr = "127.0.0.1:0" })
+	if e.dtlsAddr == "" {
+		t.Fatal("no coaps address")
+	}
+	for _, bad := range []struct{ id, key string }{{"sensor1", "wrong key"}, {"ghost", string(testPSK)}} {
+		// pion may hand out the conn before the handshake ends: a request
+		// must fail either way.
+		cc, err := dialDTLS(t, e.dtlsAddr, bad.id, []byte(bad.key))
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := cc.Post(ctx, "/ps/devices/sensor1/x", message.TextPlain, strings.NewReader("1"))
+		cancel()
+		if err == nil {
+			t.Errorf("identity %q key %q: request answered %v", bad.id, bad.key, resp.Code())
+		}
+	}
+	c := e.collect(t, "#")
+	cc, err := dialDTLS(t, e.dtlsAddr, "sensor1", testPSK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Credentials in the query do not change a DTLS principal.
+	resp, err := cc.Post(ctx5(t), "/ps/devices/sensor1/temp", message.TextPlain, strings.NewReader("21"), query("u=admin"), query("p=adminpw"))
+	if err != nil || resp.Code() != codes.Changed {
+		t.Fatalf("POST own topic: %v %v", resp, err)
+	}
+	got := c.next(t)
+	if got.Origin.Principal != "sensor1" || got.Origin.ClientID != "sensor1" || got.QoS != 1 || string(got.Payload) != "21" {
+		t.Fatalf("envelope origin %+v qos %d", got.Origin, got.QoS)
+	}
+	resp, err = cc.Post(ctx5(t), "/ps/other/temp", message.TextPlain, strings.NewReader("21"))
+	if err != nil || resp.Code() != codes.Forbidden {
+		t.Fatalf("POST foreign topic: %v %v", resp, err)
+	}
+	ch, f := observeChan(t)
+	obs, err := cc.Observe(ctx5(t), "/ps/devices/sensor1/commands/+", f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextNote(t, ch)
+	publish(t, e.bus, "devices/sensor1/commands/blink", `{"id":"1"}`, "application/json", 1, false)
+	if n := nextNote(t, ch); string(n.payload) != `{"id":"1"}` {
+		t.Fatalf("command over DTLS: %+v", n)
+	}
+	if err := obs.Cancel(ctx5(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "online", func() bool { return slices.Contains(e.presence.snapshot(), "sensor1 coap online") })
+	_ = cc.Close()
+	waitFor(t, "offline", func() bool { return slices.Contains(e.presence.snapshot(), "sensor1 coap offline") })
+	if p := e.presence.snapshot(); len(p) != 2 {
+		t.Fatalf("presence events %v", p)
+	}
+}
+
+// TestDTLSIdleOffline: a DTLS session silent for IdleTimeout is closed and
+// its device reported offline.
+func TestDTLSIdleOffline(t *testing.T) {
+	t.Parallel()
+	e := start(t, func(c *Config) { c.DTLSAddr = "127.0.0.1:0"; c.IdleTimeout = 300 * time.Millisecond })
+	cc, err := dialDTLS(t, e.dtlsAddr, "sensor1", testPSK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cc.Post(ctx5(t), "/ps/devices/sensor1/x", message.TextPlain, strings.NewReader("1")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "offline after idling", func() bool { return slices.Contains(e.presence.snapshot(), "sensor1 coap offline") })
+}
