@@ -13,6 +13,10 @@
 #   BENCH_RATE_FANOUT msg/s) for latency, since unpaced latency mostly
 #   measures the queue the load generator builds up.
 #
+# With BENCH_CROSS=1 the hub also gets a CoAP listener and hub-only cases
+# publish over CoAP (POST /ps/{topic}, NON/CON) and HTTP (POST
+# /api/v1/topics/{topic}) to MQTT subscribers.
+#
 # Usage: scripts/bench.sh [--quick]
 # Environment (defaults in brackets):
 #   BENCH_RUNS [3]            runs of each case per target; medians are printed
@@ -22,6 +26,7 @@
 #   BENCH_RATE_FANOUT [20]    msg/s of the paced 1->100 cases (3 s long; x100 deliveries)
 #   BENCH_SIZE [64]           payload bytes
 #   BENCH_TARGETS ["hub mosquitto"]
+#   BENCH_CROSS [0]           1: add the hub-only CoAP and HTTP cases
 #   BENCH_OUT [temp dir]      where the JSON of every run is kept
 #   MOSQUITTO [mosquitto]     the Mosquitto binary
 # Only loopback addresses are used. Each hubload run is bounded by
@@ -36,6 +41,7 @@ rate_1to1=${BENCH_RATE_1TO1:-1000}
 rate_fanout=${BENCH_RATE_FANOUT:-20}
 size=${BENCH_SIZE:-64}
 targets=${BENCH_TARGETS:-hub mosquitto}
+cross=${BENCH_CROSS:-0}
 if [ "${1:-}" = "--quick" ]; then
 	runs=1 messages=2000 fanout_messages=200 rate_1to1=1000 rate_fanout=20
 elif [ -n "${1:-}" ]; then
@@ -90,9 +96,13 @@ fi
 
 declare -A url pid
 if [[ " $targets " == *" hub "* ]] && [ -n "$hub_built" ]; then
-	mqtt_port=$(free_port) http_port=$(free_port)
+	mqtt_port=$(free_port) http_port=$(free_port) coap_addr=off
+	if [ "$cross" = 1 ]; then
+		coap_port=$(python3 -c 'import socket; s = socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+		coap_addr=127.0.0.1:$coap_port
+	fi
 	"$work/hub" serve --data-dir "$work/data" \
-		--mqtt-addr "127.0.0.1:$mqtt_port" --coap-addr off --xmpp-addr off \
+		--mqtt-addr "127.0.0.1:$mqtt_port" --coap-addr "$coap_addr" --xmpp-addr off \
 		--http-addr "127.0.0.1:$http_port" >"$work/hub.log" 2>&1 &
 	hub_pid=$!
 	healthy=""
@@ -135,26 +145,40 @@ if [ ${#url[@]} -eq 0 ]; then
 	echo "FAIL: nothing to benchmark"; exit 1
 fi
 
-# name|hubload flags
+# name|mode|hubload flags; coap and http cases run against the hub only
 cases=(
-	"q0-1to1|--qos 0 --publishers 1 --subscribers 1 --messages $messages"
-	"q1-1to1|--qos 1 --publishers 1 --subscribers 1 --messages $messages"
-	"q0-1to100|--qos 0 --publishers 1 --subscribers 100 --fanout --messages $fanout_messages"
-	"q1-1to100|--qos 1 --publishers 1 --subscribers 100 --fanout --messages $fanout_messages"
-	"q0-1to1-paced|--qos 0 --publishers 1 --subscribers 1 --messages $((rate_1to1 * 3)) --rate $rate_1to1"
-	"q1-1to1-paced|--qos 1 --publishers 1 --subscribers 1 --messages $((rate_1to1 * 3)) --rate $rate_1to1"
-	"q0-1to100-paced|--qos 0 --publishers 1 --subscribers 100 --fanout --messages $((rate_fanout * 3)) --rate $rate_fanout"
-	"q1-1to100-paced|--qos 1 --publishers 1 --subscribers 100 --fanout --messages $((rate_fanout * 3)) --rate $rate_fanout"
+	"q0-1to1|mqtt|--qos 0 --publishers 1 --subscribers 1 --messages $messages"
+	"q1-1to1|mqtt|--qos 1 --publishers 1 --subscribers 1 --messages $messages"
+	"q0-1to100|mqtt|--qos 0 --publishers 1 --subscribers 100 --fanout --messages $fanout_messages"
+	"q1-1to100|mqtt|--qos 1 --publishers 1 --subscribers 100 --fanout --messages $fanout_messages"
+	"q0-1to1-paced|mqtt|--qos 0 --publishers 1 --subscribers 1 --messages $((rate_1to1 * 3)) --rate $rate_1to1"
+	"q1-1to1-paced|mqtt|--qos 1 --publishers 1 --subscribers 1 --messages $((rate_1to1 * 3)) --rate $rate_1to1"
+	"q0-1to100-paced|mqtt|--qos 0 --publishers 1 --subscribers 100 --fanout --messages $((rate_fanout * 3)) --rate $rate_fanout"
+	"q1-1to100-paced|mqtt|--qos 1 --publishers 1 --subscribers 100 --fanout --messages $((rate_fanout * 3)) --rate $rate_fanout"
 )
+if [ "$cross" = 1 ] && [ -n "${url[hub]:-}" ]; then
+	cases+=(
+		"coap-q0-paced|coap|--qos 0 --publishers 1 --subscribers 1 --messages $((rate_1to1 * 3)) --rate $rate_1to1"
+		"coap-q1|coap|--qos 1 --publishers 4 --subscribers 4 --messages $((messages / 4))"
+		"http-q0|http|--qos 0 --publishers 4 --subscribers 4 --messages $((messages / 4))"
+		"http-q1|http|--qos 1 --publishers 4 --subscribers 4 --messages $((messages / 4))"
+	)
+fi
 
 echo "runs: $runs of each case per target, payload $size bytes; JSON in $out"
 for c in "${cases[@]}"; do
-	name=${c%%|*} flags=${c#*|}
+	name=${c%%|*} rest=${c#*|}
+	mode=${rest%%|*} flags=${rest#*|}
 	for r in $(seq "$runs"); do
 		for t in hub mosquitto; do
 			[ -n "${url[$t]:-}" ] || continue
+			target=(--url "${url[$t]}")
+			case $mode in
+			coap) [ "$t" = hub ] || continue; target=(--url "coap://$coap_addr" --mqtt-url "${url[hub]}") ;;
+			http) [ "$t" = hub ] || continue; target=(--url "http://127.0.0.1:$http_port" --mqtt-url "${url[hub]}") ;;
+			esac
 			# shellcheck disable=SC2086 # flags are words on purpose
-			if ! "$work/hubload" mqtt --url "${url[$t]}" --pid "${pid[$t]}" --size "$size" \
+			if ! "$work/hubload" "$mode" "${target[@]}" --pid "${pid[$t]}" --size "$size" \
 				--topic "bench/$name/%d" --duration 30s --drain 3s --json $flags \
 				>"$out/$t.$name.$r.json" 2>"$out/$t.$name.$r.err"; then
 				echo "  $t $name run $r failed: $(tail -n 3 "$out/$t.$name.$r.err")"
