@@ -196,7 +196,7 @@ func New(cfg Config) (*Adapter, error) {
 	if cfg.Addr == "" && cfg.TLSAddr == "" {
 		return nil, errors.New("mqtt: Addr and TLSAddr are both off: no listener")
 	}
-	if cfg.Addr != "" && cfg.Addr == cfg.TLSAddr {
+	if cfg.Addr != "" && cfg.Addr == cfg.TLSAddr && !strings.HasSuffix(cfg.Addr, ":0") {
 		return nil, fmt.Errorf("mqtt: Addr and TLSAddr are both %q", cfg.Addr)
 	}
 	if cfg.MaxClients < 0 {
