@@ -152,8 +152,9 @@ func (s *Store) Close() error {
 
 // tx runs fn in a write transaction, returning once it is committed (fn
 // returned nil) or undone (fn failed). fn may share its transaction with
-// other writes (see writer), so it must not commit or roll back itself.
-func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+// other writes (see writer), so it must not commit or roll back itself,
+// and it must use the context it is given, not the caller's.
+func (s *Store) tx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	if s.wr == nil {
 		return directTx(ctx, s.w, fn)
 	}
@@ -162,7 +163,7 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 
 // exec runs one write statement through the writer.
 func (s *Store) exec(ctx context.Context, query string, args ...any) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, query, args...)
 		return err
 	})
@@ -170,12 +171,12 @@ func (s *Store) exec(ctx context.Context, query string, args ...any) error {
 
 // directTx runs fn in its own transaction on db; used before the writer
 // starts (migrations).
-func directTx(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
+func directTx(ctx context.Context, db *sql.DB, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if err := fn(tx); err != nil {
+	if err := fn(ctx, tx); err != nil {
 		_ = tx.Rollback()
 		return err
 	}

@@ -89,7 +89,7 @@ func (s *Store) AddDeviceWithLogin(ctx context.Context, d Device, password strin
 	if !d.LastSeen.IsZero() {
 		lastSeen = d.LastSeen.UnixNano()
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO devices(id, name, protocol, metadata, psk, online, last_seen, created)
 			 VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -184,7 +184,7 @@ func (s *Store) UpdateDevice(ctx context.Context, d Device) error {
 	if err != nil {
 		return fmt.Errorf("store: update device %q: %w", d.ID, err)
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if d.PSK != nil {
 			return mustAffect(tx.ExecContext(ctx,
 				`UPDATE devices SET name = ?, protocol = ?, metadata = ?, psk = ? WHERE id = ?`,
@@ -203,7 +203,7 @@ func (s *Store) UpdateDevice(ctx context.Context, d Device) error {
 // DeleteDevice removes a device (ErrNotFound). Its login user, if any, is
 // the caller's to delete with DeleteUser.
 func (s *Store) DeleteDevice(ctx context.Context, id string) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		return mustAffect(tx.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, id))
 	})
 	if err != nil {
@@ -216,7 +216,7 @@ func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 // was last seen (at; zero keeps the previous value). ErrNotFound for an
 // unregistered device.
 func (s *Store) SetPresence(ctx context.Context, id string, online bool, at time.Time) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if at.IsZero() {
 			return mustAffect(tx.ExecContext(ctx, `UPDATE devices SET online = ? WHERE id = ?`, online, id))
 		}

@@ -84,7 +84,7 @@ func (s *Store) History(ctx context.Context, topic string, since, until time.Tim
 // many rows went.
 func (s *Store) PruneHistory(ctx context.Context, before time.Time) (int, error) {
 	var n int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM history WHERE time < ?`, before.UnixNano())
 		if err != nil {
 			return err

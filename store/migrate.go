@@ -101,7 +101,7 @@ CREATE INDEX history_time ON history(time);
 // migrate brings the schema up to len(ms) in one transaction, refusing a
 // database whose version is past it.
 func (s *Store) migrate(ctx context.Context, ms []string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx,
 			`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
 			return fmt.Errorf("migrate: %w", err)

@@ -124,7 +124,7 @@ func (s *Store) SaveSubscription(ctx context.Context, d broker.DurableSubscripti
 // DeleteSubscription implements broker.Spool. Deleting an unknown id is
 // not an error (its queue, if any, is still dropped).
 func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM subscriptions WHERE id = ?`, id); err != nil {
 			return err
 		}
@@ -177,7 +177,7 @@ func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, ids []string) e
 	if err != nil {
 		return fmt.Errorf("store: enqueue %q: %w", e.Topic, err)
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		st, err := tx.PrepareContext(ctx, `INSERT INTO queue(subscriber, envelope) VALUES (?, ?)`)
 		if err != nil {
 			return err
@@ -253,7 +253,7 @@ func (s *Store) dequeueBatch(ctx context.Context, id string, after int64, n int)
 }
 
 func (s *Store) dropQueued(ctx context.Context, id string, seqs []int64) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for _, seq := range seqs {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq = ?`, id, seq); err != nil {
 				return err
@@ -289,7 +289,7 @@ func (s *Store) TrimQueue(ctx context.Context, id string, keep int) (int, error)
 		return 0, fmt.Errorf("store: trim queue %q: keep %d: must not be negative", id, keep)
 	}
 	var n int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx,
 			`DELETE FROM queue WHERE subscriber = ?1 AND seq NOT IN
 			 (SELECT seq FROM queue WHERE subscriber = ?1 ORDER BY seq DESC LIMIT ?2)`, id, keep)

@@ -69,7 +69,7 @@ func (s *Store) SetACL(ctx context.Context, name string, rules []adapters.ACLRul
 			return fmt.Errorf("store: set acl of %q: rule %d: %w", name, i+1, err)
 		}
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM acl WHERE principal = ?`, name); err != nil {
 			return err
 		}
@@ -108,7 +108,7 @@ func (s *Store) CreateToken(ctx context.Context, user string, ttl time.Duration)
 	if ttl > 0 {
 		expires = now.Add(ttl).UnixNano()
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var one int
 		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM users WHERE name = ?`, user).Scan(&one); err != nil {
 			return notFound(err)
@@ -154,7 +154,7 @@ func (s *Store) VerifyToken(ctx context.Context, token string) (User, error) {
 
 // DeleteToken revokes a token (ErrNotFound when it is unknown).
 func (s *Store) DeleteToken(ctx context.Context, token string) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		return mustAffect(tx.ExecContext(ctx, `DELETE FROM tokens WHERE hash = ?`, tokenHash(token)))
 	})
 	if err != nil {

@@ -107,7 +107,7 @@ func (s *Store) AddUser(ctx context.Context, name, password, role string) error 
 	if err != nil {
 		return fmt.Errorf("store: add user %q: %w", name, err)
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error { return insertUser(ctx, tx, name, role, creds) })
+	err = s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error { return insertUser(ctx, tx, name, role, creds) })
 	if err != nil {
 		return fmt.Errorf("store: add user %q: %w", name, err)
 	}
@@ -132,7 +132,7 @@ func (s *Store) SetPassword(ctx context.Context, name, password string) error {
 	if err != nil {
 		return fmt.Errorf("store: set password of %q: %w", name, err)
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var one int
 		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM users WHERE name = ?`, name).Scan(&one); err != nil {
 			return notFound(err)
@@ -148,7 +148,7 @@ func (s *Store) SetPassword(ctx context.Context, name, password string) error {
 
 // DeleteUser removes a user, its tokens and ACL rules (ErrNotFound).
 func (s *Store) DeleteUser(ctx context.Context, name string) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		// scram and tokens rows go by ON DELETE CASCADE.
 		if err := mustAffect(tx.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name)); err != nil {
 			return err

@@ -43,7 +43,7 @@ const (
 
 type writeOp struct {
 	ctx   context.Context
-	fn    func(tx *sql.Tx) error
+	fn    func(ctx context.Context, tx *sql.Tx) error
 	state atomic.Int32
 	res   chan error // buffered: the writer never blocks on it
 }
@@ -61,7 +61,7 @@ func newWriter(db *sql.DB) *writer {
 
 // do runs fn in a write transaction and returns once it is committed (or
 // has failed, leaving nothing behind).
-func (w *writer) do(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (w *writer) do(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -211,5 +211,8 @@ func safeRun(op *writeOp, tx *sql.Tx) (err error) {
 			err = fmt.Errorf("write panicked: %v", r)
 		}
 	}()
-	return op.fn(tx)
+	// Once taken, an op runs to the end even if its caller gives up:
+	// interrupting a statement would roll back the whole shared
+	// transaction, failing the other writes of the batch.
+	return op.fn(context.WithoutCancel(op.ctx), tx)
 }

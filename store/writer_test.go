@@ -17,8 +17,8 @@ func TestWriterBatchIsolation(t *testing.T) {
 	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
-	put := func(key string) func(*sql.Tx) error {
-		return func(tx *sql.Tx) error {
+	put := func(key string) func(context.Context, *sql.Tx) error {
+		return func(ctx context.Context, tx *sql.Tx) error {
 			_, err := tx.ExecContext(ctx, `INSERT INTO kv(bucket, key, value) VALUES ('b', ?, x'00')`, key)
 			return err
 		}
@@ -26,13 +26,13 @@ func TestWriterBatchIsolation(t *testing.T) {
 	boom := errors.New("boom")
 	ops := []*writeOp{
 		{ctx: ctx, fn: put("a")},
-		{ctx: ctx, fn: func(tx *sql.Tx) error {
-			if err := put("half")(tx); err != nil {
+		{ctx: ctx, fn: func(ctx context.Context, tx *sql.Tx) error {
+			if err := put("half")(ctx, tx); err != nil {
 				return err
 			}
 			return boom
 		}},
-		{ctx: ctx, fn: func(tx *sql.Tx) error { panic("bad op") }},
+		{ctx: ctx, fn: func(ctx context.Context, tx *sql.Tx) error { panic("bad op") }},
 		{ctx: ctx, fn: put("c")},
 	}
 	for _, op := range ops {
@@ -108,7 +108,7 @@ func TestWriterCanceledContext(t *testing.T) {
 	hold.Add(1)
 	release := make(chan struct{})
 	go func() {
-		_ = s.tx(context.Background(), func(*sql.Tx) error {
+		_ = s.tx(context.Background(), func(context.Context, *sql.Tx) error {
 			hold.Done()
 			<-release
 			return nil
@@ -189,4 +189,38 @@ func BenchmarkEnqueueParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestWriterCancelDuringOp: a caller that gives up while its op runs does
+// not interrupt the shared transaction; the op and its batch commit.
+func TestWriterCancelDuringOp(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ins := func(key string) func(context.Context, *sql.Tx) error {
+		return func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO kv(bucket, key, value) VALUES ('c', ?, x'00')`, key)
+			return err
+		}
+	}
+	ops := []*writeOp{
+		{ctx: ctx, fn: func(c context.Context, tx *sql.Tx) error {
+			cancel()
+			return ins("a")(c, tx)
+		}},
+		{ctx: context.Background(), fn: ins("b")},
+	}
+	for _, op := range ops {
+		op.res = make(chan error, 1)
+	}
+	s.wr.commit(ops)
+	for i, op := range ops {
+		if err := <-op.res; err != nil {
+			t.Errorf("op %d: %v", i, err)
+		}
+	}
+	if list, _ := s.KVList(context.Background(), "c"); len(list) != 2 {
+		t.Errorf("%d keys committed, want 2", len(list))
+	}
 }
