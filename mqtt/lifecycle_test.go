@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	pahopackets "github.com/eclipse/paho.mqtt.golang/packets"
-	"github.com/eclipse/paho.golang/paho"
 	"go.uber.org/goleak"
 
 	"github.com/hubsmith/hub/broker"
@@ -118,7 +118,7 @@ func TestTLSListener(t *testing.T) {
 	if addr == "" || strings.HasSuffix(addr, ":0") {
 		t.Fatalf("mqtts address %q", addr)
 	}
-	o := pahov3.NewClientOptions().AddBroker("ssl://"+addr).SetClientID("tls").SetUsername("alice").SetPassword("alicepw").
+	o := pahov3.NewClientOptions().AddBroker("ssl://" + addr).SetClientID("tls").SetUsername("alice").SetPassword("alicepw").
 		SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: "localhost"}).SetAutoReconnect(false)
 	c := pahov3.NewClient(o)
 	if tok := c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
