@@ -25,6 +25,13 @@ type Config struct {
 	AllowAnonymous bool `yaml:"allow_anonymous"`
 	// Node names this hub in envelopes' origin (default: random).
 	Node string `yaml:"node"`
+	// WriteThrough stores every QoS >= 1 envelope for its durable
+	// subscribers (MQTT sessions behind the MQTT adapter, XMPP topic
+	// subscribers) before the publisher is acknowledged, so an
+	// acknowledged message survives kill -9 and power loss. Turning it off
+	// trades that for throughput: the store is then used only for
+	// subscribers that are away or fall behind.
+	WriteThrough bool `yaml:"write_through"`
 
 	MQTT MQTTConfig `yaml:"mqtt"`
 	CoAP CoAPConfig `yaml:"coap"`
@@ -93,12 +100,13 @@ type LogConfig struct {
 // every listener on loopback, the store in ./hub-data.
 func Defaults() Config {
 	return Config{
-		DataDir: "./hub-data",
-		MQTT:    MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off},
-		CoAP:    CoAPConfig{Addr: "127.0.0.1:5683", DTLSAddr: Off},
-		XMPP:    XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off},
-		HTTP:    HTTPConfig{Addr: "127.0.0.1:8080"},
-		Log:     LogConfig{Level: "info", Format: "text"},
+		DataDir:      "./hub-data",
+		WriteThrough: true,
+		MQTT:         MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off},
+		CoAP:         CoAPConfig{Addr: "127.0.0.1:5683", DTLSAddr: Off},
+		XMPP:         XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off},
+		HTTP:         HTTPConfig{Addr: "127.0.0.1:8080"},
+		Log:          LogConfig{Level: "info", Format: "text"},
 
 		ShutdownTimeout: 10 * time.Second,
 	}
