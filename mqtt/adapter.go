@@ -157,6 +157,9 @@ type Adapter struct {
 	treeMu     sync.RWMutex
 	treeLocked sync.Map
 
+	aclMu    sync.Mutex
+	aclCache map[aclKey]aclEntry
+
 	// ownMu orders the session-record writes of a connection that ends
 	// with those of a new connection taking its client id.
 	ownMu sync.Mutex
@@ -555,6 +558,53 @@ func (a *Adapter) principal(cl *mochi.Client) adapters.Principal {
 		p.Role = r.(string)
 	}
 	return p
+}
+
+// ACL decisions are cached briefly: mochi checks the subscriber's read
+// permission on every delivery, and for users and devices that is a store
+// query. A changed rule takes effect within aclTTL.
+const (
+	aclTTL      = 2 * time.Second
+	aclCacheMax = 16384
+)
+
+type aclKey struct {
+	name, role string
+	action     adapters.Action
+	topic      string
+}
+
+type aclEntry struct {
+	err     error
+	expires time.Time
+}
+
+// authorize is adapters.Auth.Authorize behind the decision cache; errors
+// other than a denial (a failing store) are not cached.
+func (a *Adapter) authorize(p adapters.Principal, action adapters.Action, topic string) error {
+	if p.Anonymous || p.Role == adapters.RoleAdmin {
+		return nil // Auth allows these without looking anything up
+	}
+	k := aclKey{p.Name, p.Role, action, topic}
+	now := time.Now()
+	a.aclMu.Lock()
+	e, ok := a.aclCache[k]
+	a.aclMu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.err
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, authTimeout)
+	defer cancel()
+	err := a.auth.Authorize(ctx, p, action, topic)
+	if err == nil || errors.Is(err, adapters.ErrForbidden) {
+		a.aclMu.Lock()
+		if a.aclCache == nil || len(a.aclCache) >= aclCacheMax {
+			a.aclCache = make(map[aclKey]aclEntry)
+		}
+		a.aclCache[k] = aclEntry{err: err, expires: now.Add(aclTTL)}
+		a.aclMu.Unlock()
+	}
+	return err
 }
 
 // presenceChange counts a device's connections and tells the sink when the

@@ -131,9 +131,7 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	} else {
 		topic = sharedFilter(topic)
 	}
-	ctx, cancel := h.callCtx()
-	defer cancel()
-	err := a.auth.Authorize(ctx, a.principal(cl), action, topic)
+	err := a.authorize(a.principal(cl), action, topic)
 	if err == nil {
 		return true
 	}
