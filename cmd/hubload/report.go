@@ -27,6 +27,7 @@ type Result struct {
 	ErrorCount     int            `json:"error_count"`
 	Errors         []string       `json:"errors,omitempty"`
 	TimedOut       bool           `json:"timed_out"`
+	Interrupted    bool           `json:"interrupted"`
 	Expected       uint64         `json:"expected"`
 	Received       uint64         `json:"received"`
 	Duplicates     uint64         `json:"duplicates"`
@@ -100,6 +101,9 @@ func writeText(w io.Writer, r *Result) {
 	cut := ""
 	if r.TimedOut {
 		cut = "  (cut short by --duration)"
+	}
+	if r.Interrupted {
+		cut = "  (interrupted)"
 	}
 	if r.Attempted != r.Sent {
 		cut += fmt.Sprintf("  (%d attempted, %d not confirmed)", r.Attempted, r.Attempted-r.Sent)

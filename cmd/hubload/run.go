@@ -72,20 +72,45 @@ func makePlan(c *config) plan {
 	return p
 }
 
-// errorLog keeps the count of errors and the first few messages.
+// errorLog counts errors and keeps the first few distinct messages with
+// how often each occurred.
 type errorLog struct {
-	mu    sync.Mutex
-	n     int
-	first []string
+	mu       sync.Mutex
+	n        int
+	distinct []string
+	count    map[string]int
 }
+
+const maxDistinctErrors = 10
 
 func (e *errorLog) add(err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.n++
-	if len(e.first) < 10 {
-		e.first = append(e.first, err.Error())
+	if e.count == nil {
+		e.count = make(map[string]int)
 	}
+	msg := err.Error()
+	if _, seen := e.count[msg]; !seen && len(e.distinct) >= maxDistinctErrors {
+		return
+	} else if !seen {
+		e.distinct = append(e.distinct, msg)
+	}
+	e.count[msg]++
+}
+
+// summary returns the distinct messages, each with "(×N)" when repeated.
+func (e *errorLog) summary() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for _, m := range e.distinct {
+		if n := e.count[m]; n > 1 {
+			m = fmt.Sprintf("%s (×%d)", m, n)
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // runLoad connects the subscribers, then the publishers, publishes the plan
@@ -160,9 +185,19 @@ func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
 	start := time.Now()
 	pubCtx, cancelPub := context.WithDeadline(ctx, start.Add(c.duration))
 	defer cancelPub()
-	// Acknowledgements still outstanding at the deadline get the drain time.
-	ackCtx, cancelAck := context.WithDeadline(ctx, start.Add(c.duration+c.drain))
+	// Acknowledgements still outstanding and deliveries still on their way
+	// when publishing stops get the drain time: after the deadline, or after
+	// an interrupt (ctx), which stops publishing at once.
+	ackCtx, cancelAck := context.WithDeadline(context.WithoutCancel(ctx), start.Add(c.duration+c.drain))
 	defer cancelAck()
+	var graceTimer atomic.Pointer[time.Timer]
+	stopGrace := context.AfterFunc(ctx, func() { graceTimer.Store(time.AfterFunc(c.drain, cancelAck)) })
+	defer func() {
+		stopGrace()
+		if t := graceTimer.Load(); t != nil {
+			t.Stop()
+		}
+	}()
 
 	sent := make([]uint64, c.publishers)
 	var timedOut atomic.Bool
@@ -186,7 +221,7 @@ func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
 		totalSent += n
 	}
 	expected := acct.expected(sent)
-	drainDeliveries(ctx, acct, expected, c.drain)
+	drainDeliveries(ackCtx, acct, expected, c.drain)
 	end := time.Now()
 	clientCPU := selfCPU() - clientCPU0
 
@@ -204,8 +239,9 @@ func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
 		Sent:            totalSent,
 		Attempted:       attempted.Load(),
 		ErrorCount:      errs.n,
-		Errors:          errs.first,
+		Errors:          errs.summary(),
 		TimedOut:        timedOut.Load(),
+		Interrupted:     ctx.Err() != nil,
 		Expected:        expected,
 		Received:        tot.unique,
 		Duplicates:      tot.dups,
