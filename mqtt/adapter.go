@@ -105,9 +105,10 @@ type Config struct {
 	// MaxClients bounds connected clients (0: no limit); a client over
 	// the limit gets CONNACK "server unavailable" / "server busy".
 	MaxClients int
-	// MaxKeepalive, when non-zero, caps the keepalive in seconds: a
-	// client asking for 0 or more gets this one (sent to MQTT 5 clients as
-	// server keep alive).
+	// MaxKeepalive, when non-zero, caps the keepalive in seconds: an MQTT
+	// 5 client asking for 0 or more is told this one (server keep alive);
+	// an MQTT 3.1.1 client, which cannot be told, is refused (CONNACK
+	// "identifier rejected"), as Mosquitto's max_keepalive does.
 	MaxKeepalive uint16
 	// MaxQueued bounds QoS 1/2 messages in flight or queued per client (0:
 	// DefaultMaxQueued).

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	pahopackets "github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
@@ -338,13 +339,10 @@ func TestDevicePresence(t *testing.T) {
 	c2.c.Disconnect(0)
 	waitFor(t, func() bool { return strings.HasSuffix(log.get(), "sensor1/mqtt/off") })
 
-	// A device that stops talking is dropped after 1.5 keepalives (capped to 1s here).
-	h = newHub(t, func(c *Config) { c.MaxKeepalive = 1 })
-	log = &presenceLog{}
-	h.a.SetPresenceSink(log)
+	// A device that stops talking is dropped after 1.5 keepalives.
 	r := dialRaw(t, h.addr)
 	r.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 0,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 1,
 			ClientIdentifier: "silent", UsernameFlag: true, Username: []byte("sensor1"), PasswordFlag: true, Password: []byte("sensor1pw")}})
 	start := time.Now()
 	waitFor(t, func() bool { return strings.HasSuffix(log.get(), "on") })
@@ -354,33 +352,28 @@ func TestDevicePresence(t *testing.T) {
 	}
 }
 
-func TestACLRuleChangeTakesEffect(t *testing.T) {
+func TestMaxKeepalive(t *testing.T) {
 	t.Parallel()
-	h := newHub(t, nil)
-	ctx := context.Background()
-	if err := h.st.SetACL(ctx, "alice", []adapters.ACLRule{{Action: "publish", Filter: "room/secret", Allow: false}}); err != nil {
+	h := newHub(t, func(c *Config) { c.MaxKeepalive = 20 })
+	// MQTT 5: told the server keep alive.
+	_, ca, err := dialV5(t, h.addr, &paho.Connect{ClientID: "ka5", CleanStart: true, KeepAlive: 0})
+	if err != nil {
 		t.Fatal(err)
 	}
-	alice := mustV5(t, h.addr, "rule-alice", "alice", "alicepw")
-	pub := func() byte {
-		cctx, cancel := context.WithTimeout(ctx, wait)
-		defer cancel()
-		pr, err := alice.c.Publish(cctx, &paho.Publish{Topic: "room/secret", QoS: 1, Payload: []byte("x")})
-		if pr == nil {
-			t.Fatal(err)
-		}
-		return pr.ReasonCode
+	if ca.Properties == nil || ca.Properties.ServerKeepAlive == nil || *ca.Properties.ServerKeepAlive != 20 {
+		t.Fatalf("connack properties %+v", ca.Properties)
 	}
-	if rc := pub(); rc != 0x87 {
-		t.Fatalf("denied by rule: reason %#x", rc)
+	// MQTT 3.1.1: refused above the maximum, accepted within it.
+	o := pahov3.NewClientOptions().AddBroker("tcp://" + h.addr).SetClientID("ka3").SetKeepAlive(60 * time.Second).SetAutoReconnect(false)
+	c := pahov3.NewClient(o)
+	tok := c.Connect()
+	tok.WaitTimeout(wait)
+	if !errors.Is(tok.Error(), pahopackets.ErrorRefusedIDRejected) {
+		t.Fatalf("keepalive 60: %v", tok.Error())
 	}
-	// Another principal's decision is its own.
-	admin := mustV5(t, h.addr, "rule-admin", "admin", "adminpw")
-	if _, err := admin.c.Publish(ctx, &paho.Publish{Topic: "room/secret", QoS: 1, Payload: []byte("x")}); err != nil {
-		t.Fatalf("admin: %v", err)
+	c = pahov3.NewClient(o.SetClientID("ka3ok").SetKeepAlive(10 * time.Second))
+	if tok := c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatalf("keepalive 10: %v", tok.Error())
 	}
-	if err := h.st.SetACL(ctx, "alice", nil); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { return pub() == 0 })
+	c.Disconnect(0)
 }

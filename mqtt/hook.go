@@ -112,6 +112,13 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		a.roles.Store(name, p.Role)
 	}
 	if m := a.cfg.MaxKeepalive; m > 0 && (cl.State.Keepalive == 0 || cl.State.Keepalive > m) {
+		if cl.Properties.ProtocolVersion < 5 {
+			// MQTT 3.1.1 cannot tell the client another keepalive; refuse
+			// it as Mosquitto does with max_keepalive.
+			a.metrics.authFailed.Add(1)
+			a.log.Info("mqtt: connect refused: keepalive above the maximum", "client", cl.ID, "keepalive", cl.State.Keepalive, "max", m)
+			return refuse(cl, packets.ErrClientIdentifierNotValid, v3BadIdentifier)
+		}
 		cl.State.Keepalive = m
 		cl.State.ServerKeepalive = true
 	}

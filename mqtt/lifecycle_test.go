@@ -252,3 +252,22 @@ func TestV5SessionExpirySurvivesRestart(t *testing.T) {
 		t.Fatalf("got %+v", m)
 	}
 }
+
+func TestSysTopics(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, nil)
+	c := mustV3(t, h.addr, "sys", "admin", "adminpw", true)
+	c.sub(t, "$SYS/broker/version", 0)
+	if m := c.next(t); m.Topic() != "$SYS/broker/version" || len(m.Payload()) == 0 {
+		t.Fatalf("got %q %q", m.Topic(), m.Payload())
+	}
+	// $SYS stays mochi's own: a client cannot publish there and the bus
+	// never carries it.
+	ch := busSub(t, h.bus, "$SYS/#")
+	c.pub(t, "$SYS/broker/version", 0, false, "fake")
+	select {
+	case e := <-ch:
+		t.Fatalf("bus got %q", e.Topic)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
