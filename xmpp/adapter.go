@@ -2,6 +2,7 @@ package xmpp
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -95,6 +96,7 @@ type Adapter struct {
 	anonymous bool
 	tls       *tls.Config
 	metrics   *metrics
+	fakeKey   []byte // derives made-up SCRAM salts for unknown users
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -202,6 +204,8 @@ func New(cfg Config) (*Adapter, error) {
 		sessions:  map[string]map[string]*session{},
 		resume:    map[string]*session{},
 	}
+	a.fakeKey = make([]byte, 32)
+	_, _ = rand.Read(a.fakeKey)
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err

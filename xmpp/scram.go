@@ -51,6 +51,7 @@ type scramServer struct {
 	serverFirst string
 	nonce       string
 	step        int
+	testNonce   string // fixed server nonce part, for test vectors only
 }
 
 // start handles the client-first message and returns the server-first one.
@@ -112,6 +113,9 @@ func (s *scramServer) start(ctx context.Context, msg []byte) ([]byte, error) {
 	var nb [18]byte
 	_, _ = rand.Read(nb[:])
 	s.nonce = cnonce + base64.RawStdEncoding.EncodeToString(nb[:])
+	if s.testNonce != "" {
+		s.nonce = cnonce + s.testNonce
+	}
 	s.serverFirst = "r=" + s.nonce + ",s=" + base64.StdEncoding.EncodeToString(s.cred.Salt) + ",i=" + strconv.Itoa(s.cred.Iterations)
 	s.step = 1
 	return []byte(s.serverFirst), nil
