@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrClosed is returned by writes after Close.
@@ -30,7 +31,23 @@ type writer struct {
 	mu     sync.RWMutex // held for reading while submitting
 	closed bool
 
-	batches atomic.Uint64 // transactions committed, for tests
+	batches atomic.Uint64 // transactions committed
+	writes  atomic.Uint64 // writes committed
+	failed  atomic.Uint64 // writes that failed
+	obsMu   sync.Mutex
+	observe func(time.Duration) // observes batch latency; may be nil
+}
+
+func (w *writer) setObserver(f func(time.Duration)) {
+	w.obsMu.Lock()
+	w.observe = f
+	w.obsMu.Unlock()
+}
+
+func (w *writer) observer() func(time.Duration) {
+	w.obsMu.Lock()
+	defer w.obsMu.Unlock()
+	return w.observe
 }
 
 // op states: a caller whose context ends before the writer took the op
@@ -155,10 +172,19 @@ func (w *writer) commit(batch []*writeOp) {
 		return
 	}
 	results := make([]error, len(live))
+	start := time.Now()
 	err := w.runBatch(live, results)
+	if obs := w.observer(); obs != nil {
+		obs(time.Since(start))
+	}
 	for i, op := range live {
 		if err != nil && results[i] == nil {
 			results[i] = err
+		}
+		if results[i] != nil {
+			w.failed.Add(1)
+		} else {
+			w.writes.Add(1)
 		}
 		op.res <- results[i]
 	}
