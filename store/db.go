@@ -72,7 +72,13 @@ func open(ctx context.Context, dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: open: create data directory: %w", err)
 	}
-	path := filepath.Join(dir, FileName)
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %q: %w", dir, err)
+	}
+	// An absolute path never starts with "file:", which the driver would
+	// take for a URI.
+	path := filepath.Join(abs, FileName)
 	s := &Store{}
 	s.path = path
 	s.logger.Store(slog.Default().With("component", "store"))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -240,5 +241,30 @@ func TestCloseLeavesOneFile(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, FileName+"-wal")); !os.IsNotExist(err) {
 		t.Errorf("WAL left after Close: %v", err)
+	}
+}
+
+func TestOpenNotADatabase(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, FileName), []byte(strings.Repeat("not a database ", 100)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), dir)
+	if err == nil {
+		s.Close()
+		t.Fatal("Open of a file that is not a database succeeded")
+	}
+	t.Log(err)
+}
+
+func TestOpenRelativeDir(t *testing.T) {
+	t.Chdir(t.TempDir())
+	s := openDir(t, "file:data")
+	if !filepath.IsAbs(s.Path()) {
+		t.Errorf("Path() = %q, want absolute", s.Path())
+	}
+	if _, err := os.Stat(filepath.Join("file:data", FileName)); err != nil {
+		t.Error(err)
 	}
 }
