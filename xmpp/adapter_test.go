@@ -248,3 +248,67 @@ func TestTopicSubscriptionRefused(t *testing.T) {
 		return v.XMLName.Local == "message" && v.Type == "error" && strings.Contains(v.Inner, "forbidden")
 	})
 }
+
+func TestTopicDisco(t *testing.T) {
+	h := startHub(t, nil)
+	if err := h.bus.Publish(context.Background(), &broker.Envelope{Topic: "weather/Outside", Payload: []byte("7"), Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	alice := connect(t, h, "alice", "alicepw")
+	tests := []struct {
+		name, iq, want string
+	}{
+		{"topic service items", `<iq type='get' id='1' to='topics.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`, `weather.\4futside@topics.localhost`},
+		{"topic service info", `<iq type='get' id='2' to='topics.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`, `category="component"`},
+		{"topic info", `<iq type='get' id='3' to='weather.\4futside@topics.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`, `category="pubsub"`},
+		{"topic ping", `<iq type='get' id='4' to='weather.\4futside@topics.localhost'><ping xmlns='urn:xmpp:ping'/></iq>`, `type="result"`},
+		{"pubsub items", `<iq type='get' id='5' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`, `node="weather/Outside"`},
+		{"server info", `<iq type='get' id='6' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`, `urn:xmpp:sm:3`},
+		{"unknown iq", `<iq type='get' id='7' to='localhost'><query xmlns='jabber:iq:version'/></iq>`, `service-unavailable`},
+		{"remote domain", `<iq type='get' id='8' to='example.org'><ping xmlns='urn:xmpp:ping'/></iq>`, `remote-server-not-found`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, out := alice.iq(t, tt.iq)
+			if !strings.Contains(out, tt.want) {
+				t.Errorf("reply %s lacks %s", out, tt.want)
+			}
+		})
+	}
+}
+
+func TestTLSRequiredOffLoopback(t *testing.T) {
+	h := startHub(t, func(c *Config) { c.Addr = "0.0.0.0:0" })
+	_, port, _ := strings.Cut(h.addr, "]:")
+	if port == "" {
+		_, port, _ = strings.Cut(h.addr, ":")
+	}
+	h.addr = "127.0.0.1:" + port
+	c := rawStream(t, h.addr)
+	_, _ = c.Write([]byte(testHeader + `<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>`))
+	out := readAll(t, c)
+	if !strings.Contains(out, "<required") || strings.Contains(out, "<mechanisms") || !strings.Contains(out, "policy-violation") {
+		t.Errorf("pre-TLS stream off loopback: %s", out)
+	}
+	alice := connect(t, h, "alice", "alicepw")
+	typ, _ := alice.iq(t, `<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	if typ != "result" {
+		t.Errorf("ping after STARTTLS: %s", typ)
+	}
+}
+
+func TestOfflineLimit(t *testing.T) {
+	h := startHub(t, func(c *Config) { c.OfflineLimit = 2 })
+	alice := connect(t, h, "alice", "alicepw")
+	for i := range 3 {
+		alice.send(t, `<message to='bob@localhost' type='chat' id='m`+string(rune('0'+i))+`'><body>x</body></message>`)
+	}
+	got := alice.expect(t, "resource-constraint", func(v rx) bool { return v.Type == "error" })
+	if got.ID != "m2" || !strings.Contains(got.Inner, "resource-constraint") {
+		t.Errorf("error %+v", got)
+	}
+	alice.send(t, `<message to='nobody@localhost' type='chat' id='n'><body>x</body></message>`)
+	if got := alice.expect(t, "unknown user", func(v rx) bool { return v.Type == "error" }); got.ID != "n" || !strings.Contains(got.Inner, "service-unavailable") {
+		t.Errorf("error for unknown user: %+v", got)
+	}
+}

@@ -2,8 +2,11 @@ package xmpp
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
+
+	"github.com/hubsmith/hub/store"
 )
 
 // splitJID splits a JID into its parts (no PRECIS checks: routing compares
@@ -286,7 +289,11 @@ func (a *Adapter) routeLocal(s *session, el *Element, bare, res string) {
 			if typ == "" || typ == "chat" || typ == "normal" {
 				if err := a.storeOffline(context.WithoutCancel(a.ctx), bare, el); err != nil {
 					a.log.Info("xmpp: offline message not kept", "to", bare, "err", err)
-					a.reply(s, errorReply(el, "wait", "resource-constraint"))
+					if errors.Is(err, store.ErrNotFound) {
+						a.reply(s, errorReply(el, "cancel", "service-unavailable"))
+					} else {
+						a.reply(s, errorReply(el, "wait", "resource-constraint"))
+					}
 				}
 			}
 			return
