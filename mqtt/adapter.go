@@ -80,6 +80,9 @@ type Config struct {
 	// needs TLSConfig.
 	TLSAddr   string
 	TLSConfig *tls.Config
+	// WSAddr is the MQTT-over-WebSocket listener ("" or "off" = none):
+	// plain HTTP, any path, subprotocol "mqtt", for browser clients.
+	WSAddr string
 	// Bus carries envelopes to and from the other adapters (required).
 	Bus broker.Bus
 	// Auth authenticates and authorizes clients (nil: anonymous access
@@ -138,7 +141,7 @@ type Adapter struct {
 	srv     *mochi.Server
 	inline  *mochi.Client
 	sub     broker.Subscription
-	lns     []*listener
+	lns     []boundListener
 	lnAddr  map[string]string // listener id -> configured address
 	gate    chan struct{}
 	expires map[string]int64 // restored in-flight expiry, until Start ends
@@ -194,11 +197,14 @@ func New(cfg Config) (*Adapter, error) {
 	if cfg.TLSAddr == Off {
 		cfg.TLSAddr = ""
 	}
+	if cfg.WSAddr == Off {
+		cfg.WSAddr = ""
+	}
 	if cfg.TLSAddr != "" && cfg.TLSConfig == nil {
 		return nil, fmt.Errorf("mqtt: TLSAddr %q: TLSConfig is required", cfg.TLSAddr)
 	}
-	if cfg.Addr == "" && cfg.TLSAddr == "" {
-		return nil, errors.New("mqtt: Addr and TLSAddr are both off: no listener")
+	if cfg.Addr == "" && cfg.TLSAddr == "" && cfg.WSAddr == "" {
+		return nil, errors.New("mqtt: Addr, TLSAddr and WSAddr are all off: no listener")
 	}
 	if cfg.Addr != "" && cfg.Addr == cfg.TLSAddr && !strings.HasSuffix(cfg.Addr, ":0") {
 		return nil, fmt.Errorf("mqtt: Addr and TLSAddr are both %q", cfg.Addr)
@@ -311,15 +317,19 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 	}
 	a.srv, a.inline = srv, inline
 
-	for _, l := range []struct{ id, addr string }{{"mqtt", a.cfg.Addr}, {"mqtts", a.cfg.TLSAddr}} {
+	for _, l := range []struct{ id, addr string }{{"mqtt", a.cfg.Addr}, {"mqtts", a.cfg.TLSAddr}, {"ws", a.cfg.WSAddr}} {
 		if l.addr == "" {
 			continue
 		}
-		var tc *tls.Config
-		if l.id == "mqtts" {
-			tc = a.cfg.TLSConfig
+		var ln boundListener
+		switch l.id {
+		case "mqtt":
+			ln = newListener(l.id, l.addr, nil, a.cfg.ConnectTimeout, a.connEnded)
+		case "mqtts":
+			ln = newListener(l.id, l.addr, a.cfg.TLSConfig, a.cfg.ConnectTimeout, a.connEnded)
+		case "ws":
+			ln = newWSListener(l.id, l.addr, nil, a.cfg.ConnectTimeout, a.connEnded)
 		}
-		ln := newListener(l.id, l.addr, tc, a.cfg.ConnectTimeout, a.connEnded)
 		if err := srv.AddListener(ln); err != nil {
 			a.closeListeners()
 			return err
@@ -367,9 +377,7 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 
 func (a *Adapter) closeListeners() {
 	for _, l := range a.lns {
-		if l.ln != nil {
-			_ = l.ln.Close()
-		}
+		l.closeBound()
 	}
 }
 
@@ -461,13 +469,14 @@ func (a *Adapter) Healthy() error {
 	}
 	for _, l := range a.lns {
 		if l.isClosed() {
-			return fmt.Errorf("mqtt: listener %s closed", l.id)
+			return fmt.Errorf("mqtt: listener %s closed", l.ID())
 		}
 	}
 	return nil
 }
 
-// Addrs returns the bound addresses by listener name ("mqtt", "mqtts").
+// Addrs returns the bound addresses by listener name ("mqtt", "mqtts",
+// "ws").
 func (a *Adapter) Addrs() map[string]string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -477,7 +486,7 @@ func (a *Adapter) Addrs() map[string]string {
 func (a *Adapter) addrsLocked() map[string]string {
 	m := make(map[string]string, len(a.lns))
 	for _, l := range a.lns {
-		m[l.id] = l.Address()
+		m[l.ID()] = l.Address()
 	}
 	return m
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -269,5 +270,46 @@ func TestSysTopics(t *testing.T) {
 	case e := <-ch:
 		t.Fatalf("bus got %q", e.Topic)
 	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+func TestWebSocketListener(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, func(c *Config) { c.WSAddr = "127.0.0.1:0" })
+	addr := h.a.Addrs()["ws"]
+	if addr == "" || strings.HasSuffix(addr, ":0") {
+		t.Fatalf("ws address %q", addr)
+	}
+	o := pahov3.NewClientOptions().AddBroker("ws://" + addr + "/mqtt").SetClientID("ws").SetUsername("alice").SetPassword("alicepw").
+		SetAutoReconnect(false)
+	c := pahov3.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatalf("ws connect: %v", tok.Error())
+	}
+	got := make(chan string, 1)
+	if tok := c.Subscribe("ws/t", 1, func(_ pahov3.Client, m pahov3.Message) { got <- string(m.Payload()) }); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	mustV3(t, h.addr, "tcp-side", "", "", true).pub(t, "ws/t", 1, false, "over ws")
+	select {
+	case p := <-got:
+		if p != "over ws" {
+			t.Fatalf("got %q", p)
+		}
+	case <-time.After(wait):
+		t.Fatal("nothing over WebSocket")
+	}
+	if tok := c.Publish("ws/back", 1, false, "up"); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	c.Disconnect(100)
+	// A plain HTTP request is refused, not crashed on.
+	resp, err := http.Get("http://" + addr + "/mqtt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 400 {
+		t.Fatalf("plain GET: %s", resp.Status)
 	}
 }

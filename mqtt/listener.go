@@ -32,7 +32,14 @@ type listener struct {
 	started bool
 }
 
-var _ listeners.Listener = (*listener)(nil)
+// boundListener is what the adapter needs of its listeners.
+type boundListener interface {
+	listeners.Listener
+	isClosed() bool
+	closeBound()
+}
+
+var _ boundListener = (*listener)(nil)
 
 func newListener(id, addr string, tc *tls.Config, connectTimeout time.Duration, done func(error)) *listener {
 	return &listener{
@@ -119,6 +126,13 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			_ = conn.Close()
 			l.done(err)
 		}()
+	}
+}
+
+// closeBound closes the bound socket.
+func (l *listener) closeBound() {
+	if l.ln != nil {
+		_ = l.ln.Close()
 	}
 }
 
