@@ -99,6 +99,13 @@ func (e *errorLog) add(err error) {
 	e.count[msg]++
 }
 
+// total returns how many errors were added.
+func (e *errorLog) total() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.n
+}
+
 // summary returns the distinct messages, each with "(×N)" when repeated.
 func (e *errorLog) summary() []string {
 	e.mu.Lock()
@@ -238,7 +245,7 @@ func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
 		MessagesPlanned: uint64(c.messages),
 		Sent:            totalSent,
 		Attempted:       attempted.Load(),
-		ErrorCount:      errs.n,
+		ErrorCount:      errs.total(),
 		Errors:          errs.summary(),
 		TimedOut:        timedOut.Load(),
 		Interrupted:     ctx.Err() != nil,
