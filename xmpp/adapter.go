@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -81,6 +82,10 @@ type Config struct {
 	// an XEP-0114 component to an existing server; the topic JIDs then live
 	// at ComponentDomain.
 	ComponentAddr, ComponentDomain, ComponentSecret string
+	// DeviceCommand runs a device command over whatever protocol the device
+	// speaks (the devices registry); with it chat users run XEP-0050
+	// commands on {device}@devices.{Domain}. nil: no such JIDs.
+	DeviceCommand func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error)
 	// Logger receives the adapter's logs (slog.Default() when nil).
 	Logger *slog.Logger
 	// Registerer receives the adapter's metrics (nil: no metrics).

@@ -3,9 +3,11 @@ package xmpp
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hubsmith/hub/adapters"
 )
@@ -129,4 +131,76 @@ func commandResult(iq *Element) (json.RawMessage, error) {
 	}
 	b, _ := json.Marshal(text)
 	return b, nil
+}
+
+// deviceCommandTimeout bounds a command a chat user runs on a device JID.
+const deviceCommandTimeout = 30 * time.Second
+
+// handleDeviceJID lets a chat user run a device's commands (XEP-0050) on
+// {device}@devices.{domain}: node = command name, the JSON parameters in a
+// data form field "params"; the reply comes back in the field "result". The
+// user needs publish rights on devices/{id}/commands/{name}, the topic the
+// command travels on for MQTT devices.
+func (a *Adapter) handleDeviceJID(p peer, iq *Element, device string) {
+	typ := iq.AttrValue("type")
+	if iq.Name.Local != "iq" || typ == "result" || typ == "error" {
+		return
+	}
+	cmd := iq.Child(nsCommands, "command")
+	if device == "" || cmd == nil || typ != "set" {
+		if device != "" && iq.Child(nsDiscoInfo, "query") != nil {
+			_ = p.send(resultOf(iq).Add(newElement(nsDiscoInfo, "query").Add(
+				newElement(nsDiscoInfo, "identity", "category", "client", "type", "bot", "name", device),
+				newElement(nsDiscoInfo, "feature", "var", nsCommands))))
+			return
+		}
+		a.handleServiceIQ(p, iq, "devices")
+		return
+	}
+	name := cmd.AttrValue("node")
+	if action := cmd.AttrValue("action"); name == "" || (action != "" && action != "execute" && action != "complete") {
+		_ = p.send(errorReply(iq, "modify", "bad-request"))
+		return
+	}
+	params := json.RawMessage("null")
+	if x := cmd.Child(nsData, "x"); x != nil {
+		for _, f := range x.Elements() {
+			if f.AttrValue("var") == "params" {
+				v := strings.TrimSpace(f.childText("", "value"))
+				if v != "" {
+					params = json.RawMessage(v)
+				}
+			}
+		}
+	}
+	if !json.Valid(params) {
+		_ = p.send(errorReply(iq, "modify", "bad-request"))
+		return
+	}
+	if err := a.cfg.Auth.Authorize(a.ctx, p.principal(), adapters.ActionPublish, "devices/"+device+"/commands/"+name); err != nil {
+		_ = p.send(errorReply(iq, "auth", "forbidden"))
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		ctx, cancel := context.WithTimeout(a.ctx, deviceCommandTimeout)
+		defer cancel()
+		reply, err := a.cfg.DeviceCommand(ctx, adapters.Command{ID: randomID(), DeviceID: device, Name: name, Params: params})
+		if err != nil {
+			cond, etype := "undefined-condition", "cancel"
+			switch {
+			case errors.Is(err, adapters.ErrDeviceOffline):
+				cond, etype = "recipient-unavailable", "wait"
+			case errors.Is(err, context.DeadlineExceeded):
+				cond, etype = "remote-server-timeout", "wait"
+			}
+			a.log.Info("xmpp: device command from chat", "device", device, "command", name, "err", err)
+			_ = p.send(errorReply(iq, etype, cond))
+			return
+		}
+		_ = p.send(resultOf(iq).Add(newElement(nsCommands, "command", "node", name, "sessionid", randomID()[:8], "status", "completed").Add(
+			newElement(nsData, "x", "type", "result").Add(
+				newElement(nsData, "field", "var", "result").Add(newElement(nsData, "value").AddText(string(reply)))))))
+	}()
 }

@@ -37,7 +37,13 @@ func (p *presenceRecorder) get() []presenceEvent {
 }
 
 func TestDeviceCommand(t *testing.T) {
-	h := startHub(t, nil)
+	var hub *testHub
+	h := startHub(t, func(c *Config) {
+		c.DeviceCommand = func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
+			return hub.a.SendCommand(ctx, cmd)
+		}
+	})
+	hub = h
 	rec := &presenceRecorder{}
 	h.a.SetPresenceSink(rec)
 	ctx := context.Background()
@@ -79,6 +85,21 @@ func TestDeviceCommand(t *testing.T) {
 	}
 	if _, err := h.a.SendCommand(cctx, adapters.Command{ID: "r2", DeviceID: "sensor1", Name: "fail"}); err == nil || !strings.Contains(err.Error(), "bad-request") {
 		t.Errorf("failing command: %v", err)
+	}
+
+	// A chat user runs the same command on the device's JID.
+	alice := connect(t, h, "alice", "alicepw")
+	typ, out := alice.iq(t, `<iq type='set' id='c1' to='sensor1@devices.localhost'><command xmlns='http://jabber.org/protocol/commands' node='reboot' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='params'><value>{"delay":5}</value></field></x></command></iq>`)
+	if typ != "result" || !strings.Contains(out, "completed") || !strings.Contains(out, "rebooted") {
+		t.Errorf("chat user command: %s %s", typ, out)
+	}
+	typ, out = alice.iq(t, `<iq type='set' id='c2' to='nobody@devices.localhost'><command xmlns='http://jabber.org/protocol/commands' node='reboot'/></iq>`)
+	if typ != "error" || !strings.Contains(out, "recipient-unavailable") {
+		t.Errorf("command to an absent device: %s %s", typ, out)
+	}
+	typ, out = alice.iq(t, `<iq type='set' id='c3' to='sensor1@devices.localhost'><command xmlns='http://jabber.org/protocol/commands' node='reboot'><x xmlns='jabber:x:data' type='submit'><field var='params'><value>{not json</value></field></x></command></iq>`)
+	if typ != "error" || !strings.Contains(out, "bad-request") {
+		t.Errorf("bad params: %s %s", typ, out)
 	}
 
 	_ = dev.s.Close()

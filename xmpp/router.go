@@ -21,6 +21,7 @@ func splitJID(j string) (local, domain, resource string) {
 
 func (a *Adapter) topicDomain() string  { return "topics." + a.cfg.Domain }
 func (a *Adapter) pubsubDomain() string { return "pubsub." + a.cfg.Domain }
+func (a *Adapter) devicesDomain() string { return "devices." + a.cfg.Domain }
 
 // register adds a bound session under a free resource and returns it.
 func (a *Adapter) register(s *session, res string) string {
@@ -136,6 +137,8 @@ func (a *Adapter) route(s *session, el *Element) {
 		a.topics.handle(clientPeer{s}, el, local)
 	case domain == a.pubsubDomain() && local == "" && res == "":
 		a.handlePubSub(s, el)
+	case domain == a.devicesDomain() && a.cfg.DeviceCommand != nil:
+		a.handleDeviceJID(clientPeer{s}, el, local)
 	case domain == a.cfg.Domain && local != "":
 		a.routeLocal(s, el, local+"@"+domain, res)
 	case typ == "error" || typ == "result":

@@ -71,6 +71,9 @@ func (a *Adapter) discoInfo(kind, node string) *Element {
 		cat, typ, name = "component", "generic", "hub topics"
 	case "topic":
 		cat, typ, name = "pubsub", "leaf", "hub topic"
+	case "devices":
+		cat, typ, name = "component", "generic", "hub devices"
+		features = append(features, nsCommands)
 	case "pubsub":
 		cat, typ, name = "pubsub", "service", "hub pubsub"
 		features = append(features, nsPubSub, nsPubSub+"#publish", nsPubSub+"#subscribe",
