@@ -20,7 +20,7 @@ import (
 
 // testHub is a REST adapter on a real listener over a real bus and store.
 type testHub struct {
-	t     *testing.T
+	t     testing.TB
 	a     *Adapter
 	bus   *broker.Memory
 	st    *store.Store
@@ -39,7 +39,7 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func startHub(t *testing.T, o hubOpts) *testHub {
+func startHub(t testing.TB, o hubOpts) *testHub {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, t.TempDir())
