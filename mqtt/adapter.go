@@ -9,13 +9,17 @@
 // (NoLocalProtocol/NoLocalNode), so nothing is delivered twice.
 //
 // Acknowledgements: mochi runs the OnPublish hook before it writes PUBACK or
-// PUBREC, so the hook publishes to the bus there: a QoS 1/2 publisher is
-// acknowledged only once Bus.Publish has returned nil (the envelope is
-// durable). When the bus refuses, an MQTT 5 client gets PUBACK/PUBREC with
-// reason 0x97 (quota exceeded, for broker.ErrStorage) or 0x83
-// (implementation specific error); an MQTT 3.1.1 client, which has no
-// negative acknowledgement, is disconnected. QoS 0 publishes the bus
-// refuses are dropped and counted.
+// PUBREC, but delivers to subscribers only after writing it. The hook
+// therefore publishes to the bus, then routes the packet to mochi's
+// subscribers itself (through an inline stand-in of the client), and only
+// then lets mochi acknowledge it: a QoS 1/2 publisher is acknowledged once
+// Bus.Publish has returned nil (the envelope is durable) and once the
+// copies queued for offline persistent MQTT sessions are in the store.
+// When the bus refuses, an MQTT 5 client gets PUBACK/PUBREC with reason
+// 0x97 (quota exceeded, for broker.ErrStorage), 0x90 (topic name invalid)
+// or 0x83 (implementation specific error); an MQTT 3.1.1 client, which has
+// no negative acknowledgement, is disconnected (without its will). QoS 0
+// publishes the bus refuses are dropped and counted.
 //
 // Retained values: the bus (persisted by the store through broker.Spool) is
 // the only source of truth. mochi's retained tree is a cache filled from
@@ -27,6 +31,10 @@
 // SessionStore: the client, its subscriptions, and every QoS 1/2 message
 // in flight to it or queued while it is offline (mochi keeps those in the
 // client's in-flight table and reports them through OnQosPublish).
+//
+// Authorization: every publish, subscription and delivery is checked with
+// adapters.Auth; decisions for users and devices are cached for aclTTL, so
+// a changed ACL rule takes effect within two seconds.
 package mqtt
 
 import (
@@ -42,6 +50,7 @@ import (
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hubsmith/hub/adapters"
@@ -156,10 +165,11 @@ type Adapter struct {
 	retained map[string]string // topic -> envelope id of the retained value
 
 	// treeMu serializes writes to mochi's retained tree with its
-	// wildcard scans (see hook.OnSubscribe); treeLocked marks the clients
-	// whose publish holds it.
-	treeMu     sync.RWMutex
-	treeLocked sync.Map
+	// wildcard scans (see hook.OnSubscribe).
+	treeMu sync.RWMutex
+	// proxies are the inline stand-ins that route connected clients'
+	// publishes (see hook.OnPublish), by client.
+	proxies sync.Map
 
 	aclMu    sync.Mutex
 	aclCache map[aclKey]aclEntry
@@ -526,18 +536,43 @@ func (a *Adapter) fromBus(ctx context.Context, e *broker.Envelope) error {
 		// restart): deliver it, but keep the newer retained value.
 		pk.FixedHeader.Retain = false
 	}
-	if pk.FixedHeader.Retain {
-		a.treeMu.Lock()
-	}
-	err := a.srv.InjectPacket(a.inline, pk)
-	if pk.FixedHeader.Retain {
-		a.treeMu.Unlock()
-	}
-	if err != nil {
+	if err := a.inject(a.inline, pk); err != nil {
 		return fmt.Errorf("mqtt: inject %q: %w", e.Topic, err)
 	}
 	a.metrics.fromBus.Add(1)
 	return nil
+}
+
+// inject routes pk inside mochi as published by the inline client cl:
+// retained when flagged, delivered to every matching subscription, and
+// queued (and stored, through OnQosPublish) for offline persistent
+// sessions, all before it returns. mochi counts an injected packet as
+// received; the adapter takes that back, the packet having been counted
+// where it came from.
+func (a *Adapter) inject(cl *mochi.Client, pk packets.Packet) error {
+	if pk.FixedHeader.Retain {
+		a.treeMu.Lock()
+		defer a.treeMu.Unlock()
+	}
+	err := a.srv.InjectPacket(cl, pk)
+	if err == nil && cl != a.inline {
+		atomic.AddInt64(&a.srv.Info.PacketsReceived, -1)
+		atomic.AddInt64(&a.srv.Info.MessagesReceived, -1)
+	}
+	return err
+}
+
+// proxy returns the inline stand-in of a connected client: an inline
+// client with the same id (so that MQTT 5 no-local subscriptions still
+// recognize their own messages) and protocol version.
+func (a *Adapter) proxy(cl *mochi.Client) *mochi.Client {
+	if p, ok := a.proxies.Load(cl); ok {
+		return p.(*mochi.Client)
+	}
+	p := a.srv.NewClient(nil, mochi.LocalListener, cl.ID, true)
+	p.Properties.ProtocolVersion = cl.Properties.ProtocolVersion
+	a.proxies.Store(cl, p)
+	return p
 }
 
 // newerRetained records e as its topic's retained value unless a newer one

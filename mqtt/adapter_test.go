@@ -278,3 +278,40 @@ func (a *Adapter) retainedCount(filter string) int {
 	defer a.treeMu.RUnlock()
 	return len(a.srv.Topics.Messages(filter))
 }
+
+func TestQueuedForOfflineSessionIsStoredBeforePuback(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, nil)
+	c := mustV3(t, h.addr, "away", "alice", "alicepw", false)
+	c.sub(t, "away/#", 1)
+	c.c.Disconnect(100)
+	waitFor(t, func() bool { cl, ok := h.a.srv.Clients.Get("away"); return ok && cl.Closed() })
+	p := mustV3(t, h.addr, "away-pub", "", "", true)
+	ctx := context.Background()
+	for i := range 5 {
+		p.pub(t, "away/x", 1, false, fmt.Sprint(i)) // returns on PUBACK
+		kv, err := h.st.KVList(ctx, bucketInflight)
+		if err != nil || len(kv) != i+1 {
+			t.Fatalf("after PUBACK %d: %d stored (%v)", i, len(kv), err)
+		}
+	}
+}
+
+func TestV5NoLocal(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, nil)
+	c := mustV5(t, h.addr, "nolocal", "", "")
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := c.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: "nl/#", QoS: 1, NoLocal: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.c.Publish(ctx, &paho.Publish{Topic: "nl/own", QoS: 1, Payload: []byte("mine")}); err != nil {
+		t.Fatal(err)
+	}
+	mustV3(t, h.addr, "nl-other", "", "", true).pub(t, "nl/other", 1, false, "theirs")
+	if m := c.next(t); m.Topic != "nl/other" {
+		t.Fatalf("got %q, want only the other client's message", m.Topic)
+	}
+}

@@ -174,6 +174,7 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 // session.
 func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
 	a := h.a
+	a.proxies.Delete(cl)
 	takenOver := errors.Is(cl.StopCause(), packets.ErrSessionTakenOver)
 	if dev, ok := a.online.LoadAndDelete(cl); ok {
 		// A session taken over by a new connection of the same client is
@@ -231,36 +232,41 @@ func (h *hook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
 	return pk
 }
 
-// OnPacketProcessed releases what OnSubscribe or OnPublish took.
+// OnPacketProcessed releases what OnSubscribe took.
 func (h *hook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ error) {
-	if cl.Net.Inline {
-		return
-	}
-	switch pk.FixedHeader.Type {
-	case packets.Subscribe:
+	if !cl.Net.Inline && pk.FixedHeader.Type == packets.Subscribe {
 		h.a.treeMu.RUnlock()
-	case packets.Publish:
-		if _, ok := h.a.treeLocked.LoadAndDelete(cl); ok {
-			h.a.treeMu.Unlock()
-		}
 	}
 }
 
-// OnPublish puts a client's PUBLISH on the bus before mochi acknowledges
-// it or delivers it to MQTT subscribers; see the package documentation.
+// OnPublish puts a client's PUBLISH on the bus, then routes it to the MQTT
+// subscribers itself, all before mochi acknowledges it; see the package
+// documentation.
+//
+// mochi would write PUBACK/PUBREC first and deliver afterwards, so a
+// message queued for an offline persistent session would reach the store
+// only after the publisher had its acknowledgement. Instead the hook
+// injects the packet through the client's inline stand-in (delivery,
+// retain, and OnQosPublish's store writes happen synchronously) and
+// answers CodeSuccessIgnore: mochi then runs the publisher's QoS handshake
+// as usual without delivering or retaining the packet a second time.
 func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
-		return pk, nil // from the bus already
+		return pk, nil // from the bus or a stand-in already
 	}
 	a := h.a
 	_, err := h.toBus(cl, &pk)
 	if err == nil {
-		if pk.FixedHeader.Retain {
-			// mochi retains it next; see OnSubscribe.
-			a.treeMu.Lock()
-			a.treeLocked.Store(cl, true)
+		in := pk.Copy(false)
+		in.Properties.TopicAlias, in.Properties.TopicAliasFlag = 0, false
+		if in.FixedHeader.Qos > 0 && in.PacketID == 0 {
+			in.PacketID = 1
 		}
-		return pk, nil
+		if err := a.inject(a.proxy(cl), in); err != nil {
+			a.log.Warn("mqtt: route to MQTT subscribers", "client", cl.ID, "topic", pk.TopicName, "err", err)
+			return pk, nil // let mochi deliver it itself
+		}
+		return pk, packets.CodeSuccessIgnore
 	}
 	a.log.Warn("mqtt: publish refused by the bus", "client", cl.ID, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", err)
 	if pk.FixedHeader.Qos == 0 {
