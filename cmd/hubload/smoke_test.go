@@ -111,7 +111,8 @@ func TestSmokeMQTT(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkClean(t, r, tc.wantExpected)
-			if r.Target == nil || r.Target.VmHWMKiB == 0 || r.Target.MaxRSSKiB == 0 || r.Target.CPUSeconds <= 0 {
+			// CPU is counted in 10 ms ticks, so a short run may read 0.
+			if r.Target == nil || r.Target.VmHWMKiB == 0 || r.Target.MaxRSSKiB == 0 || r.Target.CPUSeconds < 0 {
 				t.Errorf("target memory not read: %+v", r.Target)
 			}
 		})
