@@ -473,4 +473,3 @@ func (c *xmppSub) close() {
 	_ = c.s.Conn().Close()
 	c.wg.Wait()
 }
-
