@@ -155,6 +155,9 @@ type Adapter struct {
 	gate    chan struct{}
 	expires map[string]int64 // restored in-flight expiry, until Start ends
 
+	running atomic.Bool                     // serving; read by Healthy without mu
+	served  atomic.Pointer[[]boundListener] // the listeners, once started
+
 	sink     atomic.Pointer[adapters.PresenceSink]
 	roles    sync.Map // username -> role of authenticated principals
 	presMu   sync.Mutex
@@ -381,7 +384,10 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 	}
 	close(a.gate)
 	a.state = stateStarted
-	a.log.Info("mqtt: listening", "addrs", a.addrsLocked())
+	lns := a.lns
+	a.served.Store(&lns)
+	a.running.Store(true)
+	a.log.Info("mqtt: listening", "addrs", a.Addrs())
 	return nil
 }
 
@@ -451,6 +457,7 @@ func (a *Adapter) Stop(ctx context.Context) error {
 		return nil
 	}
 	a.state = stateStopped
+	a.running.Store(false)
 	var errs []error
 	if err := a.sub.Detach(); err != nil {
 		errs = append(errs, fmt.Errorf("mqtt: detach from the bus: %w", err))
@@ -472,12 +479,10 @@ func (a *Adapter) Stop(ctx context.Context) error {
 
 // Healthy reports nil while the adapter serves on all its listeners.
 func (a *Adapter) Healthy() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.state != stateStarted {
+	if !a.running.Load() {
 		return errors.New("mqtt: not running")
 	}
-	for _, l := range a.lns {
+	for _, l := range *a.served.Load() {
 		if l.isClosed() {
 			return fmt.Errorf("mqtt: listener %s closed", l.ID())
 		}
@@ -486,17 +491,13 @@ func (a *Adapter) Healthy() error {
 }
 
 // Addrs returns the bound addresses by listener name ("mqtt", "mqtts",
-// "ws").
+// "ws"); empty before Start.
 func (a *Adapter) Addrs() map[string]string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.addrsLocked()
-}
-
-func (a *Adapter) addrsLocked() map[string]string {
-	m := make(map[string]string, len(a.lns))
-	for _, l := range a.lns {
-		m[l.ID()] = l.Address()
+	m := make(map[string]string)
+	if p := a.served.Load(); p != nil {
+		for _, l := range *p {
+			m[l.ID()] = l.Address()
+		}
 	}
 	return m
 }
