@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/store"
 )
 
 // startAuthHub starts a hub on a non-loopback listener (so credentials are
@@ -202,5 +203,43 @@ func TestSSEWithAccessToken(t *testing.T) {
 	ev := nextMessage(t, events)
 	if !strings.Contains(ev.data, `"payload":"via curl"`) || !strings.Contains(ev.data, `"principal":"alice"`) {
 		t.Fatalf("event %+v", ev)
+	}
+}
+
+// Commands need publish access to devices/{id}/commands/{name}: a device
+// may not command another device, an ACL can take the right from a user.
+func TestCommandAccess(t *testing.T) {
+	t.Parallel()
+	h := startAuthHub(t)
+	ctx := context.Background()
+	for _, id := range []string{"d1", "d2"} {
+		if err := h.reg.Add(ctx, store.Device{ID: id}, id+"pw"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rules := []adapters.ACLRule{{Action: "publish", Filter: "devices/d2/commands/#", Allow: false}}
+	if err := h.st.SetACL(ctx, "alice", rules); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		auth, path string
+		status     int
+	}{
+		{"d1:d1pw", "/api/v1/devices/d2/commands/x", 403},
+		{"alice:alicepw", "/api/v1/devices/d2/commands/x", 403},
+		{"alice:alicepw", "/api/v1/devices/d1/commands/x", 503},
+		{"admin:adminpw", "/api/v1/devices/d2/commands/x", 503},
+		{"d1:d1pw", "/api/v1/devices/d1/commands/x", 503},
+		{"", "/api/v1/devices/d1/commands/x", 401},
+		{"d1:d1pw", "/api/v1/devices/d1", 403},
+	}
+	for _, tt := range tests {
+		method := "POST"
+		if !strings.Contains(tt.path, "commands") {
+			method = "GET"
+		}
+		if s, _, b := h.do(method, tt.path, tt.auth, "application/json", "{}"); s != tt.status {
+			t.Errorf("%s %s: %d %s, want %d", tt.auth, tt.path, s, b, tt.status)
+		}
 	}
 }

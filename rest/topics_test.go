@@ -1,14 +1,24 @@
 package rest
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/devices"
+	"github.com/hubsmith/hub/store"
 )
 
 func TestPublishReachesBus(t *testing.T) {
@@ -176,5 +186,90 @@ func TestHealthAndMisc(t *testing.T) {
 	}
 	if s, _, b := h.do("GET", "/metrics", "", "", ""); s != 404 {
 		t.Errorf("metrics without handler: %d %s", s, b)
+	}
+}
+
+func TestHealthFuncAndMetrics(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, err := store.Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	bus, err := broker.NewMemory(broker.MemoryConfig{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	reg, _ := devices.New(devices.Config{Store: st, Bus: bus})
+	promReg := prometheus.NewRegistry()
+	healthErr := errors.New("mqtt: listener closed")
+	var sick atomic.Bool
+	a, err := New(Config{Addr: "127.0.0.1:0", Bus: bus, Store: st, Auth: adapters.NewAuth(st, nil), Devices: reg,
+		Health: func() error {
+			if sick.Load() {
+				return healthErr
+			}
+			return nil
+		},
+		Metrics: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}), Registerer: promReg, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop(ctx)
+	h := &testHub{t: t, base: "http://" + a.Addrs()["http"], httpc: http.DefaultClient}
+	if s, _, b := h.do("GET", "/healthz", "", "", ""); s != 200 || b != "ok" {
+		t.Fatalf("healthy: %d %q", s, b)
+	}
+	sick.Store(true)
+	if s, _, b := h.do("GET", "/healthz", "", "", ""); s != 503 || !strings.Contains(b, "listener closed") {
+		t.Fatalf("sick: %d %q", s, b)
+	}
+	h.do("POST", "/api/v1/topics/m", "", "", "x")
+	s, _, b := h.do("GET", "/metrics", "", "", "")
+	if s != 200 || !strings.Contains(b, "hub_rest_published_total 1") ||
+		!strings.Contains(b, `hub_rest_requests_total{code="202",method="POST",route="/api/v1/topics/*topic"} 1`) {
+		t.Fatalf("metrics: %d %s", s, b)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	t.Parallel()
+	st, err := store.Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	bus, _ := broker.NewMemory(broker.MemoryConfig{})
+	defer bus.Close()
+	reg, _ := devices.New(devices.Config{Store: st, Bus: bus})
+	auth := adapters.NewAuth(st, nil)
+	ok := Config{Addr: "127.0.0.1:0", Bus: bus, Store: st, Auth: auth, Devices: reg}
+	tests := []struct {
+		field  string
+		mutate func(*Config)
+	}{
+		{"Addr", func(c *Config) { c.Addr = "" }},
+		{"Addr", func(c *Config) { c.Addr = "nohostport" }},
+		{"Bus", func(c *Config) { c.Bus = nil }},
+		{"Store", func(c *Config) { c.Store = nil }},
+		{"Auth", func(c *Config) { c.Auth = nil }},
+		{"Devices", func(c *Config) { c.Devices = nil }},
+		{"MaxBody", func(c *Config) { c.MaxBody = -1 }},
+		{"Heartbeat", func(c *Config) { c.Heartbeat = -time.Second }},
+	}
+	for _, tt := range tests {
+		c := ok
+		tt.mutate(&c)
+		if _, err := New(c); err == nil || !strings.Contains(err.Error(), tt.field) {
+			t.Errorf("%s: %v", tt.field, err)
+		}
+	}
+	if _, err := New(ok); err != nil {
+		t.Fatal(err)
 	}
 }
