@@ -67,6 +67,8 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 		return nil, fmt.Errorf("hub: open store: %w", err)
 	}
 	h.Store = st
+	st.SetLogger(log.With("component", "store"))
+	h.Registry.MustRegister(st.Collector())
 	if cfg.NATS != "" {
 		return nil, errors.New("hub: --nats: the cluster bus is not available in this build yet")
 	}
