@@ -72,6 +72,9 @@ func ReplyJSON(payload []byte) json.RawMessage {
 // device is offline, and an error wrapping context.DeadlineExceeded when
 // ctx times out. The reply is the device's payload as JSON (see ReplyJSON).
 //
+// A device counts as online when the store says so and an adapter reported
+// it since this registry was made (see ResetPresence).
+//
 // A device whose protocol has a registered Commander gets the command from
 // it; every other device gets it over the bus: the registry subscribes to
 // devices/{id}/responses/{REQ}, then publishes {"id": REQ, "params": ...}
@@ -91,7 +94,7 @@ func (r *Registry) SendCommand(ctx context.Context, deviceID, name string, param
 	if err != nil {
 		return nil, err
 	}
-	if !d.Online {
+	if !d.Online || !r.seen(deviceID) {
 		return nil, fmt.Errorf("devices: command %q to %q: %w", name, deviceID, adapters.ErrDeviceOffline)
 	}
 	req := broker.NewID()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hubsmith/hub/broker"
@@ -70,4 +71,33 @@ func (r *Registry) DevicePresence(ctx context.Context, deviceID, protocol string
 	if err := r.bus.Publish(ctx, e); err != nil {
 		r.log.Warn("devices: presence: publish failed", "device", deviceID, "online", online, "err", err)
 	}
+}
+
+// ResetPresence marks every device that the store still shows online as
+// offline, as of now, and publishes that. A hub that starts has no device
+// connected yet; without this, devices online when the previous run ended
+// (a crash, kill -9) would stay online until they reconnect and leave.
+// cmd/hub calls it once before starting the adapters.
+func (r *Registry) ResetPresence(ctx context.Context) error {
+	ds, err := r.st.ListDevices(ctx)
+	if err != nil {
+		return fmt.Errorf("devices: reset presence: %w", err)
+	}
+	now := time.Now()
+	for _, d := range ds {
+		if d.Online {
+			r.DevicePresence(ctx, d.ID, d.Protocol, false, now)
+		}
+	}
+	return nil
+}
+
+// seen reports whether a presence event for the device reached this
+// registry since it was made: a device the store shows online without one
+// is a leftover of an earlier run.
+func (r *Registry) seen(id string) bool {
+	r.pmu.Lock()
+	defer r.pmu.Unlock()
+	_, ok := r.last[id]
+	return ok
 }

@@ -339,3 +339,30 @@ func TestWithoutBus(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A device left online by an earlier run is offline for commands, and
+// ResetPresence records and announces that.
+func TestResetPresence(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, true)
+	ctx := context.Background()
+	if err := e.reg.Add(ctx, store.Device{ID: "old"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.SetPresence(ctx, "old", true, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.SendCommand(ctx, "old", "x", nil); !errors.Is(err, adapters.ErrDeviceOffline) {
+		t.Fatalf("stale online device: %v", err)
+	}
+	if err := e.reg.ResetPresence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := e.reg.Get(ctx, "old"); d.Online {
+		t.Error("still online after reset")
+	}
+	rs, _ := e.bus.Retained(ctx, PresenceTopic("old"))
+	if len(rs) != 1 || !strings.Contains(string(rs[0].Payload), `"online":false`) {
+		t.Errorf("presence after reset: %v", rs)
+	}
+}
