@@ -115,6 +115,7 @@ type Adapter struct {
 	conns    map[*udpClient.Conn]*connState
 	presence adapters.PresenceSink
 	online   map[string]int
+	durables map[string]*observation // durable subscription id -> holder
 	lvSub    broker.Subscription
 
 	ctx     context.Context
@@ -212,6 +213,8 @@ func New(cfg Config) (*Adapter, error) {
 		addrs:   make(map[string]string),
 		conns:   make(map[*udpClient.Conn]*connState),
 		online:  make(map[string]int),
+
+		durables: make(map[string]*observation),
 	}
 	if cfg.LastValues > 0 {
 		a.lastVals = newLastValues(cfg.LastValues, 64*cfg.MaxPayload)
@@ -524,7 +527,7 @@ func (a *Adapter) connClosed(cs *connState) {
 	}
 	cs.mu.Unlock()
 	for _, o := range obs {
-		o.end("connection closed")
+		o.end("connection closed", true)
 	}
 	a.mu.Lock()
 	delete(a.conns, cs.cc)

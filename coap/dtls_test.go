@@ -13,6 +13,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/options"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/hubsmith/hub/store"
 )
 
 func dialDTLS(t *testing.T, addr, identity string, key []byte) (*udpClient.Conn, error) {
@@ -107,4 +109,50 @@ func TestDTLSIdleOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "offline after idling", func() bool { return slices.Contains(e.presence.snapshot(), "sensor1 coap offline") })
+}
+
+// TestDTLSObserverGetsWhatItMissed: a device's CON observation over DTLS is
+// a durable subscription; QoS 1 commands published while the device is
+// away reach it, in order, when it observes again from a new session.
+func TestDTLSObserverGetsWhatItMissed(t *testing.T) {
+	t.Parallel()
+	st, err := store.Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	e := startSpool(t, st, func(c *Config) { c.DTLSAddr = "127.0.0.1:0" })
+	observe := func() (*udpClient.Conn, chan notification) {
+		cc, err := dialDTLS(t, e.dtlsAddr, "sensor1", testPSK)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, f := observeChan(t)
+		if _, err := cc.Observe(ctx5(t), "/ps/devices/sensor1/commands/+", f); err != nil {
+			t.Fatal(err)
+		}
+		nextNote(t, ch)
+		return cc, ch
+	}
+	cc, ch := observe()
+	publish(t, e.bus, "devices/sensor1/commands/a", "1", "", 1, false)
+	if n := nextNote(t, ch); string(n.payload) != "1" {
+		t.Fatalf("live command %+v", n)
+	}
+	_ = cc.Close()
+	waitFor(t, "observation to end with the session", func() bool { return e.a.observations() == 0 })
+	publish(t, e.bus, "devices/sensor1/commands/b", "2", "", 1, false)
+	publish(t, e.bus, "devices/sensor1/commands/c", "3", "", 1, false)
+	publish(t, e.bus, "devices/sensor1/commands/d", "lost", "", 0, false) // QoS 0 is not kept
+	_, ch = observe()
+	for _, want := range []string{"2", "3"} {
+		if n := nextNote(t, ch); string(n.payload) != want {
+			t.Fatalf("missed command %+v, want %q", n, want)
+		}
+	}
+	select {
+	case n := <-ch:
+		t.Fatalf("unexpected notification %+v", n)
+	case <-time.After(200 * time.Millisecond):
+	}
 }

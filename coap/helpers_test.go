@@ -80,7 +80,13 @@ type env struct {
 // start runs a real bus and adapter on 127.0.0.1:0; mod adjusts the config.
 func start(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
-	bus, err := broker.NewMemory(broker.MemoryConfig{Node: "test", Logger: slog.New(slog.DiscardHandler)})
+	return startSpool(t, nil, mod)
+}
+
+// startSpool is start with a bus whose durable state goes to spool.
+func startSpool(t testing.TB, spool broker.Spool, mod func(*Config)) *env {
+	t.Helper()
+	bus, err := broker.NewMemory(broker.MemoryConfig{Spool: spool, Node: "test", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package coap
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,10 @@ type observation struct {
 	key    string
 	filter string
 	con    bool // registered with CON: QoS 1, CON notifications
+	// durableID names the durable subscription of a DTLS device's CON
+	// observation: what it misses while away waits in the bus's durable
+	// queue until it observes the same filter again ("" otherwise).
+	durableID string
 
 	ready     chan struct{} // closed once the registration response is out
 	readyOnce sync.Once
@@ -39,6 +44,7 @@ type observation struct {
 
 	mu      sync.Mutex
 	sub     broker.Subscription
+	subDone chan struct{} // closed once the bus subscription has ended
 	mids    [8]int32
 	nmids   int
 	lastAck time.Time
@@ -68,7 +74,7 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 	closed := cs.closed
 	cs.mu.Unlock()
 	if old != nil {
-		old.end("re-registered")
+		<-old.end("re-registered", true)
 	}
 	if full || closed {
 		return a.read(w, req)
@@ -76,16 +82,20 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 	o := &observation{
 		a: a, cs: cs, token: token, key: string(token), filter: filter,
 		con:   req.msg.Type() == message.Confirmable,
-		ready: make(chan struct{}), lastAck: time.Now(),
+		ready: make(chan struct{}), lastAck: time.Now(), subDone: make(chan struct{}),
 	}
 	o.ctx, o.cancel = context.WithCancel(a.ctx)
-	var qos byte
+	opts := broker.SubscribeOptions{Filters: []string{filter}}
 	if o.con {
-		qos = 1
+		opts.QoS = 1
+		if cs.device != "" {
+			o.durableID = "coap/" + cs.device + "/" + filter
+			opts.ID, opts.Durable = o.durableID, true
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), reqTimeout)
 	defer cancel()
-	sub, err := a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{Filters: []string{filter}, QoS: qos}, o.handle)
+	sub, err := a.subscribe(ctx, opts, o)
 	if err != nil {
 		o.cancel()
 		return a.fail(w, fmt.Errorf("observe %q: %w", filter, err))
@@ -96,8 +106,10 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 	cs.mu.Lock()
 	if cs.closed {
 		cs.mu.Unlock()
+		o.ended.Store(true)
 		o.cancel()
-		_ = sub.Unsubscribe()
+		a.forgetDurable(o)
+		_ = sub.Detach()
 		return a.fail(w, fmt.Errorf("observe %q: %w", filter, broker.ErrClosed))
 	}
 	cs.obs[o.key] = o
@@ -106,24 +118,24 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 	if !responsewriter.AfterWrite(req.msg.Context(), o.markReady) {
 		o.markReady()
 	}
-	opts := message.Options{}
+	obsOpt := message.Options{}
 	buf := make([]byte, 4)
-	opts, _, _ = opts.SetUint32(buf, message.Observe, o.next())
+	obsOpt, _, _ = obsOpt.SetUint32(buf, message.Observe, o.next())
 	if !broker.IsFilter(filter) {
 		e, err := a.lastValue(filter)
 		if err != nil {
-			o.end("cannot read last value")
+			o.end("cannot read last value", false)
 			return a.fail(w, err)
 		}
 		if e == nil {
 			e = &broker.Envelope{Topic: filter}
 		}
-		return a.respond(w, codes.Content, e, opts)
+		return a.respond(w, codes.Content, e, obsOpt)
 	}
 	// A filter's retained values follow the registration as notifications.
 	ret, err := a.cfg.Bus.Retained(ctx, filter)
 	if err != nil {
-		o.end("cannot read retained values")
+		o.end("cannot read retained values", false)
 		return a.fail(w, fmt.Errorf("retained %q: %w", filter, err))
 	}
 	if len(ret) > 0 {
@@ -137,7 +149,7 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 			}
 		}()
 	}
-	return a.respond(w, codes.Content, &broker.Envelope{Topic: filter}, opts)
+	return a.respond(w, codes.Content, &broker.Envelope{Topic: filter}, obsOpt)
 }
 
 // deregister ends the observation of a token (GET with Observe: 1).
@@ -146,7 +158,7 @@ func (a *Adapter) deregister(cs *connState, token message.Token) {
 	o := cs.obs[string(token)]
 	cs.mu.Unlock()
 	if o != nil {
-		o.end("deregistered")
+		o.end("deregistered", false)
 	}
 }
 
@@ -170,7 +182,7 @@ func (cs *connState) reset(mid int32) {
 	cs.mu.Unlock()
 	if hit != nil {
 		hit.wasReset.Store(true)
-		hit.end("reset by observer")
+		hit.end("reset by observer", false)
 	}
 }
 
@@ -181,12 +193,50 @@ func (o *observation) remember(mid int32) {
 	o.mu.Unlock()
 }
 
-// end deregisters the observation. It never blocks, so it may run in the
-// transport's read loop or in the subscription's own handler: the bus
-// subscription is ended from a goroutine of its own.
-func (o *observation) end(reason string) {
-	if !o.ended.CompareAndSwap(false, true) {
+// subscribe attaches the observation's bus subscription. A device that
+// observes again from a new DTLS session while its old session lingers
+// takes the durable subscription over.
+func (a *Adapter) subscribe(ctx context.Context, opts broker.SubscribeOptions, o *observation) (broker.Subscription, error) {
+	sub, err := a.cfg.Bus.Subscribe(ctx, opts, o.handle)
+	if errors.Is(err, broker.ErrDuplicateSubscriber) && opts.Durable {
+		a.mu.Lock()
+		old := a.durables[opts.ID]
+		a.mu.Unlock()
+		if old != nil {
+			<-old.end("taken over by a new session", true)
+		}
+		sub, err = a.cfg.Bus.Subscribe(ctx, opts, o.handle)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if opts.Durable {
+		a.mu.Lock()
+		a.durables[opts.ID] = o
+		a.mu.Unlock()
+	}
+	return sub, nil
+}
+
+func (a *Adapter) forgetDurable(o *observation) {
+	if o.durableID == "" {
 		return
+	}
+	a.mu.Lock()
+	if a.durables[o.durableID] == o {
+		delete(a.durables, o.durableID)
+	}
+	a.mu.Unlock()
+}
+
+// end deregisters the observation. keep detaches a durable subscription
+// (the observer is away: what it misses is kept for it) instead of ending
+// it. end never blocks, so it may run in the transport's read loop or in
+// the subscription's own handler: the subscription is ended from a
+// goroutine of its own, and the returned channel closes when it has.
+func (o *observation) end(reason string, keep bool) <-chan struct{} {
+	if !o.ended.CompareAndSwap(false, true) {
+		return o.subDone
 	}
 	o.cancel()
 	o.cs.mu.Lock()
@@ -194,21 +244,41 @@ func (o *observation) end(reason string) {
 		delete(o.cs.obs, o.key)
 	}
 	o.cs.mu.Unlock()
+	o.a.forgetDurable(o)
 	o.a.metrics.observers.Dec()
 	o.a.log.Debug("coap: observation ended", "remote", o.cs.remote, "filter", o.filter, "reason", reason)
 	o.mu.Lock()
 	sub := o.sub
 	o.mu.Unlock()
-	if sub == nil {
-		return
-	}
 	o.a.wg.Add(1)
 	go func() {
 		defer o.a.wg.Done()
-		if err := sub.Unsubscribe(); err != nil {
-			o.a.log.Debug("coap: unsubscribe", "err", err)
+		defer close(o.subDone)
+		if sub == nil {
+			return
+		}
+		var err error
+		if keep {
+			err = sub.Detach()
+		} else {
+			err = sub.Unsubscribe()
+		}
+		if err != nil {
+			o.a.log.Debug("coap: end subscription", "err", err)
 		}
 	}()
+	return o.subDone
+}
+
+// errGone tells the bus that a durable observation could not take an
+// envelope, which then stays queued for the observer's return.
+var errGone = errors.New("observer gone")
+
+func (o *observation) gone() error {
+	if o.durableID != "" {
+		return errGone
+	}
+	return nil
 }
 
 // handle is the bus handler of an observation.
@@ -216,30 +286,36 @@ func (o *observation) handle(ctx context.Context, e *broker.Envelope) error {
 	select {
 	case <-o.ready:
 	case <-o.ctx.Done():
-		return nil
+		return o.gone()
 	case <-ctx.Done():
-		return nil
+		return ctx.Err()
 	}
-	if o.ended.Load() || (e.Retain && len(e.Payload) == 0) {
+	if o.ended.Load() {
+		return o.gone()
+	}
+	if e.Retain && len(e.Payload) == 0 {
 		return nil // a cleared retained value is no representation
 	}
 	var qos byte
 	if o.con {
 		qos = min(e.QoS, 1)
 	}
-	o.notify(ctx, e, qos)
+	if !o.notify(ctx, e, qos) {
+		return o.gone()
+	}
 	return nil
 }
 
 // notify sends one notification: CON when the observer registered with
 // CON and the envelope is QoS >= 1, or when the observer has been silent
 // for IdleTimeout (RFC 7641 §4.5); NON otherwise. An unacknowledged CON
-// notification, or a Reset, ends the observation.
-func (o *observation) notify(ctx context.Context, e *broker.Envelope, qos byte) {
+// notification, or a Reset, ends the observation; notify then reports
+// false.
+func (o *observation) notify(ctx context.Context, e *broker.Envelope, qos byte) bool {
 	o.sendMu.Lock()
 	defer o.sendMu.Unlock()
 	if o.ended.Load() {
-		return
+		return false
 	}
 	a := o.a
 	o.mu.Lock()
@@ -281,9 +357,11 @@ func (o *observation) notify(ctx context.Context, e *broker.Envelope, qos byte) 
 	a.metrics.notifications.WithLabelValues(typ).Inc()
 	switch {
 	case o.wasReset.Load():
-		o.end("reset by observer")
+		o.end("reset by observer", false)
+		return false
 	case err != nil && con:
-		o.end(fmt.Sprintf("confirmable notification failed: %v", err))
+		o.end(fmt.Sprintf("confirmable notification failed: %v", err), true)
+		return false
 	case err != nil:
 		a.log.Debug("coap: notification", "remote", o.cs.remote, "err", err)
 	case con:
@@ -291,4 +369,5 @@ func (o *observation) notify(ctx context.Context, e *broker.Envelope, qos byte) 
 		o.lastAck = time.Now()
 		o.mu.Unlock()
 	}
+	return true
 }
