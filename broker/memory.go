@@ -142,12 +142,16 @@ func (m *Memory) Publish(ctx context.Context, e *Envelope) error {
 
 	var spoolIDs []string
 	var spooled []*memSub
-	seen := make(map[*memSub]struct{}, 4)
+	// Only a subscription with several filters can match twice; those are
+	// few, so a short list beats a map per publish.
+	var multi []*memSub
 	m.idx.match(e.Topic, func(s *memSub) {
-		if _, dup := seen[s]; dup {
-			return
+		if len(s.opts.Filters) > 1 {
+			if slices.Contains(multi, s) {
+				return
+			}
+			multi = append(multi, s)
 		}
-		seen[s] = struct{}{}
 		if s.noLocal(e) {
 			return
 		}
