@@ -107,6 +107,10 @@ type Adapter struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	timers sync.WaitGroup // resumption timers
+	// offlineMu orders "user becomes available" against "store a stanza
+	// because the user is not", so nothing is stored after the user's
+	// offline stanzas were fetched.
+	offlineMu sync.Mutex
 
 	mu        sync.Mutex
 	ln        net.Listener

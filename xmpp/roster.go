@@ -269,11 +269,14 @@ func (a *Adapter) handleSubscription(s *session, el *Element, contact string) {
 	if !deliver {
 		return
 	}
+	a.offlineMu.Lock()
 	targets := a.availableOf(contact)
 	if len(targets) == 0 && out.AttrValue("type") == "subscribe" {
 		_ = a.storeOffline(ctx, contact, out)
+		a.offlineMu.Unlock()
 		return
 	}
+	a.offlineMu.Unlock()
 	for _, t := range targets {
 		p := out.Copy()
 		p.SetAttr("to", t.jid)

@@ -19,8 +19,8 @@ func splitJID(j string) (local, domain, resource string) {
 	return "", strings.ToLower(bare), resource
 }
 
-func (a *Adapter) topicDomain() string  { return "topics." + a.cfg.Domain }
-func (a *Adapter) pubsubDomain() string { return "pubsub." + a.cfg.Domain }
+func (a *Adapter) topicDomain() string   { return "topics." + a.cfg.Domain }
+func (a *Adapter) pubsubDomain() string  { return "pubsub." + a.cfg.Domain }
 func (a *Adapter) devicesDomain() string { return "devices." + a.cfg.Domain }
 
 // register adds a bound session under a free resource and returns it.
@@ -172,10 +172,12 @@ func (a *Adapter) handleServer(s *session, el *Element) {
 func (a *Adapter) handleOwnPresence(s *session, el *Element) {
 	switch el.AttrValue("type") {
 	case "":
+		a.offlineMu.Lock()
 		s.mu.Lock()
 		first := !s.available
 		s.available, s.presence = true, el.Copy()
 		s.mu.Unlock()
+		a.offlineMu.Unlock()
 		a.broadcastPresence(s, el)
 		if first {
 			a.sendContactPresences(s)
@@ -287,10 +289,16 @@ func (a *Adapter) routeLocal(s *session, el *Element, bare, res string) {
 				return
 			}
 		}
+		a.offlineMu.Lock()
 		targets := a.availableOf(bare)
 		if len(targets) == 0 {
+			var err error
 			if typ == "" || typ == "chat" || typ == "normal" {
-				if err := a.storeOffline(context.WithoutCancel(a.ctx), bare, el); err != nil {
+				err = a.storeOffline(context.WithoutCancel(a.ctx), bare, el)
+			}
+			a.offlineMu.Unlock()
+			if typ == "" || typ == "chat" || typ == "normal" {
+				if err != nil {
 					a.log.Info("xmpp: offline message not kept", "to", bare, "err", err)
 					if errors.Is(err, store.ErrNotFound) {
 						a.reply(s, errorReply(el, "cancel", "service-unavailable"))
@@ -301,6 +309,7 @@ func (a *Adapter) routeLocal(s *session, el *Element, bare, res string) {
 			}
 			return
 		}
+		a.offlineMu.Unlock()
 		for _, t := range targets {
 			_, _ = t.send(el)
 		}

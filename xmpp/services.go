@@ -171,7 +171,7 @@ func (a *Adapter) handlePubSubFor(p peer, iq *Element) {
 			fail(err)
 			return
 		}
-		if err := a.cfg.Store.KVPut(ctx, pubsubBucket, p.bareJID()+" "+node, []byte(p.subID())); err != nil {
+		if err := a.topics.remember(ctx, p, pubsubBucket, node); err != nil {
 			fail(err)
 			return
 		}

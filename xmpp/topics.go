@@ -103,6 +103,15 @@ func (t *topicService) handle(p peer, el *Element, local string) {
 	}
 }
 
+// remember persists a subscription of p (not for anonymous users, whose
+// subscriptions end with their session).
+func (t *topicService) remember(ctx context.Context, p peer, bucket, filter string) error {
+	if p.principal().Anonymous {
+		return nil
+	}
+	return t.a.cfg.Store.KVPut(ctx, bucket, topicKey(p.bareJID(), filter), []byte(p.subID()))
+}
+
 func (t *topicService) subscribed(ctx context.Context, bare, topic string) bool {
 	_, err := t.a.cfg.Store.KVGet(ctx, topicBucket, topicKey(bare, topic))
 	return err == nil
@@ -116,7 +125,7 @@ func (t *topicService) subscribe(ctx context.Context, p peer, topic, from string
 		_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
 		return
 	}
-	if err := t.a.cfg.Store.KVPut(ctx, topicBucket, topicKey(p.bareJID(), topic), []byte(p.subID())); err != nil {
+	if err := t.remember(ctx, p, topicBucket, topic); err != nil {
 		t.a.log.Warn("xmpp: store topic subscription", "jid", p.bareJID(), "topic", topic, "err", err)
 		_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
 		return
@@ -180,8 +189,10 @@ func (t *topicService) attach(ctx context.Context, p peer, filter string, pubsub
 		}
 		return t.a.deliverEnvelope(ctx, p, e, build)
 	}
+	// An anonymous user's JID is gone with its session: nothing is kept.
+	durable := !p.principal().Anonymous
 	sub, err := t.a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{
-		ID: id, Filters: []string{filter}, QoS: 1, Durable: true,
+		ID: id, Filters: []string{filter}, QoS: 1, Durable: durable,
 	}, h)
 	if err != nil {
 		close(ready)
