@@ -6,4 +6,25 @@
 // XEP-0199 ping, XEP-0198 stream management, XEP-0050 ad-hoc commands to
 // devices, and an XEP-0114 component mode that serves the topic JIDs from
 // an existing XMPP server.
+//
+// The server is written over encoding/xml rather than on mellium's server
+// side: the stanza reader (reader.go) bounds stanza size and nesting,
+// refuses DTDs, comments and processing instructions, and rate-limits each
+// connection; SCRAM (scram.go) runs against the store's StoredKey and
+// ServerKey. mellium's client is what the tests log in with.
+//
+// State kept in the store's key/value buckets:
+//   - "xmpp-roster:{user}": the user's roster, one JSON item per contact;
+//   - "xmpp-topics" and "xmpp-pubsub": topic and PubSub subscriptions,
+//     keyed "{bare JID} {topic or filter}";
+//   - "xmpp-offline:{user}": chat messages and subscription requests for a
+//     user with no available resource, bounded by Config.OfflineLimit.
+//
+// Topic and PubSub subscriptions are durable bus subscriptions
+// ("xmpp:{user}:{topic}", "xmpp-ps:{user}:{filter}", QoS 1), attached while
+// the user has an available resource and detached otherwise, so the bus
+// keeps what arrives meanwhile and delivers it in order at the next login.
+// With XEP-0198 on, a QoS 1 envelope counts as delivered only once the
+// client acknowledged the stanza; until then it is resent on resumption, or
+// stays queued on the bus if the session ends.
 package xmpp

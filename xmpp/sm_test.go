@@ -126,3 +126,26 @@ func TestStreamResumption(t *testing.T) {
 		t.Errorf("stale resume: %s", failed)
 	}
 }
+
+// TestUnackedRequeued checks QoS 1 over XEP-0198 without resumption: a
+// topic message the client never acknowledged is delivered again at the
+// next login.
+func TestUnackedRequeued(t *testing.T) {
+	h := startHub(t, nil)
+	topicJID := "pump.state@topics.localhost"
+	c := newSMClient(t, h, true)
+	c.write(t, `<enable xmlns='urn:xmpp:sm:3'/>`)
+	c.until(t, "enabled", func(el *Element) bool { return el.Name.Local == "enabled" })
+	c.write(t, `<presence/><presence to='`+topicJID+`' type='subscribe'/>`)
+	c.until(t, "subscribed", func(el *Element) bool { return el.AttrValue("type") == "subscribed" })
+	if err := h.bus.Publish(context.Background(), &broker.Envelope{Topic: "pump/state", Payload: []byte("running"), QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	c.until(t, "value", bodyIs(topicJID, "running"))
+	_ = c.conn.Close() // never acknowledged
+
+	alice := connect(t, h, "alice", "alicepw")
+	if got := alice.expect(t, "unacknowledged value again", isMessageFrom(topicJID)); got.Body != "running" {
+		t.Errorf("body %q", got.Body)
+	}
+}
