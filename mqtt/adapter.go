@@ -139,6 +139,7 @@ type Adapter struct {
 	auth     *adapters.Auth
 	log      *slog.Logger
 	sessions *sessions
+	order    *queueOrder
 	metrics  *metrics
 
 	// lifetime context of calls made from hooks (auth, bus publish).
@@ -262,6 +263,7 @@ func New(cfg Config) (*Adapter, error) {
 		presence: make(map[string]int),
 		retained: make(map[string]string),
 		lnAddr:   make(map[string]string),
+		order:    newQueueOrder(),
 	}
 	if a.auth == nil {
 		a.auth = adapters.NewAuth(nil, nil)

@@ -30,14 +30,13 @@ func (h *hook) ID() string { return "hub-mqtt" }
 var (
 	alwaysProvided = []byte{
 		mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
-		mochi.OnSessionEstablished, mochi.OnDisconnect,
+		mochi.OnSessionEstablish, mochi.OnSessionEstablished, mochi.OnDisconnect,
+		mochi.OnQosPublish, mochi.OnQosComplete, mochi.OnQosDropped, mochi.OnClientExpired,
 		mochi.OnPublish, mochi.OnWillSent,
 		mochi.OnSubscribe, mochi.OnPacketProcessed,
 	}
 	storageProvided = []byte{
 		mochi.OnSubscribed, mochi.OnUnsubscribed,
-		mochi.OnQosPublish, mochi.OnQosComplete, mochi.OnQosDropped,
-		mochi.OnClientExpired,
 		mochi.StoredClients, mochi.StoredSubscriptions, mochi.StoredInflightMessages,
 	}
 )
@@ -168,6 +167,9 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 			s.purge(cl.ID) // a persistent session this id had before
 		}
 	}
+	if !persistent(cl) {
+		a.order.forget(cl.ID)
+	}
 }
 
 // OnDisconnect reports device presence and updates or forgets the stored
@@ -181,8 +183,7 @@ func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
 		// not the device going away.
 		a.presenceChange(dev.(string), -1, takenOver)
 	}
-	s := a.sessions
-	if s == nil || cl.Net.Conn == nil || takenOver {
+	if cl.Net.Conn == nil || takenOver {
 		return // loaded from the store at start, or now owned by another connection
 	}
 	// The connection that ends may no longer own its client id: a new one
@@ -192,9 +193,14 @@ func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
 	if cur, ok := a.srv.Clients.Get(cl.ID); ok && cur != cl {
 		return
 	}
-	if expire {
-		s.purge(cl.ID)
-	} else if persistent(cl) {
+	s := a.sessions
+	switch {
+	case expire:
+		a.order.forget(cl.ID)
+		if s != nil {
+			s.purge(cl.ID)
+		}
+	case persistent(cl) && s != nil:
 		s.saveClient(cl, a.principal(cl).Role)
 	}
 }
@@ -333,29 +339,58 @@ func (h *hook) OnUnsubscribed(cl *mochi.Client, _ packets.Packet) {
 	}
 }
 
-// OnQosPublish stores a message in flight to or from a persistent session,
-// including one queued while the client is offline.
+// OnQosPublish numbers a message queued for a persistent session (see
+// queueOrder) and stores it, including one queued while the client is
+// offline.
 func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int) {
-	if persistent(cl) {
-		h.a.sessions.saveInflight(cl, pk)
+	if !persistent(cl) {
+		return
+	}
+	var seq int64
+	if pk.FixedHeader.Type == packets.Publish {
+		seq = h.a.order.add(cl.ID, pk.PacketID)
+	}
+	if s := h.a.sessions; s != nil {
+		s.saveInflight(cl, pk, seq)
 	}
 }
 
 // OnQosComplete forgets a completed message.
 func (h *hook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
-	h.a.sessions.deleteInflight(cl.ID, pk.PacketID)
+	h.a.order.done(cl.ID, pk.PacketID)
+	if s := h.a.sessions; s != nil {
+		s.deleteInflight(cl.ID, pk.PacketID)
+	}
 }
 
 // OnQosDropped forgets a dropped or expired message.
 func (h *hook) OnQosDropped(cl *mochi.Client, pk packets.Packet) {
-	if !cl.IsTakenOver() {
-		h.a.sessions.deleteInflight(cl.ID, pk.PacketID)
+	if cl.IsTakenOver() {
+		return // now the new connection's
+	}
+	h.a.order.done(cl.ID, pk.PacketID)
+	if s := h.a.sessions; s != nil {
+		s.deleteInflight(cl.ID, pk.PacketID)
 	}
 }
 
 // OnClientExpired forgets a session whose expiry interval has passed.
 func (h *hook) OnClientExpired(cl *mochi.Client) {
-	h.a.sessions.purge(cl.ID)
+	h.a.order.forget(cl.ID)
+	if s := h.a.sessions; s != nil {
+		s.purge(cl.ID)
+	}
+}
+
+// OnSessionEstablish runs before mochi hands a returning client its
+// session and resends what is in flight: it puts that in queueing order.
+func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
+	if pk.Connect.Clean {
+		return
+	}
+	if old, ok := h.a.srv.Clients.Get(cl.ID); ok && old != cl {
+		h.a.order.reorder(old)
+	}
 }
 
 // StoredClients returns the persistent sessions, and learns their roles.
@@ -373,9 +408,19 @@ func (h *hook) StoredSubscriptions() ([]storage.Subscription, error) {
 }
 
 // StoredInflightMessages returns the messages queued for persistent
-// sessions.
+// sessions, and restores their order and expiry.
 func (h *hook) StoredInflightMessages() ([]storage.Message, error) {
-	msgs, exp, err := h.a.sessions.loadInflight()
-	h.a.expires = exp
+	recs, err := h.a.sessions.loadInflight()
+	msgs := make([]storage.Message, len(recs))
+	h.a.expires = make(map[string]int64)
+	for i, r := range recs {
+		msgs[i] = r.Message
+		if r.Seq > 0 {
+			h.a.order.set(r.Client, r.PacketID, r.Seq)
+		}
+		if r.Expiry != 0 {
+			h.a.expires[inflightKey(r.Client, r.PacketID)] = r.Expiry
+		}
+	}
 	return msgs, err
 }

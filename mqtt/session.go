@@ -53,6 +53,7 @@ type clientRecord struct {
 type inflightRecord struct {
 	storage.Message
 	Expiry int64 `json:"expiry,omitempty"`
+	Seq    int64 `json:"seq,omitempty"` // queueing order (see queueOrder)
 }
 
 // sessions writes the state of persistent sessions to a SessionStore.
@@ -212,7 +213,7 @@ func (s *sessions) deleteSubscriptions(id string) {
 
 // saveInflight stores a message in flight to or from cl (or queued for it
 // while it is offline).
-func (s *sessions) saveInflight(cl *mochi.Client, pk packets.Packet) {
+func (s *sessions) saveInflight(cl *mochi.Client, pk packets.Packet, seq int64) {
 	props := pk.Properties.Copy(false)
 	rec := inflightRecord{
 		Message: storage.Message{
@@ -236,6 +237,7 @@ func (s *sessions) saveInflight(cl *mochi.Client, pk packets.Packet) {
 			},
 		},
 		Expiry: pk.Expiry,
+		Seq:    seq,
 	}
 	s.put(bucketInflight, inflightKey(cl.ID, pk.PacketID), rec)
 	s.mu.Lock()
@@ -292,9 +294,9 @@ func (s *sessions) loadClients() ([]storage.Client, map[string]string, error) {
 	out := make([]storage.Client, 0, len(kvs))
 	roles := make(map[string]string)
 	for _, kv := range kvs {
-		var rec clientRecord
-		if err := json.Unmarshal(kv.Value, &rec); err != nil || rec.ID == "" {
-			s.fail("decode "+bucketClients, kv.Key, fmt.Errorf("corrupt record: %v", err))
+		rec, err := decodeClient(kv.Value)
+		if err != nil {
+			s.fail("decode "+bucketClients, kv.Key, err)
 			continue
 		}
 		out = append(out, rec.Client)
@@ -316,8 +318,8 @@ func (s *sessions) loadSubscriptions() ([]storage.Subscription, error) {
 	}
 	var out []storage.Subscription
 	for _, kv := range kvs {
-		var recs []storage.Subscription
-		if err := json.Unmarshal(kv.Value, &recs); err != nil {
+		recs, err := decodeSubscriptions(kv.Key, kv.Value)
+		if err != nil {
 			s.fail("decode "+bucketSubs, kv.Key, err)
 			continue
 		}
@@ -329,25 +331,20 @@ func (s *sessions) loadSubscriptions() ([]storage.Subscription, error) {
 	return out, nil
 }
 
-// loadInflight returns the stored in-flight messages; the absolute expiry
-// is restored by the caller from the second result, keyed like the store.
-func (s *sessions) loadInflight() ([]storage.Message, map[string]int64, error) {
+// loadInflight returns the stored in-flight messages.
+func (s *sessions) loadInflight() ([]inflightRecord, error) {
 	kvs, err := s.list(bucketInflight)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	out := make([]storage.Message, 0, len(kvs))
-	expiry := make(map[string]int64)
+	out := make([]inflightRecord, 0, len(kvs))
 	for _, kv := range kvs {
-		var rec inflightRecord
-		if err := json.Unmarshal(kv.Value, &rec); err != nil || rec.Client == "" {
-			s.fail("decode "+bucketInflight, kv.Key, fmt.Errorf("corrupt record: %v", err))
+		rec, err := decodeInflight(kv.Value)
+		if err != nil {
+			s.fail("decode "+bucketInflight, kv.Key, err)
 			continue
 		}
-		out = append(out, rec.Message)
-		if rec.Expiry != 0 {
-			expiry[inflightKey(rec.Client, rec.PacketID)] = rec.Expiry
-		}
+		out = append(out, rec)
 		s.mu.Lock()
 		m := s.inflight[rec.Client]
 		if m == nil {
@@ -357,7 +354,7 @@ func (s *sessions) loadInflight() ([]storage.Message, map[string]int64, error) {
 		m[rec.PacketID] = true
 		s.mu.Unlock()
 	}
-	return out, expiry, nil
+	return out, nil
 }
 
 // splitInflightKey is the inverse of inflightKey.
@@ -371,4 +368,48 @@ func splitInflightKey(key string) (clientID string, packetID uint16, ok bool) {
 		return "", 0, false
 	}
 	return key[:i], uint16(n), true
+}
+
+// decodeClient decodes a stored session record; a record a later version
+// of mochi or a damaged disk left unreadable is an error, never a panic.
+func decodeClient(b []byte) (clientRecord, error) {
+	var rec clientRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return rec, fmt.Errorf("mqtt: session record: %w", err)
+	}
+	if rec.ID == "" || rec.ID == mochi.InlineClientId {
+		return rec, fmt.Errorf("mqtt: session record: bad client id %q", rec.ID)
+	}
+	if rec.ProtocolVersion < 3 || rec.ProtocolVersion > 5 {
+		return rec, fmt.Errorf("mqtt: session record %q: protocol version %d", rec.ID, rec.ProtocolVersion)
+	}
+	return rec, nil
+}
+
+// decodeSubscriptions decodes a stored subscription list of client id.
+func decodeSubscriptions(id string, b []byte) ([]storage.Subscription, error) {
+	var recs []storage.Subscription
+	if err := json.Unmarshal(b, &recs); err != nil {
+		return nil, fmt.Errorf("mqtt: subscriptions of %q: %w", id, err)
+	}
+	out := recs[:0]
+	for _, r := range recs {
+		if r.Client != id || !mochi.IsValidFilter(r.Filter, false) || r.Qos > 2 {
+			return nil, fmt.Errorf("mqtt: subscriptions of %q: bad entry %+v", id, r)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// decodeInflight decodes a stored in-flight message.
+func decodeInflight(b []byte) (inflightRecord, error) {
+	var rec inflightRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return rec, fmt.Errorf("mqtt: in-flight record: %w", err)
+	}
+	if rec.Client == "" || rec.FixedHeader.Qos > 2 {
+		return rec, fmt.Errorf("mqtt: in-flight record for %q: qos %d", rec.Client, rec.FixedHeader.Qos)
+	}
+	return rec, nil
 }
