@@ -56,7 +56,7 @@ func BenchmarkPublish(b *testing.B) {
 			}
 			for i := range n {
 				if _, err := bus.Subscribe(context.Background(), broker.SubscribeOptions{
-					Filters: []string{fmt.Sprintf("bench/+/%d", i%1), "other/" + fmt.Sprint(i)}, QueueLen: b.N + 1,
+					Filters: []string{"bench/+/0", "other/" + fmt.Sprint(i)}, QueueLen: b.N + 1,
 				}, h); err != nil {
 					b.Fatal(err)
 				}
