@@ -143,7 +143,9 @@ func TestComponentWithProsody(t *testing.T) {
 	c.write(t, `<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>`)
 	c.until(t, "roster", func(el *Element) bool { return el.AttrValue("id") == "r" })
 	c.write(t, `<presence/><presence to='`+topicJID+`' type='subscribe'/>`)
-	c.until(t, "subscribed", func(el *Element) bool { return el.AttrValue("type") == "subscribed" && el.AttrValue("from") == topicJID })
+	c.until(t, "subscribed", func(el *Element) bool {
+		return el.AttrValue("type") == "subscribed" && el.AttrValue("from") == topicJID
+	})
 	if err := h.bus.Publish(context.Background(), &broker.Envelope{Topic: "tank/level", Payload: []byte("75%"), QoS: 1}); err != nil {
 		t.Fatal(err)
 	}
