@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,6 +71,7 @@ func TestCommandMQTT5Device(t *testing.T) {
 		t.Fatal(err)
 	}
 	var c *paho.Client
+	var replies sync.WaitGroup
 	c = paho.NewClient(paho.ClientConfig{
 		Conn: conn,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
@@ -83,8 +85,12 @@ func TestCommandMQTT5Device(t *testing.T) {
 				t.Errorf("command %q, correlation %q: %v", p.Payload, p.Properties.CorrelationData, err)
 			}
 			reply := `{"ok":true,"params":` + string(req.Params) + `}`
+			replies.Add(1)
 			go func() {
-				_, err := c.Publish(context.Background(), &paho.Publish{Topic: p.Properties.ResponseTopic, QoS: 1, Payload: []byte(reply),
+				defer replies.Done()
+				pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_, err := c.Publish(pctx, &paho.Publish{Topic: p.Properties.ResponseTopic, QoS: 1, Payload: []byte(reply),
 					Properties: &paho.PublishProperties{CorrelationData: p.Properties.CorrelationData, ContentType: "application/json"}})
 				if err != nil {
 					t.Errorf("reply: %v", err)
@@ -107,6 +113,7 @@ func TestCommandMQTT5Device(t *testing.T) {
 	if s != 200 || b != `{"ok":true,"params":{"t":20}}` {
 		t.Fatalf("command: %d %s", s, b)
 	}
+	replies.Wait() // the PUBACK of the reply is in
 	_ = c.Disconnect(&paho.Disconnect{ReasonCode: 0})
 	waitOnline(t, h, "thermo", false)
 	if s, _, b := h.do("POST", "/api/v1/devices/thermo/commands/set", "", "application/json", `{}`); s != 503 {
@@ -141,14 +148,24 @@ func TestCommandMQTT311Device(t *testing.T) {
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect: %v", tok.Error())
 	}
-	defer c.Disconnect(100)
+	var replies sync.WaitGroup
+	defer func() {
+		replies.Wait()
+		c.Disconnect(250)
+	}()
 	tok := c.Subscribe("devices/relay/commands/+", 1, func(c paho3.Client, m paho3.Message) {
 		var req devices.CommandRequest
 		if err := json.Unmarshal(m.Payload(), &req); err != nil {
 			t.Errorf("command %q: %v", m.Payload(), err)
 			return
 		}
-		go c.Publish(devices.ResponseTopic("relay", req.ID), 1, false, "switched")
+		replies.Add(1)
+		go func() {
+			defer replies.Done()
+			if tok := c.Publish(devices.ResponseTopic("relay", req.ID), 1, false, "switched"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+				t.Errorf("reply: %v", tok.Error())
+			}
+		}()
 	})
 	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
