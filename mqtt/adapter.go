@@ -301,6 +301,11 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 	}
 	a.state = stateStopped // unless everything below succeeds
 	a.ctx, a.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			a.cancel()
+		}
+	}()
 
 	caps := mochi.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = a.cfg.MaxPacketSize
@@ -370,7 +375,6 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 		close(a.gate)
 		_ = a.sub.Detach()
 		_ = srv.Close()
-		a.cancel()
 		return err
 	}
 	if err := a.loadRetained(ctx); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	pahopackets "github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/hubsmith/hub/broker"
@@ -311,5 +312,41 @@ func TestWebSocketListener(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode < 400 {
 		t.Fatalf("plain GET: %s", resp.Status)
+	}
+}
+
+func TestStartFailsCleanly(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	bus, err := broker.NewMemory(broker.MemoryConfig{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	a, err := New(Config{Addr: taken.Addr().String(), Bus: bus, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("start on a taken port: %v", err)
+	}
+	if err := a.Healthy(); err == nil {
+		t.Fatal("healthy after a failed start")
+	}
+	// Metrics registered twice: the second adapter fails to start and
+	// leaves the bus subscription free for the first.
+	reg := prometheus.NewRegistry()
+	first, _ := New(Config{Addr: "127.0.0.1:0", Bus: bus, Logger: quietLogger(), Registerer: reg, SubscriberID: "m1"})
+	if err := first.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer first.Stop(context.Background())
+	second, _ := New(Config{Addr: "127.0.0.1:0", Bus: bus, Logger: quietLogger(), Registerer: reg, SubscriberID: "m2"})
+	if err := second.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "metrics") {
+		t.Fatalf("duplicate metrics: %v", err)
 	}
 }
