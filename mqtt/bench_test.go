@@ -12,17 +12,29 @@ import (
 // BenchmarkMQTTToMQTT measures MQTT publisher -> hub -> MQTT subscriber
 // throughput over loopback with paho 3.1.1 clients and 64-byte payloads.
 // Each message also goes through Bus.Publish (to the in-process bus over
-// the SQLite store), as in production. At QoS 1 the publisher keeps up to
+// the SQLite store), as in production; "alice" subscribes as a user, whose
+// read permission mochi checks on every delivery (cached, see authorize). At QoS 1 the publisher keeps up to
 // 256 messages unacknowledged; MQTT has no flow control from subscriber to
 // publisher, so when the publisher outruns the subscriber the broker's
 // per-client bound (Config.MaxQueued, like Mosquitto's
 // max_queued_messages) drops the excess: "dropped" counts it.
 func BenchmarkMQTTToMQTT(b *testing.B) {
-	for _, qos := range []byte{0, 1} {
-		b.Run(fmt.Sprintf("qos%d", qos), func(b *testing.B) {
+	for _, tc := range []struct {
+		qos  byte
+		user string // the subscriber's; "" = anonymous (no ACL lookups)
+	}{{0, ""}, {1, ""}, {1, "alice"}} {
+		qos := tc.qos
+		name := fmt.Sprintf("qos%d", qos)
+		if tc.user != "" {
+			name += "-" + tc.user
+		}
+		b.Run(name, func(b *testing.B) {
 			h := newHub(b, nil)
 			var got, last atomic.Int64
 			so := pahov3.NewClientOptions().AddBroker("tcp://" + h.addr).SetClientID("bench-sub").SetCleanSession(true)
+			if tc.user != "" {
+				so.SetUsername(tc.user).SetPassword(tc.user + "pw")
+			}
 			sub := pahov3.NewClient(so)
 			if tok := sub.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
 				b.Fatal(tok.Error())
