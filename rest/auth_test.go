@@ -243,3 +243,26 @@ func TestCommandAccess(t *testing.T) {
 		}
 	}
 }
+
+func TestAdminNotFounds(t *testing.T) {
+	t.Parallel()
+	h := startAuthHub(t)
+	const adm = "admin:adminpw"
+	for _, tt := range []struct{ method, path string }{
+		{"GET", "/api/v1/users/nobody/acl"},
+		{"DELETE", "/api/v1/users/nobody"},
+		{"DELETE", "/api/v1/tokens/nosuchtoken"},
+	} {
+		if s, _, b := h.do(tt.method, tt.path, adm, "", ""); s != 404 {
+			t.Errorf("%s %s: %d %s", tt.method, tt.path, s, b)
+		} else {
+			errorOf(t, b)
+		}
+	}
+	if s, _, b := h.do("GET", "/api/v1/users/alice/acl", adm, "", ""); s != 200 || strings.TrimSpace(b) != "[]" {
+		t.Errorf("empty acl: %d %s", s, b)
+	}
+	if s, _, b := h.do("GET", "/api/v1/users", "Basic", "", ""); s != 401 {
+		t.Errorf("unsupported scheme: %d %s", s, b)
+	}
+}

@@ -191,3 +191,38 @@ func TestCommandOverBus(t *testing.T) {
 	// No reply subscription stays behind.
 	waitSubs(t, h, 2)
 }
+
+func TestDeviceEdgeCases(t *testing.T) {
+	t.Parallel()
+	h := startHub(t, hubOpts{})
+	if s, _, b := h.do("POST", "/api/v1/devices", "", "application/json", `{"id":"c1","protocol":"coap"}`); s != 201 {
+		t.Fatalf("add: %d %s", s, b)
+	}
+	tests := []struct {
+		method, path, body string
+		status             int
+		msg                string
+	}{
+		{"PATCH", "/api/v1/devices/c1", `{"psk":"0102"}`, 200, ""},
+		{"PATCH", "/api/v1/devices/c1", `{"psk":"xyz"}`, 400, "psk"},
+		{"PATCH", "/api/v1/devices/c1", `{"name":5}`, 400, "field name: expected string"},
+		{"PATCH", "/api/v1/devices/c1", `{"password":""}`, 400, "empty password"},
+		{"PATCH", "/api/v1/devices/c1", `nope`, 400, "invalid JSON"},
+		{"DELETE", "/api/v1/devices/ghost", ``, 404, "unknown device"},
+		{"GET", "/api/v1/devices/ghost", ``, 404, "unknown device"},
+		{"POST", "/api/v1/devices/-bad/commands/x", `{}`, 404, "unknown device"},
+	}
+	for _, tt := range tests {
+		s, _, b := h.do(tt.method, tt.path, "", "application/json", tt.body)
+		if s != tt.status {
+			t.Errorf("%s %s %s: %d %s, want %d", tt.method, tt.path, tt.body, s, b, tt.status)
+			continue
+		}
+		if tt.msg != "" && !strings.Contains(errorOf(t, b), tt.msg) {
+			t.Errorf("%s %s: message %s does not say %q", tt.method, tt.path, b, tt.msg)
+		}
+	}
+	if psk, err := h.st.DevicePSK(context.Background(), "c1"); err != nil || string(psk) != "\x01\x02" {
+		t.Errorf("psk %q %v", psk, err)
+	}
+}
