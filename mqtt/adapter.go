@@ -30,7 +30,13 @@
 // session false, or an MQTT 5 session expiry) are written to a
 // SessionStore: the client, its subscriptions, and every QoS 1/2 message
 // in flight to it or queued while it is offline (mochi keeps those in the
-// client's in-flight table and reports them through OnQosPublish).
+// client's in-flight table and reports them through OnQosPublish). A
+// returning client gets them in the order they were published (see
+// queueOrder), at most MaxQueued of them.
+//
+// Listeners: plain TCP, TLS and WebSocket, each reporting its bound
+// address. mochi publishes its $SYS topics (kept out of the bus) every
+// SysInterval.
 //
 // Authorization: every publish, subscription and delivery is checked with
 // adapters.Auth; decisions for users and devices are cached for aclTTL, so
