@@ -77,7 +77,9 @@ func (r *Registry) DevicePresence(ctx context.Context, deviceID, protocol string
 // offline, as of now, and publishes that. A hub that starts has no device
 // connected yet; without this, devices online when the previous run ended
 // (a crash, kill -9) would stay online until they reconnect and leave.
-// cmd/hub calls it once before starting the adapters.
+// cmd/hub calls it once before starting the adapters. It assumes this hub
+// is the only one reporting presence for the devices of its store: on a
+// clustered bus, another hub may hold the device's connection.
 func (r *Registry) ResetPresence(ctx context.Context) error {
 	ds, err := r.st.ListDevices(ctx)
 	if err != nil {
