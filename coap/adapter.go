@@ -109,8 +109,6 @@ type Adapter struct {
 	stopped  bool
 	udp      *udpServer.Server
 	dtls     *dtlsServer.Server
-	udpConn  *coapNet.UDPConn
-	dtlsLn   *coapNet.DTLSListener
 	addrs    map[string]string
 	conns    map[*udpClient.Conn]*connState
 	presence adapters.PresenceSink
@@ -265,7 +263,7 @@ func (a *Adapter) Start(ctx context.Context) error {
 	}
 	var ln *coapNet.DTLSListener
 	if a.cfg.DTLSAddr != "" {
-		if ln, err = coapNet.NewDTLSListener("udp", a.cfg.DTLSAddr, a.dtlsConfig()); err != nil {
+		if ln, err = coapNet.NewDTLSListener("udp", a.cfg.DTLSAddr, a.dtlsOptions()); err != nil {
 			_ = l.Close()
 			return fail(fmt.Errorf("coap: listen dtls %s: %w", a.cfg.DTLSAddr, err))
 		}
@@ -450,9 +448,9 @@ func tick(ack time.Duration) time.Duration {
 	return min(max(ack/4, 5*time.Millisecond), 250*time.Millisecond)
 }
 
-func (a *Adapter) dtlsConfig() *piondtls.Config {
-	return &piondtls.Config{
-		PSK: func(identity []byte) ([]byte, error) {
+func (a *Adapter) dtlsOptions() coapNet.DTLSServerOptions {
+	return coapNet.NewDTLSServerOptions(
+		piondtls.WithPSK(func(identity []byte) ([]byte, error) {
 			ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
 			defer cancel()
 			key, err := a.cfg.PSK(ctx, string(identity))
@@ -461,133 +459,15 @@ func (a *Adapter) dtlsConfig() *piondtls.Config {
 				return nil, fmt.Errorf("coap: psk of %q: %w", identity, err)
 			}
 			return key, nil
-		},
-		PSKIdentityHint: []byte("hub"),
-		CipherSuites: []piondtls.CipherSuiteID{
+		}),
+		piondtls.WithPSKIdentityHint([]byte("hub")),
+		piondtls.WithCipherSuites(
 			piondtls.TLS_PSK_WITH_AES_128_CCM_8,
 			piondtls.TLS_PSK_WITH_AES_128_CCM,
 			piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
 			piondtls.TLS_PSK_WITH_AES_128_CBC_SHA256,
-		},
-	}
-}
-
-// connState is what the adapter keeps per CoAP endpoint (a UDP remote
-// address or a DTLS session).
-type connState struct {
-	cc     *udpClient.Conn
-	secure bool
-	device string // PSK identity of a DTLS session
-	remote string
-
-	sendMu sync.Mutex // notifications go out one at a time (NSTART = 1)
-
-	mu     sync.Mutex
-	obs    map[string]*observation // by token
-	closed bool
-}
-
-func (a *Adapter) newConn(cc *udpClient.Conn, secure bool) {
-	cs := &connState{cc: cc, secure: secure, remote: cc.RemoteAddr().String(), obs: make(map[string]*observation)}
-	if secure {
-		if dc, ok := cc.NetConn().(*piondtls.Conn); ok {
-			if st, ok := dc.ConnectionState(); ok {
-				cs.device = string(st.IdentityHint)
-			}
-		}
-	}
-	a.mu.Lock()
-	a.conns[cc] = cs
-	sink := a.presence
-	online := false
-	if cs.device != "" {
-		a.online[cs.device]++
-		online = a.online[cs.device] == 1
-	}
-	a.mu.Unlock()
-	a.metrics.conns.Inc()
-	cc.AddOnClose(func() { a.connClosed(cs) })
-	if online && sink != nil {
-		sink.DevicePresence(a.ctx, cs.device, broker.ProtoCoAP, true, time.Now())
-	}
-}
-
-// connClosed forgets a connection and ends its observations; it runs
-// once per connection.
-func (a *Adapter) connClosed(cs *connState) {
-	cs.mu.Lock()
-	if cs.closed {
-		cs.mu.Unlock()
-		return
-	}
-	cs.closed = true
-	obs := make([]*observation, 0, len(cs.obs))
-	for _, o := range cs.obs {
-		obs = append(obs, o)
-	}
-	cs.mu.Unlock()
-	for _, o := range obs {
-		o.end("connection closed", true)
-	}
-	a.mu.Lock()
-	delete(a.conns, cs.cc)
-	sink := a.presence
-	offline := false
-	if cs.device != "" {
-		a.online[cs.device]--
-		if a.online[cs.device] <= 0 {
-			delete(a.online, cs.device)
-			offline = true
-		}
-	}
-	a.mu.Unlock()
-	a.metrics.conns.Dec()
-	if offline && sink != nil {
-		sink.DevicePresence(context.Background(), cs.device, broker.ProtoCoAP, false, time.Now())
-	}
-}
-
-func (a *Adapter) state(cc *udpClient.Conn) *connState {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.conns[cc]
-}
-
-// idleMonitor closes an endpoint's state after IdleTimeout without traffic,
-// unless it observes something (an observer is silent by design).
-type idleMonitor struct {
-	a    *Adapter
-	mu   sync.Mutex
-	last time.Time
-}
-
-func (a *Adapter) inactivityMonitor() udpClient.InactivityMonitor {
-	return &idleMonitor{a: a, last: time.Now()}
-}
-
-func (m *idleMonitor) Notify() {
-	m.mu.Lock()
-	m.last = time.Now()
-	m.mu.Unlock()
-}
-
-func (m *idleMonitor) CheckInactivity(now time.Time, cc *udpClient.Conn) {
-	m.mu.Lock()
-	idle := now.Sub(m.last) > m.a.cfg.IdleTimeout
-	m.mu.Unlock()
-	if !idle {
-		return
-	}
-	if cs := m.a.state(cc); cs != nil && cs.observing() {
-		return
-	}
-	_ = cc.Close()
-}
-
-func (cs *connState) observing() bool {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	return len(cs.obs) > 0
+		),
+	)
 }
 
 // handlerFunc is go-coap's request handler type.

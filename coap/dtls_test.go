@@ -20,11 +20,11 @@ import (
 func dialDTLS(t *testing.T, addr, identity string, key []byte) (*udpClient.Conn, error) {
 	t.Helper()
 	runner, stop := periodicRunner()
-	cc, err := dtls.Dial(addr, &piondtls.Config{
-		PSK:             func([]byte) ([]byte, error) { return key, nil },
-		PSKIdentityHint: []byte(identity),
-		CipherSuites:    []piondtls.CipherSuiteID{piondtls.TLS_PSK_WITH_AES_128_CCM_8},
-	}, options.WithErrors(func(error) {}), options.WithPeriodicRunner(runner))
+	cc, err := dtls.Dial(addr, dtls.NewDTLSClientOptions(
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
+		piondtls.WithPSKIdentityHint([]byte(identity)),
+		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
+	), options.WithErrors(func(error) {}), options.WithPeriodicRunner(runner))
 	if err != nil {
 		stop()
 		return nil, err

@@ -335,3 +335,36 @@ func TestObservationsEndOnStop(t *testing.T) {
 		t.Fatalf("bus subscriptions %d -> %d", before, after)
 	}
 }
+
+func TestObserveSequenceWraps(t *testing.T) {
+	t.Parallel()
+	o := &observation{}
+	o.seq.Store(observeMask - 1)
+	if got := o.next(); got != observeMask {
+		t.Fatalf("next = %d, want %d", got, observeMask)
+	}
+	if got := o.next(); got != 0 {
+		t.Fatalf("after 2^24-1 next = %d, want 0 (24-bit wrap)", got)
+	}
+}
+
+// TestMaxObservations: beyond MaxObservations a GET with Observe is
+// answered as a plain GET (RFC 7641 §4.1 allows it), without Observe.
+func TestMaxObservations(t *testing.T) {
+	t.Parallel()
+	e := start(t, func(c *Config) { c.MaxObservations = 1 })
+	publish(t, e.bus, "max/a", "A", "", 0, true)
+	publish(t, e.bus, "max/b", "B", "", 0, true)
+	r := e.raw(t)
+	r.send(rawMsg{typ: message.Confirmable, code: codes.GET, mid: 1, token: []byte{1}, path: "/ps/max/a", observe: 0, cf: -1})
+	if m := r.mustRecv(); !m.HasOption(message.Observe) || string(body(t, m)) != "A" {
+		t.Fatalf("first observation: %v", m)
+	}
+	r.send(rawMsg{typ: message.Confirmable, code: codes.GET, mid: 2, token: []byte{2}, path: "/ps/max/b", observe: 0, cf: -1})
+	if m := r.mustRecv(); m.HasOption(message.Observe) || string(body(t, m)) != "B" || m.Code() != codes.Content {
+		t.Fatalf("observation over the limit: %v", m)
+	}
+	if n := e.a.observations(); n != 1 {
+		t.Fatalf("%d observations", n)
+	}
+}
