@@ -377,3 +377,35 @@ func TestMaxKeepalive(t *testing.T) {
 	}
 	c.Disconnect(0)
 }
+
+func TestACLRuleChangeTakesEffect(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, nil)
+	ctx := context.Background()
+	if err := h.st.SetACL(ctx, "alice", []adapters.ACLRule{{Action: "publish", Filter: "room/secret", Allow: false}}); err != nil {
+		t.Fatal(err)
+	}
+	alice := mustV5(t, h.addr, "rule-alice", "alice", "alicepw")
+	pub := func() byte {
+		cctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		pr, err := alice.c.Publish(cctx, &paho.Publish{Topic: "room/secret", QoS: 1, Payload: []byte("x")})
+		if pr == nil {
+			t.Fatal(err)
+		}
+		return pr.ReasonCode
+	}
+	if rc := pub(); rc != 0x87 {
+		t.Fatalf("denied by rule: reason %#x", rc)
+	}
+	// Another principal's decision is its own.
+	admin := mustV5(t, h.addr, "rule-admin", "admin", "adminpw")
+	if _, err := admin.c.Publish(ctx, &paho.Publish{Topic: "room/secret", QoS: 1, Payload: []byte("x")}); err != nil {
+		t.Fatalf("admin: %v", err)
+	}
+	// A changed rule takes effect once the cached decision expires.
+	if err := h.st.SetACL(ctx, "alice", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return pub() == 0 })
+}
