@@ -128,4 +128,3 @@ func (cs *connState) observing() bool {
 	defer cs.mu.Unlock()
 	return len(cs.obs) > 0
 }
-
