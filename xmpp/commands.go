@@ -19,16 +19,16 @@ const nsData = "jabber:x:data"
 type commands struct {
 	a       *Adapter
 	mu      sync.Mutex
-	pending map[string]chan *Element // iq id → reply
+	pending map[string]chan *element // iq id → reply
 }
 
 func newCommands(a *Adapter) *commands {
-	return &commands{a: a, pending: map[string]chan *Element{}}
+	return &commands{a: a, pending: map[string]chan *element{}}
 }
 
 // handleReply routes an iq result or error to the command waiting for it;
 // it reports whether one was.
-func (c *commands) handleReply(iq *Element) bool {
+func (c *commands) handleReply(iq *element) bool {
 	c.mu.Lock()
 	ch := c.pending[iq.AttrValue("id")]
 	delete(c.pending, iq.AttrValue("id"))
@@ -72,7 +72,7 @@ func (a *Adapter) SendCommand(ctx context.Context, cmd adapters.Command) (json.R
 		newElement(nsCommands, "command", "node", cmd.Name, "action", "execute").Add(
 			newElement(nsData, "x", "type", "submit").Add(
 				newElement(nsData, "field", "var", "params").Add(newElement(nsData, "value").AddText(params)))))
-	ch := make(chan *Element, 1)
+	ch := make(chan *element, 1)
 	a.cmds.mu.Lock()
 	a.cmds.pending[id] = ch
 	a.cmds.mu.Unlock()
@@ -95,7 +95,7 @@ func (a *Adapter) SendCommand(ctx context.Context, cmd adapters.Command) (json.R
 }
 
 // commandResult turns a device's answer into the command's JSON reply.
-func commandResult(iq *Element) (json.RawMessage, error) {
+func commandResult(iq *element) (json.RawMessage, error) {
 	if iq.AttrValue("type") == "error" {
 		cond := "error"
 		if e := iq.Child("", "error"); e != nil {
@@ -141,7 +141,7 @@ const deviceCommandTimeout = 30 * time.Second
 // data form field "params"; the reply comes back in the field "result". The
 // user needs publish rights on devices/{id}/commands/{name}, the topic the
 // command travels on for MQTT devices.
-func (a *Adapter) handleDeviceJID(p peer, iq *Element, device string) {
+func (a *Adapter) handleDeviceJID(p peer, iq *element, device string) {
 	typ := iq.AttrValue("type")
 	if iq.Name.Local != "iq" || typ == "result" || typ == "error" {
 		return

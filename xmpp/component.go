@@ -175,7 +175,7 @@ func (a *Adapter) compWrite(b []byte) error {
 }
 
 // componentRoute handles a stanza the server routed to the component.
-func (a *Adapter) componentRoute(el *Element) {
+func (a *Adapter) componentRoute(el *element) {
 	if el.Name.Space != nsComponent && el.Name.Space != nsClient {
 		return
 	}
@@ -217,7 +217,7 @@ func (c componentPeer) principal() adapters.Principal {
 	return adapters.Principal{Name: c.bareJID(), Role: adapters.RoleUser}
 }
 func (c componentPeer) rosterSet(string, string) {}
-func (c componentPeer) send(el *Element) error {
+func (c componentPeer) send(el *element) error {
 	if el.AttrValue("from") == "" {
 		el.SetAttr("from", c.a.cfg.ComponentDomain)
 	}

@@ -128,7 +128,7 @@ func TestComponentWithProsody(t *testing.T) {
 		if _, err := c.r.header(); err != nil {
 			t.Fatalf("prosody stream: %v", err)
 		}
-		c.until(t, "features", func(el *Element) bool { return el.Name.Local == "features" })
+		c.until(t, "features", func(el *element) bool { return el.Name.Local == "features" })
 	}
 	open()
 	c.write(t, `<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>`+base64.StdEncoding.EncodeToString([]byte("\x00carol\x00carolpw"))+`</auth>`)
@@ -137,13 +137,13 @@ func TestComponentWithProsody(t *testing.T) {
 	}
 	open()
 	c.write(t, `<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>`)
-	c.until(t, "bound", func(el *Element) bool { return el.AttrValue("id") == "b" })
+	c.until(t, "bound", func(el *element) bool { return el.AttrValue("id") == "b" })
 	topicJID := "tank.level@hubtopics.localhost"
 	// Prosody sends subscription answers to resources that fetched the roster.
 	c.write(t, `<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>`)
-	c.until(t, "roster", func(el *Element) bool { return el.AttrValue("id") == "r" })
+	c.until(t, "roster", func(el *element) bool { return el.AttrValue("id") == "r" })
 	c.write(t, `<presence/><presence to='`+topicJID+`' type='subscribe'/>`)
-	c.until(t, "subscribed", func(el *Element) bool {
+	c.until(t, "subscribed", func(el *element) bool {
 		return el.AttrValue("type") == "subscribed" && el.AttrValue("from") == topicJID
 	})
 	if err := h.bus.Publish(context.Background(), &broker.Envelope{Topic: "tank/level", Payload: []byte("75%"), QoS: 1}); err != nil {

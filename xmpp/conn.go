@@ -77,7 +77,7 @@ func (c *streamConn) write(s string) error {
 	return err
 }
 
-func (c *streamConn) writeEl(el *Element) error { return c.write(string(el.Bytes(nsClient))) }
+func (c *streamConn) writeEl(el *element) error { return c.write(string(el.Bytes(nsClient))) }
 
 // openStream reads the client's stream header and answers with ours. A
 // stream error found in the header is sent after our header, as RFC 6120
@@ -192,7 +192,7 @@ func (c *streamConn) negotiate() (*session, *stanzaReader, error) {
 }
 
 // featuresString writes <stream:features> with the stream prefix.
-func featuresString(f *Element) string {
+func featuresString(f *element) string {
 	var b strings.Builder
 	b.WriteString("<stream:features>")
 	for _, e := range f.Elements() {
@@ -268,7 +268,7 @@ func (c *streamConn) step() (restart bool, s *session, err error) {
 
 // sasl runs one SASL exchange starting with the <auth/> element. It
 // returns true on success; a failure has already been answered.
-func (c *streamConn) sasl(auth *Element) (bool, error) {
+func (c *streamConn) sasl(auth *element) (bool, error) {
 	ctx, cancel := context.WithTimeout(c.a.ctx, negotiationTimeout)
 	defer cancel()
 	mech := auth.AttrValue("mechanism")
@@ -364,7 +364,7 @@ func decodeSASL(s string) ([]byte, error) {
 }
 
 // bind binds a resource and registers the session.
-func (c *streamConn) bind(iq *Element) (*session, error) {
+func (c *streamConn) bind(iq *element) (*session, error) {
 	if iq.AttrValue("type") != "set" {
 		return nil, c.writeEl(errorReply(iq, "modify", "bad-request"))
 	}
@@ -395,7 +395,7 @@ func (c *streamConn) bind(iq *Element) (*session, error) {
 }
 
 // childText returns the text of the first child with the name.
-func (e *Element) childText(space, local string) string {
+func (e *element) childText(space, local string) string {
 	if c := e.Child(space, local); c != nil {
 		return c.Text()
 	}
@@ -403,7 +403,7 @@ func (e *Element) childText(space, local string) string {
 }
 
 // errorReply returns the error answer to stanza el (RFC 6120 8.3).
-func errorReply(el *Element, typ, condition string) *Element {
+func errorReply(el *element, typ, condition string) *element {
 	r := el.Copy()
 	r.SetAttr("type", "error")
 	to, from := el.AttrValue("from"), el.AttrValue("to")

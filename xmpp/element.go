@@ -30,9 +30,9 @@ const (
 	nsXML       = "http://www.w3.org/XML/1998/namespace"
 )
 
-// Element is a parsed XML element: a stanza or one of its children. Its
-// Children are *Element or string (character data), in document order.
-type Element struct {
+// element is a parsed XML element: a stanza or one of its children. Its
+// Children are *element or string (character data), in document order.
+type element struct {
 	Name     xml.Name
 	Attr     []xml.Attr
 	Children []any
@@ -40,8 +40,8 @@ type Element struct {
 
 // newElement returns an element with the given namespace, name and
 // attribute pairs (name, value, name, value, ...); empty values are left out.
-func newElement(space, local string, attrs ...string) *Element {
-	e := &Element{Name: xml.Name{Space: space, Local: local}}
+func newElement(space, local string, attrs ...string) *element {
+	e := &element{Name: xml.Name{Space: space, Local: local}}
 	for i := 0; i+1 < len(attrs); i += 2 {
 		e.SetAttr(attrs[i], attrs[i+1])
 	}
@@ -49,7 +49,7 @@ func newElement(space, local string, attrs ...string) *Element {
 }
 
 // AttrValue returns the value of the un-namespaced attribute name.
-func (e *Element) AttrValue(name string) string {
+func (e *element) AttrValue(name string) string {
 	for _, a := range e.Attr {
 		if a.Name.Space == "" && a.Name.Local == name {
 			return a.Value
@@ -59,7 +59,7 @@ func (e *Element) AttrValue(name string) string {
 }
 
 // SetAttr sets (or, with an empty value, removes) an un-namespaced attribute.
-func (e *Element) SetAttr(name, value string) {
+func (e *element) SetAttr(name, value string) {
 	for i, a := range e.Attr {
 		if a.Name.Space == "" && a.Name.Local == name {
 			if value == "" {
@@ -77,9 +77,9 @@ func (e *Element) SetAttr(name, value string) {
 
 // Child returns the first child element with the namespace and local name
 // (an empty space matches any namespace).
-func (e *Element) Child(space, local string) *Element {
+func (e *element) Child(space, local string) *element {
 	for _, c := range e.Children {
-		if ce, ok := c.(*Element); ok && ce.Name.Local == local && (space == "" || ce.Name.Space == space) {
+		if ce, ok := c.(*element); ok && ce.Name.Local == local && (space == "" || ce.Name.Space == space) {
 			return ce
 		}
 	}
@@ -87,10 +87,10 @@ func (e *Element) Child(space, local string) *Element {
 }
 
 // Elements returns the child elements.
-func (e *Element) Elements() []*Element {
-	var out []*Element
+func (e *element) Elements() []*element {
+	var out []*element
 	for _, c := range e.Children {
-		if ce, ok := c.(*Element); ok {
+		if ce, ok := c.(*element); ok {
 			out = append(out, ce)
 		}
 	}
@@ -98,7 +98,7 @@ func (e *Element) Elements() []*Element {
 }
 
 // Text returns the element's own character data.
-func (e *Element) Text() string {
+func (e *element) Text() string {
 	var b strings.Builder
 	for _, c := range e.Children {
 		if s, ok := c.(string); ok {
@@ -109,7 +109,7 @@ func (e *Element) Text() string {
 }
 
 // Add appends child elements and returns e.
-func (e *Element) Add(children ...*Element) *Element {
+func (e *element) Add(children ...*element) *element {
 	for _, c := range children {
 		e.Children = append(e.Children, c)
 	}
@@ -117,17 +117,17 @@ func (e *Element) Add(children ...*Element) *Element {
 }
 
 // AddText appends character data and returns e.
-func (e *Element) AddText(s string) *Element {
+func (e *element) AddText(s string) *element {
 	e.Children = append(e.Children, s)
 	return e
 }
 
 // Copy returns a deep copy of e.
-func (e *Element) Copy() *Element {
-	c := &Element{Name: e.Name, Attr: append([]xml.Attr(nil), e.Attr...)}
+func (e *element) Copy() *element {
+	c := &element{Name: e.Name, Attr: append([]xml.Attr(nil), e.Attr...)}
 	c.Children = make([]any, len(e.Children))
 	for i, ch := range e.Children {
-		if ce, ok := ch.(*Element); ok {
+		if ce, ok := ch.(*element); ok {
 			c.Children[i] = ce.Copy()
 		} else {
 			c.Children[i] = ch
@@ -139,7 +139,7 @@ func (e *Element) Copy() *Element {
 // Bytes serializes e as a top-level stanza of a stream whose default
 // namespace is streamNS; stanzas in jabber:client or
 // jabber:component:accept take the stream's namespace.
-func (e *Element) Bytes(streamNS string) []byte {
+func (e *element) Bytes(streamNS string) []byte {
 	var b bytes.Buffer
 	parent := e.Name.Space
 	if parent == nsClient || parent == nsComponent {
@@ -152,13 +152,13 @@ func (e *Element) Bytes(streamNS string) []byte {
 }
 
 // String serializes e with its namespace declared.
-func (e *Element) String() string {
+func (e *element) String() string {
 	var b bytes.Buffer
 	e.write(&b, "", false)
 	return b.String()
 }
 
-func (e *Element) write(b *bytes.Buffer, parentNS string, top bool) {
+func (e *element) write(b *bytes.Buffer, parentNS string, top bool) {
 	space := e.Name.Space
 	if top && (space == nsClient || space == nsComponent) {
 		space = strings.TrimSuffix(parentNS, " ")
@@ -199,7 +199,7 @@ func (e *Element) write(b *bytes.Buffer, parentNS string, top bool) {
 	b.WriteByte('>')
 	for _, c := range e.Children {
 		switch c := c.(type) {
-		case *Element:
+		case *element:
 			c.write(b, space, false)
 		case string:
 			_ = xml.EscapeText(b, []byte(c))

@@ -26,7 +26,7 @@ func (c clientPeer) qos() byte {
 	return 0
 }
 
-func (c clientPeer) send(el *Element) error {
+func (c clientPeer) send(el *element) error {
 	if el.AttrValue("to") == c.s.bare && el.Name.Local != "presence" {
 		el.SetAttr("to", c.s.jid)
 	}

@@ -193,7 +193,7 @@ func (sr *stanzaReader) header() (xml.StartElement, error) {
 
 // next returns the next top-level element; errStreamEnd at the end of the
 // stream.
-func (sr *stanzaReader) next() (*Element, error) {
+func (sr *stanzaReader) next() (*element, error) {
 	sr.lr.n = 0
 	for {
 		t, err := sr.token()
@@ -219,9 +219,9 @@ func (sr *stanzaReader) next() (*Element, error) {
 	}
 }
 
-func (sr *stanzaReader) element(start xml.StartElement) (*Element, error) {
-	root := &Element{Name: start.Name, Attr: cleanAttrs(start.Attr)}
-	stack := []*Element{root}
+func (sr *stanzaReader) element(start xml.StartElement) (*element, error) {
+	root := &element{Name: start.Name, Attr: cleanAttrs(start.Attr)}
+	stack := []*element{root}
 	for len(stack) > 0 {
 		t, err := sr.token()
 		if err != nil {
@@ -233,7 +233,7 @@ func (sr *stanzaReader) element(start xml.StartElement) (*Element, error) {
 			if len(stack) >= sr.maxDepth {
 				return nil, &streamError{Condition: "policy-violation", Text: fmt.Sprintf("elements nested deeper than %d", sr.maxDepth)}
 			}
-			child := &Element{Name: t.Name, Attr: cleanAttrs(t.Attr)}
+			child := &element{Name: t.Name, Attr: cleanAttrs(t.Attr)}
 			cur.Children = append(cur.Children, child)
 			stack = append(stack, child)
 		case xml.EndElement:

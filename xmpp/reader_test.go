@@ -129,7 +129,7 @@ func FuzzStanzaReader(f *testing.F) {
 	})
 }
 
-func depth(el *Element) int {
+func depth(el *element) int {
 	d := 0
 	for _, c := range el.Elements() {
 		d = max(d, depth(c))

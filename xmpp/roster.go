@@ -77,7 +77,7 @@ func (a *Adapter) rosterDelete(ctx context.Context, user, jid string) error {
 	return nil
 }
 
-func (it rosterItem) element() *Element {
+func (it rosterItem) element() *element {
 	e := newElement(nsRoster, "item", "jid", it.JID, "name", it.Name, "subscription", it.Subscription, "ask", it.Ask)
 	for _, g := range it.Groups {
 		e.Add(newElement(nsRoster, "group").AddText(g))
@@ -100,7 +100,7 @@ func (a *Adapter) rosterPush(user string, it rosterItem) {
 }
 
 // handleRoster handles roster get and set (RFC 6121 2.2-2.5).
-func (a *Adapter) handleRoster(s *session, iq *Element, q *Element) {
+func (a *Adapter) handleRoster(s *session, iq *element, q *element) {
 	ctx := context.WithoutCancel(a.ctx)
 	switch iq.AttrValue("type") {
 	case "get":
@@ -167,7 +167,7 @@ func (a *Adapter) handleRoster(s *session, iq *Element, q *Element) {
 }
 
 // resultOf returns an empty result for an iq.
-func resultOf(iq *Element) *Element {
+func resultOf(iq *element) *element {
 	return newElement(nsClient, "iq", "type", "result", "id", iq.AttrValue("id"), "to", iq.AttrValue("from"), "from", iq.AttrValue("to"))
 }
 
@@ -205,7 +205,7 @@ func removeFrom(sub string) string {
 
 // handleSubscription handles presence subscription stanzas between two
 // users of this server (RFC 6121 3).
-func (a *Adapter) handleSubscription(s *session, el *Element, contact string) {
+func (a *Adapter) handleSubscription(s *session, el *element, contact string) {
 	ctx := context.WithoutCancel(a.ctx)
 	contactUser, _, _ := splitJID(contact)
 	if _, err := a.cfg.Store.GetUser(ctx, contactUser); err != nil {
@@ -289,7 +289,7 @@ func (a *Adapter) handleSubscription(s *session, el *Element, contact string) {
 func offlineBucket(user string) string { return "xmpp-offline:" + user }
 
 // storeOffline keeps a stanza for an offline user, bounded by OfflineLimit.
-func (a *Adapter) storeOffline(ctx context.Context, bare string, el *Element) error {
+func (a *Adapter) storeOffline(ctx context.Context, bare string, el *element) error {
 	user, _, _ := splitJID(bare)
 	if _, err := a.cfg.Store.GetUser(ctx, user); err != nil {
 		return fmt.Errorf("xmpp: offline message for %q: %w", user, err)
@@ -331,7 +331,7 @@ func (a *Adapter) deliverOffline(s *session) {
 }
 
 // parseElement parses one serialized element.
-func parseElement(b []byte) (*Element, error) {
+func parseElement(b []byte) (*element, error) {
 	r := newStanzaReader(strings.NewReader(string(b)), int64(len(b))+1, DefaultMaxDepth, nil)
 	r.started = true
 	return r.next()

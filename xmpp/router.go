@@ -125,7 +125,7 @@ func (a *Adapter) availabilityChanged(s *session, online bool) {
 }
 
 // route delivers a stanza a client sent (from already stamped).
-func (a *Adapter) route(s *session, el *Element) {
+func (a *Adapter) route(s *session, el *element) {
 	to := el.AttrValue("to")
 	local, domain, res := splitJID(to)
 	typ := el.AttrValue("type")
@@ -148,13 +148,13 @@ func (a *Adapter) route(s *session, el *Element) {
 }
 
 // reply sends an answer to the session unless the stanza was an error.
-func (a *Adapter) reply(s *session, el *Element) {
+func (a *Adapter) reply(s *session, el *element) {
 	_, _ = s.send(el)
 }
 
 // handleServer handles stanzas addressed to the server itself (or to the
 // user's own bare JID, for iqs).
-func (a *Adapter) handleServer(s *session, el *Element) {
+func (a *Adapter) handleServer(s *session, el *element) {
 	switch el.Name.Local {
 	case "presence":
 		if el.AttrValue("to") != "" {
@@ -169,7 +169,7 @@ func (a *Adapter) handleServer(s *session, el *Element) {
 }
 
 // handleOwnPresence handles broadcast presence (no 'to').
-func (a *Adapter) handleOwnPresence(s *session, el *Element) {
+func (a *Adapter) handleOwnPresence(s *session, el *element) {
 	switch el.AttrValue("type") {
 	case "":
 		a.offlineMu.Lock()
@@ -198,7 +198,7 @@ func (a *Adapter) handleOwnPresence(s *session, el *Element) {
 
 // broadcastPresence sends a user's presence to the contacts subscribed to
 // it and to the user's other available resources.
-func (a *Adapter) broadcastPresence(s *session, el *Element) {
+func (a *Adapter) broadcastPresence(s *session, el *element) {
 	ctx := context.WithoutCancel(a.ctx)
 	items, err := a.rosterList(ctx, s.user)
 	if err != nil {
@@ -261,7 +261,7 @@ func (a *Adapter) sendContactPresences(s *session) {
 }
 
 // routeLocal delivers a stanza to a user of this server.
-func (a *Adapter) routeLocal(s *session, el *Element, bare, res string) {
+func (a *Adapter) routeLocal(s *session, el *element, bare, res string) {
 	typ := el.AttrValue("type")
 	switch el.Name.Local {
 	case "presence":

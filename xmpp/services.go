@@ -11,7 +11,7 @@ import (
 )
 
 // handleIQ handles iqs to the server or the user's own bare JID.
-func (a *Adapter) handleIQ(s *session, iq *Element) {
+func (a *Adapter) handleIQ(s *session, iq *element) {
 	typ := iq.AttrValue("type")
 	if typ == "result" || typ == "error" {
 		a.cmds.handleReply(iq)
@@ -36,7 +36,7 @@ func (a *Adapter) handleIQ(s *session, iq *Element) {
 // handleServiceIQ answers the iqs every entity of the hub understands:
 // XEP-0199 ping and XEP-0030 disco. kind is "server", "topics" (the topic
 // service), "topic" (a topic JID) or "pubsub".
-func (a *Adapter) handleServiceIQ(p peer, iq *Element, kind string) {
+func (a *Adapter) handleServiceIQ(p peer, iq *element, kind string) {
 	typ := iq.AttrValue("type")
 	q := iq.Elements()
 	if typ == "result" || typ == "error" {
@@ -59,7 +59,7 @@ func (a *Adapter) handleServiceIQ(p peer, iq *Element, kind string) {
 }
 
 // discoInfo returns the XEP-0030 identity and features of an entity.
-func (a *Adapter) discoInfo(kind, node string) *Element {
+func (a *Adapter) discoInfo(kind, node string) *element {
 	q := newElement(nsDiscoInfo, "query", "node", node)
 	var cat, typ, name string
 	features := []string{nsDiscoInfo, nsDiscoItem, nsPing}
@@ -89,7 +89,7 @@ func (a *Adapter) discoInfo(kind, node string) *Element {
 // discoItems returns the XEP-0030 items of an entity: the server's
 // services, the topics (with retained values) for the topic and pubsub
 // services.
-func (a *Adapter) discoItems(p peer, kind, to string) *Element {
+func (a *Adapter) discoItems(p peer, kind, to string) *element {
 	q := newElement(nsDiscoItem, "query")
 	switch kind {
 	case "server":
@@ -127,12 +127,12 @@ func (a *Adapter) pubsubDomainFor(p peer) string {
 	return a.cfg.ComponentDomain
 }
 
-func (a *Adapter) handlePubSub(s *session, iq *Element) {
+func (a *Adapter) handlePubSub(s *session, iq *element) {
 	a.handlePubSubFor(clientPeer{s}, iq)
 }
 
 // handlePubSubFor handles an iq to the PubSub service.
-func (a *Adapter) handlePubSubFor(p peer, iq *Element) {
+func (a *Adapter) handlePubSubFor(p peer, iq *element) {
 	if iq.Name.Local != "iq" {
 		return
 	}
@@ -175,12 +175,17 @@ func (a *Adapter) handlePubSubFor(p peer, iq *Element) {
 			fail(err)
 			return
 		}
-		_ = p.send(resultOf(iq).Add(newElement(nsPubSub, "pubsub").Add(
-			newElement(nsPubSub, "subscription", "node", node, "jid", p.bareJID(), "subscription", "subscribed"))))
-		if p.online() {
-			if err := a.topics.attach(ctx, p, node, true, true); err != nil {
-				a.log.Warn("xmpp: pubsub subscribe", "node", node, "err", err)
-			}
+		confirm := func() {
+			_ = p.send(resultOf(iq).Add(newElement(nsPubSub, "pubsub").Add(
+				newElement(nsPubSub, "subscription", "node", node, "jid", p.bareJID(), "subscription", "subscribed"))))
+		}
+		if !p.online() {
+			confirm()
+			return
+		}
+		if err := a.topics.attach(ctx, p, node, true, true, confirm); err != nil {
+			a.log.Warn("xmpp: pubsub subscribe", "node", node, "err", err)
+			fail(err)
 		}
 	case op.Name.Local == "unsubscribe" && typ == "set":
 		a.topics.mu.Lock()
@@ -241,7 +246,7 @@ func (a *Adapter) handlePubSubFor(p peer, iq *Element) {
 }
 
 // payloadElement carries an envelope's payload in a PubSub item.
-func payloadElement(e *broker.Envelope) *Element {
+func payloadElement(e *broker.Envelope) *element {
 	ct := e.ContentType
 	if ct == "" {
 		ct = "application/octet-stream"
@@ -251,7 +256,7 @@ func payloadElement(e *broker.Envelope) *Element {
 
 // eventMessage is the XEP-0060 event notification of e for a subscription
 // to node.
-func eventMessage(from, to, node string, e *broker.Envelope) *Element {
+func eventMessage(from, to, node string, e *broker.Envelope) *element {
 	return newElement(nsClient, "message", "from", from, "to", to, "id", e.ID).Add(
 		newElement(nsPubSubEvt, "event").Add(newElement(nsPubSubEvt, "items", "node", node).Add(
 			newElement(nsPubSubEvt, "item", "id", e.ID).Add(payloadElement(e)))))

@@ -35,7 +35,7 @@ type session struct {
 	loopDone    chan struct{}
 	sm          *smState
 	available   bool
-	presence    *Element // last available presence broadcast
+	presence    *element // last available presence broadcast
 	interested  bool     // requested the roster
 	resumeTimer *time.Timer
 }
@@ -78,7 +78,7 @@ func (s *session) serve(r *stanzaReader) {
 }
 
 // handle dispatches one top-level element from the client.
-func (s *session) handle(el *Element) error {
+func (s *session) handle(el *element) error {
 	s.a.metrics.stanzasIn.Inc()
 	if el.Name.Space == nsSM {
 		return s.handleSM(el)
@@ -138,7 +138,7 @@ func (s *session) connLost(conn net.Conn, err error) {
 // send queues el for the client: it is written at once when connected and
 // kept for resending until acknowledged when XEP-0198 is on. The returned
 // channel (nil without XEP-0198) is closed on acknowledgement.
-func (s *session) send(el *Element) (<-chan struct{}, error) {
+func (s *session) send(el *element) (<-chan struct{}, error) {
 	b := el.Bytes(nsClient)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -183,7 +183,7 @@ func (s *session) writeRaw(b string) error {
 }
 
 // handleSM handles a XEP-0198 element.
-func (s *session) handleSM(el *Element) error {
+func (s *session) handleSM(el *element) error {
 	switch el.Name.Local {
 	case "enable":
 		s.mu.Lock()

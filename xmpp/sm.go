@@ -8,7 +8,7 @@ import (
 // resumeSession resumes the XEP-0198 session named by <resume/> on the
 // negotiating connection c. It answers <failed/> and returns nil when the
 // session cannot be resumed; the client may then bind a new one.
-func (a *Adapter) resumeSession(c *streamConn, el *Element) (*session, error) {
+func (a *Adapter) resumeSession(c *streamConn, el *element) (*session, error) {
 	prev := el.AttrValue("previd")
 	h, herr := strconv.ParseUint(el.AttrValue("h"), 10, 32)
 	a.mu.Lock()

@@ -45,7 +45,7 @@ func (c *smClient) write(t *testing.T, s string) {
 }
 
 // next returns the next element, counting stanzas.
-func (c *smClient) next(t *testing.T) *Element {
+func (c *smClient) next(t *testing.T) *element {
 	t.Helper()
 	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	el, err := c.r.next()
@@ -60,7 +60,7 @@ func (c *smClient) next(t *testing.T) *Element {
 }
 
 // until reads until match.
-func (c *smClient) until(t *testing.T, what string, match func(*Element) bool) *Element {
+func (c *smClient) until(t *testing.T, what string, match func(*element) bool) *element {
 	t.Helper()
 	for range 50 {
 		if el := c.next(t); match(el) {
@@ -71,8 +71,8 @@ func (c *smClient) until(t *testing.T, what string, match func(*Element) bool) *
 	return nil
 }
 
-func bodyIs(from, body string) func(*Element) bool {
-	return func(el *Element) bool {
+func bodyIs(from, body string) func(*element) bool {
+	return func(el *element) bool {
 		return el.Name.Local == "message" && el.AttrValue("from") == from && el.childText("", "body") == body
 	}
 }
@@ -84,15 +84,15 @@ func TestStreamResumption(t *testing.T) {
 
 	c := newSMClient(t, h, true)
 	c.write(t, `<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
-	enabled := c.until(t, "enabled", func(el *Element) bool { return el.Name.Local == "enabled" })
+	enabled := c.until(t, "enabled", func(el *element) bool { return el.Name.Local == "enabled" })
 	id := enabled.AttrValue("id")
 	if id == "" || enabled.AttrValue("resume") != "true" {
 		t.Fatalf("enabled: %s", enabled)
 	}
 	c.write(t, `<presence/><presence to='`+topicJID+`' type='subscribe'/>`)
-	c.until(t, "subscribed", func(el *Element) bool { return el.AttrValue("type") == "subscribed" })
+	c.until(t, "subscribed", func(el *element) bool { return el.AttrValue("type") == "subscribed" })
 	c.write(t, `<r xmlns='urn:xmpp:sm:3'/>`)
-	a := c.until(t, "ack", func(el *Element) bool { return el.Name.Local == "a" })
+	a := c.until(t, "ack", func(el *element) bool { return el.Name.Local == "a" })
 	if a.AttrValue("h") != "2" {
 		t.Errorf("server handled %s stanzas, want 2", a.AttrValue("h"))
 	}
@@ -110,7 +110,7 @@ func TestStreamResumption(t *testing.T) {
 
 	c2 := newSMClient(t, h, false)
 	c2.write(t, `<resume xmlns='urn:xmpp:sm:3' previd='`+id+`' h='`+strconv.Itoa(before)+`'/>`)
-	resumed := c2.until(t, "resumed", func(el *Element) bool { return el.Name.Space == nsSM && el.Name.Local != "r" })
+	resumed := c2.until(t, "resumed", func(el *element) bool { return el.Name.Space == nsSM && el.Name.Local != "r" })
 	if resumed.Name.Local != "resumed" || resumed.AttrValue("h") != "2" {
 		t.Fatalf("resume answer: %s", resumed)
 	}
@@ -121,7 +121,7 @@ func TestStreamResumption(t *testing.T) {
 	// A second resumption of a stale id fails cleanly.
 	c3 := newSMClient(t, h, false)
 	c3.write(t, `<resume xmlns='urn:xmpp:sm:3' previd='nope' h='0'/>`)
-	failed := c3.until(t, "failed", func(el *Element) bool { return el.Name.Space == nsSM })
+	failed := c3.until(t, "failed", func(el *element) bool { return el.Name.Space == nsSM })
 	if failed.Name.Local != "failed" || !strings.Contains(failed.String(), "item-not-found") {
 		t.Errorf("stale resume: %s", failed)
 	}
@@ -135,9 +135,9 @@ func TestUnackedRequeued(t *testing.T) {
 	topicJID := "pump.state@topics.localhost"
 	c := newSMClient(t, h, true)
 	c.write(t, `<enable xmlns='urn:xmpp:sm:3'/>`)
-	c.until(t, "enabled", func(el *Element) bool { return el.Name.Local == "enabled" })
+	c.until(t, "enabled", func(el *element) bool { return el.Name.Local == "enabled" })
 	c.write(t, `<presence/><presence to='`+topicJID+`' type='subscribe'/>`)
-	c.until(t, "subscribed", func(el *Element) bool { return el.AttrValue("type") == "subscribed" })
+	c.until(t, "subscribed", func(el *element) bool { return el.AttrValue("type") == "subscribed" })
 	if err := h.bus.Publish(context.Background(), &broker.Envelope{Topic: "pump/state", Payload: []byte("running"), QoS: 1}); err != nil {
 		t.Fatal(err)
 	}

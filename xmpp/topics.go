@@ -33,7 +33,7 @@ type peer interface {
 	// qos is the QoS of what the user publishes (1 with XEP-0198).
 	qos() byte
 	// send sends a stanza to the user.
-	send(el *Element) error
+	send(el *element) error
 	// rosterSet records the topic JID's subscription state in the user's
 	// roster when the hub keeps it ("" removes the item).
 	rosterSet(jid, subscription string)
@@ -59,7 +59,7 @@ func topicKey(bare, topic string) string { return bare + " " + topic }
 
 // handle handles a stanza from p to the topic JID local@domain (local ""
 // is the service itself).
-func (t *topicService) handle(p peer, el *Element, local string) {
+func (t *topicService) handle(p peer, el *element, local string) {
 	typ := el.AttrValue("type")
 	if typ == "error" || typ == "result" {
 		return
@@ -130,13 +130,22 @@ func (t *topicService) subscribe(ctx context.Context, p peer, topic, from string
 		_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
 		return
 	}
-	p.rosterSet(from, "to")
-	_ = p.send(newElement(nsClient, "presence", "type", "subscribed", "from", from, "to", p.bareJID()))
-	_ = p.send(newElement(nsClient, "presence", "from", from, "to", p.bareJID()))
-	if p.online() {
-		if err := t.attach(ctx, p, topic, false, true); err != nil {
-			t.a.log.Warn("xmpp: topic subscription", "jid", p.bareJID(), "topic", topic, "err", err)
-		}
+	approve := func() {
+		p.rosterSet(from, "to")
+		_ = p.send(newElement(nsClient, "presence", "type", "subscribed", "from", from, "to", p.bareJID()))
+		_ = p.send(newElement(nsClient, "presence", "from", from, "to", p.bareJID()))
+	}
+	if !p.online() {
+		approve()
+		return
+	}
+	// The bus subscription exists before the user hears of it, so that
+	// nothing published after "subscribed" is missed.
+	if err := t.attach(ctx, p, topic, false, true, approve); err != nil {
+		t.a.log.Warn("xmpp: topic subscription", "jid", p.bareJID(), "topic", topic, "err", err)
+		_ = t.a.cfg.Store.KVDelete(ctx, topicBucket, topicKey(p.bareJID(), topic))
+		p.rosterSet(from, "none")
+		_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
 	}
 }
 
@@ -157,9 +166,10 @@ func (t *topicService) unsubscribe(ctx context.Context, bare, local string) {
 }
 
 // attach subscribes p's durable subscription to a topic (or, for pubsub,
-// to a PubSub node's filter) on the bus; with retainedFirst the retained
-// values are sent before anything else.
-func (t *topicService) attach(ctx context.Context, p peer, filter string, pubsub, retainedFirst bool) error {
+// to a PubSub node's filter) on the bus; then, before anything is
+// delivered, it calls before (when not nil) and, with retainedFirst, sends
+// the retained values.
+func (t *topicService) attach(ctx context.Context, p peer, filter string, pubsub, retainedFirst bool, before func()) error {
 	bare := p.bareJID()
 	key, id := "t "+filter, "xmpp:"+p.subID()+":"+filter
 	if pubsub {
@@ -171,10 +181,13 @@ func (t *topicService) attach(ctx context.Context, p peer, filter string, pubsub
 	}
 	if t.subs[bare][key] != nil {
 		t.mu.Unlock()
+		if before != nil {
+			before()
+		}
 		return nil
 	}
 	t.mu.Unlock()
-	build := func(to string, e *broker.Envelope) *Element {
+	build := func(to string, e *broker.Envelope) *element {
 		if pubsub {
 			return eventMessage(t.a.pubsubDomainFor(p), to, filter, e)
 		}
@@ -207,6 +220,9 @@ func (t *topicService) attach(ctx context.Context, p peer, filter string, pubsub
 	}
 	t.subs[bare][key] = sub
 	t.mu.Unlock()
+	if before != nil {
+		before()
+	}
 	if retainedFirst {
 		rs, err := t.a.cfg.Bus.Retained(ctx, filter)
 		if err == nil {
@@ -249,7 +265,7 @@ func (t *topicService) userOnline(p peer) {
 			t.a.log.Info("xmpp: subscription no longer allowed", "jid", p.bareJID(), "filter", filter, "err", err)
 			continue
 		}
-		if err := t.attach(ctx, p, filter, i >= len(kvs), false); err != nil {
+		if err := t.attach(ctx, p, filter, i >= len(kvs), false, nil); err != nil {
 			t.a.log.Warn("xmpp: attach subscription", "jid", p.bareJID(), "filter", filter, "err", err)
 		}
 	}
@@ -281,7 +297,7 @@ func (t *topicService) shutdown() {
 }
 
 // publish publishes a chat message to a topic JID on the bus.
-func (t *topicService) publish(ctx context.Context, p peer, el *Element, topic string) {
+func (t *topicService) publish(ctx context.Context, p peer, el *element, topic string) {
 	payload, ctype, ok, err := messagePayload(el)
 	if err != nil {
 		_ = p.send(errorReply(el, "modify", "bad-request"))
@@ -315,7 +331,7 @@ func (t *topicService) publish(ctx context.Context, p peer, el *Element, topic s
 // messagePayload extracts what a chat message publishes: the payload
 // element's bytes and type when present, else the body as text/plain. ok
 // is false for a message with neither.
-func messagePayload(el *Element) (payload []byte, ctype string, ok bool, err error) {
+func messagePayload(el *element) (payload []byte, ctype string, ok bool, err error) {
 	if pl := el.Child(nsPayload, "payload"); pl != nil {
 		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(pl.Text()))
 		if err != nil {
@@ -338,7 +354,7 @@ func messagePayload(el *Element) (payload []byte, ctype string, ok bool, err err
 // envelopeMessage builds the chat message from a topic JID for e: the
 // payload as body when it is text, else a short body and the bytes in a
 // <payload/> element (DESIGN.md).
-func envelopeMessage(from, to string, e *broker.Envelope) *Element {
+func envelopeMessage(from, to string, e *broker.Envelope) *element {
 	m := newElement(nsClient, "message", "type", "chat", "from", from, "to", to, "id", e.ID)
 	if adapters.IsText(e.ContentType, e.Payload) {
 		m.Add(newElement(nsClient, "body").AddText(string(e.Payload)))
@@ -356,7 +372,7 @@ func envelopeMessage(from, to string, e *broker.Envelope) *Element {
 // deliverEnvelope sends e to p as built by build. With XEP-0198 and
 // delivery QoS 1 it returns only once a resource acknowledged it, so that
 // the bus keeps it queued otherwise.
-func (a *Adapter) deliverEnvelope(ctx context.Context, p peer, e *broker.Envelope, build func(to string, e *broker.Envelope) *Element) error {
+func (a *Adapter) deliverEnvelope(ctx context.Context, p peer, e *broker.Envelope, build func(to string, e *broker.Envelope) *element) error {
 	cp, ok := p.(clientPeer)
 	if !ok {
 		return p.send(build(p.bareJID(), e))
