@@ -111,7 +111,9 @@ type Config struct {
 	// Node is this hub's id in Origin.Node (default broker.NodeID()).
 	Node string
 	// SubscriberID is the id of the adapter's durable bus subscription
-	// (default DefaultSubscriberID).
+	// (default DefaultSubscriberID). It must stay the same across restarts
+	// (the durable queue is found again under it) and, on a shared
+	// clustered bus, differ from hub to hub.
 	SubscriberID string
 	// Logger receives the adapter's and mochi's logs (nil: slog.Default()).
 	Logger *slog.Logger
