@@ -90,6 +90,32 @@ asyncio.get_event_loop().run_until_complete(main())
 PY
 done
 
+timeout 60 /usr/bin/python3 - "$XMPP_PORT" "$XMPP_DOMAIN" <<'PY'
+import asyncio, logging, ssl, sys
+import slixmpp
+
+port, domain = int(sys.argv[1]), sys.argv[2]
+logging.basicConfig(level=logging.CRITICAL)
+
+
+async def main():
+    bad = slixmpp.ClientXMPP("alice@" + domain, "wrong-password", sasl_mech="SCRAM-SHA-256")
+    bad.ssl_context.check_hostname = False
+    bad.ssl_context.verify_mode = ssl.CERT_NONE
+    failed = asyncio.get_event_loop().create_future()
+    bad.add_event_handler("failed_all_auth", lambda e: failed.done() or failed.set_result(True))
+    bad.add_event_handler("session_start", lambda e: failed.done() or failed.set_result(False))
+    bad.connect(("127.0.0.1", port))
+    if not await asyncio.wait_for(failed, 20):
+        print("FAIL: login with a wrong password succeeded", flush=True)
+        sys.exit(1)
+    bad.disconnect()
+    print("ok: xmpp login with a wrong password refused", flush=True)
+
+
+asyncio.get_event_loop().run_until_complete(main())
+PY
+
 # --- Component mode with Prosody ------------------------------------------
 if ! command -v prosody >/dev/null; then
 	echo "skip: prosody is not installed (component mode)"
