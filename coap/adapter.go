@@ -49,7 +49,8 @@ type PSKFunc func(ctx context.Context, identity string) ([]byte, error)
 
 // Config configures the CoAP adapter.
 type Config struct {
-	// Addr is the plain UDP listen address ("" = DefaultAddr).
+	// Addr is the plain UDP listen address (DefaultAddr is the hub's
+	// default); "" disables it. Addr or DTLSAddr is required.
 	Addr string
 	// DTLSAddr is the DTLS (coaps) listen address; "" disables it.
 	DTLSAddr string
@@ -137,11 +138,13 @@ func New(cfg Config) (*Adapter, error) {
 	if cfg.Auth == nil {
 		return nil, errors.New("coap: Auth is required")
 	}
-	if cfg.Addr == "" {
-		cfg.Addr = DefaultAddr
+	if cfg.Addr == "" && cfg.DTLSAddr == "" {
+		return nil, errors.New("coap: Addr or DTLSAddr is required")
 	}
-	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
-		return nil, fmt.Errorf("coap: Addr %q: %w", cfg.Addr, err)
+	if cfg.Addr != "" {
+		if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+			return nil, fmt.Errorf("coap: Addr %q: %w", cfg.Addr, err)
+		}
 	}
 	if cfg.DTLSAddr != "" {
 		if _, _, err := net.SplitHostPort(cfg.DTLSAddr); err != nil {
@@ -257,37 +260,49 @@ func (a *Adapter) Start(ctx context.Context) error {
 		return err
 	}
 	// Bind every listener before serving any, so a failure has nothing to stop.
-	l, err := coapNet.NewListenUDP("udp", a.cfg.Addr)
-	if err != nil {
-		return fail(fmt.Errorf("coap: listen %s: %w", a.cfg.Addr, err))
+	var (
+		l   *coapNet.UDPConn
+		ln  *coapNet.DTLSListener
+		err error
+	)
+	closeAll := func() {
+		if l != nil {
+			_ = l.Close()
+		}
+		if ln != nil {
+			_ = ln.Close()
+		}
 	}
-	var ln *coapNet.DTLSListener
+	if a.cfg.Addr != "" {
+		if l, err = coapNet.NewListenUDP("udp", a.cfg.Addr); err != nil {
+			return fail(fmt.Errorf("coap: listen %s: %w", a.cfg.Addr, err))
+		}
+	}
 	if a.cfg.DTLSAddr != "" {
 		if ln, err = coapNet.NewDTLSListener("udp", a.cfg.DTLSAddr, a.dtlsOptions()); err != nil {
-			_ = l.Close()
+			closeAll()
 			return fail(fmt.Errorf("coap: listen dtls %s: %w", a.cfg.DTLSAddr, err))
 		}
 	}
 	if a.lastVals != nil {
 		sub, err := a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{Filters: []string{"#"}, QueueLen: 4096}, a.lastVals.handle)
 		if err != nil {
-			_ = l.Close()
-			if ln != nil {
-				_ = ln.Close()
-			}
+			closeAll()
 			return fail(fmt.Errorf("coap: subscribe for last values: %w", err))
 		}
 		a.lvSub = sub
 	}
-	a.addrs["coap"] = l.LocalAddr().String()
-	a.udp = udp.NewServer(serverOption{a: a})
-	a.serving.Add(1)
-	go func() {
-		defer a.serving.Done()
-		if err := a.udp.Serve(l); err != nil {
-			a.log.Error("coap: udp server ended", "err", err)
-		}
-	}()
+	if l != nil {
+		a.addrs["coap"] = l.LocalAddr().String()
+		a.udp = udp.NewServer(serverOption{a: a})
+		a.serving.Add(1)
+		go func() {
+			defer a.serving.Done()
+			if err := a.udp.Serve(l); err != nil {
+				a.log.Error("coap: udp server ended", "err", err)
+			}
+		}()
+	}
 	if ln != nil {
 		a.addrs["coaps"] = ln.Addr().String()
 		a.dtls = dtls.NewServer(serverOption{a: a})

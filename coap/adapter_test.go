@@ -32,16 +32,17 @@ func TestNewValidation(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"no bus", Config{Auth: auth}, "Bus"},
-		{"no auth", Config{Bus: bus}, "Auth"},
+		{"no bus", Config{Auth: auth, Addr: "127.0.0.1:0"}, "Bus"},
+		{"no listener", Config{Bus: bus, Auth: auth}, "Addr or DTLSAddr"},
+		{"no auth", Config{Bus: bus, Addr: "127.0.0.1:0"}, "Auth"},
 		{"bad addr", Config{Bus: bus, Auth: auth, Addr: "nope"}, "Addr"},
 		{"dtls without psk", Config{Bus: bus, Auth: auth, DTLSAddr: "127.0.0.1:0"}, "PSK"},
 		{"bad dtls addr", Config{Bus: bus, Auth: auth, DTLSAddr: "x"}, "DTLSAddr"},
-		{"block size", Config{Bus: bus, Auth: auth, BlockSize: 3000}, "BlockSize 3000"},
-		{"block size not power", Config{Bus: bus, Auth: auth, BlockSize: 100}, "BlockSize 100"},
-		{"negative payload", Config{Bus: bus, Auth: auth, MaxPayload: -1}, "MaxPayload"},
-		{"retransmit", Config{Bus: bus, Auth: auth, MaxRetransmit: 99}, "MaxRetransmit"},
-		{"ack timeout", Config{Bus: bus, Auth: auth, AckTimeout: -time.Second}, "AckTimeout"},
+		{"block size", Config{Bus: bus, Auth: auth, Addr: "127.0.0.1:0", BlockSize: 3000}, "BlockSize 3000"},
+		{"block size not power", Config{Bus: bus, Auth: auth, Addr: "127.0.0.1:0", BlockSize: 100}, "BlockSize 100"},
+		{"negative payload", Config{Bus: bus, Auth: auth, Addr: "127.0.0.1:0", MaxPayload: -1}, "MaxPayload"},
+		{"retransmit", Config{Bus: bus, Auth: auth, Addr: "127.0.0.1:0", MaxRetransmit: 99}, "MaxRetransmit"},
+		{"ack timeout", Config{Bus: bus, Auth: auth, Addr: "127.0.0.1:0", AckTimeout: -time.Second}, "AckTimeout"},
 	}
 	for _, c := range cases {
 		_, err := New(c.cfg)
@@ -49,7 +50,7 @@ func TestNewValidation(t *testing.T) {
 			t.Errorf("%s: err %v, want one naming %q", c.name, err, c.want)
 		}
 	}
-	if _, err := New(Config{Bus: bus, Auth: auth}); err != nil {
+	if _, err := New(Config{Bus: bus, Auth: auth, Addr: DefaultAddr}); err != nil {
 		t.Errorf("minimal config refused: %v", err)
 	}
 }

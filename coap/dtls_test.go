@@ -96,6 +96,22 @@ func TestDTLSPSK(t *testing.T) {
 	}
 }
 
+// TestDTLSOnly: with Addr "" only the DTLS listener runs.
+func TestDTLSOnly(t *testing.T) {
+	t.Parallel()
+	e := start(t, func(c *Config) { c.Addr = ""; c.DTLSAddr = "127.0.0.1:0" })
+	if e.addr != "" || e.dtlsAddr == "" {
+		t.Fatalf("addrs %v", e.a.Addrs())
+	}
+	cc, err := dialDTLS(t, e.dtlsAddr, "sensor1", testPSK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := cc.Post(ctx5(t), "/ps/devices/sensor1/x", message.TextPlain, strings.NewReader("1")); err != nil || resp.Code() != codes.Changed {
+		t.Fatalf("POST: %v %v", resp, err)
+	}
+}
+
 // TestDTLSIdleOffline: a DTLS session silent for IdleTimeout is closed and
 // its device reported offline.
 func TestDTLSIdleOffline(t *testing.T) {
