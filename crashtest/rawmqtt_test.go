@@ -1,0 +1,168 @@
+package crashtest
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// rawMQTT is a hand-written MQTT 3.1.1 client: it can stop reading
+// altogether (a stalled subscriber) and later read and acknowledge what
+// the hub sent.
+type rawMQTT struct {
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+func appendRemaining(b []byte, n int) []byte {
+	for {
+		d := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			d |= 0x80
+		}
+		b = append(b, d)
+		if n == 0 {
+			return b
+		}
+	}
+}
+
+func packet(typ byte, body []byte) []byte {
+	return append(appendRemaining([]byte{typ}, len(body)), body...)
+}
+
+// dialRawMQTT connects with keep-alive 0 and a small receive buffer,
+// subscribes to filter at qos and returns after SUBACK.
+func dialRawMQTT(addr, id string, clean bool, filter string, qos byte) (*rawMQTT, error) {
+	conn, err := net.DialTimeout("tcp", addr, ackTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	c := &rawMQTT{conn: conn, r: bufio.NewReaderSize(conn, 4096)}
+	flags := byte(0)
+	if clean {
+		flags = 0x02
+	}
+	connect := appendString(nil, "MQTT")
+	connect = append(connect, 4, flags, 0, 0)
+	connect = appendString(connect, id)
+	sub := binary.BigEndian.AppendUint16(nil, 1)
+	sub = appendString(sub, filter)
+	sub = append(sub, qos)
+	_ = conn.SetDeadline(time.Now().Add(ackTimeout))
+	if _, err := conn.Write(packet(0x10, connect)); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	if typ, _, err := c.read(); err != nil || typ>>4 != 2 {
+		_ = conn.Close()
+		return nil, fmt.Errorf("raw mqtt: want CONNACK, got type %d: %v", typ>>4, err)
+	}
+	if _, err := conn.Write(packet(0x82, sub)); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	if typ, _, err := c.read(); err != nil || typ>>4 != 9 {
+		_ = conn.Close()
+		return nil, fmt.Errorf("raw mqtt: want SUBACK, got type %d: %v", typ>>4, err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// read reads one packet: its first byte and its body.
+func (c *rawMQTT) read() (byte, []byte, error) {
+	typ, err := c.r.ReadByte()
+	if err != nil {
+		return 0, nil, err
+	}
+	n, mul := 0, 1
+	for i := 0; ; i++ {
+		d, err := c.r.ReadByte()
+		if err != nil {
+			return 0, nil, err
+		}
+		n += int(d&0x7f) * mul
+		mul *= 128
+		if d&0x80 == 0 {
+			break
+		}
+		if i == 3 {
+			return 0, nil, errors.New("raw mqtt: bad remaining length")
+		}
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		return 0, nil, err
+	}
+	return typ, body, nil
+}
+
+// rawPublish is a PUBLISH the raw client received.
+type rawPublish struct {
+	topic   string
+	payload string
+	qos     byte
+	dup     bool
+}
+
+// drain reads and acknowledges PUBLISH packets until quiet passes without
+// one or total is over, and returns them; the error is set when the
+// connection failed (not for the quiet timeout).
+func (c *rawMQTT) drain(quiet, total time.Duration) ([]rawPublish, error) {
+	var out []rawPublish
+	// A receive buffer smaller than the loopback MSS stops window updates
+	// from going out (receiver-side silly window avoidance): grow it first.
+	if tc, ok := c.conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(1 << 20)
+	}
+	end := time.Now().Add(total)
+	for time.Now().Before(end) {
+		dl := time.Now().Add(quiet)
+		if dl.After(end) {
+			dl = end
+		}
+		_ = c.conn.SetReadDeadline(dl)
+		typ, body, err := c.read()
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		if typ>>4 != 3 || len(body) < 2 {
+			continue
+		}
+		qos := (typ >> 1) & 3
+		tl := int(binary.BigEndian.Uint16(body))
+		if len(body) < 2+tl {
+			continue
+		}
+		p := rawPublish{topic: string(body[2 : 2+tl]), qos: qos, dup: typ&0x08 != 0}
+		rest := body[2+tl:]
+		if qos > 0 && len(rest) >= 2 {
+			id := rest[:2]
+			rest = rest[2:]
+			_ = c.conn.SetWriteDeadline(time.Now().Add(ackTimeout))
+			_, _ = c.conn.Write(packet(0x40, id))
+		}
+		p.payload = string(rest)
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (c *rawMQTT) close() { _ = c.conn.Close() }
