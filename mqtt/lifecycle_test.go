@@ -350,3 +350,20 @@ func TestStartFailsCleanly(t *testing.T) {
 		t.Fatalf("duplicate metrics: %v", err)
 	}
 }
+
+func TestSilentConnectionIsClosed(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, func(c *Config) { c.ConnectTimeout = 200 * time.Millisecond })
+	start := time.Now()
+	r := dialRaw(t, h.addr)
+	if b := r.rest(); len(b) != 0 {
+		t.Fatalf("got % x", b)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("closed after %v", d)
+	}
+	// A client that does send CONNECT in time is not affected later.
+	c := mustV3(t, h.addr, "in-time", "", "", true)
+	time.Sleep(300 * time.Millisecond)
+	c.sub(t, "still/here", 0)
+}
