@@ -4,10 +4,12 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -273,7 +275,7 @@ func envelopeJSON(e *broker.Envelope, subQoS byte) EnvelopeJSON {
 	for _, p := range e.Properties {
 		j.Properties = append(j.Properties, PropertyJSON{Key: p.Key, Value: p.Value})
 	}
-	if adapters.IsText(e.ContentType, e.Payload) {
+	if isText(e.ContentType, e.Payload) {
 		j.Payload = string(e.Payload)
 	} else {
 		j.Payload = base64.StdEncoding.EncodeToString(e.Payload)
@@ -283,6 +285,16 @@ func envelopeJSON(e *broker.Envelope, subQoS byte) EnvelopeJSON {
 		j.CorrelationData = base64.StdEncoding.EncodeToString(e.CorrelationData)
 	}
 	return j
+}
+
+// isText is adapters.IsText, plus form-urlencoded bodies (curl -d sends
+// them with that type by default), which are ASCII text.
+func isText(contentType string, payload []byte) bool {
+	if adapters.IsText(contentType, payload) {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/x-www-form-urlencoded" && utf8.Valid(payload)
 }
 
 func trunc(s string) string {

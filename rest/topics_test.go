@@ -273,3 +273,24 @@ func TestNewValidates(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestIsText(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		ct, payload string
+		want        bool
+	}{
+		{"text/plain", "hi", true},
+		{"application/json", `{"a":1}`, true},
+		{"application/x-www-form-urlencoded", "21.5", true},
+		{"application/x-www-form-urlencoded", "\xff", false},
+		{"application/octet-stream", "hi", false},
+		{"", "hi", true},
+		{"", "\x00\x01", false},
+	}
+	for _, tt := range tests {
+		if got := isText(tt.ct, []byte(tt.payload)); got != tt.want {
+			t.Errorf("isText(%q, %q) = %v", tt.ct, tt.payload, got)
+		}
+	}
+}
