@@ -9,6 +9,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/hubsmith/hub/adapters"
@@ -326,5 +327,41 @@ func TestStopIdempotentAndHealth(t *testing.T) {
 	}
 	if err := e.a.Start(ctx5(t)); err == nil {
 		t.Fatal("restart accepted")
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	e := start(t, func(c *Config) { c.Registerer = reg })
+	cc := e.dial(t, "")
+	if _, err := cc.Post(ctx5(t), "/ps/m/x", message.TextPlain, strings.NewReader("1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cc.Get(ctx5(t), "/ps/m/none"); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += " " + l.GetValue()
+			}
+			got[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	if got["hub_coap_requests_total 2.04 POST"] != 1 || got["hub_coap_requests_total 4.04 GET"] != 1 {
+		t.Errorf("requests metric: %v", got)
+	}
+	if got["hub_coap_published_total"] != 1 {
+		t.Errorf("published metric: %v", got)
+	}
+	if _, err := New(Config{Bus: e.bus, Auth: adapters.NewAuth(testUsers, nil), Addr: "127.0.0.1:0", Registerer: reg}); err == nil {
+		t.Error("a second registration on one registry was accepted")
 	}
 }

@@ -65,6 +65,9 @@ var errorCodes = []struct {
 	{context.DeadlineExceeded, codes.ServiceUnavailable},
 }
 
+// codeLabel writes a response code as RFC 7252 does: "2.05", "4.04".
+func codeLabel(c codes.Code) string { return fmt.Sprintf("%d.%02d", c>>5, c&31) }
+
 func errorCode(err error) codes.Code {
 	for _, e := range errorCodes {
 		if errors.Is(err, e.err) {
@@ -95,7 +98,7 @@ func (a *Adapter) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 	}
 	start := time.Now()
 	code := a.serve(w, r, cs)
-	a.metrics.requests.WithLabelValues(r.Code().String(), code.String()).Inc()
+	a.metrics.requests.WithLabelValues(r.Code().String(), codeLabel(code)).Inc()
 	a.metrics.latency.Observe(time.Since(start).Seconds())
 }
 
@@ -505,6 +508,6 @@ func (a *Adapter) monitorRequest(cc *udpClient.Conn, r *pool.Message) (bool, err
 	if err := cc.Session().WriteMessage(resp); err != nil {
 		a.log.Debug("coap: write 4.13", "err", err)
 	}
-	a.metrics.requests.WithLabelValues(r.Code().String(), codes.RequestEntityTooLarge.String()).Inc()
+	a.metrics.requests.WithLabelValues(r.Code().String(), codeLabel(codes.RequestEntityTooLarge)).Inc()
 	return true, nil
 }

@@ -368,3 +368,29 @@ func TestMaxObservations(t *testing.T) {
 		t.Fatalf("%d observations", n)
 	}
 }
+
+// TestSilentNONObserverGetsCON: a NON observer silent for IdleTimeout gets
+// its next notification as CON (RFC 7641 §4.5); once it acknowledges, the
+// notifications are NON again.
+func TestSilentNONObserverGetsCON(t *testing.T) {
+	t.Parallel()
+	e := start(t, func(c *Config) { c.IdleTimeout = 150 * time.Millisecond })
+	r := e.raw(t)
+	r.send(rawMsg{typ: message.NonConfirmable, code: codes.GET, mid: 10, token: []byte{3}, path: "/ps/idle/t", observe: 0, cf: -1})
+	r.mustRecv()
+	time.Sleep(300 * time.Millisecond)
+	publish(t, e.bus, "idle/t", "1", "", 0, false)
+	m := r.mustRecv()
+	if m.Type() != message.Confirmable {
+		t.Fatalf("notification after silence is %v, want CON", m.Type())
+	}
+	r.send(rawMsg{typ: message.Acknowledgement, code: codes.Empty, mid: m.MessageID(), observe: -1, cf: -1})
+	time.Sleep(50 * time.Millisecond)
+	publish(t, e.bus, "idle/t", "2", "", 0, false)
+	if m := r.mustRecv(); m.Type() != message.NonConfirmable || string(body(t, m)) != "2" {
+		t.Fatalf("notification after the ACK: %v", m)
+	}
+	if e.a.observations() != 1 {
+		t.Fatal("observation lost")
+	}
+}
