@@ -312,3 +312,36 @@ func TestOfflineLimit(t *testing.T) {
 		t.Errorf("error for unknown user: %+v", got)
 	}
 }
+
+func TestUserSubscriptions(t *testing.T) {
+	h := startHub(t, nil)
+	alice := connect(t, h, "alice", "alicepw")
+	bob := connect(t, h, "bob", "bobpw")
+	alice.iq(t, `<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>`)
+	bob.iq(t, `<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>`)
+	alice.send(t, `<presence to='bob@localhost' type='subscribe'/>`)
+	bob.expect(t, "subscription request", func(v rx) bool { return v.XMLName.Local == "presence" && v.Type == "subscribe" && v.From == "alice@localhost" })
+	bob.send(t, `<presence to='alice@localhost' type='subscribed'/>`)
+	alice.expect(t, "approval", func(v rx) bool { return v.Type == "subscribed" && v.From == "bob@localhost" })
+	alice.expect(t, "bob's presence", func(v rx) bool { return v.XMLName.Local == "presence" && v.Type == "" && v.From == bob.jid })
+	_, out := alice.iq(t, `<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>`)
+	if !strings.Contains(out, `jid="bob@localhost"`) || !strings.Contains(out, `subscription="to"`) {
+		t.Errorf("alice's roster: %s", out)
+	}
+	_, out = bob.iq(t, `<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>`)
+	if !strings.Contains(out, `jid="alice@localhost"`) || !strings.Contains(out, `subscription="from"`) {
+		t.Errorf("bob's roster: %s", out)
+	}
+	// bob's presence changes reach alice; removing bob cancels it.
+	bob.send(t, `<presence><show>away</show></presence>`)
+	alice.expect(t, "presence update", func(v rx) bool { return v.From == bob.jid && strings.Contains(v.Inner, "away") })
+	typ, _ := alice.iq(t, `<iq type='set' id='rm'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' subscription='remove'/></query></iq>`)
+	if typ != "result" {
+		t.Fatalf("remove: %s", typ)
+	}
+	bob.expect(t, "unsubscribe", func(v rx) bool { return v.Type == "unsubscribe" && v.From == "alice@localhost" })
+	_, out = bob.iq(t, `<iq type='get' id='r3'><query xmlns='jabber:iq:roster'/></iq>`)
+	if !strings.Contains(out, `subscription="none"`) {
+		t.Errorf("bob's roster after removal: %s", out)
+	}
+}

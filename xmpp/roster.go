@@ -137,6 +137,18 @@ func (a *Adapter) handleRoster(s *session, iq *element, q *element) {
 			if domain == a.topicDomain() {
 				a.topics.unsubscribe(ctx, s.bare, local)
 			}
+			if domain == a.cfg.Domain && local != "" {
+				// RFC 6121 2.5.2: removing a contact cancels the
+				// subscriptions both ways.
+				if it, ok, err := a.rosterGet(ctx, s.user, jid); err == nil && ok {
+					if it.Subscription == "to" || it.Subscription == "both" || it.Ask != "" {
+						a.handleSubscription(s, newElement(nsClient, "presence", "type", "unsubscribe", "from", s.jid, "to", jid), jid)
+					}
+					if it.Subscription == "from" || it.Subscription == "both" {
+						a.handleSubscription(s, newElement(nsClient, "presence", "type", "unsubscribed", "from", s.jid, "to", jid), jid)
+					}
+				}
+			}
 			if err := a.rosterDelete(ctx, s.user, jid); err != nil {
 				a.reply(s, errorReply(iq, "wait", "internal-server-error"))
 				return
