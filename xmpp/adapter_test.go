@@ -320,7 +320,9 @@ func TestUserSubscriptions(t *testing.T) {
 	alice.iq(t, `<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>`)
 	bob.iq(t, `<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>`)
 	alice.send(t, `<presence to='bob@localhost' type='subscribe'/>`)
-	bob.expect(t, "subscription request", func(v rx) bool { return v.XMLName.Local == "presence" && v.Type == "subscribe" && v.From == "alice@localhost" })
+	bob.expect(t, "subscription request", func(v rx) bool {
+		return v.XMLName.Local == "presence" && v.Type == "subscribe" && v.From == "alice@localhost"
+	})
 	bob.send(t, `<presence to='alice@localhost' type='subscribed'/>`)
 	alice.expect(t, "approval", func(v rx) bool { return v.Type == "subscribed" && v.From == "bob@localhost" })
 	alice.expect(t, "bob's presence", func(v rx) bool { return v.XMLName.Local == "presence" && v.Type == "" && v.From == bob.jid })
