@@ -41,15 +41,11 @@ func packet(typ byte, body []byte) []byte {
 	return append(appendRemaining([]byte{typ}, len(body)), body...)
 }
 
-// dialRawMQTT connects with keep-alive 0 and a small receive buffer,
-// subscribes to filter at qos and returns after SUBACK.
-func dialRawMQTT(addr, id string, clean bool, filter string, qos byte) (*rawMQTT, error) {
+// rawConnect connects with MQTT version (4 = 3.1.1, 5) and keep-alive 0.
+func rawConnect(addr, id string, version byte, clean bool) (*rawMQTT, error) {
 	conn, err := net.DialTimeout("tcp", addr, ackTimeout)
 	if err != nil {
 		return nil, err
-	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetReadBuffer(4096)
 	}
 	c := &rawMQTT{conn: conn, r: bufio.NewReaderSize(conn, 4096)}
 	flags := byte(0)
@@ -57,30 +53,88 @@ func dialRawMQTT(addr, id string, clean bool, filter string, qos byte) (*rawMQTT
 		flags = 0x02
 	}
 	connect := appendString(nil, "MQTT")
-	connect = append(connect, 4, flags, 0, 0)
+	connect = append(connect, version, flags, 0, 0)
+	if version == 5 {
+		connect = append(connect, 0) // no properties
+	}
 	connect = appendString(connect, id)
-	sub := binary.BigEndian.AppendUint16(nil, 1)
-	sub = appendString(sub, filter)
-	sub = append(sub, qos)
 	_ = conn.SetDeadline(time.Now().Add(ackTimeout))
 	if _, err := conn.Write(packet(0x10, connect)); err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	if typ, _, err := c.read(); err != nil || typ>>4 != 2 {
+	typ, body, err := c.read()
+	if err != nil || typ>>4 != 2 || len(body) < 2 || body[1] != 0 {
 		_ = conn.Close()
-		return nil, fmt.Errorf("raw mqtt: want CONNACK, got type %d: %v", typ>>4, err)
-	}
-	if _, err := conn.Write(packet(0x82, sub)); err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	if typ, _, err := c.read(); err != nil || typ>>4 != 9 {
-		_ = conn.Close()
-		return nil, fmt.Errorf("raw mqtt: want SUBACK, got type %d: %v", typ>>4, err)
+		return nil, fmt.Errorf("raw mqtt: want CONNACK accepted, got type %d %x: %v", typ>>4, body, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// dialRawMQTT connects (3.1.1) with a small receive buffer, subscribes to
+// filter at qos and returns after SUBACK.
+func dialRawMQTT(addr, id string, clean bool, filter string, qos byte) (*rawMQTT, error) {
+	c, err := rawConnect(addr, id, 4, clean)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	sub := binary.BigEndian.AppendUint16(nil, 1)
+	sub = appendString(sub, filter)
+	sub = append(sub, qos)
+	_ = c.conn.SetDeadline(time.Now().Add(ackTimeout))
+	if _, err := c.conn.Write(packet(0x82, sub)); err != nil {
+		c.close()
+		return nil, err
+	}
+	if typ, _, err := c.read(); err != nil || typ>>4 != 9 {
+		c.close()
+		return nil, fmt.Errorf("raw mqtt: want SUBACK, got type %d: %v", typ>>4, err)
+	}
+	_ = c.conn.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// publish1 publishes payload at QoS 1 with packet id pid and returns the
+// PUBACK reason code (0 = success). An error means no PUBACK came: the
+// connection was closed (MQTT 3.1.1's only way to refuse) or timed out.
+func (c *rawMQTT) publish1(version byte, topic, payload string, pid uint16) (byte, error) {
+	b := appendString(nil, topic)
+	b = binary.BigEndian.AppendUint16(b, pid)
+	if version == 5 {
+		b = append(b, 0)
+	}
+	b = append(b, payload...)
+	_ = c.conn.SetDeadline(time.Now().Add(ackTimeout))
+	defer func() { _ = c.conn.SetDeadline(time.Time{}) }()
+	if _, err := c.conn.Write(packet(0x32, b)); err != nil {
+		return 0, err
+	}
+	for {
+		typ, body, err := c.read()
+		if err != nil {
+			return 0, err
+		}
+		switch typ >> 4 {
+		case 4: // PUBACK
+			if len(body) < 2 || binary.BigEndian.Uint16(body) != pid {
+				continue
+			}
+			if len(body) == 2 {
+				return 0, nil
+			}
+			return body[2], nil
+		case 14: // DISCONNECT
+			code := byte(0)
+			if len(body) > 0 {
+				code = body[0]
+			}
+			return 0, fmt.Errorf("raw mqtt: DISCONNECT reason 0x%02x", code)
+		}
+	}
 }
 
 // read reads one packet: its first byte and its body.
