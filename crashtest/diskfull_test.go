@@ -268,4 +268,3 @@ func checkRefusals(t *testing.T, h *hubProc, phase string, note func(string, boo
 		}
 	}
 }
-
