@@ -73,6 +73,7 @@ func TestPostPublishes(t *testing.T) {
 		{name: "con is qos 1", cf: message.AppJSON, wantQoS: 1, ctype: "application/json"},
 		{name: "non is qos 0", non: true, cf: message.TextPlain, wantQoS: 0, ctype: "text/plain;charset=utf-8"},
 		{name: "query qos", opts: []message.Option{query("qos=2")}, cf: message.AppCBOR, wantQoS: 2, ctype: "application/cbor"},
+		{name: "query qos emqx style", non: true, opts: []message.Option{query("qos=qos1")}, cf: message.AppCBOR, wantQoS: 1, ctype: "application/cbor"},
 		{name: "query retain", opts: []message.Option{query("retain=true"), query("qos=0")}, cf: message.AppOctets, retain: true, ctype: "application/octet-stream"},
 		{name: "senml", cf: 110, wantQoS: 1, ctype: "application/senml+json"},
 		{name: "senml cbor", cf: 112, wantQoS: 1, ctype: "application/senml+cbor"},
@@ -98,9 +99,17 @@ func TestPostPublishes(t *testing.T) {
 			got.Retain != tc.retain || got.ContentType != tc.ctype {
 			t.Errorf("%s: envelope %q %q qos %d retain %v ct %q", tc.name, got.Topic, got.Payload, got.QoS, got.Retain, got.ContentType)
 		}
-		if got.Origin.Protocol != broker.ProtoCoAP || got.Origin.Remote == "" || got.Origin.Node != "test" {
+		if got.Origin.Protocol != broker.ProtoCoAP || got.Origin.Remote == "" || got.Origin.ClientID != got.Origin.Remote ||
+			got.Origin.Node != "test" || got.Origin.Principal != "" {
 			t.Errorf("%s: origin %+v", tc.name, got.Origin)
 		}
+	}
+	// ?c= names the client, as in EMQX.
+	if _, err := cc.Post(ctx5(t), "/ps/post/c", message.TextPlain, strings.NewReader("x"), query("c=dev7")); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.next(t); got.Origin.ClientID != "dev7" {
+		t.Errorf("client id %q, want dev7", got.Origin.ClientID)
 	}
 }
 
@@ -194,6 +203,7 @@ func TestErrors(t *testing.T) {
 		{"wrong password", codes.POST, "/ps/a", 0, "x", []message.Option{query("u=alice"), query("p=nope")}, codes.Unauthorized},
 		{"unknown user", codes.POST, "/ps/a", 0, "x", []message.Option{query("u=mallory"), query("p=x")}, codes.Unauthorized},
 		{"alice allowed", codes.POST, "/ps/a", 0, "x", alice, codes.Changed},
+		{"long query names", codes.POST, "/ps/a", 0, "x", []message.Option{query("clientid=c1"), query("username=alice"), query("password=alicepw")}, codes.Changed},
 		{"alice not on $hub", codes.POST, "/ps/$hub/x", 0, "x", alice, codes.Forbidden},
 		{"device outside its tree", codes.POST, "/ps/other/x", 0, "x", sensor, codes.Forbidden},
 		{"device in its tree", codes.POST, "/ps/devices/sensor1/t", 0, "x", sensor, codes.Changed},

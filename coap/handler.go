@@ -151,17 +151,24 @@ func (req *request) parseQuery(r *pool.Message) error {
 		if req.query == nil {
 			req.query = make(map[string]string)
 		}
+		if short, ok := queryAliases[k]; ok {
+			k = short
+		}
 		req.query[k] = v
 	}
 	return nil
 }
 
+// queryAliases maps EMQX 5's long query names to the short ones of its
+// CoAP gateway's first version, which the adapter reads.
+var queryAliases = map[string]string{"clientid": "c", "username": "u", "password": "p"}
+
 // qos is the publish QoS: ?qos= when given, else 1 for CON and 0 for NON.
 func (req *request) qos() (byte, error) {
 	if s, ok := req.query["qos"]; ok {
-		q, err := strconv.ParseUint(s, 10, 8)
+		q, err := strconv.ParseUint(strings.TrimPrefix(s, "qos"), 10, 8)
 		if err != nil || q > 2 {
-			return 0, fmt.Errorf("%w: qos=%q: must be 0, 1 or 2", errBadQuery, s)
+			return 0, fmt.Errorf("%w: qos=%q: must be 0, 1 or 2 (or qos0..qos2)", errBadQuery, s)
 		}
 		return byte(q), nil
 	}
