@@ -1,10 +1,35 @@
-// Package coap is the hub's CoAP adapter (RFC 7252): topics are the
-// resources /ps/{topic}, POST and PUT publish, GET reads the last value, GET
-// with Observe (RFC 7641) subscribes, block-wise transfer (RFC 7959) carries
-// large payloads, and /.well-known/core (RFC 6690) lists the resources. A
-// plain UDP listener serves anonymous clients (or EMQX-style ?u=&p= query
-// credentials), a DTLS listener serves devices with a pre-shared key whose
-// identity is the device id.
+// Package coap is the hub's CoAP adapter (RFC 7252). Topics are the
+// resources /ps/{topic}, one URI-Path segment per topic level:
+//
+//   - POST publishes (2.04); PUT publishes and retains (2.01 for a topic
+//     with no retained value yet, 2.04 otherwise); DELETE clears the
+//     retained value (2.02).
+//   - GET reads the last value (2.05; 4.04 when there is none): the newer
+//     of the retained value and the last envelope the adapter saw on the
+//     bus. GET with Observe: 0 (RFC 7641) subscribes, a filter with + or #
+//     included; notifications of a filter carry their topic in
+//     Location-Path. Observe: 1, a Reset, an unacknowledged CON
+//     notification or the end of the endpoint ends the observation.
+//   - A CON request publishes at QoS 1, a NON one at QoS 0; the query
+//     options qos= (0..2 or qos0..qos2) and retain= (true/false) override,
+//     as in EMQX's CoAP gateway. An observer registered with CON gets CON
+//     notifications for QoS >= 1; a DTLS device's CON observation is a
+//     durable subscription, so QoS 1 envelopes it misses while away reach
+//     it when it observes again.
+//   - Block-wise transfer (RFC 7959) carries bodies up to MaxPayload both
+//     ways; /.well-known/core (RFC 6690) lists /ps and the retained topics.
+//   - Errors: 4.00 bad path, topic or query; 4.01 no or bad credentials;
+//     4.03 refused by the ACL; 4.04 no value; 4.05 method; 4.06 Accept;
+//     4.13 body over MaxPayload (Size1 gives the limit); 4.15 unknown
+//     Content-Format; 5.03 bus or store unavailable. Errors carry a
+//     diagnostic payload.
+//
+// The plain UDP listener takes EMQX-style credentials in the query
+// (c= or clientid= client id, u= or username=, p= or password=); without
+// them a client is anonymous, allowed on a loopback listener or with
+// AllowAnonymous. The DTLS listener authenticates devices by pre-shared
+// key: the PSK identity is the device id, the principal a device, and the
+// device is reported online while it has a session.
 package coap
 
 import (

@@ -375,3 +375,21 @@ func TestMetrics(t *testing.T) {
 		t.Error("a second registration on one registry was accepted")
 	}
 }
+
+// TestBusUnavailable: a publish the bus refuses (closed, or storage
+// failing) is 5.03 Service Unavailable.
+func TestBusUnavailable(t *testing.T) {
+	t.Parallel()
+	e := start(t, nil)
+	cc := e.dial(t, "")
+	if err := e.bus.Close(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cc.Post(ctx5(t), "/ps/closed/x", message.TextPlain, strings.NewReader("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Code() != codes.ServiceUnavailable {
+		t.Fatalf("POST to a closed bus: %v, want 5.03", resp.Code())
+	}
+}
