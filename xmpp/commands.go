@@ -19,25 +19,34 @@ const nsData = "jabber:x:data"
 type commands struct {
 	a       *Adapter
 	mu      sync.Mutex
-	pending map[string]chan *element // iq id → reply
+	pending map[string]pendingCommand // iq id → waiter
+}
+
+// pendingCommand waits for the answer of one device.
+type pendingCommand struct {
+	from  string // the device's full JID: answers from anyone else are ignored
+	reply chan *element
 }
 
 func newCommands(a *Adapter) *commands {
-	return &commands{a: a, pending: map[string]chan *element{}}
+	return &commands{a: a, pending: map[string]pendingCommand{}}
 }
 
 // handleReply routes an iq result or error to the command waiting for it;
 // it reports whether one was.
 func (c *commands) handleReply(iq *element) bool {
 	c.mu.Lock()
-	ch := c.pending[iq.AttrValue("id")]
-	delete(c.pending, iq.AttrValue("id"))
-	c.mu.Unlock()
-	if ch == nil {
-		return false
+	p, ok := c.pending[iq.AttrValue("id")]
+	if ok && p.from == iq.AttrValue("from") {
+		delete(c.pending, iq.AttrValue("id"))
+	} else {
+		ok = false
 	}
-	ch <- iq
-	return true
+	c.mu.Unlock()
+	if ok {
+		p.reply <- iq
+	}
+	return ok
 }
 
 // Protocol returns "xmpp": the adapter delivers commands to XMPP devices.
@@ -74,7 +83,7 @@ func (a *Adapter) SendCommand(ctx context.Context, cmd adapters.Command) (json.R
 				newElement(nsData, "field", "var", "params").Add(newElement(nsData, "value").AddText(params)))))
 	ch := make(chan *element, 1)
 	a.cmds.mu.Lock()
-	a.cmds.pending[id] = ch
+	a.cmds.pending[id] = pendingCommand{from: s.jid, reply: ch}
 	a.cmds.mu.Unlock()
 	defer func() {
 		a.cmds.mu.Lock()

@@ -60,7 +60,11 @@ func TestDeviceCommand(t *testing.T) {
 		if strings.Contains(v.Inner, `node="fail"`) {
 			return `<iq type='error' id='` + v.ID + `' to='` + v.From + `'><error type='cancel'><bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`
 		}
-		if !strings.Contains(v.Inner, `{&#34;delay&#34;:5}`) && !strings.Contains(v.Inner, `{"delay":5}`) {
+		switch {
+		case strings.Contains(v.Inner, `node="slow"`):
+			time.Sleep(700 * time.Millisecond)
+			reply = `"slow-done"`
+		case !strings.Contains(v.Inner, `{&#34;delay&#34;:5}`) && !strings.Contains(v.Inner, `{"delay":5}`):
 			reply = `"params missing: ` + strings.ReplaceAll(v.Inner, "'", "") + `"`
 		}
 		return `<iq type='result' id='` + v.ID + `' to='` + v.From + `'><command xmlns='http://jabber.org/protocol/commands' node='reboot' status='completed' sessionid='s1'><x xmlns='jabber:x:data' type='result'><field var='result'><value>` + reply + `</value></field></x></command></iq>`
@@ -89,6 +93,22 @@ func TestDeviceCommand(t *testing.T) {
 
 	// A chat user runs the same command on the device's JID.
 	alice := connect(t, h, "alice", "alicepw")
+
+	// Nobody but the device can answer its command.
+	type result struct {
+		reply json.RawMessage
+		err   error
+	}
+	slow := make(chan result, 1)
+	go func() {
+		r, err := h.a.SendCommand(cctx, adapters.Command{ID: "r9", DeviceID: "sensor1", Name: "slow"})
+		slow <- result{r, err}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	alice.send(t, `<iq type='result' id='cmd-r9' to='localhost'><command xmlns='http://jabber.org/protocol/commands' node='slow' status='completed'/></iq>`)
+	if r := <-slow; r.err != nil || string(r.reply) != `"slow-done"` {
+		t.Errorf("slow command: %s, %v; want the device's own answer", r.reply, r.err)
+	}
 	typ, out := alice.iq(t, `<iq type='set' id='c1' to='sensor1@devices.localhost'><command xmlns='http://jabber.org/protocol/commands' node='reboot' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='params'><value>{"delay":5}</value></field></x></command></iq>`)
 	if typ != "result" || !strings.Contains(out, "completed") || !strings.Contains(out, "rebooted") {
 		t.Errorf("chat user command: %s %s", typ, out)

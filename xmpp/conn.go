@@ -255,6 +255,11 @@ func (c *streamConn) step() (restart bool, s *session, err error) {
 			if err != nil || s != nil {
 				return false, s, err
 			}
+		case authed && el.Name.Space == nsSM && el.Name.Local == "enable":
+			// XEP-0198 3: enabling comes after binding.
+			if err := c.write("<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"); err != nil {
+				return false, nil, err
+			}
 		case authed && el.Name.Space == nsClient && el.Name.Local == "iq":
 			// RFC 6120 7.2: no stanzas before binding other than the bind iq.
 			if err := c.writeEl(errorReply(el, "cancel", "not-allowed")); err != nil {
