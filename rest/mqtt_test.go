@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -70,32 +69,15 @@ func TestCommandMQTT5Device(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c *paho.Client
-	var replies sync.WaitGroup
-	c = paho.NewClient(paho.ClientConfig{
+	// The handler only hands commands over; the test goroutine answers.
+	cmds := make(chan *paho.Publish, 4)
+	c := paho.NewClient(paho.ClientConfig{
 		Conn: conn,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			p := pr.Packet
-			if p.Properties == nil || p.Properties.ResponseTopic == "" {
-				t.Errorf("command without response topic: %+v", p)
-				return true, nil
+			select {
+			case cmds <- pr.Packet:
+			default:
 			}
-			var req devices.CommandRequest
-			if err := json.Unmarshal(p.Payload, &req); err != nil || string(p.Properties.CorrelationData) != req.ID {
-				t.Errorf("command %q, correlation %q: %v", p.Payload, p.Properties.CorrelationData, err)
-			}
-			reply := `{"ok":true,"params":` + string(req.Params) + `}`
-			replies.Add(1)
-			go func() {
-				defer replies.Done()
-				pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_, err := c.Publish(pctx, &paho.Publish{Topic: p.Properties.ResponseTopic, QoS: 1, Payload: []byte(reply),
-					Properties: &paho.PublishProperties{CorrelationData: p.Properties.CorrelationData, ContentType: "application/json"}})
-				if err != nil {
-					t.Errorf("reply: %v", err)
-				}
-			}()
 			return true, nil
 		}},
 	})
@@ -109,11 +91,32 @@ func TestCommandMQTT5Device(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitOnline(t, h, "thermo", true)
-	s, _, b := h.do("POST", "/api/v1/devices/thermo/commands/set?timeout=5s", "", "application/json", `{"t": 20}`)
-	if s != 200 || b != `{"ok":true,"params":{"t":20}}` {
-		t.Fatalf("command: %d %s", s, b)
+	type result struct {
+		status int
+		body   string
 	}
-	replies.Wait() // the PUBACK of the reply is in
+	done := make(chan result, 1)
+	go func() {
+		s, _, b := h.do("POST", "/api/v1/devices/thermo/commands/set?timeout=5s", "", "application/json", `{"t": 20}`)
+		done <- result{s, b}
+	}()
+	p := recv(t, cmds, "the command")
+	if p.Properties == nil || p.Properties.ResponseTopic == "" {
+		t.Fatalf("command without response topic: %+v", p)
+	}
+	var req devices.CommandRequest
+	if err := json.Unmarshal(p.Payload, &req); err != nil || string(p.Properties.CorrelationData) != req.ID ||
+		p.Properties.ResponseTopic != devices.ResponseTopic("thermo", req.ID) {
+		t.Fatalf("command %q, correlation %q, response topic %q: %v", p.Payload, p.Properties.CorrelationData, p.Properties.ResponseTopic, err)
+	}
+	reply := `{"ok":true,"params":` + string(req.Params) + `}`
+	if _, err := c.Publish(cctx, &paho.Publish{Topic: p.Properties.ResponseTopic, QoS: 1, Payload: []byte(reply),
+		Properties: &paho.PublishProperties{CorrelationData: p.Properties.CorrelationData, ContentType: "application/json"}}); err != nil {
+		t.Fatalf("reply: %v", err)
+	}
+	if r := recv(t, done, "the command's answer"); r.status != 200 || r.body != `{"ok":true,"params":{"t":20}}` {
+		t.Fatalf("command: %d %s", r.status, r.body)
+	}
 	_ = c.Disconnect(&paho.Disconnect{ReasonCode: 0})
 	waitOnline(t, h, "thermo", false)
 	if s, _, b := h.do("POST", "/api/v1/devices/thermo/commands/set", "", "application/json", `{}`); s != 503 {
@@ -122,7 +125,7 @@ func TestCommandMQTT5Device(t *testing.T) {
 	// The retained presence follows the store (just after it).
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		s, _, b = h.do("GET", "/api/v1/topics/$hub/devices/thermo/presence", "", "", "")
+		s, _, b := h.do("GET", "/api/v1/topics/$hub/devices/thermo/presence", "", "", "")
 		if s == 200 && strings.Contains(b, `"online":false`) {
 			break
 		}
@@ -148,31 +151,36 @@ func TestCommandMQTT311Device(t *testing.T) {
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect: %v", tok.Error())
 	}
-	var replies sync.WaitGroup
-	defer func() {
-		replies.Wait()
-		c.Disconnect(250)
-	}()
-	tok := c.Subscribe("devices/relay/commands/+", 1, func(c paho3.Client, m paho3.Message) {
-		var req devices.CommandRequest
-		if err := json.Unmarshal(m.Payload(), &req); err != nil {
-			t.Errorf("command %q: %v", m.Payload(), err)
-			return
+	defer c.Disconnect(250)
+	cmds := make(chan []byte, 4)
+	tok := c.Subscribe("devices/relay/commands/+", 1, func(_ paho3.Client, m paho3.Message) {
+		select {
+		case cmds <- m.Payload():
+		default:
 		}
-		replies.Add(1)
-		go func() {
-			defer replies.Done()
-			if tok := c.Publish(devices.ResponseTopic("relay", req.ID), 1, false, "switched"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-				t.Errorf("reply: %v", tok.Error())
-			}
-		}()
 	})
 	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
 	waitOnline(t, h, "relay", true)
-	s, _, b := h.do("POST", "/api/v1/devices/relay/commands/on?timeout=5s", "", "", "")
-	if s != 200 || b != `"switched"` {
-		t.Fatalf("command: %d %s", s, b)
+	type result struct {
+		status int
+		body   string
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, _, b := h.do("POST", "/api/v1/devices/relay/commands/on?timeout=5s", "", "", "")
+		done <- result{s, b}
+	}()
+	payload := recv(t, cmds, "the command")
+	var req devices.CommandRequest
+	if err := json.Unmarshal(payload, &req); err != nil || req.ID == "" || string(req.Params) != "null" {
+		t.Fatalf("command %q: %v", payload, err)
+	}
+	if tok := c.Publish(devices.ResponseTopic("relay", req.ID), 1, false, "switched"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("reply: %v", tok.Error())
+	}
+	if r := recv(t, done, "the command's answer"); r.status != 200 || r.body != `"switched"` {
+		t.Fatalf("command: %d %s", r.status, r.body)
 	}
 }
