@@ -2,7 +2,9 @@ package coap
 
 import (
 	"bytes"
+	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -391,5 +393,47 @@ func TestBusUnavailable(t *testing.T) {
 	}
 	if resp.Code() != codes.ServiceUnavailable {
 		t.Fatalf("POST to a closed bus: %v, want 5.03", resp.Code())
+	}
+}
+
+// TestChattyClientRecycled: a UDP client that sends more than
+// recycleAfter requests gets its endpoint state renewed without losing
+// or repeating a publish.
+func TestChattyClientRecycled(t *testing.T) {
+	t.Parallel()
+	e := start(t, nil)
+	var got atomic.Int64
+	sub, err := e.bus.Subscribe(context.Background(), broker.SubscribeOptions{Filters: []string{"chatty/#"}, QoS: 1, QueueLen: 1 << 14},
+		func(context.Context, *broker.Envelope) error { got.Add(1); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	cc := e.dial(t, "")
+	n := recycleAfter + 100
+	var first *connState
+	for i := 0; i < n; i++ {
+		resp, err := cc.Post(ctx5(t), "/ps/chatty/t", message.TextPlain, strings.NewReader("x"))
+		if err != nil || resp.Code() != codes.Changed {
+			t.Fatalf("POST %d: %v %v", i, resp, err)
+		}
+		if i == 0 {
+			e.a.mu.Lock()
+			for _, cs := range e.a.conns {
+				first = cs
+			}
+			e.a.mu.Unlock()
+		}
+	}
+	waitFor(t, "every publish", func() bool { return got.Load() >= int64(n) })
+	time.Sleep(100 * time.Millisecond)
+	if got.Load() != int64(n) {
+		t.Fatalf("%d publishes for %d POSTs", got.Load(), n)
+	}
+	e.a.mu.Lock()
+	_, still := e.a.conns[first.cc]
+	e.a.mu.Unlock()
+	if still {
+		t.Fatal("the endpoint state was not renewed")
 	}
 }

@@ -3,6 +3,7 @@ package coap
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	piondtls "github.com/pion/dtls/v3"
@@ -18,6 +19,9 @@ type connState struct {
 	secure bool
 	device string // PSK identity of a DTLS session
 	remote string
+
+	requests atomic.Uint64 // requests served, for recycling (see handle)
+	recycle  atomic.Bool   // drop this endpoint's state at the next check
 
 	sendMu sync.Mutex // notifications go out one at a time (NSTART = 1)
 
@@ -110,14 +114,22 @@ func (m *idleMonitor) Notify() {
 	m.mu.Unlock()
 }
 
+// CheckInactivity runs periodically and, for plain UDP, before each
+// datagram of the endpoint is routed: closing here makes go-coap route
+// the datagram to a fresh endpoint state.
 func (m *idleMonitor) CheckInactivity(now time.Time, cc *udpClient.Conn) {
+	cs := m.a.state(cc)
+	if cs != nil && cs.recycle.Load() && !cs.observing() {
+		_ = cc.Close()
+		return
+	}
 	m.mu.Lock()
 	idle := now.Sub(m.last) > m.a.cfg.IdleTimeout
 	m.mu.Unlock()
 	if !idle {
 		return
 	}
-	if cs := m.a.state(cc); cs != nil && cs.observing() {
+	if cs != nil && cs.observing() {
 		return
 	}
 	_ = cc.Close()

@@ -100,7 +100,21 @@ func (a *Adapter) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 	code := a.serve(w, r, cs)
 	a.metrics.requests.WithLabelValues(r.Code().String(), codeLabel(code)).Inc()
 	a.metrics.latency.Observe(time.Since(start).Seconds())
+	if !cs.secure && cs.requests.Add(1)%recycleAfter == 0 {
+		// go-coap (v3.8.0) scans an endpoint's whole response cache, which
+		// keeps every response for EXCHANGE_LIFETIME (247 s), on each of its
+		// datagrams: a chatty UDP client would slow the read loop of every
+		// client quadratically. Once this response is out, the endpoint's
+		// state is marked for recycling; the idle monitor drops it before
+		// the next datagram is routed, which then starts afresh. Only a
+		// retransmission of this very request could be taken for a new one.
+		responsewriter.AfterWrite(r.Context(), func() { cs.recycle.Store(true) })
+	}
 }
+
+// recycleAfter is how many requests a plain UDP endpoint's state serves
+// before it is started afresh (see handle).
+const recycleAfter = 2048
 
 func (a *Adapter) serve(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, cs *connState) codes.Code {
 	req := &request{cs: cs, msg: r}
