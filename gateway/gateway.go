@@ -178,6 +178,11 @@ func offToEmpty(addr string) string {
 // Start starts the adapters in order; if one fails, those started are
 // stopped again.
 func (h *Hub) Start(ctx context.Context) error {
+	// Presence recorded before a crash is stale: every device is offline
+	// until its adapter reports it again.
+	if err := h.Devices.ResetPresence(ctx); err != nil {
+		return fmt.Errorf("hub: reset presence: %w", err)
+	}
 	for _, a := range h.adapters {
 		if ps, ok := a.(adapters.PresenceSource); ok {
 			ps.SetPresenceSink(h.Devices)
