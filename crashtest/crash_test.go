@@ -142,6 +142,11 @@ func runCrash(t *testing.T, kind string, dial func(*hubProc, string) (publisher,
 // killAt) sends SIGKILL to the hub. Each worker waits for its
 // acknowledgement before the next publish and stops at its first failure.
 func publishUntilKilled(h *hubProc, pub publisher, round int, killAt int64, afterAck bool, res *crashResult) {
+	publishUntilSignal(h, pub, round, killAt, afterAck, syscall.SIGKILL, res)
+}
+
+// publishUntilSignal is publishUntilKilled with another signal.
+func publishUntilSignal(h *hubProc, pub publisher, round int, killAt int64, afterAck bool, sig syscall.Signal, res *crashResult) {
 	var issued, acks atomic.Int64
 	pid := h.pid()
 	var wg sync.WaitGroup
@@ -162,7 +167,7 @@ func publishUntilKilled(h *hubProc, pub publisher, round int, killAt int64, afte
 					// The publish is on its way: kill while it and the
 					// others' are in flight.
 					time.Sleep(time.Duration(n%3) * time.Millisecond)
-					_ = syscall.Kill(pid, syscall.SIGKILL)
+					_ = syscall.Kill(pid, sig)
 				}
 				err := <-errc
 				cancel()
@@ -172,7 +177,7 @@ func publishUntilKilled(h *hubProc, pub publisher, round int, killAt int64, afte
 				}
 				res.ack(payload)
 				if afterAck && acks.Add(1) == killAt {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
+					_ = syscall.Kill(pid, sig)
 				}
 			}
 		}()
