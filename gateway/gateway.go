@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -146,7 +147,10 @@ func (h *Hub) buildAdapters() error {
 			AllowAnonymous: c.AllowAnonymous, DataDir: c.DataDir, TLSConfig: tc, MaxStanza: int64(c.XMPP.MaxStanza),
 			ComponentAddr: offToEmpty(c.XMPP.ComponentAddr), ComponentDomain: c.XMPP.ComponentDomain,
 			ComponentSecret: c.XMPP.ComponentSecret,
-			Logger:          h.log, Registerer: h.Registry,
+			DeviceCommand: func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
+				return h.Devices.SendCommand(ctx, cmd.DeviceID, cmd.Name, cmd.Params)
+			},
+			Logger: h.log, Registerer: h.Registry,
 		})
 		if err != nil {
 			return err
