@@ -102,10 +102,17 @@ func dialRawMQTT(addr, id string, clean bool, filter string, qos byte) (*rawMQTT
 // PUBACK reason code (0 = success). An error means no PUBACK came: the
 // connection was closed (MQTT 3.1.1's only way to refuse) or timed out.
 func (c *rawMQTT) publish1(version byte, topic, payload string, pid uint16) (byte, error) {
+	return c.publish1Props(version, topic, payload, pid, nil)
+}
+
+// publish1Props is publish1 with MQTT 5 properties (encoded, without
+// their length).
+func (c *rawMQTT) publish1Props(version byte, topic, payload string, pid uint16, props []byte) (byte, error) {
 	b := appendString(nil, topic)
 	b = binary.BigEndian.AppendUint16(b, pid)
 	if version == 5 {
-		b = append(b, 0)
+		b = appendRemaining(b, len(props))
+		b = append(b, props...)
 	}
 	b = append(b, payload...)
 	_ = c.conn.SetDeadline(time.Now().Add(ackTimeout))
