@@ -37,6 +37,8 @@ var publisherKinds = []struct {
 	{"rest", func(h *hubProc, topic string) (publisher, error) { return newRESTPub(h, topic), nil }},
 	{"coap", func(h *hubProc, topic string) (publisher, error) { return dialCoAPPub(h, topic) }},
 	{"xmpp", func(h *hubProc, topic string) (publisher, error) { return dialXMPPPub(h, "admin", "adminpw", topic) }},
+	// QoS 2 end to end within MQTT: no duplicates allowed.
+	{"mqtt-qos2", func(h *hubProc, topic string) (publisher, error) { return dialMQTTPub(h, "crash-pub", topic, 2) }},
 }
 
 // Bounds of one crash run.
@@ -100,8 +102,9 @@ func runCrash(t *testing.T, kind string, dial func(*hubProc, string) (publisher,
 	topic := "crash/" + kind
 	subID := "crash-sub-" + kind
 
+	qos2 := strings.HasSuffix(kind, "qos2")
 	ms := dialMQTTSub(t, h, subID, false)
-	ms.subscribe(t, topic, 1)
+	ms.subscribe(t, topic, map[bool]byte{false: 1, true: 2}[qos2])
 	ms.c.Disconnect(100)
 	xs := dialXMPPSub(t, h, "alice", "alicepw")
 	xs.subscribeTopic(t, topic)
@@ -133,7 +136,10 @@ func runCrash(t *testing.T, kind string, dial func(*hubProc, string) (publisher,
 	h.start()
 	ms = dialMQTTSub(t, h, subID, false)
 	xs = dialXMPPSub(t, h, "alice", "alicepw")
-	checkDelivery(t, "mqtt persistent session", ms.msgs, res)
+	dups := checkDelivery(t, "mqtt persistent session", ms.msgs, res)
+	if qos2 && dups > 0 {
+		t.Errorf("mqtt persistent session at QoS 2: %d duplicates; QoS 2 within MQTT allows none", dups)
+	}
 	checkDelivery(t, "xmpp topic subscriber", xs.msgs, res)
 }
 
@@ -197,8 +203,8 @@ func parsePayload(p string) (string, int, bool) {
 
 // checkDelivery reads msgs until every acknowledged payload arrived or
 // nothing more comes, then reports what is missing, duplicated or out of
-// order per publisher.
-func checkDelivery(t *testing.T, who string, msgs <-chan string, res *crashResult) {
+// order per publisher. It returns the number of duplicates.
+func checkDelivery(t *testing.T, who string, msgs <-chan string, res *crashResult) int {
 	t.Helper()
 	seen := map[string]int{}
 	var got []string
@@ -275,6 +281,7 @@ wait:
 	if len(disorder) > 0 {
 		t.Errorf("%s: %d out of order per publisher, e.g. %v", who, len(disorder), disorder[:min(len(disorder), 6)])
 	}
+	return dups
 }
 
 func comparePayloads(a, b string) int {

@@ -38,11 +38,12 @@ func TestGracefulShutdown(t *testing.T) {
 			done := h.done
 			h.mu.Unlock()
 			t0 := time.Now()
-			var exited time.Duration
-			go func() { <-done; exited = time.Since(t0) }()
+			exitc := make(chan time.Duration, 1)
+			go func() { <-done; exitc <- time.Since(t0) }()
 			publishUntilSignal(h, pub, 0, 60, false, syscall.SIGTERM, res)
+			var exited time.Duration
 			select {
-			case <-done:
+			case exited = <-exitc:
 			case <-time.After(shutdownBound):
 				t.Errorf("hub still running %v after SIGTERM; log:\n%s", shutdownBound, h.logTail())
 			}
