@@ -54,6 +54,16 @@ func TestCodecRejectsCorrupt(t *testing.T) {
 	if _, err := UnmarshalEnvelope(append(b, 0)); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("trailing byte accepted: %v", err)
 	}
+	// Any single flipped bit is caught by the checksum.
+	for i := 0; i < len(b); i++ {
+		for bit := 0; bit < 8; bit++ {
+			c := append([]byte(nil), b...)
+			c[i] ^= 1 << bit
+			if _, err := UnmarshalEnvelope(c); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("byte %d bit %d flipped: err %v, want ErrCorrupt", i, bit, err)
+			}
+		}
+	}
 }
 
 func FuzzUnmarshalEnvelope(f *testing.F) {

@@ -240,7 +240,7 @@ func TestCorruptRowsSkipped(t *testing.T) {
 	logs := logBuffer(s)
 	ctx := context.Background()
 	good, _ := env("t", "good", 1).MarshalBinary()
-	corrupt := [][]byte{good[:len(good)-3], {}, {9, 9, 9}, append([]byte{2}, good[1:]...)}
+	corrupt := [][]byte{good[:len(good)-3], {}, {9, 9, 9}, append([]byte{99}, good[1:]...)}
 	if _, err := s.w.ExecContext(ctx, `INSERT INTO queue(subscriber, envelope) VALUES ('s', ?)`, good); err != nil {
 		t.Fatal(err)
 	}
