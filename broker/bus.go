@@ -120,6 +120,28 @@ type Spool interface {
 	Ack(ctx context.Context, subscriberID string, seq int64) error
 }
 
+// QueueTrimmer is implemented by a Spool that can bound a durable queue;
+// the in-process bus uses it to apply MemoryConfig.MaxQueued.
+type QueueTrimmer interface {
+	// QueueLen returns the number of envelopes queued for a subscriber.
+	QueueLen(ctx context.Context, subscriberID string) (int, error)
+	// TrimQueue deletes the oldest envelopes so that at most keep remain
+	// and returns how many it deleted.
+	TrimQueue(ctx context.Context, subscriberID string, keep int) (int, error)
+}
+
+// DroppedEvent is the JSON payload published on DroppedTopic(id) when a
+// durable queue overflowed and its oldest envelopes were dropped.
+type DroppedEvent struct {
+	Subscriber string `json:"subscriber"`
+	Dropped    int    `json:"dropped"`
+	Total      uint64 `json:"total"`
+	Limit      int    `json:"limit"`
+}
+
+// DroppedTopic is where the bus reports a durable queue overflow.
+func DroppedTopic(subscriberID string) string { return "$hub/subscribers/" + subscriberID + "/dropped" }
+
 // DurableSubscription is the stored form of a durable subscription.
 type DurableSubscription struct {
 	ID      string

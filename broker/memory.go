@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,11 @@ type MemoryConfig struct {
 	// Without it the spool is used only when a subscriber falls behind or
 	// is away.
 	WriteThrough bool
+	// MaxQueued bounds each durable queue in the spool (0: unbounded).
+	// When a write takes a queue past it, the oldest envelopes are dropped,
+	// counted in the subscription's stats, and reported on
+	// DroppedTopic(id). It needs a Spool that is a QueueTrimmer.
+	MaxQueued int
 }
 
 // Memory is the in-process Bus: a trie of subscriptions, a bounded queue and
@@ -36,6 +42,8 @@ type Memory struct {
 	node         string
 	log          *slog.Logger
 	writeThrough bool
+	trimmer      QueueTrimmer
+	maxQueued    int
 
 	mu     sync.RWMutex
 	idx    *index
@@ -77,6 +85,9 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	if m.spool == nil {
 		return m, nil
 	}
+	if t, ok := m.spool.(QueueTrimmer); ok && cfg.MaxQueued > 0 {
+		m.trimmer, m.maxQueued = t, cfg.MaxQueued
+	}
 	ctx := context.Background()
 	rs, err := m.spool.LoadRetained(ctx)
 	if err != nil {
@@ -92,6 +103,13 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	for _, d := range ds {
 		s := m.newSub(SubscribeOptions{ID: d.ID, Filters: d.Filters, QoS: d.QoS, Durable: true})
 		s.spilling = true // whatever is queued goes first once it attaches
+		if m.trimmer != nil {
+			n, err := m.trimmer.QueueLen(ctx, d.ID)
+			if err != nil {
+				return nil, fmt.Errorf("broker: queue length of %q: %w", d.ID, err)
+			}
+			s.stored.Store(int64(n))
+		}
 		m.subs[d.ID] = s
 		for _, f := range d.Filters {
 			m.idx.add(f, s)
@@ -128,14 +146,29 @@ func (m *Memory) Publish(ctx context.Context, e *Envelope) error {
 	if e.Origin.Node == "" {
 		e.Origin.Node = m.node
 	}
+	spooled, err := m.route(ctx, e)
+	if err != nil {
+		return err
+	}
+	if m.trimmer != nil {
+		for _, s := range spooled {
+			m.bound(ctx, s)
+		}
+	}
+	return nil
+}
+
+// route stores the retained value and hands e to every matching
+// subscription; it returns the subscriptions whose durable queues got it.
+func (m *Memory) route(ctx context.Context, e *Envelope) ([]*memSub, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.closed {
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	if e.Retain {
 		if err := m.retain(ctx, e); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	m.published.Add(1)
@@ -161,16 +194,41 @@ func (m *Memory) Publish(ctx context.Context, e *Envelope) error {
 		}
 	})
 	if len(spooled) == 0 {
-		return nil
+		return nil, nil
 	}
 	err := m.spool.Enqueue(ctx, e, spoolIDs)
 	for _, s := range spooled {
 		s.spoolDone(err == nil)
 	}
 	if err != nil {
-		return fmt.Errorf("broker: publish %q: queue for %d subscribers: %w: %w", e.Topic, len(spoolIDs), ErrStorage, err)
+		return nil, fmt.Errorf("broker: publish %q: queue for %d subscribers: %w: %w", e.Topic, len(spoolIDs), ErrStorage, err)
 	}
-	return nil
+	return spooled, nil
+}
+
+// bound trims s's durable queue back to MaxQueued when a write took it
+// past, dropping the oldest envelopes, and reports the drop.
+func (m *Memory) bound(ctx context.Context, s *memSub) {
+	if s.stored.Load() <= int64(m.maxQueued) {
+		return
+	}
+	n, err := m.trimmer.TrimQueue(context.WithoutCancel(ctx), s.opts.ID, m.maxQueued)
+	if err != nil {
+		m.log.Warn("broker: trim durable queue", "subscriber", s.opts.ID, "err", err)
+		return
+	}
+	if n == 0 {
+		return
+	}
+	s.stored.Add(-int64(n))
+	total := s.dropped.Add(uint64(n))
+	m.log.Warn("broker: durable queue full, dropped the oldest", "subscriber", s.opts.ID, "dropped", n, "limit", m.maxQueued)
+	b, _ := json.Marshal(DroppedEvent{Subscriber: s.opts.ID, Dropped: n, Total: total, Limit: m.maxQueued})
+	ev := &Envelope{Topic: DroppedTopic(s.opts.ID), Payload: b, ContentType: "application/json",
+		Origin: Origin{Protocol: ProtoHub, Node: m.node}}
+	if err := m.Publish(ctx, ev); err != nil {
+		m.log.Warn("broker: report dropped envelopes", "subscriber", s.opts.ID, "err", err)
+	}
 }
 
 func (m *Memory) retain(ctx context.Context, e *Envelope) error {
@@ -272,9 +330,12 @@ func (m *Memory) Subscribe(ctx context.Context, opts SubscribeOptions, h Handler
 				return nil, fmt.Errorf("broker: subscribe %q: %w: %w", opts.ID, ErrStorage, err)
 			}
 		}
-		spilling := s.spilling && opts.Durable
+		old := s
 		s = m.newSub(opts)
-		s.spilling = spilling
+		s.spilling = old.spilling && opts.Durable
+		if opts.Durable {
+			s.stored.Store(old.stored.Load())
+		}
 	} else {
 		s = m.newSub(opts)
 	}

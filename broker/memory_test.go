@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -115,5 +116,64 @@ func TestWriteThroughStoresBeforeReturning(t *testing.T) {
 			t.Fatal("delivered envelope was never acknowledged in the store")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDurableQueueBound checks MaxQueued: the oldest envelopes of an away
+// subscriber are dropped, counted and reported on $hub/subscribers/{id}/dropped.
+func TestDurableQueueBound(t *testing.T) {
+	spool := bustest.NewMemSpool()
+	b, err := broker.NewMemory(broker.MemoryConfig{Spool: spool, WriteThrough: true, MaxQueued: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	events := bustest.NewCollector()
+	if _, err := b.Subscribe(ctx, broker.SubscribeOptions{Filters: []string{"$hub/subscribers/+/dropped"}}, events.Handle); err != nil {
+		t.Fatal(err)
+	}
+	opts := broker.SubscribeOptions{ID: "away", Durable: true, Filters: []string{"q"}, QoS: 1}
+	s, err := b.Subscribe(ctx, opts, bustest.NewCollector().Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 12 {
+		if err := b.Publish(ctx, &broker.Envelope{Topic: "q", Payload: []byte(fmt.Sprint(i)), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := spool.Len("away"); n != 5 {
+		t.Fatalf("durable queue holds %d, want the bound 5", n)
+	}
+	ev := events.Wait(t, 1)
+	if ev[0].Topic != "$hub/subscribers/away/dropped" || !strings.Contains(string(ev[0].Payload), `"dropped":1`) {
+		t.Fatalf("drop event %s %s", ev[0].Topic, ev[0].Payload)
+	}
+	c := bustest.NewCollector()
+	s2, err := b.Subscribe(ctx, opts, c.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Wait(t, 5)
+	for i, e := range got {
+		if want := fmt.Sprint(7 + i); string(e.Payload) != want {
+			t.Fatalf("kept envelope %d = %s, want %s (the newest five)", i, e.Payload, want)
+		}
+	}
+	// The bound still applies after the subscriber came back and left.
+	if err := s2.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		if err := b.Publish(ctx, &broker.Envelope{Topic: "q", Payload: []byte(fmt.Sprint(i)), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := spool.Len("away"); n != 5 {
+		t.Fatalf("after reattaching, durable queue holds %d, want the bound 5", n)
 	}
 }

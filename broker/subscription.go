@@ -37,6 +37,9 @@ type memSub struct {
 	held      []*Envelope
 
 	delivered, dropped, spooled atomic.Uint64
+	// stored approximates the length of the durable queue in the spool,
+	// for MaxQueued.
+	stored atomic.Int64
 }
 
 func (m *Memory) newSub(opts SubscribeOptions) *memSub {
@@ -117,6 +120,7 @@ func (s *memSub) spoolDone(ok bool) {
 	s.mu.Unlock()
 	if ok {
 		s.spooled.Add(1)
+		s.stored.Add(1)
 	} else {
 		s.dropped.Add(1)
 	}
@@ -175,6 +179,7 @@ func (s *memSub) detach() {
 			continue
 		}
 		s.spooled.Add(1)
+		s.stored.Add(1)
 	}
 }
 
@@ -295,6 +300,13 @@ func (s *memSub) drainSpool(ctx context.Context, h Handler) (int, error) {
 		if err := s.m.spool.Ack(context.WithoutCancel(ctx), s.opts.ID, last); err != nil {
 			return n, err
 		}
+		acked := 0
+		for _, q := range items {
+			if q.Seq <= last {
+				acked++
+			}
+		}
+		s.stored.Add(-int64(acked))
 	}
 	if n == 0 && len(items) > 0 && ctx.Err() == nil {
 		n = len(items) // all expired: progress was made

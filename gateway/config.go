@@ -32,6 +32,11 @@ type Config struct {
 	// trades that for throughput: the store is then used only for
 	// subscribers that are away or fall behind.
 	WriteThrough bool `yaml:"write_through"`
+	// MaxQueued bounds each durable subscriber queue in the store (XMPP
+	// topic subscribers, returning CoAP observers, the MQTT adapter's
+	// feed); past it the oldest are dropped and reported on
+	// $hub/subscribers/{id}/dropped. 0 means unbounded.
+	MaxQueued int `yaml:"max_queued"`
 
 	MQTT MQTTConfig `yaml:"mqtt"`
 	CoAP CoAPConfig `yaml:"coap"`
@@ -102,6 +107,7 @@ func Defaults() Config {
 	return Config{
 		DataDir:      "./hub-data",
 		WriteThrough: true,
+		MaxQueued:    100000,
 		MQTT:         MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off},
 		CoAP:         CoAPConfig{Addr: "127.0.0.1:5683", DTLSAddr: Off},
 		XMPP:         XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off},

@@ -73,7 +73,7 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	if cfg.NATS != "" {
 		return nil, errors.New("hub: --nats: the cluster bus is not available in this build yet")
 	}
-	bus, err := broker.NewMemory(broker.MemoryConfig{Spool: st, Node: cfg.Node, Logger: log, WriteThrough: cfg.WriteThrough})
+	bus, err := broker.NewMemory(broker.MemoryConfig{Spool: st, Node: cfg.Node, Logger: log, WriteThrough: cfg.WriteThrough, MaxQueued: cfg.MaxQueued})
 	if err != nil {
 		return nil, fmt.Errorf("hub: bus: %w", err)
 	}

@@ -140,3 +140,21 @@ func (m *MemSpool) Len(id string) int {
 }
 
 var _ broker.Spool = (*MemSpool)(nil)
+
+// QueueLen implements broker.QueueTrimmer.
+func (m *MemSpool) QueueLen(_ context.Context, id string) (int, error) { return m.Len(id), nil }
+
+// TrimQueue implements broker.QueueTrimmer.
+func (m *MemSpool) TrimQueue(_ context.Context, id string, keep int) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	q := m.queues[id]
+	if len(q) <= keep {
+		return 0, nil
+	}
+	n := len(q) - keep
+	m.queues[id] = q[n:]
+	return n, nil
+}
+
+var _ broker.QueueTrimmer = (*MemSpool)(nil)
