@@ -48,6 +48,7 @@ import (
 	coapNet "github.com/plgd-dev/go-coap/v3/net"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
+	"github.com/plgd-dev/go-coap/v3/options/config"
 	"github.com/plgd-dev/go-coap/v3/udp"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 	udpServer "github.com/plgd-dev/go-coap/v3/udp/server"
@@ -425,23 +426,28 @@ func (a *Adapter) maxTransmitWait() time.Duration {
 type serverOption struct{ a *Adapter }
 
 func (o serverOption) UDPServerApply(c *udpServer.Config) {
-	a := o.a
-	c.Ctx = a.ctx
-	c.Errors = a.goCoAPError
-	c.PeriodicRunner = a.periodic
-	c.MaxMessageSize = uint32(max(a.cfg.MaxPayload+1024, 64<<10))
-	c.BlockwiseEnable = true
-	c.BlockwiseSZX = a.szx
-	c.BlockwiseTransferTimeout = 30 * time.Second
-	c.Handler = a.handle
-	c.OnNewConn = func(cc *udpClient.Conn) { a.newConn(cc, false) }
-	c.RequestMonitor = a.monitorRequest
-	c.CreateInactivityMonitor = a.inactivityMonitor
-	c.TransmissionAcknowledgeTimeout = a.cfg.AckTimeout
-	c.TransmissionMaxRetransmit = uint32(a.cfg.MaxRetransmit)
+	o.common(&c.Common)
+	c.Handler = o.a.handle
+	c.OnNewConn = func(cc *udpClient.Conn) { o.a.newConn(cc, false) }
+	c.RequestMonitor = o.a.monitorRequest
+	c.CreateInactivityMonitor = o.a.inactivityMonitor
+	c.TransmissionAcknowledgeTimeout = o.a.cfg.AckTimeout
+	c.TransmissionMaxRetransmit = uint32(o.a.cfg.MaxRetransmit)
 }
 
 func (o serverOption) DTLSServerApply(c *dtlsServer.Config) {
+	o.common(&c.Common)
+	c.Handler = o.a.handle
+	c.OnNewConn = func(cc *udpClient.Conn) { o.a.newConn(cc, true) }
+	c.RequestMonitor = o.a.monitorRequest
+	c.CreateInactivityMonitor = o.a.inactivityMonitor
+	c.TransmissionAcknowledgeTimeout = o.a.cfg.AckTimeout
+	c.TransmissionMaxRetransmit = uint32(o.a.cfg.MaxRetransmit)
+	c.HandshakeTimeout = 15 * time.Second
+}
+
+// common sets what the UDP and DTLS servers share.
+func (o serverOption) common(c *config.Common[*udpClient.Conn]) {
 	a := o.a
 	c.Ctx = a.ctx
 	c.Errors = a.goCoAPError
@@ -450,13 +456,6 @@ func (o serverOption) DTLSServerApply(c *dtlsServer.Config) {
 	c.BlockwiseEnable = true
 	c.BlockwiseSZX = a.szx
 	c.BlockwiseTransferTimeout = 30 * time.Second
-	c.Handler = a.handle
-	c.OnNewConn = func(cc *udpClient.Conn) { a.newConn(cc, true) }
-	c.RequestMonitor = a.monitorRequest
-	c.CreateInactivityMonitor = a.inactivityMonitor
-	c.TransmissionAcknowledgeTimeout = a.cfg.AckTimeout
-	c.TransmissionMaxRetransmit = uint32(a.cfg.MaxRetransmit)
-	c.HandshakeTimeout = 15 * time.Second
 }
 
 func (a *Adapter) goCoAPError(err error) {
