@@ -186,6 +186,14 @@ type Adapter struct {
 	aclMu    sync.Mutex
 	aclCache map[aclKey]aclEntry
 
+	// injecting tracks routings in progress and the copies they could
+	// not store (see injectTracked).
+	injecting *injections
+	// busMu serializes injections from the bus; busEnv is the id of the
+	// envelope being injected, which OnPublish puts in the packet Origin.
+	busMu  sync.Mutex
+	busEnv atomic.Pointer[string]
+
 	// ownMu orders the session-record writes of a connection that ends
 	// with those of a new connection taking its client id.
 	ownMu sync.Mutex
@@ -272,6 +280,8 @@ func New(cfg Config) (*Adapter, error) {
 		retained: make(map[string]string),
 		lnAddr:   make(map[string]string),
 		order:    newQueueOrder(),
+
+		injecting: newInjections(),
 	}
 	if a.auth == nil {
 		a.auth = adapters.NewAuth(nil, nil)
@@ -551,7 +561,13 @@ func (a *Adapter) fromBus(ctx context.Context, e *broker.Envelope) error {
 		// restart): deliver it, but keep the newer retained value.
 		pk.FixedHeader.Retain = false
 	}
-	if err := a.inject(a.inline, pk); err != nil {
+	a.busMu.Lock()
+	a.busEnv.Store(&e.ID)
+	err := a.injectTracked(a.inline, pk, busOrigin(e.ID))
+	a.busEnv.Store(nil)
+	a.busMu.Unlock()
+	if err != nil {
+		// Not acknowledged to the bus: it delivers the envelope again.
 		return fmt.Errorf("mqtt: inject %q: %w", e.Topic, err)
 	}
 	a.metrics.fromBus.Add(1)

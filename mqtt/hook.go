@@ -257,10 +257,18 @@ func (h *hook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ error) {
 // answers CodeSuccessIgnore: mochi then runs the publisher's QoS handshake
 // as usual without delivering or retaining the packet a second time.
 func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline {
-		return pk, nil // from the bus or a stand-in already
-	}
 	a := h.a
+	if cl == a.inline {
+		// From the bus (fromBus holds busMu): the Origin names the
+		// envelope (see busOrigin).
+		if id := a.busEnv.Load(); id != nil && *id != "" {
+			pk.Origin = busOrigin(*id)
+		}
+		return pk, nil
+	}
+	if cl.Net.Inline {
+		return pk, nil // a stand-in's, already on the bus
+	}
 	_, err := h.toBus(cl, &pk)
 	if err == nil {
 		in := pk.Copy(false)
@@ -268,13 +276,19 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		if in.FixedHeader.Qos > 0 && in.PacketID == 0 {
 			in.PacketID = 1
 		}
-		if err := a.inject(a.proxy(cl), in); err != nil {
+		err = a.injectTracked(a.proxy(cl), in, cl.ID)
+		if err == nil {
+			return pk, packets.CodeSuccessIgnore
+		}
+		if !errors.Is(err, errNotStored) {
 			a.log.Warn("mqtt: route to MQTT subscribers", "client", cl.ID, "topic", pk.TopicName, "err", err)
 			return pk, nil // let mochi deliver it itself
 		}
-		return pk, packets.CodeSuccessIgnore
+		if pk.FixedHeader.Qos == 0 {
+			return pk, packets.CodeSuccessIgnore // delivered where it could be
+		}
 	}
-	a.log.Warn("mqtt: publish refused by the bus", "client", cl.ID, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", err)
+	a.log.Warn("mqtt: publish refused", "client", cl.ID, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", err)
 	if pk.FixedHeader.Qos == 0 {
 		return pk, packets.ErrRejectPacket
 	}
@@ -341,7 +355,9 @@ func (h *hook) OnUnsubscribed(cl *mochi.Client, _ packets.Packet) {
 
 // OnQosPublish numbers a message queued for a persistent session (see
 // queueOrder) and stores it, including one queued while the client is
-// offline.
+// offline. A copy for an offline session that cannot be stored is
+// reported to the routing in progress, which refuses the publish (see
+// injectTracked).
 func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int) {
 	if !persistent(cl) {
 		return
@@ -350,8 +366,12 @@ func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int)
 	if pk.FixedHeader.Type == packets.Publish {
 		seq = h.a.order.add(cl.ID, pk.PacketID)
 	}
-	if s := h.a.sessions; s != nil {
-		s.saveInflight(cl, pk, seq)
+	s := h.a.sessions
+	if s == nil {
+		return
+	}
+	if err := s.saveInflight(cl, pk, seq); err != nil && pk.FixedHeader.Type == packets.Publish && offline(cl) {
+		h.a.injecting.notStored(pk.Origin, cl, pk.PacketID)
 	}
 }
 

@@ -18,6 +18,7 @@ type metrics struct {
 	fromBus    atomic.Uint64 // envelopes injected from the bus
 	expired    atomic.Uint64 // envelopes from the bus that had expired
 	authFailed atomic.Uint64 // refused CONNECTs
+	notStored  atomic.Uint64 // copies for offline sessions the store refused (publish refused)
 
 	collectors []prometheus.Collector
 }
@@ -61,6 +62,7 @@ func (m *metrics) register(r prometheus.Registerer) error {
 		counter("bus_publish_errors_total", "Client publishes the bus refused.", own(&m.busErrors)),
 		counter("from_bus_total", "Envelopes from the bus injected for MQTT subscribers.", own(&m.fromBus)),
 		counter("expired_total", "Envelopes from the bus that expired before delivery.", own(&m.expired)),
+		counter("not_stored_total", "Copies for offline persistent sessions the session store failed to keep (the publish was refused).", own(&m.notStored)),
 		counter("connect_refused_total", "CONNECTs refused by authentication or authorization.", own(&m.authFailed)),
 		counter("session_store_errors_total", "Failed session store operations.", func() int64 {
 			if m.a.sessions == nil {

@@ -101,17 +101,21 @@ func (s *sessions) fail(op, key string, err error) {
 	s.log.Error("mqtt: session store", "op", op, "key", key, "err", err)
 }
 
-func (s *sessions) put(bucket, key string, v any) {
+// put stores v and reports a failure (also logged and counted), so that a
+// caller whose acknowledgement depends on the write can refuse.
+func (s *sessions) put(bucket, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		s.fail("encode "+bucket, key, err)
-		return
+		return fmt.Errorf("mqtt: encode %s %q: %w", bucket, key, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	if err := s.kv.KVPut(ctx, bucket, key, b); err != nil {
 		s.fail("put "+bucket, key, err)
+		return fmt.Errorf("mqtt: store %s %q: %w", bucket, key, err)
 	}
+	return nil
 }
 
 func (s *sessions) del(bucket, key string) {
@@ -169,7 +173,7 @@ func (s *sessions) saveClient(cl *mochi.Client, role string) {
 		},
 		Role: role,
 	}
-	s.put(bucketClients, cl.ID, rec)
+	_ = s.put(bucketClients, cl.ID, rec) // logged; the next change writes it again
 	s.mu.Lock()
 	s.clients[cl.ID] = true
 	s.mu.Unlock()
@@ -195,7 +199,7 @@ func (s *sessions) saveSubscriptions(cl *mochi.Client) {
 			NoLocal:           sub.NoLocal,
 		})
 	}
-	s.put(bucketSubs, cl.ID, recs)
+	_ = s.put(bucketSubs, cl.ID, recs) // logged; the next change writes it again
 	s.mu.Lock()
 	s.subs[cl.ID] = true
 	s.mu.Unlock()
@@ -212,8 +216,8 @@ func (s *sessions) deleteSubscriptions(id string) {
 }
 
 // saveInflight stores a message in flight to or from cl (or queued for it
-// while it is offline).
-func (s *sessions) saveInflight(cl *mochi.Client, pk packets.Packet, seq int64) {
+// while it is offline); on failure nothing is recorded as stored.
+func (s *sessions) saveInflight(cl *mochi.Client, pk packets.Packet, seq int64) error {
 	props := pk.Properties.Copy(false)
 	rec := inflightRecord{
 		Message: storage.Message{
@@ -239,7 +243,9 @@ func (s *sessions) saveInflight(cl *mochi.Client, pk packets.Packet, seq int64) 
 		Expiry: pk.Expiry,
 		Seq:    seq,
 	}
-	s.put(bucketInflight, inflightKey(cl.ID, pk.PacketID), rec)
+	if err := s.put(bucketInflight, inflightKey(cl.ID, pk.PacketID), rec); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	m := s.inflight[cl.ID]
 	if m == nil {
@@ -248,6 +254,7 @@ func (s *sessions) saveInflight(cl *mochi.Client, pk packets.Packet, seq int64) 
 	}
 	m[pk.PacketID] = true
 	s.mu.Unlock()
+	return nil
 }
 
 // deleteInflight forgets a completed or dropped message.

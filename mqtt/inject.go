@@ -1,0 +1,138 @@
+package mqtt
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/hubsmith/hub/broker"
+)
+
+// busOriginPrefix starts the Origin of a packet injected from the bus; the
+// envelope id follows, so that OnQosPublish knows which envelope a queued
+// copy belongs to (and the stored in-flight record keeps it). No client
+// can have such an id (the inline client id is refused at CONNECT), so
+// MQTT 5 no-local subscriptions are unaffected.
+const busOriginPrefix = mochi.InlineClientId + "/"
+
+// busOrigin is the packet Origin of envelope id.
+func busOrigin(envID string) string { return busOriginPrefix + envID }
+
+// envelopeOf returns the envelope id a packet Origin carries, if any.
+func envelopeOf(origin string) (string, bool) {
+	id, ok := strings.CutPrefix(origin, busOriginPrefix)
+	return id, ok && id != ""
+}
+
+// errNotStored is why a QoS 1/2 publish is refused when a copy for an
+// offline persistent session could not be stored: the store is what
+// broke, so it maps to the bus's storage error (MQTT 5 reason 0x97).
+var errNotStored = fmt.Errorf("mqtt: copy for an offline persistent session not stored: %w", broker.ErrStorage)
+
+// injections tracks, by packet Origin, the routings in progress (a
+// client's publish through its stand-in, or an envelope from the bus) and
+// the copies each queued for offline persistent sessions that the session
+// store failed to keep. Concurrent routings with the same Origin (two
+// connections of one client id during a takeover) share the record, which
+// errs on the side of refusing.
+type injections struct {
+	mu sync.Mutex
+	m  map[string]*injection
+}
+
+type injection struct {
+	refs   int
+	failed []queuedCopy
+}
+
+// queuedCopy is a message in a client's in-flight table.
+type queuedCopy struct {
+	cl  *mochi.Client
+	pid uint16
+}
+
+func newInjections() *injections { return &injections{m: make(map[string]*injection)} }
+
+// begin opens the record of origin.
+func (in *injections) begin(origin string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	r := in.m[origin]
+	if r == nil {
+		r = &injection{}
+		in.m[origin] = r
+	}
+	r.refs++
+}
+
+// notStored records a copy that could not be stored; it reports false when
+// no routing of origin is in progress (mochi delivering on its own, as for
+// a will), where nobody can be told.
+func (in *injections) notStored(origin string, cl *mochi.Client, pid uint16) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	r := in.m[origin]
+	if r == nil {
+		return false
+	}
+	r.failed = append(r.failed, queuedCopy{cl, pid})
+	return true
+}
+
+// end closes the record of origin and returns the copies not stored.
+func (in *injections) end(origin string) []queuedCopy {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	r := in.m[origin]
+	if r == nil {
+		return nil
+	}
+	failed := r.failed
+	r.failed = nil
+	if r.refs--; r.refs == 0 {
+		delete(in.m, origin)
+	}
+	return failed
+}
+
+// injectTracked routes pk as published by cl (see inject) under origin,
+// then takes back the copies queued for offline persistent sessions that
+// could not be stored: they would be lost at the next restart although
+// the publisher was acknowledged, so the publish is refused instead
+// (errNotStored) and no half-written copy is left in memory either.
+func (a *Adapter) injectTracked(cl *mochi.Client, pk packets.Packet, origin string) error {
+	a.injecting.begin(origin)
+	err := a.inject(cl, pk)
+	failed := a.injecting.end(origin)
+	for _, q := range failed {
+		a.unqueue(q.cl, q.pid)
+	}
+	if err != nil {
+		return err
+	}
+	if len(failed) > 0 {
+		a.metrics.notStored.Add(uint64(len(failed)))
+		return errNotStored
+	}
+	return nil
+}
+
+// unqueue removes a copy from a client's in-flight table, as mochi does
+// when it rolls back a delivery.
+func (a *Adapter) unqueue(cl *mochi.Client, pid uint16) {
+	if cl.State.Inflight.Delete(pid) {
+		atomic.AddInt64(&a.srv.Info.Inflight, -1)
+		cl.State.Inflight.IncreaseSendQuota()
+	}
+	a.order.done(cl.ID, pid)
+}
+
+// offline reports whether cl has no live connection: a session loaded from
+// the store, or one whose connection has ended.
+func offline(cl *mochi.Client) bool {
+	return cl.Net.Conn == nil || cl.Closed()
+}

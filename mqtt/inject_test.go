@@ -1,0 +1,103 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/hubsmith/hub/broker"
+)
+
+// fullDisk is the real store with in-flight writes failing while full is
+// set, as they do with "database or disk is full".
+type fullDisk struct {
+	SessionStore
+	full *atomic.Bool
+}
+
+func (d fullDisk) KVPut(ctx context.Context, bucket, key string, value []byte) error {
+	if d.full.Load() && bucket == bucketInflight {
+		return errors.New("database or disk is full (13)")
+	}
+	return d.SessionStore.KVPut(ctx, bucket, key, value)
+}
+
+// TestUnstoredCopyRefusesPublish: a QoS 1 publish whose copy for an
+// offline persistent session cannot be stored is refused (MQTT 5 reason
+// 0x97, MQTT 3.1.1 disconnect, the bus handler fails so the bus keeps
+// the envelope), QoS 0 still flows to live subscribers, and after a
+// restart the session holds what was acknowledged and nothing refused.
+func TestUnstoredCopyRefusesPublish(t *testing.T) {
+	t.Parallel()
+	var full atomic.Bool
+	h := newHub(t, func(c *Config) { c.Sessions = fullDisk{c.Sessions, &full} })
+	away := mustV3(t, h.addr, "away", "alice", "alicepw", false)
+	away.sub(t, "f/#", 1)
+	away.c.Disconnect(100)
+	waitFor(t, func() bool { cl, ok := h.a.srv.Clients.Get("away"); return ok && cl.Closed() })
+	live := mustV3(t, h.addr, "live", "alice", "alicepw", true)
+	live.sub(t, "f/#", 0)
+
+	full.Store(true)
+	v5 := mustV5(t, h.addr, "pub5", "alice", "alicepw")
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	pr, err := v5.c.Publish(ctx, &paho.Publish{Topic: "f/5", QoS: 1, Payload: []byte("refused5")})
+	if pr == nil || pr.ReasonCode != packets.ErrQuotaExceeded.Code {
+		t.Fatalf("MQTT 5 QoS 1 with the store full: %+v %v, want reason 0x97", pr, err)
+	}
+	lost := make(chan struct{})
+	o := pahov3.NewClientOptions().AddBroker("tcp://" + h.addr).SetClientID("pub3").SetUsername("alice").SetPassword("alicepw").
+		SetAutoReconnect(false).SetProtocolVersion(4).SetConnectionLostHandler(func(pahov3.Client, error) { close(lost) })
+	p3 := pahov3.NewClient(o)
+	if tok := p3.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { p3.Disconnect(0) })
+	p3.Publish("f/3", 1, false, "refused3")
+	select {
+	case <-lost:
+	case <-time.After(wait):
+		t.Fatal("MQTT 3.1.1 QoS 1 with the store full: connection not closed")
+	}
+	// QoS 0 flows to the live subscriber.
+	if _, err := v5.c.Publish(ctx, &paho.Publish{Topic: "f/0", QoS: 0, Payload: []byte("q0")}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if m := live.next(t); string(m.Payload()) == "q0" {
+			break
+		}
+	}
+	// From the bus: the handler fails, the bus retries until space is back.
+	if err := h.bus.Publish(ctx, &broker.Envelope{Topic: "f/rest", Payload: []byte("bus"), QoS: 1,
+		Origin: broker.Origin{Protocol: broker.ProtoREST}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return h.a.metrics.notStored.Load() >= 3 })
+	if n := h.a.metrics.fromBus.Load(); n != 0 {
+		t.Fatalf("%d envelopes taken from the bus while the store is full", n)
+	}
+	full.Store(false)
+	waitFor(t, func() bool { return h.a.metrics.fromBus.Load() == 1 })
+	pr, err = v5.c.Publish(ctx, &paho.Publish{Topic: "f/5", QoS: 1, Payload: []byte("ok5")})
+	if err != nil || pr.ReasonCode != 0 {
+		t.Fatalf("MQTT 5 QoS 1 with space again: %+v %v", pr, err)
+	}
+	h.restart()
+	away = mustV3(t, h.addr, "away", "alice", "alicepw", false)
+	got := map[string]bool{}
+	for range 2 {
+		got[string(away.next(t).Payload())] = true
+	}
+	away.none(t, 300*time.Millisecond)
+	if !got["bus"] || !got["ok5"] {
+		t.Fatalf("after a restart the session holds %v, want bus and ok5", got)
+	}
+}
