@@ -194,6 +194,13 @@ type Adapter struct {
 	busMu  sync.Mutex
 	busEnv atomic.Pointer[string]
 
+	// resume stops routings into mochi (read-locked by each) while a
+	// returning client gets its stored session (see pauseForResume);
+	// resuming holds the *sync.Once releasing it, by client.
+	resume   sync.RWMutex
+	resuming sync.Map
+	wg       sync.WaitGroup // resume watchers
+
 	// ownMu orders the session-record writes of a connection that ends
 	// with those of a new connection taking its client id.
 	ownMu sync.Mutex
@@ -493,6 +500,7 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		a.wg.Wait() // the clients are closed: the resume watchers end
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("mqtt: stop: %w", ctx.Err()))
 	}
@@ -581,6 +589,8 @@ func (a *Adapter) fromBus(ctx context.Context, e *broker.Envelope) error {
 // received; the adapter takes that back, the packet having been counted
 // where it came from.
 func (a *Adapter) inject(cl *mochi.Client, pk packets.Packet) error {
+	a.resume.RLock()
+	defer a.resume.RUnlock()
 	if pk.FixedHeader.Retain {
 		a.treeMu.Lock()
 		defer a.treeMu.Unlock()

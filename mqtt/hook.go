@@ -153,6 +153,7 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 // session's record.
 func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 	a := h.a
+	a.resumed(cl)
 	p := a.principal(cl)
 	if p.Role == adapters.RoleDevice {
 		a.online.Store(cl, p.Name)
@@ -364,7 +365,16 @@ func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int)
 	}
 	var seq int64
 	if pk.FixedHeader.Type == packets.Publish {
-		seq = h.a.order.add(cl.ID, pk.PacketID)
+		env, _ := envelopeOf(pk.Origin)
+		var dup bool
+		seq, dup = h.a.order.add(cl.ID, pk.PacketID, env)
+		if dup {
+			if offline(cl) && h.a.injecting.duplicate(pk.Origin, cl, pk.PacketID) {
+				return // taken back once the routing ends
+			}
+			// Already on its way to a live client: keep it consistent.
+			seq, _ = h.a.order.add(cl.ID, pk.PacketID, "")
+		}
 	}
 	s := h.a.sessions
 	if s == nil {
@@ -409,6 +419,7 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 		return
 	}
 	if old, ok := h.a.srv.Clients.Get(cl.ID); ok && old != cl {
+		h.a.pauseForResume(cl)
 		h.a.order.reorder(old)
 	}
 }
@@ -436,7 +447,8 @@ func (h *hook) StoredInflightMessages() ([]storage.Message, error) {
 	for i, r := range recs {
 		msgs[i] = r.Message
 		if r.Seq > 0 {
-			h.a.order.set(r.Client, r.PacketID, r.Seq)
+			env, _ := envelopeOf(r.Origin)
+			h.a.order.set(r.Client, r.PacketID, r.Seq, env)
 		}
 		if r.Expiry != 0 {
 			h.a.expires[inflightKey(r.Client, r.PacketID)] = r.Expiry

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -25,7 +26,10 @@ func busOrigin(envID string) string { return busOriginPrefix + envID }
 // envelopeOf returns the envelope id a packet Origin carries, if any.
 func envelopeOf(origin string) (string, bool) {
 	id, ok := strings.CutPrefix(origin, busOriginPrefix)
-	return id, ok && id != ""
+	if !ok || id == "" {
+		return "", false
+	}
+	return id, true
 }
 
 // errNotStored is why a QoS 1/2 publish is refused when a copy for an
@@ -46,7 +50,8 @@ type injections struct {
 
 type injection struct {
 	refs   int
-	failed []queuedCopy
+	failed []queuedCopy // not stored: the publish is refused
+	dups   []queuedCopy // second copies of an envelope: taken back quietly
 }
 
 // queuedCopy is a message in a client's in-flight table.
@@ -83,20 +88,35 @@ func (in *injections) notStored(origin string, cl *mochi.Client, pid uint16) boo
 	return true
 }
 
-// end closes the record of origin and returns the copies not stored.
-func (in *injections) end(origin string) []queuedCopy {
+// duplicate records a second copy of an envelope queued for an offline
+// session that holds it already (see queueOrder.add); false as for
+// notStored.
+func (in *injections) duplicate(origin string, cl *mochi.Client, pid uint16) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	r := in.m[origin]
 	if r == nil {
-		return nil
+		return false
 	}
-	failed := r.failed
-	r.failed = nil
+	r.dups = append(r.dups, queuedCopy{cl, pid})
+	return true
+}
+
+// end closes the record of origin and returns the copies not stored and
+// the duplicates.
+func (in *injections) end(origin string) (failed, dups []queuedCopy) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	r := in.m[origin]
+	if r == nil {
+		return nil, nil
+	}
+	failed, dups = r.failed, r.dups
+	r.failed, r.dups = nil, nil
 	if r.refs--; r.refs == 0 {
 		delete(in.m, origin)
 	}
-	return failed
+	return failed, dups
 }
 
 // injectTracked routes pk as published by cl (see inject) under origin,
@@ -107,9 +127,12 @@ func (in *injections) end(origin string) []queuedCopy {
 func (a *Adapter) injectTracked(cl *mochi.Client, pk packets.Packet, origin string) error {
 	a.injecting.begin(origin)
 	err := a.inject(cl, pk)
-	failed := a.injecting.end(origin)
-	for _, q := range failed {
+	failed, dups := a.injecting.end(origin)
+	for _, q := range append(failed, dups...) {
 		a.unqueue(q.cl, q.pid)
+	}
+	if len(dups) > 0 {
+		a.metrics.duplicates.Add(uint64(len(dups)))
 	}
 	if err != nil {
 		return err
@@ -135,4 +158,42 @@ func (a *Adapter) unqueue(cl *mochi.Client, pid uint16) {
 // the store, or one whose connection has ended.
 func offline(cl *mochi.Client) bool {
 	return cl.Net.Conn == nil || cl.Closed()
+}
+
+// pauseForResume runs before mochi hands a returning client its stored
+// session (OnSessionEstablish) and stops every routing into mochi until
+// mochi has resent what the session holds (OnSessionEstablished), or the
+// connection has failed on the way.
+//
+// Without it, between mochi copying the old session's in-flight table and
+// making the new connection the client id's owner, a delivery lands in the
+// old table and is cleared with it (lost until a restart); and once the new
+// connection is the owner, new deliveries go out before the resend of what
+// was queued (out of order) and are then resent with it (duplicates).
+func (a *Adapter) pauseForResume(cl *mochi.Client) {
+	a.resume.Lock()
+	once := new(sync.Once)
+	a.resuming.Store(cl, once)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for range t.C {
+			if _, ok := a.resuming.Load(cl); !ok {
+				return
+			}
+			if cl.Closed() {
+				a.resumed(cl)
+				return
+			}
+		}
+	}()
+}
+
+// resumed lets routings go on once cl's session has been resent.
+func (a *Adapter) resumed(cl *mochi.Client) {
+	if v, ok := a.resuming.LoadAndDelete(cl); ok {
+		v.(*sync.Once).Do(a.resume.Unlock)
+	}
 }

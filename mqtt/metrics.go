@@ -19,6 +19,7 @@ type metrics struct {
 	expired    atomic.Uint64 // envelopes from the bus that had expired
 	authFailed atomic.Uint64 // refused CONNECTs
 	notStored  atomic.Uint64 // copies for offline sessions the store refused (publish refused)
+	duplicates atomic.Uint64 // envelopes the bus replayed to sessions holding them already
 
 	collectors []prometheus.Collector
 }
@@ -63,6 +64,7 @@ func (m *metrics) register(r prometheus.Registerer) error {
 		counter("from_bus_total", "Envelopes from the bus injected for MQTT subscribers.", own(&m.fromBus)),
 		counter("expired_total", "Envelopes from the bus that expired before delivery.", own(&m.expired)),
 		counter("not_stored_total", "Copies for offline persistent sessions the session store failed to keep (the publish was refused).", own(&m.notStored)),
+		counter("replayed_duplicates_total", "Envelopes the bus delivered again to offline sessions that already held them (not queued twice).", own(&m.duplicates)),
 		counter("connect_refused_total", "CONNECTs refused by authentication or authorization.", own(&m.authFailed)),
 		counter("session_store_errors_total", "Failed session store operations.", func() int64 {
 			if m.a.sessions == nil {

@@ -17,40 +17,85 @@ import (
 // this order (see reorder), so a returning client gets what it missed in
 // the order it was published, across restarts too (the sequence is
 // stored with each message).
+//
+// It also knows which bus envelope each queued message carries (see
+// busOrigin), so that an envelope the bus delivers a second time (after
+// a crash, the bus replays the batch it had not acknowledged) is not
+// queued twice for the same session.
 type queueOrder struct {
 	mu   sync.Mutex
 	next int64
-	seq  map[string]map[uint16]int64 // client id -> packet id -> sequence
+	seq  map[string]map[uint16]int64  // client id -> packet id -> sequence
+	env  map[string]map[string]uint16 // client id -> envelope id -> packet id
+	penv map[string]map[uint16]string // client id -> packet id -> envelope id
 }
 
 func newQueueOrder() *queueOrder {
-	return &queueOrder{seq: make(map[string]map[uint16]int64)}
+	return &queueOrder{
+		seq:  make(map[string]map[uint16]int64),
+		env:  make(map[string]map[string]uint16),
+		penv: make(map[string]map[uint16]string),
+	}
 }
 
-// add gives the message a sequence number after every earlier one.
-func (o *queueOrder) add(id string, pid uint16) int64 {
+// add gives the message a sequence number after every earlier one. env is
+// the envelope id it carries ("" if none). When the client already holds
+// that envelope under another packet id, add numbers nothing and returns
+// dup true.
+func (o *queueOrder) add(id string, pid uint16, env string) (seq int64, dup bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if env != "" {
+		if p, ok := o.env[id][env]; ok && p != pid {
+			return 0, true
+		}
+	}
 	o.next++
-	o.setLocked(id, pid, o.next)
-	return o.next
+	o.setLocked(id, pid, o.next, env)
+	return o.next, false
 }
 
 // set records a sequence number loaded from the store.
-func (o *queueOrder) set(id string, pid uint16, seq int64) {
+func (o *queueOrder) set(id string, pid uint16, seq int64, env string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.next = max(o.next, seq)
-	o.setLocked(id, pid, seq)
+	o.setLocked(id, pid, seq, env)
 }
 
-func (o *queueOrder) setLocked(id string, pid uint16, seq int64) {
+func (o *queueOrder) setLocked(id string, pid uint16, seq int64, env string) {
 	m := o.seq[id]
 	if m == nil {
 		m = make(map[uint16]int64)
 		o.seq[id] = m
 	}
 	m[pid] = seq
+	o.unlinkLocked(id, pid)
+	if env == "" {
+		return
+	}
+	e := o.env[id]
+	if e == nil {
+		e = make(map[string]uint16)
+		o.env[id] = e
+		o.penv[id] = make(map[uint16]string)
+	}
+	e[env] = pid
+	o.penv[id][pid] = env
+}
+
+// unlinkLocked forgets which envelope packet pid of client id carried.
+func (o *queueOrder) unlinkLocked(id string, pid uint16) {
+	env, ok := o.penv[id][pid]
+	if !ok {
+		return
+	}
+	delete(o.penv[id], pid)
+	delete(o.env[id], env)
+	if len(o.penv[id]) == 0 {
+		delete(o.penv, id)
+		delete(o.env, id)
+	}
 }
 
 // done forgets a completed or dropped message.
@@ -63,6 +108,7 @@ func (o *queueOrder) done(id string, pid uint16) {
 			delete(o.seq, id)
 		}
 	}
+	o.unlinkLocked(id, pid)
 }
 
 // forget drops a session's numbers.
@@ -70,6 +116,8 @@ func (o *queueOrder) forget(id string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	delete(o.seq, id)
+	delete(o.env, id)
+	delete(o.penv, id)
 }
 
 // reorder renumbers the Created field of cl's outgoing in-flight messages
