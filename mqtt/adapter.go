@@ -469,7 +469,11 @@ func (a *Adapter) restoreExpiry() {
 		}
 		if pk, ok := cl.State.Inflight.Get(pid); ok {
 			pk.Expiry = exp
-			pk.ProtocolVersion = cl.Properties.ProtocolVersion
+			// mochi expires only version 5 packets; the copy for a 3.1.1
+			// subscriber is one too (as when it was queued: injected
+			// packets are version 5), and WritePacket encodes it in the
+			// subscriber's version anyway.
+			pk.ProtocolVersion = 5
 			cl.State.Inflight.Set(pk)
 		}
 	}

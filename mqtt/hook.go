@@ -420,6 +420,9 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 	}
 	if old, ok := h.a.srv.Clients.Get(cl.ID); ok && old != cl {
 		h.a.pauseForResume(cl)
+		// mochi resends without looking at expiry, and its expiry sweep
+		// runs on a timer: drop what has expired before the resend.
+		old.ClearExpiredInflights(time.Now().Unix(), 0)
 		h.a.order.reorder(old)
 	}
 }

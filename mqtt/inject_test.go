@@ -185,3 +185,41 @@ func TestResumeKeepsOrderUnderLoad(t *testing.T) {
 	}
 	c.none(t, 300*time.Millisecond)
 }
+
+// TestQueuedExpiryForV3SubscriberSurvivesRestart: an MQTT 5 message with
+// an expiry queued for an offline MQTT 3.1.1 session expires after a
+// restart too (mochi expires only version 5 packets).
+func TestQueuedExpiryForV3SubscriberSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("restart=%v", restart), func(t *testing.T) {
+			t.Parallel()
+			h := newHub(t, nil)
+			c := mustV3(t, h.addr, "exp3", "alice", "alicepw", false)
+			c.sub(t, "ex/#", 1)
+			c.c.Disconnect(100)
+			waitFor(t, func() bool { cl, ok := h.a.srv.Clients.Get("exp3"); return ok && cl.Closed() })
+			p := mustV5(t, h.addr, "exp-pub", "alice", "alicepw")
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			one := uint32(1)
+			for _, m := range []struct {
+				payload string
+				props   *paho.PublishProperties
+			}{{"short", &paho.PublishProperties{MessageExpiry: &one}}, {"forever", nil}} {
+				if _, err := p.c.Publish(ctx, &paho.Publish{Topic: "ex/x", QoS: 1, Payload: []byte(m.payload), Properties: m.props}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if restart {
+				h.restart()
+			}
+			time.Sleep(2100 * time.Millisecond)
+			c = mustV3(t, h.addr, "exp3", "alice", "alicepw", false)
+			if m := c.next(t); string(m.Payload()) != "forever" {
+				t.Fatalf("got %q, want only the message without expiry", m.Payload())
+			}
+			c.none(t, 300*time.Millisecond)
+		})
+	}
+}
