@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"sync"
 
@@ -268,16 +267,6 @@ func (h *Hub) Addrs() map[string]string {
 		}
 	}
 	return out
-}
-
-// Handler returns the HTTP handler of the REST adapter (nil when disabled).
-func (h *Hub) Handler() http.Handler {
-	for _, a := range h.adapters {
-		if r, ok := a.(*rest.Adapter); ok {
-			return r.Handler()
-		}
-	}
-	return nil
 }
 
 // busCollector exports the in-process bus's counters.
