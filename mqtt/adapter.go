@@ -138,6 +138,11 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// SysInterval is the $SYS publish interval (0: DefaultSysInterval).
 	SysInterval time.Duration
+	// WriteTimeout bounds one write to a client's socket on the TCP and
+	// TLS listeners (0: DefaultWriteTimeout); a client that takes longer
+	// is disconnected, its persistent session kept. Writes never block
+	// publishers (see asyncConn).
+	WriteTimeout time.Duration
 }
 
 // Adapter is the MQTT adapter. It implements adapters.Adapter,
@@ -251,6 +256,12 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.ConnectTimeout < 0 {
 		return nil, fmt.Errorf("mqtt: ConnectTimeout %v: must be >= 0", cfg.ConnectTimeout)
+	}
+	if cfg.WriteTimeout < 0 {
+		return nil, fmt.Errorf("mqtt: WriteTimeout %v: must be >= 0", cfg.WriteTimeout)
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	if cfg.SysInterval < 0 || (cfg.SysInterval > 0 && cfg.SysInterval < time.Second) {
 		return nil, fmt.Errorf("mqtt: SysInterval %v: must be at least 1s", cfg.SysInterval)
@@ -368,10 +379,14 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 		}
 		var ln boundListener
 		switch l.id {
-		case "mqtt":
-			ln = newListener(l.id, l.addr, nil, a.cfg.ConnectTimeout, a.connEnded)
-		case "mqtts":
-			ln = newListener(l.id, l.addr, a.cfg.TLSConfig, a.cfg.ConnectTimeout, a.connEnded)
+		case "mqtt", "mqtts":
+			var tc *tls.Config
+			if l.id == "mqtts" {
+				tc = a.cfg.TLSConfig
+			}
+			tl := newListener(l.id, l.addr, tc, a.cfg.ConnectTimeout, a.connEnded)
+			tl.slow, tl.writeTimeout = a.slowConsumer, a.cfg.WriteTimeout
+			ln = tl
 		case "ws":
 			ln = newWSListener(l.id, l.addr, nil, a.cfg.ConnectTimeout, a.connEnded)
 		}
@@ -549,6 +564,13 @@ func (a *Adapter) connEnded(err error) {
 		return
 	}
 	a.log.Debug("mqtt: connection ended", "err", err)
+}
+
+// slowConsumer counts and logs a connection closed because its client
+// stopped reading.
+func (a *Adapter) slowConsumer(err error) {
+	a.metrics.slowConsumers.Add(1)
+	a.log.Warn("mqtt: slow consumer: connection closed (a persistent session keeps its queue)", "err", err)
 }
 
 // fromBus injects an envelope from the bus into mochi, which delivers it

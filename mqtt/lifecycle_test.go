@@ -56,6 +56,7 @@ func TestNewValidates(t *testing.T) {
 		{"negative clients", Config{Bus: bus, MaxClients: -1}, "MaxClients"},
 		{"tiny packets", Config{Bus: bus, MaxPacketSize: 10}, "MaxPacketSize"},
 		{"sub-second sys interval", Config{Bus: bus, SysInterval: time.Millisecond}, "SysInterval"},
+		{"negative write timeout", Config{Bus: bus, WriteTimeout: -time.Second}, "WriteTimeout"},
 		{"defaults", Config{Bus: bus}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

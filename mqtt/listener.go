@@ -15,13 +15,16 @@ import (
 // listener is a mochi listener over TCP, optionally TLS. Unlike mochi's
 // own, it reports the address it really bound (port 0 in tests), bounds
 // the time a connection may take to send CONNECT, hands every connection's
-// end (and error) to the adapter, and Close returns only once every
+// end (and error) to the adapter, never lets a client that stops reading
+// block a writer (see asyncConn), and Close returns only once every
 // connection goroutine it started has ended.
 type listener struct {
 	id, addr       string
 	tls            *tls.Config
 	connectTimeout time.Duration
 	done           func(err error) // called when a connection ends
+	slow           func(err error) // called when a client that does not read is cut off
+	writeTimeout   time.Duration   // bound of one socket write (0: DefaultWriteTimeout)
 
 	ln      net.Listener
 	mu      sync.Mutex
@@ -43,7 +46,7 @@ var _ boundListener = (*listener)(nil)
 
 func newListener(id, addr string, tc *tls.Config, connectTimeout time.Duration, done func(error)) *listener {
 	return &listener{
-		id: id, addr: addr, tls: tc, connectTimeout: connectTimeout, done: done,
+		id: id, addr: addr, tls: tc, connectTimeout: connectTimeout, done: done, writeTimeout: DefaultWriteTimeout,
 		conns:   make(map[net.Conn]struct{}),
 		serving: make(chan struct{}),
 	}
@@ -111,8 +114,9 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			_ = conn.Close()
 			return
 		}
+		l.wg.Add(2) // the connection's goroutine and its flusher
+		conn = newAsyncConn(conn, l.writeTimeout, l.slowConn, l.wg.Done)
 		l.conns[conn] = struct{}{}
-		l.wg.Add(1)
 		l.mu.Unlock()
 		// mochi sets the keepalive deadline once CONNECT is in; until
 		// then this one stops a client that connects and says nothing.
@@ -126,6 +130,13 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			_ = conn.Close()
 			l.done(err)
 		}()
+	}
+}
+
+// slowConn reports a connection closed for not reading (see asyncConn).
+func (l *listener) slowConn(c net.Conn, err error) {
+	if l.slow != nil {
+		l.slow(fmt.Errorf("%s: %w", c.RemoteAddr(), err))
 	}
 }
 

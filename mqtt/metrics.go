@@ -12,14 +12,15 @@ import (
 // metrics are the adapter's counters; mochi's own (connections, messages,
 // bytes) are read from its $SYS info when scraped.
 type metrics struct {
-	a          *Adapter
-	malformed  atomic.Uint64 // connections closed on a malformed packet
-	busErrors  atomic.Uint64 // client publishes the bus refused
-	fromBus    atomic.Uint64 // envelopes injected from the bus
-	expired    atomic.Uint64 // envelopes from the bus that had expired
-	authFailed atomic.Uint64 // refused CONNECTs
-	notStored  atomic.Uint64 // copies for offline sessions the store refused (publish refused)
-	duplicates atomic.Uint64 // envelopes the bus replayed to sessions holding them already
+	a             *Adapter
+	malformed     atomic.Uint64 // connections closed on a malformed packet
+	busErrors     atomic.Uint64 // client publishes the bus refused
+	fromBus       atomic.Uint64 // envelopes injected from the bus
+	expired       atomic.Uint64 // envelopes from the bus that had expired
+	authFailed    atomic.Uint64 // refused CONNECTs
+	slowConsumers atomic.Uint64 // connections closed because the client stopped reading
+	notStored     atomic.Uint64 // copies for offline sessions the store refused (publish refused)
+	duplicates    atomic.Uint64 // envelopes the bus replayed to sessions holding them already
 
 	collectors []prometheus.Collector
 }
@@ -65,6 +66,7 @@ func (m *metrics) register(r prometheus.Registerer) error {
 		counter("expired_total", "Envelopes from the bus that expired before delivery.", own(&m.expired)),
 		counter("not_stored_total", "Copies for offline persistent sessions the session store failed to keep (the publish was refused).", own(&m.notStored)),
 		counter("replayed_duplicates_total", "Envelopes the bus delivered again to offline sessions that already held them (not queued twice).", own(&m.duplicates)),
+		counter("slow_consumers_total", "Connections closed because the client stopped reading.", own(&m.slowConsumers)),
 		counter("connect_refused_total", "CONNECTs refused by authentication or authorization.", own(&m.authFailed)),
 		counter("session_store_errors_total", "Failed session store operations.", func() int64 {
 			if m.a.sessions == nil {

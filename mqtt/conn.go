@@ -1,0 +1,155 @@
+package mqtt
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// Bounds of a client connection's outgoing bytes.
+const (
+	// DefaultWriteTimeout bounds one socket write: a client that has not
+	// taken the bytes by then is gone or stalled, and its connection is
+	// closed (a persistent session keeps its queue for its return), as
+	// NATS does with write_deadline.
+	DefaultWriteTimeout = 10 * time.Second
+	// maxPendingWrite bounds the bytes written by mochi that the socket
+	// has not taken yet, a memory bound for bursts to a client that reads
+	// slowly; past it the connection is closed as well (NATS:
+	// max_pending).
+	maxPendingWrite = 16 << 20
+	// closeFlushTimeout bounds the flush of what is pending (a refused
+	// CONNACK, the last PUBACKs) when a connection is closed.
+	closeFlushTimeout = 2 * time.Second
+)
+
+// errSlowConsumer closes the connection of a client that does not read.
+var errSlowConsumer = errors.New("mqtt: client does not read: pending writes over the bound")
+
+// asyncConn is a client connection whose writes never block: mochi holds
+// the client's lock while it writes, and every QoS 1/2 delivery to that
+// client takes the lock first (for a packet id), so a socket write blocked
+// on a client that stopped reading would block every publisher and the
+// bus delivery goroutine. Write queues the bytes (up to maxPendingWrite)
+// and a flusher goroutine writes them, each write bounded by a timeout; either bound
+// exceeded closes the connection, which ends the client in mochi: a
+// persistent session keeps its in-flight messages and gets them again when
+// the client returns.
+//
+// SetDeadline sets only the read deadline (mochi's keepalive); writes have
+// their own.
+type asyncConn struct {
+	net.Conn
+	timeout time.Duration         // of one socket write
+	slow    func(net.Conn, error) // told once when the connection is closed for a bound
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	buf     []byte
+	closing bool // Close called: flush, then close
+	closed  bool
+	done    chan struct{} // closed when the flusher has ended
+}
+
+// newAsyncConn wraps c and starts its flusher, which ends after Close (or
+// a write failure); done is called then.
+func newAsyncConn(c net.Conn, timeout time.Duration, slow func(net.Conn, error), done func()) *asyncConn {
+	ac := &asyncConn{Conn: c, timeout: timeout, slow: slow, done: make(chan struct{})}
+	ac.cond = sync.NewCond(&ac.mu)
+	go func() {
+		defer done()
+		defer close(ac.done)
+		ac.flush()
+	}()
+	return ac
+}
+
+// Write queues b for the flusher.
+func (c *asyncConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	if c.closed || c.closing {
+		c.mu.Unlock()
+		return 0, net.ErrClosed
+	}
+	if len(c.buf)+len(b) > maxPendingWrite {
+		c.closed = true
+		c.buf = nil
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		_ = c.Conn.Close()
+		err := fmt.Errorf("%w (%d bytes)", errSlowConsumer, maxPendingWrite)
+		c.slow(c.Conn, err)
+		return 0, err
+	}
+	c.buf = append(c.buf, b...)
+	c.cond.Signal()
+	c.mu.Unlock()
+	return len(b), nil
+}
+
+// flush writes what is queued until the connection is closed.
+func (c *asyncConn) flush() {
+	var out []byte
+	c.mu.Lock()
+	for {
+		for len(c.buf) == 0 && !c.closing && !c.closed {
+			c.cond.Wait()
+		}
+		if c.closed {
+			c.mu.Unlock()
+			return
+		}
+		if len(c.buf) == 0 { // closing, all written
+			c.closed = true
+			c.mu.Unlock()
+			_ = c.Conn.Close()
+			return
+		}
+		out, c.buf = c.buf, out[:0]
+		timeout := c.timeout
+		if c.closing {
+			timeout = closeFlushTimeout
+		}
+		c.mu.Unlock()
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+		_, err := c.Conn.Write(out)
+		c.mu.Lock()
+		if err != nil {
+			wasClosed := c.closed || c.closing
+			c.closed = true
+			c.buf = nil
+			c.mu.Unlock()
+			_ = c.Conn.Close()
+			var ne net.Error
+			if !wasClosed && errors.As(err, &ne) && ne.Timeout() {
+				c.slow(c.Conn, fmt.Errorf("mqtt: client does not read: write blocked %v: %w", timeout, err))
+			}
+			return
+		}
+	}
+}
+
+// Close flushes what is pending (for at most closeFlushTimeout) and closes
+// the connection; it does not wait for the flush.
+func (c *asyncConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.closing {
+		return nil
+	}
+	c.closing = true
+	c.cond.Broadcast()
+	// A read blocked on a client that sends nothing ends now; the flush
+	// goes on, for a bounded time.
+	_ = c.Conn.SetReadDeadline(time.Now())
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+	return nil
+}
+
+// SetDeadline sets the read deadline only.
+func (c *asyncConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
+// SetWriteDeadline is ignored: the flusher bounds writes itself.
+func (c *asyncConn) SetWriteDeadline(time.Time) error { return nil }

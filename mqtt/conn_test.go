@@ -1,0 +1,93 @@
+package mqtt
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// stalledClient connects over raw TCP with a small receive buffer, sends
+// CONNECT (persistent session) and SUBSCRIBE, and then never reads again.
+func stalledClient(t *testing.T, addr, id, filter string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: wait}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.(*net.TCPConn).SetReadBuffer(4096)
+	var buf bytes.Buffer
+	con := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: false, Keepalive: 60, ClientIdentifier: id,
+			UsernameFlag: true, Username: []byte("alice"), PasswordFlag: true, Password: []byte("alicepw")}}
+	if err := con.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: filter, Qos: 1}}}
+	if err := sub.SubscribeEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	// CONNACK (4 bytes) and SUBACK (5 bytes).
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	got := make([]byte, 9)
+	if _, err := io.ReadFull(c, got); err != nil || got[0] != 0x20 || got[3] != 0 || got[4] != 0x90 {
+		t.Fatalf("CONNACK/SUBACK: % x %v", got, err)
+	}
+	return c
+}
+
+// TestStalledSubscriberBlocksNobody: a persistent-session subscriber stops
+// reading while a QoS 1 publisher sends more than its socket holds; every
+// publish is still acknowledged promptly, a fast subscriber gets
+// everything, the stalled connection is closed as a slow consumer, and on
+// its return the session gets every acknowledged message.
+func TestStalledSubscriberBlocksNobody(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, func(c *Config) { c.WriteTimeout = time.Second })
+	stalledClient(t, h.addr, "stalled", "st/#")
+	fast := mustV3(t, h.addr, "fast", "alice", "alicepw", true)
+	fast.sub(t, "st/#", 1)
+	p := mustV5(t, h.addr, "st-pub", "alice", "alicepw")
+	pad := strings.Repeat("x", 32<<10)
+	const n = 200 // 6.4 MiB: more than the socket buffers hold
+	var slowest time.Duration
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		t0 := time.Now()
+		_, err := p.c.Publish(ctx, &paho.Publish{Topic: "st/x", QoS: 1, Payload: []byte(fmt.Sprint(i, " ", pad))})
+		cancel()
+		if err != nil {
+			t.Fatalf("publish %d: %v (the stalled subscriber blocks the publisher)", i, err)
+		}
+		slowest = max(slowest, time.Since(t0))
+	}
+	if slowest > time.Second {
+		t.Errorf("slowest publish took %v", slowest)
+	}
+	for i := range n {
+		m := fast.next(t)
+		if id, _, _ := strings.Cut(string(m.Payload()), " "); id != fmt.Sprint(i) {
+			t.Fatalf("fast subscriber: message %d is %s", i, id)
+		}
+	}
+	waitFor(t, func() bool { return h.a.metrics.slowConsumers.Load() == 1 })
+	back := mustV3(t, h.addr, "stalled", "alice", "alicepw", false)
+	seen := map[string]bool{}
+	for len(seen) < n {
+		id, _, _ := strings.Cut(string(back.next(t).Payload()), " ")
+		seen[id] = true
+	}
+}
