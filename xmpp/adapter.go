@@ -86,6 +86,12 @@ type Config struct {
 	// speaks (the devices registry); with it chat users run XEP-0050
 	// commands on {device}@devices.{Domain}. nil: no such JIDs.
 	DeviceCommand func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error)
+	// JIDRules are template rules mapping topics to JIDs besides the
+	// default rule, first match first (see JIDRule); {domain} is Domain
+	// for c2s users and ComponentDomain for the users of the server the
+	// hub is a component of (which must route the rule's subdomain of it
+	// to the component).
+	JIDRules []JIDRule
 	// Logger receives the adapter's logs (slog.Default() when nil).
 	Logger *slog.Logger
 	// Registerer receives the adapter's metrics (nil: no metrics).
@@ -123,6 +129,9 @@ type Adapter struct {
 
 	topics *topicService
 	cmds   *commands
+
+	rules     *ruleSet // JIDRules at Domain
+	compRules *ruleSet // JIDRules at ComponentDomain
 }
 
 var (
@@ -184,6 +193,16 @@ func New(cfg Config) (*Adapter, error) {
 			return nil, fmt.Errorf("xmpp: Addr %q: %w", cfg.Addr, err)
 		}
 	}
+	rules, err := compileRules(cfg.JIDRules, cfg.Domain, "topics."+cfg.Domain, "pubsub."+cfg.Domain, "devices."+cfg.Domain)
+	if err != nil {
+		return nil, err
+	}
+	var compRules *ruleSet
+	if cfg.ComponentAddr != "" {
+		if compRules, err = compileRules(cfg.JIDRules, cfg.ComponentDomain); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.MaxStanza == 0 {
 		cfg.MaxStanza = DefaultMaxStanza
 	}
@@ -212,6 +231,8 @@ func New(cfg Config) (*Adapter, error) {
 		conns:     map[net.Conn]struct{}{},
 		sessions:  map[string]map[string]*session{},
 		resume:    map[string]*session{},
+		rules:     rules,
+		compRules: compRules,
 	}
 	a.fakeKey = make([]byte, 32)
 	_, _ = rand.Read(a.fakeKey)
@@ -223,6 +244,14 @@ func New(cfg Config) (*Adapter, error) {
 	a.topics = &topicService{a: a}
 	a.cmds = newCommands(a)
 	return a, nil
+}
+
+// rulesFor returns the template rules for p's JIDs.
+func (a *Adapter) rulesFor(p peer) *ruleSet {
+	if _, ok := p.(clientPeer); ok {
+		return a.rules
+	}
+	return a.compRules
 }
 
 // Name returns "xmpp".

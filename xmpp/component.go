@@ -149,8 +149,9 @@ func (a *Adapter) componentAttachAll() {
 		return
 	}
 	pkvs, _ := a.cfg.Store.KVList(ctx, pubsubBucket)
+	jkvs, _ := a.cfg.Store.KVList(ctx, jidBucket)
 	seen := map[string]bool{}
-	for _, kv := range append(kvs, pkvs...) {
+	for _, kv := range append(append(kvs, pkvs...), jkvs...) {
 		bare, _, _ := strings.Cut(kv.Key, " ")
 		if _, domain, _ := splitJID(bare); domain == a.cfg.Domain || seen[bare] {
 			continue
@@ -190,12 +191,12 @@ func (a *Adapter) componentRoute(el *element) {
 	}
 	a.compState.bares[p.bareJID()] = true
 	a.compState.mu.Unlock()
-	local, _, _ := splitJID(el.AttrValue("to"))
-	if local == "" && el.Name.Local == "iq" && el.Child(nsPubSub, "pubsub") != nil {
+	local, domain, _ := splitJID(el.AttrValue("to"))
+	if local == "" && domain == a.cfg.ComponentDomain && el.Name.Local == "iq" && el.Child(nsPubSub, "pubsub") != nil {
 		a.handlePubSubFor(p, el)
 		return
 	}
-	a.topics.handle(p, el, local)
+	a.topics.handle(p, el, local, domain)
 }
 
 // componentPeer is a user of the server the hub is a component of.

@@ -134,8 +134,8 @@ func (a *Adapter) handleRoster(s *session, iq *element, q *element) {
 			jid = local + "@" + domain
 		}
 		if el.AttrValue("subscription") == "remove" {
-			if domain == a.topicDomain() {
-				a.topics.unsubscribe(ctx, s.bare, local)
+			if domain == a.topicDomain() || a.rules.hasDomain(domain) {
+				a.topics.unsubscribeJID(ctx, clientPeer{s}, local, domain)
 			}
 			if domain == a.cfg.Domain && local != "" {
 				// RFC 6121 2.5.2: removing a contact cancels the

@@ -133,8 +133,8 @@ func (a *Adapter) route(s *session, el *element) {
 	case to == "" || (local == "" && res == "" && domain == a.cfg.Domain) ||
 		(el.Name.Local == "iq" && local == s.user && domain == a.cfg.Domain && res == ""):
 		a.handleServer(s, el)
-	case domain == a.topicDomain():
-		a.topics.handle(clientPeer{s}, el, local)
+	case domain == a.topicDomain() || a.rules.hasDomain(domain):
+		a.topics.handle(clientPeer{s}, el, local, domain)
 	case domain == a.pubsubDomain() && local == "" && res == "":
 		a.handlePubSub(s, el)
 	case domain == a.devicesDomain() && a.cfg.DeviceCommand != nil:
@@ -233,7 +233,7 @@ func (a *Adapter) sendContactPresences(s *session) {
 			continue
 		}
 		_, domain, _ := splitJID(it.JID)
-		if domain == a.topicDomain() {
+		if domain == a.topicDomain() || a.rules.hasDomain(domain) {
 			_, _ = s.send(newElement(nsClient, "presence", "from", it.JID, "to", s.jid))
 			continue
 		}

@@ -95,6 +95,9 @@ func (a *Adapter) discoItems(p peer, kind, to string) *element {
 	case "server":
 		q.Add(newElement(nsDiscoItem, "item", "jid", a.topicDomain(), "name", "topics"),
 			newElement(nsDiscoItem, "item", "jid", a.pubsubDomain(), "name", "pubsub"))
+		for _, d := range a.rules.domainList() {
+			q.Add(newElement(nsDiscoItem, "item", "jid", d, "name", "topics"))
+		}
 	case "topics", "pubsub":
 		rs, err := a.cfg.Bus.Retained(context.WithoutCancel(a.ctx), "#")
 		if err != nil {
@@ -106,6 +109,12 @@ func (a *Adapter) discoItems(p peer, kind, to string) *element {
 			}
 			if kind == "topics" {
 				_, domain, _ := splitJID(to)
+				if rules := a.rulesFor(p); rules.hasDomain(domain) {
+					if j, ok := rules.jidAt(e.Topic, domain); ok {
+						q.Add(newElement(nsDiscoItem, "item", "jid", j, "name", e.Topic))
+					}
+					continue
+				}
 				q.Add(newElement(nsDiscoItem, "item", "jid", TopicToJID(e.Topic, domain), "name", e.Topic))
 			} else {
 				q.Add(newElement(nsDiscoItem, "item", "jid", to, "node", e.Topic, "name", e.Topic))
@@ -183,7 +192,7 @@ func (a *Adapter) handlePubSubFor(p peer, iq *element) {
 			confirm()
 			return
 		}
-		if err := a.topics.attach(ctx, p, node, true, true, confirm); err != nil {
+		if err := a.topics.attach(ctx, p, node, "", true, true, confirm); err != nil {
 			a.log.Warn("xmpp: pubsub subscribe", "node", node, "err", err)
 			fail(err)
 		}

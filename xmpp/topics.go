@@ -57,9 +57,38 @@ const topicBucket = "xmpp-topics"
 
 func topicKey(bare, topic string) string { return bare + " " + topic }
 
+// jidBucket holds the subscriptions made through a template rule's JID
+// (JIDRule): key "{bare JID} {topic JID}", so that messages come from the
+// JID the user subscribed to.
+const jidBucket = "xmpp-jids"
+
+// record returns where the subscription of bare to topic through the topic
+// JID tjid ("" for the default rule) is kept.
+func record(bare, topic, tjid string) (bucket, key string) {
+	if tjid == "" {
+		return topicBucket, topicKey(bare, topic)
+	}
+	return jidBucket, topicKey(bare, tjid)
+}
+
+// resolve returns the topic of the topic JID local@domain and, when a
+// template rule maps it, that JID (tjid; "" for the default rule). err is
+// ErrNotTopicJID for a JID that is no topic's.
+func (t *topicService) resolve(rules *ruleSet, local, domain string) (topic, tjid string, err error) {
+	if rules.hasDomain(domain) {
+		topic, ok := rules.fromJID(local, domain)
+		if !ok {
+			return "", "", fmt.Errorf("%w: %s@%s matches no rule", ErrNotTopicJID, local, domain)
+		}
+		return topic, local + "@" + domain, nil
+	}
+	topic, err = JIDToTopic(local)
+	return topic, "", err
+}
+
 // handle handles a stanza from p to the topic JID local@domain (local ""
-// is the service itself).
-func (t *topicService) handle(p peer, el *element, local string) {
+// is the service itself): the default rule's domain or a template rule's.
+func (t *topicService) handle(p peer, el *element, local, domain string) {
 	typ := el.AttrValue("type")
 	if typ == "error" || typ == "result" {
 		return
@@ -70,9 +99,13 @@ func (t *topicService) handle(p peer, el *element, local string) {
 		}
 		return
 	}
-	topic, err := JIDToTopic(local)
+	rules := t.a.rulesFor(p)
+	topic, tjid, err := t.resolve(rules, local, domain)
 	if err != nil {
-		if el.Name.Local != "presence" {
+		switch {
+		case rules.hasDomain(domain) && (el.Name.Local != "presence" || typ == "subscribe"):
+			_ = p.send(errorReply(el, "cancel", "item-not-found"))
+		case el.Name.Local != "presence":
 			_ = p.send(errorReply(el, "modify", "jid-malformed"))
 		}
 		return
@@ -86,13 +119,13 @@ func (t *topicService) handle(p peer, el *element, local string) {
 	case "presence":
 		switch typ {
 		case "subscribe":
-			t.subscribe(ctx, p, topic, from)
+			t.subscribe(ctx, p, topic, from, tjid)
 		case "unsubscribe":
-			t.unsubscribe(ctx, p.bareJID(), local)
+			t.unsubscribe(ctx, p.bareJID(), topic, tjid)
 			p.rosterSet(from, "")
 			_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
 		case "probe":
-			if t.subscribed(ctx, p.bareJID(), topic) {
+			if t.subscribed(ctx, p.bareJID(), topic, tjid) {
 				_ = p.send(newElement(nsClient, "presence", "from", from, "to", p.bareJID()))
 			}
 		}
@@ -112,20 +145,28 @@ func (t *topicService) remember(ctx context.Context, p peer, bucket, filter stri
 	return t.a.cfg.Store.KVPut(ctx, bucket, topicKey(p.bareJID(), filter), []byte(p.subID()))
 }
 
-func (t *topicService) subscribed(ctx context.Context, bare, topic string) bool {
-	_, err := t.a.cfg.Store.KVGet(ctx, topicBucket, topicKey(bare, topic))
+func (t *topicService) subscribed(ctx context.Context, bare, topic, tjid string) bool {
+	bucket, key := record(bare, topic, tjid)
+	_, err := t.a.cfg.Store.KVGet(ctx, bucket, key)
 	return err == nil
 }
 
-// subscribe approves (or refuses) a presence subscription to a topic.
-func (t *topicService) subscribe(ctx context.Context, p peer, topic, from string) {
+// subscribe approves (or refuses) a presence subscription to a topic
+// through the topic JID from (tjid is from for a template rule's JID, ""
+// for the default rule's).
+func (t *topicService) subscribe(ctx context.Context, p peer, topic, from, tjid string) {
 	if err := t.a.cfg.Auth.Authorize(ctx, p.principal(), adapters.ActionSubscribe, topic); err != nil {
 		t.a.log.Info("xmpp: topic subscription refused", "jid", p.bareJID(), "topic", topic, "err", err)
 		p.rosterSet(from, "none")
 		_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
 		return
 	}
-	if err := t.remember(ctx, p, topicBucket, topic); err != nil {
+	bucket, _ := record(p.bareJID(), topic, tjid)
+	name := topic
+	if tjid != "" {
+		name = tjid
+	}
+	if err := t.remember(ctx, p, bucket, name); err != nil {
 		t.a.log.Warn("xmpp: store topic subscription", "jid", p.bareJID(), "topic", topic, "err", err)
 		_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
 		return
@@ -141,39 +182,54 @@ func (t *topicService) subscribe(ctx context.Context, p peer, topic, from string
 	}
 	// The bus subscription exists before the user hears of it, so that
 	// nothing published after "subscribed" is missed.
-	if err := t.attach(ctx, p, topic, false, true, approve); err != nil {
+	if err := t.attach(ctx, p, topic, tjid, false, true, approve); err != nil {
 		t.a.log.Warn("xmpp: topic subscription", "jid", p.bareJID(), "topic", topic, "err", err)
-		_ = t.a.cfg.Store.KVDelete(ctx, topicBucket, topicKey(p.bareJID(), topic))
+		_ = t.a.cfg.Store.KVDelete(ctx, bucket, topicKey(p.bareJID(), name))
 		p.rosterSet(from, "none")
 		_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
 	}
 }
 
-// unsubscribe ends a topic subscription and discards its queue.
-func (t *topicService) unsubscribe(ctx context.Context, bare, local string) {
-	topic, err := JIDToTopic(local)
-	if err != nil {
-		return
+// unsubscribe ends a topic subscription (through the topic JID tjid, ""
+// for the default rule) and discards its queue.
+func (t *topicService) unsubscribe(ctx context.Context, bare, topic, tjid string) {
+	key := "t " + topic
+	if tjid != "" {
+		key = "j " + tjid
 	}
 	t.mu.Lock()
-	sub := t.subs[bare]["t "+topic]
-	delete(t.subs[bare], "t "+topic)
+	sub := t.subs[bare][key]
+	delete(t.subs[bare], key)
 	t.mu.Unlock()
 	if sub != nil {
 		_ = sub.Unsubscribe()
 	}
-	_ = t.a.cfg.Store.KVDelete(ctx, topicBucket, topicKey(bare, topic))
+	bucket, k := record(bare, topic, tjid)
+	_ = t.a.cfg.Store.KVDelete(ctx, bucket, k)
+}
+
+// unsubscribeJID ends the subscription of bare to the topic JID
+// local@domain, if it is one.
+func (t *topicService) unsubscribeJID(ctx context.Context, p peer, local, domain string) {
+	topic, tjid, err := t.resolve(t.a.rulesFor(p), local, domain)
+	if err == nil {
+		t.unsubscribe(ctx, p.bareJID(), topic, tjid)
+	}
 }
 
 // attach subscribes p's durable subscription to a topic (or, for pubsub,
 // to a PubSub node's filter) on the bus; then, before anything is
 // delivered, it calls before (when not nil) and, with retainedFirst, sends
-// the retained values.
-func (t *topicService) attach(ctx context.Context, p peer, filter string, pubsub, retainedFirst bool, before func()) error {
+// the retained values. tjid is the template rule JID the subscription was
+// made through ("" for the default rule): messages come from it.
+func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, pubsub, retainedFirst bool, before func()) error {
 	bare := p.bareJID()
 	key, id := "t "+filter, "xmpp:"+p.subID()+":"+filter
-	if pubsub {
+	switch {
+	case pubsub:
 		key, id = "p "+filter, "xmpp-ps:"+p.subID()+":"+filter
+	case tjid != "":
+		key, id = "j "+tjid, "xmpp-jid:"+p.subID()+":"+tjid
 	}
 	t.mu.Lock()
 	if t.subs == nil {
@@ -190,6 +246,9 @@ func (t *topicService) attach(ctx context.Context, p peer, filter string, pubsub
 	build := func(to string, e *broker.Envelope) *element {
 		if pubsub {
 			return eventMessage(t.a.pubsubDomainFor(p), to, filter, e)
+		}
+		if tjid != "" {
+			return envelopeMessage(tjid, to, e)
 		}
 		return envelopeMessage(TopicToJID(e.Topic, t.domainFor(p)), to, e)
 	}
@@ -265,8 +324,31 @@ func (t *topicService) userOnline(p peer) {
 			t.a.log.Info("xmpp: subscription no longer allowed", "jid", p.bareJID(), "filter", filter, "err", err)
 			continue
 		}
-		if err := t.attach(ctx, p, filter, i >= len(kvs), false, nil); err != nil {
+		if err := t.attach(ctx, p, filter, "", i >= len(kvs), false, nil); err != nil {
 			t.a.log.Warn("xmpp: attach subscription", "jid", p.bareJID(), "filter", filter, "err", err)
+		}
+	}
+	jkvs, err := t.a.cfg.Store.KVList(ctx, jidBucket)
+	if err != nil {
+		t.a.log.Warn("xmpp: template JID subscriptions", "jid", p.bareJID(), "err", err)
+	}
+	for _, kv := range jkvs {
+		tjid, ok := strings.CutPrefix(kv.Key, prefix)
+		if !ok {
+			continue
+		}
+		local, domain, _ := splitJID(tjid)
+		topic, ok := t.a.rulesFor(p).fromJID(local, domain)
+		if !ok {
+			t.a.log.Info("xmpp: subscribed JID no longer matches a JID rule", "jid", p.bareJID(), "topic_jid", tjid)
+			continue
+		}
+		if err := t.a.cfg.Auth.Authorize(ctx, p.principal(), adapters.ActionSubscribe, topic); err != nil {
+			t.a.log.Info("xmpp: subscription no longer allowed", "jid", p.bareJID(), "filter", topic, "err", err)
+			continue
+		}
+		if err := t.attach(ctx, p, topic, tjid, false, false, nil); err != nil {
+			t.a.log.Warn("xmpp: attach subscription", "jid", p.bareJID(), "topic_jid", tjid, "err", err)
 		}
 	}
 }
