@@ -206,6 +206,11 @@ type Adapter struct {
 	resuming sync.Map
 	wg       sync.WaitGroup // resume watchers
 
+	// subscribing holds the clients whose SUBSCRIBE is being processed;
+	// drops counts each client's dropped messages (see makeRoom).
+	subscribing sync.Map // *mochi.Client -> struct{}
+	drops       sync.Map // client id -> *drops
+
 	// ownMu orders the session-record writes of a connection that ends
 	// with those of a new connection taking its client id.
 	ownMu sync.Mutex

@@ -139,6 +139,9 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	}
 	err := a.authorize(a.principal(cl), action, topic)
 	if err == nil {
+		if !write {
+			a.makeRoom(cl) // a delivery, unless cl is subscribing
+		}
 		return true
 	}
 	if errors.Is(err, adapters.ErrForbidden) {
@@ -227,7 +230,8 @@ func (h *hook) toBus(cl *mochi.Client, pk *packets.Packet) (*broker.Envelope, er
 	return e, nil
 }
 
-// OnSubscribe holds the retained-tree lock (shared) until the SUBSCRIBE,
+// OnSubscribe marks cl as subscribing (see makeRoom) and holds the
+// retained-tree lock (shared) until the SUBSCRIBE,
 // including the retained messages it sends, has been processed: mochi's
 // wildcard scan of retained messages reads tree nodes that a concurrent
 // retained publish writes without a lock (a data race inside mochi
@@ -235,6 +239,7 @@ func (h *hook) toBus(cl *mochi.Client, pk *packets.Packet) (*broker.Envelope, er
 func (h *hook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
 	if !cl.Net.Inline {
 		h.a.treeMu.RLock()
+		h.a.subscribing.Store(cl, struct{}{})
 	}
 	return pk
 }
@@ -242,6 +247,7 @@ func (h *hook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
 // OnPacketProcessed releases what OnSubscribe took.
 func (h *hook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ error) {
 	if !cl.Net.Inline && pk.FixedHeader.Type == packets.Subscribe {
+		h.a.subscribing.Delete(cl)
 		h.a.treeMu.RUnlock()
 	}
 }

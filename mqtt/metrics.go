@@ -19,6 +19,7 @@ type metrics struct {
 	expired       atomic.Uint64 // envelopes from the bus that had expired
 	authFailed    atomic.Uint64 // refused CONNECTs
 	slowConsumers atomic.Uint64 // connections closed because the client stopped reading
+	queueDropped  atomic.Uint64 // oldest queued messages dropped for a full client queue
 	notStored     atomic.Uint64 // copies for offline sessions the store refused (publish refused)
 	duplicates    atomic.Uint64 // envelopes the bus replayed to sessions holding them already
 
@@ -67,6 +68,7 @@ func (m *metrics) register(r prometheus.Registerer) error {
 		counter("not_stored_total", "Copies for offline persistent sessions the session store failed to keep (the publish was refused).", own(&m.notStored)),
 		counter("replayed_duplicates_total", "Envelopes the bus delivered again to offline sessions that already held them (not queued twice).", own(&m.duplicates)),
 		counter("slow_consumers_total", "Connections closed because the client stopped reading.", own(&m.slowConsumers)),
+		counter("queue_dropped_total", "Oldest QoS 1/2 messages dropped from a full client queue (MaxQueued).", own(&m.queueDropped)),
 		counter("connect_refused_total", "CONNECTs refused by authentication or authorization.", own(&m.authFailed)),
 		counter("session_store_errors_total", "Failed session store operations.", func() int64 {
 			if m.a.sessions == nil {

@@ -111,6 +111,21 @@ func (o *queueOrder) done(id string, pid uint16) {
 	o.unlinkLocked(id, pid)
 }
 
+// before reports whether a was queued for client id before b (by
+// sequence number; unnumbered ones by Created, then packet id).
+func (o *queueOrder) before(id string, a, b packets.Packet) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	m := o.seq[id]
+	key := func(pk packets.Packet) int64 {
+		if s, ok := m[pk.PacketID]; ok {
+			return s
+		}
+		return int64(^uint64(0) >> 1)
+	}
+	return cmp.Or(cmp.Compare(key(a), key(b)), cmp.Compare(a.Created, b.Created), cmp.Compare(a.PacketID, b.PacketID)) < 0
+}
+
 // forget drops a session's numbers.
 func (o *queueOrder) forget(id string) {
 	o.mu.Lock()

@@ -92,9 +92,12 @@ func FuzzSessionRecords(f *testing.F) {
 	})
 }
 
+// TestOfflineQueueIsBounded: a full queue drops its oldest messages (the
+// newest arrive), counts them and says so on $hub/clients/{id}/dropped.
 func TestOfflineQueueIsBounded(t *testing.T) {
 	t.Parallel()
 	h := newHub(t, func(c *Config) { c.MaxQueued = 3 })
+	events := busSub(t, h.bus, "$hub/clients/+/dropped")
 	c := mustV3(t, h.addr, "bounded", "alice", "alicepw", false)
 	c.sub(t, "b/#", 1)
 	c.c.Disconnect(100)
@@ -105,14 +108,37 @@ func TestOfflineQueueIsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool { return h.a.metrics.fromBus.Load() == 5 })
+	// The five, and the event about the drops (QoS 0, to MQTT $hub/# subscribers).
+	waitFor(t, func() bool { return h.a.metrics.fromBus.Load() == 6 })
 	c = mustV3(t, h.addr, "bounded", "alice", "alicepw", false)
-	for i := range 3 {
+	for i := 2; i < 5; i++ {
 		if m := c.next(t); string(m.Payload()) != fmt.Sprint(i) {
-			t.Fatalf("message %d: %q", i, m.Payload())
+			t.Fatalf("message %d: %q (want the oldest dropped)", i, m.Payload())
 		}
 	}
 	c.none(t, 100*time.Millisecond)
+	if n := h.a.metrics.queueDropped.Load(); n != 2 {
+		t.Errorf("%d dropped counted, want 2", n)
+	}
+	e := nextEnv(t, events)
+	var ev DroppedEvent
+	if err := json.Unmarshal(e.Payload, &ev); err != nil || e.Topic != "$hub/clients/bounded/dropped" || ev.Client != "bounded" || ev.Dropped < 1 || ev.Limit != 3 {
+		t.Fatalf("event %s %s: %+v %v", e.Topic, e.Payload, ev, err)
+	}
+	if kv, _ := h.st.KVList(context.Background(), bucketInflight); len(kv) != 0 {
+		t.Errorf("%d in-flight records left after delivery, want 0 (dropped ones deleted)", len(kv))
+	}
+}
+
+func TestDroppedTopic(t *testing.T) {
+	for id, want := range map[string]string{
+		"plain":   "$hub/clients/plain/dropped",
+		"a/b+c#d": "$hub/clients/a%2Fb%2Bc%23d/dropped",
+	} {
+		if got := DroppedTopic(id); got != want || broker.ValidateTopic(got) != nil {
+			t.Errorf("DroppedTopic(%q) = %q (%v), want %q", id, got, broker.ValidateTopic(got), want)
+		}
+	}
 }
 
 func TestExpiredSessionIsForgotten(t *testing.T) {

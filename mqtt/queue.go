@@ -1,0 +1,117 @@
+package mqtt
+
+import (
+	"context"
+	"encoding/json"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/hubsmith/hub/broker"
+)
+
+// droppedEventInterval is the least time between two $hub/... events
+// about one client's full queue.
+const droppedEventInterval = time.Second
+
+// DroppedEvent is the JSON payload published (QoS 0) on
+// DroppedTopic(clientID) when a client's queue of QoS 1/2 messages was
+// full and its oldest messages were dropped to make room for new ones.
+type DroppedEvent struct {
+	Client  string `json:"client"`
+	Dropped uint64 `json:"dropped"` // since the previous event
+	Total   uint64 `json:"total"`   // since the hub started
+	Limit   int    `json:"limit"`
+}
+
+// DroppedTopic is where the adapter reports a client's queue overflow:
+// $hub/clients/{clientid}/dropped, the client id escaped as a URL path
+// segment (and "+" as %2B) so that it is one topic level.
+func DroppedTopic(clientID string) string {
+	return "$hub/clients/" + strings.ReplaceAll(url.PathEscape(clientID), "+", "%2B") + "/dropped"
+}
+
+// drops counts a client's dropped messages and paces its events.
+type drops struct {
+	mu    sync.Mutex
+	total uint64
+	sent  uint64 // total at the last event
+	last  time.Time
+}
+
+// makeRoom runs before each delivery to cl (OnACLCheck): when cl's queue
+// of QoS 1/2 messages is at MaxQueued, it drops the oldest one, so that
+// the new message is queued (mochi would refuse the newest, silently). A
+// SUBSCRIBE's own checks (retained messages) and clients without a QoS
+// 1/2 subscription never drop anything.
+func (a *Adapter) makeRoom(cl *mochi.Client) {
+	limit := int(a.cfg.MaxQueued)
+	if cl.Net.Inline || cl.State.Inflight.Len() < limit {
+		return
+	}
+	if _, ok := a.subscribing.Load(cl); ok || !hasQoSSubscription(cl) {
+		return
+	}
+	var oldest packets.Packet
+	found := false
+	for _, pk := range cl.State.Inflight.GetAll(false) {
+		if pk.FixedHeader.Type != packets.Publish {
+			continue
+		}
+		if !found || a.order.before(cl.ID, pk, oldest) {
+			oldest, found = pk, true
+		}
+	}
+	if !found || !cl.State.Inflight.Delete(oldest.PacketID) {
+		return
+	}
+	atomic.AddInt64(&a.srv.Info.Inflight, -1)
+	cl.State.Inflight.IncreaseSendQuota()
+	a.order.done(cl.ID, oldest.PacketID)
+	if a.sessions != nil {
+		a.sessions.deleteInflight(cl.ID, oldest.PacketID)
+	}
+	a.metrics.queueDropped.Add(1)
+	a.dropped(cl.ID, limit)
+}
+
+// hasQoSSubscription reports whether cl has a subscription of QoS 1 or 2.
+func hasQoSSubscription(cl *mochi.Client) bool {
+	for _, s := range cl.State.Subscriptions.GetAll() {
+		if s.Qos > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// dropped counts one dropped message of client id and, at most every
+// droppedEventInterval, says so on the bus.
+func (a *Adapter) dropped(id string, limit int) {
+	v, _ := a.drops.LoadOrStore(id, &drops{})
+	d := v.(*drops)
+	d.mu.Lock()
+	d.total++
+	now := time.Now()
+	if now.Sub(d.last) < droppedEventInterval {
+		d.mu.Unlock()
+		return
+	}
+	ev := DroppedEvent{Client: id, Dropped: d.total - d.sent, Total: d.total, Limit: limit}
+	d.sent, d.last = d.total, now
+	d.mu.Unlock()
+	a.log.Warn("mqtt: queue full, dropped the oldest", "client", id, "dropped", ev.Dropped, "limit", limit)
+	b, _ := json.Marshal(ev)
+	e := &broker.Envelope{Topic: DroppedTopic(id), Payload: b, ContentType: "application/json",
+		Origin: broker.Origin{Protocol: broker.ProtoHub, Node: a.cfg.Node}}
+	ctx, cancel := context.WithTimeout(a.ctx, storeTimeout)
+	defer cancel()
+	if err := a.cfg.Bus.Publish(ctx, e); err != nil {
+		a.log.Warn("mqtt: report dropped messages", "client", id, "err", err)
+	}
+}
