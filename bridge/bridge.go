@@ -87,6 +87,7 @@ func New(o Options) (*Bridge, error) {
 	b := &Bridge{
 		cfg: o.Config, bus: o.Bus, node: o.Node, log: o.Logger, reg: o.Registerer, tls: tc,
 		remote: u.Host, in: o.Config.In, out: o.Config.Out, echo: newEchoFilter(),
+		lost: make(chan struct{}, 1),
 	}
 	if b.node == "" {
 		b.node = broker.NodeID()
@@ -100,7 +101,27 @@ func New(o Options) (*Bridge, error) {
 }
 
 // Name is "bridge:" + the bridge's name.
-func (b *Bridge) Name() string { return "bridge:" + b.cfg.Name }
+func (b *Bridge) Name() string { return SubscriberID(b.cfg.Name) }
+
+// SubscriberID is the id of the durable bus subscription of the bridge
+// named name ("bridge:"+name), which is also its adapter name.
+func SubscriberID(name string) string { return "bridge:" + name }
+
+// Forget discards the durable bus subscription, and the envelopes queued
+// in it, of a bridge named name that is no longer configured. Without it
+// a removed bridge's queue keeps collecting QoS >= 1 envelopes.
+func Forget(ctx context.Context, bus broker.Bus, name string) error {
+	sub, err := bus.Subscribe(ctx, broker.SubscribeOptions{
+		ID: SubscriberID(name), Filters: []string{"#"}, QoS: 0, Durable: true,
+	}, func(context.Context, *broker.Envelope) error { return nil })
+	if err != nil {
+		return fmt.Errorf("bridge %q: forget: %w", name, err)
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		return fmt.Errorf("bridge %q: forget: %w", name, err)
+	}
+	return nil
+}
 
 // Healthy returns nil while the bridge is connected and subscribed
 // upstream.
@@ -148,7 +169,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		b.sub = sub
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	b.cancel, b.done, b.lost, b.started = cancel, make(chan struct{}), make(chan struct{}, 1), true
+	b.cancel, b.done, b.started = cancel, make(chan struct{}), true
 	go b.run(runCtx)
 	return nil
 }

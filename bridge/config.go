@@ -19,6 +19,22 @@
 // "up/sensors/t". When several rules of one direction match a topic, the
 // first one (in configuration order) maps it.
 //
+// # Delivery and loops
+//
+// Upstream messages are acknowledged to the upstream only once the bus has
+// them; with clean_session false (the default) the upstream keeps QoS >= 1
+// messages for the bridge while it is away. Bus envelopes reach the bridge
+// through a durable subscription with id "bridge:"+name: QoS >= 1 envelopes
+// published while the upstream is down (or the bridge stopped) stay queued
+// in the store and go out once it is back. Delivery is at least once.
+//
+// The bridge never sends upstream an envelope it published itself (Origin
+// protocol "bridge", client id = bridge name, same node); envelopes of
+// other bridges do go out, so bridges chain. MQTT 3.1.1 has no "no local"
+// option, so when an in rule covers a topic the bridge publishes to, the
+// upstream sends that message back: the bridge drops such echoes (same
+// topic and payload, within 30 s) instead of publishing them on the bus.
+//
 // # What crosses
 //
 // The upstream link is MQTT 3.1.1 (paho.mqtt.golang), so only the topic,

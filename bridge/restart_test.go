@@ -172,3 +172,26 @@ func TestTLSUpstream(t *testing.T) {
 	}
 	eventually(t, "message over TLS", 5*time.Second, func() bool { return len(got()) == 1 })
 }
+
+func TestForget(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t, "127.0.0.1:0", "#")
+	bus := newBus(t)
+	cfg := Config{Name: "gone", URL: "tcp://" + up.addr, Out: []Rule{{Filter: "#"}}}
+	b := newBridge(t, bus, cfg, nil)
+	waitHealthy(t, b)
+	stop(t, b)
+	publish(t, bus, "dropped", "x", 1)
+	if err := Forget(context.Background(), bus, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	b = newBridge(t, bus, cfg, nil)
+	defer stop(t, b)
+	waitHealthy(t, b)
+	publish(t, bus, "fresh", "y", 1)
+	eventually(t, "fresh message", 5*time.Second, func() bool { return len(up.received()) >= 1 })
+	time.Sleep(200 * time.Millisecond)
+	if s := strings.Join(up.received(), ","); s != "fresh=y" {
+		t.Fatalf("upstream got %s (the forgotten queue was kept)", s)
+	}
+}
