@@ -2,7 +2,8 @@
 // for chat users and devices (RFC 6120 streams with STARTTLS, SASL
 // SCRAM-SHA-256, SCRAM-SHA-1 and PLAIN, resource binding; RFC 6121 roster,
 // presence and messages), the topic service that maps topics to JIDs at
-// topics.{domain}, XEP-0060 PubSub at pubsub.{domain}, XEP-0030 disco,
+// topics.{domain} (and at the domains of Config.JIDRules, see JIDRule),
+// XEP-0060 PubSub at pubsub.{domain}, XEP-0030 disco,
 // XEP-0199 ping, XEP-0198 stream management, XEP-0050 ad-hoc commands to
 // devices, and an XEP-0114 component mode that serves the topic JIDs from
 // an existing XMPP server.
@@ -17,6 +18,9 @@
 //   - "xmpp-roster:{user}": the user's roster, one JSON item per contact;
 //   - "xmpp-topics" and "xmpp-pubsub": topic and PubSub subscriptions,
 //     keyed "{bare JID} {topic or filter}";
+//   - "xmpp-jids": topic subscriptions made through a JIDRule's JID, keyed
+//     "{bare JID} {topic JID}" (bus subscription "xmpp-jid:{user}:{topic
+//     JID}"), so that messages come from the JID the user subscribed to;
 //   - "xmpp-offline:{user}": chat messages and subscription requests for a
 //     user with no available resource, bounded by Config.OfflineLimit.
 //

@@ -307,4 +307,84 @@ func TestJIDRuleSubscriptionKept(t *testing.T) {
 	if got := alice.expect(t, "queued value", isMessageFrom(ruleJID)); got.Body != "30" {
 		t.Errorf("queued body %q", got.Body)
 	}
+	ctx := context.Background()
+	if _, err := h.st.KVGet(ctx, jidBucket, "alice@localhost "+ruleJID); err != nil {
+		t.Fatalf("subscription record: %v", err)
+	}
+	// Removing the rule JID from the roster ends the subscription.
+	if typ, out := alice.iq(t, `<iq type='set' id='r1'><query xmlns='jabber:iq:roster'><item jid='`+ruleJID+`' subscription='remove'/></query></iq>`); typ != "result" {
+		t.Fatalf("roster remove: %s %s", typ, out)
+	}
+	if _, err := h.st.KVGet(ctx, jidBucket, "alice@localhost "+ruleJID); err == nil {
+		t.Error("subscription record kept after roster remove")
+	}
+	if err := h.bus.Publish(ctx, &broker.Envelope{Topic: "sensors/attic/temp", Payload: []byte("31"), ContentType: "text/plain"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(300 * time.Millisecond)
+	for {
+		select {
+		case v := <-alice.in:
+			if v.XMLName.Local == "message" && v.From == ruleJID {
+				t.Fatalf("message after roster remove: %+v", v)
+			}
+			continue
+		case <-deadline:
+		}
+		break
+	}
+}
+
+// FuzzJIDRuleTemplates compiles fuzzed rules and checks that every topic
+// made from a rule's template round-trips through the rule set, so that
+// no two topics share a JID, also across two rules at one domain.
+func FuzzJIDRuleTemplates(f *testing.F) {
+	f.Add("sensors/{room}/temp", "{room}-temp@sensors.{domain}", "s/{a}", "{a}-hum@sensors.{domain}", "kitchen", "x")
+	f.Add("{a}/{b}", "{a}-{b}@s.{domain}", "{a}/x/{b}", "p{b}.{a}q@s.{domain}", "a-b", "c.d")
+	f.Add("{a}/{b}/{c}", "{a}x{b}2ey{c}@s.{domain}", "x/{b}", "{b}z@s.{domain}", `\78`, "yy")
+	f.Fuzz(func(t *testing.T, t1, j1, t2, j2, v1, v2 string) {
+		rules := []JIDRule{{Topic: t1, JID: j1}, {Topic: t2, JID: j2}}
+		rs, err := compileRules(rules, "localhost")
+		if err != nil {
+			rules = rules[:1]
+			if rs, err = compileRules(rules, "localhost"); err != nil {
+				return
+			}
+		}
+		vals := []string{v1, v2, v1 + v2, v2 + v1}
+		for _, r := range rs.rules {
+			levels := make([]string, len(r.levels))
+			n := 0
+			for i, l := range r.levels {
+				if r.names[i] == "" {
+					levels[i] = l
+					continue
+				}
+				levels[i] = vals[n%len(vals)]
+				n++
+			}
+			topic := strings.Join(levels, "/")
+			if broker.ValidateTopic(topic) != nil {
+				continue
+			}
+			j, ok := rs.toJID(topic)
+			if !ok {
+				if strings.Count(topic, "/") == len(levels)-1 && v1 != "" && v2 != "" {
+					t.Fatalf("toJID(%q): no match for a topic made from %+v", topic, rules)
+				}
+				continue
+			}
+			local, domain, _ := splitJID(j)
+			if back, ok := rs.fromJID(local, domain); !ok || back != topic {
+				t.Fatalf("rules %+v: round trip %q -> %q -> %q %v", rules, topic, j, back, ok)
+			}
+		}
+		for _, d := range rs.domainList() {
+			if topic, ok := rs.fromJID(v1, d); ok {
+				if j, _ := rs.jidAt(topic, d); j != v1+"@"+d {
+					t.Fatalf("rules %+v: fromJID(%q@%s) = %q, whose JID there is %q", rules, v1, d, topic, j)
+				}
+			}
+		}
+	})
 }
