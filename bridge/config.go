@@ -287,3 +287,27 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	}
 	return tc, nil
 }
+
+// ValidateAll checks every bridge of a configuration and that no two share
+// a name (their bus subscriptions would collide) or an upstream client id
+// on the same URL (they would take each other's session).
+func ValidateAll(cfgs []Config) error {
+	names := map[string]bool{}
+	clients := map[string]string{}
+	for i := range cfgs {
+		c := &cfgs[i]
+		if err := c.Validate(); err != nil {
+			return fmt.Errorf("bridges[%d]: %w", i, err)
+		}
+		if names[c.Name] {
+			return fmt.Errorf("bridges[%d]: name %q: used twice", i, c.Name)
+		}
+		names[c.Name] = true
+		key := c.URL + " " + c.clientID()
+		if other, ok := clients[key]; ok {
+			return fmt.Errorf("bridges[%d]: client_id %q: bridge %q uses it on %s too", i, c.clientID(), other, c.URL)
+		}
+		clients[key] = c.Name
+	}
+	return nil
+}

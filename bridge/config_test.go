@@ -153,3 +153,25 @@ func TestEchoFilter(t *testing.T) {
 		t.Fatal("each add must match exactly one echo")
 	}
 }
+
+func TestValidateAll(t *testing.T) {
+	t.Parallel()
+	a := Config{Name: "a", URL: "tcp://h:1883", In: []Rule{{Filter: "#"}}}
+	b := Config{Name: "b", URL: "tcp://h:1883", Out: []Rule{{Filter: "#"}}}
+	if err := ValidateAll([]Config{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		cfgs []Config
+		want string
+	}{
+		{[]Config{a, a}, `bridges[1]: name "a": used twice`},
+		{[]Config{a, {Name: "c", URL: a.URL, ClientID: "hub-bridge-a", In: a.In}}, `bridges[1]: client_id "hub-bridge-a": bridge "a"`},
+		{[]Config{a, {Name: "d", URL: a.URL}}, `bridges[1]: bridge "d": in, out`},
+	}
+	for _, tt := range tests {
+		if err := ValidateAll(tt.cfgs); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("err %v, want %q", err, tt.want)
+		}
+	}
+}
