@@ -38,7 +38,7 @@ type upstream struct {
 
 // startUpstream starts a broker on addr ("127.0.0.1:0" for any port) with
 // an inline subscription to each of subs, made before it accepts clients.
-func startUpstream(t *testing.T, addr string, subs ...string) *upstream {
+func startUpstream(t testing.TB, addr string, subs ...string) *upstream {
 	t.Helper()
 	u := &upstream{srv: mochi.New(&mochi.Options{InlineClient: true, Logger: quiet})}
 	if err := u.srv.AddHook(new(auth.AllowHook), nil); err != nil {
@@ -84,7 +84,7 @@ func (u *upstream) received() []string {
 	return append([]string(nil), u.got...)
 }
 
-func newBus(t *testing.T) broker.Bus {
+func newBus(t testing.TB) broker.Bus {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, t.TempDir())

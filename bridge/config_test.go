@@ -177,3 +177,25 @@ func TestValidateAll(t *testing.T) {
 		}
 	}
 }
+
+func FuzzConfigYAML(f *testing.F) {
+	f.Add("name: a\nurl: tcp://h:1\nin: [{filter: '#'}]\n")
+	f.Add("name: a\nurl: ssl://h:1\nqos: 2\nout: [{filter: 'a/+', local_prefix: x/, qos: 1}]\nkeepalive: 10s\n")
+	f.Fuzz(func(t *testing.T, doc string) {
+		var c Config
+		if yaml.Unmarshal([]byte(doc), &c) != nil {
+			return
+		}
+		if c.Validate() != nil {
+			return
+		}
+		for _, r := range append(c.In, c.Out...) {
+			if broker.ValidateFilter(r.LocalFilter()) != nil || broker.ValidateFilter(r.RemoteFilter()) != nil {
+				t.Fatalf("valid config with an invalid filter: %+v", r)
+			}
+		}
+		if c.ruleQoS(Rule{}) > 2 {
+			t.Fatal("qos out of range")
+		}
+	})
+}
