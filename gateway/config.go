@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/bridge"
+	"github.com/hubsmith/hub/xmpp"
 )
 
 // Off is the address value that disables a listener.
@@ -50,6 +52,8 @@ type Config struct {
 	// ACL holds configured ACL rules per principal, consulted before the
 	// stored ones.
 	ACL map[string][]adapters.ACLRule `yaml:"acl"`
+	// Bridges link the bus to upstream MQTT brokers.
+	Bridges []bridge.Config `yaml:"bridges"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
 	// ShutdownTimeout bounds a graceful stop.
@@ -79,6 +83,10 @@ type XMPPConfig struct {
 	ComponentSecret string   `yaml:"component_secret"`
 	MaxStanza       int      `yaml:"max_stanza"`
 	TLS             TLSFiles `yaml:"tls"`
+	// JIDRules map topics to JIDs besides the default
+	// a.b.c@topics.{domain} rule, e.g. sensors/{room}/temp ↔
+	// {room}-temp@sensors.{domain}.
+	JIDRules []xmpp.JIDRule `yaml:"jid_rules"`
 }
 
 // HTTPConfig configures the REST API listener.
@@ -147,6 +155,9 @@ func (c *Config) Validate() error {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return fmt.Errorf("config: tls: cert_file and key_file go together")
+	}
+	if err := bridge.ValidateAll(c.Bridges); err != nil {
+		return fmt.Errorf("config: bridges: %w", err)
 	}
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":

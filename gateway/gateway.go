@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/bridge"
 	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/coap"
 	"github.com/hubsmith/hub/devices"
@@ -145,7 +146,7 @@ func (h *Hub) buildAdapters() error {
 			Addr: offToEmpty(c.XMPP.Addr), Domain: c.XMPP.Domain, Bus: h.Bus, Auth: h.Auth, Store: h.Store,
 			AllowAnonymous: c.AllowAnonymous, DataDir: c.DataDir, TLSConfig: tc, MaxStanza: int64(c.XMPP.MaxStanza),
 			ComponentAddr: offToEmpty(c.XMPP.ComponentAddr), ComponentDomain: c.XMPP.ComponentDomain,
-			ComponentSecret: c.XMPP.ComponentSecret,
+			ComponentSecret: c.XMPP.ComponentSecret, JIDRules: c.XMPP.JIDRules,
 			DeviceCommand: func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
 				return h.Devices.SendCommand(ctx, cmd.DeviceID, cmd.Name, cmd.Params)
 			},
@@ -155,6 +156,13 @@ func (h *Hub) buildAdapters() error {
 			return err
 		}
 		h.adapters = append(h.adapters, a)
+	}
+	for _, bc := range c.Bridges {
+		b, err := bridge.New(bridge.Options{Config: bc, Bus: h.Bus, Node: c.Node, Logger: h.log, Registerer: h.Registry})
+		if err != nil {
+			return err
+		}
+		h.adapters = append(h.adapters, b)
 	}
 	if Enabled(c.HTTP.Addr) {
 		a, err := rest.New(rest.Config{
@@ -247,6 +255,9 @@ func (h *Hub) Healthy() error {
 		return errors.New("starting")
 	}
 	for _, a := range started {
+		if _, ok := a.(*bridge.Bridge); ok {
+			continue // an upstream being away is not the hub's health
+		}
 		if hc, ok := a.(adapters.HealthChecker); ok {
 			if err := hc.Healthy(); err != nil {
 				return fmt.Errorf("%s: %w", a.Name(), err)
@@ -254,6 +265,16 @@ func (h *Hub) Healthy() error {
 		}
 	}
 	return nil
+}
+
+// BridgeHealthy reports whether the named bridge is connected upstream.
+func (h *Hub) BridgeHealthy(name string) error {
+	for _, a := range h.adapters {
+		if b, ok := a.(*bridge.Bridge); ok && a.Name() == "bridge:"+name {
+			return b.Healthy()
+		}
+	}
+	return fmt.Errorf("hub: no bridge %q", name)
 }
 
 // Addrs returns every listener's bound address keyed "adapter.listener".

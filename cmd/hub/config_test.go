@@ -20,11 +20,18 @@ coap:
   addr: 127.0.0.1:2000
 xmpp:
   domain: file.example
+  jid_rules:
+    - {topic: "sensors/{room}/temp", jid: "{room}-temp@sensors.{domain}"}
 http:
   addr: 127.0.0.1:3000
 acl:
   bob:
     - {action: publish, filter: "bob/#", allow: true}
+bridges:
+  - name: cloud
+    url: tcp://127.0.0.1:1884
+    in: [{filter: "cmd/#", local_prefix: "cloud/"}]
+    out: [{filter: "sensors/#", remote_prefix: "site1/"}]
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +64,13 @@ acl:
 	if len(cfg.ACL["bob"]) != 1 || cfg.ACL["bob"][0].Filter != "bob/#" {
 		t.Errorf("acl from file = %+v", cfg.ACL)
 	}
+	if len(cfg.XMPP.JIDRules) != 1 || cfg.XMPP.JIDRules[0].JID != "{room}-temp@sensors.{domain}" {
+		t.Errorf("jid rules from file = %+v", cfg.XMPP.JIDRules)
+	}
+	if len(cfg.Bridges) != 1 || cfg.Bridges[0].Name != "cloud" || len(cfg.Bridges[0].In) != 1 ||
+		cfg.Bridges[0].Out[0].RemotePrefix != "site1/" {
+		t.Errorf("bridges from file = %+v", cfg.Bridges)
+	}
 }
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -76,6 +90,8 @@ func TestLoadConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	_ = os.WriteFile(bad, []byte("mqtt:\n  adr: x\n"), 0o600)
+	badBridge := filepath.Join(dir, "bridge.yaml")
+	_ = os.WriteFile(badBridge, []byte("bridges:\n  - {name: x, url: tcp://127.0.0.1:1, in: [{filter: \"a/#/b\"}]}\n"), 0o600)
 	cases := []struct {
 		name string
 		args []string
@@ -89,6 +105,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad bool env", nil, map[string]string{"HUB_ALLOW_ANONYMOUS": "maybe"}, "HUB_ALLOW_ANONYMOUS"},
 		{"component without secret", []string{"--xmpp-component-addr", "127.0.0.1:5347"}, nil, "component_secret"},
 		{"stray argument", []string{"extra"}, nil, "unexpected argument"},
+		{"bad bridge", []string{"--config", badBridge}, nil, "bridges"},
 	}
 	for _, c := range cases {
 		_, err := loadConfig(c.args, func(k string) string { return c.env[k] }, io.Discard)
