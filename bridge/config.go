@@ -69,8 +69,8 @@ type Config struct {
 	// Name identifies the bridge (letters, digits, '-', '_', '.'); the
 	// adapter is "bridge:"+Name and the bus subscriber id is the same.
 	Name string `yaml:"name"`
-	// URL is the upstream broker: tcp://, mqtt://, ssl://, tls://, mqtts://,
-	// ws:// or wss:// host:port.
+	// URL is the upstream broker: tcp://, mqtt://, ssl://, tls:// or
+	// mqtts:// host:port, or a ws:// or wss:// URL (port and path optional).
 	URL string `yaml:"url"`
 	// ClientID is the upstream client id ("hub-bridge-"+Name when empty). It
 	// must be stable for the upstream to keep the session across restarts,
@@ -199,7 +199,8 @@ func (c *Config) validate() error {
 	if _, ok := schemes[u.Scheme]; !ok {
 		return fmt.Errorf("url %q: scheme must be tcp, mqtt, ssl, tls, mqtts, ws or wss", c.URL)
 	}
-	if u.Hostname() == "" || u.Port() == "" {
+	ws := u.Scheme == "ws" || u.Scheme == "wss"
+	if u.Hostname() == "" || (u.Port() == "" && !ws) {
 		return fmt.Errorf("url %q: needs host:port", c.URL)
 	}
 	if len(c.clientID()) > 65535 {

@@ -79,8 +79,12 @@ func TestConfigInvalid(t *testing.T) {
 	if _, err := New(Options{Config: ok()}); err == nil || !strings.Contains(err.Error(), "Bus: required") {
 		t.Fatalf("nil bus: %v", err)
 	}
-	if _, err := New(Options{Config: ok(), Bus: nopBus{}}); err != nil {
-		t.Fatal(err)
+	for _, u := range []string{"tcp://127.0.0.1:1883", "mqtts://h:8883", "ws://h/mqtt", "wss://h:443/mqtt"} {
+		c := ok()
+		c.URL = u
+		if _, err := New(Options{Config: c, Bus: nopBus{}}); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
 	}
 }
 

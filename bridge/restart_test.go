@@ -195,3 +195,28 @@ func TestForget(t *testing.T) {
 		t.Fatalf("upstream got %s (the forgotten queue was kept)", s)
 	}
 }
+
+func TestWebSocketUpstream(t *testing.T) {
+	t.Parallel()
+	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: quiet})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	if err := srv.AddListener(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr})); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = srv.Close() }()
+	bus := newBus(t)
+	got := collect(t, bus, "#")
+	b := newBridge(t, bus, Config{Name: "ws", URL: "ws://" + addr + "/mqtt", In: []Rule{{Filter: "#"}}}, nil)
+	defer stop(t, b)
+	waitHealthy(t, b)
+	if err := srv.Publish("over/ws", []byte("yes"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "message over a websocket", 5*time.Second, func() bool { return len(got()) == 1 })
+}
