@@ -111,13 +111,7 @@ func SubscriberID(name string) string { return "bridge:" + name }
 // in it, of a bridge named name that is no longer configured. Without it
 // a removed bridge's queue keeps collecting QoS >= 1 envelopes.
 func Forget(ctx context.Context, bus broker.Bus, name string) error {
-	sub, err := bus.Subscribe(ctx, broker.SubscribeOptions{
-		ID: SubscriberID(name), Filters: []string{"#"}, QoS: 0, Durable: true,
-	}, func(context.Context, *broker.Envelope) error { return nil })
-	if err != nil {
-		return fmt.Errorf("bridge %q: forget: %w", name, err)
-	}
-	if err := sub.Unsubscribe(); err != nil {
+	if err := broker.Forget(ctx, bus, SubscriberID(name)); err != nil {
 		return fmt.Errorf("bridge %q: forget: %w", name, err)
 	}
 	return nil

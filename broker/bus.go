@@ -93,6 +93,17 @@ type Bus interface {
 	Close() error
 }
 
+// Forget ends the durable subscription id and drops its queue, for a
+// subscriber that will not come back (a removed bridge, a disabled feed).
+func Forget(ctx context.Context, bus Bus, id string) error {
+	sub, err := bus.Subscribe(ctx, SubscribeOptions{ID: id, Filters: []string{"#"}, Durable: true},
+		func(context.Context, *Envelope) error { return nil })
+	if err != nil {
+		return err
+	}
+	return sub.Unsubscribe()
+}
+
 // Spool is what a Bus needs from durable storage: retained values, the
 // durable subscriptions and their queues. The store implements it; the
 // bus never imports the store.

@@ -69,3 +69,34 @@ func TestBridgeToUpstream(t *testing.T) {
 }
 
 func bridgeUp(h *hubtest.Hub) bool { return h.Healthy() == nil && h.BridgeHealthy("cloud") == nil }
+
+// TestRemovedFeedsForgotten: the durable queue of a bridge taken out of the
+// configuration, and the MQTT feed's once MQTT is off, are dropped at start.
+func TestRemovedFeedsForgotten(t *testing.T) {
+	h := hubtest.Start(t, func(c *gateway.Config) {
+		c.Bridges = []bridge.Config{{Name: "gone", URL: "tcp://127.0.0.1:1", Out: []bridge.Rule{{Filter: "x/#"}}}}
+	})
+	has := func(h *hubtest.Hub, id string) bool {
+		subs, err := h.Store.LoadSubscriptions(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range subs {
+			if d.ID == id {
+				return true
+			}
+		}
+		return false
+	}
+	if !has(h, "bridge:gone") || !has(h, "mqtt-adapter") {
+		t.Fatal("the feeds' durable queues are not there to begin with")
+	}
+	cfg := h.Config
+	h.Close(t)
+	cfg.Bridges = nil
+	cfg.MQTT.Addr = gateway.Off
+	h2 := hubtest.StartConfig(t, cfg)
+	if has(h2, "bridge:gone") || has(h2, "mqtt-adapter") {
+		t.Fatal("durable queues of removed feeds were kept")
+	}
+}

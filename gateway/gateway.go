@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,6 +86,9 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 		return nil, err
 	}
 	if err := h.buildAdapters(); err != nil {
+		return nil, err
+	}
+	if err := h.forgetFeeds(context.Background()); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -175,6 +179,36 @@ func (h *Hub) buildAdapters() error {
 			return err
 		}
 		h.adapters = append(h.adapters, a)
+	}
+	return nil
+}
+
+// forgetFeeds drops the durable bus queues of feeds that are no longer
+// configured (a removed bridge, MQTT turned off), which would otherwise
+// keep collecting every QoS >= 1 envelope.
+func (h *Hub) forgetFeeds(ctx context.Context) error {
+	subs, err := h.Store.LoadSubscriptions(ctx)
+	if err != nil {
+		return fmt.Errorf("hub: durable subscriptions: %w", err)
+	}
+	bridges := map[string]bool{}
+	for _, b := range h.cfg.Bridges {
+		bridges[b.Name] = true
+	}
+	mqttOn := Enabled(h.cfg.MQTT.Addr) || Enabled(h.cfg.MQTT.TLSAddr)
+	for _, d := range subs {
+		var err error
+		switch name, isBridge := strings.CutPrefix(d.ID, "bridge:"); {
+		case isBridge && !bridges[name]:
+			h.log.Info("hub: dropping the queue of a bridge no longer configured", "bridge", name)
+			err = bridge.Forget(ctx, h.Bus, name)
+		case d.ID == mqtt.DefaultSubscriberID && !mqttOn:
+			h.log.Info("hub: dropping the MQTT feed queue, MQTT is off")
+			err = broker.Forget(ctx, h.Bus, d.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("hub: forget %q: %w", d.ID, err)
+		}
 	}
 	return nil
 }
