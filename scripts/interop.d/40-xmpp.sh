@@ -176,7 +176,7 @@ echo "ok: prosody started (c2s $pros_c2s, component $pros_comp)"
 hub2_pid=$!
 connected=""
 for _ in $(seq 100); do
-	if grep -q "component connected" "$work/hub2.log"; then connected=1; break; fi
+	if grep -qs "component connected" "$work/hub2.log"; then connected=1; break; fi
 	kill -0 "$hub2_pid" 2>/dev/null || break
 	sleep 0.1
 done
