@@ -169,42 +169,19 @@ func (a *Adapter) serveSSE(c *gin.Context, s subscription) {
 		return
 	}
 	w.Flush()
-	write := func(e *broker.Envelope) error {
-		if e.Expired(time.Now()) {
-			return nil
-		}
-		data, err := json.Marshal(envelopeJSON(e, s.qos))
-		if err != nil {
-			return err
-		}
+	_ = a.pump(ctx, st, s.qos, func(data []byte, e *broker.Envelope) error {
 		if _, err := fmt.Fprintf(w, "event: message\nid: %s\ndata: %s\n\n", e.ID, data); err != nil {
 			return err
 		}
 		w.Flush()
 		return nil
-	}
-	for _, e := range st.retained {
-		if err := write(e); err != nil {
-			return
+	}, func() error {
+		if _, err := w.WriteString(": heartbeat\n\n"); err != nil {
+			return err
 		}
-	}
-	tick := time.NewTicker(a.cfg.Heartbeat)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e := <-st.ch:
-			if err := write(e); err != nil {
-				return
-			}
-		case <-tick.C:
-			if _, err := w.WriteString(": heartbeat\n\n"); err != nil {
-				return
-			}
-			w.Flush()
-		}
-	}
+		w.Flush()
+		return nil
+	})
 }
 
 // serveWebSocket sends one JSON text message (EnvelopeJSON) per envelope
@@ -228,21 +205,37 @@ func (a *Adapter) serveWebSocket(c *gin.Context, s subscription) {
 	defer a.m.stream("websocket", -1)
 	// CloseRead answers pings and closes, and ends ctx when the peer goes.
 	ctx = conn.CloseRead(ctx)
+	err = a.pump(ctx, st, s.qos, func(data []byte, _ *broker.Envelope) error {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return conn.Write(wctx, websocket.MessageText, data)
+	}, func() error {
+		pctx, cancel := context.WithTimeout(ctx, a.cfg.Heartbeat)
+		defer cancel()
+		return conn.Ping(pctx)
+	})
+	if err == nil {
+		_ = conn.Close(websocket.StatusGoingAway, "hub closing")
+	}
+}
+
+// pump writes the retained envelopes, then each envelope as it arrives,
+// as JSON (EnvelopeJSON) through send, with heartbeat every Heartbeat. It
+// returns nil when ctx ends and the error of a failed write otherwise.
+func (a *Adapter) pump(ctx context.Context, st *stream, qos byte, send func([]byte, *broker.Envelope) error, heartbeat func() error) error {
 	write := func(e *broker.Envelope) error {
 		if e.Expired(time.Now()) {
 			return nil
 		}
-		data, err := json.Marshal(envelopeJSON(e, s.qos))
+		data, err := json.Marshal(envelopeJSON(e, qos))
 		if err != nil {
 			return err
 		}
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		return conn.Write(wctx, websocket.MessageText, data)
+		return send(data, e)
 	}
 	for _, e := range st.retained {
 		if err := write(e); err != nil {
-			return
+			return err
 		}
 	}
 	tick := time.NewTicker(a.cfg.Heartbeat)
@@ -250,18 +243,14 @@ func (a *Adapter) serveWebSocket(c *gin.Context, s subscription) {
 	for {
 		select {
 		case <-ctx.Done():
-			_ = conn.Close(websocket.StatusGoingAway, "hub closing")
-			return
+			return nil
 		case e := <-st.ch:
 			if err := write(e); err != nil {
-				return
+				return err
 			}
 		case <-tick.C:
-			pctx, cancel := context.WithTimeout(ctx, a.cfg.Heartbeat)
-			err := conn.Ping(pctx)
-			cancel()
-			if err != nil {
-				return
+			if err := heartbeat(); err != nil {
+				return err
 			}
 		}
 	}
