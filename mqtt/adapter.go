@@ -434,6 +434,9 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 		return fail(err)
 	}
 	close(a.gate)
+	if a.sessions != nil {
+		go a.sessions.behind.run()
+	}
 	a.state = stateStarted
 	lns := a.lns
 	a.served.Store(&lns)
@@ -527,6 +530,9 @@ func (a *Adapter) Stop(ctx context.Context) error {
 		a.wg.Wait() // the clients are closed: the resume watchers end
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("mqtt: stop: %w", ctx.Err()))
+	}
+	if a.sessions != nil {
+		a.sessions.behind.close() // writes what is left
 	}
 	a.cancel()
 	a.metrics.unregister(a.cfg.Registerer)

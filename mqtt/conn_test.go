@@ -74,7 +74,7 @@ func TestStalledSubscriberBlocksNobody(t *testing.T) {
 		}
 		slowest = max(slowest, time.Since(t0))
 	}
-	if slowest > time.Second {
+	if slowest > 2*time.Second {
 		t.Errorf("slowest publish took %v", slowest)
 	}
 	for i := range n {

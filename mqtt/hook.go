@@ -386,7 +386,8 @@ func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int)
 	if s == nil {
 		return
 	}
-	if err := s.saveInflight(cl, pk, seq); err != nil && pk.FixedHeader.Type == packets.Publish && offline(cl) {
+	off := offline(cl)
+	if err := s.saveInflight(cl, pk, seq, !off); err != nil && pk.FixedHeader.Type == packets.Publish && off {
 		h.a.injecting.notStored(pk.Origin, cl, pk.PacketID)
 	}
 }

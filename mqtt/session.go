@@ -61,9 +61,10 @@ type inflightRecord struct {
 // storing them would only cost disk writes. An index of what is stored
 // avoids listing buckets on the hot path.
 type sessions struct {
-	kv   SessionStore
-	log  *slog.Logger
-	errs atomic.Uint64
+	kv     SessionStore
+	log    *slog.Logger
+	errs   atomic.Uint64
+	behind *inflightWriter
 
 	mu       sync.Mutex
 	clients  map[string]bool
@@ -72,13 +73,15 @@ type sessions struct {
 }
 
 func newSessions(kv SessionStore, log *slog.Logger) *sessions {
-	return &sessions{
+	s := &sessions{
 		kv:       kv,
 		log:      log,
 		clients:  make(map[string]bool),
 		subs:     make(map[string]bool),
 		inflight: make(map[string]map[uint16]bool),
 	}
+	s.behind = newInflightWriter(s)
+	return s
 }
 
 // persistent reports whether cl's session outlives its connection.
@@ -216,8 +219,9 @@ func (s *sessions) deleteSubscriptions(id string) {
 }
 
 // saveInflight stores a message in flight to or from cl (or queued for it
-// while it is offline); on failure nothing is recorded as stored.
-func (s *sessions) saveInflight(cl *mochi.Client, pk packets.Packet, seq int64) error {
+// while it is offline): now, or, when later is set (a connected client),
+// behind (see inflightWriter). On failure nothing is recorded as stored.
+func (s *sessions) saveInflight(cl *mochi.Client, pk packets.Packet, seq int64, later bool) error {
 	props := pk.Properties.Copy(false)
 	rec := inflightRecord{
 		Message: storage.Message{
@@ -243,7 +247,15 @@ func (s *sessions) saveInflight(cl *mochi.Client, pk packets.Packet, seq int64) 
 		Expiry: pk.Expiry,
 		Seq:    seq,
 	}
-	if err := s.put(bucketInflight, inflightKey(cl.ID, pk.PacketID), rec); err != nil {
+	key := inflightKey(cl.ID, pk.PacketID)
+	if later {
+		b, err := json.Marshal(rec)
+		if err != nil {
+			s.fail("encode "+bucketInflight, key, err)
+			return fmt.Errorf("mqtt: encode %s %q: %w", bucketInflight, key, err)
+		}
+		s.behind.putLater(key, b)
+	} else if err := s.behind.now(key, true, func() error { return s.put(bucketInflight, key, rec) }); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -268,7 +280,7 @@ func (s *sessions) deleteInflight(id string, packetID uint16) {
 	}
 	s.mu.Unlock()
 	if had {
-		s.del(bucketInflight, inflightKey(id, packetID))
+		s.behind.deleteLater(inflightKey(id, packetID))
 	}
 }
 
@@ -288,7 +300,8 @@ func (s *sessions) purge(id string) {
 	}
 	s.deleteSubscriptions(id)
 	for _, pid := range ids {
-		s.del(bucketInflight, inflightKey(id, pid))
+		key := inflightKey(id, pid)
+		_ = s.behind.now(key, false, func() error { s.del(bucketInflight, key); return nil })
 	}
 }
 
@@ -352,6 +365,7 @@ func (s *sessions) loadInflight() ([]inflightRecord, error) {
 			continue
 		}
 		out = append(out, rec)
+		s.behind.loaded(kv.Key)
 		s.mu.Lock()
 		m := s.inflight[rec.Client]
 		if m == nil {
