@@ -138,8 +138,8 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// SysInterval is the $SYS publish interval (0: DefaultSysInterval).
 	SysInterval time.Duration
-	// WriteTimeout bounds one write to a client's socket on the TCP and
-	// TLS listeners (0: DefaultWriteTimeout); a client that takes longer
+	// WriteTimeout bounds one write to a client's connection (0:
+	// DefaultWriteTimeout); a client that takes longer
 	// is disconnected, its persistent session kept. Writes never block
 	// publishers (see asyncConn).
 	WriteTimeout time.Duration
@@ -393,7 +393,9 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 			tl.slow, tl.writeTimeout = a.slowConsumer, a.cfg.WriteTimeout
 			ln = tl
 		case "ws":
-			ln = newWSListener(l.id, l.addr, nil, a.cfg.ConnectTimeout, a.connEnded)
+			wl := newWSListener(l.id, l.addr, nil, a.cfg.ConnectTimeout, a.connEnded)
+			wl.slow, wl.writeTimeout = a.slowConsumer, a.cfg.WriteTimeout
+			ln = wl
 		}
 		if err := srv.AddListener(ln); err != nil {
 			a.closeListeners()

@@ -141,9 +141,8 @@ func (c *asyncConn) Close() error {
 	}
 	c.closing = true
 	c.cond.Broadcast()
-	// A read blocked on a client that sends nothing ends now; the flush
-	// goes on, for a bounded time.
-	_ = c.Conn.SetReadDeadline(time.Now())
+	// The flusher closes the connection (which ends a blocked read) once
+	// what is pending is written, or closeFlushTimeout has passed.
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 	return nil
 }

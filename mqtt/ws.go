@@ -23,6 +23,8 @@ type wsListener struct {
 	tls            *tls.Config
 	connectTimeout time.Duration
 	done           func(error)
+	slow           func(error)   // called when a client that does not read is cut off
+	writeTimeout   time.Duration // bound of one write (see asyncConn)
 
 	ln        net.Listener
 	srv       *http.Server
@@ -39,7 +41,8 @@ var _ boundListener = (*wsListener)(nil)
 
 func newWSListener(id, addr string, tc *tls.Config, connectTimeout time.Duration, done func(error)) *wsListener {
 	return &wsListener{id: id, addr: addr, tls: tc, connectTimeout: connectTimeout, done: done,
-		conns: make(map[net.Conn]struct{}), serving: make(chan struct{})}
+		writeTimeout: DefaultWriteTimeout,
+		conns:        make(map[net.Conn]struct{}), serving: make(chan struct{})}
 }
 
 // Init binds the address.
@@ -111,13 +114,15 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Accept has answered the request
 	}
-	conn := websocket.NetConn(r.Context(), c, websocket.MessageBinary)
+	var conn net.Conn = websocket.NetConn(r.Context(), c, websocket.MessageBinary)
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		_ = conn.Close()
 		return
 	}
+	l.wg.Add(1) // the flusher
+	conn = newAsyncConn(conn, l.writeTimeout, l.slowConn, l.wg.Done)
 	l.conns[conn] = struct{}{}
 	l.mu.Unlock()
 	_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
@@ -127,6 +132,13 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.mu.Unlock()
 	_ = conn.Close()
 	l.done(err)
+}
+
+// slowConn reports a connection closed for not reading (see asyncConn).
+func (l *wsListener) slowConn(c net.Conn, err error) {
+	if l.slow != nil {
+		l.slow(fmt.Errorf("%s: %w", c.RemoteAddr(), err))
+	}
 }
 
 // closeBound closes the bound socket.
