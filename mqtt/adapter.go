@@ -15,6 +15,10 @@
 // then lets mochi acknowledge it: a QoS 1/2 publisher is acknowledged once
 // Bus.Publish has returned nil (the envelope is durable) and once the
 // copies queued for offline persistent MQTT sessions are in the store.
+// When a copy for an offline persistent session cannot be stored (a full
+// disk), the copies are taken back and the publish is refused as for
+// broker.ErrStorage; an envelope from the bus is then not acknowledged to
+// the bus, which delivers it again (see injectTracked).
 // When the bus refuses, an MQTT 5 client gets PUBACK/PUBREC with reason
 // 0x97 (quota exceeded, for broker.ErrStorage), 0x90 (topic name invalid)
 // or 0x83 (implementation specific error); an MQTT 3.1.1 client, which has
@@ -32,7 +36,17 @@
 // in flight to it or queued while it is offline (mochi keeps those in the
 // client's in-flight table and reports them through OnQosPublish). A
 // returning client gets them in the order they were published (see
-// queueOrder), at most MaxQueued of them.
+// queueOrder), before anything newer (routing pauses while mochi resends a
+// session: see pauseForResume), and an envelope the bus replays after a
+// crash is not queued twice. Copies for offline sessions are stored before
+// the acknowledgement; those in flight to connected clients are written
+// behind the delivery (see inflightWriter). A client's queue holds at most
+// MaxQueued messages: when full, the oldest is dropped, counted, and
+// reported on $hub/clients/{clientid}/dropped (see makeRoom).
+//
+// Slow consumers: writes to a client never block the publisher or the bus
+// (see asyncConn); a client that does not take its bytes within
+// WriteTimeout is disconnected, its persistent session kept.
 //
 // Listeners: plain TCP, TLS and WebSocket, each reporting its bound
 // address. mochi publishes its $SYS topics (kept out of the bus) every
@@ -56,7 +70,6 @@ import (
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hubsmith/hub/adapters"
@@ -584,89 +597,4 @@ func (a *Adapter) connEnded(err error) {
 func (a *Adapter) slowConsumer(err error) {
 	a.metrics.slowConsumers.Add(1)
 	a.log.Warn("mqtt: slow consumer: connection closed (a persistent session keeps its queue)", "err", err)
-}
-
-// fromBus injects an envelope from the bus into mochi, which delivers it
-// to the matching MQTT subscriptions (queueing it for offline persistent
-// sessions) with min(QoS) and its MQTT 5 properties.
-func (a *Adapter) fromBus(ctx context.Context, e *broker.Envelope) error {
-	select {
-	case <-a.gate:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	pk, dropped, ok := packetFromEnvelope(e, time.Now())
-	if !ok {
-		a.metrics.expired.Add(1)
-		return nil
-	}
-	if dropped > 0 {
-		a.log.Debug("mqtt: properties MQTT cannot carry were left out", "topic", e.Topic, "count", dropped)
-	}
-	if e.Retain && !a.newerRetained(e) {
-		// An older value reached us late (a durable backlog after a
-		// restart): deliver it, but keep the newer retained value.
-		pk.FixedHeader.Retain = false
-	}
-	a.busMu.Lock()
-	a.busEnv.Store(&e.ID)
-	err := a.injectTracked(a.inline, pk, busOrigin(e.ID))
-	a.busEnv.Store(nil)
-	a.busMu.Unlock()
-	if err != nil {
-		// Not acknowledged to the bus: it delivers the envelope again.
-		return fmt.Errorf("mqtt: inject %q: %w", e.Topic, err)
-	}
-	a.metrics.fromBus.Add(1)
-	return nil
-}
-
-// inject routes pk inside mochi as published by the inline client cl:
-// retained when flagged, delivered to every matching subscription, and
-// queued (and stored, through OnQosPublish) for offline persistent
-// sessions, all before it returns. mochi counts an injected packet as
-// received; the adapter takes that back, the packet having been counted
-// where it came from.
-func (a *Adapter) inject(cl *mochi.Client, pk packets.Packet) error {
-	a.resume.RLock()
-	defer a.resume.RUnlock()
-	if pk.FixedHeader.Retain {
-		a.treeMu.Lock()
-		defer a.treeMu.Unlock()
-	}
-	err := a.srv.InjectPacket(cl, pk)
-	if err == nil && cl != a.inline {
-		atomic.AddInt64(&a.srv.Info.PacketsReceived, -1)
-		atomic.AddInt64(&a.srv.Info.MessagesReceived, -1)
-	}
-	return err
-}
-
-// proxy returns the inline stand-in of a connected client: an inline
-// client with the same id (so that MQTT 5 no-local subscriptions still
-// recognize their own messages) and protocol version.
-func (a *Adapter) proxy(cl *mochi.Client) *mochi.Client {
-	if p, ok := a.proxies.Load(cl); ok {
-		return p.(*mochi.Client)
-	}
-	p := a.srv.NewClient(nil, mochi.LocalListener, cl.ID, true)
-	p.Properties.ProtocolVersion = cl.Properties.ProtocolVersion
-	a.proxies.Store(cl, p)
-	return p
-}
-
-// newerRetained records e as its topic's retained value unless a newer one
-// is known, and reports whether it did.
-func (a *Adapter) newerRetained(e *broker.Envelope) bool {
-	a.retMu.Lock()
-	defer a.retMu.Unlock()
-	if cur, ok := a.retained[e.Topic]; ok && e.ID != "" && cur > e.ID {
-		return false
-	}
-	if len(e.Payload) == 0 {
-		delete(a.retained, e.Topic)
-	} else {
-		a.retained[e.Topic] = e.ID
-	}
-	return true
 }

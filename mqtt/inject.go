@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -196,4 +197,89 @@ func (a *Adapter) resumed(cl *mochi.Client) {
 	if v, ok := a.resuming.LoadAndDelete(cl); ok {
 		v.(*sync.Once).Do(a.resume.Unlock)
 	}
+}
+
+// fromBus injects an envelope from the bus into mochi, which delivers it
+// to the matching MQTT subscriptions (queueing it for offline persistent
+// sessions) with min(QoS) and its MQTT 5 properties.
+func (a *Adapter) fromBus(ctx context.Context, e *broker.Envelope) error {
+	select {
+	case <-a.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	pk, dropped, ok := packetFromEnvelope(e, time.Now())
+	if !ok {
+		a.metrics.expired.Add(1)
+		return nil
+	}
+	if dropped > 0 {
+		a.log.Debug("mqtt: properties MQTT cannot carry were left out", "topic", e.Topic, "count", dropped)
+	}
+	if e.Retain && !a.newerRetained(e) {
+		// An older value reached us late (a durable backlog after a
+		// restart): deliver it, but keep the newer retained value.
+		pk.FixedHeader.Retain = false
+	}
+	a.busMu.Lock()
+	a.busEnv.Store(&e.ID)
+	err := a.injectTracked(a.inline, pk, busOrigin(e.ID))
+	a.busEnv.Store(nil)
+	a.busMu.Unlock()
+	if err != nil {
+		// Not acknowledged to the bus: it delivers the envelope again.
+		return fmt.Errorf("mqtt: inject %q: %w", e.Topic, err)
+	}
+	a.metrics.fromBus.Add(1)
+	return nil
+}
+
+// inject routes pk inside mochi as published by the inline client cl:
+// retained when flagged, delivered to every matching subscription, and
+// queued (and stored, through OnQosPublish) for offline persistent
+// sessions, all before it returns. mochi counts an injected packet as
+// received; the adapter takes that back, the packet having been counted
+// where it came from.
+func (a *Adapter) inject(cl *mochi.Client, pk packets.Packet) error {
+	a.resume.RLock()
+	defer a.resume.RUnlock()
+	if pk.FixedHeader.Retain {
+		a.treeMu.Lock()
+		defer a.treeMu.Unlock()
+	}
+	err := a.srv.InjectPacket(cl, pk)
+	if err == nil && cl != a.inline {
+		atomic.AddInt64(&a.srv.Info.PacketsReceived, -1)
+		atomic.AddInt64(&a.srv.Info.MessagesReceived, -1)
+	}
+	return err
+}
+
+// proxy returns the inline stand-in of a connected client: an inline
+// client with the same id (so that MQTT 5 no-local subscriptions still
+// recognize their own messages) and protocol version.
+func (a *Adapter) proxy(cl *mochi.Client) *mochi.Client {
+	if p, ok := a.proxies.Load(cl); ok {
+		return p.(*mochi.Client)
+	}
+	p := a.srv.NewClient(nil, mochi.LocalListener, cl.ID, true)
+	p.Properties.ProtocolVersion = cl.Properties.ProtocolVersion
+	a.proxies.Store(cl, p)
+	return p
+}
+
+// newerRetained records e as its topic's retained value unless a newer one
+// is known, and reports whether it did.
+func (a *Adapter) newerRetained(e *broker.Envelope) bool {
+	a.retMu.Lock()
+	defer a.retMu.Unlock()
+	if cur, ok := a.retained[e.Topic]; ok && e.ID != "" && cur > e.ID {
+		return false
+	}
+	if len(e.Payload) == 0 {
+		delete(a.retained, e.Topic)
+	} else {
+		a.retained[e.Topic] = e.ID
+	}
+	return true
 }
