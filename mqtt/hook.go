@@ -32,7 +32,7 @@ var (
 		mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
 		mochi.OnSessionEstablish, mochi.OnSessionEstablished, mochi.OnDisconnect,
 		mochi.OnQosPublish, mochi.OnQosComplete, mochi.OnQosDropped, mochi.OnClientExpired,
-		mochi.OnPublish, mochi.OnWillSent,
+		mochi.OnPublish, mochi.OnWillSent, mochi.OnPublishDropped,
 		mochi.OnSubscribe, mochi.OnPacketProcessed,
 	}
 	storageProvided = []byte{
@@ -371,6 +371,7 @@ func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int)
 	}
 	var seq int64
 	if pk.FixedHeader.Type == packets.Publish {
+		h.a.injecting.queued(pk.Origin, cl, pk.PacketID)
 		env, _ := envelopeOf(pk.Origin)
 		var dup bool
 		seq, dup = h.a.order.add(cl.ID, pk.PacketID, env)
@@ -389,6 +390,16 @@ func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int)
 	off := offline(cl)
 	if err := s.saveInflight(cl, pk, seq, !off); err != nil && pk.FixedHeader.Type == packets.Publish && off {
 		h.a.injecting.notStored(pk.Origin, cl, pk.PacketID)
+	}
+}
+
+// OnPublishDropped runs when mochi drops a delivery because the client's
+// outbound queue is full; it is about to take a QoS 1/2 copy out of the
+// in-flight table, which would lose it for a persistent session: the
+// routing queues it again (see requeue).
+func (h *hook) OnPublishDropped(cl *mochi.Client, pk packets.Packet) {
+	if pk.FixedHeader.Qos > 0 && persistent(cl) {
+		h.a.injecting.overflowed(pk.Origin, cl)
 	}
 }
 

@@ -50,9 +50,17 @@ type injections struct {
 }
 
 type injection struct {
-	refs   int
-	failed []queuedCopy // not stored: the publish is refused
-	dups   []queuedCopy // second copies of an envelope: taken back quietly
+	refs     int
+	failed   []queuedCopy // not stored: the publish is refused
+	dups     []queuedCopy // second copies of an envelope: taken back quietly
+	overflow []packetCopy // copies mochi dropped for a full outbound queue: queued again
+	last     map[*mochi.Client]uint16
+}
+
+// packetCopy is a copy mochi took out of a client's in-flight table.
+type packetCopy struct {
+	cl *mochi.Client
+	pk packets.Packet
 }
 
 // queuedCopy is a message in a client's in-flight table.
@@ -103,21 +111,54 @@ func (in *injections) duplicate(origin string, cl *mochi.Client, pid uint16) boo
 	return true
 }
 
-// end closes the record of origin and returns the copies not stored and
-// the duplicates.
-func (in *injections) end(origin string) (failed, dups []queuedCopy) {
+// queued notes the packet id of the copy for persistent session cl that
+// the routing of origin just queued (see overflowed).
+func (in *injections) queued(origin string, cl *mochi.Client, pid uint16) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if r := in.m[origin]; r != nil {
+		if r.last == nil {
+			r.last = make(map[*mochi.Client]uint16)
+		}
+		r.last[cl] = pid
+	}
+}
+
+// overflowed records that mochi dropped the copy the routing of origin
+// queued last for cl, its outbound queue being full: mochi takes such a
+// copy out of the in-flight table right after, so it is kept here to be
+// queued again (see injectTracked).
+func (in *injections) overflowed(origin string, cl *mochi.Client) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	r := in.m[origin]
 	if r == nil {
-		return nil, nil
+		return
 	}
-	failed, dups = r.failed, r.dups
-	r.failed, r.dups = nil, nil
+	pid, ok := r.last[cl]
+	if !ok {
+		return
+	}
+	if pk, ok := cl.State.Inflight.Get(pid); ok {
+		r.overflow = append(r.overflow, packetCopy{cl, pk})
+	}
+}
+
+// end closes the record of origin and returns what the routing left to
+// do: the copies not stored, the duplicates and the overflowed copies.
+func (in *injections) end(origin string) injection {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	r := in.m[origin]
+	if r == nil {
+		return injection{}
+	}
+	out := injection{failed: r.failed, dups: r.dups, overflow: r.overflow}
+	r.failed, r.dups, r.overflow, r.last = nil, nil, nil, nil
 	if r.refs--; r.refs == 0 {
 		delete(in.m, origin)
 	}
-	return failed, dups
+	return out
 }
 
 // injectTracked routes pk as published by cl (see inject) under origin,
@@ -128,9 +169,15 @@ func (in *injections) end(origin string) (failed, dups []queuedCopy) {
 func (a *Adapter) injectTracked(cl *mochi.Client, pk packets.Packet, origin string) error {
 	a.injecting.begin(origin)
 	err := a.inject(cl, pk)
-	failed, dups := a.injecting.end(origin)
+	left := a.injecting.end(origin)
+	failed, dups := left.failed, left.dups
 	for _, q := range append(failed, dups...) {
 		a.unqueue(q.cl, q.pid)
+	}
+	for _, o := range left.overflow {
+		if q, ok := a.requeue(o.cl, o.pk); !ok {
+			failed = append(failed, q)
+		}
 	}
 	if len(dups) > 0 {
 		a.metrics.duplicates.Add(uint64(len(dups)))
@@ -153,6 +200,40 @@ func (a *Adapter) unqueue(cl *mochi.Client, pid uint16) {
 		cl.State.Inflight.IncreaseSendQuota()
 	}
 	a.order.done(cl.ID, pid)
+}
+
+// requeue takes a copy mochi dropped because the client's outbound queue
+// was full (1024 packets it has not taken yet): the client is a slow
+// consumer, so its connection is closed, and the copy goes back into its
+// in-flight table under a new packet id, stored, to be sent when the
+// client returns. ok is false when it could not be stored (the publish is
+// then refused; q names the copy to take back).
+func (a *Adapter) requeue(cl *mochi.Client, pk packets.Packet) (q queuedCopy, ok bool) {
+	old := pk.PacketID
+	cl.Stop(errSlowConsumer)
+	a.slowConsumer(fmt.Errorf("client %q: outbound queue full: %w", cl.ID, errSlowConsumer))
+	a.order.done(cl.ID, old)
+	if a.sessions != nil {
+		a.sessions.deleteInflight(cl.ID, old)
+	}
+	id, err := cl.NextPacketID()
+	if err != nil {
+		a.log.Warn("mqtt: requeue a dropped copy: no packet id", "client", cl.ID, "err", err)
+		return queuedCopy{}, true // nothing queued, nothing to take back
+	}
+	pk.PacketID = uint16(id)
+	if !cl.State.Inflight.Set(pk) {
+		return queuedCopy{}, true
+	}
+	atomic.AddInt64(&a.srv.Info.Inflight, 1)
+	env, _ := envelopeOf(pk.Origin)
+	seq, _ := a.order.add(cl.ID, pk.PacketID, env)
+	if a.sessions != nil {
+		if err := a.sessions.saveInflight(cl, pk, seq, false); err != nil {
+			return queuedCopy{cl, pk.PacketID}, false
+		}
+	}
+	return queuedCopy{}, true
 }
 
 // offline reports whether cl has no live connection: a session loaded from

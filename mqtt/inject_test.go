@@ -223,3 +223,50 @@ func TestQueuedExpiryForV3SubscriberSurvivesRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestDroppedCopyIsQueuedAgain: a copy mochi takes out of a persistent
+// session's in-flight table because the client's outbound queue was full
+// goes back in under a new packet id, stored, and reaches the client when
+// it returns; the connection is closed as a slow consumer.
+func TestDroppedCopyIsQueuedAgain(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, nil)
+	c := mustV3(t, h.addr, "overflow", "alice", "alicepw", false)
+	c.sub(t, "ov/#", 1)
+	c.c.Disconnect(100)
+	waitFor(t, func() bool { cl, ok := h.a.srv.Clients.Get("overflow"); return ok && cl.Closed() })
+	ctx := context.Background()
+	if err := h.bus.Publish(ctx, &broker.Envelope{Topic: "ov/x", Payload: []byte("kept"), QoS: 1,
+		Origin: broker.Origin{Protocol: broker.ProtoREST}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return h.a.metrics.fromBus.Load() == 1 })
+	cl, _ := h.a.srv.Clients.Get("overflow")
+	pks := cl.State.Inflight.GetAll(false)
+	if len(pks) != 1 {
+		t.Fatalf("%d in flight, want 1", len(pks))
+	}
+	// What mochi does after OnPublishDropped.
+	cl.State.Inflight.Delete(pks[0].PacketID)
+	if _, ok := h.a.requeue(cl, pks[0]); !ok {
+		t.Fatal("requeue failed")
+	}
+	again := cl.State.Inflight.GetAll(false)
+	if len(again) != 1 || again[0].PacketID == pks[0].PacketID {
+		t.Fatalf("in flight after requeue: %+v", again)
+	}
+	h.a.sessions.behind.flush() // the old record's deletion
+	kv, _ := h.st.KVList(ctx, bucketInflight)
+	if len(kv) != 1 || kv[0].Key != inflightKey("overflow", again[0].PacketID) {
+		t.Fatalf("stored: %d records, want one under the new packet id", len(kv))
+	}
+	if h.a.metrics.slowConsumers.Load() != 1 {
+		t.Error("slow consumer not counted")
+	}
+	h.restart()
+	c = mustV3(t, h.addr, "overflow", "alice", "alicepw", false)
+	if m := c.next(t); string(m.Payload()) != "kept" {
+		t.Fatalf("got %q", m.Payload())
+	}
+	c.none(t, 300*time.Millisecond)
+}
