@@ -248,7 +248,10 @@ func TestSlowConsumer(t *testing.T) {
 		// The hub closed the stalled connection: the session is
 		// persistent, so the rest comes on reconnect.
 		t.Logf("stalled connection ended after %d messages: %v; reconnecting", len(msgs), err)
-		again, err := dialRawMQTT(h.mqtt, "stalled", false, "slow/#", 1)
+		// The session and its subscription persist: the hub resends
+		// the queue right after CONNACK, so subscribing again (and
+		// waiting for a SUBACK first) would misread it.
+		again, err := rawConnect(h.mqtt, "stalled", 4, false)
 		if err != nil {
 			t.Fatal(err)
 		}
