@@ -46,6 +46,13 @@ type SubscribeOptions struct {
 	// these (an adapter that routes its own protocol natively sets them).
 	NoLocalProtocol string
 	NoLocalNode     string
+	// Sync, when set, runs before the bus removes envelopes the handler
+	// took from the durable queue. A handler that hands envelopes on to a
+	// store of its own (an adapter's session store, written behind the
+	// delivery) makes them durable there, so that a crash between the two
+	// loses nothing. An error keeps them queued: they are delivered again
+	// (a handler that sees an envelope id twice must tolerate it).
+	Sync func(ctx context.Context) error
 }
 
 // DefaultQueueLen is the in-memory queue length of a subscription when

@@ -2,7 +2,7 @@ package broker
 
 import (
 	"context"
-
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -295,6 +295,11 @@ func (s *memSub) drainSpool(ctx context.Context, h Handler) (int, error) {
 			n++
 		}
 		last = q.Seq
+	}
+	if last >= 0 && n > 0 && s.opts.Sync != nil {
+		if err := s.opts.Sync(ctx); err != nil {
+			return 0, fmt.Errorf("sync %d delivered envelopes: %w", n, err)
+		}
 	}
 	if last >= 0 {
 		if err := s.m.spool.Ack(context.WithoutCancel(ctx), s.opts.ID, last); err != nil {

@@ -38,6 +38,7 @@ func Run(t *testing.T, newBus Factory) {
 		{"Restart", testRestart},
 		{"Expiry", testExpiry},
 		{"StorageFull", testStorageFull},
+		{"SyncBeforeAck", testSyncBeforeAck},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newBus) })
@@ -406,4 +407,63 @@ func testStorageFull(t *testing.T, f Factory) {
 	if err := b.Publish(context.Background(), &broker.Envelope{Topic: "f", Payload: []byte("x"), QoS: 0}); err != nil {
 		t.Fatalf("QoS 0 publish with a full spool: %v", err)
 	}
+}
+
+// testSyncBeforeAck: envelopes a durable subscriber took from its queue
+// stay queued until its Sync succeeds; a failed Sync delivers them again,
+// a successful one removes them.
+func testSyncBeforeAck(t *testing.T, f Factory) {
+	b := open(t, f, NewMemSpool())
+	opts := broker.SubscribeOptions{ID: "s", Durable: true, Filters: []string{"s/#"}, QoS: 1}
+	s := sub(t, b, opts, NewCollector().Handle)
+	if err := s.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		pub(t, b, "s/x", fmt.Sprint(i), 1)
+	}
+	var mu sync.Mutex
+	fails, syncs := 1, 0
+	opts.Sync = func(context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		syncs++
+		if fails > 0 {
+			fails--
+			return errors.New("session store unavailable")
+		}
+		return nil
+	}
+	c := NewCollector()
+	s = sub(t, b, opts, c.Handle)
+	got := c.Wait(t, 6)
+	for i, e := range got {
+		if want := fmt.Sprint(i % 3); string(e.Payload) != want {
+			t.Fatalf("delivery %d = %s, want %s (the batch again after a failed sync)", i, e.Payload, want)
+		}
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		mu.Lock()
+		n := syncs
+		mu.Unlock()
+		if n >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Sync ran %d times, want 2", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := s.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	opts.Sync = nil
+	c2 := NewCollector()
+	s = sub(t, b, opts, c2.Handle)
+	time.Sleep(200 * time.Millisecond)
+	if n := c2.Len(); n != 0 {
+		t.Errorf("%d envelopes delivered again after a successful sync", n)
+	}
+	_ = s.Detach()
 }
