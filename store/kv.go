@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 )
@@ -75,6 +76,54 @@ func (s *Store) KVList(ctx context.Context, bucket string) ([]KV, error) {
 func (s *Store) KVDeleteBucket(ctx context.Context, bucket string) error {
 	if err := s.exec(ctx, `DELETE FROM kv WHERE bucket = ?`, bucket); err != nil {
 		return fmt.Errorf("store: kv delete bucket %s: %w", bucket, err)
+	}
+	return nil
+}
+
+// KVOp is one change of a KVApply batch: a put, or a deletion when Delete
+// is set.
+type KVOp struct {
+	Bucket string
+	Key    string
+	Value  []byte
+	Delete bool
+}
+
+// KVApply makes every change of ops in one transaction: all of them or,
+// on error, none. Writers that queue many small changes (an adapter's
+// session records) pay one commit for the lot.
+func (s *Store) KVApply(ctx context.Context, ops []KVOp) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	for _, op := range ops {
+		if op.Bucket == "" {
+			return fmt.Errorf("store: kv apply %q: %w: empty name", op.Key, ErrInvalidBucket)
+		}
+	}
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		for _, op := range ops {
+			var err error
+			if op.Delete {
+				_, err = tx.ExecContext(ctx, `DELETE FROM kv WHERE bucket = ? AND key = ?`, op.Bucket, op.Key)
+			} else {
+				v := op.Value
+				if v == nil {
+					v = []byte{}
+				}
+				_, err = tx.ExecContext(ctx,
+					`INSERT INTO kv(bucket, key, value) VALUES (?, ?, ?)
+					 ON CONFLICT(bucket, key) DO UPDATE SET value = excluded.value`,
+					op.Bucket, op.Key, v)
+			}
+			if err != nil {
+				return fmt.Errorf("%s/%q: %w", op.Bucket, op.Key, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: kv apply %d changes: %w", len(ops), err)
 	}
 	return nil
 }

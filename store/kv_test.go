@@ -73,3 +73,40 @@ func TestKV(t *testing.T) {
 		t.Errorf("KVPut with empty bucket = %v, want ErrInvalidBucket", err)
 	}
 }
+
+func TestKVApply(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	ctx := context.Background()
+	if err := s.KVPut(ctx, "b", "old", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	ops := []KVOp{
+		{Bucket: "b", Key: "k1", Value: []byte("1")},
+		{Bucket: "b", Key: "k2", Value: []byte("2")},
+		{Bucket: "b", Key: "k1", Value: []byte("1 again")}, // later wins
+		{Bucket: "b", Key: "old", Delete: true},
+		{Bucket: "b", Key: "absent", Delete: true}, // no error
+	}
+	if err := s.KVApply(ctx, ops); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.KVList(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Key != "k1" || string(got[0].Value) != "1 again" || got[1].Key != "k2" {
+		t.Fatalf("after apply: %+v", got)
+	}
+	// All or nothing: an invalid change leaves everything as it was.
+	err = s.KVApply(ctx, []KVOp{{Bucket: "b", Key: "k3", Value: []byte("3")}, {Key: "no bucket"}})
+	if !errors.Is(err, ErrInvalidBucket) {
+		t.Fatalf("apply with an empty bucket: %v, want ErrInvalidBucket", err)
+	}
+	if _, err := s.KVGet(ctx, "b", "k3"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("k3 after a refused apply: %v, want ErrNotFound", err)
+	}
+	if err := s.KVApply(ctx, nil); err != nil {
+		t.Fatalf("empty apply: %v", err)
+	}
+}
