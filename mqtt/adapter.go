@@ -40,7 +40,9 @@
 // session: see pauseForResume), and an envelope the bus replays after a
 // crash is not queued twice. Copies for offline sessions are stored before
 // the acknowledgement; those in flight to connected clients are written
-// behind the delivery (see inflightWriter). A client's queue holds at most
+// behind the delivery, in batches, and synced before the publisher's
+// PUBACK or the bus's acknowledgement (see inflightWriter). A client's
+// queue holds at most
 // MaxQueued messages: when full, the oldest is dropped, counted, and
 // reported on $hub/clients/{clientid}/dropped (see makeRoom).
 //
@@ -426,6 +428,7 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 		Durable:         true,
 		NoLocalProtocol: broker.ProtoMQTT,
 		NoLocalNode:     a.cfg.Node,
+		Sync:            a.syncBehind,
 	}, a.fromBus)
 	if err != nil {
 		a.closeListeners()

@@ -69,7 +69,8 @@ func (h *testHub) open() {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	bus, err := broker.NewMemory(broker.MemoryConfig{Spool: st, Node: "test-node", Logger: quietLogger()})
+	// As in a hub: every QoS >= 1 envelope for the feed goes through the store.
+	bus, err := broker.NewMemory(broker.MemoryConfig{Spool: st, Node: "test-node", Logger: quietLogger(), WriteThrough: true})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -388,8 +388,17 @@ func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int)
 		return
 	}
 	off := offline(cl)
-	if err := s.saveInflight(cl, pk, seq, !off); err != nil && pk.FixedHeader.Type == packets.Publish && off {
+	// A connected client's copy is written behind and synced before the
+	// routing is acknowledged; the PUBREC state of a QoS 2 message the
+	// client sent is written before the PUBREC goes out, so that a resend
+	// after a crash is recognised, not delivered twice.
+	later := !off && pk.FixedHeader.Type != packets.Pubrec
+	err := s.saveInflight(cl, pk, seq, later)
+	switch {
+	case err != nil && pk.FixedHeader.Type == packets.Publish && off:
 		h.a.injecting.notStored(pk.Origin, cl, pk.PacketID)
+	case err == nil && later && pk.FixedHeader.Type == packets.Publish:
+		h.a.injecting.wroteBehind(pk.Origin)
 	}
 }
 

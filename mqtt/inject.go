@@ -55,6 +55,7 @@ type injection struct {
 	dups     []queuedCopy // second copies of an envelope: taken back quietly
 	overflow []packetCopy // copies mochi dropped for a full outbound queue: queued again
 	last     map[*mochi.Client]uint16
+	behind   bool // a copy for a connected persistent session is written behind
 }
 
 // packetCopy is a copy mochi took out of a client's in-flight table.
@@ -124,6 +125,16 @@ func (in *injections) queued(origin string, cl *mochi.Client, pid uint16) {
 	}
 }
 
+// wroteBehind records that the routing of origin left a copy's record to
+// the write-behind (see inflightWriter.sync).
+func (in *injections) wroteBehind(origin string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if r := in.m[origin]; r != nil {
+		r.behind = true
+	}
+}
+
 // overflowed records that mochi dropped the copy the routing of origin
 // queued last for cl, its outbound queue being full: mochi takes such a
 // copy out of the in-flight table right after, so it is kept here to be
@@ -153,8 +164,8 @@ func (in *injections) end(origin string) injection {
 	if r == nil {
 		return injection{}
 	}
-	out := injection{failed: r.failed, dups: r.dups, overflow: r.overflow}
-	r.failed, r.dups, r.overflow, r.last = nil, nil, nil, nil
+	out := injection{failed: r.failed, dups: r.dups, overflow: r.overflow, behind: r.behind}
+	r.failed, r.dups, r.overflow, r.last, r.behind = nil, nil, nil, nil, false
 	if r.refs--; r.refs == 0 {
 		delete(in.m, origin)
 	}
@@ -188,6 +199,15 @@ func (a *Adapter) injectTracked(cl *mochi.Client, pk packets.Packet, origin stri
 	if len(failed) > 0 {
 		a.metrics.notStored.Add(uint64(len(failed)))
 		return errNotStored
+	}
+	// Copies in flight to connected persistent sessions must be stored
+	// before the publisher's acknowledgement. The bus's envelopes are
+	// synced per batch instead (the feed's SubscribeOptions.Sync).
+	if left.behind && !strings.HasPrefix(origin, busOriginPrefix) {
+		if err := a.sessions.behind.sync(); err != nil {
+			a.metrics.notStored.Add(1)
+			return fmt.Errorf("%w: %w", errNotStored, err)
+		}
 	}
 	return nil
 }
@@ -363,4 +383,14 @@ func (a *Adapter) newerRetained(e *broker.Envelope) bool {
 		a.retained[e.Topic] = e.ID
 	}
 	return true
+}
+
+// syncBehind is the feed's SubscribeOptions.Sync: the bus removes the
+// envelopes it delivered from its durable queue only once the copies they
+// left in flight to connected persistent sessions are stored.
+func (a *Adapter) syncBehind(context.Context) error {
+	if a.sessions == nil {
+		return nil
+	}
+	return a.sessions.behind.sync()
 }

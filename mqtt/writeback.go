@@ -2,37 +2,37 @@ package mqtt
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
+
+	"github.com/hubsmith/hub/store"
 )
 
-// writeBehindDelay is how long a write for a connected client waits
-// before it reaches the store: long enough for most acknowledgements of a
-// reading client to arrive and cancel the write (no disk I/O at all), short
-// enough to bound what a crash can take.
+// writeBehindDelay is how long a write that nobody waits for (a deletion
+// after an acknowledgement, a copy no routing syncs) waits before it
+// reaches the store: writes queued meanwhile share one transaction.
 const writeBehindDelay = 10 * time.Millisecond
 
-// inflightWriter writes the in-flight records of connected clients behind
-// the deliveries (see sessions.saveInflight): a record whose message is
-// acknowledged before it was written is never written, and its deletion
-// costs nothing either.
+// inflightWriter writes the in-flight records of connected clients off
+// the delivering goroutine (see sessions.saveInflight), batched into one
+// transaction: a record whose message was acknowledged before it was
+// written is never written, and its deletion costs nothing either.
 //
-// Why connected clients only: a message queued for an offline session is
-// in memory only until stored, and the publisher's PUBACK (or the bus's
-// acknowledgement) promises it survives a crash, so that write stays
-// synchronous. A message in flight to a connected client is on its way on
-// the wire; storing it synchronously only protects the interval between
-// its sending and the client's PUBACK against a crash, at the cost of two
-// store writes per delivery on the delivering goroutine, which under load
-// kept PUBACKs from being processed (they delete records too) and filled
-// the client's queue. Behind the delivery, a crash can lose a copy sent
-// to a connected client within the last writeBehindDelay plus one store
-// write, if the client had not received it either.
+// A copy for a connected client is still on the hub's side of the promise
+// until the client acknowledges it: before the publisher is acknowledged
+// (OnPublish) or the bus is told the envelope was taken (its Sync), the
+// routing calls sync, which writes at once whatever is pending. So a crash
+// loses no acknowledged message, and concurrent routings share one commit.
+// Why not write on the delivering goroutine: two store writes per delivery
+// there kept PUBACKs from being processed under load (they delete records
+// too) and filled the client's queue.
 type inflightWriter struct {
 	s *sessions
 
 	io      sync.Mutex // held while writing, by the flusher and by synchronous writes
 	mu      sync.Mutex
+	delay   time.Duration           // writeBehindDelay (tests lengthen it)
 	pending map[string]pendingWrite // in-flight key -> newest operation
 	onDisk  map[string]bool         // keys stored, or being stored
 	kick    chan struct{}
@@ -47,6 +47,7 @@ type pendingWrite struct {
 func newInflightWriter(s *sessions) *inflightWriter {
 	return &inflightWriter{
 		s:       s,
+		delay:   writeBehindDelay,
 		pending: make(map[string]pendingWrite),
 		onDisk:  make(map[string]bool),
 		kick:    make(chan struct{}, 1),
@@ -63,14 +64,17 @@ func (w *inflightWriter) run() {
 		select {
 		case <-w.kick:
 		case <-w.stop:
-			w.flush()
+			_ = w.flush()
 			return
 		}
+		w.mu.Lock()
+		d := w.delay
+		w.mu.Unlock()
 		select {
-		case <-time.After(writeBehindDelay):
+		case <-time.After(d):
 		case <-w.stop:
 		}
-		w.flush()
+		_ = w.flush() // failures are logged and retried with the next flush
 	}
 }
 
@@ -84,12 +88,45 @@ func (w *inflightWriter) close() {
 	<-w.done
 }
 
-// flush writes every pending operation.
-func (w *inflightWriter) flush() {
+// sync returns once every write queued before it was called is in the
+// store (or cancelled by an acknowledgement); an error means some are not.
+func (w *inflightWriter) sync() error {
+	w.mu.Lock()
+	idle := len(w.pending) == 0
+	w.mu.Unlock()
+	if idle {
+		// A flush in progress may hold ours: wait for it (io), and for
+		// what it put back if it failed.
+		w.io.Lock()
+		w.mu.Lock()
+		idle = len(w.pending) == 0
+		w.mu.Unlock()
+		w.io.Unlock()
+		if idle {
+			return nil
+		}
+	}
+	return w.flush()
+}
+
+// kvApplier is a session store that writes a batch in one transaction
+// (*store.Store does).
+type kvApplier interface {
+	KVApply(ctx context.Context, ops []store.KVOp) error
+}
+
+// flush writes every pending operation, in one transaction when the store
+// can. What fails is put back to be tried again (unless a newer operation
+// on the key came meanwhile) and the first error is returned.
+func (w *inflightWriter) flush() error {
 	w.io.Lock()
 	defer w.io.Unlock()
 	w.mu.Lock()
 	batch := w.pending
+	if len(batch) == 0 {
+		w.mu.Unlock()
+		return nil
+	}
 	w.pending = make(map[string]pendingWrite)
 	for k, op := range batch {
 		// Marked before the write: a deletion decided meanwhile must
@@ -101,23 +138,56 @@ func (w *inflightWriter) flush() {
 		}
 	}
 	w.mu.Unlock()
-	for k, op := range batch {
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		var err error
-		if op.value != nil {
-			err = w.s.kv.KVPut(ctx, bucketInflight, k, op.value)
-		} else {
-			err = w.s.kv.KVDelete(ctx, bucketInflight, k)
+
+	var failed map[string]pendingWrite
+	var first error
+	if ap, ok := w.s.kv.(kvApplier); ok {
+		ops := make([]store.KVOp, 0, len(batch))
+		for k, op := range batch {
+			ops = append(ops, store.KVOp{Bucket: bucketInflight, Key: k, Value: op.value, Delete: op.value == nil})
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		err := ap.KVApply(ctx, ops)
 		cancel()
 		if err != nil {
-			op := "put"
-			if batch[k].value == nil {
-				op = "delete"
+			w.s.fail("apply "+bucketInflight+" (behind)", fmt.Sprintf("%d records", len(ops)), err)
+			failed, first = batch, err
+		}
+	} else {
+		for k, op := range batch {
+			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+			var err error
+			name := "put"
+			if op.value != nil {
+				err = w.s.kv.KVPut(ctx, bucketInflight, k, op.value)
+			} else {
+				name = "delete"
+				err = w.s.kv.KVDelete(ctx, bucketInflight, k)
 			}
-			w.s.fail(op+" "+bucketInflight+" (behind)", k, err)
+			cancel()
+			if err != nil {
+				w.s.fail(name+" "+bucketInflight+" (behind)", k, err)
+				if failed == nil {
+					failed, first = make(map[string]pendingWrite), err
+				}
+				failed[k] = op
+			}
 		}
 	}
+	if len(failed) == 0 {
+		return nil
+	}
+	w.mu.Lock()
+	for k, op := range failed {
+		if _, newer := w.pending[k]; !newer {
+			w.pending[k] = op
+		}
+		// Whatever the store holds for k now, a later deletion must
+		// reach it.
+		w.onDisk[k] = true
+	}
+	w.mu.Unlock()
+	return fmt.Errorf("mqtt: write %d in-flight records: %w", len(failed), first)
 }
 
 // putLater queues a record to be written behind.
