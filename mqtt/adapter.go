@@ -229,6 +229,11 @@ type Adapter struct {
 	// ownMu orders the session-record writes of a connection that ends
 	// with those of a new connection taking its client id.
 	ownMu sync.Mutex
+
+	// ackQueues hold the PUBACKs waiting for the store, by client (see
+	// deferAck); ackWG counts their goroutines.
+	ackQueues sync.Map // *mochi.Client -> *ackQueue
+	ackWG     sync.WaitGroup
 }
 
 const (
@@ -552,6 +557,7 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	if a.sessions != nil {
 		a.sessions.behind.close() // writes what is left
 	}
+	a.ackWG.Wait() // their waits end with the last write
 	a.cancel()
 	a.metrics.unregister(a.cfg.Registerer)
 	return errors.Join(errs...)

@@ -181,6 +181,7 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
 	a := h.a
 	a.proxies.Delete(cl)
+	a.ackQueues.Delete(cl) // its goroutine, if any, ends once its PUBACKs are out
 	takenOver := errors.Is(cl.StopCause(), packets.ErrSessionTakenOver)
 	if dev, ok := a.online.LoadAndDelete(cl); ok {
 		// A session taken over by a new connection of the same client is
@@ -283,7 +284,19 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		if in.FixedHeader.Qos > 0 && in.PacketID == 0 {
 			in.PacketID = 1
 		}
-		err = a.injectTracked(a.proxy(cl), in, cl.ID)
+		var behind bool
+		behind, err = a.route(a.proxy(cl), in, cl.ID)
+		if err == nil && pk.FixedHeader.Qos == 1 && a.deferAck(cl, pk.PacketID, behind) {
+			return pk, packets.ErrRejectPacket // the ackQueue sends the PUBACK
+		}
+		if err == nil && behind {
+			// QoS 2 (and QoS 0 never has a copy in flight): PUBREC
+			// after the store, on this goroutine.
+			if serr := a.sessions.behind.sync(); serr != nil {
+				a.metrics.notStored.Add(1)
+				err = errNotStoredBecause(serr)
+			}
+		}
 		if err == nil {
 			return pk, packets.CodeSuccessIgnore
 		}
@@ -295,9 +308,18 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 			return pk, packets.CodeSuccessIgnore // delivered where it could be
 		}
 	}
+	a.refuse(cl, pk, err)
+	return pk, packets.ErrRejectPacket
+}
+
+// refuse answers a publish the hub could not take: nothing at QoS 0, a
+// PUBACK/PUBREC with a reason code in MQTT 5, and in MQTT 3.1.1, which
+// has no negative acknowledgement, a closed connection so the client
+// knows its message was not taken.
+func (a *Adapter) refuse(cl *mochi.Client, pk packets.Packet, err error) {
 	a.log.Warn("mqtt: publish refused", "client", cl.ID, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", err)
 	if pk.FixedHeader.Qos == 0 {
-		return pk, packets.ErrRejectPacket
+		return
 	}
 	code := reasonFor(err)
 	if cl.Properties.ProtocolVersion == 5 {
@@ -313,12 +335,9 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 			ReasonCode:  code.Code,
 			Properties:  packets.Properties{ReasonString: code.Reason},
 		})
-		return pk, packets.ErrRejectPacket
+		return
 	}
-	// MQTT 3.1.1 has no negative acknowledgement: close the connection so
-	// the client knows its message was not taken.
 	cl.Stop(code)
-	return pk, packets.ErrRejectPacket
 }
 
 // reasonFor maps a bus error to a PUBACK/PUBREC reason code.

@@ -172,14 +172,34 @@ func (in *injections) end(origin string) injection {
 	return out
 }
 
-// injectTracked routes pk as published by cl (see inject) under origin,
+// injectTracked routes pk as published by cl (see route) and, when a
+// copy went to a connected persistent session, waits until it is stored.
+func (a *Adapter) injectTracked(cl *mochi.Client, pk packets.Packet, origin string) error {
+	behind, err := a.route(cl, pk, origin)
+	if err == nil && behind {
+		if err := a.sessions.behind.sync(); err != nil {
+			a.metrics.notStored.Add(1)
+			return errNotStoredBecause(err)
+		}
+	}
+	return err
+}
+
+// errNotStoredBecause is errNotStored caused by err.
+func errNotStoredBecause(err error) error { return fmt.Errorf("%w: %w", errNotStored, err) }
+
+// route routes pk as published by cl (see inject) under origin,
 // then takes back the copies queued for offline persistent sessions that
 // could not be stored: they would be lost at the next restart although
 // the publisher was acknowledged, so the publish is refused instead
 // (errNotStored) and no half-written copy is left in memory either.
-func (a *Adapter) injectTracked(cl *mochi.Client, pk packets.Packet, origin string) error {
+//
+// behind reports that a copy went to a connected persistent session and
+// its record is written behind: the publisher's acknowledgement must wait
+// for it (see inflightWriter.syncAsync).
+func (a *Adapter) route(cl *mochi.Client, pk packets.Packet, origin string) (behind bool, err error) {
 	a.injecting.begin(origin)
-	err := a.inject(cl, pk)
+	err = a.inject(cl, pk)
 	left := a.injecting.end(origin)
 	failed, dups := left.failed, left.dups
 	for _, q := range append(failed, dups...) {
@@ -194,22 +214,17 @@ func (a *Adapter) injectTracked(cl *mochi.Client, pk packets.Packet, origin stri
 		a.metrics.duplicates.Add(uint64(len(dups)))
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if len(failed) > 0 {
 		a.metrics.notStored.Add(uint64(len(failed)))
-		return errNotStored
+		return false, errNotStored
 	}
 	// Copies in flight to connected persistent sessions must be stored
-	// before the publisher's acknowledgement. The bus's envelopes are
-	// synced per batch instead (the feed's SubscribeOptions.Sync).
-	if left.behind && !strings.HasPrefix(origin, busOriginPrefix) {
-		if err := a.sessions.behind.sync(); err != nil {
-			a.metrics.notStored.Add(1)
-			return fmt.Errorf("%w: %w", errNotStored, err)
-		}
-	}
-	return nil
+	// before the publisher's acknowledgement (the caller waits for
+	// that). The bus's envelopes are synced per batch instead (the
+	// feed's SubscribeOptions.Sync).
+	return left.behind && !strings.HasPrefix(origin, busOriginPrefix), nil
 }
 
 // unqueue removes a copy from a client's in-flight table, as mochi does

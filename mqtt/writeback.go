@@ -21,12 +21,13 @@ const writeBehindDelay = 10 * time.Millisecond
 //
 // A copy for a connected client is still on the hub's side of the promise
 // until the client acknowledges it: before the publisher is acknowledged
-// (OnPublish) or the bus is told the envelope was taken (its Sync), the
-// routing calls sync, which writes at once whatever is pending. So a crash
-// loses no acknowledged message, and concurrent routings share one commit.
-// Why not write on the delivering goroutine: two store writes per delivery
-// there kept PUBACKs from being processed under load (they delete records
-// too) and filled the client's queue.
+// (OnPublish, through its client's ackQueue) or the bus is told the
+// envelope was taken (its Sync), the routing waits for syncAsync, which
+// has whatever is pending written at once. Routings that wait at the same
+// time share one commit, and no goroutine that reads packets waits for
+// the disk. Why not write on the delivering goroutine: two store writes
+// per delivery there kept PUBACKs from being processed under load (they
+// delete records too) and filled the client's queue.
 type inflightWriter struct {
 	s *sessions
 
@@ -35,7 +36,12 @@ type inflightWriter struct {
 	delay   time.Duration           // writeBehindDelay (tests lengthen it)
 	pending map[string]pendingWrite // in-flight key -> newest operation
 	onDisk  map[string]bool         // keys stored, or being stored
-	kick    chan struct{}
+	next    []chan error            // waiting for the pending operations
+	cur     []chan error            // waiting for the batch being written
+	writing bool                    // a batch is being written
+	stopped bool                    // run has been told to end
+	kick    chan struct{}           // something is pending
+	urgent  chan struct{}           // somebody waits: write now
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -51,63 +57,87 @@ func newInflightWriter(s *sessions) *inflightWriter {
 		pending: make(map[string]pendingWrite),
 		onDisk:  make(map[string]bool),
 		kick:    make(chan struct{}, 1),
+		urgent:  make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
 }
 
-// run flushes pending writes until close; it writes what is left before
-// it returns.
+// run flushes pending writes until close: after writeBehindDelay, or at
+// once when somebody waits; it writes what is left before it returns.
 func (w *inflightWriter) run() {
 	defer close(w.done)
 	for {
+		now := false
 		select {
 		case <-w.kick:
+		case <-w.urgent:
+			now = true
 		case <-w.stop:
 			_ = w.flush()
 			return
 		}
-		w.mu.Lock()
-		d := w.delay
-		w.mu.Unlock()
-		select {
-		case <-time.After(d):
-		case <-w.stop:
+		if !now {
+			w.mu.Lock()
+			d := w.delay
+			w.mu.Unlock()
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-w.urgent:
+			case <-w.stop:
+			}
+			t.Stop()
 		}
-		_ = w.flush() // failures are logged and retried with the next flush
+		_ = w.flush() // failures are logged, retried with the next flush and reported to the waiters
 	}
 }
 
 // close stops run after a last flush.
 func (w *inflightWriter) close() {
-	select {
-	case <-w.stop:
-	default:
-		close(w.stop)
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		<-w.done
+		return
 	}
+	w.stopped = true
+	w.mu.Unlock()
+	close(w.stop)
 	<-w.done
 }
 
-// sync returns once every write queued before it was called is in the
-// store (or cancelled by an acknowledgement); an error means some are not.
-func (w *inflightWriter) sync() error {
+// syncAsync returns a channel that receives nil once every write queued
+// before the call is in the store (or cancelled by an acknowledgement),
+// or the error that kept some of them out.
+func (w *inflightWriter) syncAsync() <-chan error {
+	ch := make(chan error, 1)
 	w.mu.Lock()
-	idle := len(w.pending) == 0
-	w.mu.Unlock()
-	if idle {
-		// A flush in progress may hold ours: wait for it (io), and for
-		// what it put back if it failed.
-		w.io.Lock()
-		w.mu.Lock()
-		idle = len(w.pending) == 0
+	switch {
+	case len(w.pending) > 0:
+		w.next = append(w.next, ch)
+	case w.writing:
+		w.cur = append(w.cur, ch)
+	default:
+		ch <- nil
 		w.mu.Unlock()
-		w.io.Unlock()
-		if idle {
-			return nil
-		}
+		return ch
 	}
-	return w.flush()
+	stopped := w.stopped
+	w.mu.Unlock()
+	if stopped {
+		_ = w.flush() // run has ended or is ending: write here
+		return ch
+	}
+	select {
+	case w.urgent <- struct{}{}:
+	default:
+	}
+	return ch
 }
+
+// sync is syncAsync, waited for.
+func (w *inflightWriter) sync() error { return <-w.syncAsync() }
 
 // kvApplier is a session store that writes a batch in one transaction
 // (*store.Store does).
@@ -124,10 +154,16 @@ func (w *inflightWriter) flush() error {
 	w.mu.Lock()
 	batch := w.pending
 	if len(batch) == 0 {
+		// Waiters whose operations were written synchronously (now).
+		for _, ch := range w.next {
+			ch <- nil
+		}
+		w.next = nil
 		w.mu.Unlock()
 		return nil
 	}
 	w.pending = make(map[string]pendingWrite)
+	w.cur, w.next, w.writing = w.next, nil, true
 	for k, op := range batch {
 		// Marked before the write: a deletion decided meanwhile must
 		// reach the store after it.
@@ -174,10 +210,15 @@ func (w *inflightWriter) flush() error {
 			}
 		}
 	}
-	if len(failed) == 0 {
-		return nil
+	var err error
+	if len(failed) > 0 {
+		err = fmt.Errorf("mqtt: write %d in-flight records: %w", len(failed), first)
 	}
 	w.mu.Lock()
+	for _, ch := range w.cur {
+		ch <- err
+	}
+	w.cur, w.writing = nil, false
 	for k, op := range failed {
 		if _, newer := w.pending[k]; !newer {
 			w.pending[k] = op
@@ -187,7 +228,7 @@ func (w *inflightWriter) flush() error {
 		w.onDisk[k] = true
 	}
 	w.mu.Unlock()
-	return fmt.Errorf("mqtt: write %d in-flight records: %w", len(failed), first)
+	return err
 }
 
 // putLater queues a record to be written behind.

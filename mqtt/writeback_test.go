@@ -1,11 +1,16 @@
 package mqtt
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/hubsmith/hub/broker"
 )
@@ -102,6 +107,57 @@ func TestOnlineCopiesStoredBeforeAck(t *testing.T) {
 		})
 		if got := stored(); got != 3+i+1 {
 			t.Fatalf("after the bus acknowledged envelope %d: %d in-flight records stored, want %d", i, got, 3+i+1)
+		}
+	}
+}
+
+// TestPubacksInOrder: PUBACKs that wait for the store and those that need
+// not go out in the order of the PUBLISHes [MQTT-4.6.0-2].
+func TestPubacksInOrder(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, nil)
+	stalledClient(t, h.addr, "order-sub", "wb/order/stored")
+	c, err := net.DialTimeout("tcp", h.addr, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var buf bytes.Buffer
+	con := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: "order-pub"}}
+	if err := con.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	for i := 1; i <= n; i++ {
+		topic := "wb/order/stored"
+		if i%3 == 0 {
+			topic = "wb/order/nobody" // nothing to store: its PUBACK must still wait its turn
+		}
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: 4,
+			PacketID: uint16(i), TopicName: topic, Payload: []byte(fmt.Sprint(i))}
+		if err := pk.PublishEncode(&buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	got := make([]byte, 4+4*n) // CONNACK, then n PUBACKs of 4 bytes
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("reading CONNACK and PUBACKs: %v", err)
+	}
+	if got[0] != 0x20 || got[3] != 0 {
+		t.Fatalf("CONNACK % x", got[:4])
+	}
+	for i := 1; i <= n; i++ {
+		b := got[4*i : 4*i+4]
+		if b[0] != 0x40 || b[1] != 2 {
+			t.Fatalf("packet %d is not a PUBACK: % x", i, b)
+		}
+		if id := int(b[2])<<8 | int(b[3]); id != i {
+			t.Fatalf("PUBACK %d acknowledges packet %d", i, id)
 		}
 	}
 }

@@ -56,6 +56,7 @@ type config struct {
 	allowRemote    bool
 	json           bool
 	failOnLoss     bool
+	persistent     bool
 	clientPrefix   string
 }
 
@@ -127,6 +128,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.pid, "pid", 0, "process id of the server under test, to report its memory")
 	fs.BoolVar(&c.allowRemote, "allow-remote", false, "allow a target that is not a loopback address")
 	fs.BoolVar(&c.json, "json", false, "print the result as JSON")
+	fs.BoolVar(&c.persistent, "persistent", false, "MQTT subscribers keep a persistent session (clean session false), removed when the run ends")
 	fs.BoolVar(&c.failOnLoss, "fail-on-loss", false, "exit with status 3 when a message was lost or not sent")
 	fs.StringVar(&c.clientPrefix, "client-prefix", fmt.Sprintf("hubload-%08x", rand.Uint32()), "prefix of MQTT client ids")
 	if err := fs.Parse(args[1:]); err != nil {

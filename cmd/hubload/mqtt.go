@@ -56,7 +56,12 @@ func connectMQTT(ctx context.Context, o *paho.ClientOptions) (paho.Client, error
 // on url at c.qos.
 func newMQTTSubscriber(c *config, url string) func(context.Context, int, string, func([]byte), func(error)) (subscriber, error) {
 	return func(ctx context.Context, idx int, topic string, deliver func([]byte), onLost func(error)) (subscriber, error) {
-		cl, err := connectMQTT(ctx, mqttOptions(c, url, fmt.Sprintf("%s-sub-%d", c.clientPrefix, idx), onLost))
+		id := fmt.Sprintf("%s-sub-%d", c.clientPrefix, idx)
+		o := mqttOptions(c, url, id, onLost)
+		if c.persistent {
+			o.SetCleanSession(false)
+		}
+		cl, err := connectMQTT(ctx, o)
 		if err != nil {
 			return nil, err
 		}
@@ -72,7 +77,26 @@ func newMQTTSubscriber(c *config, url string) func(context.Context, int, string,
 				return nil, fmt.Errorf("subscribe %q: refused by the broker", topic)
 			}
 		}
+		if c.persistent {
+			return persistentSub{mqttClient{cl}, mqttOptions(c, url, id, func(error) {})}, nil
+		}
 		return mqttClient{cl}, nil
+	}
+}
+
+// persistentSub is a subscriber with a persistent session, which close
+// removes from the broker (a clean-session connection ends it).
+type persistentSub struct {
+	mqttClient
+	clean *paho.ClientOptions
+}
+
+func (p persistentSub) close() {
+	p.mqttClient.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if cl, err := connectMQTT(ctx, p.clean); err == nil {
+		cl.Disconnect(50)
 	}
 }
 
