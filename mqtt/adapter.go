@@ -148,6 +148,10 @@ type Config struct {
 	// MaxQueued bounds QoS 1/2 messages in flight or queued per client (0:
 	// DefaultMaxQueued).
 	MaxQueued uint16
+	// MaxQueuedBytes bounds the topic and payload bytes of the QoS 1/2
+	// messages queued for a persistent session (0: no bound, MaxQueued
+	// only). Past it the oldest are dropped, as past MaxQueued.
+	MaxQueuedBytes int64
 	// ConnectTimeout bounds the time from accept to CONNECT (0:
 	// DefaultConnectTimeout).
 	ConnectTimeout time.Duration

@@ -393,14 +393,15 @@ func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int)
 		h.a.injecting.queued(pk.Origin, cl, pk.PacketID)
 		env, _ := envelopeOf(pk.Origin)
 		var dup bool
-		seq, dup = h.a.order.add(cl.ID, pk.PacketID, env)
+		seq, dup = h.a.order.add(cl.ID, pk.PacketID, env, queuedSize(pk))
 		if dup {
 			if offline(cl) && h.a.injecting.duplicate(pk.Origin, cl, pk.PacketID) {
 				return // taken back once the routing ends
 			}
 			// Already on its way to a live client: keep it consistent.
-			seq, _ = h.a.order.add(cl.ID, pk.PacketID, "")
+			seq, _ = h.a.order.add(cl.ID, pk.PacketID, "", queuedSize(pk))
 		}
+		h.a.trimBytes(cl, pk.PacketID)
 	}
 	s := h.a.sessions
 	if s == nil {
@@ -497,7 +498,7 @@ func (h *hook) StoredInflightMessages() ([]storage.Message, error) {
 		msgs[i] = r.Message
 		if r.Seq > 0 {
 			env, _ := envelopeOf(r.Origin)
-			h.a.order.set(r.Client, r.PacketID, r.Seq, env)
+			h.a.order.set(r.Client, r.PacketID, r.Seq, env, len(r.TopicName)+len(r.Payload))
 		}
 		if r.Expiry != 0 {
 			h.a.expires[inflightKey(r.Client, r.PacketID)] = r.Expiry

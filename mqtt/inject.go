@@ -262,7 +262,7 @@ func (a *Adapter) requeue(cl *mochi.Client, pk packets.Packet) (q queuedCopy, ok
 	}
 	atomic.AddInt64(&a.srv.Info.Inflight, 1)
 	env, _ := envelopeOf(pk.Origin)
-	seq, _ := a.order.add(cl.ID, pk.PacketID, env)
+	seq, _ := a.order.add(cl.ID, pk.PacketID, env, queuedSize(pk))
 	if a.sessions != nil {
 		if err := a.sessions.saveInflight(cl, pk, seq, false); err != nil {
 			return queuedCopy{cl, pk.PacketID}, false

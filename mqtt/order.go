@@ -28,21 +28,29 @@ type queueOrder struct {
 	seq  map[string]map[uint16]int64  // client id -> packet id -> sequence
 	env  map[string]map[string]uint16 // client id -> envelope id -> packet id
 	penv map[string]map[uint16]string // client id -> packet id -> envelope id
+	size map[string]map[uint16]int    // client id -> packet id -> queued bytes
+	sum  map[string]int64             // client id -> queued bytes
 }
+
+// queuedSize is what a queued message counts against MaxQueuedBytes: its
+// topic and payload.
+func queuedSize(pk packets.Packet) int { return len(pk.TopicName) + len(pk.Payload) }
 
 func newQueueOrder() *queueOrder {
 	return &queueOrder{
 		seq:  make(map[string]map[uint16]int64),
 		env:  make(map[string]map[string]uint16),
 		penv: make(map[string]map[uint16]string),
+		size: make(map[string]map[uint16]int),
+		sum:  make(map[string]int64),
 	}
 }
 
 // add gives the message a sequence number after every earlier one. env is
-// the envelope id it carries ("" if none). When the client already holds
-// that envelope under another packet id, add numbers nothing and returns
-// dup true.
-func (o *queueOrder) add(id string, pid uint16, env string) (seq int64, dup bool) {
+// the envelope id it carries ("" if none), size its queuedSize. When the
+// client already holds that envelope under another packet id, add numbers
+// nothing and returns dup true.
+func (o *queueOrder) add(id string, pid uint16, env string, size int) (seq int64, dup bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if env != "" {
@@ -51,25 +59,32 @@ func (o *queueOrder) add(id string, pid uint16, env string) (seq int64, dup bool
 		}
 	}
 	o.next++
-	o.setLocked(id, pid, o.next, env)
+	o.setLocked(id, pid, o.next, env, size)
 	return o.next, false
 }
 
 // set records a sequence number loaded from the store.
-func (o *queueOrder) set(id string, pid uint16, seq int64, env string) {
+func (o *queueOrder) set(id string, pid uint16, seq int64, env string, size int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.next = max(o.next, seq)
-	o.setLocked(id, pid, seq, env)
+	o.setLocked(id, pid, seq, env, size)
 }
 
-func (o *queueOrder) setLocked(id string, pid uint16, seq int64, env string) {
+func (o *queueOrder) setLocked(id string, pid uint16, seq int64, env string, size int) {
 	m := o.seq[id]
 	if m == nil {
 		m = make(map[uint16]int64)
 		o.seq[id] = m
 	}
 	m[pid] = seq
+	sz := o.size[id]
+	if sz == nil {
+		sz = make(map[uint16]int)
+		o.size[id] = sz
+	}
+	o.sum[id] += int64(size - sz[pid])
+	sz[pid] = size
 	o.unlinkLocked(id, pid)
 	if env == "" {
 		return
@@ -108,7 +123,24 @@ func (o *queueOrder) done(id string, pid uint16) {
 			delete(o.seq, id)
 		}
 	}
+	if sz := o.size[id]; sz != nil {
+		if n, ok := sz[pid]; ok {
+			delete(sz, pid)
+			o.sum[id] -= int64(n)
+		}
+		if len(sz) == 0 {
+			delete(o.size, id)
+			delete(o.sum, id)
+		}
+	}
 	o.unlinkLocked(id, pid)
+}
+
+// bytes returns the queuedSize total of client id's numbered messages.
+func (o *queueOrder) bytes(id string) int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.sum[id]
 }
 
 // before reports whether a was queued for client id before b (by
@@ -133,6 +165,8 @@ func (o *queueOrder) forget(id string) {
 	delete(o.seq, id)
 	delete(o.env, id)
 	delete(o.penv, id)
+	delete(o.size, id)
+	delete(o.sum, id)
 }
 
 // reorder renumbers the Created field of cl's outgoing in-flight messages

@@ -26,7 +26,9 @@ type DroppedEvent struct {
 	Client  string `json:"client"`
 	Dropped uint64 `json:"dropped"` // since the previous event
 	Total   uint64 `json:"total"`   // since the hub started
-	Limit   int    `json:"limit"`
+	Limit   int    `json:"limit"`   // MaxQueued
+	// LimitBytes is MaxQueuedBytes when that bound was the one reached.
+	LimitBytes int64 `json:"limit_bytes,omitempty"`
 }
 
 // DroppedTopic is where the adapter reports a client's queue overflow:
@@ -57,10 +59,34 @@ func (a *Adapter) makeRoom(cl *mochi.Client) {
 	if _, ok := a.subscribing.Load(cl); ok || !hasQoSSubscription(cl) {
 		return
 	}
+	if a.dropOldest(cl, 0) {
+		a.dropped(cl.ID, limit, 0)
+	}
+}
+
+// trimBytes runs once message newest is queued for persistent session cl:
+// while the session's queued bytes are past MaxQueuedBytes, it drops the
+// oldest messages (never newest itself).
+func (a *Adapter) trimBytes(cl *mochi.Client, newest uint16) {
+	limit := a.cfg.MaxQueuedBytes
+	if limit <= 0 || cl.Net.Inline {
+		return
+	}
+	for a.order.bytes(cl.ID) > limit {
+		if !a.dropOldest(cl, newest) {
+			return
+		}
+		a.dropped(cl.ID, int(a.cfg.MaxQueued), limit)
+	}
+}
+
+// dropOldest takes the oldest QoS 1/2 message other than packet keep (0:
+// none) out of cl's queue and its session; false when there is none.
+func (a *Adapter) dropOldest(cl *mochi.Client, keep uint16) bool {
 	var oldest packets.Packet
 	found := false
 	for _, pk := range cl.State.Inflight.GetAll(false) {
-		if pk.FixedHeader.Type != packets.Publish {
+		if pk.FixedHeader.Type != packets.Publish || (keep != 0 && pk.PacketID == keep) {
 			continue
 		}
 		if !found || a.order.before(cl.ID, pk, oldest) {
@@ -68,7 +94,7 @@ func (a *Adapter) makeRoom(cl *mochi.Client) {
 		}
 	}
 	if !found || !cl.State.Inflight.Delete(oldest.PacketID) {
-		return
+		return false
 	}
 	atomic.AddInt64(&a.srv.Info.Inflight, -1)
 	cl.State.Inflight.IncreaseSendQuota()
@@ -77,7 +103,7 @@ func (a *Adapter) makeRoom(cl *mochi.Client) {
 		a.sessions.deleteInflight(cl.ID, oldest.PacketID)
 	}
 	a.metrics.queueDropped.Add(1)
-	a.dropped(cl.ID, limit)
+	return true
 }
 
 // hasQoSSubscription reports whether cl has a subscription of QoS 1 or 2.
@@ -92,7 +118,7 @@ func hasQoSSubscription(cl *mochi.Client) bool {
 
 // dropped counts one dropped message of client id and, at most every
 // droppedEventInterval, says so on the bus.
-func (a *Adapter) dropped(id string, limit int) {
+func (a *Adapter) dropped(id string, limit int, limitBytes int64) {
 	v, _ := a.drops.LoadOrStore(id, &drops{})
 	d := v.(*drops)
 	d.mu.Lock()
@@ -102,10 +128,10 @@ func (a *Adapter) dropped(id string, limit int) {
 		d.mu.Unlock()
 		return
 	}
-	ev := DroppedEvent{Client: id, Dropped: d.total - d.sent, Total: d.total, Limit: limit}
+	ev := DroppedEvent{Client: id, Dropped: d.total - d.sent, Total: d.total, Limit: limit, LimitBytes: limitBytes}
 	d.sent, d.last = d.total, now
 	d.mu.Unlock()
-	a.log.Warn("mqtt: queue full, dropped the oldest", "client", id, "dropped", ev.Dropped, "limit", limit)
+	a.log.Warn("mqtt: queue full, dropped the oldest", "client", id, "dropped", ev.Dropped, "limit", limit, "limit_bytes", limitBytes)
 	b, _ := json.Marshal(ev)
 	e := &broker.Envelope{Topic: DroppedTopic(id), Payload: b, ContentType: "application/json",
 		Origin: broker.Origin{Protocol: broker.ProtoHub, Node: a.cfg.Node}}

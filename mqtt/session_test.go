@@ -92,41 +92,59 @@ func FuzzSessionRecords(f *testing.F) {
 	})
 }
 
-// TestOfflineQueueIsBounded: a full queue drops its oldest messages (the
-// newest arrive), counts them and says so on $hub/clients/{id}/dropped.
+// TestOfflineQueueIsBounded: a full queue, by count (MaxQueued) or by
+// bytes (MaxQueuedBytes), drops its oldest messages (the newest arrive),
+// counts them and says so on $hub/clients/{id}/dropped, across a restart
+// too.
 func TestOfflineQueueIsBounded(t *testing.T) {
 	t.Parallel()
-	h := newHub(t, func(c *Config) { c.MaxQueued = 3 })
-	events := busSub(t, h.bus, "$hub/clients/+/dropped")
-	c := mustV3(t, h.addr, "bounded", "alice", "alicepw", false)
-	c.sub(t, "b/#", 1)
-	c.c.Disconnect(100)
-	waitFor(t, func() bool { cl, ok := h.a.srv.Clients.Get("bounded"); return ok && cl.Closed() })
-	for i := range 5 {
-		if err := h.bus.Publish(context.Background(), &broker.Envelope{Topic: "b/x", Payload: []byte(fmt.Sprint(i)), QoS: 1,
-			Origin: broker.Origin{Protocol: broker.ProtoREST}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The five, and the event about the drops (QoS 0, to MQTT $hub/# subscribers).
-	waitFor(t, func() bool { return h.a.metrics.fromBus.Load() == 6 })
-	c = mustV3(t, h.addr, "bounded", "alice", "alicepw", false)
-	for i := 2; i < 5; i++ {
-		if m := c.next(t); string(m.Payload()) != fmt.Sprint(i) {
-			t.Fatalf("message %d: %q (want the oldest dropped)", i, m.Payload())
-		}
-	}
-	c.none(t, 100*time.Millisecond)
-	if n := h.a.metrics.queueDropped.Load(); n != 2 {
-		t.Errorf("%d dropped counted, want 2", n)
-	}
-	e := nextEnv(t, events)
-	var ev DroppedEvent
-	if err := json.Unmarshal(e.Payload, &ev); err != nil || e.Topic != "$hub/clients/bounded/dropped" || ev.Client != "bounded" || ev.Dropped < 1 || ev.Limit != 3 {
-		t.Fatalf("event %s %s: %+v %v", e.Topic, e.Payload, ev, err)
-	}
-	if kv, _ := h.st.KVList(context.Background(), bucketInflight); len(kv) != 0 {
-		t.Errorf("%d in-flight records left after delivery, want 0 (dropped ones deleted)", len(kv))
+	for _, tc := range []struct {
+		name       string
+		tweak      func(*Config)
+		limit      int
+		limitBytes int64
+	}{
+		// Each message is topic "b/x" (3 bytes) and a 10-byte payload.
+		{"count", func(c *Config) { c.MaxQueued = 3 }, 3, 0},
+		{"bytes", func(c *Config) { c.MaxQueuedBytes = 3*13 + 12 }, DefaultMaxQueued, 3*13 + 12},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHub(t, tc.tweak)
+			events := busSub(t, h.bus, "$hub/clients/+/dropped")
+			c := mustV3(t, h.addr, "bounded", "alice", "alicepw", false)
+			c.sub(t, "b/#", 1)
+			c.c.Disconnect(100)
+			waitFor(t, func() bool { cl, ok := h.a.srv.Clients.Get("bounded"); return ok && cl.Closed() })
+			for i := range 5 {
+				if err := h.bus.Publish(context.Background(), &broker.Envelope{Topic: "b/x", Payload: fmt.Appendf(nil, "%010d", i), QoS: 1,
+					Origin: broker.Origin{Protocol: broker.ProtoREST}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The five, and the event about the drops (QoS 0, to MQTT $hub/# subscribers).
+			waitFor(t, func() bool { return h.a.metrics.fromBus.Load() == 6 })
+			if n := h.a.metrics.queueDropped.Load(); n != 2 {
+				t.Errorf("%d dropped counted, want 2", n)
+			}
+			h.restart()
+			c = mustV3(t, h.addr, "bounded", "alice", "alicepw", false)
+			for i := 2; i < 5; i++ {
+				if m := c.next(t); string(m.Payload()) != fmt.Sprintf("%010d", i) {
+					t.Fatalf("message %d: %q (want the oldest dropped)", i, m.Payload())
+				}
+			}
+			c.none(t, 100*time.Millisecond)
+			e := nextEnv(t, events)
+			var ev DroppedEvent
+			if err := json.Unmarshal(e.Payload, &ev); err != nil || e.Topic != "$hub/clients/bounded/dropped" || ev.Client != "bounded" ||
+				ev.Dropped < 1 || ev.Limit != tc.limit || ev.LimitBytes != tc.limitBytes {
+				t.Fatalf("event %s %s: %+v %v", e.Topic, e.Payload, ev, err)
+			}
+			if kv, _ := h.st.KVList(context.Background(), bucketInflight); len(kv) != 0 {
+				t.Errorf("%d in-flight records left after delivery, want 0 (dropped ones deleted)", len(kv))
+			}
+		})
 	}
 }
 
