@@ -12,13 +12,20 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
-// listener is a mochi listener over TCP, optionally TLS. Unlike mochi's
-// own, it reports the address it really bound (port 0 in tests), bounds
-// the time a connection may take to send CONNECT, hands every connection's
-// end (and error) to the adapter, never lets a client that stops reading
-// block a writer (see asyncConn), and Close returns only once every
-// connection goroutine it started has ended.
-type listener struct {
+// boundListener is what the adapter needs of its listeners.
+type boundListener interface {
+	listeners.Listener
+	isClosed() bool
+	closeBound()
+}
+
+// listenerBase is what the TCP and WebSocket listeners share. Unlike
+// mochi's own listeners, they report the address they really bound (port
+// 0 in tests), bound the time a connection may take to send CONNECT, hand
+// every connection's end (and error) to the adapter, never let a client
+// that stops reading block a writer (see asyncConn), and Close returns
+// only once every connection goroutine they started has ended.
+type listenerBase struct {
 	id, addr       string
 	tls            *tls.Config
 	connectTimeout time.Duration
@@ -35,25 +42,15 @@ type listener struct {
 	started bool
 }
 
-// boundListener is what the adapter needs of its listeners.
-type boundListener interface {
-	listeners.Listener
-	isClosed() bool
-	closeBound()
+func (l *listenerBase) init(id, addr string, tc *tls.Config, connectTimeout time.Duration, done func(error)) {
+	l.id, l.addr, l.tls, l.connectTimeout, l.done = id, addr, tc, connectTimeout, done
+	l.writeTimeout = DefaultWriteTimeout
+	l.conns = make(map[net.Conn]struct{})
+	l.serving = make(chan struct{})
 }
 
-var _ boundListener = (*listener)(nil)
-
-func newListener(id, addr string, tc *tls.Config, connectTimeout time.Duration, done func(error)) *listener {
-	return &listener{
-		id: id, addr: addr, tls: tc, connectTimeout: connectTimeout, done: done, writeTimeout: DefaultWriteTimeout,
-		conns:   make(map[net.Conn]struct{}),
-		serving: make(chan struct{}),
-	}
-}
-
-// Init binds the address.
-func (l *listener) Init(*slog.Logger) error {
+// bind listens on the address, with TLS when configured.
+func (l *listenerBase) bind() error {
 	ln, err := net.Listen("tcp", l.addr)
 	if err != nil {
 		return fmt.Errorf("mqtt: listen %s on %s: %w", l.id, l.addr, err)
@@ -66,15 +63,121 @@ func (l *listener) Init(*slog.Logger) error {
 }
 
 // ID names the listener.
-func (l *listener) ID() string { return l.id }
+func (l *listenerBase) ID() string { return l.id }
 
 // Address is the bound address.
-func (l *listener) Address() string {
+func (l *listenerBase) Address() string {
 	if l.ln != nil {
 		return l.ln.Addr().String()
 	}
 	return l.addr
 }
+
+// start marks the listener as serving; false when it is closed or serving
+// already.
+func (l *listenerBase) start() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.started {
+		return false
+	}
+	l.started = true
+	return true
+}
+
+// track wraps a new connection (see asyncConn) and records it, with
+// goroutines more to wait for besides its flusher; false when the
+// listener is closed (the connection is then closed too).
+func (l *listenerBase) track(conn net.Conn, goroutines int) (net.Conn, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		_ = conn.Close()
+		return nil, false
+	}
+	l.wg.Add(1 + goroutines)
+	conn = newAsyncConn(conn, l.writeTimeout, l.slowConn, l.wg.Done)
+	l.conns[conn] = struct{}{}
+	return conn, true
+}
+
+// handle runs a tracked connection through mochi until it ends.
+func (l *listenerBase) handle(conn net.Conn, establish listeners.EstablishFn) {
+	// mochi sets the keepalive deadline once CONNECT is in; until then
+	// this one stops a client that connects and says nothing.
+	_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
+	err := establish(l.id, conn)
+	l.mu.Lock()
+	delete(l.conns, conn)
+	l.mu.Unlock()
+	_ = conn.Close()
+	l.done(err)
+}
+
+// slowConn reports a connection closed for not reading (see asyncConn).
+func (l *listenerBase) slowConn(c net.Conn, err error) {
+	if l.slow != nil {
+		l.slow(fmt.Errorf("%s: %w", c.RemoteAddr(), err))
+	}
+}
+
+// closeBound closes the bound socket.
+func (l *listenerBase) closeBound() {
+	if l.ln != nil {
+		_ = l.ln.Close()
+	}
+}
+
+func (l *listenerBase) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// shutdown stops accepting (stop, then the bound socket), disconnects the
+// listener's clients through closeClients, closes connections still in
+// their handshake, and waits for every connection goroutine.
+func (l *listenerBase) shutdown(stop func(), closeClients listeners.CloseFn) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	started := l.started
+	l.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	l.closeBound()
+	if started {
+		<-l.serving
+	}
+	closeClients(l.id)
+	l.mu.Lock()
+	for c := range l.conns {
+		_ = c.Close()
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+}
+
+// listener is a mochi listener over TCP, optionally TLS (see
+// listenerBase).
+type listener struct {
+	listenerBase
+}
+
+var _ boundListener = (*listener)(nil)
+
+func newListener(id, addr string, tc *tls.Config, connectTimeout time.Duration, done func(error)) *listener {
+	l := &listener{}
+	l.init(id, addr, tc, connectTimeout, done)
+	return l
+}
+
+// Init binds the address.
+func (l *listener) Init(*slog.Logger) error { return l.bind() }
 
 // Protocol is "tcp" or "tls".
 func (l *listener) Protocol() string {
@@ -86,13 +189,9 @@ func (l *listener) Protocol() string {
 
 // Serve accepts connections until Close.
 func (l *listener) Serve(establish listeners.EstablishFn) {
-	l.mu.Lock()
-	if l.closed || l.started {
-		l.mu.Unlock()
+	if !l.start() {
 		return
 	}
-	l.started = true
-	l.mu.Unlock()
 	defer close(l.serving)
 	var backoff time.Duration
 	for {
@@ -108,74 +207,18 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			return
 		}
 		backoff = 0
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
-			_ = conn.Close()
+		conn, ok := l.track(conn, 1) // and the connection's goroutine
+		if !ok {
 			return
 		}
-		l.wg.Add(2) // the connection's goroutine and its flusher
-		conn = newAsyncConn(conn, l.writeTimeout, l.slowConn, l.wg.Done)
-		l.conns[conn] = struct{}{}
-		l.mu.Unlock()
-		// mochi sets the keepalive deadline once CONNECT is in; until
-		// then this one stops a client that connects and says nothing.
-		_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
 		go func() {
 			defer l.wg.Done()
-			err := establish(l.id, conn)
-			l.mu.Lock()
-			delete(l.conns, conn)
-			l.mu.Unlock()
-			_ = conn.Close()
-			l.done(err)
+			l.handle(conn, establish)
 		}()
 	}
 }
 
-// slowConn reports a connection closed for not reading (see asyncConn).
-func (l *listener) slowConn(c net.Conn, err error) {
-	if l.slow != nil {
-		l.slow(fmt.Errorf("%s: %w", c.RemoteAddr(), err))
-	}
-}
-
-// closeBound closes the bound socket.
-func (l *listener) closeBound() {
-	if l.ln != nil {
-		_ = l.ln.Close()
-	}
-}
-
-func (l *listener) isClosed() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.closed
-}
-
-// Close stops accepting, disconnects the listener's clients through
-// closeClients, closes connections still in their handshake, and waits for
-// every connection goroutine.
-func (l *listener) Close(closeClients listeners.CloseFn) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return
-	}
-	l.closed = true
-	started := l.started
-	l.mu.Unlock()
-	if l.ln != nil {
-		_ = l.ln.Close()
-	}
-	if started {
-		<-l.serving
-	}
-	closeClients(l.id)
-	l.mu.Lock()
-	for c := range l.conns {
-		_ = c.Close()
-	}
-	l.mu.Unlock()
-	l.wg.Wait()
-}
+// Close stops accepting, disconnects the listener's clients, closes
+// connections still in their handshake, and waits for every connection
+// goroutine.
+func (l *listener) Close(closeClients listeners.CloseFn) { l.shutdown(nil, closeClients) }
