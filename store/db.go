@@ -37,6 +37,7 @@ type impl struct {
 	path   string
 	logger atomic.Pointer[slog.Logger]
 	auth   authCache
+	check  CheckResult // of the integrity check at Open
 
 	closeOnce sync.Once
 	closeErr  error
@@ -96,6 +97,19 @@ func open(ctx context.Context, dir string) (*Store, error) {
 	if err := w.PingContext(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	// A damaged database still opens: an edge hub that refused to start
+	// would lose everything instead of what is damaged. The damage is
+	// logged, reported by Check and in the metrics.
+	check, err := quickCheck(ctx, w)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	s.check = check
+	if !check.OK {
+		s.log().Error("store: the database failed its integrity check; damaged records may be lost: restore a backup or move the file away to start afresh",
+			"path", path, "problems", check.Problems)
 	}
 	if err := s.migrate(ctx, migrations); err != nil {
 		w.Close()

@@ -19,6 +19,8 @@ var (
 		"Envelopes waiting in durable subscriber queues.", nil, nil)
 	descBytes = prometheus.NewDesc("hub_store_file_bytes",
 		"Size of the database files on disk.", []string{"file"}, nil)
+	descIntegrity = prometheus.NewDesc("hub_store_integrity_ok",
+		"1 when the database passed its integrity check at start, 0 when it did not (see the log).", nil, nil)
 )
 
 // Collector returns a Prometheus collector for the store: writes,
@@ -46,6 +48,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descBatches
 	ch <- descQueued
 	ch <- descBytes
+	ch <- descIntegrity
 	c.commit.Describe(ch)
 }
 
@@ -69,5 +72,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(size), f.label)
 	}
+	ok := 0.0
+	if c.s.check.OK {
+		ok = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descIntegrity, prometheus.GaugeValue, ok)
 	c.commit.Collect(ch)
 }

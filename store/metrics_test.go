@@ -50,6 +50,7 @@ func TestCollector(t *testing.T) {
 		"hub_store_queued_envelopes":   6,
 		"hub_store_writes_total":       4,
 		"hub_store_write_errors_total": 1,
+		"hub_store_integrity_ok":       1,
 	} {
 		if got[name] != want {
 			t.Errorf("%s = %v, want %v", name, got[name], want)
@@ -58,8 +59,9 @@ func TestCollector(t *testing.T) {
 	if got["hub_store_transactions_total"] < 1 || got["hub_store_commit_seconds"] < 1 {
 		t.Errorf("transactions %v, commit observations %v", got["hub_store_transactions_total"], got["hub_store_commit_seconds"])
 	}
-	// writes, errors, transactions, queued, 2 file sizes, commit histogram.
-	if series != 7 {
-		t.Errorf("%d series, want 7", series)
+	// writes, errors, transactions, queued, 2 file sizes, integrity,
+	// commit histogram.
+	if series != 8 {
+		t.Errorf("%d series, want 8", series)
 	}
 }
