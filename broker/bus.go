@@ -139,22 +139,40 @@ type Spool interface {
 }
 
 // QueueTrimmer is implemented by a Spool that can bound a durable queue;
-// the in-process bus uses it to apply MemoryConfig.MaxQueued.
+// the in-process bus uses it to apply MemoryConfig.MaxQueued,
+// MaxQueuedBytes and QueuePolicy.
 type QueueTrimmer interface {
-	// QueueLen returns the number of envelopes queued for a subscriber.
-	QueueLen(ctx context.Context, subscriberID string) (int, error)
-	// TrimQueue deletes the oldest envelopes so that at most keep remain
-	// and returns how many it deleted.
-	TrimQueue(ctx context.Context, subscriberID string, keep int) (int, error)
+	// QueueSize returns the number of envelopes queued for a subscriber
+	// and the total of their Size.
+	QueueSize(ctx context.Context, subscriberID string) (n int, bytes int64, err error)
+	// TrimQueue deletes envelopes from one end of a subscriber's queue,
+	// the oldest or (newest) the newest, until it has deleted at least n
+	// of them and at least bytes of Size, or the queue is empty. It
+	// returns how many it deleted and their Size total.
+	TrimQueue(ctx context.Context, subscriberID string, n int, bytes int64, newest bool) (int, int64, error)
 }
 
+// Queue policies: what a full durable queue drops.
+const (
+	// DropOldest drops the oldest envelopes to make room (EMQX's way): a
+	// subscriber that comes back gets the latest readings.
+	DropOldest = "drop_oldest"
+	// DropNewest keeps the queue and drops what no longer fits
+	// (Mosquitto's way): a subscriber gets an unbroken run of the oldest.
+	DropNewest = "drop_newest"
+)
+
 // DroppedEvent is the JSON payload published on DroppedTopic(id) when a
-// durable queue overflowed and its oldest envelopes were dropped.
+// durable queue overflowed and envelopes were dropped.
 type DroppedEvent struct {
 	Subscriber string `json:"subscriber"`
 	Dropped    int    `json:"dropped"`
 	Total      uint64 `json:"total"`
 	Limit      int    `json:"limit"`
+	// LimitBytes is the byte bound (0: none); Policy says which
+	// envelopes went (DropOldest or DropNewest).
+	LimitBytes int64  `json:"limit_bytes,omitempty"`
+	Policy     string `json:"policy"`
 }
 
 // DroppedTopic is where the bus reports a durable queue overflow.

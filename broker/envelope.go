@@ -77,6 +77,10 @@ type Envelope struct {
 	Properties []Property
 }
 
+// Size is what an envelope counts against a queue's byte bound: its topic
+// and payload.
+func (e *Envelope) Size() int { return len(e.Topic) + len(e.Payload) }
+
 // Expired reports whether the envelope has an expiry that lies before now.
 func (e *Envelope) Expired(now time.Time) bool {
 	return !e.Expiry.IsZero() && now.After(e.Expiry)

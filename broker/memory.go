@@ -27,11 +27,15 @@ type MemoryConfig struct {
 	// Without it the spool is used only when a subscriber falls behind or
 	// is away.
 	WriteThrough bool
-	// MaxQueued bounds each durable queue in the spool (0: unbounded).
-	// When a write takes a queue past it, the oldest envelopes are dropped,
-	// counted in the subscription's stats, and reported on
-	// DroppedTopic(id). It needs a Spool that is a QueueTrimmer.
-	MaxQueued int
+	// MaxQueued bounds the envelopes of each durable queue in the spool
+	// and MaxQueuedBytes the total of their Size (0: no bound of that
+	// kind). When a write takes a queue past either, envelopes are
+	// dropped as QueuePolicy says (DropOldest when empty), counted in the
+	// subscription's stats, and reported on DroppedTopic(id). Bounds need
+	// a Spool that is a QueueTrimmer.
+	MaxQueued      int
+	MaxQueuedBytes int64
+	QueuePolicy    string
 }
 
 // Memory is the in-process Bus: a trie of subscriptions, a bounded queue and
@@ -44,6 +48,8 @@ type Memory struct {
 	writeThrough bool
 	trimmer      QueueTrimmer
 	maxQueued    int
+	maxBytes     int64
+	dropNewest   bool
 
 	mu     sync.RWMutex
 	idx    *index
@@ -79,14 +85,24 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	if m.log == nil {
 		m.log = slog.Default()
 	}
+	switch cfg.QueuePolicy {
+	case "", DropOldest:
+	case DropNewest:
+		m.dropNewest = true
+	default:
+		return nil, fmt.Errorf("broker: queue policy %q: want %s or %s", cfg.QueuePolicy, DropOldest, DropNewest)
+	}
+	if cfg.MaxQueued < 0 || cfg.MaxQueuedBytes < 0 {
+		return nil, fmt.Errorf("broker: queue bounds %d envelopes, %d bytes: must not be negative", cfg.MaxQueued, cfg.MaxQueuedBytes)
+	}
 	if m.node == "" {
 		m.node = NodeID()
 	}
 	if m.spool == nil {
 		return m, nil
 	}
-	if t, ok := m.spool.(QueueTrimmer); ok && cfg.MaxQueued > 0 {
-		m.trimmer, m.maxQueued = t, cfg.MaxQueued
+	if t, ok := m.spool.(QueueTrimmer); ok && (cfg.MaxQueued > 0 || cfg.MaxQueuedBytes > 0) {
+		m.trimmer, m.maxQueued, m.maxBytes = t, cfg.MaxQueued, cfg.MaxQueuedBytes
 	}
 	ctx := context.Background()
 	rs, err := m.spool.LoadRetained(ctx)
@@ -104,11 +120,12 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		s := m.newSub(SubscribeOptions{ID: d.ID, Filters: d.Filters, QoS: d.QoS, Durable: true})
 		s.spilling = true // whatever is queued goes first once it attaches
 		if m.trimmer != nil {
-			n, err := m.trimmer.QueueLen(ctx, d.ID)
+			n, size, err := m.trimmer.QueueSize(ctx, d.ID)
 			if err != nil {
-				return nil, fmt.Errorf("broker: queue length of %q: %w", d.ID, err)
+				return nil, fmt.Errorf("broker: queue size of %q: %w", d.ID, err)
 			}
 			s.stored.Store(int64(n))
+			s.storedBytes.Store(size)
 		}
 		m.subs[d.ID] = s
 		for _, f := range d.Filters {
@@ -198,7 +215,7 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]*memSub, error) {
 	}
 	err := m.spool.Enqueue(ctx, e, spoolIDs)
 	for _, s := range spooled {
-		s.spoolDone(err == nil)
+		s.spoolDone(err == nil, e.Size())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("broker: publish %q: queue for %d subscribers: %w: %w", e.Topic, len(spoolIDs), ErrStorage, err)
@@ -206,13 +223,21 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]*memSub, error) {
 	return spooled, nil
 }
 
-// bound trims s's durable queue back to MaxQueued when a write took it
-// past, dropping the oldest envelopes, and reports the drop.
+// bound trims s's durable queue back to MaxQueued and MaxQueuedBytes when
+// a write took it past either, as QueuePolicy says, and reports the drop.
 func (m *Memory) bound(ctx context.Context, s *memSub) {
-	if s.stored.Load() <= int64(m.maxQueued) {
+	var dropN int
+	var dropBytes int64
+	if m.maxQueued > 0 {
+		dropN = int(max(0, s.stored.Load()-int64(m.maxQueued)))
+	}
+	if m.maxBytes > 0 {
+		dropBytes = max(0, s.storedBytes.Load()-m.maxBytes)
+	}
+	if dropN == 0 && dropBytes == 0 {
 		return
 	}
-	n, err := m.trimmer.TrimQueue(context.WithoutCancel(ctx), s.opts.ID, m.maxQueued)
+	n, size, err := m.trimmer.TrimQueue(context.WithoutCancel(ctx), s.opts.ID, dropN, dropBytes, m.dropNewest)
 	if err != nil {
 		m.log.Warn("broker: trim durable queue", "subscriber", s.opts.ID, "err", err)
 		return
@@ -221,9 +246,16 @@ func (m *Memory) bound(ctx context.Context, s *memSub) {
 		return
 	}
 	s.stored.Add(-int64(n))
+	s.storedBytes.Add(-size)
 	total := s.dropped.Add(uint64(n))
-	m.log.Warn("broker: durable queue full, dropped the oldest", "subscriber", s.opts.ID, "dropped", n, "limit", m.maxQueued)
-	b, _ := json.Marshal(DroppedEvent{Subscriber: s.opts.ID, Dropped: n, Total: total, Limit: m.maxQueued})
+	policy := DropOldest
+	if m.dropNewest {
+		policy = DropNewest
+	}
+	m.log.Warn("broker: durable queue full, dropped envelopes", "subscriber", s.opts.ID, "dropped", n, "policy", policy,
+		"limit", m.maxQueued, "limit_bytes", m.maxBytes)
+	b, _ := json.Marshal(DroppedEvent{Subscriber: s.opts.ID, Dropped: n, Total: total, Limit: m.maxQueued,
+		LimitBytes: m.maxBytes, Policy: policy})
 	ev := &Envelope{Topic: DroppedTopic(s.opts.ID), Payload: b, ContentType: "application/json",
 		Origin: Origin{Protocol: ProtoHub, Node: m.node}}
 	if err := m.Publish(ctx, ev); err != nil {

@@ -2,8 +2,8 @@ package broker_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -119,61 +119,109 @@ func TestWriteThroughStoresBeforeReturning(t *testing.T) {
 	}
 }
 
-// TestDurableQueueBound checks MaxQueued: the oldest envelopes of an away
-// subscriber are dropped, counted and reported on $hub/subscribers/{id}/dropped.
+// TestDurableQueueBound checks MaxQueued, MaxQueuedBytes and QueuePolicy:
+// an away subscriber's queue keeps the newest (drop_oldest) or the oldest
+// (drop_newest) envelopes that fit, the drops are counted and reported on
+// $hub/subscribers/{id}/dropped, and the bound holds after the subscriber
+// came back and left, and after a restart.
 func TestDurableQueueBound(t *testing.T) {
-	spool := bustest.NewMemSpool()
-	b, err := broker.NewMemory(broker.MemoryConfig{Spool: spool, WriteThrough: true, MaxQueued: 5})
-	if err != nil {
-		t.Fatal(err)
+	// Envelopes on topic "q" with payloads "00".."11": Size 3 each.
+	for _, tc := range []struct {
+		name   string
+		cfg    broker.MemoryConfig
+		kept   string // first kept payload of the 12
+		policy string
+	}{
+		{"count oldest", broker.MemoryConfig{MaxQueued: 5}, "07", broker.DropOldest},
+		{"count newest", broker.MemoryConfig{MaxQueued: 5, QueuePolicy: broker.DropNewest}, "00", broker.DropNewest},
+		{"bytes oldest", broker.MemoryConfig{MaxQueuedBytes: 15}, "07", broker.DropOldest},
+		{"bytes newest", broker.MemoryConfig{MaxQueuedBytes: 17, QueuePolicy: broker.DropNewest}, "00", broker.DropNewest},
+		{"both, count wins", broker.MemoryConfig{MaxQueued: 5, MaxQueuedBytes: 1000}, "07", broker.DropOldest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spool := bustest.NewMemSpool()
+			cfg := tc.cfg
+			cfg.Spool, cfg.WriteThrough = spool, true
+			b, err := broker.NewMemory(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = b.Close() }()
+			ctx := context.Background()
+			events := bustest.NewCollector()
+			if _, err := b.Subscribe(ctx, broker.SubscribeOptions{Filters: []string{"$hub/subscribers/+/dropped"}}, events.Handle); err != nil {
+				t.Fatal(err)
+			}
+			opts := broker.SubscribeOptions{ID: "away", Durable: true, Filters: []string{"q"}, QoS: 1}
+			s, err := b.Subscribe(ctx, opts, bustest.NewCollector().Handle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Detach(); err != nil {
+				t.Fatal(err)
+			}
+			publish := func(b broker.Bus, n int) {
+				t.Helper()
+				for i := range n {
+					if err := b.Publish(ctx, &broker.Envelope{Topic: "q", Payload: fmt.Appendf(nil, "%02d", i), QoS: 1}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			publish(b, 12)
+			if n := spool.Len("away"); n != 5 {
+				t.Fatalf("durable queue holds %d, want the bound 5", n)
+			}
+			ev := events.Wait(t, 1)
+			var de broker.DroppedEvent
+			if err := json.Unmarshal(ev[0].Payload, &de); err != nil || ev[0].Topic != "$hub/subscribers/away/dropped" ||
+				de.Dropped != 1 || de.Policy != tc.policy || de.Limit != tc.cfg.MaxQueued || de.LimitBytes != tc.cfg.MaxQueuedBytes {
+				t.Fatalf("drop event %s %s (%v)", ev[0].Topic, ev[0].Payload, err)
+			}
+			if st := s.Stats(); st.Dropped != 7 {
+				t.Errorf("stats: %d dropped, want 7", st.Dropped)
+			}
+			c := bustest.NewCollector()
+			s2, err := b.Subscribe(ctx, opts, c.Handle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := c.Wait(t, 5)
+			first := 0
+			fmt.Sscan(tc.kept, &first)
+			for i, e := range got {
+				if want := fmt.Sprintf("%02d", first+i); string(e.Payload) != want {
+					t.Fatalf("kept envelope %d = %s, want %s", i, e.Payload, want)
+				}
+			}
+			// The bound still applies after the subscriber came back and
+			// left, and after a restart (counters loaded from the spool).
+			if err := s2.Detach(); err != nil {
+				t.Fatal(err)
+			}
+			publish(b, 3)
+			_ = b.Close()
+			b2, err := broker.NewMemory(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = b2.Close() }()
+			publish(b2, 6)
+			if n := spool.Len("away"); n != 5 {
+				t.Fatalf("after a restart, durable queue holds %d, want the bound 5", n)
+			}
+		})
 	}
-	defer b.Close()
-	ctx := context.Background()
-	events := bustest.NewCollector()
-	if _, err := b.Subscribe(ctx, broker.SubscribeOptions{Filters: []string{"$hub/subscribers/+/dropped"}}, events.Handle); err != nil {
-		t.Fatal(err)
-	}
-	opts := broker.SubscribeOptions{ID: "away", Durable: true, Filters: []string{"q"}, QoS: 1}
-	s, err := b.Subscribe(ctx, opts, bustest.NewCollector().Handle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Detach(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 12 {
-		if err := b.Publish(ctx, &broker.Envelope{Topic: "q", Payload: []byte(fmt.Sprint(i)), QoS: 1}); err != nil {
-			t.Fatal(err)
+}
+
+func TestQueuePolicyValidated(t *testing.T) {
+	for _, cfg := range []broker.MemoryConfig{
+		{QueuePolicy: "drop_random"},
+		{MaxQueued: -1},
+		{MaxQueuedBytes: -1},
+	} {
+		if _, err := broker.NewMemory(cfg); err == nil {
+			t.Errorf("NewMemory(%+v) accepted", cfg)
 		}
-	}
-	if n := spool.Len("away"); n != 5 {
-		t.Fatalf("durable queue holds %d, want the bound 5", n)
-	}
-	ev := events.Wait(t, 1)
-	if ev[0].Topic != "$hub/subscribers/away/dropped" || !strings.Contains(string(ev[0].Payload), `"dropped":1`) {
-		t.Fatalf("drop event %s %s", ev[0].Topic, ev[0].Payload)
-	}
-	c := bustest.NewCollector()
-	s2, err := b.Subscribe(ctx, opts, c.Handle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := c.Wait(t, 5)
-	for i, e := range got {
-		if want := fmt.Sprint(7 + i); string(e.Payload) != want {
-			t.Fatalf("kept envelope %d = %s, want %s (the newest five)", i, e.Payload, want)
-		}
-	}
-	// The bound still applies after the subscriber came back and left.
-	if err := s2.Detach(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 6 {
-		if err := b.Publish(ctx, &broker.Envelope{Topic: "q", Payload: []byte(fmt.Sprint(i)), QoS: 1}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := spool.Len("away"); n != 5 {
-		t.Fatalf("after reattaching, durable queue holds %d, want the bound 5", n)
 	}
 }

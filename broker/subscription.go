@@ -37,9 +37,9 @@ type memSub struct {
 	held      []*Envelope
 
 	delivered, dropped, spooled atomic.Uint64
-	// stored approximates the length of the durable queue in the spool,
-	// for MaxQueued.
-	stored atomic.Int64
+	// stored and storedBytes approximate the length and Size total of the
+	// durable queue in the spool, for MaxQueued and MaxQueuedBytes.
+	stored, storedBytes atomic.Int64
 }
 
 func (m *Memory) newSub(opts SubscribeOptions) *memSub {
@@ -113,7 +113,7 @@ func (s *memSub) offer(e *Envelope) bool {
 	return false
 }
 
-func (s *memSub) spoolDone(ok bool) {
+func (s *memSub) spoolDone(ok bool, size int) {
 	s.mu.Lock()
 	s.pending--
 	s.gen++
@@ -121,6 +121,7 @@ func (s *memSub) spoolDone(ok bool) {
 	if ok {
 		s.spooled.Add(1)
 		s.stored.Add(1)
+		s.storedBytes.Add(int64(size))
 	} else {
 		s.dropped.Add(1)
 	}
@@ -180,6 +181,7 @@ func (s *memSub) detach() {
 		}
 		s.spooled.Add(1)
 		s.stored.Add(1)
+		s.storedBytes.Add(int64(e.Size()))
 	}
 }
 
@@ -305,13 +307,15 @@ func (s *memSub) drainSpool(ctx context.Context, h Handler) (int, error) {
 		if err := s.m.spool.Ack(context.WithoutCancel(ctx), s.opts.ID, last); err != nil {
 			return n, err
 		}
-		acked := 0
+		acked, size := 0, 0
 		for _, q := range items {
 			if q.Seq <= last {
 				acked++
+				size += q.Envelope.Size()
 			}
 		}
 		s.stored.Add(-int64(acked))
+		s.storedBytes.Add(-int64(size))
 	}
 	if n == 0 && len(items) > 0 && ctx.Err() == nil {
 		n = len(items) // all expired: progress was made

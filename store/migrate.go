@@ -96,6 +96,13 @@ CREATE TABLE history (
 CREATE INDEX history_topic_time ON history(topic, time);
 CREATE INDEX history_time ON history(time);
 `,
+	// 3: each queued envelope's Size (topic and payload bytes), for the
+	// byte bound of durable queues. Rows queued before it count their
+	// encoded length, a little more.
+	`
+ALTER TABLE queue ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+UPDATE queue SET size = length(envelope);
+`,
 }
 
 // migrate brings the schema up to len(ms) in one transaction, refusing a

@@ -178,7 +178,7 @@ func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, ids []string) e
 		return fmt.Errorf("store: enqueue %q: %w", e.Topic, err)
 	}
 	err = s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, `INSERT INTO queue(subscriber, envelope) VALUES (?, ?)`)
+		st, err := tx.PrepareContext(ctx, `INSERT INTO queue(subscriber, envelope, size) VALUES (?, ?, ?)`)
 		if err != nil {
 			return err
 		}
@@ -187,7 +187,7 @@ func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, ids []string) e
 			if id == "" {
 				return fmt.Errorf("%w: empty subscriber id", ErrInvalidSubscription)
 			}
-			if _, err := st.ExecContext(ctx, id, b); err != nil {
+			if _, err := st.ExecContext(ctx, id, b, e.Size()); err != nil {
 				return err
 			}
 		}
@@ -280,30 +280,64 @@ func (s *Store) QueueLen(ctx context.Context, id string) (int, error) {
 	return n, nil
 }
 
-// TrimQueue deletes the oldest envelopes of a subscriber's durable queue
-// so that at most keep remain, and returns how many it deleted. The bus
-// contract leaves the queue unbounded; a caller enforcing a bound (a
-// per-session limit, a maintenance task) uses this.
-func (s *Store) TrimQueue(ctx context.Context, id string, keep int) (int, error) {
-	if keep < 0 {
-		return 0, fmt.Errorf("store: trim queue %q: keep %d: must not be negative", id, keep)
+// QueueSize implements broker.QueueTrimmer: the number of envelopes in a
+// subscriber's durable queue and the total of their Size.
+func (s *Store) QueueSize(ctx context.Context, id string) (int, int64, error) {
+	var n int
+	var size int64
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(size), 0) FROM queue WHERE subscriber = ?`, id).Scan(&n, &size); err != nil {
+		return 0, 0, fmt.Errorf("store: queue size of %q: %w", id, err)
 	}
-	var n int64
+	return n, size, nil
+}
+
+// TrimQueue implements broker.QueueTrimmer: it deletes envelopes from the
+// oldest (or, with newest, the newest) end of a subscriber's durable queue
+// until at least n of them and bytes of Size are gone, reading only the
+// rows it deletes.
+func (s *Store) TrimQueue(ctx context.Context, id string, n int, bytes int64, newest bool) (int, int64, error) {
+	if n < 0 || bytes < 0 {
+		return 0, 0, fmt.Errorf("store: trim queue %q: %d envelopes, %d bytes: must not be negative", id, n, bytes)
+	}
+	if n == 0 && bytes == 0 {
+		return 0, 0, nil
+	}
+	order, cmp := "ASC", "<="
+	if newest {
+		order, cmp = "DESC", ">="
+	}
+	var dropped int
+	var size int64
 	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx,
-			`DELETE FROM queue WHERE subscriber = ?1 AND seq NOT IN
-			 (SELECT seq FROM queue WHERE subscriber = ?1 ORDER BY seq DESC LIMIT ?2)`, id, keep)
+		dropped, size = 0, 0
+		rows, err := tx.QueryContext(ctx, `SELECT seq, size FROM queue WHERE subscriber = ? ORDER BY seq `+order, id)
 		if err != nil {
 			return err
 		}
-		n, err = res.RowsAffected()
+		var last int64
+		for (dropped < n || size < bytes) && rows.Next() {
+			var sz int64
+			if err := rows.Scan(&last, &sz); err != nil {
+				rows.Close()
+				return err
+			}
+			dropped++
+			size += sz
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if dropped == 0 {
+			return nil
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq `+cmp+` ?`, id, last)
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("store: trim queue %q: %w", id, err)
+		return 0, 0, fmt.Errorf("store: trim queue %q: %w", id, err)
 	}
-	if n > 0 {
-		s.log().Warn("store: durable queue trimmed", "subscriber", id, "dropped", n, "kept", keep)
+	if dropped > 0 {
+		s.log().Warn("store: durable queue trimmed", "subscriber", id, "dropped", dropped, "bytes", size, "newest", newest)
 	}
-	return int(n), nil
+	return dropped, size, nil
 }

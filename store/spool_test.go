@@ -411,38 +411,63 @@ func BenchmarkEnqueue(b *testing.B) {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// TestTrimQueue: TrimQueue deletes from the oldest or the newest end until
+// enough envelopes and bytes are gone, and QueueSize follows.
 func TestTrimQueue(t *testing.T) {
 	t.Parallel()
-	s := openTest(t)
-	s.SetLogger(discardLogger())
 	ctx := context.Background()
-	for i := range 10 {
-		if err := s.Enqueue(ctx, env("t", fmt.Sprint(i), 1), []string{"a", "b"}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// Ten envelopes on topic "t" with payloads "0".."9": Size 2 each.
 	for _, tc := range []struct {
-		keep, dropped int
-		first         string
+		name      string
+		n         int
+		bytes     int64
+		newest    bool
+		dropped   int
+		left      string // payloads left, in order
+		wantBytes int64
 	}{
-		{20, 0, "0"},
-		{10, 0, "0"},
-		{4, 6, "6"},
-		{0, 4, ""},
+		{"nothing", 0, 0, false, 0, "0123456789", 0},
+		{"oldest by count", 6, 0, false, 6, "6789", 12},
+		{"newest by count", 6, 0, true, 6, "0123", 12},
+		{"oldest by bytes", 0, 5, false, 3, "3456789", 6},
+		{"newest by bytes", 0, 4, true, 2, "01234567", 4},
+		{"both, bytes win", 1, 7, false, 4, "456789", 8},
+		{"more than there is", 50, 0, false, 10, "", 20},
 	} {
-		n, err := s.TrimQueue(ctx, "a", tc.keep)
-		if err != nil || n != tc.dropped {
-			t.Errorf("TrimQueue(keep %d) = %d, %v; want %d", tc.keep, n, err, tc.dropped)
-		}
-		q, _ := s.Dequeue(ctx, "a", 100)
-		if len(q) > 0 && string(q[0].Envelope.Payload) != tc.first || len(q) == 0 && tc.first != "" {
-			t.Errorf("after TrimQueue(keep %d): %d left", tc.keep, len(q))
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := openTest(t)
+			s.SetLogger(discardLogger())
+			for i := range 10 {
+				if err := s.Enqueue(ctx, env("t", fmt.Sprint(i), 1), []string{"a", "b"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n, size, err := s.QueueSize(ctx, "a"); err != nil || n != 10 || size != 20 {
+				t.Fatalf("QueueSize before = %d, %d, %v; want 10, 20", n, size, err)
+			}
+			n, size, err := s.TrimQueue(ctx, "a", tc.n, tc.bytes, tc.newest)
+			if err != nil || n != tc.dropped || size != tc.wantBytes {
+				t.Fatalf("TrimQueue = %d, %d, %v; want %d, %d", n, size, err, tc.dropped, tc.wantBytes)
+			}
+			q, _ := s.Dequeue(ctx, "a", 100)
+			var left string
+			for _, e := range q {
+				left += string(e.Envelope.Payload)
+			}
+			if left != tc.left {
+				t.Errorf("left %q, want %q", left, tc.left)
+			}
+			if n, size, _ := s.QueueSize(ctx, "a"); n != len(tc.left) || size != int64(2*len(tc.left)) {
+				t.Errorf("QueueSize after = %d, %d", n, size)
+			}
+			if n, _ := s.QueueLen(ctx, "b"); n != 10 {
+				t.Errorf("TrimQueue(a) touched b: %d", n)
+			}
+		})
 	}
-	if n, _ := s.QueueLen(ctx, "b"); n != 10 {
-		t.Errorf("TrimQueue(a) touched b: %d", n)
-	}
-	if _, err := s.TrimQueue(ctx, "a", -1); err == nil {
-		t.Error("negative keep accepted")
+	s := openTest(t)
+	if _, _, err := s.TrimQueue(ctx, "a", -1, 0, false); err == nil {
+		t.Error("negative count accepted")
 	}
 }

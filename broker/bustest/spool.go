@@ -141,20 +141,37 @@ func (m *MemSpool) Len(id string) int {
 
 var _ broker.Spool = (*MemSpool)(nil)
 
-// QueueLen implements broker.QueueTrimmer.
-func (m *MemSpool) QueueLen(_ context.Context, id string) (int, error) { return m.Len(id), nil }
+// QueueSize implements broker.QueueTrimmer.
+func (m *MemSpool) QueueSize(_ context.Context, id string) (int, int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var size int64
+	for _, q := range m.queues[id] {
+		size += int64(q.Envelope.Size())
+	}
+	return len(m.queues[id]), size, nil
+}
 
 // TrimQueue implements broker.QueueTrimmer.
-func (m *MemSpool) TrimQueue(_ context.Context, id string, keep int) (int, error) {
+func (m *MemSpool) TrimQueue(_ context.Context, id string, n int, bytes int64, newest bool) (int, int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	q := m.queues[id]
-	if len(q) <= keep {
-		return 0, nil
+	dropped, size := 0, int64(0)
+	for dropped < len(q) && (dropped < n || size < bytes) {
+		e := q[dropped]
+		if newest {
+			e = q[len(q)-1-dropped]
+		}
+		dropped++
+		size += int64(e.Envelope.Size())
 	}
-	n := len(q) - keep
-	m.queues[id] = q[n:]
-	return n, nil
+	if newest {
+		m.queues[id] = q[:len(q)-dropped]
+	} else {
+		m.queues[id] = q[dropped:]
+	}
+	return dropped, size, nil
 }
 
 var _ broker.QueueTrimmer = (*MemSpool)(nil)
