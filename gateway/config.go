@@ -11,6 +11,8 @@ import (
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/bridge"
+	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/mqtt"
 	"github.com/hubsmith/hub/xmpp"
 )
 
@@ -34,11 +36,20 @@ type Config struct {
 	// trades that for throughput: the store is then used only for
 	// subscribers that are away or fall behind.
 	WriteThrough bool `yaml:"write_through"`
-	// MaxQueued bounds each durable subscriber queue in the store (XMPP
-	// topic subscribers, returning CoAP observers, the MQTT adapter's
-	// feed); past it the oldest are dropped and reported on
-	// $hub/subscribers/{id}/dropped. 0 means unbounded.
-	MaxQueued int `yaml:"max_queued"`
+	// MaxQueued and MaxQueuedBytes bound each durable subscriber queue in
+	// the store (XMPP topic subscribers, returning CoAP observers,
+	// bridges, the MQTT adapter's feed) by envelopes and by topic and
+	// payload bytes; past either, envelopes are dropped as QueuePolicy
+	// says, counted and reported on $hub/subscribers/{id}/dropped. 0
+	// means no bound of that kind. The defaults (100 000 envelopes, 64
+	// MiB) keep a day of one reading a second for a subscriber that is
+	// away, within what an SD card can spare per subscriber.
+	MaxQueued      int   `yaml:"max_queued"`
+	MaxQueuedBytes int64 `yaml:"max_queued_bytes"`
+	// QueuePolicy is drop_oldest (default: a subscriber that comes back
+	// gets the latest readings, as with EMQX) or drop_newest (it gets an
+	// unbroken run of the oldest, as with Mosquitto).
+	QueuePolicy string `yaml:"queue_policy"`
 
 	MQTT MQTTConfig `yaml:"mqtt"`
 	CoAP CoAPConfig `yaml:"coap"`
@@ -65,6 +76,14 @@ type MQTTConfig struct {
 	Addr          string `yaml:"addr"`
 	TLSAddr       string `yaml:"tls_addr"`
 	MaxPacketSize int    `yaml:"max_packet_size"`
+	// MaxQueued bounds the QoS 1/2 messages in flight or queued per
+	// client (like Mosquitto's max_queued_messages; it is also the
+	// Receive Maximum an MQTT 5 client is told) and MaxQueuedBytes their
+	// topic and payload bytes in a persistent session (0: no byte bound).
+	// Past either the oldest are dropped and reported on
+	// $hub/clients/{id}/dropped.
+	MaxQueued      int   `yaml:"max_queued"`
+	MaxQueuedBytes int64 `yaml:"max_queued_bytes"`
 }
 
 // CoAPConfig configures the CoAP listeners.
@@ -113,14 +132,16 @@ type LogConfig struct {
 // every listener on loopback, the store in ./hub-data.
 func Defaults() Config {
 	return Config{
-		DataDir:      "./hub-data",
-		WriteThrough: true,
-		MaxQueued:    100000,
-		MQTT:         MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off},
-		CoAP:         CoAPConfig{Addr: "127.0.0.1:5683", DTLSAddr: Off},
-		XMPP:         XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off},
-		HTTP:         HTTPConfig{Addr: "127.0.0.1:8080"},
-		Log:          LogConfig{Level: "info", Format: "text"},
+		DataDir:        "./hub-data",
+		WriteThrough:   true,
+		MaxQueued:      100000,
+		MaxQueuedBytes: 64 << 20,
+		QueuePolicy:    broker.DropOldest,
+		MQTT:           MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off, MaxQueued: 1000, MaxQueuedBytes: 16 << 20},
+		CoAP:           CoAPConfig{Addr: "127.0.0.1:5683", DTLSAddr: Off},
+		XMPP:           XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off},
+		HTTP:           HTTPConfig{Addr: "127.0.0.1:8080"},
+		Log:            LogConfig{Level: "info", Format: "text"},
 
 		ShutdownTimeout: 10 * time.Second,
 	}
@@ -158,6 +179,21 @@ func (c *Config) Validate() error {
 	}
 	if err := bridge.ValidateAll(c.Bridges); err != nil {
 		return fmt.Errorf("config: bridges: %w", err)
+	}
+	switch c.QueuePolicy {
+	case "", broker.DropOldest, broker.DropNewest:
+	default:
+		return fmt.Errorf("config: queue_policy %q: want %s or %s", c.QueuePolicy, broker.DropOldest, broker.DropNewest)
+	}
+	for name, v := range map[string]int64{
+		"max_queued": int64(c.MaxQueued), "max_queued_bytes": c.MaxQueuedBytes, "mqtt.max_queued_bytes": c.MQTT.MaxQueuedBytes,
+	} {
+		if v < 0 {
+			return fmt.Errorf("config: %s %d: must not be negative (0: no bound)", name, v)
+		}
+	}
+	if c.MQTT.MaxQueued < 0 || c.MQTT.MaxQueued > 65535 {
+		return fmt.Errorf("config: mqtt.max_queued %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxQueued, mqtt.DefaultMaxQueued)
 	}
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":

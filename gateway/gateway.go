@@ -74,7 +74,8 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	if cfg.NATS != "" {
 		return nil, errors.New("hub: --nats: the cluster bus is not available in this build yet")
 	}
-	bus, err := broker.NewMemory(broker.MemoryConfig{Spool: st, Node: cfg.Node, Logger: log, WriteThrough: cfg.WriteThrough, MaxQueued: cfg.MaxQueued})
+	bus, err := broker.NewMemory(broker.MemoryConfig{Spool: st, Node: cfg.Node, Logger: log, WriteThrough: cfg.WriteThrough,
+		MaxQueued: cfg.MaxQueued, MaxQueuedBytes: cfg.MaxQueuedBytes, QueuePolicy: cfg.QueuePolicy})
 	if err != nil {
 		return nil, fmt.Errorf("hub: bus: %w", err)
 	}
@@ -124,6 +125,7 @@ func (h *Hub) buildAdapters() error {
 			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, Sessions: h.Store,
 			Node: c.Node, Logger: h.log.With("adapter", "mqtt"), Registerer: h.Registry,
 			MaxPacketSize: uint32(c.MQTT.MaxPacketSize),
+			MaxQueued:     uint16(c.MQTT.MaxQueued), MaxQueuedBytes: c.MQTT.MaxQueuedBytes,
 		})
 		if err != nil {
 			return err

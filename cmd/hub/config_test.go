@@ -83,6 +83,11 @@ func TestLoadConfigDefaults(t *testing.T) {
 		cfg.XMPP.Addr != "127.0.0.1:5222" || cfg.HTTP.Addr != "127.0.0.1:8080" || cfg.XMPP.Domain != "localhost" {
 		t.Fatalf("defaults = %+v", cfg)
 	}
+	if cfg.MaxQueued != 100000 || cfg.MaxQueuedBytes != 64<<20 || cfg.QueuePolicy != "drop_oldest" ||
+		cfg.MQTT.MaxQueued != 1000 || cfg.MQTT.MaxQueuedBytes != 16<<20 || !cfg.WriteThrough {
+		t.Fatalf("queue defaults = %d %d %q, mqtt %d %d, write_through %v",
+			cfg.MaxQueued, cfg.MaxQueuedBytes, cfg.QueuePolicy, cfg.MQTT.MaxQueued, cfg.MQTT.MaxQueuedBytes, cfg.WriteThrough)
+	}
 }
 
 func TestLoadConfigErrors(t *testing.T) {
@@ -90,6 +95,11 @@ func TestLoadConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	_ = os.WriteFile(bad, []byte("mqtt:\n  adr: x\n"), 0o600)
+	yamlFile := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		_ = os.WriteFile(p, []byte(body), 0o600)
+		return p
+	}
 	badBridge := filepath.Join(dir, "bridge.yaml")
 	_ = os.WriteFile(badBridge, []byte("bridges:\n  - {name: x, url: tcp://127.0.0.1:1, in: [{filter: \"a/#/b\"}]}\n"), 0o600)
 	cases := []struct {
@@ -106,6 +116,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"component without secret", []string{"--xmpp-component-addr", "127.0.0.1:5347"}, nil, "component_secret"},
 		{"stray argument", []string{"extra"}, nil, "unexpected argument"},
 		{"bad bridge", []string{"--config", badBridge}, nil, "bridges"},
+		{"bad queue policy", []string{"--config", yamlFile("p.yaml", "queue_policy: drop_random\n")}, nil, "queue_policy"},
+		{"negative byte bound", []string{"--config", yamlFile("b.yaml", "max_queued_bytes: -1\n")}, nil, "max_queued_bytes"},
+		{"mqtt queue too long", []string{"--config", yamlFile("m.yaml", "mqtt:\n  max_queued: 70000\n")}, nil, "mqtt.max_queued"},
 	}
 	for _, c := range cases {
 		_, err := loadConfig(c.args, func(k string) string { return c.env[k] }, io.Discard)
@@ -141,5 +154,19 @@ func TestRunCommands(t *testing.T) {
 	}
 	if err := run(ctx, []string{"frobnicate"}, &out, io.Discard); err == nil {
 		t.Fatal("unknown command accepted")
+	}
+}
+
+func TestLoadConfigQueueBounds(t *testing.T) {
+	t.Parallel()
+	p := filepath.Join(t.TempDir(), "q.yaml")
+	_ = os.WriteFile(p, []byte("max_queued: 10\nmax_queued_bytes: 1000\nqueue_policy: drop_newest\nmqtt:\n  max_queued: 20\n  max_queued_bytes: 500\n"), 0o600)
+	cfg, err := loadConfig([]string{"--config", p}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxQueued != 10 || cfg.MaxQueuedBytes != 1000 || cfg.QueuePolicy != "drop_newest" ||
+		cfg.MQTT.MaxQueued != 20 || cfg.MQTT.MaxQueuedBytes != 500 {
+		t.Fatalf("queue bounds = %d %d %q, mqtt %d %d", cfg.MaxQueued, cfg.MaxQueuedBytes, cfg.QueuePolicy, cfg.MQTT.MaxQueued, cfg.MQTT.MaxQueuedBytes)
 	}
 }
