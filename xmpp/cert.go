@@ -40,7 +40,16 @@ func (a *Adapter) tlsConfig() (*tls.Config, error) {
 	}
 	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
 	if err != nil {
-		return nil, fmt.Errorf("xmpp: load certificate %s: %w", certPath, err)
+		// The hub's own pair, damaged (a hub older than the synced
+		// writes, killed by a power cut): a new one is as good, and
+		// better than not starting.
+		a.log.Warn("xmpp: generated certificate unreadable, generating a new one", "file", certPath, "err", err)
+		if err := generateCert(certPath, keyPath, a.cfg.Domain); err != nil {
+			return nil, err
+		}
+		if cert, err = tls.LoadX509KeyPair(certPath, keyPath); err != nil {
+			return nil, fmt.Errorf("xmpp: load certificate %s: %w", certPath, err)
+		}
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
@@ -77,13 +86,51 @@ func generateCert(certPath, keyPath, domain string) error {
 	if err != nil {
 		return fmt.Errorf("xmpp: marshal key: %w", err)
 	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+	// The key first: a certificate on disk means both are there.
+	if err := writeFileSynced(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
 		return fmt.Errorf("xmpp: write key: %w", err)
 	}
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := writeFileSynced(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return fmt.Errorf("xmpp: write certificate: %w", err)
 	}
 	return nil
+}
+
+// writeFileSynced replaces path with data so that a crash or power cut
+// leaves the old file or the new one, never a torn or empty one: a
+// temporary file, fsynced, renamed over path, and the directory fsynced.
+func writeFileSynced(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after a successful rename there is nothing to remove
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // metrics are the adapter's Prometheus metrics.

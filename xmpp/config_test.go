@@ -107,6 +107,36 @@ func TestGeneratedCertificateIsKept(t *testing.T) {
 	}
 }
 
+// TestDamagedGeneratedCertificate: a generated certificate left empty by a
+// power cut (written by a hub that did not sync it) does not keep the hub
+// from starting: a new one is generated.
+func TestDamagedGeneratedCertificate(t *testing.T) {
+	h := startHub(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.a.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	certPath := filepath.Join(h.dir, CertFile)
+	if err := os.WriteFile(certPath, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.a.Start(ctx); err != nil {
+		t.Fatalf("start with an empty generated certificate: %v", err)
+	}
+	pemBytes, _ := os.ReadFile(certPath)
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemBytes) {
+		t.Fatal("no new certificate")
+	}
+	if err := verifiedLogin(ctx, h.a.Addrs()["xmpp"], roots); err != nil {
+		t.Errorf("login with the new certificate: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(h.dir, ".xmpp-*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}
+
 func TestConfiguredCertificate(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
