@@ -31,8 +31,10 @@ const writeBehindDelay = 10 * time.Millisecond
 type inflightWriter struct {
 	s *sessions
 
-	io      sync.Mutex // held while writing, by the flusher and by synchronous writes
+	io      sync.Mutex // held by the flusher while it writes
 	mu      sync.Mutex
+	busy    map[string]bool         // keys being written (by a flush or by now)
+	idle    *sync.Cond              // on mu: a key is no longer busy
 	delay   time.Duration           // writeBehindDelay (tests lengthen it)
 	pending map[string]pendingWrite // in-flight key -> newest operation
 	onDisk  map[string]bool         // keys stored, or being stored
@@ -51,9 +53,10 @@ type pendingWrite struct {
 }
 
 func newInflightWriter(s *sessions) *inflightWriter {
-	return &inflightWriter{
+	w := &inflightWriter{
 		s:       s,
 		delay:   writeBehindDelay,
+		busy:    make(map[string]bool),
 		pending: make(map[string]pendingWrite),
 		onDisk:  make(map[string]bool),
 		kick:    make(chan struct{}, 1),
@@ -61,6 +64,8 @@ func newInflightWriter(s *sessions) *inflightWriter {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	w.idle = sync.NewCond(&w.mu)
+	return w
 }
 
 // run flushes pending writes until close: after writeBehindDelay, or at
@@ -152,8 +157,7 @@ func (w *inflightWriter) flush() error {
 	w.io.Lock()
 	defer w.io.Unlock()
 	w.mu.Lock()
-	batch := w.pending
-	if len(batch) == 0 {
+	if len(w.pending) == 0 {
 		// Waiters whose operations were written synchronously (now).
 		for _, ch := range w.next {
 			ch <- nil
@@ -162,8 +166,20 @@ func (w *inflightWriter) flush() error {
 		w.mu.Unlock()
 		return nil
 	}
-	w.pending = make(map[string]pendingWrite)
-	w.cur, w.next, w.writing = w.next, nil, true
+	// A key a synchronous write holds waits for the next flush, and so
+	// do the waiters (they may be waiting for it).
+	batch := make(map[string]pendingWrite, len(w.pending))
+	for k, op := range w.pending {
+		if !w.busy[k] {
+			batch[k] = op
+			w.busy[k] = true
+			delete(w.pending, k)
+		}
+	}
+	if len(w.pending) == 0 {
+		w.cur, w.next = w.next, nil
+	}
+	w.writing = true
 	for k, op := range batch {
 		// Marked before the write: a deletion decided meanwhile must
 		// reach the store after it.
@@ -215,6 +231,10 @@ func (w *inflightWriter) flush() error {
 		err = fmt.Errorf("mqtt: write %d in-flight records: %w", len(failed), first)
 	}
 	w.mu.Lock()
+	for k := range batch {
+		delete(w.busy, k)
+	}
+	w.idle.Broadcast()
 	for _, ch := range w.cur {
 		ch <- err
 	}
@@ -260,14 +280,27 @@ func (w *inflightWriter) deleteLater(key string) {
 
 // now runs a synchronous write of key (f), ordered after the operations
 // on key already being written and replacing those still pending.
+//
+// Synchronous writes of different keys run concurrently, so that the
+// store commits those of concurrent routings together (group commit).
 func (w *inflightWriter) now(key string, stored bool, f func() error) error {
-	w.io.Lock()
-	defer w.io.Unlock()
 	w.mu.Lock()
 	delete(w.pending, key)
+	for w.busy[key] {
+		w.idle.Wait()
+	}
+	w.busy[key] = true
 	w.mu.Unlock()
 	err := f()
 	w.mu.Lock()
+	delete(w.busy, key)
+	w.idle.Broadcast()
+	if _, again := w.pending[key]; again {
+		select {
+		case w.kick <- struct{}{}:
+		default:
+		}
+	}
 	if err == nil {
 		if stored {
 			w.onDisk[key] = true
