@@ -30,6 +30,16 @@ type queueOrder struct {
 	penv map[string]map[uint16]string // client id -> packet id -> envelope id
 	size map[string]map[uint16]int    // client id -> packet id -> queued bytes
 	sum  map[string]int64             // client id -> queued bytes
+	// fifo holds each client's (seq, pid) in numbering order, with stale
+	// entries (done or renumbered) skipped lazily, so that the oldest
+	// message is found without scanning the queue (see oldest).
+	fifo     map[string][]seqPID
+	unsorted map[string]bool // set loaded from the store out of order
+}
+
+type seqPID struct {
+	seq int64
+	pid uint16
 }
 
 // queuedSize is what a queued message counts against MaxQueuedBytes: its
@@ -38,11 +48,13 @@ func queuedSize(pk packets.Packet) int { return len(pk.TopicName) + len(pk.Paylo
 
 func newQueueOrder() *queueOrder {
 	return &queueOrder{
-		seq:  make(map[string]map[uint16]int64),
-		env:  make(map[string]map[string]uint16),
-		penv: make(map[string]map[uint16]string),
-		size: make(map[string]map[uint16]int),
-		sum:  make(map[string]int64),
+		seq:      make(map[string]map[uint16]int64),
+		env:      make(map[string]map[string]uint16),
+		penv:     make(map[string]map[uint16]string),
+		size:     make(map[string]map[uint16]int),
+		sum:      make(map[string]int64),
+		fifo:     make(map[string][]seqPID),
+		unsorted: make(map[string]bool),
 	}
 }
 
@@ -67,6 +79,9 @@ func (o *queueOrder) add(id string, pid uint16, env string, size int) (seq int64
 func (o *queueOrder) set(id string, pid uint16, seq int64, env string, size int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if seq < o.next {
+		o.unsorted[id] = true
+	}
 	o.next = max(o.next, seq)
 	o.setLocked(id, pid, seq, env, size)
 }
@@ -78,6 +93,7 @@ func (o *queueOrder) setLocked(id string, pid uint16, seq int64, env string, siz
 		o.seq[id] = m
 	}
 	m[pid] = seq
+	o.fifo[id] = append(o.fifo[id], seqPID{seq, pid})
 	sz := o.size[id]
 	if sz == nil {
 		sz = make(map[uint16]int)
@@ -134,6 +150,55 @@ func (o *queueOrder) done(id string, pid uint16) {
 		}
 	}
 	o.unlinkLocked(id, pid)
+	o.trimFIFOLocked(id)
+}
+
+// live reports whether a fifo entry still numbers its message.
+func (o *queueOrder) liveLocked(id string, e seqPID) bool {
+	s, ok := o.seq[id][e.pid]
+	return ok && s == e.seq
+}
+
+// trimFIFOLocked drops the stale entries at the front of id's fifo, and
+// rebuilds it when stale entries behind a message that stays (one never
+// acknowledged) make up most of it.
+func (o *queueOrder) trimFIFOLocked(id string) {
+	q := o.fifo[id]
+	for len(q) > 0 && !o.liveLocked(id, q[0]) {
+		q = q[1:]
+	}
+	if len(q) > 2*len(o.seq[id])+64 {
+		live := make([]seqPID, 0, len(o.seq[id]))
+		for _, e := range q {
+			if o.liveLocked(id, e) {
+				live = append(live, e)
+			}
+		}
+		q = live
+	}
+	if len(q) == 0 {
+		delete(o.fifo, id)
+		return
+	}
+	o.fifo[id] = q
+}
+
+// oldest returns the packet id of client id's oldest numbered message
+// other than keep (0: none).
+func (o *queueOrder) oldest(id string, keep uint16) (uint16, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.unsorted[id] {
+		slices.SortFunc(o.fifo[id], func(a, b seqPID) int { return cmp.Compare(a.seq, b.seq) })
+		delete(o.unsorted, id)
+	}
+	o.trimFIFOLocked(id)
+	for _, e := range o.fifo[id] {
+		if e.pid != keep && o.liveLocked(id, e) {
+			return e.pid, true
+		}
+	}
+	return 0, false
 }
 
 // bytes returns the queuedSize total of client id's numbered messages.
@@ -167,6 +232,8 @@ func (o *queueOrder) forget(id string) {
 	delete(o.penv, id)
 	delete(o.size, id)
 	delete(o.sum, id)
+	delete(o.fifo, id)
+	delete(o.unsorted, id)
 }
 
 // reorder renumbers the Created field of cl's outgoing in-flight messages

@@ -85,12 +85,21 @@ func (a *Adapter) trimBytes(cl *mochi.Client, newest uint16) {
 func (a *Adapter) dropOldest(cl *mochi.Client, keep uint16) bool {
 	var oldest packets.Packet
 	found := false
-	for _, pk := range cl.State.Inflight.GetAll(false) {
-		if pk.FixedHeader.Type != packets.Publish || (keep != 0 && pk.PacketID == keep) {
-			continue
-		}
-		if !found || a.order.before(cl.ID, pk, oldest) {
+	// A persistent session's messages are numbered: the oldest is found
+	// without copying the queue.
+	if pid, ok := a.order.oldest(cl.ID, keep); ok {
+		if pk, ok := cl.State.Inflight.Get(pid); ok && pk.FixedHeader.Type == packets.Publish {
 			oldest, found = pk, true
+		}
+	}
+	if !found {
+		for _, pk := range cl.State.Inflight.GetAll(false) {
+			if pk.FixedHeader.Type != packets.Publish || (keep != 0 && pk.PacketID == keep) {
+				continue
+			}
+			if !found || a.order.before(cl.ID, pk, oldest) {
+				oldest, found = pk, true
+			}
 		}
 	}
 	if !found || !cl.State.Inflight.Delete(oldest.PacketID) {
