@@ -111,10 +111,31 @@ func runCrash(t *testing.T, kind string, dial func(*hubProc, string) (publisher,
 	xs.close()
 	time.Sleep(200 * time.Millisecond) // let the hub see both go away
 
+	res := killRounds(t, h, kind, topic, dial, crashRounds, rng, nil)
+
+	h.start()
+	ms = dialMQTTSub(t, h, subID, false)
+	xs = dialXMPPSub(t, h, "alice", "alicepw")
+	dups := checkDelivery(t, "mqtt persistent session", ms.msgs, res)
+	if qos2 && dups > 0 {
+		t.Errorf("mqtt persistent session at QoS 2: %d duplicates; QoS 2 within MQTT allows none", dups)
+	}
+	checkDelivery(t, "xmpp topic subscriber", xs.msgs, res)
+}
+
+// killRounds publishes into topic in rounds, each ended by SIGKILL at a
+// random point, restarting the hub (and calling restarted) before every
+// round after the first; it returns what the hub acknowledged.
+func killRounds(t *testing.T, h *hubProc, kind, topic string, dial func(*hubProc, string) (publisher, error),
+	rounds int, rng *rand.Rand, restarted func()) *crashResult {
+	t.Helper()
 	res := &crashResult{acked: map[string]bool{}, errs: map[string]int{}}
-	for round := range crashRounds {
+	for round := range rounds {
 		if round > 0 {
 			h.start()
+			if restarted != nil {
+				restarted()
+			}
 		}
 		pub, err := dial(h, topic)
 		if err != nil {
@@ -132,15 +153,7 @@ func runCrash(t *testing.T, kind string, dial func(*hubProc, string) (publisher,
 	if len(res.acked) == 0 {
 		t.Fatalf("nothing was acknowledged; hub log:\n%s", h.logTail())
 	}
-
-	h.start()
-	ms = dialMQTTSub(t, h, subID, false)
-	xs = dialXMPPSub(t, h, "alice", "alicepw")
-	dups := checkDelivery(t, "mqtt persistent session", ms.msgs, res)
-	if qos2 && dups > 0 {
-		t.Errorf("mqtt persistent session at QoS 2: %d duplicates; QoS 2 within MQTT allows none", dups)
-	}
-	checkDelivery(t, "xmpp topic subscriber", xs.msgs, res)
+	return res
 }
 
 // publishUntilKilled runs crashWorkers publishers; the one that issues

@@ -52,26 +52,10 @@ func runOnlineCrash(t *testing.T, kind string, dial func(*hubProc, string) (publ
 	if tok := sub.Subscribe(topic, qos, nil); !tok.WaitTimeout(ackTimeout) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
-	res := &crashResult{acked: map[string]bool{}, errs: map[string]int{}}
-	for round := range onlineRounds {
-		if round > 0 {
-			h.start()
-			sub = dialOnlineSub(t, h, subID, received)
-		}
-		pub, err := dial(h, topic)
-		if err != nil {
-			t.Fatalf("round %d: publisher: %v", round, err)
-		}
-		killAt := int64(crashMinKill + rng.IntN(crashMaxMsgs/2-crashMinKill))
-		publishUntilKilled(h, pub, round, killAt, round%2 == 1, res)
-		h.kill9()
-		pub.close()
-		sub.Disconnect(0)
-	}
-	t.Logf("%s: %d acknowledged, %d failed publishes (%v)", kind, len(res.acked), res.failed, res.errs)
-	if len(res.acked) == 0 {
-		t.Fatalf("nothing was acknowledged; hub log:\n%s", h.logTail())
-	}
+	res := killRounds(t, h, kind, topic, dial, onlineRounds, rng, func() {
+		sub.Disconnect(0) // its connection died with the hub
+		sub = dialOnlineSub(t, h, subID, received)
+	})
 	h.start()
 	dialOnlineSub(t, h, subID, received)
 	dups := checkDelivery(t, "connected mqtt persistent session", received, res)
