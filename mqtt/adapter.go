@@ -238,6 +238,7 @@ type Adapter struct {
 	// deferAck); ackWG counts their goroutines.
 	ackQueues sync.Map // *mochi.Client -> *ackQueue
 	ackWG     sync.WaitGroup
+	hook      *hook // the adapter's mochi hook (the ack queue stores PUBREC states through it)
 }
 
 const (
@@ -397,7 +398,8 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 	// Injected packets carry MQTT 5 properties, and mochi honours
 	// message expiry only for version 5 packets.
 	inline.Properties.ProtocolVersion = 5
-	if err := srv.AddHook(&hook{a: a}, nil); err != nil {
+	a.hook = &hook{a: a}
+	if err := srv.AddHook(a.hook, nil); err != nil {
 		return fmt.Errorf("mqtt: add hook: %w", err)
 	}
 	a.srv, a.inline = srv, inline

@@ -286,16 +286,8 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		}
 		var behind bool
 		behind, err = a.route(a.proxy(cl), in, cl.ID)
-		if err == nil && pk.FixedHeader.Qos == 1 && a.deferAck(cl, pk.PacketID, behind) {
-			return pk, packets.ErrRejectPacket // the ackQueue sends the PUBACK
-		}
-		if err == nil && behind {
-			// QoS 2 (and QoS 0 never has a copy in flight): PUBREC
-			// after the store, on this goroutine.
-			if serr := a.sessions.behind.sync(); serr != nil {
-				a.metrics.notStored.Add(1)
-				err = errNotStoredBecause(serr)
-			}
+		if err == nil && pk.FixedHeader.Qos > 0 && a.deferAck(cl, pk.PacketID, pk.FixedHeader.Qos, behind) {
+			return pk, packets.ErrRejectPacket // the ackQueue sends the PUBACK or PUBREC
 		}
 		if err == nil {
 			return pk, packets.CodeSuccessIgnore

@@ -111,8 +111,9 @@ func TestOnlineCopiesStoredBeforeAck(t *testing.T) {
 	}
 }
 
-// TestPubacksInOrder: PUBACKs that wait for the store and those that need
-// not go out in the order of the PUBLISHes [MQTT-4.6.0-2].
+// TestPubacksInOrder: PUBACKs and PUBRECs that wait for the store and
+// those that need not go out in the order of the PUBLISHes [MQTT-4.6.0-2,
+// -3].
 func TestPubacksInOrder(t *testing.T) {
 	t.Parallel()
 	h := newHub(t, nil)
@@ -134,7 +135,11 @@ func TestPubacksInOrder(t *testing.T) {
 		if i%3 == 0 {
 			topic = "wb/order/nobody" // nothing to store: its PUBACK must still wait its turn
 		}
-		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: 4,
+		qos := byte(1)
+		if i%4 == 0 {
+			qos = 2
+		}
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, ProtocolVersion: 4,
 			PacketID: uint16(i), TopicName: topic, Payload: []byte(fmt.Sprint(i))}
 		if err := pk.PublishEncode(&buf); err != nil {
 			t.Fatal(err)
@@ -153,11 +158,51 @@ func TestPubacksInOrder(t *testing.T) {
 	}
 	for i := 1; i <= n; i++ {
 		b := got[4*i : 4*i+4]
-		if b[0] != 0x40 || b[1] != 2 {
-			t.Fatalf("packet %d is not a PUBACK: % x", i, b)
+		want := byte(0x40) // PUBACK
+		if i%4 == 0 {
+			want = 0x50 // PUBREC
+		}
+		if b[0] != want || b[1] != 2 {
+			t.Fatalf("packet %d: % x, want type %#x", i, b, want)
 		}
 		if id := int(b[2])<<8 | int(b[3]); id != i {
 			t.Fatalf("PUBACK %d acknowledges packet %d", i, id)
 		}
+	}
+}
+
+// TestPubrecStateStoredFirst: a persistent client's QoS 2 PUBLISH whose
+// copies wait for the store is answered with PUBREC only once its PUBREC
+// state is stored, so a resend after a crash is recognised.
+func TestPubrecStateStoredFirst(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, nil)
+	stalledClient(t, h.addr, "q2-sub", "wb/q2")
+	c, err := net.DialTimeout("tcp", h.addr, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var buf bytes.Buffer
+	con := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: false, Keepalive: 60, ClientIdentifier: "q2-pub"}}
+	if err := con.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}, ProtocolVersion: 4,
+		PacketID: 7, TopicName: "wb/q2", Payload: []byte("once")}
+	if err := pk.PublishEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	got := make([]byte, 8) // CONNACK, PUBREC
+	if _, err := io.ReadFull(c, got); err != nil || got[4] != 0x50 || got[7] != 7 {
+		t.Fatalf("CONNACK and PUBREC: % x %v", got, err)
+	}
+	if _, err := h.st.KVGet(context.Background(), bucketInflight, inflightKey("q2-pub", 7)); err != nil {
+		t.Fatalf("PUBREC state of q2-pub/7 not stored when the PUBREC came: %v", err)
 	}
 }
