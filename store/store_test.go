@@ -208,6 +208,14 @@ func TestMigrationUpgrade(t *testing.T) {
 	if _, err := db.ExecContext(ctx, `INSERT INTO kv(bucket, key, value) VALUES ('b', 'k', x'01')`); err != nil {
 		t.Fatal(err)
 	}
+	// A queued envelope from before migration 3 (sizes).
+	queued, err := env("q/t", "payload", 1).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO queue(subscriber, envelope) VALUES ('s', ?)`, queued); err != nil {
+		t.Fatal(err)
+	}
 	db.Close()
 
 	s := openDir(t, dir)
@@ -219,6 +227,13 @@ func TestMigrationUpgrade(t *testing.T) {
 	}
 	if err := s.AppendHistory(ctx, env("t", "x", 0)); err != nil {
 		t.Errorf("table of migration 2 missing: %v", err)
+	}
+	// Migration 3 counts an older row by its encoded length.
+	if n, size, err := s.QueueSize(ctx, "s"); err != nil || n != 1 || size != int64(len(queued)) {
+		t.Errorf("queue of s after upgrade: %d envelopes, %d bytes, %v; want 1, %d", n, size, err, len(queued))
+	}
+	if q, err := s.Dequeue(ctx, "s", 10); err != nil || len(q) != 1 || string(q[0].Envelope.Payload) != "payload" {
+		t.Errorf("queued envelope after upgrade: %v %v", q, err)
 	}
 }
 
