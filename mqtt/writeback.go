@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -79,7 +80,7 @@ func (w *inflightWriter) run() {
 		case <-w.urgent:
 			now = true
 		case <-w.stop:
-			_ = w.flush()
+			w.drain()
 			return
 		}
 		if !now {
@@ -96,6 +97,33 @@ func (w *inflightWriter) run() {
 		}
 		_ = w.flush() // failures are logged, retried with the next flush and reported to the waiters
 	}
+}
+
+// errWriterStopped is what a sync still waiting when the writer stops
+// gets: its records may not be stored.
+var errWriterStopped = errors.New("mqtt: session writer stopped")
+
+// drain writes what is pending, waiting out synchronous writes that hold
+// keys, for at most storeTimeout (a failing store keeps its records
+// pending); waiters left then are told their records may not be stored.
+func (w *inflightWriter) drain() {
+	deadline := time.Now().Add(storeTimeout)
+	for {
+		_ = w.flush()
+		w.mu.Lock()
+		left := len(w.pending) + len(w.next)
+		w.mu.Unlock()
+		if left == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	w.mu.Lock()
+	for _, ch := range w.next {
+		ch <- errWriterStopped
+	}
+	w.next = nil
+	w.mu.Unlock()
 }
 
 // close stops run after a last flush.
@@ -131,7 +159,7 @@ func (w *inflightWriter) syncAsync() <-chan error {
 	stopped := w.stopped
 	w.mu.Unlock()
 	if stopped {
-		_ = w.flush() // run has ended or is ending: write here
+		w.drain() // run has ended or is ending: write here
 		return ch
 	}
 	select {

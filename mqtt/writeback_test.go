@@ -3,9 +3,11 @@ package mqtt
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/store"
 )
 
 // countingStore is the real store, counting in-flight writes.
@@ -204,5 +207,100 @@ func TestPubrecStateStoredFirst(t *testing.T) {
 	}
 	if _, err := h.st.KVGet(context.Background(), bucketInflight, inflightKey("q2-pub", 7)); err != nil {
 		t.Fatalf("PUBREC state of q2-pub/7 not stored when the PUBREC came: %v", err)
+	}
+}
+
+// flakyKV is a session store in memory that fails while failing is set.
+type flakyKV struct {
+	mu      sync.Mutex
+	failing bool
+	m       map[string][]byte
+}
+
+func (f *flakyKV) op(key string, v []byte, del bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failing {
+		return errors.New("disk full")
+	}
+	if del {
+		delete(f.m, key)
+	} else {
+		f.m[key] = v
+	}
+	return nil
+}
+
+func (f *flakyKV) KVPut(_ context.Context, b, k string, v []byte) error {
+	return f.op(b+"/"+k, v, false)
+}
+func (f *flakyKV) KVDelete(_ context.Context, b, k string) error { return f.op(b+"/"+k, nil, true) }
+func (f *flakyKV) KVGet(context.Context, string, string) ([]byte, error) {
+	return nil, errors.New("not used")
+}
+func (f *flakyKV) KVList(context.Context, string) ([]store.KV, error) { return nil, nil }
+
+func (f *flakyKV) has(key string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.m[bucketInflight+"/"+key]
+	return ok
+}
+
+// TestInflightWriterSync: syncAsync reports a write as stored only once it
+// is, reports a failing store and retries, and a stop releases waiters.
+func TestInflightWriterSync(t *testing.T) {
+	t.Parallel()
+	kv := &flakyKV{m: map[string][]byte{}}
+	s := newSessions(kv, quietLogger())
+	w := s.behind
+	go w.run()
+	if err := <-w.syncAsync(); err != nil {
+		t.Fatalf("idle sync: %v", err)
+	}
+	w.putLater("a", []byte("1"))
+	if err := w.sync(); err != nil || !kv.has("a") {
+		t.Fatalf("sync after put: %v, stored %v", err, kv.has("a"))
+	}
+	// A put cancelled by its deletion before any flush costs nothing.
+	w.mu.Lock()
+	w.delay = time.Minute
+	w.mu.Unlock()
+	w.putLater("b", []byte("2"))
+	w.deleteLater("b")
+	if err := w.sync(); err != nil || kv.has("b") {
+		t.Fatalf("cancelled put: %v, stored %v", err, kv.has("b"))
+	}
+	// A failing store: the waiter is told, the record is kept pending
+	// and stored by the next sync once the store works again.
+	kv.mu.Lock()
+	kv.failing = true
+	kv.mu.Unlock()
+	w.putLater("c", []byte("3"))
+	if err := w.sync(); err == nil {
+		t.Fatal("sync on a failing store reported success")
+	}
+	kv.mu.Lock()
+	kv.failing = false
+	kv.mu.Unlock()
+	if err := w.sync(); err != nil || !kv.has("c") {
+		t.Fatalf("sync after the store recovered: %v, stored %v", err, kv.has("c"))
+	}
+	// Stopping writes what is pending and releases its waiters.
+	w.putLater("d", []byte("4"))
+	ch := w.syncAsync()
+	w.close()
+	select {
+	case err := <-ch:
+		if err != nil || !kv.has("d") {
+			t.Fatalf("sync across close: %v, stored %v", err, kv.has("d"))
+		}
+	case <-time.After(wait):
+		t.Fatal("a waiter was not released by close")
+	}
+	// After close a sync writes by itself.
+	w.putLater("e", []byte("5"))
+	if err := w.sync(); err != nil || !kv.has("e") {
+		t.Fatalf("sync after close: %v, stored %v", err, kv.has("e"))
 	}
 }
