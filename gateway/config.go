@@ -46,9 +46,10 @@ type Config struct {
 	// away, within what an SD card can spare per subscriber.
 	MaxQueued      int   `yaml:"max_queued"`
 	MaxQueuedBytes int64 `yaml:"max_queued_bytes"`
-	// QueuePolicy is drop_oldest (default: a subscriber that comes back
-	// gets the latest readings, as with EMQX) or drop_newest (it gets an
-	// unbroken run of the oldest, as with Mosquitto).
+	// QueuePolicy is what full queues drop, the bus's and MQTT clients':
+	// drop_oldest (default: a subscriber that comes back gets the latest
+	// readings, as with EMQX) or drop_newest (it gets an unbroken run of
+	// the oldest, as with Mosquitto).
 	QueuePolicy string `yaml:"queue_policy"`
 
 	MQTT MQTTConfig `yaml:"mqtt"`
@@ -80,8 +81,8 @@ type MQTTConfig struct {
 	// client (like Mosquitto's max_queued_messages; it is also the
 	// Receive Maximum an MQTT 5 client is told) and MaxQueuedBytes their
 	// topic and payload bytes in a persistent session (0: no byte bound).
-	// Past either the oldest are dropped and reported on
-	// $hub/clients/{id}/dropped.
+	// Past either, messages are dropped as queue_policy says and
+	// reported on $hub/clients/{id}/dropped.
 	MaxQueued      int   `yaml:"max_queued"`
 	MaxQueuedBytes int64 `yaml:"max_queued_bytes"`
 }

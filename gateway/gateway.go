@@ -125,7 +125,7 @@ func (h *Hub) buildAdapters() error {
 			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, Sessions: h.Store,
 			Node: c.Node, Logger: h.log.With("adapter", "mqtt"), Registerer: h.Registry,
 			MaxPacketSize: uint32(c.MQTT.MaxPacketSize),
-			MaxQueued:     uint16(c.MQTT.MaxQueued), MaxQueuedBytes: c.MQTT.MaxQueuedBytes,
+			MaxQueued:     uint16(c.MQTT.MaxQueued), MaxQueuedBytes: c.MQTT.MaxQueuedBytes, QueuePolicy: c.QueuePolicy,
 		})
 		if err != nil {
 			return err

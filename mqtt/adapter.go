@@ -150,8 +150,13 @@ type Config struct {
 	MaxQueued uint16
 	// MaxQueuedBytes bounds the topic and payload bytes of the QoS 1/2
 	// messages queued for a persistent session (0: no bound, MaxQueued
-	// only). Past it the oldest are dropped, as past MaxQueued.
+	// only).
 	MaxQueuedBytes int64
+	// QueuePolicy says what a full client queue drops: broker.DropOldest
+	// (the default: the oldest go to make room) or broker.DropNewest (new
+	// messages for the client are not delivered until it catches up, as
+	// with Mosquitto).
+	QueuePolicy string
 	// ConnectTimeout bounds the time from accept to CONNECT (0:
 	// DefaultConnectTimeout).
 	ConnectTimeout time.Duration
@@ -304,6 +309,13 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.MaxQueued == 0 {
 		cfg.MaxQueued = DefaultMaxQueued
+	}
+	switch cfg.QueuePolicy {
+	case "":
+		cfg.QueuePolicy = broker.DropOldest
+	case broker.DropOldest, broker.DropNewest:
+	default:
+		return nil, fmt.Errorf("mqtt: queue policy %q: want %s or %s", cfg.QueuePolicy, broker.DropOldest, broker.DropNewest)
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout

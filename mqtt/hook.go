@@ -140,7 +140,7 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	err := a.authorize(a.principal(cl), action, topic)
 	if err == nil {
 		if !write {
-			a.makeRoom(cl) // a delivery, unless cl is subscribing
+			return a.makeRoom(cl) // a delivery, unless cl is subscribing
 		}
 		return true
 	}

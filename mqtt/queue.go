@@ -29,6 +29,8 @@ type DroppedEvent struct {
 	Limit   int    `json:"limit"`   // MaxQueued
 	// LimitBytes is MaxQueuedBytes when that bound was the one reached.
 	LimitBytes int64 `json:"limit_bytes,omitempty"`
+	// Policy says which messages went: broker.DropOldest or DropNewest.
+	Policy string `json:"policy"`
 }
 
 // DroppedTopic is where the adapter reports a client's queue overflow:
@@ -46,30 +48,47 @@ type drops struct {
 	last  time.Time
 }
 
-// makeRoom runs before each delivery to cl (OnACLCheck): when cl's queue
-// of QoS 1/2 messages is at MaxQueued, it drops the oldest one, so that
-// the new message is queued (mochi would refuse the newest, silently). A
-// SUBSCRIBE's own checks (retained messages) and clients without a QoS
-// 1/2 subscription never drop anything.
-func (a *Adapter) makeRoom(cl *mochi.Client) {
+// makeRoom runs before each delivery to cl (OnACLCheck) and reports
+// whether it may go ahead. When cl's queue of QoS 1/2 messages is at
+// MaxQueued, DropOldest drops the oldest one, so that the new message is
+// queued (mochi would refuse the newest, silently); DropNewest refuses the
+// delivery, and also one to a persistent session whose queued bytes are
+// at MaxQueuedBytes, counting it. A SUBSCRIBE's own checks (retained
+// messages) and clients without a QoS 1/2 subscription are never refused
+// and never drop anything.
+func (a *Adapter) makeRoom(cl *mochi.Client) bool {
 	limit := int(a.cfg.MaxQueued)
-	if cl.Net.Inline || cl.State.Inflight.Len() < limit {
-		return
+	full := cl.State.Inflight.Len() >= limit
+	newest := a.cfg.QueuePolicy == broker.DropNewest
+	overBytes := newest && a.cfg.MaxQueuedBytes > 0 && a.order.bytes(cl.ID) >= a.cfg.MaxQueuedBytes
+	if cl.Net.Inline || (!full && !overBytes) {
+		return true
 	}
 	if _, ok := a.subscribing.Load(cl); ok || !hasQoSSubscription(cl) {
-		return
+		return true
+	}
+	if newest {
+		a.metrics.queueDropped.Add(1)
+		var limitBytes int64
+		if overBytes {
+			limitBytes = a.cfg.MaxQueuedBytes
+		}
+		a.dropped(cl.ID, limit, limitBytes)
+		return false
 	}
 	if a.dropOldest(cl, 0) {
 		a.dropped(cl.ID, limit, 0)
 	}
+	return true
 }
 
 // trimBytes runs once message newest is queued for persistent session cl:
-// while the session's queued bytes are past MaxQueuedBytes, it drops the
-// oldest messages (never newest itself).
+// with DropOldest, while the session's queued bytes are past
+// MaxQueuedBytes, it drops the oldest messages (never newest itself).
+// (DropNewest refuses deliveries before, in makeRoom.)
 func (a *Adapter) trimBytes(cl *mochi.Client, newest uint16) {
 	limit := a.cfg.MaxQueuedBytes
-	if limit <= 0 || cl.Net.Inline {
+	if limit <= 0 || cl.Net.Inline || a.cfg.QueuePolicy == broker.DropNewest {
 		return
 	}
 	for a.order.bytes(cl.ID) > limit {
@@ -137,10 +156,10 @@ func (a *Adapter) dropped(id string, limit int, limitBytes int64) {
 		d.mu.Unlock()
 		return
 	}
-	ev := DroppedEvent{Client: id, Dropped: d.total - d.sent, Total: d.total, Limit: limit, LimitBytes: limitBytes}
+	ev := DroppedEvent{Client: id, Dropped: d.total - d.sent, Total: d.total, Limit: limit, LimitBytes: limitBytes, Policy: a.cfg.QueuePolicy}
 	d.sent, d.last = d.total, now
 	d.mu.Unlock()
-	a.log.Warn("mqtt: queue full, dropped the oldest", "client", id, "dropped", ev.Dropped, "limit", limit, "limit_bytes", limitBytes)
+	a.log.Warn("mqtt: queue full, dropped messages", "client", id, "dropped", ev.Dropped, "policy", ev.Policy, "limit", limit, "limit_bytes", limitBytes)
 	b, _ := json.Marshal(ev)
 	e := &broker.Envelope{Topic: DroppedTopic(id), Payload: b, ContentType: "application/json",
 		Origin: broker.Origin{Protocol: broker.ProtoHub, Node: a.cfg.Node}}

@@ -103,10 +103,14 @@ func TestOfflineQueueIsBounded(t *testing.T) {
 		tweak      func(*Config)
 		limit      int
 		limitBytes int64
+		first      int // of the three kept
+		policy     string
 	}{
 		// Each message is topic "b/x" (3 bytes) and a 10-byte payload.
-		{"count", func(c *Config) { c.MaxQueued = 3 }, 3, 0},
-		{"bytes", func(c *Config) { c.MaxQueuedBytes = 3*13 + 12 }, DefaultMaxQueued, 3*13 + 12},
+		{"count", func(c *Config) { c.MaxQueued = 3 }, 3, 0, 2, broker.DropOldest},
+		{"bytes", func(c *Config) { c.MaxQueuedBytes = 3*13 + 12 }, DefaultMaxQueued, 3*13 + 12, 2, broker.DropOldest},
+		{"count newest", func(c *Config) { c.MaxQueued, c.QueuePolicy = 3, broker.DropNewest }, 3, 0, 0, broker.DropNewest},
+		{"bytes newest", func(c *Config) { c.MaxQueuedBytes, c.QueuePolicy = 3*13, broker.DropNewest }, DefaultMaxQueued, 3 * 13, 0, broker.DropNewest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -129,16 +133,16 @@ func TestOfflineQueueIsBounded(t *testing.T) {
 			}
 			h.restart()
 			c = mustV3(t, h.addr, "bounded", "alice", "alicepw", false)
-			for i := 2; i < 5; i++ {
+			for i := tc.first; i < tc.first+3; i++ {
 				if m := c.next(t); string(m.Payload()) != fmt.Sprintf("%010d", i) {
-					t.Fatalf("message %d: %q (want the oldest dropped)", i, m.Payload())
+					t.Fatalf("message %d: %q (want the %s dropped)", i, m.Payload(), tc.policy)
 				}
 			}
 			c.none(t, 100*time.Millisecond)
 			e := nextEnv(t, events)
 			var ev DroppedEvent
 			if err := json.Unmarshal(e.Payload, &ev); err != nil || e.Topic != "$hub/clients/bounded/dropped" || ev.Client != "bounded" ||
-				ev.Dropped < 1 || ev.Limit != tc.limit || ev.LimitBytes != tc.limitBytes {
+				ev.Dropped < 1 || ev.Limit != tc.limit || ev.LimitBytes != tc.limitBytes || ev.Policy != tc.policy {
 				t.Fatalf("event %s %s: %+v %v", e.Topic, e.Payload, ev, err)
 			}
 			if kv, _ := h.st.KVList(context.Background(), bucketInflight); len(kv) != 0 {
