@@ -181,8 +181,17 @@ func TestDTLSObserverGetsWhatItMissed(t *testing.T) {
 	publish(t, e.bus, "devices/sensor1/commands/c", "3", "", 1, false)
 	publish(t, e.bus, "devices/sensor1/commands/d", "lost", "", 0, false) // QoS 0 is not kept
 	_, ch = observe()
-	for _, want := range []string{"2", "3"} {
-		if n := nextNote(t, ch); string(n.payload) != want {
+	n := nextNote(t, ch)
+	if string(n.payload) == "1" {
+		// The session closed before its ACK of "1" left: a QoS 1
+		// redelivery, which the protocol allows.
+		n = nextNote(t, ch)
+	}
+	for i, want := range []string{"2", "3"} {
+		if i > 0 {
+			n = nextNote(t, ch)
+		}
+		if string(n.payload) != want {
 			t.Fatalf("missed command %+v, want %q", n, want)
 		}
 	}
