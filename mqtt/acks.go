@@ -39,7 +39,22 @@ type pendingAck struct {
 // means nothing is pending, and mochi acknowledges the message itself
 // right away.
 func (a *Adapter) deferAck(cl *mochi.Client, pid uint16, qos byte, behind bool) bool {
-	v, _ := a.ackQueues.LoadOrStore(cl, newAckQueue())
+	if !a.running.Load() {
+		// Stopping: no new goroutines; wait here, and let mochi answer.
+		if behind {
+			if err := a.sessions.behind.sync(); err != nil {
+				a.metrics.notStored.Add(1)
+				a.refuse(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, PacketID: pid},
+					errNotStoredBecause(err))
+				return true
+			}
+		}
+		return false
+	}
+	v, ok := a.ackQueues.Load(cl)
+	if !ok {
+		v, _ = a.ackQueues.LoadOrStore(cl, newAckQueue())
+	}
 	q := v.(*ackQueue)
 	q.mu.Lock()
 	defer q.mu.Unlock()
