@@ -114,6 +114,25 @@ func TestOnlineCopiesStoredBeforeAck(t *testing.T) {
 	}
 }
 
+// rawConnect dials addr and returns the connection (closed when the test
+// ends) and a buffer holding an MQTT 3.1.1 CONNECT for client id, to which
+// a test appends its packets before writing them all at once.
+func rawConnect(t *testing.T, addr, id string, clean bool) (net.Conn, *bytes.Buffer) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	buf := new(bytes.Buffer)
+	con := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: clean, Keepalive: 60, ClientIdentifier: id}}
+	if err := con.ConnectEncode(buf); err != nil {
+		t.Fatal(err)
+	}
+	return c, buf
+}
+
 // TestPubacksInOrder: PUBACKs and PUBRECs that wait for the store and
 // those that need not go out in the order of the PUBLISHes [MQTT-4.6.0-2,
 // -3].
@@ -121,17 +140,7 @@ func TestPubacksInOrder(t *testing.T) {
 	t.Parallel()
 	h := newHub(t, nil)
 	stalledClient(t, h.addr, "order-sub", "wb/order/stored")
-	c, err := net.DialTimeout("tcp", h.addr, wait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var buf bytes.Buffer
-	con := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: "order-pub"}}
-	if err := con.ConnectEncode(&buf); err != nil {
-		t.Fatal(err)
-	}
+	c, buf := rawConnect(t, h.addr, "order-pub", true)
 	const n = 200
 	for i := 1; i <= n; i++ {
 		topic := "wb/order/stored"
@@ -144,7 +153,7 @@ func TestPubacksInOrder(t *testing.T) {
 		}
 		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, ProtocolVersion: 4,
 			PacketID: uint16(i), TopicName: topic, Payload: []byte(fmt.Sprint(i))}
-		if err := pk.PublishEncode(&buf); err != nil {
+		if err := pk.PublishEncode(buf); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -181,20 +190,10 @@ func TestPubrecStateStoredFirst(t *testing.T) {
 	t.Parallel()
 	h := newHub(t, nil)
 	stalledClient(t, h.addr, "q2-sub", "wb/q2")
-	c, err := net.DialTimeout("tcp", h.addr, wait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var buf bytes.Buffer
-	con := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: false, Keepalive: 60, ClientIdentifier: "q2-pub"}}
-	if err := con.ConnectEncode(&buf); err != nil {
-		t.Fatal(err)
-	}
+	c, buf := rawConnect(t, h.addr, "q2-pub", false)
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}, ProtocolVersion: 4,
 		PacketID: 7, TopicName: "wb/q2", Payload: []byte("once")}
-	if err := pk.PublishEncode(&buf); err != nil {
+	if err := pk.PublishEncode(buf); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Write(buf.Bytes()); err != nil {
