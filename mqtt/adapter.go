@@ -18,7 +18,7 @@
 // When a copy for an offline persistent session cannot be stored (a full
 // disk), the copies are taken back and the publish is refused as for
 // broker.ErrStorage; an envelope from the bus is then not acknowledged to
-// the bus, which delivers it again (see injectTracked).
+// the bus, which delivers it again (see route).
 // When the bus refuses, an MQTT 5 client gets PUBACK/PUBREC with reason
 // 0x97 (quota exceeded, for broker.ErrStorage), 0x90 (topic name invalid)
 // or 0x83 (implementation specific error); an MQTT 3.1.1 client, which has
@@ -216,7 +216,7 @@ type Adapter struct {
 	aclCache map[aclKey]aclEntry
 
 	// injecting tracks routings in progress and the copies they could
-	// not store (see injectTracked).
+	// not store (see route).
 	injecting *injections
 	// busMu serializes injections from the bus; busEnv is the id of the
 	// envelope being injected, which OnPublish puts in the packet Origin.

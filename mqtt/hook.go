@@ -375,7 +375,7 @@ func (h *hook) OnUnsubscribed(cl *mochi.Client, _ packets.Packet) {
 // queueOrder) and stores it, including one queued while the client is
 // offline. A copy for an offline session that cannot be stored is
 // reported to the routing in progress, which refuses the publish (see
-// injectTracked).
+// route).
 func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int) {
 	if !persistent(cl) {
 		return

@@ -138,7 +138,7 @@ func (in *injections) wroteBehind(origin string) {
 // overflowed records that mochi dropped the copy the routing of origin
 // queued last for cl, its outbound queue being full: mochi takes such a
 // copy out of the in-flight table right after, so it is kept here to be
-// queued again (see injectTracked).
+// queued again (see route).
 func (in *injections) overflowed(origin string, cl *mochi.Client) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -170,19 +170,6 @@ func (in *injections) end(origin string) injection {
 		delete(in.m, origin)
 	}
 	return out
-}
-
-// injectTracked routes pk as published by cl (see route) and, when a
-// copy went to a connected persistent session, waits until it is stored.
-func (a *Adapter) injectTracked(cl *mochi.Client, pk packets.Packet, origin string) error {
-	behind, err := a.route(cl, pk, origin)
-	if err == nil && behind {
-		if err := a.sessions.behind.sync(); err != nil {
-			a.metrics.notStored.Add(1)
-			return errNotStoredBecause(err)
-		}
-	}
-	return err
 }
 
 // errNotStoredBecause is errNotStored caused by err.
@@ -339,7 +326,9 @@ func (a *Adapter) fromBus(ctx context.Context, e *broker.Envelope) error {
 	}
 	a.busMu.Lock()
 	a.busEnv.Store(&e.ID)
-	err := a.injectTracked(a.inline, pk, busOrigin(e.ID))
+	// No wait for the copies' records here: the feed's Sync does it per
+	// batch, before the bus drops the envelopes.
+	_, err := a.route(a.inline, pk, busOrigin(e.ID))
 	a.busEnv.Store(nil)
 	a.busMu.Unlock()
 	if err != nil {
