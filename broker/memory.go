@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -42,14 +43,13 @@ type MemoryConfig struct {
 // a delivery goroutine per subscription, retained values in memory backed
 // by the spool.
 type Memory struct {
-	spool        Spool
-	node         string
-	log          *slog.Logger
-	writeThrough bool
-	trimmer      QueueTrimmer
-	maxQueued    int
-	maxBytes     int64
-	dropNewest   bool
+	spool      Spool
+	node       string
+	log        *slog.Logger
+	trimmer    QueueTrimmer
+	maxQueued  int
+	maxBytes   int64
+	dropNewest bool
 
 	mu     sync.RWMutex
 	idx    *index
@@ -61,6 +61,17 @@ type Memory struct {
 
 	published atomic.Uint64
 	wg        sync.WaitGroup
+
+	dmu        sync.Mutex
+	downgrades map[Downgrade]uint64
+}
+
+// Downgrade names a route on which envelopes were delivered below their
+// publish QoS: from the publisher's protocol to the subscriber's, at
+// which publish and delivery QoS.
+type Downgrade struct {
+	From, To      string
+	Publish, Sent byte
 }
 
 // MemoryStats are the bus-wide counters.
@@ -74,13 +85,13 @@ type MemoryStats struct {
 // subscriptions from the spool.
 func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	m := &Memory{
-		spool:        cfg.Spool,
-		writeThrough: cfg.WriteThrough && cfg.Spool != nil,
-		node:         cfg.Node,
-		log:          cfg.Logger,
-		idx:          newIndex(),
-		subs:         make(map[string]*memSub),
-		retained:     make(map[string]*Envelope),
+		spool:      cfg.Spool,
+		node:       cfg.Node,
+		log:        cfg.Logger,
+		idx:        newIndex(),
+		subs:       make(map[string]*memSub),
+		retained:   make(map[string]*Envelope),
+		downgrades: make(map[Downgrade]uint64),
 	}
 	if m.log == nil {
 		m.log = slog.Default()
@@ -101,7 +112,7 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	if m.spool == nil {
 		return m, nil
 	}
-	if t, ok := m.spool.(QueueTrimmer); ok && (cfg.MaxQueued > 0 || cfg.MaxQueuedBytes > 0) {
+	if t, ok := m.spool.(QueueTrimmer); ok {
 		m.trimmer, m.maxQueued, m.maxBytes = t, cfg.MaxQueued, cfg.MaxQueuedBytes
 	}
 	ctx := context.Background()
@@ -117,8 +128,9 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		return nil, fmt.Errorf("broker: load subscriptions: %w", err)
 	}
 	for _, d := range ds {
-		s := m.newSub(SubscribeOptions{ID: d.ID, Filters: d.Filters, QoS: d.QoS, Durable: true})
+		s := m.newSub(SubscribeOptions{ID: d.ID, Specs: d.Specs, Filters: d.Filters, QoS: d.QoS, Durable: true})
 		s.spilling = true // whatever is queued goes first once it attaches
+		s.nextSeq = d.LastSeq + 1
 		if m.trimmer != nil {
 			n, size, err := m.trimmer.QueueSize(ctx, d.ID)
 			if err != nil {
@@ -128,9 +140,7 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 			s.storedBytes.Store(size)
 		}
 		m.subs[d.ID] = s
-		for _, f := range d.Filters {
-			m.idx.add(f, s)
-		}
+		m.index(s, specsOf(s.opts))
 	}
 	return m, nil
 }
@@ -190,54 +200,108 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]*memSub, error) {
 	}
 	m.published.Add(1)
 
-	var spoolIDs []string
-	var spooled []*memSub
-	// Only a subscription with several filters can match twice; those are
-	// few, so a short list beats a map per publish.
-	var multi []*memSub
-	m.idx.match(e.Topic, func(s *memSub) {
-		if len(s.opts.Filters) > 1 {
-			if slices.Contains(multi, s) {
-				return
-			}
-			multi = append(multi, s)
-		}
-		if s.noLocal(e) {
+	var ms []match
+	m.idx.match(e.Topic, func(fe *fentry) {
+		s := fe.s
+		if fe.f.NoLocal && s.self(e) {
 			return
 		}
-		if s.offer(e) {
-			spoolIDs = append(spoolIDs, s.opts.ID)
-			spooled = append(spooled, s)
+		qos := min(e.QoS, fe.f.QoS, s.opts.QoS)
+		// Only a subscription with several filters can match twice; a
+		// short scan beats a map per publish.
+		for i := range ms {
+			if ms[i].s == s {
+				ms[i].qos = max(ms[i].qos, qos)
+				ms[i].rap = ms[i].rap || fe.f.RetainAsPublished
+				if fe.f.ID != 0 {
+					ms[i].ids = append(ms[i].ids, fe.f.ID)
+				}
+				return
+			}
 		}
+		mt := match{s: s, qos: qos, rap: fe.f.RetainAsPublished}
+		if fe.f.ID != 0 {
+			mt.ids = []int{fe.f.ID}
+		}
+		ms = append(ms, mt)
 	})
-	if len(spooled) == 0 {
+	// When the envelope must be stored, every delivery waits for the
+	// write: a publish the store refuses is delivered to nobody.
+	hold := false
+	for i := range ms {
+		if ms[i].s.opts.Durable && ms[i].qos >= 1 && m.spool != nil {
+			hold = true
+			break
+		}
+	}
+	var refs []QueueRef
+	for i := range ms {
+		mt := &ms[i]
+		if len(mt.ids) > 1 {
+			slices.Sort(mt.ids)
+		}
+		if mt.qos < e.QoS {
+			m.downgraded(e, mt)
+		}
+		mt.s.offer(e, mt, hold)
+		if mt.durable {
+			refs = append(refs, QueueRef{Subscriber: mt.s.opts.ID, Seq: mt.seq})
+		}
+	}
+	if len(refs) == 0 {
 		return nil, nil
 	}
-	err := m.spool.Enqueue(ctx, e, spoolIDs)
-	for _, s := range spooled {
-		s.spoolDone(err == nil, e.Size())
+	err := m.spool.Enqueue(ctx, e, refs)
+	var spooled []*memSub
+	for i := range ms {
+		switch {
+		case ms[i].durable:
+			ms[i].s.storedAs(&ms[i], err == nil, e.Size())
+			spooled = append(spooled, ms[i].s)
+		case ms[i].it != nil:
+			ms[i].s.release(ms[i].it, err == nil)
+		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("broker: publish %q: queue for %d subscribers: %w: %w", e.Topic, len(spoolIDs), ErrStorage, err)
+		return nil, fmt.Errorf("broker: publish %q: queue for %d subscribers: %w: %w", e.Topic, len(refs), ErrStorage, err)
 	}
 	return spooled, nil
 }
 
-// bound trims s's durable queue back to MaxQueued and MaxQueuedBytes when
-// a write took it past either, as QueuePolicy says, and reports the drop.
+// downgraded counts a delivery below the publish QoS.
+func (m *Memory) downgraded(e *Envelope, mt *match) {
+	mt.s.downgraded.Add(1)
+	k := Downgrade{From: e.Origin.Protocol, To: mt.s.opts.Protocol, Publish: e.QoS, Sent: mt.qos}
+	m.dmu.Lock()
+	m.downgrades[k]++
+	m.dmu.Unlock()
+}
+
+// Downgrades returns how many envelopes each route delivered below their
+// publish QoS (a NON CoAP observer, an SSE stream, a QoS 0 subscription):
+// no downgrade is silent.
+func (m *Memory) Downgrades() map[Downgrade]uint64 {
+	m.dmu.Lock()
+	defer m.dmu.Unlock()
+	return maps.Clone(m.downgrades)
+}
+
+// bound trims s's durable queue back to its bounds when a write took it
+// past either, as QueuePolicy says, and reports the drop.
 func (m *Memory) bound(ctx context.Context, s *memSub) {
+	maxN, maxB := s.bounds()
 	var dropN int
 	var dropBytes int64
-	if m.maxQueued > 0 {
-		dropN = int(max(0, s.stored.Load()-int64(m.maxQueued)))
+	if maxN > 0 {
+		dropN = int(max(0, s.stored.Load()-int64(maxN)))
 	}
-	if m.maxBytes > 0 {
-		dropBytes = max(0, s.storedBytes.Load()-m.maxBytes)
+	if maxB > 0 {
+		dropBytes = max(0, s.storedBytes.Load()-maxB)
 	}
 	if dropN == 0 && dropBytes == 0 {
 		return
 	}
-	n, size, err := m.trimmer.TrimQueue(context.WithoutCancel(ctx), s.opts.ID, dropN, dropBytes, m.dropNewest)
+	n, size, err := m.trimmer.TrimQueue(context.WithoutCancel(ctx), s.opts.ID, dropN, dropBytes, s.dropNewest())
 	if err != nil {
 		m.log.Warn("broker: trim durable queue", "subscriber", s.opts.ID, "err", err)
 		return
@@ -247,18 +311,60 @@ func (m *Memory) bound(ctx context.Context, s *memSub) {
 	}
 	s.stored.Add(-int64(n))
 	s.storedBytes.Add(-size)
-	total := s.dropped.Add(uint64(n))
+	s.dropped.Add(uint64(n))
+	m.reportDrops(s, n)
+}
+
+// dropReportEvery paces the drop reports of one subscription: the first
+// overflow is reported at once, later ones at most this often, each with
+// the drops since the last report and the exact total.
+const dropReportEvery = time.Second
+
+// reportDrops counts n envelopes dropped from s's queue and publishes a
+// DroppedEvent now or, paced, a little later.
+func (m *Memory) reportDrops(s *memSub, n int) {
+	s.dmu.Lock()
+	s.overflowed += uint64(n)
+	s.unreported += n
+	now := time.Now()
+	if s.reportTimer != nil {
+		s.dmu.Unlock()
+		return // a report is due and will carry these
+	}
+	if wait := s.lastReport.Add(dropReportEvery).Sub(now); wait > 0 {
+		s.reportTimer = time.AfterFunc(wait, func() { m.flushDrops(s) })
+		s.dmu.Unlock()
+		return
+	}
+	s.dmu.Unlock()
+	m.flushDrops(s)
+}
+
+// flushDrops publishes what reportDrops counted since the last report.
+func (m *Memory) flushDrops(s *memSub) {
+	s.dmu.Lock()
+	n, total := s.unreported, s.overflowed
+	s.unreported, s.reportTimer, s.lastReport = 0, nil, time.Now()
+	s.dmu.Unlock()
+	if n == 0 {
+		return
+	}
+	maxN, maxB := s.bounds()
 	policy := DropOldest
-	if m.dropNewest {
+	if s.dropNewest() {
 		policy = DropNewest
 	}
-	m.log.Warn("broker: durable queue full, dropped envelopes", "subscriber", s.opts.ID, "dropped", n, "policy", policy,
-		"limit", m.maxQueued, "limit_bytes", m.maxBytes)
-	b, _ := json.Marshal(DroppedEvent{Subscriber: s.opts.ID, Dropped: n, Total: total, Limit: m.maxQueued,
-		LimitBytes: m.maxBytes, Policy: policy})
-	ev := &Envelope{Topic: DroppedTopic(s.opts.ID), Payload: b, ContentType: "application/json",
+	m.log.Warn("broker: durable queue full, dropped envelopes", "subscriber", s.opts.ID, "dropped", n, "total", total,
+		"policy", policy, "limit", maxN, "limit_bytes", maxB)
+	b, _ := json.Marshal(DroppedEvent{Subscriber: s.opts.ID, Dropped: n, Total: total, Limit: maxN,
+		LimitBytes: maxB, Policy: policy})
+	topic := s.opts.DroppedTopic
+	if topic == "" {
+		topic = DroppedTopic(s.opts.ID)
+	}
+	ev := &Envelope{Topic: topic, Payload: b, ContentType: "application/json",
 		Origin: Origin{Protocol: ProtoHub, Node: m.node}}
-	if err := m.Publish(ctx, ev); err != nil {
+	if err := m.Publish(context.Background(), ev); err != nil && !errors.Is(err, ErrClosed) {
 		m.log.Warn("broker: report dropped envelopes", "subscriber", s.opts.ID, "err", err)
 	}
 }
@@ -312,16 +418,88 @@ func (m *Memory) Retained(_ context.Context, filter string) ([]*Envelope, error)
 	return out, nil
 }
 
-// Subscribe implements Bus.
+// specsOf returns the filters of opts with their options: Specs, then
+// Filters at opts.QoS.
+func specsOf(opts SubscribeOptions) []Filter {
+	out := slices.Clone(opts.Specs)
+	for _, f := range opts.Filters {
+		out = append(out, Filter{Topic: f, QoS: opts.QoS})
+	}
+	return out
+}
+
+// index puts s's filters in the trie (m.mu held).
+func (m *Memory) index(s *memSub, fs []Filter) {
+	for _, f := range fs {
+		e := &fentry{s: s, f: f}
+		s.entries = append(s.entries, e)
+		m.idx.add(e)
+	}
+}
+
+// unindex takes s's filters out of the trie (m.mu held).
+func (m *Memory) unindex(s *memSub) {
+	for _, e := range s.entries {
+		m.idx.remove(e)
+	}
+	s.entries = nil
+}
+
+// Subscribe implements Bus: h is called for one envelope at a time, and
+// its return acknowledges it. A durable QoS >= 1 delivery h fails is
+// retried after a back-off, before anything newer.
 func (m *Memory) Subscribe(ctx context.Context, opts SubscribeOptions, h Handler) (Subscription, error) {
 	if h == nil {
 		return nil, errors.New("broker: subscribe: nil handler")
 	}
-	if len(opts.Filters) == 0 {
-		return nil, errors.New("broker: subscribe: no filters")
+	opts.MaxAckPending = 1
+	var fails int
+	var sub *memSub
+	dh := func(d *Delivery) {
+		err := h(sub.ctxOf(d), d.Envelope)
+		if err == nil {
+			fails = 0
+			d.Ack()
+			return
+		}
+		if !sub.opts.Durable || d.QoS == 0 || d.it.seq == 0 {
+			sub.dropped.Add(1)
+			m.log.Debug("broker: handler refused an envelope", "subscriber", sub.opts.ID, "topic", d.Envelope.Topic, "err", err)
+			d.Ack()
+			return
+		}
+		fails++
+		wait := min(50*time.Millisecond<<min(fails-1, 7), 5*time.Second)
+		m.log.Warn("broker: handler failed, retrying", "subscriber", sub.opts.ID, "topic", d.Envelope.Topic, "err", err, "in", wait)
+		d.NackAfter(wait)
 	}
-	for _, f := range opts.Filters {
-		if err := ValidateFilter(f); err != nil {
+	s, err := m.consume(ctx, opts, dh, func(s *memSub) { sub = s })
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Consume implements Bus.
+func (m *Memory) Consume(ctx context.Context, opts SubscribeOptions, h DeliveryHandler) (Subscription, error) {
+	if h == nil {
+		return nil, errors.New("broker: consume: nil handler")
+	}
+	if opts.MaxAckPending <= 0 {
+		opts.MaxAckPending = DefaultMaxAckPending
+	}
+	return m.consume(ctx, opts, h, nil)
+}
+
+func (m *Memory) consume(ctx context.Context, opts SubscribeOptions, h DeliveryHandler, made func(*memSub)) (*handle, error) {
+	switch opts.QueuePolicy {
+	case "", DropOldest, DropNewest:
+	default:
+		return nil, fmt.Errorf("broker: subscribe: queue policy %q: want %s or %s", opts.QueuePolicy, DropOldest, DropNewest)
+	}
+	fs := specsOf(opts)
+	for _, f := range fs {
+		if err := validateFilter(f); err != nil {
 			return nil, fmt.Errorf("broker: subscribe: %w", err)
 		}
 	}
@@ -337,6 +515,7 @@ func (m *Memory) Subscribe(ctx context.Context, opts SubscribeOptions, h Handler
 	if m.spool == nil {
 		opts.Durable = false
 	}
+	opts.Specs, opts.Filters = fs, nil
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -346,37 +525,159 @@ func (m *Memory) Subscribe(ctx context.Context, opts SubscribeOptions, h Handler
 	if s != nil && s.isAttached() {
 		return nil, fmt.Errorf("broker: subscribe %q: %w", opts.ID, ErrDuplicateSubscriber)
 	}
-	if opts.Durable {
-		d := DurableSubscription{ID: opts.ID, Filters: opts.Filters, QoS: opts.QoS}
+	unchanged := false
+	if opts.KeepFilters && s != nil && s.opts.Durable && opts.Durable {
+		fs = nil
+		for _, e := range s.entries {
+			fs = append(fs, e.f)
+		}
+		opts.Specs = fs
+		unchanged = s.opts.QoS == opts.QoS
+	}
+	if opts.Durable && !unchanged {
+		d := DurableSubscription{ID: opts.ID, QoS: opts.QoS, Specs: fs}
 		if err := m.spool.SaveSubscription(ctx, d); err != nil {
 			return nil, fmt.Errorf("broker: subscribe %q: %w: %w", opts.ID, ErrStorage, err)
 		}
 	}
 	if s != nil {
-		// A detached durable subscription comes back: keep its queue.
-		for _, f := range s.opts.Filters {
-			m.idx.remove(f, s)
-		}
+		// A detached durable subscription comes back: keep its queue
+		// and its state.
+		m.unindex(s)
 		if !opts.Durable && s.opts.Durable {
 			if err := m.spool.DeleteSubscription(ctx, s.opts.ID); err != nil {
 				return nil, fmt.Errorf("broker: subscribe %q: %w: %w", opts.ID, ErrStorage, err)
 			}
 		}
-		old := s
-		s = m.newSub(opts)
-		s.spilling = old.spilling && opts.Durable
-		if opts.Durable {
-			s.stored.Store(old.stored.Load())
+		s.flushAcks(ctx)
+		s.mu.Lock()
+		if opts.QueueLen <= 0 {
+			opts.QueueLen = DefaultQueueLen
 		}
+		s.opts = opts
+		if !opts.Durable {
+			s.stored.Store(0)
+			s.storedBytes.Store(0)
+		}
+		s.mu.Unlock()
 	} else {
 		s = m.newSub(opts)
 	}
 	m.subs[opts.ID] = s
-	for _, f := range opts.Filters {
-		m.idx.add(f, s)
+	m.index(s, fs)
+	if made != nil {
+		made(s)
 	}
 	s.attach(h)
-	return s, nil
+	s.mu.Lock()
+	hd := &handle{s: s, n: s.attaches}
+	s.mu.Unlock()
+	if opts.SendRetained {
+		for _, f := range fs {
+			if f.Group == "" {
+				s.queueRetained(m.retainedFor(f.Topic), f)
+			}
+		}
+	}
+	return hd, nil
+}
+
+// validateFilter checks a filter and its options.
+func validateFilter(f Filter) error {
+	if err := ValidateFilter(f.Topic); err != nil {
+		return err
+	}
+	if f.QoS > 2 {
+		return fmt.Errorf("filter %q: qos %d out of range 0..2", f.Topic, f.QoS)
+	}
+	if f.RetainHandling > 2 {
+		return fmt.Errorf("filter %q: retain handling %d out of range 0..2", f.Topic, f.RetainHandling)
+	}
+	return nil
+}
+
+// retainedFor is Retained without validation or error.
+func (m *Memory) retainedFor(filter string) []*Envelope {
+	es, _ := m.Retained(context.Background(), filter)
+	return es
+}
+
+func (m *Memory) addFilter(ctx context.Context, s *memSub, f Filter) (bool, error) {
+	if err := validateFilter(f); err != nil {
+		return false, fmt.Errorf("broker: add filter: %w", err)
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return false, ErrClosed
+	}
+	if m.subs[s.opts.ID] != s {
+		m.mu.Unlock()
+		return false, fmt.Errorf("broker: add filter to %q: not subscribed", s.opts.ID)
+	}
+	existed := false
+	s.mu.Lock()
+	for i, e := range s.entries {
+		if e.f.Topic == f.Topic && e.f.Group == f.Group {
+			m.idx.remove(e)
+			s.entries = slices.Delete(s.entries, i, i+1)
+			existed = true
+			break
+		}
+	}
+	e := &fentry{s: s, f: f}
+	s.entries = append(s.entries, e)
+	s.mu.Unlock()
+	m.idx.add(e)
+	err := m.saveFilters(ctx, s)
+	m.mu.Unlock()
+	if err != nil {
+		return existed, err
+	}
+	if f.Group == "" && (f.RetainHandling == 0 || f.RetainHandling == 1 && !existed) {
+		s.queueRetained(m.retainedFor(f.Topic), f)
+	}
+	return existed, nil
+}
+
+func (m *Memory) removeFilter(ctx context.Context, s *memSub, topic, grp string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.subs[s.opts.ID] != s {
+		return false, nil
+	}
+	s.mu.Lock()
+	existed := false
+	for i, e := range s.entries {
+		if e.f.Topic == topic && e.f.Group == grp {
+			m.idx.remove(e)
+			s.entries = slices.Delete(s.entries, i, i+1)
+			existed = true
+			break
+		}
+	}
+	s.mu.Unlock()
+	if !existed {
+		return false, nil
+	}
+	return true, m.saveFilters(ctx, s)
+}
+
+// saveFilters stores a durable subscription's filters (m.mu held).
+func (m *Memory) saveFilters(ctx context.Context, s *memSub) error {
+	if !s.opts.Durable {
+		return nil
+	}
+	s.mu.Lock()
+	d := DurableSubscription{ID: s.opts.ID, QoS: s.opts.QoS}
+	for _, e := range s.entries {
+		d.Specs = append(d.Specs, e.f)
+	}
+	s.mu.Unlock()
+	if err := m.spool.SaveSubscription(ctx, d); err != nil {
+		return fmt.Errorf("broker: save filters of %q: %w: %w", s.opts.ID, ErrStorage, err)
+	}
+	return nil
 }
 
 // Close implements Bus: it stops every delivery goroutine and waits for
@@ -395,25 +696,30 @@ func (m *Memory) Close() error {
 	m.mu.Unlock()
 	for _, s := range subs {
 		s.detach()
+		s.dmu.Lock()
+		if s.reportTimer != nil {
+			s.reportTimer.Stop()
+			s.reportTimer = nil
+		}
+		s.dmu.Unlock()
 	}
 	m.wg.Wait()
 	return nil
 }
 
-func (m *Memory) unsubscribe(s *memSub, keep bool) error {
-	s.detach()
-	if keep && s.opts.Durable {
-		return nil
+func (m *Memory) unsubscribe(h *handle, keep bool) error {
+	if !h.current() {
+		return nil // attached again since: that attachment is not ours
 	}
+	s := h.s
+	s.detach()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.subs[s.opts.ID] != s {
+	if m.subs[s.opts.ID] != s || keep && s.opts.Durable {
 		return nil
 	}
 	delete(m.subs, s.opts.ID)
-	for _, f := range s.opts.Filters {
-		m.idx.remove(f, s)
-	}
+	m.unindex(s)
 	if s.opts.Durable && !m.closed {
 		if err := m.spool.DeleteSubscription(context.Background(), s.opts.ID); err != nil {
 			return fmt.Errorf("broker: unsubscribe %q: %w", s.opts.ID, err)
@@ -421,3 +727,59 @@ func (m *Memory) unsubscribe(s *memSub, keep bool) error {
 	}
 	return nil
 }
+
+// Import implements Importer.
+func (m *Memory) Import(ctx context.Context, id string, e *Envelope) error {
+	m.mu.RLock()
+	s := m.subs[id]
+	m.mu.RUnlock()
+	if s == nil || !s.opts.Durable {
+		return fmt.Errorf("broker: import into %q: no durable subscription", id)
+	}
+	if e.ID == "" {
+		e.ID = NewID()
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	mt := &match{s: s, qos: max(e.QoS, 1)}
+	s.mu.Lock()
+	mt.seq, mt.durable = s.nextSeq, true
+	s.nextSeq++
+	s.writing = append(s.writing, mt.seq)
+	s.spilling = true
+	s.mu.Unlock()
+	err := m.spool.Enqueue(ctx, e, []QueueRef{{Subscriber: id, Seq: mt.seq}})
+	s.storedAs(mt, err == nil, e.Size())
+	if err != nil {
+		return fmt.Errorf("broker: import into %q: %w", id, err)
+	}
+	return nil
+}
+
+// Queued implements Importer.
+func (m *Memory) Queued(ctx context.Context, id string) ([]*Envelope, error) {
+	m.mu.RLock()
+	s := m.subs[id]
+	m.mu.RUnlock()
+	if s == nil || !s.opts.Durable {
+		return nil, nil
+	}
+	var out []*Envelope
+	var after int64
+	for {
+		qs, err := m.spool.Dequeue(ctx, id, after, spoolBatch)
+		if err != nil {
+			return nil, fmt.Errorf("broker: queue of %q: %w", id, err)
+		}
+		if len(qs) == 0 {
+			return out, nil
+		}
+		for _, q := range qs {
+			out = append(out, q.Envelope)
+			after = q.Seq
+		}
+	}
+}
+
+var _ Importer = (*Memory)(nil)

@@ -3,66 +3,154 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// spoolBatch is how many queued envelopes a subscription takes from the
+// spoolBatch is how many queued envelopes a subscription reads from the
 // spool at a time.
 const spoolBatch = 64
 
-// memSub is a subscription of the in-process bus. Envelopes wait in a
-// bounded channel; when it is full, QoS >= 1 envelopes of a durable
-// subscription go to the spool and, to keep order, so do all later ones
-// until the spool has drained ("spilling").
+// ackFlushDelay is how long acknowledgements of durable deliveries may
+// wait to be removed from the spool together.
+const ackFlushDelay = 5 * time.Millisecond
+
+// item is one envelope waiting for, or out on, delivery to a subscription.
+type item struct {
+	e        *Envelope
+	qos      byte
+	seq      int64 // position in the durable queue; 0 when not stored
+	order    uint64
+	ready    bool // stored (when it is to be), so it may go out
+	failed   bool // its store write failed: the publish was refused
+	retained bool
+	retFlag  bool
+	redo     bool
+	ids      []int
+}
+
+// memSub is a subscription of the in-process bus.
+//
+// Deliveries wait in mem, in order. An envelope at delivery QoS >= 1 for a
+// durable subscription gets the next sequence number of the subscription's
+// durable queue and is written there by the publisher; it also waits in
+// mem while the subscription is attached and keeping up. Otherwise
+// (detached, or mem full) the subscription is "spilling": newer durable
+// envelopes are only in the spool, and the delivery goroutine reads them
+// back, above cursor, once mem is empty. A delivered envelope stays in the
+// window (pending) until acked; a nack puts it in redo, delivered first. A
+// detach forgets mem, redo and the window: what is stored is read again
+// from the spool on the next attach, so it is redelivered in order.
 type memSub struct {
 	m    *Memory
 	opts SubscribeOptions
-	ch   chan *Envelope
 	kick chan struct{}
 
 	mu       sync.Mutex
+	entries  []*fentry // the filters in the index
 	attached bool
-	spilling bool
-	pending  int    // spool writes decided but not finished
-	gen      uint64 // bumped by every finished spool write
-	h        Handler
+	h        DeliveryHandler
 	cancel   context.CancelFunc
 	done     chan struct{}
-	carry    *Envelope // taken from ch but not delivered when the goroutine stopped
-	// detaching is set while detach waits for the goroutine; envelopes
-	// owed meanwhile are held in order and spooled after the ones in ch.
-	detaching bool
-	held      []*Envelope
+	gen      uint64 // bumped by every attach and detach
+	attaches uint64 // attachments so far
+	window   int
 
-	delivered, dropped, spooled atomic.Uint64
+	mem      []*item
+	redo     []*item
+	pending  int
+	spilling bool
+	cursor   int64   // the highest sequence number handed to mem
+	nextSeq  int64   // the next sequence number to assign
+	writing  []int64 // sequence numbers being written, ascending
+	acks     []int64 // acknowledged, to remove from the spool
+	ackBytes int64
+	order    uint64
+	// sent holds the stored envelopes handed out and not acknowledged,
+	// so that only those are marked Redelivered when read again.
+	sent map[int64]struct{}
+
+	delivered, redelivered, dropped, spooled, denied, downgraded atomic.Uint64
+
+	// Drop reports (see Memory.reportDrops).
+	dmu         sync.Mutex
+	overflowed  uint64
+	unreported  int
+	lastReport  time.Time
+	reportTimer *time.Timer
+	// ctx is the delivery goroutine's context, for Subscribe handlers.
+	ctx atomic.Pointer[context.Context]
 	// stored and storedBytes approximate the length and Size total of the
-	// durable queue in the spool, for MaxQueued and MaxQueuedBytes.
+	// durable queue in the spool, for the queue bounds.
 	stored, storedBytes atomic.Int64
 }
 
 func (m *Memory) newSub(opts SubscribeOptions) *memSub {
-	n := opts.QueueLen
-	if n <= 0 {
-		n = DefaultQueueLen
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = DefaultQueueLen
 	}
-	return &memSub{m: m, opts: opts, ch: make(chan *Envelope, n), kick: make(chan struct{}, 1)}
+	return &memSub{m: m, opts: opts, kick: make(chan struct{}, 1), nextSeq: 1, sent: make(map[int64]struct{})}
 }
 
 func (s *memSub) ID() string { return s.opts.ID }
 
 func (s *memSub) Stats() SubscriptionStats {
+	s.mu.Lock()
+	q, p, f := len(s.mem)+len(s.redo), s.pending, len(s.entries)
+	s.mu.Unlock()
 	return SubscriptionStats{
-		Delivered: s.delivered.Load(),
-		Dropped:   s.dropped.Load(),
-		Spooled:   s.spooled.Load(),
-		Queued:    len(s.ch),
+		Delivered:   s.delivered.Load(),
+		Redelivered: s.redelivered.Load(),
+		Dropped:     s.dropped.Load(),
+		Spooled:     s.spooled.Load(),
+		Denied:      s.denied.Load(),
+		Downgraded:  s.downgraded.Load(),
+		Queued:      q,
+		Pending:     p,
+		Filters:     f,
 	}
 }
 
-func (s *memSub) Unsubscribe() error { return s.m.unsubscribe(s, false) }
-func (s *memSub) Detach() error      { return s.m.unsubscribe(s, true) }
+func (s *memSub) Filters() []Filter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Filter, len(s.entries))
+	for i, e := range s.entries {
+		out[i] = e.f
+	}
+	return out
+}
+
+// handle is a Subscription: one attachment of a memSub. Once the
+// subscription has been attached again (a durable subscriber came back),
+// an older handle ends nothing.
+type handle struct {
+	s *memSub
+	n uint64 // the attachment
+}
+
+func (h *handle) ID() string               { return h.s.opts.ID }
+func (h *handle) Stats() SubscriptionStats { return h.s.Stats() }
+func (h *handle) Filters() []Filter        { return h.s.Filters() }
+func (h *handle) Unsubscribe() error       { return h.s.m.unsubscribe(h, false) }
+func (h *handle) Detach() error            { return h.s.m.unsubscribe(h, true) }
+
+func (h *handle) AddFilter(ctx context.Context, f Filter) (bool, error) {
+	return h.s.m.addFilter(ctx, h.s, f)
+}
+
+func (h *handle) RemoveFilter(ctx context.Context, topic, group string) (bool, error) {
+	return h.s.m.removeFilter(ctx, h.s, topic, group)
+}
+
+// current reports whether h is the subscription's latest attachment.
+func (h *handle) current() bool {
+	h.s.mu.Lock()
+	defer h.s.mu.Unlock()
+	return h.s.attaches == h.n
+}
 
 func (s *memSub) isAttached() bool {
 	s.mu.Lock()
@@ -70,53 +158,84 @@ func (s *memSub) isAttached() bool {
 	return s.attached
 }
 
-func (s *memSub) noLocal(e *Envelope) bool {
-	return s.opts.NoLocalProtocol != "" && e.Origin.Protocol == s.opts.NoLocalProtocol &&
-		(s.opts.NoLocalNode == "" || e.Origin.Node == s.opts.NoLocalNode)
+func (s *memSub) self(e *Envelope) bool {
+	return s.opts.Self.ClientID != "" && e.Origin.ClientID == s.opts.Self.ClientID &&
+		e.Origin.Protocol == s.opts.Self.Protocol
 }
 
-func (s *memSub) qos(e *Envelope) byte { return min(e.QoS, s.opts.QoS) }
-
-// offer queues e in memory, or reports true when the caller must write it
-// to the spool and then call spoolDone.
-func (s *memSub) offer(e *Envelope) bool {
-	durable := s.opts.Durable && s.qos(e) >= 1
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.detaching {
-		if durable {
-			s.held = append(s.held, e)
-		} else {
-			s.dropped.Add(1)
-		}
-		return false
-	}
-	if durable && (s.spilling || !s.attached || s.m.writeThrough) {
-		s.spilling = true
-		s.pending++
-		return true
-	}
-	if !s.attached {
-		return false
-	}
+func (s *memSub) wake() {
 	select {
-	case s.ch <- e:
-		return false
+	case s.kick <- struct{}{}:
 	default:
 	}
-	if durable {
-		s.spilling = true
-		s.pending++
-		return true
-	}
-	s.dropped.Add(1)
-	return false
 }
 
-func (s *memSub) spoolDone(ok bool, size int) {
+// match is what one publish owes one subscription.
+type match struct {
+	s       *memSub
+	qos     byte
+	ids     []int
+	rap     bool
+	it      *item
+	seq     int64
+	durable bool
+}
+
+// offer queues m's envelope for the subscription. For a durable
+// delivery it assigns the sequence number the caller must write it at
+// (then calling storedAs); the item waits in mem, not ready, meanwhile.
+// With hold, a delivery that is not stored waits too, until release.
+func (s *memSub) offer(e *Envelope, mt *match, hold bool) {
+	it := &item{e: e, qos: mt.qos, ids: mt.ids, retFlag: e.Retain && mt.rap}
 	s.mu.Lock()
-	s.pending--
-	s.gen++
+	defer s.mu.Unlock()
+	s.order++
+	it.order = s.order
+	if s.opts.Durable && mt.qos >= 1 && s.m.spool != nil {
+		mt.durable = true
+		mt.seq = s.nextSeq
+		s.nextSeq++
+		it.seq = mt.seq
+		s.writing = append(s.writing, mt.seq)
+		if s.attached && !s.spilling && len(s.mem) < s.opts.QueueLen {
+			s.mem = append(s.mem, it)
+			s.cursor = it.seq
+			mt.it = it
+		} else {
+			s.spilling = true
+		}
+		return
+	}
+	it.ready = !hold
+	if !s.attached || len(s.mem) >= s.opts.QueueLen {
+		s.dropped.Add(1)
+		return
+	}
+	s.mem = append(s.mem, it)
+	if hold {
+		mt.it = it
+	}
+	s.wake()
+}
+
+// release lets a held delivery go, or drops it when the publish failed.
+func (s *memSub) release(it *item, ok bool) {
+	s.mu.Lock()
+	it.ready, it.failed = true, !ok
+	s.mu.Unlock()
+	s.wake()
+}
+
+// stored records the outcome of the spool write of mt.
+func (s *memSub) storedAs(mt *match, ok bool, size int) {
+	s.mu.Lock()
+	if i := slices.Index(s.writing, mt.seq); i >= 0 {
+		s.writing = slices.Delete(s.writing, i, i+1)
+	}
+	if mt.it != nil {
+		mt.it.ready = true
+		mt.it.failed = !ok
+	}
 	s.mu.Unlock()
 	if ok {
 		s.spooled.Add(1)
@@ -125,202 +244,341 @@ func (s *memSub) spoolDone(ok bool, size int) {
 	} else {
 		s.dropped.Add(1)
 	}
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
+	s.wake()
 }
 
-func (s *memSub) attach(h Handler) {
+// queueRetained puts replayed retained values in mem, after what waits.
+func (s *memSub) queueRetained(es []*Envelope, f Filter) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.attached {
+		return
+	}
+	for _, e := range es {
+		s.order++
+		it := &item{e: e, qos: min(e.QoS, f.QoS, s.opts.QoS), retained: true, retFlag: true,
+			ready: true, order: s.order}
+		if f.ID != 0 {
+			it.ids = []int{f.ID}
+		}
+		s.mem = append(s.mem, it)
+	}
+	s.wake()
+}
+
+// bounds returns the durable queue's bounds: the subscription's own, else
+// the bus's.
+func (s *memSub) bounds() (int, int64) {
+	n, b := s.m.maxQueued, s.m.maxBytes
+	if s.opts.MaxQueued > 0 {
+		n = s.opts.MaxQueued
+	}
+	if s.opts.MaxQueuedBytes > 0 {
+		b = s.opts.MaxQueuedBytes
+	}
+	return n, b
+}
+
+// dropNewest reports the subscription's queue policy.
+func (s *memSub) dropNewest() bool {
+	if s.opts.QueuePolicy != "" {
+		return s.opts.QueuePolicy == DropNewest
+	}
+	return s.m.dropNewest
+}
+
+// ctxOf is the context a Subscribe handler runs under: the delivery
+// goroutine's, done when the subscription detaches.
+func (s *memSub) ctxOf(*Delivery) context.Context {
+	if p := s.ctx.Load(); p != nil {
+		return *p
+	}
+	return context.Background()
+}
+
+func (s *memSub) attach(h DeliveryHandler) {
 	ctx, cancel := context.WithCancel(context.Background())
+	s.ctx.Store(&ctx)
 	s.mu.Lock()
 	s.h, s.attached, s.cancel, s.done = h, true, cancel, make(chan struct{})
-	done := s.done
+	s.gen++
+	s.attaches++
+	s.window = max(s.opts.MaxAckPending, 1)
+	s.pending, s.mem, s.redo = 0, nil, nil
+	s.cursor = 0
+	s.spilling = s.opts.Durable && s.m.spool != nil
+	done, gen := s.done, s.gen
 	s.mu.Unlock()
 	s.m.wg.Add(1)
-	go s.run(ctx, h, done)
+	go s.run(ctx, h, gen, done)
 }
 
-// detach stops the delivery goroutine. Envelopes still in memory that a
-// durable subscription is owed go to the spool, and so do those published
-// while it stops (held in order meanwhile), so the spool keeps their order.
+// detach stops the delivery goroutine and forgets what is in memory and
+// out for delivery: a durable subscription reads its stored envelopes
+// again on the next attach.
 func (s *memSub) detach() {
 	s.mu.Lock()
 	if !s.attached {
 		s.mu.Unlock()
 		return
 	}
-	s.attached, s.detaching = false, true
+	s.attached = false
+	s.gen++
 	s.cancel()
 	done := s.done
 	s.mu.Unlock()
 	<-done
 
 	s.mu.Lock()
+	for _, it := range append(s.mem, s.redo...) {
+		if it.seq == 0 && !it.failed {
+			s.dropped.Add(1)
+		}
+	}
+	s.mem, s.redo, s.pending = nil, nil, 0
+	s.spilling = true
+	s.mu.Unlock()
+	s.flushAcks(context.Background())
+}
+
+func (s *memSub) ack(d *Delivery) {
+	s.mu.Lock()
+	if d.it.seq > 0 {
+		s.acks = append(s.acks, d.it.seq)
+		s.ackBytes += int64(d.it.e.Size())
+		delete(s.sent, d.it.seq)
+	}
+	live := d.gen == s.gen
+	if live {
+		s.pending--
+	}
+	s.mu.Unlock()
+	if !live && d.it.seq > 0 {
+		// No delivery goroutine of that attachment will flush it.
+		s.flushAcks(context.Background())
+	}
+	s.wake()
+}
+
+func (s *memSub) nack(d *Delivery) {
+	s.mu.Lock()
+	if d.gen == s.gen {
+		s.pending--
+		it := d.it
+		it.redo = true
+		i, _ := slices.BinarySearchFunc(s.redo, it.order, func(a *item, o uint64) int {
+			return cmpUint(a.order, o)
+		})
+		s.redo = slices.Insert(s.redo, i, it)
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// next takes the next item to deliver, or says why there is none: the
+// window is full, the head is being stored, or the spool must be read.
+func (s *memSub) next(gen uint64) (it *item, readSpool bool) {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	var owed []*Envelope
-	if s.carry != nil {
-		owed = append(owed, s.carry)
-		s.carry = nil
-	}
-	for len(s.ch) > 0 {
-		owed = append(owed, <-s.ch)
-	}
-	owed = append(owed, s.held...)
-	s.held, s.detaching = nil, false
-	for _, e := range owed {
-		if !s.opts.Durable || s.qos(e) == 0 {
-			s.dropped.Add(1)
-			continue
+	for {
+		if s.gen != gen || s.pending >= s.window {
+			return nil, false
 		}
-		s.spilling = true
-		if err := s.m.spool.Enqueue(context.Background(), e, []string{s.opts.ID}); err != nil {
-			s.m.log.Warn("broker: detach: spool lost an envelope", "subscriber", s.opts.ID, "topic", e.Topic, "err", err)
-			s.dropped.Add(1)
-			continue
+		if len(s.redo) > 0 {
+			it = s.redo[0]
+			s.redo = s.redo[1:]
+			s.pending++
+			return it, false
 		}
-		s.spooled.Add(1)
-		s.stored.Add(1)
-		s.storedBytes.Add(int64(e.Size()))
+		if len(s.mem) > 0 {
+			head := s.mem[0]
+			if !head.ready {
+				return nil, false
+			}
+			s.mem[0] = nil
+			s.mem = s.mem[1:]
+			if head.failed {
+				continue
+			}
+			s.pending++
+			return head, false
+		}
+		s.mem = nil
+		return nil, s.spilling
 	}
 }
 
-func (s *memSub) run(ctx context.Context, h Handler, done chan struct{}) {
+func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done chan struct{}) {
 	defer s.m.wg.Done()
 	defer close(done)
-	for {
-		select {
-		case e := <-s.ch:
-			if !s.deliver(ctx, h, e) {
-				return
-			}
-			continue
-		default:
+	var flush <-chan time.Time
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
 		}
-		s.mu.Lock()
-		spilling, gen := s.spilling, s.gen
-		s.mu.Unlock()
-		if spilling {
-			n, err := s.drainSpool(ctx, h)
-			if ctx.Err() != nil {
-				return
-			}
-			if err != nil {
+	}()
+	for ctx.Err() == nil {
+		it, read := s.next(gen)
+		if it != nil {
+			s.deliver(h, it, gen)
+			continue
+		}
+		if read {
+			n, err := s.readSpool(ctx)
+			if err != nil && ctx.Err() == nil {
 				s.m.log.Warn("broker: read spool", "subscriber", s.opts.ID, "err", err)
 				if !sleep(ctx, time.Second) {
 					return
 				}
-				continue
 			}
 			if n > 0 {
 				continue
 			}
-			s.mu.Lock()
-			if s.pending == 0 && s.gen == gen {
-				s.spilling = false
+		}
+		if s.hasAcks() && flush == nil {
+			if timer == nil {
+				timer = time.NewTimer(ackFlushDelay)
+			} else {
+				timer.Reset(ackFlushDelay)
 			}
-			spilling = s.spilling
-			s.mu.Unlock()
-			if !spilling {
-				continue
-			}
+			flush = timer.C
 		}
 		select {
-		case e := <-s.ch:
-			if !s.deliver(ctx, h, e) {
-				return
-			}
 		case <-s.kick:
+		case <-flush:
+			flush = nil
+			s.flushAcks(ctx)
 		case <-ctx.Done():
-			return
 		}
 	}
 }
 
-// deliver hands e to the handler; it returns false when the subscription
-// is stopping, after leaving e in s.carry.
-func (s *memSub) deliver(ctx context.Context, h Handler, e *Envelope) bool {
-	if e.Expired(time.Now()) {
+// deliver hands it to the handler, unless it expired or the subscriber
+// may no longer read it.
+func (s *memSub) deliver(h DeliveryHandler, it *item, gen uint64) {
+	d := &Delivery{Envelope: it.e, QoS: it.qos, Retained: it.retained, RetainFlag: it.retFlag,
+		Redelivered: it.redo, IDs: it.ids, sub: s, it: it, gen: gen}
+	if it.e.Expired(time.Now()) {
 		s.dropped.Add(1)
-		return true
+		d.Ack()
+		return
 	}
-	if err := s.handle(ctx, h, e); err != nil {
+	if s.opts.Allow != nil && !s.opts.Allow(it.e) {
+		s.denied.Add(1)
+		d.Ack()
+		return
+	}
+	s.delivered.Add(1)
+	if it.redo {
+		s.redelivered.Add(1)
+	}
+	if it.seq > 0 {
 		s.mu.Lock()
-		s.carry = e
+		s.sent[it.seq] = struct{}{}
 		s.mu.Unlock()
-		return false
 	}
-	return true
+	h(d)
 }
 
-// handle calls h, retrying with back-off while a durable QoS >= 1 delivery
-// fails; other failures are logged and counted as dropped.
-func (s *memSub) handle(ctx context.Context, h Handler, e *Envelope) error {
-	wait := 50 * time.Millisecond
-	for {
-		err := h(ctx, e)
-		if err == nil {
-			s.delivered.Add(1)
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if !s.opts.Durable || s.qos(e) == 0 {
-			s.dropped.Add(1)
-			s.m.log.Debug("broker: handler refused an envelope", "subscriber", s.opts.ID, "topic", e.Topic, "err", err)
-			return nil
-		}
-		s.m.log.Warn("broker: handler failed, retrying", "subscriber", s.opts.ID, "topic", e.Topic, "err", err)
-		if !sleep(ctx, wait) {
-			return ctx.Err()
-		}
-		wait = min(wait*2, 5*time.Second)
+// readSpool moves the next batch of stored envelopes above cursor into
+// mem, stopping below any still being written (they come next time); it
+// ends spilling once the spool has nothing more and no write is pending.
+func (s *memSub) readSpool(ctx context.Context) (int, error) {
+	s.mu.Lock()
+	after := s.cursor
+	limit := int64(-1)
+	if len(s.writing) > 0 {
+		limit = s.writing[0]
 	}
-}
-
-// drainSpool delivers one batch from the spool and acknowledges what the
-// handler took.
-func (s *memSub) drainSpool(ctx context.Context, h Handler) (int, error) {
-	items, err := s.m.spool.Dequeue(ctx, s.opts.ID, spoolBatch)
+	gen := s.gen
+	s.mu.Unlock()
+	if limit >= 0 && limit <= after+1 {
+		return 0, nil // the next one is being written: its write kicks
+	}
+	qs, err := s.m.spool.Dequeue(ctx, s.opts.ID, after, spoolBatch)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("subscriber %q: %w", s.opts.ID, err)
 	}
-	var last int64 = -1
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != gen {
+		return 0, nil
+	}
 	n := 0
-	now := time.Now()
-	for _, q := range items {
-		if !q.Envelope.Expired(now) {
-			if err := s.handle(ctx, h, q.Envelope); err != nil {
-				break
-			}
-			n++
+	for _, q := range qs {
+		if limit >= 0 && q.Seq >= limit {
+			break
 		}
-		last = q.Seq
+		s.order++
+		e := q.Envelope
+		qos, rap := s.filterOptions(e.Topic)
+		_, again := s.sent[q.Seq]
+		s.mem = append(s.mem, &item{e: e, qos: min(e.QoS, qos), seq: q.Seq, ready: true, order: s.order,
+			retFlag: e.Retain && rap, redo: again})
+		s.cursor = q.Seq
+		n++
 	}
-	if last >= 0 && n > 0 && s.opts.Sync != nil {
-		if err := s.opts.Sync(ctx); err != nil {
-			return 0, fmt.Errorf("sync %d delivered envelopes: %w", n, err)
-		}
-	}
-	if last >= 0 {
-		if err := s.m.spool.Ack(context.WithoutCancel(ctx), s.opts.ID, last); err != nil {
-			return n, err
-		}
-		acked, size := 0, 0
-		for _, q := range items {
-			if q.Seq <= last {
-				acked++
-				size += q.Envelope.Size()
-			}
-		}
-		s.stored.Add(-int64(acked))
-		s.storedBytes.Add(-int64(size))
-	}
-	if n == 0 && len(items) > 0 && ctx.Err() == nil {
-		n = len(items) // all expired: progress was made
+	if n == 0 && len(s.writing) == 0 && len(qs) == 0 {
+		s.spilling = false
 	}
 	return n, nil
+}
+
+// filterOptions returns, for an envelope read back from the spool, the
+// highest QoS of the filters matching topic (capped by the
+// subscription's) and whether one keeps the retain flag. With no
+// matching filter left (removed meanwhile) it is the subscription's QoS.
+func (s *memSub) filterOptions(topic string) (qos byte, rap bool) {
+	found := false
+	for _, e := range s.entries {
+		if Match(e.f.Topic, topic) {
+			if !found || e.f.QoS > qos {
+				qos = e.f.QoS
+			}
+			found = true
+			rap = rap || e.f.RetainAsPublished
+		}
+	}
+	if !found {
+		return s.opts.QoS, false
+	}
+	return min(qos, s.opts.QoS), rap
+}
+
+func (s *memSub) hasAcks() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.acks) > 0
+}
+
+// flushAcks removes acknowledged envelopes from the durable queue; one
+// that fails stays queued and is delivered again on the next attach.
+func (s *memSub) flushAcks(ctx context.Context) {
+	s.mu.Lock()
+	acks, size := s.acks, s.ackBytes
+	s.acks, s.ackBytes = nil, 0
+	s.mu.Unlock()
+	if len(acks) == 0 || s.m.spool == nil {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	if err := s.m.spool.Remove(ctx, s.opts.ID, acks); err != nil {
+		s.m.log.Warn("broker: remove acknowledged envelopes", "subscriber", s.opts.ID, "err", err)
+		return
+	}
+	s.stored.Add(-int64(len(acks)))
+	s.storedBytes.Add(-size)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -335,6 +593,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 var (
-	_ Subscription = (*memSub)(nil)
+	_ Subscription = (*handle)(nil)
 	_ Bus          = (*Memory)(nil)
 )

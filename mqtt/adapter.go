@@ -1,62 +1,41 @@
-// Package mqtt is the hub's MQTT 3.1.1 and 5 adapter: an embedded mochi-mqtt
-// broker whose hooks authenticate clients against adapters.Auth, put every
-// client publish on the bus, and keep persistent sessions in the store,
-// while one bus subscription injects everything published by other
-// protocols (or other hubs) into mochi for its MQTT subscribers.
+// Package mqtt is the hub's MQTT 3.1.1 and 5 adapter: an embedded
+// mochi-mqtt broker runs the wire (packets, the client's own QoS
+// handshakes, keepalive, wills, TLS and WebSocket listeners) and a hook
+// translates between it and the bus. The adapter keeps no queue, retained
+// tree, ordering or in-flight store of its own: each client's session is a
+// bus subscription (durable for a persistent session), which owns the
+// queue, the delivery window, redelivery, bounds and drop reports, the
+// retained values and the access check of every delivered envelope.
 //
-// Routing: MQTT-to-MQTT traffic is routed by mochi itself; the adapter's
-// bus subscription skips envelopes of its own protocol and node
-// (NoLocalProtocol/NoLocalNode), so nothing is delivered twice.
+// Publishing: a client's PUBLISH goes to the bus, and only once the bus
+// has it (durable at QoS >= 1) does mochi send the PUBACK or PUBREC; mochi
+// neither routes nor retains it (CodeSuccessIgnore). When the bus refuses,
+// an MQTT 5 client gets PUBACK/PUBREC with reason 0x97 (quota exceeded,
+// for broker.ErrStorage), 0x90 (topic name invalid) or 0x83
+// (implementation specific error); an MQTT 3.1.1 client, which has no
+// negative acknowledgement, is disconnected (without its will).
 //
-// Acknowledgements: mochi runs the OnPublish hook before it writes PUBACK or
-// PUBREC, but delivers to subscribers only after writing it. The hook
-// therefore publishes to the bus, then routes the packet to mochi's
-// subscribers itself (through an inline stand-in of the client), and only
-// then lets mochi acknowledge it: a QoS 1/2 publisher is acknowledged once
-// Bus.Publish has returned nil (the envelope is durable) and once the
-// copies queued for offline persistent MQTT sessions are in the store.
-// When a copy for an offline persistent session cannot be stored (a full
-// disk), the copies are taken back and the publish is refused as for
-// broker.ErrStorage; an envelope from the bus is then not acknowledged to
-// the bus, which delivers it again (see route).
-// When the bus refuses, an MQTT 5 client gets PUBACK/PUBREC with reason
-// 0x97 (quota exceeded, for broker.ErrStorage), 0x90 (topic name invalid)
-// or 0x83 (implementation specific error); an MQTT 3.1.1 client, which has
-// no negative acknowledgement, is disconnected (without its will). QoS 0
-// publishes the bus refuses are dropped and counted.
+// Subscribing: SUBSCRIBE and UNSUBSCRIBE change the filters of the
+// client's bus subscription, with MQTT 5's options (no-local,
+// retain-as-published, retain handling, subscription identifiers) and
+// shared subscriptions ($share/{group}/{filter}) as bus consumer groups;
+// the bus replays retained values after the SUBACK.
 //
-// Retained values: the bus (persisted by the store through broker.Spool) is
-// the only source of truth. mochi's retained tree is a cache filled from
-// Bus.Retained at start and kept current by the traffic itself; the
-// session store never holds retained messages.
+// Delivering: the bus hands the session each delivery, within a window of
+// the client's Receive Maximum (capped by MaxInflight); the session writes
+// the PUBLISH with a packet id of its own and acks the delivery on the
+// client's PUBACK or PUBCOMP. A returning persistent session gets, in
+// order, first what was delivered and not acknowledged (DUP set, same
+// packet id within a hub's lifetime), then what was queued.
 //
-// Sessions: clean sessions live in memory only. Persistent ones (clean
-// session false, or an MQTT 5 session expiry) are written to a
-// SessionStore: the client, its subscriptions, and every QoS 1/2 message
-// in flight to it or queued while it is offline (mochi keeps those in the
-// client's in-flight table and reports them through OnQosPublish). A
-// returning client gets them in the order they were published (see
-// queueOrder), before anything newer (routing pauses while mochi resends a
-// session: see pauseForResume), and an envelope the bus replays after a
-// crash is not queued twice. Copies for offline sessions are stored before
-// the acknowledgement; those in flight to connected clients are written
-// behind the delivery, in batches, and synced before the publisher's
-// PUBACK or the bus's acknowledgement (see inflightWriter). A client's
-// queue holds at most
-// MaxQueued messages: when full, the oldest is dropped, counted, and
-// reported on $hub/clients/{clientid}/dropped (see makeRoom).
+// Slow consumers: writes to a client never block the bus (see asyncConn);
+// a client that does not take its bytes within WriteTimeout is
+// disconnected, its persistent session kept.
 //
-// Slow consumers: writes to a client never block the publisher or the bus
-// (see asyncConn); a client that does not take its bytes within
-// WriteTimeout is disconnected, its persistent session kept.
-//
-// Listeners: plain TCP, TLS and WebSocket, each reporting its bound
-// address. mochi publishes its $SYS topics (kept out of the bus) every
-// SysInterval.
-//
-// Authorization: every publish, subscription and delivery is checked with
-// adapters.Auth; decisions for users and devices are cached for aclTTL, so
-// a changed ACL rule takes effect within two seconds.
+// Authorization: every publish and subscription is checked with
+// adapters.Auth, and so is every delivered envelope (the bus asks before
+// each delivery); decisions are cached for aclTTL, so a changed ACL rule
+// takes effect within two seconds.
 package mqtt
 
 import (
@@ -95,7 +74,12 @@ const (
 	// DefaultSysInterval is how often $SYS topics are published (as in
 	// Mosquitto).
 	DefaultSysInterval = 10 * time.Second
-	// DefaultSubscriberID is the id of the adapter's bus subscription.
+	// DefaultMaxInflight bounds the QoS 1/2 deliveries out to one client
+	// and not acknowledged (its Receive Maximum, for MQTT 5, when lower).
+	DefaultMaxInflight = 1000
+	// DefaultSubscriberID is the id of the durable bus subscription an
+	// earlier version of the adapter fed its own queues from; Start
+	// migrates what it holds.
 	DefaultSubscriberID = "mqtt-adapter"
 )
 
@@ -121,15 +105,11 @@ type Config struct {
 	// AllowAnonymous lets clients without credentials in on non-loopback
 	// listeners as well (adapters.AnonymousAllowed).
 	AllowAnonymous bool
-	// Sessions keeps persistent sessions across restarts (nil: in memory).
+	// Sessions keeps the records of persistent sessions across restarts
+	// (nil: every session is clean).
 	Sessions SessionStore
 	// Node is this hub's id in Origin.Node (default broker.NodeID()).
 	Node string
-	// SubscriberID is the id of the adapter's durable bus subscription
-	// (default DefaultSubscriberID). It must stay the same across restarts
-	// (the durable queue is found again under it) and, on a shared
-	// clustered bus, differ from hub to hub.
-	SubscriberID string
 	// Logger receives the adapter's and mochi's logs (nil: slog.Default()).
 	Logger *slog.Logger
 	// Registerer receives the adapter's metrics (nil: no metrics).
@@ -145,9 +125,13 @@ type Config struct {
 	// an MQTT 3.1.1 client, which cannot be told, is refused (CONNACK
 	// "identifier rejected"), as Mosquitto's max_keepalive does.
 	MaxKeepalive uint16
-	// MaxQueued bounds QoS 1/2 messages in flight or queued per client (0:
-	// DefaultMaxQueued).
+	// MaxQueued bounds the messages queued per client (0:
+	// DefaultMaxQueued): a persistent session's durable queue, a clean
+	// session's deliveries waiting in memory.
 	MaxQueued uint16
+	// MaxInflight bounds the QoS 1/2 deliveries out to one client and not
+	// acknowledged (0: DefaultMaxInflight).
+	MaxInflight uint16
 	// MaxQueuedBytes bounds the topic and payload bytes of the QoS 1/2
 	// messages queued for a persistent session (0: no bound, MaxQueued
 	// only).
@@ -172,26 +156,20 @@ type Config struct {
 // Adapter is the MQTT adapter. It implements adapters.Adapter,
 // adapters.HealthChecker, adapters.Addresser and adapters.PresenceSource.
 type Adapter struct {
-	cfg      Config
-	auth     *adapters.Auth
-	log      *slog.Logger
-	sessions *sessions
-	order    *queueOrder
-	metrics  *metrics
+	cfg     Config
+	auth    *adapters.Auth
+	log     *slog.Logger
+	metrics *metrics
 
 	// lifetime context of calls made from hooks (auth, bus publish).
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	state   int
-	srv     *mochi.Server
-	inline  *mochi.Client
-	sub     broker.Subscription
-	lns     []boundListener
-	lnAddr  map[string]string // listener id -> configured address
-	gate    chan struct{}
-	expires map[string]int64 // restored in-flight expiry, until Start ends
+	mu     sync.Mutex
+	state  int
+	srv    *mochi.Server
+	lns    []boundListener
+	lnAddr map[string]string // listener id -> configured address
 
 	running atomic.Bool                     // serving; read by Healthy without mu
 	served  atomic.Pointer[[]boundListener] // the listeners, once started
@@ -202,48 +180,19 @@ type Adapter struct {
 	presence map[string]int // device id -> connections
 	online   sync.Map       // *mochi.Client -> device id, for connected devices
 
-	retMu    sync.Mutex
-	retained map[string]string // topic -> envelope id of the retained value
-
-	// treeMu serializes writes to mochi's retained tree with its
-	// wildcard scans (see hook.OnSubscribe).
-	treeMu sync.RWMutex
-	// proxies are the inline stand-ins that route connected clients'
-	// publishes (see hook.OnPublish), by client.
-	proxies sync.Map
-
 	aclMu    sync.Mutex
 	aclCache map[aclKey]aclEntry
 
-	// injecting tracks routings in progress and the copies they could
-	// not store (see route).
-	injecting *injections
-	// busMu serializes injections from the bus; busEnv is the id of the
-	// envelope being injected, which OnPublish puts in the packet Origin.
-	busMu  sync.Mutex
-	busEnv atomic.Pointer[string]
+	// sessions are the client ids' bus subscriptions.
+	smu      sync.Mutex
+	sessions map[string]*session
 
-	// resume stops routings into mochi (read-locked by each) while a
-	// returning client gets its stored session (see pauseForResume);
-	// resuming holds the *sync.Once releasing it, by client.
-	resume   sync.RWMutex
-	resuming sync.Map
-	wg       sync.WaitGroup // resume watchers
+	present     sync.Map // *mochi.Client -> session present, until its CONNACK
+	subscribing sync.Map // *mochi.Client -> struct{} while its SUBSCRIBE is checked
+	granted     sync.Map // *mochi.Client -> []broker.Filter granted, until its SUBACK is out
 
-	// subscribing holds the clients whose SUBSCRIBE is being processed;
-	// drops counts each client's dropped messages (see makeRoom).
-	subscribing sync.Map // *mochi.Client -> struct{}
-	drops       sync.Map // client id -> *drops
-
-	// ownMu orders the session-record writes of a connection that ends
-	// with those of a new connection taking its client id.
-	ownMu sync.Mutex
-
-	// ackQueues hold the PUBACKs waiting for the store, by client (see
-	// deferAck); ackWG counts their goroutines.
-	ackQueues sync.Map // *mochi.Client -> *ackQueue
-	ackWG     sync.WaitGroup
-	hook      *hook // the adapter's mochi hook (the ack queue stores PUBREC states through it)
+	sysLast map[string]string // $SYS topic -> last value published (mochi's loop goroutine)
+	wg      sync.WaitGroup    // the sweeper
 }
 
 const (
@@ -310,6 +259,9 @@ func New(cfg Config) (*Adapter, error) {
 	if cfg.MaxQueued == 0 {
 		cfg.MaxQueued = DefaultMaxQueued
 	}
+	if cfg.MaxInflight == 0 {
+		cfg.MaxInflight = DefaultMaxInflight
+	}
 	switch cfg.QueuePolicy {
 	case "":
 		cfg.QueuePolicy = broker.DropOldest
@@ -326,9 +278,6 @@ func New(cfg Config) (*Adapter, error) {
 	if cfg.Node == "" {
 		cfg.Node = broker.NodeID()
 	}
-	if cfg.SubscriberID == "" {
-		cfg.SubscriberID = DefaultSubscriberID
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -337,17 +286,12 @@ func New(cfg Config) (*Adapter, error) {
 		auth:     cfg.Auth,
 		log:      cfg.Logger,
 		presence: make(map[string]int),
-		retained: make(map[string]string),
 		lnAddr:   make(map[string]string),
-		order:    newQueueOrder(),
-
-		injecting: newInjections(),
+		sessions: make(map[string]*session),
+		sysLast:  make(map[string]string),
 	}
 	if a.auth == nil {
 		a.auth = adapters.NewAuth(nil, nil)
-	}
-	if cfg.Sessions != nil {
-		a.sessions = newSessions(cfg.Sessions, a.log)
 	}
 	a.metrics = newMetrics(a)
 	return a, nil
@@ -368,9 +312,8 @@ func (a *Adapter) SetPresenceSink(s adapters.PresenceSink) {
 	a.sink.Store(&s)
 }
 
-// Start binds the listeners, loads the retained values from the bus and
-// the persistent sessions from the store, subscribes to the bus and starts
-// serving. It can be called once.
+// Start binds the listeners, migrates the sessions of an earlier version
+// and starts serving. It can be called once.
 func (a *Adapter) Start(ctx context.Context) (err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -391,30 +334,18 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 	if a.cfg.MaxClients > 0 {
 		caps.MaximumClients = int64(a.cfg.MaxClients)
 	}
-	// No forced expiry: retained values and queued messages live until
-	// their own MQTT 5 expiry, as in Mosquitto (mochi's default drops
-	// them after a day).
 	caps.MaximumMessageExpiryInterval = 0
-	caps.MaximumInflight = a.cfg.MaxQueued
+	caps.ReceiveMaximum = a.cfg.MaxInflight
 	caps.MaximumClientWritesPending = 1024
 	srv := mochi.New(&mochi.Options{
 		Capabilities:           caps,
-		InlineClient:           true,
 		Logger:                 a.log.With("component", "mochi"),
 		SysTopicResendInterval: int64(a.cfg.SysInterval / time.Second),
 	})
-	inline, ok := srv.Clients.Get(mochi.InlineClientId)
-	if !ok {
-		return errors.New("mqtt: Start: mochi has no inline client")
-	}
-	// Injected packets carry MQTT 5 properties, and mochi honours
-	// message expiry only for version 5 packets.
-	inline.Properties.ProtocolVersion = 5
-	a.hook = &hook{a: a}
-	if err := srv.AddHook(a.hook, nil); err != nil {
+	if err := srv.AddHook(&hook{a: a}, nil); err != nil {
 		return fmt.Errorf("mqtt: add hook: %w", err)
 	}
-	a.srv, a.inline = srv, inline
+	a.srv = srv
 
 	for _, l := range []struct{ id, addr string }{{"mqtt", a.cfg.Addr}, {"mqtts", a.cfg.TLSAddr}, {"ws", a.cfg.WSAddr}} {
 		if l.addr == "" {
@@ -442,42 +373,20 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 		a.lns = append(a.lns, ln)
 		a.lnAddr[l.id] = l.addr
 	}
-
-	a.gate = make(chan struct{})
-	a.sub, err = a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{
-		ID:              a.cfg.SubscriberID,
-		Filters:         []string{"#", "$hub/#"},
-		QoS:             2,
-		Durable:         true,
-		NoLocalProtocol: broker.ProtoMQTT,
-		NoLocalNode:     a.cfg.Node,
-		Sync:            a.syncBehind,
-	}, a.fromBus)
-	if err != nil {
+	if err := a.migrate(ctx); err != nil {
 		a.closeListeners()
-		return fmt.Errorf("mqtt: subscribe to the bus: %w", err)
+		return err
 	}
-	fail := func(err error) error {
-		close(a.gate)
-		_ = a.sub.Detach()
+	if err := srv.Serve(); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("mqtt: serve: %w", err)
+	}
+	if err := a.metrics.register(a.cfg.Registerer); err != nil {
 		_ = srv.Close()
 		return err
 	}
-	if err := a.loadRetained(ctx); err != nil {
-		a.closeListeners()
-		return fail(err)
-	}
-	if err := srv.Serve(); err != nil {
-		return fail(fmt.Errorf("mqtt: serve: %w", err))
-	}
-	a.restoreExpiry()
-	if err := a.metrics.register(a.cfg.Registerer); err != nil {
-		return fail(err)
-	}
-	close(a.gate)
-	if a.sessions != nil {
-		go a.sessions.behind.run()
-	}
+	a.wg.Add(1)
+	go a.sweeper()
 	a.state = stateStarted
 	lns := a.lns
 	a.served.Store(&lns)
@@ -492,62 +401,9 @@ func (a *Adapter) closeListeners() {
 	}
 }
 
-// loadRetained fills mochi's retained tree from the bus.
-func (a *Adapter) loadRetained(ctx context.Context) error {
-	now := time.Now()
-	for _, f := range []string{"#", "$hub/#"} {
-		es, err := a.cfg.Bus.Retained(ctx, f)
-		if err != nil {
-			return fmt.Errorf("mqtt: load retained %q: %w", f, err)
-		}
-		for _, e := range es {
-			pk, _, ok := packetFromEnvelope(e, now)
-			if !ok || len(pk.Payload) == 0 {
-				continue
-			}
-			pk.FixedHeader.Retain = true
-			pk.ProtocolVersion = 5
-			pk.Origin = mochi.InlineClientId
-			if i := pk.Properties.MessageExpiryInterval; i > 0 {
-				pk.Expiry = now.Unix() + int64(i)
-			}
-			a.srv.Topics.RetainMessage(pk)
-			a.retained[e.Topic] = e.ID
-		}
-	}
-	atomic.StoreInt64(&a.srv.Info.Retained, int64(a.srv.Topics.Retained.Len()))
-	return nil
-}
-
-// restoreExpiry gives in-flight messages loaded from the store their
-// absolute expiry back (mochi's storage record has no field for it).
-func (a *Adapter) restoreExpiry() {
-	for key, exp := range a.expires {
-		id, pid, ok := splitInflightKey(key)
-		if !ok {
-			continue
-		}
-		cl, ok := a.srv.Clients.Get(id)
-		if !ok {
-			continue
-		}
-		if pk, ok := cl.State.Inflight.Get(pid); ok {
-			pk.Expiry = exp
-			// mochi expires only version 5 packets; the copy for a 3.1.1
-			// subscriber is one too (as when it was queued: injected
-			// packets are version 5), and WritePacket encodes it in the
-			// subscriber's version anyway.
-			pk.ProtocolVersion = 5
-			cl.State.Inflight.Set(pk)
-		}
-	}
-	a.expires = nil
-}
-
-// Stop detaches the bus subscription (a durable one keeps collecting),
-// disconnects every client (persistent sessions stay in the store), closes
-// the listeners and returns once every goroutine has ended, or when ctx is
-// done.
+// Stop disconnects every client (persistent sessions stay on the bus),
+// closes the listeners and returns once every goroutine has ended, or
+// when ctx is done.
 func (a *Adapter) Stop(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -558,9 +414,6 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	a.state = stateStopped
 	a.running.Store(false)
 	var errs []error
-	if err := a.sub.Detach(); err != nil {
-		errs = append(errs, fmt.Errorf("mqtt: detach from the bus: %w", err))
-	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -568,17 +421,34 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		a.wg.Wait() // the clients are closed: the resume watchers end
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("mqtt: stop: %w", ctx.Err()))
 	}
-	if a.sessions != nil {
-		a.sessions.behind.close() // writes what is left
+	a.smu.Lock()
+	ss := make([]*session, 0, len(a.sessions))
+	for _, s := range a.sessions {
+		ss = append(ss, s)
 	}
-	a.ackWG.Wait() // their waits end with the last write
+	a.smu.Unlock()
+	for _, s := range ss {
+		s.detach(nil)
+	}
 	a.cancel()
+	a.wg.Wait()
 	a.metrics.unregister(a.cfg.Registerer)
 	return errors.Join(errs...)
+}
+
+// sessionOf returns the session cl delivers for, nil when it is not (or
+// no longer) the client id's connection.
+func (a *Adapter) sessionOf(cl *mochi.Client) *session {
+	a.smu.Lock()
+	s := a.sessions[cl.ID]
+	a.smu.Unlock()
+	if s == nil || s.conn() != cl {
+		return nil
+	}
+	return s
 }
 
 // Healthy reports nil while the adapter serves on all its listeners.

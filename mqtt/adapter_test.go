@@ -152,13 +152,12 @@ func TestRetainedFromBothSides(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2 := mustV3(t, h.addr, "ret-sub2", "", "", true)
-	waitFor(t, func() bool { return h.a.retainedCount("ret/bus") == 1 })
 	s2.sub(t, "ret/bus", 1)
 	if m := s2.next(t); string(m.Payload()) != "21" || !m.Retained() {
 		t.Fatalf("late subscriber got %q retained=%v", m.Payload(), m.Retained())
 	}
 
-	// Retained values survive a restart (loaded from the bus, not mochi).
+	// Retained values survive a restart (the bus's, from the store).
 	h.restart()
 	s3 := mustV3(t, h.addr, "ret-sub3", "", "", true)
 	s3.sub(t, "ret/#", 1)
@@ -178,7 +177,6 @@ func TestRetainedFromBothSides(t *testing.T) {
 		Origin: broker.Origin{Protocol: broker.ProtoREST}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return h.a.retainedCount("ret/#") == 0 })
 	if rs, _ := h.bus.Retained(ctx, "ret/#"); len(rs) != 0 {
 		t.Fatalf("bus still retains %v", rs)
 	}
@@ -201,14 +199,11 @@ func TestPersistentSessionSurvivesRestart(t *testing.T) {
 		Origin: broker.Origin{Protocol: broker.ProtoREST}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
-		cl, ok := h.a.srv.Clients.Get("keeper")
-		return ok && cl.State.Inflight.Len() == 2
-	})
+	waitFor(t, func() bool { return h.queued("keeper") == 2 })
 	h.close()
 
 	// Published while the adapter is down: the bus keeps it in the
-	// adapter's durable queue.
+	// session's durable queue.
 	h.open()
 	h.a.Stop(context.Background())
 	if err := h.bus.Publish(context.Background(), &broker.Envelope{Topic: "keep/3", Payload: []byte("three"), QoS: 1,
@@ -248,16 +243,17 @@ func TestCleanSessionLeavesNothingStored(t *testing.T) {
 	c.sub(t, "tmp/#", 1)
 	c.c.Disconnect(100)
 	ctx := context.Background()
-	waitFor(t, func() bool { kv, _ := h.st.KVList(ctx, bucketClients); return len(kv) == 1 })
+	waitFor(t, func() bool { kv, _ := h.st.KVList(ctx, bucketSessions); return len(kv) == 1 && h.durable("tmp") })
 	// Reconnecting with a clean session discards the stored one.
 	c = mustV3(t, h.addr, "tmp", "alice", "alicepw", true)
 	// (mochi runs OnSessionEstablished just after CONNACK.)
-	for _, b := range []string{bucketClients, bucketSubs, bucketInflight} {
-		waitFor(t, func() bool { kv, err := h.st.KVList(ctx, b); return err == nil && len(kv) == 0 })
-	}
+	waitFor(t, func() bool {
+		kv, err := h.st.KVList(ctx, bucketSessions)
+		return err == nil && len(kv) == 0 && !h.durable("tmp")
+	})
 	c.sub(t, "tmp/#", 1)
-	if kv, _ := h.st.KVList(ctx, bucketSubs); len(kv) != 0 {
-		t.Fatalf("clean session subscriptions stored: %v", kv)
+	if h.durable("tmp") {
+		t.Fatal("a clean session is stored")
 	}
 }
 
@@ -272,13 +268,6 @@ func waitFor(t testing.TB, cond func() bool) {
 	}
 }
 
-// retainedCount counts mochi's retained messages matching filter.
-func (a *Adapter) retainedCount(filter string) int {
-	a.treeMu.RLock()
-	defer a.treeMu.RUnlock()
-	return len(a.srv.Topics.Messages(filter))
-}
-
 func TestQueuedForOfflineSessionIsStoredBeforePuback(t *testing.T) {
 	t.Parallel()
 	h := newHub(t, nil)
@@ -290,9 +279,8 @@ func TestQueuedForOfflineSessionIsStoredBeforePuback(t *testing.T) {
 	ctx := context.Background()
 	for i := range 5 {
 		p.pub(t, "away/x", 1, false, fmt.Sprint(i)) // returns on PUBACK
-		kv, err := h.st.KVList(ctx, bucketInflight)
-		if err != nil || len(kv) != i+1 {
-			t.Fatalf("after PUBACK %d: %d stored (%v)", i, len(kv), err)
+		if n, err := h.st.QueueLen(ctx, subscriberID("away")); err != nil || n != i+1 {
+			t.Fatalf("after PUBACK %d: %d stored (%v)", i, n, err)
 		}
 	}
 }

@@ -304,3 +304,34 @@ func nextEnv(t testing.TB, ch <-chan *broker.Envelope) *broker.Envelope {
 		return nil
 	}
 }
+
+// queued returns the length of a client's durable session queue.
+func (h *testHub) queued(clientID string) int {
+	n, err := h.st.QueueLen(context.Background(), subscriberID(clientID))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return n
+}
+
+// durable reports whether the bus stores a session for clientID.
+func (h *testHub) durable(clientID string) bool {
+	ds, err := h.st.LoadSubscriptions(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, d := range ds {
+		if d.ID == subscriberID(clientID) {
+			return true
+		}
+	}
+	return false
+}
+
+// detached reports whether a client's session has no connection.
+func (h *testHub) detached(clientID string) bool {
+	h.a.smu.Lock()
+	s := h.a.sessions[clientID]
+	h.a.smu.Unlock()
+	return s == nil || s.conn() == nil
+}

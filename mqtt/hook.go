@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mochi-mqtt/server/v2/system"
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
@@ -17,8 +20,12 @@ import (
 // authTimeout bounds one authentication or authorization call.
 const authTimeout = 5 * time.Second
 
-// hook is the adapter inside mochi: authentication, ACLs, the bridge from
-// client publishes to the bus, presence, and session persistence.
+// hook is the adapter inside mochi: mochi runs the wire (packets, the
+// client's own QoS handshakes, keepalive, wills) and the hook translates:
+// authentication and ACLs, a client's PUBLISH onto the bus, SUBSCRIBE and
+// UNSUBSCRIBE into the filters of the client's bus subscription, and the
+// client's PUBACK, PUBREC and PUBCOMP into acknowledgements of its bus
+// deliveries. mochi routes and retains nothing itself.
 type hook struct {
 	mochi.HookBase
 	a *Adapter
@@ -27,25 +34,16 @@ type hook struct {
 // ID names the hook.
 func (h *hook) ID() string { return "hub-mqtt" }
 
-var (
-	alwaysProvided = []byte{
-		mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
-		mochi.OnSessionEstablish, mochi.OnSessionEstablished, mochi.OnDisconnect,
-		mochi.OnQosPublish, mochi.OnQosComplete, mochi.OnQosDropped, mochi.OnClientExpired,
-		mochi.OnPublish, mochi.OnWillSent, mochi.OnPublishDropped,
-		mochi.OnSubscribe, mochi.OnPacketProcessed,
-	}
-	storageProvided = []byte{
-		mochi.OnSubscribed, mochi.OnUnsubscribed,
-		mochi.StoredClients, mochi.StoredSubscriptions, mochi.StoredInflightMessages,
-	}
-)
+var provided = []byte{
+	mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
+	mochi.OnSessionEstablish, mochi.OnSessionEstablished, mochi.OnDisconnect,
+	mochi.OnPublish, mochi.OnWillSent, mochi.OnPacketRead, mochi.OnPacketEncode,
+	mochi.OnSubscribe, mochi.OnSubscribed, mochi.OnPacketProcessed, mochi.OnUnsubscribed,
+	mochi.OnQosComplete, mochi.OnQosDropped, mochi.OnClientExpired, mochi.OnSysInfoTick,
+}
 
 // Provides says which hook methods mochi should call.
-func (h *hook) Provides(b byte) bool {
-	return bytes.IndexByte(alwaysProvided, b) >= 0 ||
-		h.a.sessions != nil && bytes.IndexByte(storageProvided, b) >= 0
-}
+func (h *hook) Provides(b byte) bool { return bytes.IndexByte(provided, b) >= 0 }
 
 func (h *hook) callCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(h.a.ctx, authTimeout)
@@ -77,12 +75,11 @@ const (
 
 // OnConnect authenticates the client. It runs before mochi's own
 // authentication step so that it can answer with the precise refusal
-// (mochi would always say "bad username or password").
+// (mochi would always say "bad username or password"). A client id whose
+// persistent session belongs to another principal is refused: taking it
+// over would hand that principal's queued messages to someone else.
 func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	a := h.a
-	if cl.ID == mochi.InlineClientId {
-		return refuse(cl, packets.ErrClientIdentifierNotValid, v3BadIdentifier)
-	}
 	ctx, cancel := h.callCtx()
 	defer cancel()
 	name := string(pk.Connect.Username)
@@ -107,6 +104,11 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 			return refuse(cl, packets.ErrNotAuthorized, v3NotAuthorized)
 		}
 	}
+	if r, ok := a.record(cl.ID); ok && r.User != name {
+		a.metrics.authFailed.Add(1)
+		a.log.Info("mqtt: connect refused: the client id's session belongs to another principal", "client", cl.ID, "user", name)
+		return refuse(cl, packets.ErrNotAuthorized, v3NotAuthorized)
+	}
 	if name != "" {
 		a.roles.Store(name, p.Role)
 	}
@@ -127,21 +129,21 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 // OnConnectAuthenticate lets in the clients OnConnect accepted.
 func (h *hook) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
 
-// OnACLCheck applies adapters.Auth to a publish (write) or to a
-// subscription filter and each delivery (read).
+// OnACLCheck applies adapters.Auth to the filters of a SUBSCRIBE. Any
+// other read is mochi delivering on its own (its $SYS
+// topics, a will, its retained tree), which the hub does through the bus:
+// refused.
 func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	a := h.a
-	action := adapters.ActionSubscribe
 	if write {
-		action = adapters.ActionPublish
-	} else {
-		topic = sharedFilter(topic)
+		return true // OnPublish checks, to answer as each version wants
 	}
-	err := a.authorize(a.principal(cl), action, topic)
+	if _, ok := a.subscribing.Load(cl); !ok {
+		return false
+	}
+	_, topic = splitShared(topic)
+	err := a.authorize(a.principal(cl), adapters.ActionSubscribe, topic)
 	if err == nil {
-		if !write {
-			return a.makeRoom(cl) // a delivery, unless cl is subscribing
-		}
 		return true
 	}
 	if errors.Is(err, adapters.ErrForbidden) {
@@ -152,66 +154,98 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnSessionEstablished reports device presence and stores a persistent
-// session's record.
-func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
+// OnSessionEstablish runs before mochi looks for the client's session: it
+// notes whether the bus holds one to resume, for the CONNACK.
+func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 	a := h.a
-	a.resumed(cl)
+	present := false
+	if !pk.Connect.Clean {
+		a.smu.Lock()
+		s := a.sessions[cl.ID]
+		a.smu.Unlock()
+		if s != nil {
+			present = s.durable || s.conn() != nil
+		} else {
+			_, present = a.record(cl.ID)
+		}
+	}
+	a.present.Store(cl, present)
+}
+
+// OnSessionEstablished attaches the client's bus subscription once the
+// CONNACK is out, reports device presence and stores a persistent
+// session's record.
+func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
+	a := h.a
+	a.present.Delete(cl)
+	if err := a.attach(cl, pk.Connect.Clean); err != nil {
+		a.log.Warn("mqtt: session refused", "client", cl.ID, "err", err)
+		_ = a.srv.DisconnectClient(cl, packets.ErrServerUnavailable)
+		return
+	}
 	p := a.principal(cl)
 	if p.Role == adapters.RoleDevice {
 		a.online.Store(cl, p.Name)
 		a.presenceChange(p.Name, +1, false)
 	}
-	if s := a.sessions; s != nil {
-		a.ownMu.Lock()
-		defer a.ownMu.Unlock()
-		if persistent(cl) {
-			s.saveClient(cl, p.Role)
-		} else {
-			s.purge(cl.ID) // a persistent session this id had before
+	if persistent(cl) && a.cfg.Sessions != nil {
+		r := sessionRecord{User: p.Name, Role: p.Role}
+		if cl.Properties.ProtocolVersion == 5 {
+			r.Expiry = cl.Properties.Props.SessionExpiryInterval
 		}
-	}
-	if !persistent(cl) {
-		a.order.forget(cl.ID)
+		a.saveRecord(cl.ID, r)
+	} else if a.cfg.Sessions != nil && pk.Connect.Clean {
+		ctx, cancel := context.WithTimeout(a.ctx, storeTimeout)
+		_ = a.cfg.Sessions.KVDelete(ctx, bucketSessions, cl.ID)
+		cancel()
 	}
 }
 
-// OnDisconnect reports device presence and updates or forgets the stored
-// session.
+// OnDisconnect reports device presence and detaches the client's session:
+// a persistent one keeps collecting, a clean one ends.
 func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
 	a := h.a
-	a.proxies.Delete(cl)
-	a.ackQueues.Delete(cl) // its goroutine, if any, ends once its PUBACKs are out
+	a.present.Delete(cl)
 	takenOver := errors.Is(cl.StopCause(), packets.ErrSessionTakenOver)
 	if dev, ok := a.online.LoadAndDelete(cl); ok {
 		// A session taken over by a new connection of the same client is
 		// not the device going away.
 		a.presenceChange(dev.(string), -1, takenOver)
 	}
-	if cl.Net.Conn == nil || takenOver {
-		return // loaded from the store at start, or now owned by another connection
+	a.smu.Lock()
+	s := a.sessions[cl.ID]
+	if s == nil || s.conn() != cl {
+		a.smu.Unlock()
+		return // never attached, or now another connection's
 	}
-	// The connection that ends may no longer own its client id: a new one
-	// may have taken it (and stored or purged the session) meanwhile.
-	a.ownMu.Lock()
-	defer a.ownMu.Unlock()
-	if cur, ok := a.srv.Clients.Get(cl.ID); ok && cur != cl {
-		return
+	if expire || !s.durable {
+		delete(a.sessions, cl.ID)
 	}
-	s := a.sessions
+	a.smu.Unlock()
+	s.detach(cl)
 	switch {
-	case expire:
-		a.order.forget(cl.ID)
-		if s != nil {
-			s.purge(cl.ID)
+	case expire || !s.durable:
+		if err := s.sub.Unsubscribe(); err != nil {
+			a.log.Warn("mqtt: end session", "client", cl.ID, "err", err)
 		}
-	case persistent(cl) && s != nil:
-		s.saveClient(cl, a.principal(cl).Role)
+		if a.cfg.Sessions != nil && persistent(cl) {
+			a.forget(cl.ID)
+		}
+	case a.cfg.Sessions != nil:
+		p := a.principal(cl)
+		r := sessionRecord{User: p.Name, Role: p.Role, Gone: time.Now().Unix()}
+		if cl.Properties.ProtocolVersion == 5 {
+			r.Expiry = cl.Properties.Props.SessionExpiryInterval
+		}
+		a.saveRecord(cl.ID, r)
 	}
 }
 
+// OnClientExpired forgets a session whose expiry interval has passed.
+func (h *hook) OnClientExpired(cl *mochi.Client) { h.a.forget(cl.ID) }
+
 // toBus publishes a client's message on the bus.
-func (h *hook) toBus(cl *mochi.Client, pk *packets.Packet) (*broker.Envelope, error) {
+func (h *hook) toBus(cl *mochi.Client, pk *packets.Packet) error {
 	a := h.a
 	e := envelopeFromPacket(pk, broker.Origin{
 		Protocol:  broker.ProtoMQTT,
@@ -220,89 +254,91 @@ func (h *hook) toBus(cl *mochi.Client, pk *packets.Packet) (*broker.Envelope, er
 		Principal: string(cl.Properties.Username),
 		Node:      a.cfg.Node,
 	}, time.Now())
-	err := a.cfg.Bus.Publish(a.ctx, e)
-	if err != nil {
+	if err := a.cfg.Bus.Publish(a.ctx, e); err != nil {
 		a.metrics.busErrors.Add(1)
-		return e, err
+		return err
 	}
-	if e.Retain {
-		a.newerRetained(e)
-	}
-	return e, nil
+	return nil
 }
 
-// OnSubscribe marks cl as subscribing (see makeRoom) and holds the
-// retained-tree lock (shared) until the SUBSCRIBE,
-// including the retained messages it sends, has been processed: mochi's
-// wildcard scan of retained messages reads tree nodes that a concurrent
-// retained publish writes without a lock (a data race inside mochi
-// v2.7.9).
-func (h *hook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
-	if !cl.Net.Inline {
-		h.a.treeMu.RLock()
-		h.a.subscribing.Store(cl, struct{}{})
+// mayPublish checks a client's publish: the ACL, and $SYS, which only the
+// hub writes.
+func (a *Adapter) mayPublish(cl *mochi.Client, topic string) error {
+	if topic == "$SYS" || strings.HasPrefix(topic, "$SYS/") {
+		return fmt.Errorf("%w: $SYS topics are the hub's", adapters.ErrForbidden)
 	}
-	return pk
+	err := a.authorize(a.principal(cl), adapters.ActionPublish, topic)
+	if err != nil && !errors.Is(err, adapters.ErrForbidden) {
+		a.log.Warn("mqtt: authorization failed", "client", cl.ID, "err", err)
+	}
+	return err
 }
 
-// OnPacketProcessed releases what OnSubscribe took.
-func (h *hook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ error) {
-	if !cl.Net.Inline && pk.FixedHeader.Type == packets.Subscribe {
-		h.a.subscribing.Delete(cl)
-		h.a.treeMu.RUnlock()
-	}
+// pubrecKey names the stored PUBREC state of a client's QoS 2 message.
+func pubrecKey(clientID string, pid uint16) string {
+	return clientID + "/" + strconv.Itoa(int(pid))
 }
 
-// OnPublish puts a client's PUBLISH on the bus, then routes it to the MQTT
-// subscribers itself, all before mochi acknowledges it; see the package
-// documentation.
+// OnPublish puts a client's PUBLISH on the bus and answers
+// CodeSuccessIgnore: mochi then sends the PUBACK or PUBREC (only now, once
+// the bus has the envelope, durable at QoS >= 1) and neither routes nor
+// retains the packet itself: the bus delivers it to every subscriber, MQTT
+// sessions included.
 //
-// mochi would write PUBACK/PUBREC first and deliver afterwards, so a
-// message queued for an offline persistent session would reach the store
-// only after the publisher had its acknowledgement. Instead the hook
-// injects the packet through the client's inline stand-in (delivery,
-// retain, and OnQosPublish's store writes happen synchronously) and
-// answers CodeSuccessIgnore: mochi then runs the publisher's QoS handshake
-// as usual without delivering or retaining the packet a second time.
+// A QoS 2 message of a persistent session has its PUBREC state stored
+// first, so that a resend after a restart (DUP, same packet id) is
+// acknowledged and not published twice.
 func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	a := h.a
-	if cl == a.inline {
-		// From the bus (fromBus holds busMu): the Origin names the
-		// envelope (see busOrigin).
-		if id := a.busEnv.Load(); id != nil && *id != "" {
-			pk.Origin = busOrigin(*id)
-		}
-		return pk, nil
-	}
 	if cl.Net.Inline {
-		return pk, nil // a stand-in's, already on the bus
+		return pk, packets.CodeSuccessIgnore
 	}
-	_, err := h.toBus(cl, &pk)
-	if err == nil {
-		in := pk.Copy(false)
-		in.Properties.TopicAlias, in.Properties.TopicAliasFlag = 0, false
-		if in.FixedHeader.Qos > 0 && in.PacketID == 0 {
-			in.PacketID = 1
+	if err := a.mayPublish(cl, pk.TopicName); err != nil {
+		a.metrics.denied.Add(1)
+		if cl.Properties.ProtocolVersion == 5 {
+			a.refuse(cl, pk, err)
+			return pk, packets.ErrRejectPacket
 		}
-		var behind bool
-		behind, err = a.route(a.proxy(cl), in, cl.ID)
-		if err == nil && pk.FixedHeader.Qos > 0 && a.deferAck(cl, pk.PacketID, pk.FixedHeader.Qos, behind) {
-			return pk, packets.ErrRejectPacket // the ackQueue sends the PUBACK or PUBREC
-		}
+		// MQTT 3.1.1 has no negative acknowledgement: the message is
+		// acknowledged and dropped, as Mosquitto does.
+		return pk, packets.CodeSuccessIgnore
+	}
+	keep := pk.FixedHeader.Qos == 2 && persistent(cl) && a.cfg.Sessions != nil
+	if keep && pk.FixedHeader.Dup {
+		ctx, cancel := context.WithTimeout(a.ctx, storeTimeout)
+		_, err := a.cfg.Sessions.KVGet(ctx, bucketPubrec, pubrecKey(cl.ID, pk.PacketID))
+		cancel()
 		if err == nil {
-			return pk, packets.CodeSuccessIgnore
-		}
-		if !errors.Is(err, errNotStored) {
-			a.log.Warn("mqtt: route to MQTT subscribers", "client", cl.ID, "topic", pk.TopicName, "err", err)
-			return pk, nil // let mochi deliver it itself
-		}
-		if pk.FixedHeader.Qos == 0 {
-			return pk, packets.CodeSuccessIgnore // delivered where it could be
+			return pk, packets.CodeSuccessIgnore // taken before a restart
 		}
 	}
-	a.refuse(cl, pk, err)
-	return pk, packets.ErrRejectPacket
+	if err := h.toBus(cl, &pk); err != nil {
+		a.refuse(cl, pk, err)
+		return pk, packets.ErrRejectPacket
+	}
+	if keep {
+		ctx, cancel := context.WithTimeout(a.ctx, storeTimeout)
+		err := a.cfg.Sessions.KVPut(ctx, bucketPubrec, pubrecKey(cl.ID, pk.PacketID), []byte{1})
+		cancel()
+		if err != nil {
+			a.log.Warn("mqtt: store the PUBREC state", "client", cl.ID, "err", err)
+		}
+	}
+	return pk, packets.CodeSuccessIgnore
 }
+
+// OnQosComplete forgets the PUBREC state of a client's QoS 2 message once
+// its PUBREL came.
+func (h *hook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
+	if pk.FixedHeader.Type == packets.Pubrel && persistent(cl) && h.a.cfg.Sessions != nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(h.a.ctx), storeTimeout)
+		_ = h.a.cfg.Sessions.KVDelete(ctx, bucketPubrec, pubrecKey(cl.ID, pk.PacketID))
+		cancel()
+	}
+}
+
+// OnQosDropped is OnQosComplete for a flow the client ended with an error.
+func (h *hook) OnQosDropped(cl *mochi.Client, pk packets.Packet) { h.OnQosComplete(cl, pk) }
 
 // refuse answers a publish the hub could not take: nothing at QoS 0, a
 // PUBACK/PUBREC with a reason code in MQTT 5, and in MQTT 3.1.1, which
@@ -315,8 +351,6 @@ func (a *Adapter) refuse(cl *mochi.Client, pk packets.Packet, err error) {
 	}
 	code := reasonFor(err)
 	if cl.Properties.ProtocolVersion == 5 {
-		// mochi would answer a refused QoS 2 publish with PUBACK; answer
-		// here with the right packet and reject it in mochi.
 		typ := packets.Puback
 		if pk.FixedHeader.Qos == 2 {
 			typ = packets.Pubrec
@@ -332,11 +366,30 @@ func (a *Adapter) refuse(cl *mochi.Client, pk packets.Packet, err error) {
 	cl.Stop(code)
 }
 
+// refuseSys answers a client's PUBLISH to a $SYS topic.
+func (a *Adapter) refuseSys(cl *mochi.Client, pk packets.Packet) {
+	if pk.FixedHeader.Qos == 0 {
+		return
+	}
+	typ := packets.Puback
+	if pk.FixedHeader.Qos == 2 {
+		typ = packets.Pubrec
+	}
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: typ}, PacketID: pk.PacketID}
+	if cl.Properties.ProtocolVersion == 5 {
+		ack.ReasonCode = packets.ErrNotAuthorized.Code
+		ack.Properties.ReasonString = "$SYS topics are the hub's"
+	}
+	_ = a.writePacket(cl, ack)
+}
+
 // reasonFor maps a bus error to a PUBACK/PUBREC reason code.
 func reasonFor(err error) packets.Code {
 	switch {
 	case errors.Is(err, broker.ErrStorage):
 		return packets.ErrQuotaExceeded
+	case errors.Is(err, adapters.ErrForbidden):
+		return packets.ErrNotAuthorized
 	case errors.Is(err, broker.ErrInvalidTopic), errors.Is(err, broker.ErrWildcardTopic):
 		return packets.ErrTopicNameInvalid
 	default:
@@ -344,157 +397,179 @@ func reasonFor(err error) packets.Code {
 	}
 }
 
-// OnWillSent puts a will message on the bus; mochi has already delivered
-// it to MQTT subscribers (its will topic passed the ACL at CONNECT).
+// OnWillSent puts a will message on the bus, which delivers it to every
+// subscriber (mochi's own delivery reaches nobody: see OnACLCheck).
 func (h *hook) OnWillSent(cl *mochi.Client, pk packets.Packet) {
-	if _, err := h.toBus(cl, &pk); err != nil {
+	if err := h.toBus(cl, &pk); err != nil {
 		h.a.log.Warn("mqtt: will refused by the bus", "client", cl.ID, "topic", pk.TopicName, "err", err)
 	}
 }
 
-// OnSubscribed stores a persistent session's subscriptions.
-func (h *hook) OnSubscribed(cl *mochi.Client, _ packets.Packet, _ []byte) {
-	if persistent(cl) && !cl.IsTakenOver() {
-		h.a.sessions.saveSubscriptions(cl)
-	}
-}
-
-// OnUnsubscribed stores what is left of a session's subscriptions.
-func (h *hook) OnUnsubscribed(cl *mochi.Client, _ packets.Packet) {
-	if cl.Net.Inline || cl.IsTakenOver() {
-		return
-	}
-	if persistent(cl) {
-		h.a.sessions.saveSubscriptions(cl)
-	} else {
-		h.a.sessions.deleteSubscriptions(cl.ID)
-	}
-}
-
-// OnQosPublish numbers a message queued for a persistent session (see
-// queueOrder) and stores it, including one queued while the client is
-// offline. A copy for an offline session that cannot be stored is
-// reported to the routing in progress, which refuses the publish (see
-// route).
-func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int) {
-	if !persistent(cl) {
-		return
-	}
-	var seq int64
-	if pk.FixedHeader.Type == packets.Publish {
-		h.a.injecting.queued(pk.Origin, cl, pk.PacketID)
-		env, _ := envelopeOf(pk.Origin)
-		var dup bool
-		seq, dup = h.a.order.add(cl.ID, pk.PacketID, env, queuedSize(pk))
-		if dup {
-			if offline(cl) && h.a.injecting.duplicate(pk.Origin, cl, pk.PacketID) {
-				return // taken back once the routing ends
-			}
-			// Already on its way to a live client: keep it consistent.
-			seq, _ = h.a.order.add(cl.ID, pk.PacketID, "", queuedSize(pk))
+// OnPacketRead takes the client's acknowledgements of deliveries (PUBACK,
+// PUBREC, PUBCOMP: all about messages the hub sent) to its session, and
+// hands mochi a PUBACK of packet id 0 instead, which it ignores: the
+// outbound ids are the session's, not mochi's.
+//
+// A PUBLISH to a $SYS topic, which mochi would drop without a word, is
+// answered here: refused in MQTT 5 (0x87), acknowledged and dropped in
+// MQTT 3.1.1, as Mosquitto does.
+func (h *hook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	switch pk.FixedHeader.Type {
+	case packets.Puback, packets.Pubrec, packets.Pubcomp:
+	case packets.Publish:
+		if len(pk.TopicName) >= 4 && strings.EqualFold(pk.TopicName[:4], "$SYS") {
+			h.a.metrics.denied.Add(1)
+			h.a.refuseSys(cl, pk)
+			return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: pk.ProtocolVersion}, nil
 		}
-		h.a.trimBytes(cl, pk.PacketID)
+		return pk, nil
+	default:
+		return pk, nil
 	}
-	s := h.a.sessions
+	if s := h.a.sessionOf(cl); s != nil {
+		s.acked(cl, pk)
+	}
+	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: pk.ProtocolVersion}, nil
+}
+
+// OnPacketEncode sets what the hub knows and mochi does not in a CONNACK:
+// whether the bus holds the client's session, and the Maximum Packet Size.
+func (h *hook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
+		return pk
+	}
+	if v, ok := h.a.present.Load(cl); ok {
+		pk.SessionPresent = v.(bool)
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		pk.Properties.MaximumPacketSize = h.a.cfg.MaxPacketSize
+	}
+	return pk
+}
+
+// OnSubscribe marks cl as subscribing, for OnACLCheck.
+func (h *hook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	h.a.subscribing.Store(cl, struct{}{})
+	return pk
+}
+
+// OnSubscribed notes the filters mochi granted; they join the client's
+// bus subscription once the SUBACK is out (OnPacketProcessed), so that
+// retained values follow it.
+func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {
+	h.a.subscribing.Delete(cl)
+	var fs []broker.Filter
+	for i, sub := range pk.Filters {
+		if i >= len(codes) || codes[i] >= packets.ErrUnspecifiedError.Code {
+			continue
+		}
+		fs = append(fs, filterOf(sub, codes[i], cl.Properties.ProtocolVersion))
+	}
+	h.a.granted.Store(cl, fs)
+}
+
+// filterOf is the bus filter of an MQTT subscription granted at qos.
+func filterOf(sub packets.Subscription, qos byte, version byte) broker.Filter {
+	group, topic := splitShared(sub.Filter)
+	f := broker.Filter{Topic: topic, Group: group, QoS: qos, ID: sub.Identifier}
+	if version == 5 {
+		f.NoLocal = sub.NoLocal
+		f.RetainAsPublished = sub.RetainAsPublished
+		f.RetainHandling = sub.RetainHandling
+	}
+	return f
+}
+
+// OnPacketProcessed adds the filters of a SUBSCRIBE to the client's bus
+// subscription after the SUBACK.
+func (h *hook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ error) {
+	if pk.FixedHeader.Type != packets.Subscribe {
+		return
+	}
+	h.a.subscribing.Delete(cl)
+	v, ok := h.a.granted.LoadAndDelete(cl)
+	if !ok {
+		return
+	}
+	s := h.a.sessionOf(cl)
 	if s == nil {
 		return
 	}
-	off := offline(cl)
-	// A connected client's copy is written behind and synced before the
-	// routing is acknowledged; the PUBREC state of a QoS 2 message the
-	// client sent is written before the PUBREC goes out, so that a resend
-	// after a crash is recognised, not delivered twice.
-	later := !off && pk.FixedHeader.Type != packets.Pubrec
-	err := s.saveInflight(cl, pk, seq, later)
-	switch {
-	case err != nil && pk.FixedHeader.Type == packets.Publish && off:
-		h.a.injecting.notStored(pk.Origin, cl, pk.PacketID)
-	case err == nil && later && pk.FixedHeader.Type == packets.Publish:
-		h.a.injecting.wroteBehind(pk.Origin)
+	for _, f := range v.([]broker.Filter) {
+		if _, err := s.sub.AddFilter(h.a.ctx, f); err != nil {
+			h.a.log.Warn("mqtt: subscribe", "client", cl.ID, "filter", f.Topic, "err", err)
+		}
 	}
 }
 
-// OnPublishDropped runs when mochi drops a delivery because the client's
-// outbound queue is full; it is about to take a QoS 1/2 copy out of the
-// in-flight table, which would lose it for a persistent session: the
-// routing queues it again (see requeue).
-func (h *hook) OnPublishDropped(cl *mochi.Client, pk packets.Packet) {
-	if pk.FixedHeader.Qos > 0 && persistent(cl) {
-		h.a.injecting.overflowed(pk.Origin, cl)
-	}
-}
-
-// OnQosComplete forgets a completed message.
-func (h *hook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
-	h.a.order.done(cl.ID, pk.PacketID)
-	if s := h.a.sessions; s != nil {
-		s.deleteInflight(cl.ID, pk.PacketID)
-	}
-}
-
-// OnQosDropped forgets a dropped or expired message.
-func (h *hook) OnQosDropped(cl *mochi.Client, pk packets.Packet) {
+// OnUnsubscribed removes filters from the client's bus subscription.
+func (h *hook) OnUnsubscribed(cl *mochi.Client, pk packets.Packet) {
 	if cl.IsTakenOver() {
-		return // now the new connection's
-	}
-	h.a.order.done(cl.ID, pk.PacketID)
-	if s := h.a.sessions; s != nil {
-		s.deleteInflight(cl.ID, pk.PacketID)
-	}
-}
-
-// OnClientExpired forgets a session whose expiry interval has passed.
-func (h *hook) OnClientExpired(cl *mochi.Client) {
-	h.a.order.forget(cl.ID)
-	if s := h.a.sessions; s != nil {
-		s.purge(cl.ID)
-	}
-}
-
-// OnSessionEstablish runs before mochi hands a returning client its
-// session and resends what is in flight: it puts that in queueing order.
-func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
-	if pk.Connect.Clean {
 		return
 	}
-	if old, ok := h.a.srv.Clients.Get(cl.ID); ok && old != cl {
-		h.a.pauseForResume(cl)
-		// mochi resends without looking at expiry, and its expiry sweep
-		// runs on a timer: drop what has expired before the resend.
-		old.ClearExpiredInflights(time.Now().Unix(), 0)
-		h.a.order.reorder(old)
+	s := h.a.sessionOf(cl)
+	if s == nil {
+		return
 	}
-}
-
-// StoredClients returns the persistent sessions, and learns their roles.
-func (h *hook) StoredClients() ([]storage.Client, error) {
-	cls, roles, err := h.a.sessions.loadClients()
-	for name, role := range roles {
-		h.a.roles.LoadOrStore(name, role)
-	}
-	return cls, err
-}
-
-// StoredSubscriptions returns the persistent sessions' subscriptions.
-func (h *hook) StoredSubscriptions() ([]storage.Subscription, error) {
-	return h.a.sessions.loadSubscriptions()
-}
-
-// StoredInflightMessages returns the messages queued for persistent
-// sessions, and restores their order and expiry.
-func (h *hook) StoredInflightMessages() ([]storage.Message, error) {
-	recs, err := h.a.sessions.loadInflight()
-	msgs := make([]storage.Message, len(recs))
-	h.a.expires = make(map[string]int64)
-	for i, r := range recs {
-		msgs[i] = r.Message
-		if r.Seq > 0 {
-			env, _ := envelopeOf(r.Origin)
-			h.a.order.set(r.Client, r.PacketID, r.Seq, env, len(r.TopicName)+len(r.Payload))
-		}
-		if r.Expiry != 0 {
-			h.a.expires[inflightKey(r.Client, r.PacketID)] = r.Expiry
+	for _, sub := range pk.Filters {
+		group, topic := splitShared(sub.Filter)
+		if _, err := s.sub.RemoveFilter(h.a.ctx, topic, group); err != nil {
+			h.a.log.Warn("mqtt: unsubscribe", "client", cl.ID, "filter", sub.Filter, "err", err)
 		}
 	}
-	return msgs, err
+}
+
+// sysTopics are the $SYS values the hub publishes (Mosquitto's names).
+var sysTopics = []struct {
+	topic string
+	value func(i *system.Info) int64
+}{
+	{"$SYS/broker/uptime", func(i *system.Info) int64 { return i.Uptime }},
+	{"$SYS/broker/clients/connected", func(i *system.Info) int64 { return i.ClientsConnected }},
+	{"$SYS/broker/clients/disconnected", func(i *system.Info) int64 { return i.ClientsDisconnected }},
+	{"$SYS/broker/clients/maximum", func(i *system.Info) int64 { return i.ClientsMaximum }},
+	{"$SYS/broker/clients/total", func(i *system.Info) int64 { return i.ClientsTotal }},
+	{"$SYS/broker/packets/received", func(i *system.Info) int64 { return i.PacketsReceived }},
+	{"$SYS/broker/packets/sent", func(i *system.Info) int64 { return i.PacketsSent }},
+	{"$SYS/broker/messages/received", func(i *system.Info) int64 { return i.MessagesReceived }},
+	{"$SYS/broker/messages/sent", func(i *system.Info) int64 { return i.MessagesSent }},
+	{"$SYS/broker/messages/dropped", func(i *system.Info) int64 { return i.MessagesDropped }},
+	{"$SYS/broker/bytes/received", func(i *system.Info) int64 { return i.BytesReceived }},
+	{"$SYS/broker/bytes/sent", func(i *system.Info) int64 { return i.BytesSent }},
+	{"$SYS/broker/subscriptions", func(i *system.Info) int64 { return i.Subscriptions }},
+}
+
+// OnSysInfoTick publishes the $SYS values that changed on the bus,
+// retained, so every protocol reads the same ones.
+func (h *hook) OnSysInfoTick(info *system.Info) {
+	a := h.a
+	vals := make([][2]string, 0, len(sysTopics)+1)
+	vals = append(vals, [2]string{"$SYS/broker/version", "hub (mochi-mqtt " + info.Version + ")"})
+	for _, st := range sysTopics {
+		vals = append(vals, [2]string{st.topic, strconv.FormatInt(st.value(info), 10)})
+	}
+	for _, tv := range vals {
+		st := struct{ topic string }{tv[0]}
+		v := tv[1]
+		if old, ok := a.sysLast[st.topic]; ok && old == v {
+			continue
+		}
+		a.sysLast[st.topic] = v
+		e := &broker.Envelope{Topic: st.topic, Payload: []byte(v), ContentType: "text/plain", Retain: true,
+			Origin: broker.Origin{Protocol: broker.ProtoMQTT, Node: a.cfg.Node}}
+		if err := a.cfg.Bus.Publish(a.ctx, e); err != nil && !errors.Is(err, broker.ErrClosed) {
+			a.log.Debug("mqtt: publish $SYS", "topic", st.topic, "err", err)
+		}
+	}
+}
+
+// splitShared splits "$share/{group}/{filter}" into group and filter; a
+// plain filter has no group.
+func splitShared(f string) (group, filter string) {
+	if rest, ok := strings.CutPrefix(f, "$share/"); ok {
+		if g, filter, ok := strings.Cut(rest, "/"); ok {
+			return g, filter
+		}
+	}
+	return "", f
 }

@@ -182,21 +182,6 @@ func TestMaxClients(t *testing.T) {
 	}
 }
 
-func TestInlineClientIDRefused(t *testing.T) {
-	t.Parallel()
-	h := newHub(t, nil)
-	if _, err := dialV3(t, h.addr, "inline", "", "", true); !errors.Is(err, pahopackets.ErrorRefusedIDRejected) {
-		t.Fatalf("client id inline: %v", err)
-	}
-	// The adapter still bridges the bus.
-	c := mustV3(t, h.addr, "after", "", "", true)
-	c.sub(t, "in/#", 0)
-	if err := h.bus.Publish(context.Background(), &broker.Envelope{Topic: "in/x", Payload: []byte("1"), Origin: broker.Origin{Protocol: broker.ProtoREST}}); err != nil {
-		t.Fatal(err)
-	}
-	c.next(t)
-}
-
 func TestWillReachesBus(t *testing.T) {
 	t.Parallel()
 	h := newHub(t, nil)
@@ -241,7 +226,7 @@ func TestV5SessionExpirySurvivesRestart(t *testing.T) {
 		ContentType: ct, Origin: broker.Origin{Protocol: broker.ProtoREST}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { cl, ok := h.a.srv.Clients.Get("v5keep"); return ok && cl.State.Inflight.Len() == 1 })
+	waitFor(t, func() bool { return h.queued("v5keep") == 1 })
 	h.restart()
 	c, ca, err := dialV5(t, h.addr, cp())
 	if err != nil {
@@ -261,16 +246,19 @@ func TestSysTopics(t *testing.T) {
 	h := newHub(t, nil)
 	c := mustV3(t, h.addr, "sys", "admin", "adminpw", true)
 	c.sub(t, "$SYS/broker/version", 0)
-	if m := c.next(t); m.Topic() != "$SYS/broker/version" || len(m.Payload()) == 0 {
+	if m := c.next(t); m.Topic() != "$SYS/broker/version" || len(m.Payload()) == 0 || !m.Retained() {
 		t.Fatalf("got %q %q", m.Topic(), m.Payload())
 	}
-	// $SYS stays mochi's own: a client cannot publish there and the bus
-	// never carries it.
-	ch := busSub(t, h.bus, "$SYS/#")
-	c.pub(t, "$SYS/broker/version", 0, false, "fake")
+	// The values are the bus's retained ones, as every protocol reads
+	// them; a client cannot publish there.
+	if rs, err := h.bus.Retained(context.Background(), "$SYS/broker/clients/connected"); err != nil || len(rs) != 1 {
+		t.Fatalf("bus: %v %v", rs, err)
+	}
+	ch := busSub(t, h.bus, "$SYS/broker/version")
+	c.pub(t, "$SYS/broker/version", 1, false, "fake")
 	select {
 	case e := <-ch:
-		t.Fatalf("bus got %q", e.Topic)
+		t.Fatalf("bus got %q %q", e.Topic, e.Payload)
 	case <-time.After(50 * time.Millisecond):
 	}
 }
@@ -338,15 +326,14 @@ func TestStartFailsCleanly(t *testing.T) {
 	if err := a.Healthy(); err == nil {
 		t.Fatal("healthy after a failed start")
 	}
-	// Metrics registered twice: the second adapter fails to start and
-	// leaves the bus subscription free for the first.
+	// Metrics registered twice: the second adapter fails to start.
 	reg := prometheus.NewRegistry()
-	first, _ := New(Config{Addr: "127.0.0.1:0", Bus: bus, Logger: quietLogger(), Registerer: reg, SubscriberID: "m1"})
+	first, _ := New(Config{Addr: "127.0.0.1:0", Bus: bus, Logger: quietLogger(), Registerer: reg})
 	if err := first.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	defer first.Stop(context.Background())
-	second, _ := New(Config{Addr: "127.0.0.1:0", Bus: bus, Logger: quietLogger(), Registerer: reg, SubscriberID: "m2"})
+	second, _ := New(Config{Addr: "127.0.0.1:0", Bus: bus, Logger: quietLogger(), Registerer: reg})
 	if err := second.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "metrics") {
 		t.Fatalf("duplicate metrics: %v", err)
 	}

@@ -15,13 +15,11 @@ type metrics struct {
 	a             *Adapter
 	malformed     atomic.Uint64 // connections closed on a malformed packet
 	busErrors     atomic.Uint64 // client publishes the bus refused
-	fromBus       atomic.Uint64 // envelopes injected from the bus
-	expired       atomic.Uint64 // envelopes from the bus that had expired
+	delivered     atomic.Uint64 // deliveries from the bus written to clients
+	expired       atomic.Uint64 // deliveries that expired before they were written
 	authFailed    atomic.Uint64 // refused CONNECTs
+	denied        atomic.Uint64 // publishes the ACL refused
 	slowConsumers atomic.Uint64 // connections closed because the client stopped reading
-	queueDropped  atomic.Uint64 // oldest queued messages dropped for a full client queue
-	notStored     atomic.Uint64 // copies for offline sessions the store refused (publish refused)
-	duplicates    atomic.Uint64 // envelopes the bus replayed to sessions holding them already
 
 	collectors []prometheus.Collector
 }
@@ -52,30 +50,23 @@ func (m *metrics) register(r prometheus.Registerer) error {
 	m.collectors = []prometheus.Collector{
 		gauge("clients_connected", "MQTT clients connected now.", func() int64 { return atomic.LoadInt64(&srv.Info.ClientsConnected) }),
 		gauge("subscriptions", "MQTT subscriptions.", func() int64 { return atomic.LoadInt64(&srv.Info.Subscriptions) }),
-		gauge("retained", "Retained messages.", func() int64 { return atomic.LoadInt64(&srv.Info.Retained) }),
-		gauge("inflight", "QoS 1/2 messages in flight or queued for clients.", func() int64 { return atomic.LoadInt64(&srv.Info.Inflight) }),
-		counter("messages_received_total", "PUBLISH packets received from clients and the bus.", func() int64 { return atomic.LoadInt64(&srv.Info.MessagesReceived) }),
-		counter("messages_sent_total", "PUBLISH packets sent to clients.", func() int64 { return atomic.LoadInt64(&srv.Info.MessagesSent) }),
-		counter("messages_dropped_total", "Messages dropped for a slow client or a full in-flight queue.", func() int64 {
-			return atomic.LoadInt64(&srv.Info.MessagesDropped) + atomic.LoadInt64(&srv.Info.InflightDropped)
+		gauge("inflight", "QoS 1/2 deliveries written to clients and not acknowledged yet.", func() int64 { return int64(m.a.inflight()) }),
+		gauge("sessions", "MQTT sessions (connected, and persistent ones away) known to this hub.", func() int64 {
+			m.a.smu.Lock()
+			defer m.a.smu.Unlock()
+			return int64(len(m.a.sessions))
 		}),
+		counter("messages_received_total", "PUBLISH packets received from clients.", func() int64 { return atomic.LoadInt64(&srv.Info.MessagesReceived) }),
+		counter("messages_sent_total", "PUBLISH packets sent to clients.", func() int64 { return atomic.LoadInt64(&srv.Info.MessagesSent) }),
 		counter("bytes_received_total", "Bytes received from clients.", func() int64 { return atomic.LoadInt64(&srv.Info.BytesReceived) }),
 		counter("bytes_sent_total", "Bytes sent to clients.", func() int64 { return atomic.LoadInt64(&srv.Info.BytesSent) }),
 		counter("malformed_total", "Connections closed on a malformed packet.", own(&m.malformed)),
 		counter("bus_publish_errors_total", "Client publishes the bus refused.", own(&m.busErrors)),
-		counter("from_bus_total", "Envelopes from the bus injected for MQTT subscribers.", own(&m.fromBus)),
-		counter("expired_total", "Envelopes from the bus that expired before delivery.", own(&m.expired)),
-		counter("not_stored_total", "Copies for offline persistent sessions the session store failed to keep (the publish was refused).", own(&m.notStored)),
-		counter("replayed_duplicates_total", "Envelopes the bus delivered again to offline sessions that already held them (not queued twice).", own(&m.duplicates)),
+		counter("delivered_total", "Deliveries from the bus written to MQTT clients.", own(&m.delivered)),
+		counter("expired_total", "Deliveries that expired before they could be written.", own(&m.expired)),
 		counter("slow_consumers_total", "Connections closed because the client stopped reading.", own(&m.slowConsumers)),
-		counter("queue_dropped_total", "Oldest QoS 1/2 messages dropped from a full client queue (MaxQueued).", own(&m.queueDropped)),
+		counter("publish_denied_total", "Client publishes the ACL refused.", own(&m.denied)),
 		counter("connect_refused_total", "CONNECTs refused by authentication or authorization.", own(&m.authFailed)),
-		counter("session_store_errors_total", "Failed session store operations.", func() int64 {
-			if m.a.sessions == nil {
-				return 0
-			}
-			return int64(m.a.sessions.errs.Load())
-		}),
 	}
 	for i, c := range m.collectors {
 		if err := r.Register(c); err != nil {

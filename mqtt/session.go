@@ -3,24 +3,25 @@ package mqtt
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"log/slog"
-	"strconv"
+	"net/url"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/store"
 )
 
-// SessionStore is the key/value storage that keeps persistent MQTT
-// sessions (clean session false, or an MQTT 5 session expiry) across
-// restarts: the client, its subscriptions and its queued QoS 1/2 messages.
-// *store.Store implements it.
+// SessionStore is the key/value storage that keeps the records of
+// persistent MQTT sessions (who owns the client id, the session expiry)
+// across restarts; their subscriptions and queues are the bus's durable
+// subscriptions. *store.Store implements it.
 type SessionStore interface {
 	KVPut(ctx context.Context, bucket, key string, value []byte) error
 	KVGet(ctx context.Context, bucket, key string) ([]byte, error)
@@ -32,56 +33,46 @@ var _ SessionStore = (*store.Store)(nil)
 
 // Buckets of the session store.
 const (
-	bucketClients  = "mqtt.clients"
-	bucketSubs     = "mqtt.subscriptions"
-	bucketInflight = "mqtt.inflight"
+	bucketSessions = "mqtt.sessions"
+	// bucketPubrec holds the packet ids of QoS 2 messages a client sent
+	// and the hub took but whose PUBREL has not come: a resend after a
+	// restart is answered, not published again.
+	bucketPubrec = "mqtt.pubrec"
 )
 
 // storeTimeout bounds one session-store operation.
 const storeTimeout = 5 * time.Second
 
-// clientRecord is a stored persistent session: mochi's own record plus
-// the principal's role, so that ACL checks for a client that is offline
-// after a restart (messages queued for it) still know who it is.
-type clientRecord struct {
-	storage.Client
+// sessionRecord is a stored persistent session.
+type sessionRecord struct {
+	// User and Role are the owner of the client id.
+	User string `json:"user,omitempty"`
 	Role string `json:"role,omitempty"`
+	// Expiry is the MQTT 5 session expiry interval in seconds (0 for an
+	// MQTT 3.1.1 persistent session, which never expires).
+	Expiry uint32 `json:"expiry,omitempty"`
+	// Gone is when the last connection ended (Unix seconds; 0 while
+	// connected).
+	Gone int64 `json:"gone,omitempty"`
 }
 
-// inflightRecord is a stored in-flight or queued message; mochi's record
-// lacks the absolute expiry, which is kept beside it.
-type inflightRecord struct {
-	storage.Message
-	Expiry int64 `json:"expiry,omitempty"`
-	Seq    int64 `json:"seq,omitempty"` // queueing order (see queueOrder)
+// expired reports whether a session that ended at Gone has outlived its
+// expiry interval.
+func (r sessionRecord) expired(now time.Time) bool {
+	return r.Expiry > 0 && r.Expiry != noExpiry && r.Gone > 0 && now.Unix() >= r.Gone+int64(r.Expiry)
 }
 
-// sessions writes the state of persistent sessions to a SessionStore.
-// Clean sessions are never written: they end with their connection, so
-// storing them would only cost disk writes. An index of what is stored
-// avoids listing buckets on the hot path.
-type sessions struct {
-	kv     SessionStore
-	log    *slog.Logger
-	errs   atomic.Uint64
-	behind *inflightWriter
+// noExpiry is the MQTT 5 session expiry interval that never ends.
+const noExpiry = 0xFFFFFFFF
 
-	mu       sync.Mutex
-	clients  map[string]bool
-	subs     map[string]bool
-	inflight map[string]map[uint16]bool
-}
+// subscriberID is the bus subscription of a client's session.
+func subscriberID(clientID string) string { return "mqtt:" + clientID }
 
-func newSessions(kv SessionStore, log *slog.Logger) *sessions {
-	s := &sessions{
-		kv:       kv,
-		log:      log,
-		clients:  make(map[string]bool),
-		subs:     make(map[string]bool),
-		inflight: make(map[string]map[uint16]bool),
-	}
-	s.behind = newInflightWriter(s)
-	return s
+// DroppedTopic is where the bus reports a client's queue overflow:
+// $hub/clients/{clientid}/dropped, the client id escaped as a URL path
+// segment (and "+" as %2B) so that it is one topic level.
+func DroppedTopic(clientID string) string {
+	return "$hub/clients/" + strings.ReplaceAll(url.PathEscape(clientID), "+", "%2B") + "/dropped"
 }
 
 // persistent reports whether cl's session outlives its connection.
@@ -95,342 +86,367 @@ func persistent(cl *mochi.Client) bool {
 	return !cl.Properties.Clean
 }
 
-func inflightKey(clientID string, id uint16) string {
-	return clientID + "/" + strconv.FormatUint(uint64(id)+100000, 10)[1:]
+// outbound is a QoS 1/2 delivery written to the client and not yet
+// acknowledged by it.
+type outbound struct {
+	d   *broker.Delivery
+	rel bool // PUBREC came and PUBREL went (QoS 2)
 }
 
-func (s *sessions) fail(op, key string, err error) {
-	s.errs.Add(1)
-	s.log.Error("mqtt: session store", "op", op, "key", key, "err", err)
+// session is one client id's bus subscription and the packet ids of what
+// is out to the client. The bus owns the queue, the window, the order and
+// redelivery; the session only numbers packets and turns acknowledgement
+// packets into acks of deliveries.
+type session struct {
+	a       *Adapter
+	id      string
+	durable bool
+
+	mu      sync.Mutex
+	cl      *mochi.Client // the connection delivering, nil while away
+	sub     broker.Subscription
+	out     map[uint16]*outbound
+	byEnv   map[string]uint16 // envelope id -> packet id, for resends with the same id
+	nextPID uint16
 }
 
-// put stores v and reports a failure (also logged and counted), so that a
-// caller whose acknowledgement depends on the write can refuse.
-func (s *sessions) put(bucket, key string, v any) error {
-	b, err := json.Marshal(v)
+func (a *Adapter) newSession(id string, durable bool) *session {
+	return &session{a: a, id: id, durable: durable, out: make(map[uint16]*outbound), byEnv: make(map[string]uint16)}
+}
+
+// conn returns the connection deliveries go to, nil while away.
+func (s *session) conn() *mochi.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cl
+}
+
+// window is a client's delivery window: its Receive Maximum (MQTT 5),
+// capped by MaxInflight.
+func (a *Adapter) window(cl *mochi.Client) int {
+	w := int(a.cfg.MaxInflight)
+	if cl.Properties.ProtocolVersion == 5 {
+		if rm := int(cl.Properties.Props.ReceiveMaximum); rm > 0 && rm < w {
+			w = rm
+		}
+	}
+	return w
+}
+
+// attach makes cl the connection of its session: a new bus subscription
+// for a clean start, the durable one found again for a persistent session
+// (which first redelivers, in order, what was not acknowledged).
+func (a *Adapter) attach(cl *mochi.Client, clean bool) error {
+	p := a.principal(cl)
+	durable := persistent(cl) && a.cfg.Sessions != nil
+	a.smu.Lock()
+	defer a.smu.Unlock()
+	s := a.sessions[cl.ID]
+	if s != nil {
+		s.detach(nil)
+		if clean || !durable || !s.durable {
+			_ = s.sub.Unsubscribe()
+			s = nil
+		}
+	}
+	if _, stored := a.record(cl.ID); s == nil && clean && stored {
+		// A durable subscription from before a restart: a clean start
+		// discards it.
+		if err := broker.Forget(a.ctx, a.cfg.Bus, subscriberID(cl.ID)); err != nil {
+			return fmt.Errorf("mqtt: discard the session of %q: %w", cl.ID, err)
+		}
+	}
+	if s == nil {
+		s = a.newSession(cl.ID, durable)
+	}
+	opts := broker.SubscribeOptions{
+		ID:             subscriberID(cl.ID),
+		QoS:            2,
+		Durable:        durable,
+		MaxAckPending:  a.window(cl),
+		QueueLen:       int(a.cfg.MaxQueued),
+		MaxQueued:      int(a.cfg.MaxQueued),
+		MaxQueuedBytes: a.cfg.MaxQueuedBytes,
+		QueuePolicy:    a.cfg.QueuePolicy,
+		DroppedTopic:   DroppedTopic(cl.ID),
+		Self:           broker.Origin{Protocol: broker.ProtoMQTT, ClientID: cl.ID},
+		Protocol:       broker.ProtoMQTT,
+		Allow:          a.reader(p),
+	}
+	opts.KeepFilters = durable && !clean
+	s.mu.Lock()
+	s.cl = cl
+	s.mu.Unlock()
+	sub, err := a.cfg.Bus.Consume(a.ctx, opts, s.deliver)
 	if err != nil {
-		s.fail("encode "+bucket, key, err)
-		return fmt.Errorf("mqtt: encode %s %q: %w", bucket, key, err)
+		s.mu.Lock()
+		s.cl = nil
+		s.mu.Unlock()
+		return fmt.Errorf("mqtt: session of %q: %w", cl.ID, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	if err := s.kv.KVPut(ctx, bucket, key, b); err != nil {
-		s.fail("put "+bucket, key, err)
-		return fmt.Errorf("mqtt: store %s %q: %w", bucket, key, err)
-	}
+	s.mu.Lock()
+	s.sub = sub
+	s.mu.Unlock()
+	a.sessions[cl.ID] = s
 	return nil
 }
 
-func (s *sessions) del(bucket, key string) {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	if err := s.kv.KVDelete(ctx, bucket, key); err != nil {
-		s.fail("delete "+bucket, key, err)
-	}
-}
-
-func (s *sessions) list(bucket string) ([]store.KV, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	kvs, err := s.kv.KVList(ctx, bucket)
-	if err != nil {
-		return nil, fmt.Errorf("mqtt: list %s: %w", bucket, err)
-	}
-	return kvs, nil
-}
-
-// saveClient stores cl's session record.
-func (s *sessions) saveClient(cl *mochi.Client, role string) {
-	props := cl.Properties.Props.Copy(false)
-	rec := clientRecord{
-		Client: storage.Client{
-			ID:              cl.ID,
-			T:               storage.ClientKey,
-			Remote:          cl.Net.Remote,
-			Listener:        cl.Net.Listener,
-			Username:        cl.Properties.Username,
-			Clean:           cl.Properties.Clean,
-			ProtocolVersion: cl.Properties.ProtocolVersion,
-			Properties: storage.ClientProperties{
-				SessionExpiryInterval:     props.SessionExpiryInterval,
-				SessionExpiryIntervalFlag: props.SessionExpiryIntervalFlag,
-				AuthenticationMethod:      props.AuthenticationMethod,
-				AuthenticationData:        props.AuthenticationData,
-				RequestProblemInfo:        props.RequestProblemInfo,
-				RequestProblemInfoFlag:    props.RequestProblemInfoFlag,
-				RequestResponseInfo:       props.RequestResponseInfo,
-				ReceiveMaximum:            props.ReceiveMaximum,
-				TopicAliasMaximum:         props.TopicAliasMaximum,
-				User:                      props.User,
-				MaximumPacketSize:         props.MaximumPacketSize,
-			},
-			Will: storage.ClientWill{
-				Payload:           cl.Properties.Will.Payload,
-				User:              cl.Properties.Will.User,
-				TopicName:         cl.Properties.Will.TopicName,
-				Flag:              atomic.LoadUint32(&cl.Properties.Will.Flag),
-				WillDelayInterval: cl.Properties.Will.WillDelayInterval,
-				Qos:               cl.Properties.Will.Qos,
-				Retain:            cl.Properties.Will.Retain,
-			},
-		},
-		Role: role,
-	}
-	_ = s.put(bucketClients, cl.ID, rec) // logged; the next change writes it again
+// detach ends delivery to cl (nil: whichever connection has it): what is
+// out and unacknowledged comes again when the client returns.
+func (s *session) detach(cl *mochi.Client) {
 	s.mu.Lock()
-	s.clients[cl.ID] = true
-	s.mu.Unlock()
-}
-
-// saveSubscriptions stores cl's current subscriptions as one record.
-func (s *sessions) saveSubscriptions(cl *mochi.Client) {
-	all := cl.State.Subscriptions.GetAll()
-	if len(all) == 0 {
-		s.deleteSubscriptions(cl.ID)
+	if cl != nil && s.cl != cl {
+		s.mu.Unlock()
 		return
 	}
-	recs := make([]storage.Subscription, 0, len(all))
-	for _, sub := range all {
-		recs = append(recs, storage.Subscription{
-			T:                 storage.SubscriptionKey,
-			Client:            cl.ID,
-			Filter:            sub.Filter,
-			Identifier:        sub.Identifier,
-			RetainHandling:    sub.RetainHandling,
-			Qos:               sub.Qos,
-			RetainAsPublished: sub.RetainAsPublished,
-			NoLocal:           sub.NoLocal,
-		})
-	}
-	_ = s.put(bucketSubs, cl.ID, recs) // logged; the next change writes it again
-	s.mu.Lock()
-	s.subs[cl.ID] = true
+	s.cl = nil
+	sub := s.sub
 	s.mu.Unlock()
-}
-
-func (s *sessions) deleteSubscriptions(id string) {
+	if sub != nil {
+		_ = sub.Detach()
+	}
 	s.mu.Lock()
-	had := s.subs[id]
-	delete(s.subs, id)
-	s.mu.Unlock()
-	if had {
-		s.del(bucketSubs, id)
-	}
-}
-
-// saveInflight stores a message in flight to or from cl (or queued for it
-// while it is offline): now, or, when later is set (a connected client),
-// behind (see inflightWriter). On failure nothing is recorded as stored.
-func (s *sessions) saveInflight(cl *mochi.Client, pk packets.Packet, seq int64, later bool) error {
-	props := pk.Properties.Copy(false)
-	rec := inflightRecord{
-		Message: storage.Message{
-			T:           storage.InflightKey,
-			Client:      cl.ID,
-			Origin:      pk.Origin,
-			FixedHeader: pk.FixedHeader,
-			TopicName:   pk.TopicName,
-			Payload:     pk.Payload,
-			Created:     pk.Created,
-			PacketID:    pk.PacketID,
-			Properties: storage.MessageProperties{
-				PayloadFormat:          props.PayloadFormat,
-				PayloadFormatFlag:      props.PayloadFormatFlag,
-				MessageExpiryInterval:  props.MessageExpiryInterval,
-				ContentType:            props.ContentType,
-				ResponseTopic:          props.ResponseTopic,
-				CorrelationData:        props.CorrelationData,
-				SubscriptionIdentifier: props.SubscriptionIdentifier,
-				User:                   props.User,
-			},
-		},
-		Expiry: pk.Expiry,
-		Seq:    seq,
-	}
-	key := inflightKey(cl.ID, pk.PacketID)
-	if later {
-		b, err := json.Marshal(rec)
-		if err != nil {
-			s.fail("encode "+bucketInflight, key, err)
-			return fmt.Errorf("mqtt: encode %s %q: %w", bucketInflight, key, err)
+	for pid, o := range s.out {
+		if o.d.QoS == 0 {
+			delete(s.out, pid)
 		}
-		s.behind.putLater(key, b)
-	} else if err := s.behind.now(key, true, func() error { return s.put(bucketInflight, key, rec) }); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	m := s.inflight[cl.ID]
-	if m == nil {
-		m = make(map[uint16]bool)
-		s.inflight[cl.ID] = m
-	}
-	m[pk.PacketID] = true
-	s.mu.Unlock()
-	return nil
-}
-
-// deleteInflight forgets a completed or dropped message.
-func (s *sessions) deleteInflight(id string, packetID uint16) {
-	s.mu.Lock()
-	m := s.inflight[id]
-	had := m[packetID]
-	delete(m, packetID)
-	if m != nil && len(m) == 0 {
-		delete(s.inflight, id)
 	}
 	s.mu.Unlock()
-	if had {
-		s.behind.deleteLater(inflightKey(id, packetID))
-	}
 }
 
-// purge forgets everything stored about a session.
-func (s *sessions) purge(id string) {
+// deliver is the session's broker.DeliveryHandler: it writes the PUBLISH
+// (or, for a QoS 2 message whose PUBREC came before a reconnect, the
+// PUBREL) and leaves a QoS 1/2 delivery in the window until the client
+// acknowledges it.
+func (s *session) deliver(d *broker.Delivery) {
+	a := s.a
+	now := time.Now()
+	pk, dropped, ok := packetFromEnvelope(d.Envelope, now)
+	if !ok {
+		a.metrics.expired.Add(1)
+		d.Ack()
+		return
+	}
+	if dropped > 0 {
+		a.log.Debug("mqtt: properties MQTT cannot carry were left out", "topic", d.Envelope.Topic, "count", dropped)
+	}
+	pk.FixedHeader.Qos = d.QoS
+	pk.FixedHeader.Retain = d.RetainFlag
 	s.mu.Lock()
-	hadClient := s.clients[id]
-	delete(s.clients, id)
-	var ids []uint16
-	for pid := range s.inflight[id] {
-		ids = append(ids, pid)
-	}
-	delete(s.inflight, id)
-	s.mu.Unlock()
-	if hadClient {
-		s.del(bucketClients, id)
-	}
-	s.deleteSubscriptions(id)
-	for _, pid := range ids {
-		key := inflightKey(id, pid)
-		_ = s.behind.now(key, false, func() error { s.del(bucketInflight, key); return nil })
-	}
-}
-
-// loadClients returns the stored sessions and their roles by username.
-func (s *sessions) loadClients() ([]storage.Client, map[string]string, error) {
-	kvs, err := s.list(bucketClients)
-	if err != nil {
-		return nil, nil, err
-	}
-	out := make([]storage.Client, 0, len(kvs))
-	roles := make(map[string]string)
-	for _, kv := range kvs {
-		rec, err := decodeClient(kv.Value)
-		if err != nil {
-			s.fail("decode "+bucketClients, kv.Key, err)
-			continue
+	cl := s.cl
+	if cl == nil || cl.Closed() {
+		s.mu.Unlock()
+		if d.QoS == 0 {
+			d.Ack()
 		}
-		out = append(out, rec.Client)
-		if len(rec.Username) > 0 && rec.Role != "" {
-			roles[string(rec.Username)] = rec.Role
+		return // in the window until the detach: delivered again then
+	}
+	if cl.Properties.ProtocolVersion == 5 && len(d.IDs) > 0 {
+		pk.Properties.SubscriptionIdentifier = d.IDs
+	}
+	if d.QoS > 0 {
+		pid, again := s.byEnv[d.Envelope.ID]
+		if again && d.Redelivered {
+			if o := s.out[pid]; o != nil && o.rel {
+				o.d = d
+				s.mu.Unlock()
+				a.writePacket(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pid})
+				return
+			}
+			pk.FixedHeader.Dup = true
+		} else {
+			var ok bool
+			if pid, ok = s.allocate(); !ok {
+				s.mu.Unlock()
+				a.log.Warn("mqtt: no packet id free: the client acknowledges nothing", "client", s.id)
+				cl.Stop(packets.ErrReceiveMaximum)
+				return
+			}
+			s.byEnv[d.Envelope.ID] = pid
 		}
+		pk.PacketID = pid
+		s.out[pid] = &outbound{d: d}
+	}
+	s.mu.Unlock()
+	a.metrics.delivered.Add(1)
+	if err := a.writePacket(cl, pk); err != nil && d.QoS == 0 {
+		d.Ack()
+		return
+	}
+	if d.QoS == 0 {
+		d.Ack()
+	}
+}
+
+// writePacket writes pk to cl, logging a failure (the connection is then
+// closing: a persistent session gets it again on return).
+func (a *Adapter) writePacket(cl *mochi.Client, pk packets.Packet) error {
+	err := cl.WritePacket(pk)
+	if err != nil && !errors.Is(err, mochi.ErrConnectionClosed) {
+		a.log.Debug("mqtt: write to client", "client", cl.ID, "type", pk.FixedHeader.Type, "err", err)
+	}
+	return err
+}
+
+// allocate returns a packet id no delivery of the session holds (s.mu
+// held). Outbound ids are the session's own: the client's ids (its
+// publishes, subscribes) are another space.
+func (s *session) allocate() (uint16, bool) {
+	for range 65535 {
+		s.nextPID++
+		if s.nextPID == 0 {
+			s.nextPID = 1
+		}
+		if _, used := s.out[s.nextPID]; !used {
+			return s.nextPID, true
+		}
+	}
+	return 0, false
+}
+
+// acked handles a PUBACK, PUBREC or PUBCOMP from the client.
+func (s *session) acked(cl *mochi.Client, pk packets.Packet) {
+	s.mu.Lock()
+	o := s.out[pk.PacketID]
+	var done *broker.Delivery
+	var rel bool
+	switch {
+	case o == nil:
+	case pk.FixedHeader.Type == packets.Pubrec && pk.ReasonCode < packets.ErrUnspecifiedError.Code:
+		o.rel, rel = true, true
+	default: // PUBACK, PUBCOMP, or a PUBREC refusing the message
+		done = o.d
+		delete(s.out, pk.PacketID)
+		if s.byEnv[o.d.Envelope.ID] == pk.PacketID {
+			delete(s.byEnv, o.d.Envelope.ID)
+		}
+	}
+	s.mu.Unlock()
+	switch {
+	case o == nil && pk.FixedHeader.Type == packets.Pubrec:
+		// Unknown id: answer as the spec says, so the client's flow ends.
+		code := packets.ErrPacketIdentifierNotFound.Code
+		if cl.Properties.ProtocolVersion < 5 {
+			code = 0
+		}
+		_ = s.a.writePacket(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID, ReasonCode: code})
+	case rel:
+		_ = s.a.writePacket(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID})
+	case done != nil:
+		done.Ack()
+	}
+}
+
+// inflight counts the deliveries out to clients and not acknowledged.
+func (a *Adapter) inflight() int {
+	a.smu.Lock()
+	defer a.smu.Unlock()
+	n := 0
+	for _, s := range a.sessions {
 		s.mu.Lock()
-		s.clients[rec.ID] = true
+		n += len(s.out)
 		s.mu.Unlock()
 	}
-	return out, roles, nil
+	return n
 }
 
-// loadSubscriptions returns the stored subscriptions.
-func (s *sessions) loadSubscriptions() ([]storage.Subscription, error) {
-	kvs, err := s.list(bucketSubs)
-	if err != nil {
-		return nil, err
+// reader is the access check the bus runs on every envelope delivered to
+// a client of principal p.
+func (a *Adapter) reader(p adapters.Principal) func(*broker.Envelope) bool {
+	return func(e *broker.Envelope) bool {
+		return a.authorize(p, adapters.ActionSubscribe, e.Topic) == nil
 	}
-	var out []storage.Subscription
+}
+
+// record returns the stored session of a client id.
+func (a *Adapter) record(id string) (sessionRecord, bool) {
+	var r sessionRecord
+	if a.cfg.Sessions == nil {
+		return r, false
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, storeTimeout)
+	defer cancel()
+	b, err := a.cfg.Sessions.KVGet(ctx, bucketSessions, id)
+	if err != nil {
+		return r, false
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		a.log.Warn("mqtt: damaged session record, ignored", "client", id, "err", err)
+		return r, false
+	}
+	return r, true
+}
+
+// saveRecord stores the record of a persistent session.
+func (a *Adapter) saveRecord(id string, r sessionRecord) {
+	b, _ := json.Marshal(r)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), storeTimeout)
+	defer cancel()
+	if err := a.cfg.Sessions.KVPut(ctx, bucketSessions, id, b); err != nil {
+		a.log.Error("mqtt: store session record", "client", id, "err", err)
+	}
+}
+
+// forget ends a session for good: its record, its bus subscription and
+// queue.
+func (a *Adapter) forget(id string) {
+	a.smu.Lock()
+	if s := a.sessions[id]; s != nil && s.conn() == nil {
+		delete(a.sessions, id)
+	}
+	a.smu.Unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), storeTimeout)
+	defer cancel()
+	if err := broker.Forget(ctx, a.cfg.Bus, subscriberID(id)); err != nil {
+		a.log.Warn("mqtt: forget session", "client", id, "err", err)
+	}
+	if a.cfg.Sessions != nil {
+		_ = a.cfg.Sessions.KVDelete(ctx, bucketSessions, id)
+	}
+}
+
+// sweepInterval is how often expired sessions are looked for.
+const sweepInterval = 5 * time.Second
+
+// sweep forgets the persistent sessions whose expiry interval has passed
+// since their connection ended.
+func (a *Adapter) sweep() {
+	if a.cfg.Sessions == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, storeTimeout)
+	kvs, err := a.cfg.Sessions.KVList(ctx, bucketSessions)
+	cancel()
+	if err != nil {
+		return
+	}
+	now := time.Now()
 	for _, kv := range kvs {
-		recs, err := decodeSubscriptions(kv.Key, kv.Value)
-		if err != nil {
-			s.fail("decode "+bucketSubs, kv.Key, err)
-			continue
+		var r sessionRecord
+		if json.Unmarshal(kv.Value, &r) == nil && r.expired(now) {
+			a.smu.Lock()
+			s := a.sessions[kv.Key]
+			a.smu.Unlock()
+			if s != nil && s.conn() != nil {
+				continue
+			}
+			a.log.Info("mqtt: session expired", "client", kv.Key)
+			a.forget(kv.Key)
 		}
-		out = append(out, recs...)
-		s.mu.Lock()
-		s.subs[kv.Key] = true
-		s.mu.Unlock()
 	}
-	return out, nil
 }
 
-// loadInflight returns the stored in-flight messages.
-func (s *sessions) loadInflight() ([]inflightRecord, error) {
-	kvs, err := s.list(bucketInflight)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]inflightRecord, 0, len(kvs))
-	for _, kv := range kvs {
-		rec, err := decodeInflight(kv.Value)
-		if err != nil {
-			s.fail("decode "+bucketInflight, kv.Key, err)
-			continue
+// sweeper runs sweep until the adapter stops.
+func (a *Adapter) sweeper() {
+	defer a.wg.Done()
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		a.sweep()
+		select {
+		case <-t.C:
+		case <-a.ctx.Done():
+			return
 		}
-		out = append(out, rec)
-		s.behind.loaded(kv.Key)
-		s.mu.Lock()
-		m := s.inflight[rec.Client]
-		if m == nil {
-			m = make(map[uint16]bool)
-			s.inflight[rec.Client] = m
-		}
-		m[rec.PacketID] = true
-		s.mu.Unlock()
 	}
-	return out, nil
-}
-
-// splitInflightKey is the inverse of inflightKey.
-func splitInflightKey(key string) (clientID string, packetID uint16, ok bool) {
-	i := len(key) - 6
-	if i < 0 || key[i] != '/' {
-		return "", 0, false
-	}
-	n, err := strconv.ParseUint(key[i+1:], 10, 16)
-	if err != nil {
-		return "", 0, false
-	}
-	return key[:i], uint16(n), true
-}
-
-// decodeClient decodes a stored session record; a record a later version
-// of mochi or a damaged disk left unreadable is an error, never a panic.
-func decodeClient(b []byte) (clientRecord, error) {
-	var rec clientRecord
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return rec, fmt.Errorf("mqtt: session record: %w", err)
-	}
-	if rec.ID == "" || rec.ID == mochi.InlineClientId {
-		return rec, fmt.Errorf("mqtt: session record: bad client id %q", rec.ID)
-	}
-	if rec.ProtocolVersion < 3 || rec.ProtocolVersion > 5 {
-		return rec, fmt.Errorf("mqtt: session record %q: protocol version %d", rec.ID, rec.ProtocolVersion)
-	}
-	return rec, nil
-}
-
-// decodeSubscriptions decodes a stored subscription list of client id.
-func decodeSubscriptions(id string, b []byte) ([]storage.Subscription, error) {
-	var recs []storage.Subscription
-	if err := json.Unmarshal(b, &recs); err != nil {
-		return nil, fmt.Errorf("mqtt: subscriptions of %q: %w", id, err)
-	}
-	out := recs[:0]
-	for _, r := range recs {
-		if r.Client != id || !mochi.IsValidFilter(r.Filter, false) || r.Qos > 2 {
-			return nil, fmt.Errorf("mqtt: subscriptions of %q: bad entry %+v", id, r)
-		}
-		out = append(out, r)
-	}
-	return out, nil
-}
-
-// decodeInflight decodes a stored in-flight message.
-func decodeInflight(b []byte) (inflightRecord, error) {
-	var rec inflightRecord
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return rec, fmt.Errorf("mqtt: in-flight record: %w", err)
-	}
-	if rec.Client == "" || rec.FixedHeader.Qos > 2 {
-		return rec, fmt.Errorf("mqtt: in-flight record for %q: qos %d", rec.Client, rec.FixedHeader.Qos)
-	}
-	return rec, nil
 }

@@ -145,7 +145,7 @@ func TestCrashDurability(t *testing.T) {
 	}
 	s := openDir(t, dir)
 	ctx := context.Background()
-	q, err := s.Dequeue(ctx, "crash", 1<<20)
+	q, err := s.Dequeue(ctx, "crash", 0, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func crashChild(dir string) {
 	w := bufio.NewWriter(os.Stdout)
 	for i := 0; ; i++ {
 		e := &broker.Envelope{Topic: "crash", Payload: []byte(strconv.Itoa(i)), QoS: 1, Time: time.Now()}
-		if err := s.Enqueue(ctx, e, []string{"crash"}); err != nil {
+		if err := s.Enqueue(ctx, e, refs("crash")); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

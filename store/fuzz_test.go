@@ -58,10 +58,10 @@ func FuzzQueueRow(f *testing.F) {
 	s.SetLogger(discardLogger())
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if _, err := s.w.ExecContext(ctx, `INSERT INTO queue(subscriber, envelope) VALUES ('f', ?)`, b); err != nil {
+		if err := insertRaw(ctx, s, "f", b); err != nil {
 			t.Fatal(err)
 		}
-		q, err := s.Dequeue(ctx, "f", 10)
+		q, err := s.Dequeue(ctx, "f", 0, 10)
 		if err != nil {
 			t.Fatalf("Dequeue: %v", err)
 		}
@@ -78,7 +78,7 @@ func FuzzQueueRow(f *testing.F) {
 		if len(q) != 1 || !reflect.DeepEqual(q[0].Envelope, want) {
 			t.Fatalf("Dequeue = %+v, want %+v", q, want)
 		}
-		if err := s.Ack(ctx, "f", q[0].Seq); err != nil {
+		if err := ackUpTo(ctx, s, "f", q[0].Seq); err != nil {
 			t.Fatal(err)
 		}
 	})

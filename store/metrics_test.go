@@ -16,7 +16,7 @@ func TestCollector(t *testing.T) {
 	}
 	ctx := context.Background()
 	for range 3 {
-		if err := s.Enqueue(ctx, env("t", "x", 1), []string{"a", "b"}); err != nil {
+		if err := s.Enqueue(ctx, env("t", "x", 1), refs("a", "b")); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -103,6 +103,29 @@ CREATE INDEX history_time ON history(time);
 ALTER TABLE queue ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
 UPDATE queue SET size = length(envelope);
 `,
+	// 4: a queued envelope is stored once, in messages, and each
+	// subscriber's queue refers to it at the subscriber's own sequence
+	// numbers (the old global ones keep their order); subscriptions keep
+	// their filters with options.
+	`
+CREATE TABLE messages (
+	id       INTEGER PRIMARY KEY,
+	envelope BLOB NOT NULL
+);
+CREATE TABLE queue4 (
+	subscriber TEXT NOT NULL,
+	seq        INTEGER NOT NULL,
+	msg        INTEGER NOT NULL,
+	size       INTEGER NOT NULL,
+	PRIMARY KEY (subscriber, seq)
+) WITHOUT ROWID;
+INSERT INTO messages(id, envelope) SELECT seq, envelope FROM queue;
+INSERT INTO queue4(subscriber, seq, msg, size) SELECT subscriber, seq, seq, size FROM queue;
+DROP TABLE queue;
+ALTER TABLE queue4 RENAME TO queue;
+CREATE INDEX queue_msg ON queue(msg);
+ALTER TABLE subscriptions ADD COLUMN specs TEXT NOT NULL DEFAULT '';
+`,
 }
 
 // migrate brings the schema up to len(ms) in one transaction, refusing a

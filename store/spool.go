@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/hubsmith/hub/broker"
 )
@@ -88,11 +89,13 @@ func validateSubscription(d broker.DurableSubscription) error {
 	if d.ID == "" {
 		return fmt.Errorf("%w: empty id", ErrInvalidSubscription)
 	}
-	if len(d.Filters) == 0 {
-		return fmt.Errorf("%w %q: no filters", ErrInvalidSubscription, d.ID)
-	}
 	for _, f := range d.Filters {
 		if err := broker.ValidateFilter(f); err != nil {
+			return fmt.Errorf("%w %q: %w", ErrInvalidSubscription, d.ID, err)
+		}
+	}
+	for _, f := range d.Specs {
+		if err := broker.ValidateFilter(f.Topic); err != nil {
 			return fmt.Errorf("%w %q: %w", ErrInvalidSubscription, d.ID, err)
 		}
 	}
@@ -108,17 +111,60 @@ func (s *Store) SaveSubscription(ctx context.Context, d broker.DurableSubscripti
 	if err := validateSubscription(d); err != nil {
 		return fmt.Errorf("store: save subscription: %w", err)
 	}
+	if d.Filters == nil {
+		d.Filters = []string{}
+	}
 	filters, err := json.Marshal(d.Filters)
 	if err != nil {
 		return fmt.Errorf("store: save subscription %q: %w", d.ID, err)
 	}
+	specs := []byte{}
+	if len(d.Specs) > 0 {
+		if specs, err = json.Marshal(d.Specs); err != nil {
+			return fmt.Errorf("store: save subscription %q: %w", d.ID, err)
+		}
+	}
 	if err := s.exec(ctx,
-		`INSERT INTO subscriptions(id, filters, qos) VALUES (?, ?, ?)
-		 ON CONFLICT(id) DO UPDATE SET filters = excluded.filters, qos = excluded.qos`,
-		d.ID, string(filters), d.QoS); err != nil {
+		`INSERT INTO subscriptions(id, filters, qos, specs) VALUES (?, ?, ?, ?)
+		 ON CONFLICT(id) DO UPDATE SET filters = excluded.filters, qos = excluded.qos, specs = excluded.specs`,
+		d.ID, string(filters), d.QoS, string(specs)); err != nil {
 		return fmt.Errorf("store: save subscription %q: %w", d.ID, err)
 	}
 	return nil
+}
+
+// gcMessages deletes the envelopes among ids no queue refers to any more.
+func gcMessages(ctx context.Context, tx *sql.Tx, ids []int64) error {
+	st, err := tx.PrepareContext(ctx, `DELETE FROM messages WHERE id = ? AND NOT EXISTS (SELECT 1 FROM queue WHERE msg = ?)`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, id := range ids {
+		if _, err := st.ExecContext(ctx, id, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// queuedMessages returns the envelope ids a subscriber's queue refers to,
+// with seq in [from, to].
+func queuedMessages(ctx context.Context, tx *sql.Tx, id string, from, to int64) ([]int64, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT msg FROM queue WHERE subscriber = ? AND seq BETWEEN ? AND ?`, id, from, to)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var m int64
+		if err := rows.Scan(&m); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
 }
 
 // DeleteSubscription implements broker.Spool. Deleting an unknown id is
@@ -128,8 +174,14 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM subscriptions WHERE id = ?`, id); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM queue WHERE subscriber = ?`, id)
-		return err
+		msgs, err := queuedMessages(ctx, tx, id, 0, math.MaxInt64)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM queue WHERE subscriber = ?`, id); err != nil {
+			return err
+		}
+		return gcMessages(ctx, tx, msgs)
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete subscription %q: %w", id, err)
@@ -139,7 +191,9 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
 
 // LoadSubscriptions implements broker.Spool, sorted by id.
 func (s *Store) LoadSubscriptions(ctx context.Context) ([]broker.DurableSubscription, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id, filters, qos FROM subscriptions ORDER BY id`)
+	rows, err := s.r.QueryContext(ctx, `SELECT s.id, s.filters, s.qos, s.specs,
+		(SELECT COALESCE(MAX(seq), 0) FROM queue q WHERE q.subscriber = s.id)
+		FROM subscriptions s ORDER BY s.id`)
 	if err != nil {
 		return nil, fmt.Errorf("store: load subscriptions: %w", err)
 	}
@@ -147,14 +201,19 @@ func (s *Store) LoadSubscriptions(ctx context.Context) ([]broker.DurableSubscrip
 	var out []broker.DurableSubscription
 	for rows.Next() {
 		var (
-			d       broker.DurableSubscription
-			filters string
+			d              broker.DurableSubscription
+			filters, specs string
 		)
-		if err := rows.Scan(&d.ID, &filters, &d.QoS); err != nil {
+		if err := rows.Scan(&d.ID, &filters, &d.QoS, &specs, &d.LastSeq); err != nil {
 			return nil, fmt.Errorf("store: load subscriptions: %w", err)
 		}
 		if err := json.Unmarshal([]byte(filters), &d.Filters); err != nil {
 			return nil, fmt.Errorf("store: load subscriptions: filters of %q: %w", d.ID, err)
+		}
+		if specs != "" {
+			if err := json.Unmarshal([]byte(specs), &d.Specs); err != nil {
+				return nil, fmt.Errorf("store: load subscriptions: filter options of %q: %w", d.ID, err)
+			}
 		}
 		out = append(out, d)
 	}
@@ -164,13 +223,14 @@ func (s *Store) LoadSubscriptions(ctx context.Context) ([]broker.DurableSubscrip
 	return out, nil
 }
 
-// Enqueue implements broker.Spool: one row per subscriber, all in one
-// transaction, fsynced before it returns.
-func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, ids []string) error {
+// Enqueue implements broker.Spool: the envelope once, a row per
+// subscriber referring to it, all in one transaction, fsynced before it
+// returns.
+func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, refs []broker.QueueRef) error {
 	if e == nil {
 		return errors.New("store: enqueue: nil envelope")
 	}
-	if len(ids) == 0 {
+	if len(refs) == 0 {
 		return nil
 	}
 	b, err := e.MarshalBinary()
@@ -178,38 +238,43 @@ func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, ids []string) e
 		return fmt.Errorf("store: enqueue %q: %w", e.Topic, err)
 	}
 	err = s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, `INSERT INTO queue(subscriber, envelope, size) VALUES (?, ?, ?)`)
+		res, err := tx.ExecContext(ctx, `INSERT INTO messages(envelope) VALUES (?)`, b)
+		if err != nil {
+			return err
+		}
+		msg, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		st, err := tx.PrepareContext(ctx, `INSERT INTO queue(subscriber, seq, msg, size) VALUES (?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
 		defer st.Close()
-		for _, id := range ids {
-			if id == "" {
+		for _, r := range refs {
+			if r.Subscriber == "" {
 				return fmt.Errorf("%w: empty subscriber id", ErrInvalidSubscription)
 			}
-			if _, err := st.ExecContext(ctx, id, b, e.Size()); err != nil {
+			if _, err := st.ExecContext(ctx, r.Subscriber, r.Seq, msg, e.Size()); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("store: enqueue %q for %d subscribers: %w", e.Topic, len(ids), err)
+		return fmt.Errorf("store: enqueue %q for %d subscribers: %w", e.Topic, len(refs), err)
 	}
 	return nil
 }
 
-// Dequeue implements broker.Spool. Entries stay queued until Ack. A row
-// that does not decode (a torn write) is logged, deleted and skipped, so
-// it is never served.
-func (s *Store) Dequeue(ctx context.Context, id string, max int) ([]broker.Queued, error) {
+// Dequeue implements broker.Spool. Entries stay queued until Remove. A
+// row whose envelope does not decode (a torn write) is logged, deleted
+// and skipped, so it is never served.
+func (s *Store) Dequeue(ctx context.Context, id string, after int64, max int) ([]broker.Queued, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("store: dequeue %q: max %d: must be positive", id, max)
 	}
-	var (
-		out   []broker.Queued
-		after int64 = -1
-	)
+	var out []broker.Queued
 	for len(out) < max {
 		got, corrupt, last, err := s.dequeueBatch(ctx, id, after, max-len(out))
 		if err != nil {
@@ -231,7 +296,8 @@ func (s *Store) Dequeue(ctx context.Context, id string, max int) ([]broker.Queue
 // ones, the seqs of corrupt ones and the last seq read.
 func (s *Store) dequeueBatch(ctx context.Context, id string, after int64, n int) (got []broker.Queued, corrupt []int64, last int64, err error) {
 	rows, err := s.r.QueryContext(ctx,
-		`SELECT seq, envelope FROM queue WHERE subscriber = ? AND seq > ? ORDER BY seq LIMIT ?`, id, after, n)
+		`SELECT q.seq, m.envelope FROM queue q JOIN messages m ON m.id = q.msg
+		 WHERE q.subscriber = ? AND q.seq > ? ORDER BY q.seq LIMIT ?`, id, after, n)
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -253,20 +319,36 @@ func (s *Store) dequeueBatch(ctx context.Context, id string, after int64, n int)
 }
 
 func (s *Store) dropQueued(ctx context.Context, id string, seqs []int64) error {
-	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		for _, seq := range seqs {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq = ?`, id, seq); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return s.Remove(ctx, id, seqs)
 }
 
-// Ack implements broker.Spool.
-func (s *Store) Ack(ctx context.Context, id string, seq int64) error {
-	if err := s.exec(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq <= ?`, id, seq); err != nil {
-		return fmt.Errorf("store: ack %q up to %d: %w", id, seq, err)
+// Remove implements broker.Spool: the named entries of a subscriber's
+// queue go, and so do envelopes no queue refers to any more.
+func (s *Store) Remove(ctx context.Context, id string, seqs []int64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		sel, err := tx.PrepareContext(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq = ? RETURNING msg`)
+		if err != nil {
+			return err
+		}
+		defer sel.Close()
+		msgs := make([]int64, 0, len(seqs))
+		for _, seq := range seqs {
+			var m int64
+			switch err := sel.QueryRowContext(ctx, id, seq).Scan(&m); {
+			case errors.Is(err, sql.ErrNoRows):
+				continue
+			case err != nil:
+				return err
+			}
+			msgs = append(msgs, m)
+		}
+		return gcMessages(ctx, tx, msgs)
+	})
+	if err != nil {
+		return fmt.Errorf("store: remove %d entries of %q: %w", len(seqs), id, err)
 	}
 	return nil
 }
@@ -330,8 +412,18 @@ func (s *Store) TrimQueue(ctx context.Context, id string, n int, bytes int64, ne
 		if dropped == 0 {
 			return nil
 		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq `+cmp+` ?`, id, last)
-		return err
+		from, to := int64(0), last
+		if newest {
+			from, to = last, math.MaxInt64
+		}
+		msgs, err := queuedMessages(ctx, tx, id, from, to)
+		if err != nil {
+			return err
+		}
+		if _, err = tx.ExecContext(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq `+cmp+` ?`, id, last); err != nil {
+			return err
+		}
+		return gcMessages(ctx, tx, msgs)
 	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("store: trim queue %q: %w", id, err)

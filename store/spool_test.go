@@ -109,7 +109,7 @@ func TestSubscriptions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Enqueue(ctx, env("a/b", "1", 1), []string{"mqtt:c2"}); err != nil {
+	if err := s.Enqueue(ctx, env("a/b", "1", 1), refs("mqtt:c2")); err != nil {
 		t.Fatal(err)
 	}
 	// Saving again replaces filters and QoS and keeps the queue.
@@ -121,6 +121,7 @@ func TestSubscriptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	subs[0].LastSeq = 1 // its queue holds one envelope
 	if want := []broker.DurableSubscription{subs[1], subs[0]}; !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadSubscriptions = %+v, want %+v", got, want)
 	}
@@ -142,7 +143,6 @@ func TestSubscriptions(t *testing.T) {
 	}
 	for _, bad := range []broker.DurableSubscription{
 		{Filters: []string{"a"}},
-		{ID: "x"},
 		{ID: "x", Filters: []string{"a/#/b"}},
 		{ID: "x", Filters: []string{"a"}, QoS: 3},
 	} {
@@ -157,11 +157,11 @@ func TestQueue(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
 	for i := range 5 {
-		if err := s.Enqueue(ctx, env("t", fmt.Sprint(i), 1), []string{"s1", "s2"}); err != nil {
+		if err := s.Enqueue(ctx, env("t", fmt.Sprint(i), 1), refs("s1", "s2")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Enqueue(ctx, env("t", "only s2", 1), []string{"s2"}); err != nil {
+	if err := s.Enqueue(ctx, env("t", "only s2", 1), refs("s2")); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Enqueue(ctx, env("t", "nobody", 1), nil); err != nil {
@@ -172,7 +172,7 @@ func TestQueue(t *testing.T) {
 			t.Errorf("QueueLen(%s) = %d, %v; want %d", id, n, err, want)
 		}
 	}
-	q, err := s.Dequeue(ctx, "s1", 3)
+	q, err := s.Dequeue(ctx, "s1", 0, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,34 +188,34 @@ func TestQueue(t *testing.T) {
 		}
 	}
 	// Dequeue does not remove; Ack does, up to and including seq.
-	again, _ := s.Dequeue(ctx, "s1", 3)
+	again, _ := s.Dequeue(ctx, "s1", 0, 3)
 	if !reflect.DeepEqual(seqs(again), seqs(q)) {
 		t.Errorf("second Dequeue = %v, want %v", seqs(again), seqs(q))
 	}
-	if err := s.Ack(ctx, "s1", q[1].Seq); err != nil {
+	if err := ackUpTo(ctx, s, "s1", q[1].Seq); err != nil {
 		t.Fatal(err)
 	}
-	rest, _ := s.Dequeue(ctx, "s1", 100)
+	rest, _ := s.Dequeue(ctx, "s1", 0, 100)
 	if len(rest) != 3 || string(rest[0].Envelope.Payload) != "2" {
 		t.Errorf("after Ack: %d entries, first %q", len(rest), rest[0].Envelope.Payload)
 	}
 	if n, _ := s.QueueLen(ctx, "s2"); n != 6 {
 		t.Errorf("Ack of s1 touched s2: %d", n)
 	}
-	if err := s.Ack(ctx, "s1", rest[len(rest)-1].Seq); err != nil {
+	if err := ackUpTo(ctx, s, "s1", rest[len(rest)-1].Seq); err != nil {
 		t.Fatal(err)
 	}
-	if q, _ := s.Dequeue(ctx, "s1", 10); len(q) != 0 {
+	if q, _ := s.Dequeue(ctx, "s1", 0, 10); len(q) != 0 {
 		t.Errorf("queue not empty after full Ack: %d", len(q))
 	}
-	if _, err := s.Dequeue(ctx, "s1", 0); err == nil {
+	if _, err := s.Dequeue(ctx, "s1", 0, 0); err == nil {
 		t.Error("Dequeue(max 0) succeeded")
 	}
-	if err := s.Enqueue(ctx, nil, []string{"s1"}); err == nil {
+	if err := s.Enqueue(ctx, nil, refs("s1")); err == nil {
 		t.Error("Enqueue(nil) succeeded")
 	}
 	// A bad id fails the whole transaction: nothing is queued.
-	if err := s.Enqueue(ctx, env("t", "x", 1), []string{"s9", ""}); err == nil {
+	if err := s.Enqueue(ctx, env("t", "x", 1), refs("s9", "")); err == nil {
 		t.Error("Enqueue with an empty id succeeded")
 	}
 	if n, _ := s.QueueLen(ctx, "s9"); n != 0 {
@@ -241,18 +241,18 @@ func TestCorruptRowsSkipped(t *testing.T) {
 	ctx := context.Background()
 	good, _ := env("t", "good", 1).MarshalBinary()
 	corrupt := [][]byte{good[:len(good)-3], {}, {9, 9, 9}, append([]byte{99}, good[1:]...)}
-	if _, err := s.w.ExecContext(ctx, `INSERT INTO queue(subscriber, envelope) VALUES ('s', ?)`, good); err != nil {
+	if err := insertRaw(ctx, s, "s", good); err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range corrupt {
-		if _, err := s.w.ExecContext(ctx, `INSERT INTO queue(subscriber, envelope) VALUES ('s', ?)`, b); err != nil {
+		if err := insertRaw(ctx, s, "s", b); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Enqueue(ctx, env("t", "good2", 1), []string{"s"}); err != nil {
+	if err := s.Enqueue(ctx, env("t", "good2", 1), refs("s")); err != nil {
 		t.Fatal(err)
 	}
-	q, err := s.Dequeue(ctx, "s", 2)
+	q, err := s.Dequeue(ctx, "s", 0, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +300,7 @@ func TestQueueConcurrent(t *testing.T) {
 	for p := range producers {
 		wg.Go(func() {
 			for i := range each {
-				if err := s.Enqueue(ctx, env("t", fmt.Sprintf("%d:%d", p, i), 1), []string{"c", "other"}); err != nil {
+				if err := s.Enqueue(ctx, env("t", fmt.Sprintf("%d:%d", p, i), 1), refs("c", "other")); err != nil {
 					t.Error(err)
 					return
 				}
@@ -311,7 +311,7 @@ func TestQueueConcurrent(t *testing.T) {
 	got := 0
 	deadline := time.Now().Add(30 * time.Second)
 	for got < producers*each && time.Now().Before(deadline) {
-		q, err := s.Dequeue(ctx, "c", 16)
+		q, err := s.Dequeue(ctx, "c", 0, 16)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -327,7 +327,7 @@ func TestQueueConcurrent(t *testing.T) {
 			got++
 		}
 		if len(q) > 0 {
-			if err := s.Ack(ctx, "c", q[len(q)-1].Seq); err != nil {
+			if err := ackUpTo(ctx, s, "c", q[len(q)-1].Seq); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -365,7 +365,7 @@ func TestReopenKeepsData(t *testing.T) {
 	must(s.KVPut(ctx, "b", "k", []byte("v")))
 	must(s.SaveRetained(ctx, env("r", "v", 1)))
 	must(s.SaveSubscription(ctx, broker.DurableSubscription{ID: "s", Filters: []string{"#"}, QoS: 1}))
-	must(s.Enqueue(ctx, env("q", "v", 1), []string{"s"}))
+	must(s.Enqueue(ctx, env("q", "v", 1), refs("s")))
 	must(s.Close())
 
 	s = openDir(t, dir)
@@ -390,7 +390,7 @@ func TestReopenKeepsData(t *testing.T) {
 	if subs, err := s.LoadSubscriptions(ctx); err != nil || len(subs) != 1 {
 		t.Errorf("LoadSubscriptions after reopen = %+v, %v", subs, err)
 	}
-	if q, err := s.Dequeue(ctx, "s", 10); err != nil || len(q) != 1 || string(q[0].Envelope.Payload) != "v" {
+	if q, err := s.Dequeue(ctx, "s", 0, 10); err != nil || len(q) != 1 || string(q[0].Envelope.Payload) != "v" {
 		t.Errorf("Dequeue after reopen = %+v, %v", q, err)
 	}
 }
@@ -403,7 +403,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	b.SetBytes(1024)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := s.Enqueue(ctx, e, ids); err != nil {
+		if err := s.Enqueue(ctx, e, refs(ids...)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -439,7 +439,7 @@ func TestTrimQueue(t *testing.T) {
 			s := openTest(t)
 			s.SetLogger(discardLogger())
 			for i := range 10 {
-				if err := s.Enqueue(ctx, env("t", fmt.Sprint(i), 1), []string{"a", "b"}); err != nil {
+				if err := s.Enqueue(ctx, env("t", fmt.Sprint(i), 1), refs("a", "b")); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -450,7 +450,7 @@ func TestTrimQueue(t *testing.T) {
 			if err != nil || n != tc.dropped || size != tc.wantBytes {
 				t.Fatalf("TrimQueue = %d, %d, %v; want %d, %d", n, size, err, tc.dropped, tc.wantBytes)
 			}
-			q, _ := s.Dequeue(ctx, "a", 100)
+			q, _ := s.Dequeue(ctx, "a", 0, 100)
 			var left string
 			for _, e := range q {
 				left += string(e.Envelope.Payload)
@@ -470,4 +470,53 @@ func TestTrimQueue(t *testing.T) {
 	if _, _, err := s.TrimQueue(ctx, "a", -1, 0, false); err == nil {
 		t.Error("negative count accepted")
 	}
+}
+
+var (
+	seqMu    sync.Mutex
+	nextSeqs = map[string]int64{}
+)
+
+// refs places an envelope at the next sequence number of each subscriber,
+// as the bus does.
+func refs(ids ...string) []broker.QueueRef {
+	seqMu.Lock()
+	defer seqMu.Unlock()
+	out := make([]broker.QueueRef, len(ids))
+	for i, id := range ids {
+		nextSeqs[id]++
+		out[i] = broker.QueueRef{Subscriber: id, Seq: nextSeqs[id]}
+	}
+	return out
+}
+
+// ackUpTo removes a subscriber's queued entries up to and including seq.
+func ackUpTo(ctx context.Context, s *Store, id string, seq int64) error {
+	q, err := s.Dequeue(ctx, id, 0, 1<<20)
+	if err != nil {
+		return err
+	}
+	var rm []int64
+	for _, e := range q {
+		if e.Seq <= seq {
+			rm = append(rm, e.Seq)
+		}
+	}
+	return s.Remove(ctx, id, rm)
+}
+
+// insertRaw queues bytes as they are (a torn or damaged envelope) for
+// subscriber id.
+func insertRaw(ctx context.Context, s *Store, id string, b []byte) error {
+	res, err := s.w.ExecContext(ctx, `INSERT INTO messages(envelope) VALUES (?)`, b)
+	if err != nil {
+		return err
+	}
+	msg, err := res.LastInsertId()
+	if err != nil {
+		return err
+	}
+	_, err = s.w.ExecContext(ctx, `INSERT INTO queue(subscriber, seq, msg, size) VALUES (?, ?, ?, ?)`,
+		id, refs(id)[0].Seq, msg, len(b))
+	return err
 }

@@ -232,7 +232,7 @@ func TestMigrationUpgrade(t *testing.T) {
 	if n, size, err := s.QueueSize(ctx, "s"); err != nil || n != 1 || size != int64(len(queued)) {
 		t.Errorf("queue of s after upgrade: %d envelopes, %d bytes, %v; want 1, %d", n, size, err, len(queued))
 	}
-	if q, err := s.Dequeue(ctx, "s", 10); err != nil || len(q) != 1 || string(q[0].Envelope.Payload) != "payload" {
+	if q, err := s.Dequeue(ctx, "s", 0, 10); err != nil || len(q) != 1 || string(q[0].Envelope.Payload) != "payload" {
 		t.Errorf("queued envelope after upgrade: %v %v", q, err)
 	}
 }

@@ -183,7 +183,7 @@ func BenchmarkEnqueueParallel(b *testing.B) {
 	b.SetParallelism(16)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := s.Enqueue(ctx, e, []string{"sub"}); err != nil {
+			if err := s.Enqueue(ctx, e, refs("sub")); err != nil {
 				b.Error(err)
 				return
 			}

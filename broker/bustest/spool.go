@@ -4,6 +4,7 @@
 package bustest
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sync"
@@ -19,7 +20,6 @@ type MemSpool struct {
 	retained map[string]*broker.Envelope
 	subs     map[string]broker.DurableSubscription
 	queues   map[string][]broker.Queued
-	seq      int64
 	// FailEnqueue, when set, makes Enqueue fail (a full disk).
 	FailEnqueue error
 }
@@ -83,6 +83,9 @@ func (m *MemSpool) LoadSubscriptions(context.Context) ([]broker.DurableSubscript
 	defer m.mu.Unlock()
 	var out []broker.DurableSubscription
 	for _, d := range m.subs {
+		if q := m.queues[d.ID]; len(q) > 0 {
+			d.LastSeq = q[len(q)-1].Seq
+		}
 		out = append(out, d)
 	}
 	slices.SortFunc(out, func(a, b broker.DurableSubscription) int {
@@ -95,40 +98,38 @@ func (m *MemSpool) LoadSubscriptions(context.Context) ([]broker.DurableSubscript
 }
 
 // Enqueue implements broker.Spool.
-func (m *MemSpool) Enqueue(_ context.Context, e *broker.Envelope, ids []string) error {
+func (m *MemSpool) Enqueue(_ context.Context, e *broker.Envelope, refs []broker.QueueRef) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.FailEnqueue != nil {
 		return m.FailEnqueue
 	}
-	for _, id := range ids {
-		m.seq++
-		m.queues[id] = append(m.queues[id], broker.Queued{Seq: m.seq, Envelope: e})
+	for _, r := range refs {
+		q := m.queues[r.Subscriber]
+		i, _ := slices.BinarySearchFunc(q, r.Seq, func(a broker.Queued, s int64) int { return cmp.Compare(a.Seq, s) })
+		m.queues[r.Subscriber] = slices.Insert(q, i, broker.Queued{Seq: r.Seq, Envelope: e})
 	}
 	return nil
 }
 
 // Dequeue implements broker.Spool.
-func (m *MemSpool) Dequeue(_ context.Context, id string, max int) ([]broker.Queued, error) {
+func (m *MemSpool) Dequeue(_ context.Context, id string, after int64, max int) ([]broker.Queued, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	q := m.queues[id]
-	if len(q) > max {
-		q = q[:max]
+	var out []broker.Queued
+	for _, q := range m.queues[id] {
+		if q.Seq > after && len(out) < max {
+			out = append(out, q)
+		}
 	}
-	return slices.Clone(q), nil
+	return out, nil
 }
 
-// Ack implements broker.Spool.
-func (m *MemSpool) Ack(_ context.Context, id string, seq int64) error {
+// Remove implements broker.Spool.
+func (m *MemSpool) Remove(_ context.Context, id string, seqs []int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	q := m.queues[id]
-	i := 0
-	for i < len(q) && q[i].Seq <= seq {
-		i++
-	}
-	m.queues[id] = q[i:]
+	m.queues[id] = slices.DeleteFunc(m.queues[id], func(q broker.Queued) bool { return slices.Contains(seqs, q.Seq) })
 	return nil
 }
 

@@ -38,7 +38,15 @@ func Run(t *testing.T, newBus Factory) {
 		{"Restart", testRestart},
 		{"Expiry", testExpiry},
 		{"StorageFull", testStorageFull},
-		{"SyncBeforeAck", testSyncBeforeAck},
+		{"AckOutOfOrder", testAckOutOfOrder},
+		{"WindowBound", testWindowBound},
+		{"NackRedelivers", testNackRedelivers},
+		{"DetachRedelivers", testDetachRedelivers},
+		{"LiveFilterChanges", testLiveFilterChanges},
+		{"RetainedOnAddFilter", testRetainedOnAddFilter},
+		{"ConsumerGroups", testConsumerGroups},
+		{"RightsShrink", testRightsShrink},
+		{"SubscriptionIdentifiers", testSubscriptionIdentifiers},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newBus) })
@@ -218,17 +226,21 @@ func topics(es []*broker.Envelope) []string {
 	return out
 }
 
+// testNoLocal: a NoLocal filter skips the subscriber's own publishes
+// (same protocol and client id), and only through that filter.
 func testNoLocal(t *testing.T, f Factory) {
 	b := open(t, f, nil)
 	c := NewCollector()
-	sub(t, b, broker.SubscribeOptions{Filters: []string{"t"}, NoLocalProtocol: broker.ProtoMQTT, NoLocalNode: "n1"}, c.Handle)
+	self := broker.Origin{Protocol: broker.ProtoMQTT, ClientID: "c1"}
+	sub(t, b, broker.SubscribeOptions{QoS: 1, Self: self, Specs: []broker.Filter{{Topic: "t", NoLocal: true}, {Topic: "u"}}}, c.Handle)
 	ctx := context.Background()
-	_ = b.Publish(ctx, &broker.Envelope{Topic: "t", Payload: []byte("own"), Origin: broker.Origin{Protocol: broker.ProtoMQTT, Node: "n1"}})
-	_ = b.Publish(ctx, &broker.Envelope{Topic: "t", Payload: []byte("other node"), Origin: broker.Origin{Protocol: broker.ProtoMQTT, Node: "n2"}})
-	_ = b.Publish(ctx, &broker.Envelope{Topic: "t", Payload: []byte("coap"), Origin: broker.Origin{Protocol: broker.ProtoCoAP, Node: "n1"}})
-	got := c.Wait(t, 2)
+	_ = b.Publish(ctx, &broker.Envelope{Topic: "t", Payload: []byte("own"), Origin: self})
+	_ = b.Publish(ctx, &broker.Envelope{Topic: "t", Payload: []byte("other client"), Origin: broker.Origin{Protocol: broker.ProtoMQTT, ClientID: "c2"}})
+	_ = b.Publish(ctx, &broker.Envelope{Topic: "t", Payload: []byte("coap"), Origin: broker.Origin{Protocol: broker.ProtoCoAP, ClientID: "c1"}})
+	_ = b.Publish(ctx, &broker.Envelope{Topic: "u", Payload: []byte("own elsewhere"), Origin: self})
+	got := c.Wait(t, 3)
 	time.Sleep(50 * time.Millisecond)
-	if c.Len() != 2 || string(got[0].Payload) != "other node" || string(got[1].Payload) != "coap" {
+	if c.Len() != 3 || fmt.Sprint(topics(got)) != "[t=other client t=coap u=own elsewhere]" {
 		t.Fatalf("got %v", topics(got))
 	}
 }
@@ -409,61 +421,380 @@ func testStorageFull(t *testing.T, f Factory) {
 	}
 }
 
-// testSyncBeforeAck: envelopes a durable subscriber took from its queue
-// stay queued until its Sync succeeds; a failed Sync delivers them again,
-// a successful one removes them.
-func testSyncBeforeAck(t *testing.T, f Factory) {
+// Deliveries records what a DeliveryHandler receives, without acking.
+type Deliveries struct {
+	mu   sync.Mutex
+	got  []*broker.Delivery
+	cond chan struct{}
+}
+
+// NewDeliveries returns an empty Deliveries.
+func NewDeliveries() *Deliveries { return &Deliveries{cond: make(chan struct{}, 1)} }
+
+// Handle is a broker.DeliveryHandler.
+func (c *Deliveries) Handle(d *broker.Delivery) {
+	c.mu.Lock()
+	c.got = append(c.got, d)
+	c.mu.Unlock()
+	select {
+	case c.cond <- struct{}{}:
+	default:
+	}
+}
+
+// Wait waits until n deliveries arrived (or fails the test) and returns
+// them.
+func (c *Deliveries) Wait(t testing.TB, n int) []*broker.Delivery {
+	t.Helper()
+	deadline := time.After(wait)
+	for {
+		c.mu.Lock()
+		if len(c.got) >= n {
+			out := append([]*broker.Delivery(nil), c.got...)
+			c.mu.Unlock()
+			return out
+		}
+		have := len(c.got)
+		c.mu.Unlock()
+		select {
+		case <-c.cond:
+		case <-deadline:
+			t.Fatalf("got %d deliveries, want %d", have, n)
+		}
+	}
+}
+
+// Len returns how many deliveries arrived.
+func (c *Deliveries) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.got)
+}
+
+// Stays checks that no more than n deliveries arrive within a short
+// while: for a bound, the absence of deliveries is the property.
+func (c *Deliveries) Stays(t testing.TB, n int) {
+	t.Helper()
+	deadline := time.Now().Add(150 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if got := c.Len(); got > n {
+			t.Fatalf("got %d deliveries, want at most %d", got, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func consume(t *testing.T, b broker.Bus, opts broker.SubscribeOptions, h broker.DeliveryHandler) broker.Subscription {
+	t.Helper()
+	s, err := b.Consume(context.Background(), opts, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func payloads(ds []*broker.Delivery) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = string(d.Envelope.Payload)
+	}
+	return out
+}
+
+// testAckOutOfOrder: deliveries may be acknowledged in any order; the
+// unacknowledged one alone comes back after a detach.
+func testAckOutOfOrder(t *testing.T, f Factory) {
 	b := open(t, f, NewMemSpool())
-	opts := broker.SubscribeOptions{ID: "s", Durable: true, Filters: []string{"s/#"}, QoS: 1}
-	s := sub(t, b, opts, NewCollector().Handle)
+	opts := broker.SubscribeOptions{ID: "ooo", Durable: true, Filters: []string{"o/#"}, QoS: 1, MaxAckPending: 10}
+	c := NewDeliveries()
+	s := consume(t, b, opts, c.Handle)
+	for i := range 5 {
+		pub(t, b, "o/x", fmt.Sprint(i), 1)
+	}
+	ds := c.Wait(t, 5)
+	for _, i := range []int{4, 0, 3, 1} {
+		ds[i].Ack()
+	}
 	if err := s.Detach(); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
-		pub(t, b, "s/x", fmt.Sprint(i), 1)
+	c2 := NewDeliveries()
+	s = consume(t, b, opts, c2.Handle)
+	got := c2.Wait(t, 1)
+	if payloads(got)[0] != "2" || !got[0].Redelivered {
+		t.Errorf("after detach: %v (redelivered %v), want only 2, redelivered", payloads(got), got[0].Redelivered)
 	}
-	var mu sync.Mutex
-	fails, syncs := 1, 0
-	opts.Sync = func(context.Context) error {
-		mu.Lock()
-		defer mu.Unlock()
-		syncs++
-		if fails > 0 {
-			fails--
-			return errors.New("session store unavailable")
+	got[0].Ack()
+	c2.Stays(t, 1)
+	_ = s.Unsubscribe()
+}
+
+// testWindowBound: no more than MaxAckPending deliveries are out at once;
+// each ack lets one more go.
+func testWindowBound(t *testing.T, f Factory) {
+	b := open(t, f, NewMemSpool())
+	for _, durable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("durable=%v", durable), func(t *testing.T) {
+			opts := broker.SubscribeOptions{ID: fmt.Sprint("win", durable), Durable: durable, Filters: []string{"w/#"}, QoS: 1, MaxAckPending: 3}
+			c := NewDeliveries()
+			s := consume(t, b, opts, c.Handle)
+			defer func() { _ = s.Unsubscribe() }()
+			for i := range 10 {
+				pub(t, b, "w/x", fmt.Sprint(i), 1)
+			}
+			ds := c.Wait(t, 3)
+			c.Stays(t, 3)
+			ds[1].Ack()
+			ds = c.Wait(t, 4)
+			c.Stays(t, 4)
+			if got := payloads(ds); fmt.Sprint(got) != "[0 1 2 3]" {
+				t.Errorf("deliveries %v, want [0 1 2 3]", got)
+			}
+			if st := s.Stats(); st.Pending != 3 {
+				t.Errorf("Stats.Pending = %d, want 3", st.Pending)
+			}
+			for _, d := range ds {
+				d.Ack()
+			}
+			for i := 4; i < 10; i++ {
+				ds = c.Wait(t, i+1)
+				ds[i].Ack()
+			}
+			if got := payloads(c.Wait(t, 10)); fmt.Sprint(got) != "[0 1 2 3 4 5 6 7 8 9]" {
+				t.Errorf("deliveries %v", got)
+			}
+		})
+	}
+}
+
+// testNackRedelivers: a nacked delivery comes again before anything newer,
+// marked Redelivered.
+func testNackRedelivers(t *testing.T, f Factory) {
+	b := open(t, f, NewMemSpool())
+	for _, durable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("durable=%v", durable), func(t *testing.T) {
+			opts := broker.SubscribeOptions{ID: fmt.Sprint("nack", durable), Durable: durable, Filters: []string{"n/#"}, QoS: 1, MaxAckPending: 1}
+			c := NewDeliveries()
+			s := consume(t, b, opts, c.Handle)
+			defer func() { _ = s.Unsubscribe() }()
+			pub(t, b, "n/x", "a", 1)
+			pub(t, b, "n/x", "b", 1)
+			ds := c.Wait(t, 1)
+			ds[0].Nack()
+			ds = c.Wait(t, 2)
+			if string(ds[1].Envelope.Payload) != "a" || !ds[1].Redelivered || ds[0].Redelivered {
+				t.Fatalf("after nack: %v, redelivered %v %v", payloads(ds), ds[0].Redelivered, ds[1].Redelivered)
+			}
+			ds[1].Ack()
+			ds = c.Wait(t, 3)
+			if string(ds[2].Envelope.Payload) != "b" || ds[2].Redelivered {
+				t.Errorf("next: %s redelivered %v, want b, new", ds[2].Envelope.Payload, ds[2].Redelivered)
+			}
+			ds[2].Ack()
+		})
+	}
+}
+
+// testDetachRedelivers: what was delivered but not acknowledged when a
+// durable subscriber detached comes first, in order, when it attaches
+// again, marked Redelivered; what was never delivered is not marked.
+func testDetachRedelivers(t *testing.T, f Factory) {
+	spool := NewMemSpool()
+	b := open(t, f, spool)
+	opts := broker.SubscribeOptions{ID: "det", Durable: true, Filters: []string{"d/#"}, QoS: 1, MaxAckPending: 2}
+	c := NewDeliveries()
+	s := consume(t, b, opts, c.Handle)
+	for i := range 4 {
+		pub(t, b, "d/x", fmt.Sprint(i), 1)
+	}
+	ds := c.Wait(t, 2)
+	c.Stays(t, 2)
+	if err := s.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	ds[0].Ack() // an acknowledgement after the detach still counts
+	pub(t, b, "d/x", "4", 1)
+	c2 := NewDeliveries()
+	opts.MaxAckPending = 10
+	s = consume(t, b, opts, c2.Handle)
+	got := c2.Wait(t, 4)
+	if fmt.Sprint(payloads(got)) != "[1 2 3 4]" {
+		t.Fatalf("after attach: %v, want [1 2 3 4]", payloads(got))
+	}
+	for i, d := range got {
+		if want := i == 0; d.Redelivered != want {
+			t.Errorf("%s: Redelivered = %v, want %v", d.Envelope.Payload, d.Redelivered, want)
 		}
-		return nil
+		d.Ack()
 	}
+	c2.Stays(t, 4)
+	_ = s.Unsubscribe()
+}
+
+// testLiveFilterChanges: filters added to and removed from a live
+// subscription take effect for the next publish.
+func testLiveFilterChanges(t *testing.T, f Factory) {
+	b := open(t, f, NewMemSpool())
 	c := NewCollector()
-	s = sub(t, b, opts, c.Handle)
-	got := c.Wait(t, 6)
-	for i, e := range got {
-		if want := fmt.Sprint(i % 3); string(e.Payload) != want {
-			t.Fatalf("delivery %d = %s, want %s (the batch again after a failed sync)", i, e.Payload, want)
-		}
+	s := sub(t, b, broker.SubscribeOptions{ID: "live", QoS: 1}, c.Handle)
+	defer func() { _ = s.Unsubscribe() }()
+	pub(t, b, "l/a", "before", 0)
+	existed, err := s.AddFilter(context.Background(), broker.Filter{Topic: "l/+", QoS: 1})
+	if err != nil || existed {
+		t.Fatalf("AddFilter = %v, %v", existed, err)
 	}
+	if existed, _ := s.AddFilter(context.Background(), broker.Filter{Topic: "l/+", QoS: 0}); !existed {
+		t.Error("AddFilter of the same filter again: existed = false")
+	}
+	if fs := s.Filters(); len(fs) != 1 || fs[0].QoS != 0 {
+		t.Errorf("Filters = %+v, want l/+ at QoS 0", fs)
+	}
+	pub(t, b, "l/a", "during", 1)
+	got := c.Wait(t, 1)
+	if string(got[0].Payload) != "during" {
+		t.Errorf("got %s, want during", got[0].Payload)
+	}
+	if existed, err := s.RemoveFilter(context.Background(), "l/+", ""); !existed || err != nil {
+		t.Fatalf("RemoveFilter = %v, %v", existed, err)
+	}
+	if existed, _ := s.RemoveFilter(context.Background(), "l/+", ""); existed {
+		t.Error("RemoveFilter twice: existed = true")
+	}
+	pub(t, b, "l/a", "after", 1)
+	pub(t, b, "m", "fence", 1)
+	_, _ = s.AddFilter(context.Background(), broker.Filter{Topic: "m", QoS: 1, RetainHandling: 2})
+	pub(t, b, "m", "fence", 1)
+	got = c.Wait(t, 2)
+	if string(got[1].Payload) != "fence" || c.Len() != 2 {
+		t.Errorf("after RemoveFilter: %v", topics(got))
+	}
+}
+
+// testRetainedOnAddFilter: AddFilter replays retained values as its
+// RetainHandling says, Retained and with the retain flag; live retained
+// publishes carry the flag only through a RetainAsPublished filter.
+func testRetainedOnAddFilter(t *testing.T, f Factory) {
+	b := open(t, f, NewMemSpool())
+	ctx := context.Background()
+	if err := b.Publish(ctx, &broker.Envelope{Topic: "r/a", Payload: []byte("1"), QoS: 1, Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	c := NewDeliveries()
+	s := consume(t, b, broker.SubscribeOptions{ID: "ret", QoS: 2}, c.Handle)
+	defer func() { _ = s.Unsubscribe() }()
+	_, _ = s.AddFilter(ctx, broker.Filter{Topic: "r/#", QoS: 0, RetainHandling: 1})
+	ds := c.Wait(t, 1)
+	if !ds[0].Retained || !ds[0].RetainFlag || ds[0].QoS != 0 {
+		t.Errorf("replayed retained: %+v", ds[0])
+	}
+	ds[0].Ack()
+	_, _ = s.AddFilter(ctx, broker.Filter{Topic: "r/#", QoS: 1, RetainHandling: 1})
+	_, _ = s.AddFilter(ctx, broker.Filter{Topic: "r/+", QoS: 1, RetainHandling: 2, RetainAsPublished: true})
+	if err := b.Publish(ctx, &broker.Envelope{Topic: "r/a", Payload: []byte("2"), QoS: 1, Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	ds = c.Wait(t, 2)
+	if ds[1].Retained || !ds[1].RetainFlag || string(ds[1].Envelope.Payload) != "2" {
+		t.Errorf("live retained through a retain-as-published filter: %+v", ds[1])
+	}
+	ds[1].Ack()
+	c.Stays(t, 2)
+	_, _ = s.RemoveFilter(ctx, "r/+", "")
+	if err := b.Publish(ctx, &broker.Envelope{Topic: "r/a", Payload: []byte("3"), QoS: 1, Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	ds = c.Wait(t, 3)
+	if ds[2].RetainFlag {
+		t.Errorf("live retained without retain-as-published carries the flag")
+	}
+}
+
+// testConsumerGroups: each envelope goes to one member of a group; other
+// subscriptions of the same filter still get every one.
+func testConsumerGroups(t *testing.T, f Factory) {
+	b := open(t, f, NewMemSpool())
+	var members [3]*Collector
+	for i := range members {
+		members[i] = NewCollector()
+		s := sub(t, b, broker.SubscribeOptions{ID: fmt.Sprint("g", i), QoS: 1,
+			Specs: []broker.Filter{{Topic: "g/#", QoS: 1, Group: "workers"}}}, members[i].Handle)
+		defer func() { _ = s.Unsubscribe() }()
+	}
+	all := NewCollector()
+	s := sub(t, b, broker.SubscribeOptions{Filters: []string{"g/#"}, QoS: 1}, all.Handle)
+	defer func() { _ = s.Unsubscribe() }()
+	const n = 30
+	for i := range n {
+		pub(t, b, "g/x", fmt.Sprint(i), 1)
+	}
+	all.Wait(t, n)
 	deadline := time.Now().Add(wait)
 	for {
-		mu.Lock()
-		n := syncs
-		mu.Unlock()
-		if n >= 2 {
+		total := 0
+		for _, m := range members {
+			total += m.Len()
+		}
+		if total == n {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Sync ran %d times, want 2", n)
+		if total > n || time.Now().After(deadline) {
+			t.Fatalf("group members got %d envelopes in all, want %d", total, n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if err := s.Detach(); err != nil {
+	for i, m := range members {
+		if m.Len() == 0 {
+			t.Errorf("member %d got nothing: the group does not spread", i)
+		}
+	}
+}
+
+// testRightsShrink: Allow is asked before every delivery, so a subscriber
+// whose rights shrink stops receiving at once, retained values included.
+func testRightsShrink(t *testing.T, f Factory) {
+	b := open(t, f, NewMemSpool())
+	ctx := context.Background()
+	if err := b.Publish(ctx, &broker.Envelope{Topic: "secret/r", Payload: []byte("old"), Retain: true}); err != nil {
 		t.Fatal(err)
 	}
-	opts.Sync = nil
-	c2 := NewCollector()
-	s = sub(t, b, opts, c2.Handle)
-	time.Sleep(200 * time.Millisecond)
-	if n := c2.Len(); n != 0 {
-		t.Errorf("%d envelopes delivered again after a successful sync", n)
+	var denied sync.Map
+	denied.Store("secret/r", true)
+	c := NewCollector()
+	s := sub(t, b, broker.SubscribeOptions{Filters: []string{"#"}, QoS: 1, SendRetained: true,
+		Allow: func(e *broker.Envelope) bool { _, no := denied.Load(e.Topic); return !no }}, c.Handle)
+	defer func() { _ = s.Unsubscribe() }()
+	pub(t, b, "secret/x", "1", 1)
+	c.Wait(t, 1)
+	denied.Store("secret/x", true)
+	pub(t, b, "secret/x", "2", 1)
+	pub(t, b, "public", "fence", 1)
+	got := c.Wait(t, 2)
+	if fmt.Sprint(topics(got)) != "[secret/x=1 public=fence]" {
+		t.Errorf("got %v, want secret/x (1) then public", topics(got))
 	}
-	_ = s.Detach()
+	if st := s.Stats(); st.Denied != 2 {
+		t.Errorf("Stats.Denied = %d, want 2 (the retained value and the second publish)", st.Denied)
+	}
+}
+
+// testSubscriptionIdentifiers: one delivery per subscription however many
+// of its filters match, at the highest of their QoS, carrying every
+// matching filter's identifier; a delivery below the publish QoS is
+// counted.
+func testSubscriptionIdentifiers(t *testing.T, f Factory) {
+	b := open(t, f, NewMemSpool())
+	c := NewDeliveries()
+	s := consume(t, b, broker.SubscribeOptions{QoS: 2, Specs: []broker.Filter{
+		{Topic: "i/#", QoS: 0, ID: 7}, {Topic: "i/+", QoS: 1, ID: 3}, {Topic: "j", QoS: 0}}}, c.Handle)
+	defer func() { _ = s.Unsubscribe() }()
+	pub(t, b, "i/x", "1", 2)
+	pub(t, b, "j", "2", 1)
+	ds := c.Wait(t, 2)
+	if ds[0].QoS != 1 || fmt.Sprint(ds[0].IDs) != "[3 7]" {
+		t.Errorf("delivery: QoS %d, IDs %v; want 1, [3 7]", ds[0].QoS, ds[0].IDs)
+	}
+	c.Stays(t, 2)
+	if st := s.Stats(); st.Downgraded != 2 {
+		t.Errorf("Stats.Downgraded = %d, want 2", st.Downgraded)
+	}
 }

@@ -1,0 +1,60 @@
+package broker
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Delivery is one envelope handed to a subscriber. The handler acks it
+// once the subscriber has taken it (an MQTT PUBACK or PUBCOMP, an XMPP
+// XEP-0198 <a/>, a CoAP ACK, a frame written for QoS 0), or nacks it to
+// have it delivered again. Acking or nacking twice is harmless.
+type Delivery struct {
+	// Envelope is shared with other subscribers: treat it as read-only.
+	Envelope *Envelope
+	// QoS is the delivery QoS: min(publish QoS, subscription QoS, the
+	// highest QoS of the filters that matched).
+	QoS byte
+	// Retained marks a retained value replayed when a filter was added.
+	Retained bool
+	// RetainFlag is the retain flag the subscriber should see: set for a
+	// replayed retained value, and for a live retained publish through a
+	// RetainAsPublished filter.
+	RetainFlag bool
+	// Redelivered is set when this envelope was handed to the subscriber
+	// before (MQTT DUP).
+	Redelivered bool
+	// IDs are the subscription identifiers of the filters that matched.
+	IDs []int
+
+	sub  *memSub
+	it   *item
+	gen  uint64
+	done atomic.Bool
+}
+
+// Ack acknowledges the delivery: it leaves the window and, from a durable
+// queue, is removed.
+func (d *Delivery) Ack() {
+	if d.sub == nil || !d.done.CompareAndSwap(false, true) {
+		return
+	}
+	d.sub.ack(d)
+}
+
+// Nack hands the delivery back: it is delivered again, before anything
+// newer, marked Redelivered.
+func (d *Delivery) Nack() { d.NackAfter(0) }
+
+// NackAfter is Nack with a delay; the delivery keeps its place in the
+// window meanwhile, so nothing newer overtakes it in a window of one.
+func (d *Delivery) NackAfter(delay time.Duration) {
+	if d.sub == nil || !d.done.CompareAndSwap(false, true) {
+		return
+	}
+	if delay <= 0 {
+		d.sub.nack(d)
+		return
+	}
+	time.AfterFunc(delay, func() { d.sub.nack(d) })
+}
