@@ -332,8 +332,13 @@ func (o *observation) handle(ctx context.Context, e *broker.Envelope) error {
 	if e.Retain && len(e.Payload) == 0 {
 		return nil // a cleared retained value is no representation
 	}
-	if !o.a.readable(o.principal, e.Topic) {
+	if err := o.a.canRead(o.principal, e.Topic); errors.Is(err, adapters.ErrForbidden) {
+		o.a.metrics.denied.Inc()
 		return nil // the observer may not read it (any more): skipped
+	} else if err != nil {
+		// Undecided (the store failed): a durable observation keeps it
+		// queued and the bus tries again; others lose it.
+		return fmt.Errorf("coap: read check of %q: %w", e.Topic, err)
 	}
 	var qos byte
 	if o.con {
