@@ -39,7 +39,7 @@ var errNotAcceptable = errors.New("not acceptable")
 // errMethod marks a method the resource does not serve.
 var errMethod = errors.New("method not allowed")
 
-// errNoValue marks a topic without a last value.
+// errNoValue marks a topic without a retained value.
 var errNoValue = errors.New("no value")
 
 // errorCodes maps error sentinels to CoAP response codes, first match wins.
