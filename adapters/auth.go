@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/hubsmith/hub/broker"
 )
@@ -33,6 +34,10 @@ var (
 	ErrBadCredentials = errors.New("bad username or password")
 	ErrAuthRequired   = errors.New("authentication required")
 	ErrForbidden      = errors.New("not authorized")
+	// ErrUnknownPrincipal is what Credentials.PrincipalRole answers for a
+	// name the store does not hold (a deleted user or device); CanRead
+	// then refuses with ErrForbidden as well.
+	ErrUnknownPrincipal = errors.New("unknown principal")
 )
 
 // Principal is an authenticated (or anonymous) party.
@@ -44,6 +49,10 @@ type Principal struct {
 	// Anonymous is true for a client that gave no credentials on a
 	// listener that allows that.
 	Anonymous bool
+	// External is true for a principal the hub's store does not hold (a
+	// user of the XMPP server the hub is a component of): its Role is
+	// taken as given, since there is nothing to look up.
+	External bool
 }
 
 // ACLRule allows or denies an action on a topic filter.
@@ -63,6 +72,10 @@ type Credentials interface {
 	VerifyPassword(ctx context.Context, name, password string) (role string, err error)
 	// ACL returns the principal's rules in order (none: role defaults).
 	ACL(ctx context.Context, name string) ([]ACLRule, error)
+	// PrincipalRole returns the current role of a principal: a user's
+	// role, or RoleDevice for a device registered without a login (CoAP
+	// over DTLS). A name that is neither is ErrUnknownPrincipal.
+	PrincipalRole(ctx context.Context, name string) (string, error)
 }
 
 // Auth checks principals for every adapter against the store.
@@ -71,11 +84,15 @@ type Auth struct {
 	// StaticACL are rules from the configuration file, keyed by principal
 	// name; they are consulted before the stored rules.
 	static map[string][]ACLRule
+	// reads caches CanRead's decisions (access.go).
+	reads readCache
 }
 
 // NewAuth returns an Auth over creds with optional configured ACL rules.
 func NewAuth(creds Credentials, static map[string][]ACLRule) *Auth {
-	return &Auth{creds: creds, static: static}
+	a := &Auth{creds: creds, static: static}
+	a.reads.init(ReadCacheTTL, readCacheMax, time.Now)
+	return a
 }
 
 // Authenticate checks a name and password. An empty name means the client
@@ -109,13 +126,31 @@ func (a *Auth) Authorize(ctx context.Context, p Principal, action Action, topic 
 	if p.Anonymous || p.Role == RoleAdmin {
 		return nil
 	}
-	rules := a.static[p.Name]
+	rules, err := a.rules(ctx, p.Name)
+	if err != nil {
+		return err
+	}
+	return decide(p, rules, action, topic)
+}
+
+// rules returns the configured rules of name followed by its stored ones.
+func (a *Auth) rules(ctx context.Context, name string) ([]ACLRule, error) {
+	rules := a.static[name]
 	if a.creds != nil {
-		stored, err := a.creds.ACL(ctx, p.Name)
+		stored, err := a.creds.ACL(ctx, name)
 		if err != nil {
-			return fmt.Errorf("auth: acl of %q: %w", p.Name, err)
+			return nil, fmt.Errorf("auth: acl of %q: %w", name, err)
 		}
 		rules = append(rules[:len(rules):len(rules)], stored...)
+	}
+	return rules, nil
+}
+
+// decide applies rules (first match wins), then p's role default, to
+// action on topic. It looks nothing up.
+func decide(p Principal, rules []ACLRule, action Action, topic string) error {
+	if p.Anonymous || p.Role == RoleAdmin {
+		return nil
 	}
 	for _, r := range rules {
 		if r.Action != "all" && r.Action != string(action) {

@@ -4,11 +4,14 @@
 //   - POST publishes (2.04); PUT publishes and retains (2.01 for a topic
 //     with no retained value yet, 2.04 otherwise); DELETE clears the
 //     retained value (2.02).
-//   - GET reads the last value (2.05; 4.04 when there is none): the newer
-//     of the retained value and the last envelope the adapter saw on the
-//     bus. GET with Observe: 0 (RFC 7641) subscribes, a filter with + or #
-//     included; notifications of a filter carry their topic in
-//     Location-Path. Observe: 1, a Reset, an unacknowledged CON
+//   - GET reads the bus's retained value (2.05; 4.04 when there is none),
+//     as REST and XMPP do; of a filter, the newest retained value the
+//     client may read. GET with Observe: 0 (RFC 7641) subscribes, a filter
+//     with + or # included; notifications of a filter carry their topic in
+//     Location-Path. Every value and notification is checked with
+//     adapters.Auth.CanRead against the client's principal before it is
+//     sent, so a revoked right ends what an observation delivers within
+//     adapters.ReadCacheTTL. Observe: 1, a Reset, an unacknowledged CON
 //     notification or the end of the endpoint ends the observation.
 //   - A CON request publishes at QoS 1, a NON one at QoS 0; the query
 //     options qos= (0..2 or qos0..qos2) and retain= (true/false) override,
@@ -66,7 +69,6 @@ const (
 	DefaultAckTimeout    = 2 * time.Second
 	DefaultMaxRetransmit = 4
 	DefaultIdleTimeout   = 5 * time.Minute
-	DefaultLastValues    = 4096
 	DefaultMaxObserve    = 256
 )
 
@@ -111,9 +113,6 @@ type Config struct {
 	// silent this long gets its next notification as CON to check that it
 	// is still there (0: DefaultIdleTimeout).
 	IdleTimeout time.Duration
-	// LastValues bounds the topics whose last value GET can read when
-	// they have no retained value (0: DefaultLastValues, <0: none).
-	LastValues int
 	// MaxObservations bounds the observations of one client
 	// (0: DefaultMaxObserve); beyond it a GET with Observe is answered as
 	// a plain GET, as RFC 7641 allows.
@@ -123,13 +122,12 @@ type Config struct {
 // Adapter is the CoAP adapter. It implements adapters.Adapter,
 // adapters.HealthChecker, adapters.Addresser and adapters.PresenceSource.
 type Adapter struct {
-	cfg      Config
-	log      *slog.Logger
-	anonOK   bool
-	szx      blockwise.SZX
-	node     string
-	metrics  *metrics
-	lastVals *lastValues
+	cfg     Config
+	log     *slog.Logger
+	anonOK  bool
+	szx     blockwise.SZX
+	node    string
+	metrics *metrics
 
 	mu       sync.Mutex
 	started  bool
@@ -141,7 +139,6 @@ type Adapter struct {
 	presence adapters.PresenceSink
 	online   map[string]int
 	durables map[string]*observation // durable subscription id -> holder
-	lvSub    broker.Subscription
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -217,9 +214,6 @@ func New(cfg Config) (*Adapter, error) {
 	if cfg.IdleTimeout < 0 {
 		return nil, fmt.Errorf("coap: IdleTimeout %v: must be positive", cfg.IdleTimeout)
 	}
-	if cfg.LastValues == 0 {
-		cfg.LastValues = DefaultLastValues
-	}
 	if cfg.MaxObservations == 0 {
 		cfg.MaxObservations = DefaultMaxObserve
 	}
@@ -242,9 +236,6 @@ func New(cfg Config) (*Adapter, error) {
 		online:  make(map[string]int),
 
 		durables: make(map[string]*observation),
-	}
-	if cfg.LastValues > 0 {
-		a.lastVals = newLastValues(cfg.LastValues, 64*cfg.MaxPayload)
 	}
 	return a, nil
 }
@@ -310,14 +301,6 @@ func (a *Adapter) Start(ctx context.Context) error {
 			return fail(fmt.Errorf("coap: listen dtls %s: %w", a.cfg.DTLSAddr, err))
 		}
 	}
-	if a.lastVals != nil {
-		sub, err := a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{Filters: []string{"#"}, QueueLen: 4096}, a.lastVals.handle)
-		if err != nil {
-			closeAll()
-			return fail(fmt.Errorf("coap: subscribe for last values: %w", err))
-		}
-		a.lvSub = sub
-	}
 	if l != nil {
 		a.addrs["coap"] = l.LocalAddr().String()
 		a.udp = udp.NewServer(serverOption{a: a})
@@ -377,9 +360,6 @@ func (a *Adapter) Stop(ctx context.Context) error {
 			a.connClosed(cs)
 		}
 		a.wg.Wait()
-		if a.lvSub != nil {
-			_ = a.lvSub.Unsubscribe()
-		}
 		close(done)
 	}()
 	select {

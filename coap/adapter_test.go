@@ -154,13 +154,21 @@ func TestPutGetDelete(t *testing.T) {
 	if cf, err := resp.ContentFormat(); err != nil || cf != message.TextPlain {
 		t.Fatalf("GET content format %v %v", cf, err)
 	}
-	// POST without retain is still the last value GET reads.
+	// A POST without retain leaves nothing to read: the bus's retained
+	// value is the one answer, as in REST and XMPP; with retain=true it is.
 	if _, err := cc.Post(ctx, "/ps/room/hum", message.AppJSON, strings.NewReader(`{"h":40}`)); err != nil {
 		t.Fatal(err)
 	}
 	resp, err = cc.Get(ctx, "/ps/room/hum")
-	if err != nil || resp.Code() != codes.Content || string(body(t, resp)) != `{"h":40}` {
-		t.Fatalf("GET after POST: %v %v", resp.Code(), err)
+	if err != nil || resp.Code() != codes.NotFound {
+		t.Fatalf("GET after a POST without retain: %v %v, want 4.04", resp.Code(), err)
+	}
+	if _, err := cc.Post(ctx, "/ps/room/hum", message.AppJSON, strings.NewReader(`{"h":41}`), query("retain=true")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = cc.Get(ctx, "/ps/room/hum")
+	if err != nil || resp.Code() != codes.Content || string(body(t, resp)) != `{"h":41}` {
+		t.Fatalf("GET after a retained POST: %v %v", resp.Code(), err)
 	}
 	resp, err = cc.Delete(ctx, "/ps/room/temp")
 	if err != nil || resp.Code() != codes.Deleted {
@@ -222,6 +230,8 @@ func TestErrors(t *testing.T) {
 		{"too large", codes.POST, "/ps/a", 0, strings.Repeat("x", 600), alice, codes.RequestEntityTooLarge},
 		{"too large block-wise", codes.POST, "/ps/a", 0, strings.Repeat("x", 5000), alice, codes.RequestEntityTooLarge},
 		{"never published", codes.GET, "/ps/none", -1, "", alice, codes.NotFound},
+		{"published, not retained", codes.GET, "/ps/a", -1, "", alice, codes.NotFound},
+		{"retained for the next case", codes.PUT, "/ps/a", 0, "x", alice, codes.Created},
 		{"method", codes.FETCH, "/ps/a", 0, "x", alice, codes.MethodNotAllowed},
 		{"not acceptable", codes.GET, "/ps/a", -1, "", append([]message.Option{{ID: message.Accept, Value: []byte{50}}}, alice...), codes.NotAcceptable},
 	}

@@ -39,7 +39,7 @@ var errNotAcceptable = errors.New("not acceptable")
 // errMethod marks a method the resource does not serve.
 var errMethod = errors.New("method not allowed")
 
-// errNoValue marks a topic without a last value.
+// errNoValue marks a topic without a retained value.
 var errNoValue = errors.New("no value")
 
 // errorCodes maps error sentinels to CoAP response codes, first match wins.
@@ -325,17 +325,15 @@ func (a *Adapter) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 		return a.fail(w, fmt.Errorf("publish %q: %w", topic, err))
 	}
 	a.metrics.published.Inc()
-	if a.lastVals != nil {
-		a.lastVals.put(e)
-	}
 	if created {
 		return a.respond(w, codes.Created, nil, nil)
 	}
 	return a.respond(w, codes.Changed, nil, nil)
 }
 
-// read serves GET without Observe: the newest of the retained value and
-// the last value seen on the bus.
+// read serves GET without Observe: the topic's retained value, or the
+// newest of a filter's that the client may read; a request for the further
+// blocks of a large notification gets that notification (continuation).
 func (a *Adapter) read(w *responsewriter.ResponseWriter[*udpClient.Conn], req *request) codes.Code {
 	topic, err := topicFromSegments(req.path, true)
 	if err != nil {
@@ -344,7 +342,18 @@ func (a *Adapter) read(w *responsewriter.ResponseWriter[*udpClient.Conn], req *r
 	if err := a.authorize(req, adapters.ActionSubscribe, topic); err != nil {
 		return a.fail(w, err)
 	}
-	e, err := a.lastValue(topic)
+	if !broker.IsFilter(topic) {
+		if err := a.canRead(req.principal, topic); err != nil {
+			return a.fail(w, err)
+		}
+	}
+	if e := a.continuation(req, topic); e != nil {
+		if err := a.canRead(req.principal, e.Topic); err != nil {
+			return a.fail(w, err)
+		}
+		return a.respond(w, codes.Content, e, nil)
+	}
+	e, err := a.retained(req.principal, topic)
 	if err != nil {
 		return a.fail(w, err)
 	}
@@ -357,9 +366,10 @@ func (a *Adapter) read(w *responsewriter.ResponseWriter[*udpClient.Conn], req *r
 	return a.respond(w, codes.Content, e, nil)
 }
 
-// lastValue returns the newest value of a topic (or of any topic matching
-// a filter), or nil.
-func (a *Adapter) lastValue(topic string) (*broker.Envelope, error) {
+// retained returns the bus's retained value of a topic (or the newest of
+// those matching a filter) that p may read, or nil: the one answer to
+// "read this topic", as in REST and XMPP.
+func (a *Adapter) retained(p adapters.Principal, topic string) (*broker.Envelope, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), reqTimeout)
 	defer cancel()
 	ret, err := a.cfg.Bus.Retained(ctx, topic)
@@ -368,16 +378,34 @@ func (a *Adapter) lastValue(topic string) (*broker.Envelope, error) {
 	}
 	var best *broker.Envelope
 	for _, e := range ret {
-		if best == nil || e.Time.After(best.Time) {
-			best = e
-		}
-	}
-	if a.lastVals != nil {
-		if e := a.lastVals.get(topic); e != nil && (best == nil || e.Time.After(best.Time)) {
+		if (best == nil || e.Time.After(best.Time)) && a.readable(p, e.Topic) {
 			best = e
 		}
 	}
 	return best, nil
+}
+
+// canRead is adapters.Auth.CanRead: whether p may receive an envelope of
+// topic.
+func (a *Adapter) canRead(p adapters.Principal, topic string) error {
+	ctx, cancel := context.WithTimeout(a.ctx, reqTimeout)
+	defer cancel()
+	return a.cfg.Auth.CanRead(ctx, p, topic)
+}
+
+// readable reports whether an envelope of topic may go to p; one that may
+// not is counted in hub_coap_denied_total and skipped, as is one the
+// store could not decide on (logged).
+func (a *Adapter) readable(p adapters.Principal, topic string) bool {
+	err := a.canRead(p, topic)
+	switch {
+	case err == nil:
+		return true
+	case !errors.Is(err, adapters.ErrForbidden):
+		a.log.Warn("coap: read check", "topic", topic, "principal", p.Name, "err", err)
+	}
+	a.metrics.denied.Inc()
+	return false
 }
 
 // acceptable checks the Accept option against the value's format.
@@ -396,7 +424,7 @@ func acceptable(r *pool.Message, e *broker.Envelope) error {
 	return fmt.Errorf("%w: value is %q, Accept is %d", errNotAcceptable, e.ContentType, want)
 }
 
-// clear serves DELETE: the retained value (and the last value) go.
+// clear serves DELETE: the retained value goes.
 func (a *Adapter) clear(w *responsewriter.ResponseWriter[*udpClient.Conn], req *request) codes.Code {
 	topic, err := topicFromSegments(req.path, false)
 	if err != nil {
@@ -416,9 +444,6 @@ func (a *Adapter) clear(w *responsewriter.ResponseWriter[*udpClient.Conn], req *
 	if err := a.cfg.Bus.Publish(ctx, e); err != nil {
 		return a.fail(w, fmt.Errorf("clear %q: %w", topic, err))
 	}
-	if a.lastVals != nil {
-		a.lastVals.put(e)
-	}
 	return a.respond(w, codes.Deleted, nil, nil)
 }
 
@@ -434,7 +459,7 @@ func (a *Adapter) wellKnownCore(w *responsewriter.ResponseWriter[*udpClient.Conn
 	var b strings.Builder
 	fmt.Fprintf(&b, `</%s>;rt="core.ps";ct=40`, PubSubRoot)
 	for _, e := range ret {
-		if a.authorize(req, adapters.ActionSubscribe, e.Topic) != nil {
+		if !a.readable(req.principal, e.Topic) {
 			continue
 		}
 		fmt.Fprintf(&b, `,<%s>;rt="core.ps.data";obs`, TopicToPath(e.Topic))

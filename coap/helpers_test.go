@@ -39,6 +39,14 @@ func (u users) VerifyPassword(_ context.Context, name, password string) (string,
 
 func (u users) ACL(context.Context, string) ([]adapters.ACLRule, error) { return nil, nil }
 
+func (u users) PrincipalRole(_ context.Context, name string) (string, error) {
+	v, ok := u[name]
+	if !ok {
+		return "", adapters.ErrUnknownPrincipal
+	}
+	return v[1], nil
+}
+
 var testUsers = users{
 	"admin":   {"adminpw", adapters.RoleAdmin},
 	"alice":   {"alicepw", adapters.RoleUser},

@@ -15,6 +15,7 @@ type metrics struct {
 	notifications *prometheus.CounterVec
 	observers     prometheus.Gauge
 	conns         prometheus.Gauge
+	denied        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,12 +39,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		conns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hub_coap_endpoints", Help: "CoAP endpoints (UDP peers and DTLS sessions) with state.",
 		}),
+		denied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hub_coap_denied_total", Help: "Values and notifications not sent because the client may not read their topic.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.published, m.notifications, m.observers, m.conns} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.published, m.notifications, m.observers, m.conns, m.denied} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
@@ -26,7 +27,10 @@ type observation struct {
 	token  message.Token
 	key    string
 	filter string
-	con    bool // registered with CON: QoS 1, CON notifications
+	// principal is the observer's, checked (adapters.Auth.CanRead) on
+	// every notification.
+	principal adapters.Principal
+	con       bool // registered with CON: QoS 1, CON notifications
 	// durableID names the durable subscription of a DTLS device's CON
 	// observation: what it misses while away waits in the bus's durable
 	// queue until it observes the same filter again ("" otherwise).
@@ -39,6 +43,12 @@ type observation struct {
 	ended     atomic.Bool
 	wasReset  atomic.Bool
 	seq       atomic.Uint32
+	// transfer is the last notification larger than one block. The
+	// observer fetches its further blocks with GETs of its own (RFC 7959
+	// §2.6, with a fresh token, which go-coap hands to the handler), and
+	// a value that is not retained has no other representation to answer
+	// them from; it is never the answer to a plain GET.
+	transfer atomic.Pointer[broker.Envelope]
 
 	sendMu sync.Mutex // one notification in flight at a time
 
@@ -80,7 +90,7 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 		return a.read(w, req)
 	}
 	o := &observation{
-		a: a, cs: cs, token: token, key: string(token), filter: filter,
+		a: a, cs: cs, token: token, key: string(token), filter: filter, principal: req.principal,
 		con:   req.msg.Type() == message.Confirmable,
 		ready: make(chan struct{}), lastAck: time.Now(), subDone: make(chan struct{}),
 	}
@@ -122,9 +132,11 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 	buf := make([]byte, 4)
 	obsOpt, _, _ = obsOpt.SetUint32(buf, message.Observe, o.next())
 	if !broker.IsFilter(filter) {
-		e, err := a.lastValue(filter)
+		// The registration carries the retained value, or nothing yet (a
+		// 4.04 would refuse the registration, RFC 7641 §3.2).
+		e, err := a.retained(req.principal, filter)
 		if err != nil {
-			o.end("cannot read last value", false)
+			o.end("cannot read the retained value", false)
 			return a.fail(w, err)
 		}
 		if e == nil {
@@ -150,6 +162,30 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 		}()
 	}
 	return a.respond(w, codes.Content, &broker.Envelope{Topic: filter}, obsOpt)
+}
+
+// continuation returns the notification whose further blocks req asks
+// for: a GET with Block2 past the first block, from an endpoint observing
+// that path, whose last notification was larger than a block. nil when req
+// is anything else.
+func (a *Adapter) continuation(req *request, path string) *broker.Envelope {
+	v, err := req.msg.GetOptionUint32(message.Block2)
+	if err != nil {
+		return nil
+	}
+	if _, num, _, err := blockwise.DecodeBlockOption(v); err != nil || num == 0 {
+		return nil
+	}
+	req.cs.mu.Lock()
+	defer req.cs.mu.Unlock()
+	for _, o := range req.cs.obs {
+		if o.filter == path {
+			if e := o.transfer.Load(); e != nil {
+				return e
+			}
+		}
+	}
+	return nil
 }
 
 // deregister ends the observation of a token (GET with Observe: 1).
@@ -296,6 +332,14 @@ func (o *observation) handle(ctx context.Context, e *broker.Envelope) error {
 	if e.Retain && len(e.Payload) == 0 {
 		return nil // a cleared retained value is no representation
 	}
+	if err := o.a.canRead(o.principal, e.Topic); errors.Is(err, adapters.ErrForbidden) {
+		o.a.metrics.denied.Inc()
+		return nil // the observer may not read it (any more): skipped
+	} else if err != nil {
+		// Undecided (the store failed): a durable observation keeps it
+		// queued and the bus tries again; others lose it.
+		return fmt.Errorf("coap: read check of %q: %w", e.Topic, err)
+	}
 	var qos byte
 	if o.con {
 		qos = min(e.QoS, 1)
@@ -340,6 +384,11 @@ func (o *observation) notify(ctx context.Context, e *broker.Envelope, qos byte) 
 		}
 	}
 	msg.SetBody(bytes.NewReader(e.Payload))
+	if len(e.Payload) > int(a.szx.Size()) {
+		o.transfer.Store(e)
+	} else {
+		o.transfer.Store(nil)
+	}
 	typ := "non"
 	if con {
 		msg.SetType(message.Confirmable)

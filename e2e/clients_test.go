@@ -58,7 +58,18 @@ type stanza struct {
 	XMLName xml.Name
 	From    string `xml:"from,attr"`
 	Type    string `xml:"type,attr"`
+	ID      string `xml:"id,attr"`
 	Body    string `xml:"body"`
+	// Children are the other child elements (PubSub events, iq payloads).
+	Children []xmlNode `xml:",any"`
+}
+
+// xmlNode is any element, kept whole.
+type xmlNode struct {
+	XMLName  xml.Name
+	Attrs    []xml.Attr `xml:",any,attr"`
+	Text     string     `xml:",chardata"`
+	Children []xmlNode  `xml:",any"`
 }
 
 // xmppClient is a mellium client session logged in with SCRAM-SHA-256

@@ -22,6 +22,7 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	streams   *prometheus.GaugeVec
 	published prometheus.Counter
+	denied    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -41,8 +42,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "hub", Subsystem: "rest", Name: "published_total",
 			Help: "Envelopes published through POST /api/v1/topics.",
 		}),
+		denied: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "hub", Subsystem: "rest", Name: "denied_total",
+			Help: "Envelopes left out of a filter read or a stream because the reader may not read their topic.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.streams, m.published} {
+	for _, c := range []prometheus.Collector{m.requests, m.streams, m.published, m.denied} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("rest: register metrics: %w", err)
 		}
@@ -53,6 +58,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 func (m *metrics) stream(kind string, delta float64) {
 	if m != nil {
 		m.streams.WithLabelValues(kind).Add(delta)
+	}
+}
+
+func (m *metrics) deny() {
+	if m != nil {
+		m.denied.Inc()
 	}
 }
 

@@ -69,10 +69,10 @@ func (a *Adapter) subscribe(c *gin.Context) {
 	a.streams.Add(1)
 	defer a.streams.Done()
 	if isUpgrade(c.Request) {
-		a.serveWebSocket(c, s)
+		a.serveWebSocket(c, s, p)
 		return
 	}
-	a.serveSSE(c, s)
+	a.serveSSE(c, s, p)
 }
 
 func isUpgrade(r *http.Request) bool {
@@ -148,7 +148,7 @@ func (st *stream) close(a *Adapter) {
 //	data: <EnvelopeJSON>
 //
 // with a ": heartbeat" comment every Heartbeat.
-func (a *Adapter) serveSSE(c *gin.Context, s subscription) {
+func (a *Adapter) serveSSE(c *gin.Context, s subscription, p adapters.Principal) {
 	ctx := c.Request.Context()
 	st, err := a.open(ctx, s)
 	if err != nil {
@@ -169,7 +169,7 @@ func (a *Adapter) serveSSE(c *gin.Context, s subscription) {
 		return
 	}
 	w.Flush()
-	_ = a.pump(ctx, st, s.qos, func(data []byte, e *broker.Envelope) error {
+	_ = a.pump(ctx, st, s.qos, p, func(data []byte, e *broker.Envelope) error {
 		if _, err := fmt.Fprintf(w, "event: message\nid: %s\ndata: %s\n\n", e.ID, data); err != nil {
 			return err
 		}
@@ -187,7 +187,7 @@ func (a *Adapter) serveSSE(c *gin.Context, s subscription) {
 // serveWebSocket sends one JSON text message (EnvelopeJSON) per envelope
 // and pings every Heartbeat; messages from the client are not expected and
 // end the stream.
-func (a *Adapter) serveWebSocket(c *gin.Context, s subscription) {
+func (a *Adapter) serveWebSocket(c *gin.Context, s subscription, p adapters.Principal) {
 	ctx := c.Request.Context()
 	st, err := a.open(ctx, s)
 	if err != nil {
@@ -205,7 +205,7 @@ func (a *Adapter) serveWebSocket(c *gin.Context, s subscription) {
 	defer a.m.stream("websocket", -1)
 	// CloseRead answers pings and closes, and ends ctx when the peer goes.
 	ctx = conn.CloseRead(ctx)
-	err = a.pump(ctx, st, s.qos, func(data []byte, _ *broker.Envelope) error {
+	err = a.pump(ctx, st, s.qos, p, func(data []byte, _ *broker.Envelope) error {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		return conn.Write(wctx, websocket.MessageText, data)
@@ -220,11 +220,14 @@ func (a *Adapter) serveWebSocket(c *gin.Context, s subscription) {
 }
 
 // pump writes the retained envelopes, then each envelope as it arrives,
-// as JSON (EnvelopeJSON) through send, with heartbeat every Heartbeat. It
-// returns nil when ctx ends and the error of a failed write otherwise.
-func (a *Adapter) pump(ctx context.Context, st *stream, qos byte, send func([]byte, *broker.Envelope) error, heartbeat func() error) error {
+// as JSON (EnvelopeJSON) through send, with heartbeat every Heartbeat. Each
+// envelope is checked against p (adapters.Auth.CanRead) right before it is
+// written, so that a revoked right or a deleted user stops an open stream
+// within adapters.ReadCacheTTL. It returns nil when ctx ends and the error
+// of a failed write otherwise.
+func (a *Adapter) pump(ctx context.Context, st *stream, qos byte, p adapters.Principal, send func([]byte, *broker.Envelope) error, heartbeat func() error) error {
 	write := func(e *broker.Envelope) error {
-		if e.Expired(time.Now()) {
+		if e.Expired(time.Now()) || !a.readable(ctx, p, e) {
 			return nil
 		}
 		data, err := json.Marshal(envelopeJSON(e, qos))

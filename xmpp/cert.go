@@ -138,6 +138,7 @@ type metrics struct {
 	stanzasIn, stanzasOut prometheus.Counter
 	sessions              prometheus.Gauge
 	streamErrors          *prometheus.CounterVec
+	denied                prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -146,9 +147,10 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		stanzasOut:   prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_xmpp_stanzas_sent_total", Help: "Stanzas sent to XMPP clients."}),
 		sessions:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "hub_xmpp_sessions", Help: "Bound XMPP sessions."}),
 		streamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_xmpp_stream_errors_total", Help: "Streams closed with a stream error."}, []string{"condition"}),
+		denied:       prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_xmpp_denied_total", Help: "Envelopes, items and listing entries not sent because the user may not read their topic."}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.stanzasIn, m.stanzasOut, m.sessions, m.streamErrors} {
+		for _, c := range []prometheus.Collector{m.stanzasIn, m.stanzasOut, m.sessions, m.streamErrors, m.denied} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("xmpp: register metrics: %w", err)
 			}

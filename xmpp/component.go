@@ -215,7 +215,7 @@ func (c componentPeer) remote() string  { return c.a.cfg.ComponentAddr }
 func (c componentPeer) qos() byte       { return 0 }
 func (c componentPeer) online() bool    { return c.a.componentConnected() }
 func (c componentPeer) principal() adapters.Principal {
-	return adapters.Principal{Name: c.bareJID(), Role: adapters.RoleUser}
+	return adapters.Principal{Name: c.bareJID(), Role: adapters.RoleUser, External: true}
 }
 func (c componentPeer) rosterSet(string, string) {}
 func (c componentPeer) send(el *element) error {

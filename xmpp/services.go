@@ -104,7 +104,7 @@ func (a *Adapter) discoItems(p peer, kind, to string) *element {
 			return q
 		}
 		for _, e := range rs {
-			if a.cfg.Auth.Authorize(context.WithoutCancel(a.ctx), p.principal(), adapters.ActionSubscribe, e.Topic) != nil {
+			if !a.readable(context.WithoutCancel(a.ctx), p.principal(), e.Topic) {
 				continue
 			}
 			if kind == "topics" {
@@ -246,7 +246,9 @@ func (a *Adapter) handlePubSubFor(p peer, iq *element) {
 		}
 		items := newElement(nsPubSub, "items", "node", node)
 		for _, e := range rs {
-			items.Add(newElement(nsPubSub, "item", "id", e.ID).Add(payloadElement(e)))
+			if a.readable(ctx, pr, e.Topic) {
+				items.Add(newElement(nsPubSub, "item", "id", e.ID).Add(payloadElement(e)))
+			}
 		}
 		_ = p.send(resultOf(iq).Add(newElement(nsPubSub, "pubsub").Add(items)))
 	default:

@@ -253,11 +253,20 @@ func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, 
 		return envelopeMessage(TopicToJID(e.Topic, t.domainFor(p)), to, e)
 	}
 	ready := make(chan struct{})
+	pr := p.principal()
 	h := func(ctx context.Context, e *broker.Envelope) error {
 		select {
 		case <-ready:
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+		if err := t.a.cfg.Auth.CanRead(ctx, pr, e.Topic); errors.Is(err, adapters.ErrForbidden) {
+			t.a.metrics.denied.Inc()
+			return nil // the user may not read it (any more): skipped
+		} else if err != nil {
+			// Undecided (the store failed): the durable queue keeps it and
+			// the bus tries again.
+			return fmt.Errorf("xmpp: read check of %q for %s: %w", e.Topic, bare, err)
 		}
 		return t.a.deliverEnvelope(ctx, p, e, build)
 	}
@@ -286,7 +295,9 @@ func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, 
 		rs, err := t.a.cfg.Bus.Retained(ctx, filter)
 		if err == nil {
 			for _, e := range rs {
-				_ = p.send(build(bare, e))
+				if t.a.readable(ctx, pr, e.Topic) {
+					_ = p.send(build(bare, e))
+				}
 			}
 		}
 	}
@@ -449,6 +460,21 @@ func envelopeMessage(from, to string, e *broker.Envelope) *element {
 	m.Add(newElement(nsClient, "body").AddText(fmt.Sprintf("[%d bytes of %s on %s]", len(e.Payload), ct, e.Topic)))
 	m.Add(newElement(nsPayload, "payload", "type", ct).AddText(base64.StdEncoding.EncodeToString(e.Payload)))
 	return m
+}
+
+// readable is adapters.Auth.CanRead for one envelope of a read, a listing
+// or a retained value sent on subscribe: a denied one is counted and left
+// out, as is one the store could not decide on (logged).
+func (a *Adapter) readable(ctx context.Context, p adapters.Principal, topic string) bool {
+	err := a.cfg.Auth.CanRead(ctx, p, topic)
+	switch {
+	case err == nil:
+		return true
+	case !errors.Is(err, adapters.ErrForbidden):
+		a.log.Warn("xmpp: read check", "topic", topic, "principal", p.Name, "err", err)
+	}
+	a.metrics.denied.Inc()
+	return false
 }
 
 // deliverEnvelope sends e to p as built by build. With XEP-0198 and
