@@ -65,6 +65,7 @@ type memSub struct {
 	cursor   int64   // the highest sequence number handed to mem
 	nextSeq  int64   // the next sequence number to assign
 	writing  []int64 // sequence numbers being written, ascending
+	written  uint64  // spool writes finished, so readSpool sees one it raced with
 	acks     []int64 // acknowledged, to remove from the spool
 	ackBytes int64
 	order    uint64
@@ -232,6 +233,7 @@ func (s *memSub) storedAs(mt *match, ok bool, size int) {
 	if i := slices.Index(s.writing, mt.seq); i >= 0 {
 		s.writing = slices.Delete(s.writing, i, i+1)
 	}
+	s.written++
 	if mt.it != nil {
 		mt.it.ready = true
 		mt.it.failed = !ok
@@ -501,7 +503,7 @@ func (s *memSub) readSpool(ctx context.Context) (int, error) {
 	if len(s.writing) > 0 {
 		limit = s.writing[0]
 	}
-	gen := s.gen
+	gen, written := s.gen, s.written
 	s.mu.Unlock()
 	if limit >= 0 && limit <= after+1 {
 		return 0, nil // the next one is being written: its write kicks
@@ -529,7 +531,9 @@ func (s *memSub) readSpool(ctx context.Context) (int, error) {
 		s.cursor = q.Seq
 		n++
 	}
-	if n == 0 && len(s.writing) == 0 && len(qs) == 0 {
+	// Spilling ends only when nothing was written meanwhile: a write
+	// that finished after the read began may not be in what it read.
+	if n == 0 && len(s.writing) == 0 && len(qs) == 0 && s.written == written {
 		s.spilling = false
 	}
 	return n, nil
