@@ -161,8 +161,24 @@ func TestStreamsSkipDeniedTopics(t *testing.T) {
 			noSecrets(t, "subscribing", setup)
 			return ch
 		}},
-		// MQTT joins this table once the rewritten adapter (issue 11) checks
-		// each delivery with adapters.Auth.CanRead: a paho subscriber of "#".
+		{name: "mqtt subscriber of all", open: func(t *testing.T, h *hubtest.Hub) <-chan received {
+			c := dialMQTT(t, h.Addr(t, "mqtt"), "alice-mqtt", "alice", "alicepw", true)
+			c.subscribe(t, "#", 1)
+			ch := make(chan received, 100)
+			done := make(chan struct{})
+			t.Cleanup(func() { close(done) })
+			go func() {
+				for {
+					select {
+					case m := <-c.msgs:
+						ch <- received{topic: m.Topic, payload: m.Payload}
+					case <-done:
+						return
+					}
+				}
+			}()
+			return ch
+		}},
 	}
 	cases[4].grant = func(t *testing.T) {
 		jidClient.send(t, `<presence type='subscribe' to='secret.x@topics.localhost'/>`)

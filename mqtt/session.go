@@ -351,10 +351,18 @@ func (a *Adapter) inflight() int {
 }
 
 // reader is the access check the bus runs on every envelope delivered to
-// a client of principal p.
+// a client of principal p: adapters.Auth.CanRead, as in every protocol, so
+// a revoked right, a role change or the principal's deletion stops
+// deliveries to an open session too.
 func (a *Adapter) reader(p adapters.Principal) func(*broker.Envelope) bool {
 	return func(e *broker.Envelope) bool {
-		return a.authorize(p, adapters.ActionSubscribe, e.Topic) == nil
+		ctx, cancel := context.WithTimeout(a.ctx, authTimeout)
+		defer cancel()
+		err := a.auth.CanRead(ctx, p, e.Topic)
+		if err != nil && !errors.Is(err, adapters.ErrForbidden) {
+			a.log.Warn("mqtt: read check failed", "topic", e.Topic, "err", err)
+		}
+		return err == nil
 	}
 }
 
