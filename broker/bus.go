@@ -150,6 +150,11 @@ type Subscription interface {
 	// RemoveFilter removes the filter with topic and group; existed says
 	// whether there was one.
 	RemoveFilter(ctx context.Context, topic, group string) (existed bool, err error)
+	// SendRetained replays the retained values f matches as deliveries
+	// (Retained set), after what waits already: for a protocol that must
+	// acknowledge a subscription before its retained values, it adds the
+	// filter with RetainHandling 2 first and calls this after.
+	SendRetained(ctx context.Context, f Filter) error
 	// Filters returns the current filters.
 	Filters() []Filter
 	// Unsubscribe ends the subscription and discards its durable queue.

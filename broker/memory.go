@@ -516,6 +516,20 @@ func (m *Memory) consume(ctx context.Context, opts SubscribeOptions, h DeliveryH
 		opts.Durable = false
 	}
 	opts.Specs, opts.Filters = fs, nil
+	// A detach of this id still stopping its delivery goroutine ends
+	// first, so that two goroutines never deliver for one subscription.
+	m.mu.RLock()
+	prev := m.subs[opts.ID]
+	m.mu.RUnlock()
+	if prev != nil {
+		if ch := prev.stopping(); ch != nil {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("broker: subscribe %q: %w", opts.ID, ctx.Err())
+			}
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {

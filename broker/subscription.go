@@ -146,6 +146,16 @@ func (h *handle) RemoveFilter(ctx context.Context, topic, group string) (bool, e
 	return h.s.m.removeFilter(ctx, h.s, topic, group)
 }
 
+func (h *handle) SendRetained(_ context.Context, f Filter) error {
+	if err := validateFilter(f); err != nil {
+		return fmt.Errorf("broker: send retained: %w", err)
+	}
+	if f.Group == "" {
+		h.s.queueRetained(h.s.m.retainedFor(f.Topic), f)
+	}
+	return nil
+}
+
 // current reports whether h is the subscription's latest attachment.
 func (h *handle) current() bool {
 	h.s.mu.Lock()
@@ -326,21 +336,35 @@ func (s *memSub) detach() {
 	}
 	s.attached = false
 	s.gen++
+	gen := s.gen
 	s.cancel()
 	done := s.done
 	s.mu.Unlock()
 	<-done
 
 	s.mu.Lock()
-	for _, it := range append(s.mem, s.redo...) {
-		if it.seq == 0 && !it.failed {
-			s.dropped.Add(1)
+	if s.gen == gen { // not attached again meanwhile
+		for _, it := range append(s.mem, s.redo...) {
+			if it.seq == 0 && !it.failed {
+				s.dropped.Add(1)
+			}
 		}
+		s.mem, s.redo, s.pending = nil, nil, 0
+		s.spilling = true
 	}
-	s.mem, s.redo, s.pending = nil, nil, 0
-	s.spilling = true
 	s.mu.Unlock()
 	s.flushAcks(context.Background())
+}
+
+// stopping returns a channel closed once a detach in progress has
+// stopped the delivery goroutine (nil when none is in progress).
+func (s *memSub) stopping() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.attached || s.done == nil {
+		return nil
+	}
+	return s.done
 }
 
 func (s *memSub) ack(d *Delivery) {

@@ -189,7 +189,7 @@ type Adapter struct {
 
 	present     sync.Map // *mochi.Client -> session present, until its CONNACK
 	subscribing sync.Map // *mochi.Client -> struct{} while its SUBSCRIBE is checked
-	granted     sync.Map // *mochi.Client -> []broker.Filter granted, until its SUBACK is out
+	granted     sync.Map // *mochi.Client -> []broker.Filter whose retained values follow its SUBACK
 
 	sysLast map[string]string // $SYS topic -> last value published (mochi's loop goroutine)
 	wg      sync.WaitGroup    // the sweeper

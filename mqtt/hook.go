@@ -453,19 +453,37 @@ func (h *hook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
 	return pk
 }
 
-// OnSubscribed notes the filters mochi granted; they join the client's
-// bus subscription once the SUBACK is out (OnPacketProcessed), so that
-// retained values follow it.
+// OnSubscribed adds the filters mochi granted to the client's bus
+// subscription before the SUBACK goes out, so that what is published once
+// the client has its SUBACK reaches it; their retained values follow the
+// SUBACK (OnPacketProcessed).
 func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {
-	h.a.subscribing.Delete(cl)
-	var fs []broker.Filter
+	a := h.a
+	a.subscribing.Delete(cl)
+	s := a.sessionOf(cl)
+	if s == nil {
+		return
+	}
+	var replay []broker.Filter
 	for i, sub := range pk.Filters {
 		if i >= len(codes) || codes[i] >= packets.ErrUnspecifiedError.Code {
 			continue
 		}
-		fs = append(fs, filterOf(sub, codes[i], cl.Properties.ProtocolVersion))
+		f := filterOf(sub, codes[i], cl.Properties.ProtocolVersion)
+		handling := f.RetainHandling
+		f.RetainHandling = 2
+		existed, err := s.sub.AddFilter(a.ctx, f)
+		if err != nil {
+			a.log.Warn("mqtt: subscribe", "client", cl.ID, "filter", f.Topic, "err", err)
+			continue
+		}
+		if f.Group == "" && (handling == 0 || handling == 1 && !existed) {
+			replay = append(replay, f)
+		}
 	}
-	h.a.granted.Store(cl, fs)
+	if len(replay) > 0 {
+		a.granted.Store(cl, replay)
+	}
 }
 
 // filterOf is the bus filter of an MQTT subscription granted at qos.
@@ -480,8 +498,8 @@ func filterOf(sub packets.Subscription, qos byte, version byte) broker.Filter {
 	return f
 }
 
-// OnPacketProcessed adds the filters of a SUBSCRIBE to the client's bus
-// subscription after the SUBACK.
+// OnPacketProcessed replays, once the SUBACK is out, the retained values
+// of the filters a SUBSCRIBE added.
 func (h *hook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ error) {
 	if pk.FixedHeader.Type != packets.Subscribe {
 		return
@@ -496,8 +514,8 @@ func (h *hook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ error) {
 		return
 	}
 	for _, f := range v.([]broker.Filter) {
-		if _, err := s.sub.AddFilter(h.a.ctx, f); err != nil {
-			h.a.log.Warn("mqtt: subscribe", "client", cl.ID, "filter", f.Topic, "err", err)
+		if err := s.sub.SendRetained(h.a.ctx, f); err != nil {
+			h.a.log.Warn("mqtt: retained values", "client", cl.ID, "filter", f.Topic, "err", err)
 		}
 	}
 }

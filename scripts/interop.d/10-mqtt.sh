@@ -2,7 +2,8 @@
 # MQTT interop with Mosquitto's own clients (Debian mosquitto-clients):
 # QoS 0/1/2 round trips, a retained value for a late subscriber, a
 # persistent session that gets what was published while it was away, a
-# refused password, and MQTT 5 with a content-type property.
+# refused password, MQTT 5 with a content-type property, $-topics and
+# wildcards, answers to refused publishes, and a returning session.
 # Needs MQTT_PORT (the hub on 127.0.0.1); every wait is bounded.
 set -euo pipefail
 
@@ -99,5 +100,45 @@ timeout 10 mosquitto_pub "${H[@]}" -V mqttv5 "${ALICE[@]}" -q 1 -t interop/v5 -m
 	-D publish content-type application/json -D publish user-property unit C || fail "MQTT 5 publish"
 wait_line "$tmp/v5" '^interop/v5|application/json|unit:C|{"t":21.5}$'
 echo "ok: mqtt 5 content type and user property delivered"
+
+# 6. $-topics are never matched by a leading wildcard, retained ones
+# included [MQTT-4.7.2-1]; they are there for a subscriber who names them.
+ADMIN=(-u admin -P adminpw)
+timeout 10 mosquitto_sub "${H[@]}" "${ADMIN[@]}" -t '#' -W 2 -F '%t' >"$tmp/all" 2>/dev/null || true
+grep -q '^interop/ready$' "$tmp/all" || fail "# did not deliver the retained interop/ready: $(cat "$tmp/all")"
+if grep -q '^\$' "$tmp/all"; then fail "# delivered \$ topics: $(grep '^\$' "$tmp/all" | head -3)"; fi
+timeout 10 mosquitto_sub "${H[@]}" "${ADMIN[@]}" -t '+/ready' -W 2 -F '%t' >"$tmp/plus" 2>/dev/null || true
+if grep -q '^\$' "$tmp/plus"; then fail "+/ready delivered \$ topics"; fi
+got=$(timeout 10 mosquitto_sub "${H[@]}" "${ADMIN[@]}" -t '$SYS/broker/version' -C 1 -W 5 -F '%r|%t') ||
+	fail "\$SYS/broker/version not retained"
+[ "$got" = '1|$SYS/broker/version' ] || fail "\$SYS/broker/version: '$got'"
+echo "ok: mqtt \$ topics only for subscribers who name them, retained ones too"
+
+# 7. Every QoS 1/2 publish is answered: a topic the client may not write
+# ($SYS is the hub's) gets 0x87 in MQTT 5, and in 3.1.1 (no negative
+# acknowledgement) an acknowledgement, nothing delivered.
+for q in 1 2; do
+	if err=$(timeout 10 mosquitto_pub "${H[@]}" "${ADMIN[@]}" -V mqttv5 -q "$q" -t '$SYS/interop' -m x 2>&1); then
+		fail "MQTT 5 QoS $q publish to \$SYS accepted"
+	fi
+	case "$err" in *"ot authori"*) ;; *) fail "MQTT 5 QoS $q publish to \$SYS: '$err'" ;; esac
+	timeout 10 mosquitto_pub "${H[@]}" "${ADMIN[@]}" -V mqttv311 -q "$q" -t '$SYS/interop' -m x ||
+		fail "MQTT 3.1.1 QoS $q publish to \$SYS not acknowledged"
+done
+echo "ok: mqtt QoS 1/2 publishes to \$SYS answered (0x87 in MQTT 5, acknowledged and dropped in 3.1.1)"
+
+# 8. A session that returns to queued messages has its SUBSCRIBE granted,
+# and what it had never been sent arrives without DUP.
+id="interop-return-$$"
+timeout 10 mosquitto_sub "${H[@]}" "${ALICE[@]}" -c -i "$id" -q 1 -t interop/return -E || fail "persistent subscribe"
+for i in 1 2 3; do
+	timeout 10 mosquitto_pub "${H[@]}" "${ALICE[@]}" -q 1 -t interop/return -m "m$i" || fail "publish m$i"
+done
+timeout 10 mosquitto_sub "${H[@]}" "${ALICE[@]}" -c -i "$id" -q 1 -t interop/return -C 3 -W 5 -d >"$tmp/ret" 2>&1 ||
+	fail "returning session: $(cat "$tmp/ret")"
+grep -q 'Subscribed (mid: [0-9]*): 1$' "$tmp/ret" || fail "returning session's SUBSCRIBE not granted QoS 1: $(grep -i subscribed "$tmp/ret")"
+[ "$(grep -c 'received PUBLISH (d0, q1' "$tmp/ret")" = 3 ] || fail "queued messages not delivered once each without DUP: $(grep PUBLISH "$tmp/ret")"
+timeout 10 mosquitto_sub "${H[@]}" "${ALICE[@]}" -i "$id" -t interop/return -E >/dev/null 2>&1 || true
+echo "ok: mqtt returning session: SUBSCRIBE granted, queued messages without DUP"
 
 timeout 10 mosquitto_pub "${H[@]}" "${ALICE[@]}" -q 1 -r -n -t interop/ready || true
