@@ -118,10 +118,10 @@ echo "ok: mqtt \$ topics only for subscribers who name them, retained ones too"
 # ($SYS is the hub's) gets 0x87 in MQTT 5, and in 3.1.1 (no negative
 # acknowledgement) an acknowledgement, nothing delivered.
 for q in 1 2; do
-	if err=$(timeout 10 mosquitto_pub "${H[@]}" "${ADMIN[@]}" -V mqttv5 -q "$q" -t '$SYS/interop' -m x 2>&1); then
-		fail "MQTT 5 QoS $q publish to \$SYS accepted"
-	fi
-	case "$err" in *"ot authori"*) ;; *) fail "MQTT 5 QoS $q publish to \$SYS: '$err'" ;; esac
+	# mosquitto_pub reports a negative acknowledgement as a warning.
+	err=$(timeout 10 mosquitto_pub "${H[@]}" "${ADMIN[@]}" -V mqttv5 -q "$q" -t '$SYS/interop' -m x 2>&1) ||
+		fail "MQTT 5 QoS $q publish to \$SYS got no answer: '$err'"
+	case "$err" in *"Not authorized"*) ;; *) fail "MQTT 5 QoS $q publish to \$SYS: '$err', want Not authorized" ;; esac
 	timeout 10 mosquitto_pub "${H[@]}" "${ADMIN[@]}" -V mqttv311 -q "$q" -t '$SYS/interop' -m x ||
 		fail "MQTT 3.1.1 QoS $q publish to \$SYS not acknowledged"
 done
@@ -134,8 +134,8 @@ timeout 10 mosquitto_sub "${H[@]}" "${ALICE[@]}" -c -i "$id" -q 1 -t interop/ret
 for i in 1 2 3; do
 	timeout 10 mosquitto_pub "${H[@]}" "${ALICE[@]}" -q 1 -t interop/return -m "m$i" || fail "publish m$i"
 done
-timeout 10 mosquitto_sub "${H[@]}" "${ALICE[@]}" -c -i "$id" -q 1 -t interop/return -C 3 -W 5 -d >"$tmp/ret" 2>&1 ||
-	fail "returning session: $(cat "$tmp/ret")"
+# (The queued messages may come before the SUBACK: -W, not -C.)
+timeout 10 mosquitto_sub "${H[@]}" "${ALICE[@]}" -c -i "$id" -q 1 -t interop/return -W 2 -d >"$tmp/ret" 2>&1 || true
 grep -q 'Subscribed (mid: [0-9]*): 1$' "$tmp/ret" || fail "returning session's SUBSCRIBE not granted QoS 1: $(grep -i subscribed "$tmp/ret")"
 [ "$(grep -c 'received PUBLISH (d0, q1' "$tmp/ret")" = 3 ] || fail "queued messages not delivered once each without DUP: $(grep PUBLISH "$tmp/ret")"
 timeout 10 mosquitto_sub "${H[@]}" "${ALICE[@]}" -i "$id" -t interop/return -E >/dev/null 2>&1 || true
