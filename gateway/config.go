@@ -77,14 +77,16 @@ type MQTTConfig struct {
 	Addr          string `yaml:"addr"`
 	TLSAddr       string `yaml:"tls_addr"`
 	MaxPacketSize int    `yaml:"max_packet_size"`
-	// MaxQueued bounds the QoS 1/2 messages in flight or queued per
-	// client (like Mosquitto's max_queued_messages; it is also the
-	// Receive Maximum an MQTT 5 client is told) and MaxQueuedBytes their
-	// topic and payload bytes in a persistent session (0: no byte bound).
-	// Past either, messages are dropped as queue_policy says and
-	// reported on $hub/clients/{id}/dropped.
+	// MaxQueued bounds the messages queued per MQTT session (like
+	// Mosquitto's max_queued_messages) and MaxQueuedBytes their topic and
+	// payload bytes (0: no byte bound). Past either, messages are dropped
+	// as queue_policy says and reported on $hub/clients/{id}/dropped.
 	MaxQueued      int   `yaml:"max_queued"`
 	MaxQueuedBytes int64 `yaml:"max_queued_bytes"`
+	// MaxInflight bounds the QoS 1/2 deliveries out to a client and not
+	// acknowledged (a lower Receive Maximum of an MQTT 5 client wins); it
+	// is also the Receive Maximum the hub announces.
+	MaxInflight int `yaml:"max_inflight"`
 }
 
 // CoAPConfig configures the CoAP listeners.
@@ -138,7 +140,7 @@ func Defaults() Config {
 		MaxQueued:      100000,
 		MaxQueuedBytes: 64 << 20,
 		QueuePolicy:    broker.DropOldest,
-		MQTT:           MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off, MaxQueued: 1000, MaxQueuedBytes: 16 << 20},
+		MQTT:           MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off, MaxQueued: 1000, MaxQueuedBytes: 16 << 20, MaxInflight: mqtt.DefaultMaxInflight},
 		CoAP:           CoAPConfig{Addr: "127.0.0.1:5683", DTLSAddr: Off},
 		XMPP:           XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off},
 		HTTP:           HTTPConfig{Addr: "127.0.0.1:8080"},
@@ -195,6 +197,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTT.MaxQueued < 0 || c.MQTT.MaxQueued > 65535 {
 		return fmt.Errorf("config: mqtt.max_queued %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxQueued, mqtt.DefaultMaxQueued)
+	}
+	if c.MQTT.MaxInflight < 0 || c.MQTT.MaxInflight > 65535 {
+		return fmt.Errorf("config: mqtt.max_inflight %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxInflight, mqtt.DefaultMaxInflight)
 	}
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":
