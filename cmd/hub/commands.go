@@ -29,6 +29,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer lock.release()
 	log := newLogger(cfg.Log, stderr)
+	if lock.warning != nil {
+		log.Warn("hub: " + lock.warning.Error())
+	}
 	h, err := gateway.New(cfg, log)
 	if err != nil {
 		return err

@@ -19,16 +19,29 @@ import (
 const lockFile = "LOCK"
 
 // dirLock is a held data-dir lock.
-type dirLock struct{ f *os.File }
+type dirLock struct {
+	f *os.File
+	// warning, when set, says why the lock is not held or incomplete;
+	// the hub starts anyway (see lockDataDir).
+	warning error
+}
 
 // lockDataDir takes the data dir for this process, creating the dir when
 // needed. A dir held by another hub is refused with that hub's pid.
+//
+// A full or read-only filesystem does not stop the hub (it still serves
+// QoS 0 there, and refuses QoS >= 1 with each protocol's error): if the
+// lock file cannot be created, or the pid cannot be written into it, the
+// lock's warning says so and the caller logs it.
 func lockDataDir(dir string) (*dirLock, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	path := filepath.Join(dir, lockFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return &dirLock{warning: fmt.Errorf("data dir %s is not locked against a second hub: %w", dir, err)}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lock the data dir: %w", err)
 	}
@@ -46,8 +59,8 @@ func lockDataDir(dir string) (*dirLock, error) {
 		_, err = f.WriteAt(pid, 0)
 	}
 	if err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("lock the data dir: write %s: %w", path, err)
+		// Held all the same; only a second hub's message lacks the pid.
+		return &dirLock{f: f, warning: fmt.Errorf("data dir lock %s: cannot write the pid: %w", path, err)}, nil
 	}
 	return &dirLock{f: f}, nil
 }
