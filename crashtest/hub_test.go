@@ -1,7 +1,6 @@
 package crashtest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -261,12 +260,6 @@ func (h *hubProc) logTail() string {
 		b = b[len(b)-4000:]
 	}
 	return string(b)
-}
-
-// logHas reports whether the hub's log contains s.
-func (h *hubProc) logHas(s string) bool {
-	b, _ := os.ReadFile(h.logPath)
-	return bytes.Contains(b, []byte(s))
 }
 
 // rssKB reads the hub's resident set size from /proc.

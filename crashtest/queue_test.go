@@ -110,7 +110,7 @@ func TestQueueBoundDropsOldest(t *testing.T) {
 	for e := range ev {
 		evTopics = append(evTopics, e[:min(len(e), 60)])
 	}
-	t.Logf("acknowledged %d, delivered %d distinct after reconnect, %d $hub events", len(acked), len(got), len(ev))
+	t.Logf("acknowledged %d, delivered %d distinct after reconnect, %d $hub events (first: %q)", len(acked), len(got), len(ev), evTopics[:min(len(evTopics), 3)])
 	if len(got) > bound+10 {
 		t.Errorf("queue not bounded: %d delivered, bound %d", len(got), bound)
 	}

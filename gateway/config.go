@@ -2,6 +2,8 @@
 // store, the bus, the device registry and every enabled protocol adapter,
 // started in order and stopped in reverse. cmd/hub and the end-to-end
 // tests (hubtest) both build hubs through it.
+//
+// Its errors carry no "hub:" prefix: the command line adds that once.
 package gateway
 
 import (
@@ -153,10 +155,12 @@ func Defaults() Config {
 // Enabled reports whether a listener address is set and not "off".
 func Enabled(addr string) bool { return addr != "" && addr != Off }
 
-// Validate checks the configuration, naming the field at fault.
+// Validate checks the configuration. Its errors name the field at fault
+// ("mqtt.addr ...") and leave saying where the configuration came from to
+// the caller.
 func (c *Config) Validate() error {
 	if c.DataDir == "" {
-		return fmt.Errorf("config: data_dir: must be set")
+		return fmt.Errorf("data_dir: must be set")
 	}
 	for name, addr := range map[string]string{
 		"mqtt.addr": c.MQTT.Addr, "mqtt.tls_addr": c.MQTT.TLSAddr,
@@ -168,35 +172,35 @@ func (c *Config) Validate() error {
 			continue
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return fmt.Errorf("config: %s %q: want host:port or %q: %w", name, addr, Off, err)
+			return fmt.Errorf("%s %q: want host:port or %q: %w", name, addr, Off, err)
 		}
 	}
 	if Enabled(c.XMPP.Addr) && c.XMPP.Domain == "" {
-		return fmt.Errorf("config: xmpp.domain: must be set when xmpp.addr is enabled")
+		return fmt.Errorf("xmpp.domain: must be set when xmpp.addr is enabled")
 	}
 	if Enabled(c.XMPP.ComponentAddr) && (c.XMPP.ComponentDomain == "" || c.XMPP.ComponentSecret == "") {
-		return fmt.Errorf("config: xmpp.component_domain and xmpp.component_secret: must be set with xmpp.component_addr")
+		return fmt.Errorf("xmpp.component_domain and xmpp.component_secret: must be set with xmpp.component_addr")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		return fmt.Errorf("config: tls: cert_file and key_file go together")
+		return fmt.Errorf("tls: cert_file and key_file go together")
 	}
 	if err := bridge.ValidateAll(c.Bridges); err != nil {
-		return fmt.Errorf("config: bridges: %w", err)
+		return fmt.Errorf("bridges: %w", err)
 	}
 	switch c.QueuePolicy {
 	case "", broker.DropOldest, broker.DropNewest:
 	default:
-		return fmt.Errorf("config: queue_policy %q: want %s or %s", c.QueuePolicy, broker.DropOldest, broker.DropNewest)
+		return fmt.Errorf("queue_policy %q: want %s or %s", c.QueuePolicy, broker.DropOldest, broker.DropNewest)
 	}
 	for name, v := range map[string]int64{
 		"max_queued": int64(c.MaxQueued), "max_queued_bytes": c.MaxQueuedBytes, "mqtt.max_queued_bytes": c.MQTT.MaxQueuedBytes,
 	} {
 		if v < 0 {
-			return fmt.Errorf("config: %s %d: must not be negative (0: no bound)", name, v)
+			return fmt.Errorf("%s %d: must not be negative (0: no bound)", name, v)
 		}
 	}
 	if c.MQTT.MaxQueued < 0 || c.MQTT.MaxQueued > 65535 {
-		return fmt.Errorf("config: mqtt.max_queued %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxQueued, mqtt.DefaultMaxQueued)
+		return fmt.Errorf("mqtt.max_queued %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxQueued, mqtt.DefaultMaxQueued)
 	}
 	if c.MQTT.MaxInflight < 0 || c.MQTT.MaxInflight > 65535 {
 		return fmt.Errorf("config: mqtt.max_inflight %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxInflight, mqtt.DefaultMaxInflight)
@@ -204,12 +208,12 @@ func (c *Config) Validate() error {
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":
 	default:
-		return fmt.Errorf("config: log.level %q: want debug, info, warn or error", c.Log.Level)
+		return fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level)
 	}
 	switch c.Log.Format {
 	case "", "text", "json":
 	default:
-		return fmt.Errorf("config: log.format %q: want text or json", c.Log.Format)
+		return fmt.Errorf("log.format %q: want text or json", c.Log.Format)
 	}
 	return nil
 }

@@ -48,7 +48,7 @@ type Hub struct {
 // listens until Start.
 func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	if log == nil {
 		log = slog.Default()
@@ -66,18 +66,18 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	}()
 	st, err := store.Open(context.Background(), cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("hub: open store: %w", err)
+		return nil, fmt.Errorf("open store: %w", err)
 	}
 	h.Store = st
 	st.SetLogger(log.With("component", "store"))
 	h.Registry.MustRegister(st.Collector())
 	if cfg.NATS != "" {
-		return nil, errors.New("hub: --nats: the cluster bus is not available in this build yet")
+		return nil, errors.New("--nats: the cluster bus is not available in this build yet")
 	}
 	bus, err := broker.NewMemory(broker.MemoryConfig{Spool: st, Node: cfg.Node, Logger: log, WriteThrough: cfg.WriteThrough,
 		MaxQueued: cfg.MaxQueued, MaxQueuedBytes: cfg.MaxQueuedBytes, QueuePolicy: cfg.QueuePolicy})
 	if err != nil {
-		return nil, fmt.Errorf("hub: bus: %w", err)
+		return nil, fmt.Errorf("bus: %w", err)
 	}
 	h.Bus = bus
 	h.Registry.MustRegister(busCollector{bus})
@@ -105,7 +105,7 @@ func (h *Hub) tlsConfig(files TLSFiles) (*tls.Config, error) {
 	}
 	cert, err := tls.LoadX509KeyPair(files.CertFile, files.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("hub: tls: %w", err)
+		return nil, fmt.Errorf("tls: %w", err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
@@ -118,7 +118,7 @@ func (h *Hub) buildAdapters() error {
 			return err
 		}
 		if Enabled(c.MQTT.TLSAddr) && tc == nil {
-			return errors.New("hub: mqtt.tls_addr needs tls.cert_file and tls.key_file")
+			return errors.New("mqtt.tls_addr needs tls.cert_file and tls.key_file")
 		}
 		a, err := mqtt.New(mqtt.Config{
 			Addr: c.MQTT.Addr, TLSAddr: c.MQTT.TLSAddr, TLSConfig: tc,
@@ -192,7 +192,7 @@ func (h *Hub) buildAdapters() error {
 func (h *Hub) forgetFeeds(ctx context.Context) error {
 	subs, err := h.Store.LoadSubscriptions(ctx)
 	if err != nil {
-		return fmt.Errorf("hub: durable subscriptions: %w", err)
+		return fmt.Errorf("durable subscriptions: %w", err)
 	}
 	bridges := map[string]bool{}
 	for _, b := range h.cfg.Bridges {
@@ -210,7 +210,7 @@ func (h *Hub) forgetFeeds(ctx context.Context) error {
 			err = broker.Forget(ctx, h.Bus, d.ID)
 		}
 		if err != nil {
-			return fmt.Errorf("hub: forget %q: %w", d.ID, err)
+			return fmt.Errorf("forget %q: %w", d.ID, err)
 		}
 	}
 	return nil
@@ -229,7 +229,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	// Presence recorded before a crash is stale: every device is offline
 	// until its adapter reports it again.
 	if err := h.Devices.ResetPresence(ctx); err != nil {
-		return fmt.Errorf("hub: reset presence: %w", err)
+		return fmt.Errorf("reset presence: %w", err)
 	}
 	for _, a := range h.adapters {
 		if ps, ok := a.(adapters.PresenceSource); ok {
@@ -240,7 +240,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		}
 		if err := a.Start(ctx); err != nil {
 			_ = h.Stop(context.WithoutCancel(ctx))
-			return fmt.Errorf("hub: start %s: %w", a.Name(), err)
+			return adapterErr("start", a.Name(), err)
 		}
 		h.mu.Lock()
 		h.started = append(h.started, a)
@@ -259,12 +259,32 @@ func (h *Hub) Stop(ctx context.Context) error {
 	var errs []error
 	for _, a := range slices.Backward(started) {
 		if err := a.Stop(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("hub: stop %s: %w", a.Name(), err))
+			errs = append(errs, adapterErr("stop", a.Name(), err))
 		}
 	}
 	errs = append(errs, h.closeCore())
 	return errors.Join(errs...)
 }
+
+// adapterErr says which adapter failed at what: "start mqtt: listen ...".
+// Adapters already begin their errors with their name ("mqtt: listen
+// ..."); that prefix is dropped so the name is said once.
+func adapterErr(verb, name string, err error) error {
+	if rest, ok := strings.CutPrefix(err.Error(), name+": "); ok {
+		return &namedErr{msg: verb + " " + name + ": " + rest, err: err}
+	}
+	return fmt.Errorf("%s %s: %w", verb, name, err)
+}
+
+// namedErr is an error with a reworded message that still unwraps to the
+// adapter's error.
+type namedErr struct {
+	msg string
+	err error
+}
+
+func (e *namedErr) Error() string { return e.msg }
+func (e *namedErr) Unwrap() error { return e.err }
 
 func (h *Hub) closeCore() error {
 	h.mu.Lock()
@@ -311,7 +331,7 @@ func (h *Hub) BridgeHealthy(name string) error {
 			return b.Healthy()
 		}
 	}
-	return fmt.Errorf("hub: no bridge %q", name)
+	return fmt.Errorf("no bridge %q", name)
 }
 
 // Addrs returns every listener's bound address keyed "adapter.listener".

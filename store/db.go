@@ -203,13 +203,15 @@ func directTx(ctx context.Context, db *sql.DB, fn func(ctx context.Context, tx *
 	return tx.Commit()
 }
 
-// mapErr turns SQLite constraint violations into ErrExists.
+// mapErr turns SQLite's uniqueness violations into ErrExists, without
+// SQLite's text ("UNIQUE constraint failed: users.name (1555)"): callers
+// say what already exists, and the message reaches users.
 func mapErr(err error) error {
 	var se *sqlite.Error
 	if errors.As(err, &se) {
 		switch se.Code() {
 		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
-			return fmt.Errorf("%w (%v)", ErrExists, err)
+			return ErrExists
 		}
 	}
 	return err

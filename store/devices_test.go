@@ -25,6 +25,8 @@ func TestDevices(t *testing.T) {
 	}
 	if err := s.AddDevice(ctx, d); !errors.Is(err, ErrExists) {
 		t.Errorf("duplicate AddDevice = %v, want ErrExists", err)
+	} else if want := `store: add device "sensor1": already exists`; err.Error() != want {
+		t.Errorf("duplicate AddDevice says %q, want %q (no SQLite text)", err, want)
 	}
 	got, err := s.GetDevice(ctx, "sensor1")
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/hubsmith/hub/adapters"
@@ -16,15 +17,16 @@ import (
 // FuzzValidateName checks the name rules against a direct reading of them,
 // and that accepted names round-trip through AddUser/GetUser.
 func FuzzValidateName(f *testing.F) {
-	for _, s := range []string{"alice", "", "a@b", "a/b", "x+", "#", "a\x00b", "\xff", "Jürgen", strings.Repeat("é", 129)} {
+	for _, s := range []string{"alice", "", "a@b", "a/b", "x+", "#", "a\x00b", "\xff", "Jürgen", "a b", "a:b", "a\u2003b", strings.Repeat("é", 129)} {
 		f.Add(s)
 	}
 	s := openTest(f)
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, name string) {
 		err := ValidateName(name)
-		ok := name != "" && utf8.ValidString(name) && utf8.RuneCountInString(name) <= MaxNameLen &&
-			!strings.ContainsAny(name, "@/+#") && !strings.ContainsFunc(name, isControl)
+		ok := name != "" && utf8.ValidString(name) && len(name) <= MaxNameLen &&
+			!strings.ContainsAny(name, `"&'/:<>@+#`) && !strings.ContainsFunc(name, isControl) &&
+			!strings.ContainsFunc(name, unicode.IsSpace)
 		if ok != (err == nil) {
 			t.Fatalf("ValidateName(%q) = %v, want ok=%v", name, err, ok)
 		}

@@ -17,8 +17,14 @@ import (
 	"github.com/hubsmith/hub/adapters"
 )
 
-// MaxNameLen is the longest user or device name, in characters.
-const MaxNameLen = 128
+// MaxNameLen is the longest user or device name, in bytes.
+const MaxNameLen = 64
+
+// nameForbidden are the characters a name may not contain: those RFC 7622
+// forbids in a JID localpart (the name is the localpart of the user's or
+// device's JID) and MQTT's wildcards (the name is an MQTT client id and
+// one topic level, as in devices/{id}/...).
+const nameForbidden = "\"&'/:<>@+#"
 
 // Validation errors; the returned errors wrap them and say what is wrong.
 var (
@@ -27,24 +33,27 @@ var (
 	ErrInvalidPassword = errors.New("invalid password")
 )
 
-// ValidateName checks a user or device name: 1 to MaxNameLen characters
-// of valid UTF-8, no control characters, and none of '@', '/', '+', '#'
-// (so it fits in a JID local part and in one topic level).
+// ValidateName checks a user or device name, which must work unchanged as
+// an XMPP localpart, an MQTT client id and username, and one topic level:
+// 1 to MaxNameLen bytes of valid UTF-8 with no spaces, no control
+// characters and none of " & ' / : < > @ + #.
 func ValidateName(name string) error {
 	switch {
 	case name == "":
-		return fmt.Errorf("%w: empty", ErrInvalidName)
+		return fmt.Errorf("%w: a name may not be empty", ErrInvalidName)
 	case !utf8.ValidString(name):
 		return fmt.Errorf("%w %q: not valid UTF-8", ErrInvalidName, name)
-	case utf8.RuneCountInString(name) > MaxNameLen:
-		return fmt.Errorf("%w %.32q...: longer than %d characters", ErrInvalidName, name, MaxNameLen)
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("%w %.32q...: %d bytes long, the limit is %d", ErrInvalidName, name, len(name), MaxNameLen)
 	}
 	for _, r := range name {
-		if unicode.IsControl(r) {
-			return fmt.Errorf("%w %q: contains control character %U", ErrInvalidName, name, r)
-		}
-		if strings.ContainsRune("@/+#", r) {
-			return fmt.Errorf("%w %q: may not contain %q", ErrInvalidName, name, r)
+		switch {
+		case unicode.IsSpace(r):
+			return fmt.Errorf("%w %q: spaces are not allowed (a name is also an XMPP address and an MQTT client id)", ErrInvalidName, name)
+		case unicode.IsControl(r):
+			return fmt.Errorf("%w %q: control character %U is not allowed", ErrInvalidName, name, r)
+		case strings.ContainsRune(nameForbidden, r):
+			return fmt.Errorf("%w %q: %q is not allowed (a name may not contain any of %s)", ErrInvalidName, name, r, nameForbidden)
 		}
 	}
 	return nil

@@ -115,6 +115,16 @@ func TestAddUserValidation(t *testing.T) {
 		{"a\x7fb", "pw", adapters.RoleUser, ErrInvalidName},
 		{"\xff", "pw", adapters.RoleUser, ErrInvalidName},
 		{strings.Repeat("x", MaxNameLen+1), "pw", adapters.RoleUser, ErrInvalidName},
+		{strings.Repeat("é", MaxNameLen/2+1), "pw", adapters.RoleUser, ErrInvalidName}, // 66 bytes
+		{"a b", "pw", adapters.RoleUser, ErrInvalidName},
+		{"a\u00a0b", "pw", adapters.RoleUser, ErrInvalidName}, // no-break space
+		{"a\tb", "pw", adapters.RoleUser, ErrInvalidName},
+		{`a"b`, "pw", adapters.RoleUser, ErrInvalidName},
+		{"a&b", "pw", adapters.RoleUser, ErrInvalidName},
+		{"a'b", "pw", adapters.RoleUser, ErrInvalidName},
+		{"a:b", "pw", adapters.RoleUser, ErrInvalidName},
+		{"a<b", "pw", adapters.RoleUser, ErrInvalidName},
+		{"a>b", "pw", adapters.RoleUser, ErrInvalidName},
 		{"bob", "", adapters.RoleUser, ErrInvalidPassword},
 		{"bob", "pw", "root", ErrInvalidRole},
 		{"bob", "pw", "", ErrInvalidRole},
@@ -126,7 +136,7 @@ func TestAddUserValidation(t *testing.T) {
 		}
 	}
 	// Boundary values that are fine.
-	for _, name := range []string{"x", strings.Repeat("é", MaxNameLen), "sensor-1.a_b", "Jürgen"} {
+	for _, name := range []string{"x", strings.Repeat("x", MaxNameLen), strings.Repeat("é", MaxNameLen/2), "sensor-1.a_b", "Jürgen", "a\\b", "$x"} {
 		if err := s.AddUser(ctx, name, "pw", adapters.RoleUser); err != nil {
 			t.Errorf("AddUser(%q): %v", name, err)
 		}
@@ -148,6 +158,8 @@ func TestUsersCRUD(t *testing.T) {
 	}
 	if err := s.AddUser(ctx, "bob", "other", adapters.RoleUser); !errors.Is(err, ErrExists) {
 		t.Errorf("duplicate AddUser = %v, want ErrExists", err)
+	} else if want := `store: add user "bob": already exists`; err.Error() != want {
+		t.Errorf("duplicate AddUser says %q, want %q (no SQLite text)", err, want)
 	}
 	u, err := s.GetUser(ctx, "bob")
 	if err != nil {

@@ -2,13 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -31,31 +35,37 @@ func (o option) env() string {
 
 func serveOptions(c *gateway.Config) []option {
 	return []option{
-		{name: "data-dir", usage: "directory of the store and generated certificates", str: &c.DataDir},
-		{name: "mqtt-addr", usage: "MQTT listener (off to disable)", str: &c.MQTT.Addr},
-		{name: "mqtts-addr", usage: "MQTT over TLS listener", str: &c.MQTT.TLSAddr},
-		{name: "xmpp-addr", usage: "XMPP client-to-server listener", str: &c.XMPP.Addr},
-		{name: "xmpp-domain", usage: "XMPP domain served", str: &c.XMPP.Domain},
-		{name: "xmpp-component-addr", usage: "connect as an XEP-0114 component to this XMPP server", str: &c.XMPP.ComponentAddr},
-		{name: "xmpp-component-domain", usage: "component domain where topic JIDs live", str: &c.XMPP.ComponentDomain},
-		{name: "xmpp-component-secret", usage: "component shared secret", str: &c.XMPP.ComponentSecret},
-		{name: "coap-addr", usage: "CoAP UDP listener", str: &c.CoAP.Addr},
-		{name: "coaps-addr", usage: "CoAP over DTLS listener", str: &c.CoAP.DTLSAddr},
-		{name: "http-addr", usage: "REST API, /healthz and /metrics listener", str: &c.HTTP.Addr},
-		{name: "nats", usage: "NATS URL of the cluster bus (empty: in-process bus)", str: &c.NATS},
-		{name: "log-level", usage: "debug, info, warn or error", str: &c.Log.Level},
-		{name: "log-format", usage: "text or json", str: &c.Log.Format},
+		{name: "data-dir", usage: "data `DIR` holding the store and generated certificates", str: &c.DataDir},
+		{name: "mqtt-addr", usage: "MQTT listener at `ADDR` (host:port, or off)", str: &c.MQTT.Addr},
+		{name: "mqtts-addr", usage: "MQTT over TLS listener at `ADDR` (needs tls.cert_file and tls.key_file)", str: &c.MQTT.TLSAddr},
+		{name: "xmpp-addr", usage: "XMPP client-to-server listener at `ADDR`", str: &c.XMPP.Addr},
+		{name: "xmpp-domain", usage: "XMPP `DOMAIN` the hub serves", str: &c.XMPP.Domain},
+		{name: "xmpp-component-addr", usage: "connect as an XEP-0114 component to the XMPP server at `ADDR`", str: &c.XMPP.ComponentAddr},
+		{name: "xmpp-component-domain", usage: "component `DOMAIN`, where topic JIDs then live", str: &c.XMPP.ComponentDomain},
+		{name: "xmpp-component-secret", usage: "component shared `SECRET`", str: &c.XMPP.ComponentSecret},
+		{name: "coap-addr", usage: "CoAP UDP listener at `ADDR`", str: &c.CoAP.Addr},
+		{name: "coaps-addr", usage: "CoAP over DTLS listener at `ADDR`", str: &c.CoAP.DTLSAddr},
+		{name: "http-addr", usage: "REST API, /healthz and /metrics at `ADDR`", str: &c.HTTP.Addr},
+		{name: "nats", usage: "run the bus over NATS at `URL` (empty: in-process bus)", str: &c.NATS},
+		{name: "log-level", usage: "log `LEVEL`: debug, info, warn or error", str: &c.Log.Level},
+		{name: "log-format", usage: "log `FORMAT`: text or json", str: &c.Log.Format},
 		{name: "allow-anonymous", usage: "let clients without credentials in on non-loopback listeners", boolv: &c.AllowAnonymous},
 	}
 }
 
+const serveAbout = `Runs the hub. With no flags every listener binds to loopback and the store
+is in ./hub-data. Each flag can also be set in the YAML file (--config) and
+with the HUB_* environment variable named beside it: flag > env > file >
+default. An address of "off" disables that listener. SIGINT or SIGTERM
+stops the hub gracefully.`
+
 // loadConfig builds the serve configuration: defaults, then the YAML file,
 // then HUB_* environment variables, then flags given on the command line.
-func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (gateway.Config, error) {
+// --help prints the usage to stdout and returns errHelp.
+func loadConfig(args []string, getenv func(string) string, stdout io.Writer) (gateway.Config, error) {
 	cfg := gateway.Defaults()
-	fs := flag.NewFlagSet("hub serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configFile := fs.String("config", "", "YAML configuration file (env HUB_CONFIG)")
+	fs := newFlags("hub serve", "hub serve [flags]", serveAbout)
+	configFile := fs.String("config", "", "read the YAML configuration `FILE` (env HUB_CONFIG)")
 	// Flags are parsed into a scratch copy first so that file and
 	// environment values can be applied beneath them.
 	scratch := gateway.Defaults()
@@ -67,37 +77,21 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (ga
 			fs.BoolVar(o.boolv, o.name, *o.boolv, o.usage+" (env "+o.env()+")")
 		}
 	}
-	if err := fs.Parse(args); err != nil {
-		return cfg, usageError{err}
+	pos, err := fs.parse(args, stdout)
+	if err != nil {
+		return cfg, err
 	}
-	if fs.NArg() > 0 {
-		return cfg, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	if len(pos) > 0 {
+		return cfg, fs.usagef("unexpected argument %q", pos[0])
 	}
 	path := *configFile
 	if path == "" {
 		path = getenv("HUB_CONFIG")
 	}
-	if path != "" {
-		if err := readConfigFile(path, &cfg); err != nil {
-			return cfg, err
-		}
+	if err := applyFileAndEnv(&cfg, path, getenv); err != nil {
+		return cfg, err
 	}
 	real := serveOptions(&cfg)
-	for _, o := range real {
-		v := getenv(o.env())
-		if v == "" {
-			continue
-		}
-		if o.str != nil {
-			*o.str = v
-			continue
-		}
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return cfg, fmt.Errorf("%s=%q: want true or false", o.env(), v)
-		}
-		*o.boolv = b
-	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	for i, o := range real {
@@ -111,9 +105,68 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (ga
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, err
+		return cfg, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
+}
+
+// applyFileAndEnv reads the YAML file at path (none when empty) into cfg,
+// then the HUB_* environment variables.
+func applyFileAndEnv(cfg *gateway.Config, path string, getenv func(string) string) error {
+	if path != "" {
+		if err := readConfigFile(path, cfg); err != nil {
+			return err
+		}
+	}
+	for _, o := range serveOptions(cfg) {
+		v := getenv(o.env())
+		if v == "" {
+			continue
+		}
+		if o.str != nil {
+			*o.str = v
+			continue
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%s=%q: want true or false", o.env(), v)
+		}
+		*o.boolv = b
+	}
+	return nil
+}
+
+// yamlUnknownField is how yaml.v3 names a key that has no field: "field
+// adr not found in type gateway.MQTTConfig".
+var yamlUnknownField = regexp.MustCompile(`field ([^\s;]+) not found in type [\w.*\[\]]+`)
+
+// yamlMismatch is how yaml.v3 reports a value of the wrong kind: "cannot
+// unmarshal !!str `abc` into int".
+var yamlMismatch = regexp.MustCompile("cannot unmarshal !!(\\w+) `([^`]*)` into ([\\w.*\\[\\]]+)")
+
+// yamlKinds names YAML's tags for people.
+var yamlKinds = map[string]string{"str": "a string", "int": "a number", "float": "a number", "bool": "true or false",
+	"map": "a mapping", "seq": "a list", "null": "empty", "timestamp": "a time"}
+
+// yamlMessage rewords a yaml.v3 error in the file's terms.
+func yamlMessage(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msg = strings.Join(te.Errors, "; ")
+	}
+	msg = yamlUnknownField.ReplaceAllString(msg, "unknown key $1")
+	return yamlMismatch.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := yamlMismatch.FindStringSubmatch(m)
+		kind := yamlKinds[sub[1]]
+		if kind == "" {
+			kind = sub[1]
+		}
+		if len(sub[2]) > 40 {
+			sub[2] = sub[2][:40] + "..."
+		}
+		return fmt.Sprintf("%q is %s, which does not fit here (expected %s)", sub[2], kind, sub[3])
+	})
 }
 
 func readConfigFile(path string, cfg *gateway.Config) error {
@@ -124,7 +177,73 @@ func readConfigFile(path string, cfg *gateway.Config) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config: %s: %w", path, err)
+		return fmt.Errorf("config %s: %s", path, yamlMessage(err))
+	}
+	return nil
+}
+
+const configCheckAbout = `Loads FILE as "hub serve --config FILE" would (defaults, the file, then
+HUB_* environment variables), validates it and builds every configured
+listener, bridge and rule without starting any, touching the data dir or
+binding a port. Prints "ok", or the error with the file and the reason and
+exits with status 1.`
+
+// configCommand runs "hub config check FILE".
+func configCommand(args []string, stdout io.Writer) error {
+	group := newFlags("hub config", "hub config check FILE", "")
+	if len(args) == 0 {
+		return group.usagef("missing subcommand: check")
+	}
+	switch args[0] {
+	case "help", "--help", "-help", "-h":
+		fmt.Fprintln(stdout, "Usage: hub config check FILE")
+		fmt.Fprintf(stdout, "\n%s\n", configCheckAbout)
+		return errHelp
+	case "check":
+	default:
+		return group.usagef("unknown subcommand %q (want check)", args[0])
+	}
+	fs := newFlags("hub config check", "hub config check FILE", configCheckAbout)
+	pos, err := fs.parse(args[1:], stdout)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fs.usagef("want one FILE, got %d arguments", len(pos))
+	}
+	if err := checkConfig(pos[0], os.Getenv); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "ok")
+	return nil
+}
+
+// checkConfig loads and validates the file as serve would and builds the
+// hub it describes over a scratch data dir, so what only the adapters
+// check (TLS files, JID rules, bridge TLS) is checked too.
+func checkConfig(path string, getenv func(string) string) error {
+	cfg := gateway.Defaults()
+	if err := applyFileAndEnv(&cfg, path, getenv); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	scratch, err := os.MkdirTemp("", "hub-config-check-")
+	if err != nil {
+		return fmt.Errorf("config check: %w", err)
+	}
+	defer os.RemoveAll(scratch)
+	cfg.DataDir = scratch
+	cfg.Log.Level = "error"
+	h, err := gateway.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.Stop(ctx); err != nil {
+		return fmt.Errorf("config check: %w", err)
 	}
 	return nil
 }

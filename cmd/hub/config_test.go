@@ -108,9 +108,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
+		{"unknown flag", []string{"--nope"}, nil, "unknown flag --nope"},
 		{"bad address", []string{"--mqtt-addr", "nonsense"}, nil, "mqtt.addr"},
-		{"unknown yaml field", []string{"--config", bad}, nil, "field adr not found"},
+		{"unknown yaml field", []string{"--config", bad}, nil, "line 2: unknown key adr"},
 		{"missing file", []string{"--config", filepath.Join(dir, "none.yaml")}, nil, "no such file"},
 		{"bad bool env", nil, map[string]string{"HUB_ALLOW_ANONYMOUS": "maybe"}, "HUB_ALLOW_ANONYMOUS"},
 		{"component without secret", []string{"--xmpp-component-addr", "127.0.0.1:5347"}, nil, "component_secret"},
