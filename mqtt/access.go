@@ -3,7 +3,6 @@ package mqtt
 import (
 	"context"
 	"errors"
-	"strings"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -96,14 +95,4 @@ func (a *Adapter) presenceChange(device string, delta int, quiet bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	(*sp).DevicePresence(ctx, device, broker.ProtoMQTT, n > 0, time.Now())
-}
-
-// sharedFilter strips a "$share/{group}/" prefix from a subscription filter.
-func sharedFilter(f string) string {
-	if rest, ok := strings.CutPrefix(f, "$share/"); ok {
-		if _, filter, ok := strings.Cut(rest, "/"); ok {
-			return filter
-		}
-	}
-	return f
 }
