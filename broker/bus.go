@@ -176,6 +176,14 @@ type Bus interface {
 	// matching subscription. For QoS >= 1 it returns only once the
 	// envelope is durable (ErrStorage when it cannot be made so).
 	Publish(ctx context.Context, e *Envelope) error
+	// PublishAsync is Publish for a publisher that acknowledges later (an
+	// MQTT client's PUBACKs, in order, while its reading goes on): it
+	// returns once e has its place in every matching subscriber's order,
+	// so one publisher's envelopes keep theirs, and calls done once e is
+	// durable (ErrStorage when it cannot be made so), from another
+	// goroutine or, when there is nothing to wait for, before it returns.
+	// An error it returns means done is not called.
+	PublishAsync(ctx context.Context, e *Envelope, done func(error)) error
 	// Subscribe attaches a subscription whose envelopes go to h, one at a
 	// time. Retained values are replayed only with opts.SendRetained.
 	Subscribe(ctx context.Context, opts SubscribeOptions, h Handler) (Subscription, error)

@@ -158,11 +158,37 @@ func (m *Memory) Stats() MemoryStats {
 
 // Publish implements Bus.
 func (m *Memory) Publish(ctx context.Context, e *Envelope) error {
+	store, err := m.publish(ctx, e)
+	if err != nil || store == nil {
+		return err
+	}
+	return store(ctx)
+}
+
+// PublishAsync implements Bus: the routing is done when it returns, the
+// store write (when there is one) goes on in a goroutine of its own.
+func (m *Memory) PublishAsync(ctx context.Context, e *Envelope, done func(error)) error {
+	store, err := m.publish(ctx, e)
+	if err != nil {
+		return err
+	}
+	if store == nil {
+		done(nil)
+		return nil
+	}
+	ctx = context.WithoutCancel(ctx)
+	go func() { done(store(ctx)) }()
+	return nil
+}
+
+// publish validates and routes e; it returns the store write still owed
+// (nil when none).
+func (m *Memory) publish(ctx context.Context, e *Envelope) (func(context.Context) error, error) {
 	if err := ValidateTopic(e.Topic); err != nil {
-		return fmt.Errorf("broker: publish: %w", err)
+		return nil, fmt.Errorf("broker: publish: %w", err)
 	}
 	if e.QoS > 2 {
-		return fmt.Errorf("broker: publish %q: qos %d out of range 0..2", e.Topic, e.QoS)
+		return nil, fmt.Errorf("broker: publish %q: qos %d out of range 0..2", e.Topic, e.QoS)
 	}
 	if e.ID == "" {
 		e.ID = NewID()
@@ -173,29 +199,25 @@ func (m *Memory) Publish(ctx context.Context, e *Envelope) error {
 	if e.Origin.Node == "" {
 		e.Origin.Node = m.node
 	}
-	spooled, err := m.route(ctx, e)
-	if err != nil {
-		return err
+	ms, refs, err := m.route(ctx, e)
+	if err != nil || len(refs) == 0 {
+		return nil, err
 	}
-	if m.trimmer != nil {
-		for _, s := range spooled {
-			m.bound(ctx, s)
-		}
-	}
-	return nil
+	return func(ctx context.Context) error { return m.store(ctx, e, ms, refs) }, nil
 }
 
-// route stores the retained value and hands e to every matching
-// subscription; it returns the subscriptions whose durable queues got it.
-func (m *Memory) route(ctx context.Context, e *Envelope) ([]*memSub, error) {
+// route stores the retained value and offers e to every matching
+// subscription, in order; it returns the matches and the durable queue
+// entries still to write (see store).
+func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.closed {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	if e.Retain {
 		if err := m.retain(ctx, e); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	m.published.Add(1)
@@ -248,24 +270,34 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]*memSub, error) {
 			refs = append(refs, QueueRef{Subscriber: mt.s.opts.ID, Seq: mt.seq})
 		}
 	}
-	if len(refs) == 0 {
-		return nil, nil
-	}
+	return ms, refs, nil
+}
+
+// store writes e once, with its place in each durable queue, then lets
+// the held deliveries go (or drops them all when the write failed) and
+// applies the queue bounds. It runs without the bus's lock, so that a
+// subscribe never waits for a publisher's fsync.
+func (m *Memory) store(ctx context.Context, e *Envelope, ms []match, refs []QueueRef) error {
 	err := m.spool.Enqueue(ctx, e, refs)
-	var spooled []*memSub
 	for i := range ms {
 		switch {
 		case ms[i].durable:
 			ms[i].s.storedAs(&ms[i], err == nil, e.Size())
-			spooled = append(spooled, ms[i].s)
 		case ms[i].it != nil:
 			ms[i].s.release(ms[i].it, err == nil)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("broker: publish %q: queue for %d subscribers: %w: %w", e.Topic, len(refs), ErrStorage, err)
+		return fmt.Errorf("broker: publish %q: queue for %d subscribers: %w: %w", e.Topic, len(refs), ErrStorage, err)
 	}
-	return spooled, nil
+	if m.trimmer != nil {
+		for i := range ms {
+			if ms[i].durable {
+				m.bound(ctx, ms[i].s)
+			}
+		}
+	}
+	return nil
 }
 
 // downgraded counts a delivery below the publish QoS.

@@ -193,6 +193,11 @@ type Adapter struct {
 
 	sysLast map[string]string // $SYS topic -> last value published (mochi's loop goroutine)
 	wg      sync.WaitGroup    // the sweeper
+
+	// ackQueues hold the acknowledgements waiting for the bus, by client
+	// (see publishAsync); ackWG counts their goroutines.
+	ackQueues sync.Map // *mochi.Client -> *ackQueue
+	ackWG     sync.WaitGroup
 }
 
 const (
@@ -433,6 +438,7 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	for _, s := range ss {
 		s.detach(nil)
 	}
+	a.ackWG.Wait() // each ends once the bus has answered for its messages
 	a.cancel()
 	a.wg.Wait()
 	a.metrics.unregister(a.cfg.Registerer)

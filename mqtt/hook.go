@@ -206,6 +206,7 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
 	a := h.a
 	a.present.Delete(cl)
+	a.ackQueues.Delete(cl) // its goroutine, if any, ends once its acknowledgements are out
 	takenOver := errors.Is(cl.StopCause(), packets.ErrSessionTakenOver)
 	if dev, ok := a.online.LoadAndDelete(cl); ok {
 		// A session taken over by a new connection of the same client is
@@ -244,21 +245,32 @@ func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
 // OnClientExpired forgets a session whose expiry interval has passed.
 func (h *hook) OnClientExpired(cl *mochi.Client) { h.a.forget(cl.ID) }
 
-// toBus publishes a client's message on the bus.
-func (h *hook) toBus(cl *mochi.Client, pk *packets.Packet) error {
-	a := h.a
-	e := envelopeFromPacket(pk, broker.Origin{
+// envelopeOf is the bus envelope of a client's PUBLISH.
+func (a *Adapter) envelopeOf(cl *mochi.Client, pk *packets.Packet) *broker.Envelope {
+	return envelopeFromPacket(pk, broker.Origin{
 		Protocol:  broker.ProtoMQTT,
 		ClientID:  cl.ID,
 		Remote:    cl.Net.Remote,
 		Principal: string(cl.Properties.Username),
 		Node:      a.cfg.Node,
 	}, time.Now())
-	if err := a.cfg.Bus.Publish(a.ctx, e); err != nil {
+}
+
+// toBus publishes a client's message on the bus and waits until it is
+// durable.
+func (h *hook) toBus(cl *mochi.Client, pk *packets.Packet) error {
+	a := h.a
+	if err := a.cfg.Bus.Publish(a.ctx, a.envelopeOf(cl, pk)); err != nil {
 		a.metrics.busErrors.Add(1)
 		return err
 	}
 	return nil
+}
+
+// publishEnvelope puts a client's message on the bus, in order, and calls
+// done once it is durable.
+func (a *Adapter) publishEnvelope(cl *mochi.Client, pk *packets.Packet, done func(error)) error {
+	return a.cfg.Bus.PublishAsync(a.ctx, a.envelopeOf(cl, pk), done)
 }
 
 // mayPublish checks a client's publish: the ACL, and $SYS, which only the
@@ -279,15 +291,15 @@ func pubrecKey(clientID string, pid uint16) string {
 	return clientID + "/" + strconv.Itoa(int(pid))
 }
 
-// OnPublish puts a client's PUBLISH on the bus and answers
-// CodeSuccessIgnore: mochi then sends the PUBACK or PUBREC (only now, once
-// the bus has the envelope, durable at QoS >= 1) and neither routes nor
-// retains the packet itself: the bus delivers it to every subscriber, MQTT
-// sessions included.
+// OnPublish puts a client's PUBLISH on the bus, which delivers it to
+// every subscriber, MQTT sessions included; mochi neither routes nor
+// retains it. A QoS 0 message is done then (CodeSuccessIgnore). A QoS 1/2
+// one is acknowledged only once the bus has made it durable: its PUBACK or
+// PUBREC waits in the client's ackQueue (mochi is told to leave it,
+// ErrRejectPacket) while the client's reading goes on.
 //
-// A QoS 2 message of a persistent session has its PUBREC state stored
-// first, so that a resend after a restart (DUP, same packet id) is
-// acknowledged and not published twice.
+// A QoS 2 resend (DUP) whose PUBREC state a persistent session stored
+// before a restart is acknowledged and not published twice.
 func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	a := h.a
 	if cl.Net.Inline {
@@ -303,8 +315,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		// acknowledged and dropped, as Mosquitto does.
 		return pk, packets.CodeSuccessIgnore
 	}
-	keep := pk.FixedHeader.Qos == 2 && persistent(cl) && a.cfg.Sessions != nil
-	if keep && pk.FixedHeader.Dup {
+	if pk.FixedHeader.Qos == 2 && pk.FixedHeader.Dup && persistent(cl) && a.cfg.Sessions != nil {
 		ctx, cancel := context.WithTimeout(a.ctx, storeTimeout)
 		_, err := a.cfg.Sessions.KVGet(ctx, bucketPubrec, pubrecKey(cl.ID, pk.PacketID))
 		cancel()
@@ -312,19 +323,15 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 			return pk, packets.CodeSuccessIgnore // taken before a restart
 		}
 	}
-	if err := h.toBus(cl, &pk); err != nil {
-		a.refuse(cl, pk, err)
-		return pk, packets.ErrRejectPacket
-	}
-	if keep {
-		ctx, cancel := context.WithTimeout(a.ctx, storeTimeout)
-		err := a.cfg.Sessions.KVPut(ctx, bucketPubrec, pubrecKey(cl.ID, pk.PacketID), []byte{1})
-		cancel()
-		if err != nil {
-			a.log.Warn("mqtt: store the PUBREC state", "client", cl.ID, "err", err)
+	if pk.FixedHeader.Qos == 0 {
+		if err := h.toBus(cl, &pk); err != nil {
+			a.refuse(cl, pk, err)
 		}
+		return pk, packets.CodeSuccessIgnore
 	}
-	return pk, packets.CodeSuccessIgnore
+	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
+	a.publishAsync(cl, pk)
+	return pk, packets.ErrRejectPacket
 }
 
 // OnQosComplete forgets the PUBREC state of a client's QoS 2 message once

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/hubsmith/hub/broker"
 )
@@ -246,16 +247,19 @@ func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, refs []broker.Q
 		if err != nil {
 			return err
 		}
-		st, err := tx.PrepareContext(ctx, `INSERT INTO queue(subscriber, seq, msg, size) VALUES (?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		for _, r := range refs {
-			if r.Subscriber == "" {
-				return fmt.Errorf("%w: empty subscriber id", ErrInvalidSubscription)
+		// A few statements for all the references.
+		for rest := refs; len(rest) > 0; {
+			chunk := rest[:min(len(rest), removeChunk)]
+			rest = rest[len(chunk):]
+			args := make([]any, 0, 4*len(chunk))
+			for _, r := range chunk {
+				if r.Subscriber == "" {
+					return fmt.Errorf("%w: empty subscriber id", ErrInvalidSubscription)
+				}
+				args = append(args, r.Subscriber, r.Seq, msg, e.Size())
 			}
-			if _, err := st.ExecContext(ctx, r.Subscriber, r.Seq, msg, e.Size()); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO queue(subscriber, seq, msg, size) VALUES (?, ?, ?, ?)`+
+				strings.Repeat(", (?, ?, ?, ?)", len(chunk)-1), args...); err != nil {
 				return err
 			}
 		}
@@ -323,34 +327,62 @@ func (s *Store) dropQueued(ctx context.Context, id string, seqs []int64) error {
 }
 
 // Remove implements broker.Spool: the named entries of a subscriber's
-// queue go, and so do envelopes no queue refers to any more.
+// queue go, and so do envelopes no queue refers to any more. A batch is a
+// few statements whatever its size (acknowledgements come in batches).
 func (s *Store) Remove(ctx context.Context, id string, seqs []int64) error {
 	if len(seqs) == 0 {
 		return nil
 	}
 	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		sel, err := tx.PrepareContext(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq = ? RETURNING msg`)
-		if err != nil {
-			return err
-		}
-		defer sel.Close()
-		msgs := make([]int64, 0, len(seqs))
-		for _, seq := range seqs {
-			var m int64
-			switch err := sel.QueryRowContext(ctx, id, seq).Scan(&m); {
-			case errors.Is(err, sql.ErrNoRows):
-				continue
-			case err != nil:
+		for len(seqs) > 0 {
+			n := min(len(seqs), removeChunk)
+			if err := removeSeqs(ctx, tx, id, seqs[:n]); err != nil {
 				return err
 			}
-			msgs = append(msgs, m)
+			seqs = seqs[n:]
 		}
-		return gcMessages(ctx, tx, msgs)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: remove %d entries of %q: %w", len(seqs), id, err)
 	}
 	return nil
+}
+
+// removeChunk bounds the parameters of one statement (SQLite allows
+// 32766).
+const removeChunk = 500
+
+// removeSeqs deletes queue entries and the envelopes left without one.
+func removeSeqs(ctx context.Context, tx *sql.Tx, id string, seqs []int64) error {
+	args := make([]any, 0, len(seqs)+1)
+	args = append(args, id)
+	for _, q := range seqs {
+		args = append(args, q)
+	}
+	rows, err := tx.QueryContext(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq IN (?`+
+		strings.Repeat(",?", len(seqs)-1)+`) RETURNING msg`, args...)
+	if err != nil {
+		return err
+	}
+	msgs := args[:0]
+	for rows.Next() {
+		var m int64
+		if err := rows.Scan(&m); err != nil {
+			rows.Close()
+			return err
+		}
+		msgs = append(msgs, m)
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	_, err = tx.ExecContext(ctx, `DELETE FROM messages WHERE id IN (?`+strings.Repeat(",?", len(msgs)-1)+
+		`) AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.msg = messages.id)`, msgs...)
+	return err
 }
 
 // QueueLen returns the number of envelopes in a subscriber's durable queue.

@@ -47,6 +47,7 @@ func Run(t *testing.T, newBus Factory) {
 		{"ConsumerGroups", testConsumerGroups},
 		{"RightsShrink", testRightsShrink},
 		{"SubscriptionIdentifiers", testSubscriptionIdentifiers},
+		{"PublishAsync", testPublishAsync},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newBus) })
@@ -796,5 +797,60 @@ func testSubscriptionIdentifiers(t *testing.T, f Factory) {
 	c.Stays(t, 2)
 	if st := s.Stats(); st.Downgraded != 2 {
 		t.Errorf("Stats.Downgraded = %d, want 2", st.Downgraded)
+	}
+}
+
+// testPublishAsync: envelopes published without waiting keep their order,
+// each done reports durability, and one the store refuses reports
+// ErrStorage and is delivered to nobody.
+func testPublishAsync(t *testing.T, f Factory) {
+	spool := NewMemSpool()
+	b := open(t, f, spool)
+	ctx := context.Background()
+	away := sub(t, b, broker.SubscribeOptions{ID: "pa", Durable: true, Filters: []string{"pa/#"}, QoS: 1}, NewCollector().Handle)
+	if err := away.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	live := NewCollector()
+	sub(t, b, broker.SubscribeOptions{Filters: []string{"pa/#"}, QoS: 1}, live.Handle)
+	const n = 50
+	dones := make(chan error, n+1)
+	for i := range n {
+		if err := b.PublishAsync(ctx, &broker.Envelope{Topic: "pa/x", Payload: []byte(fmt.Sprint(i)), QoS: 1},
+			func(err error) { dones <- err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		select {
+		case err := <-dones:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(wait):
+			t.Fatal("a done was not called")
+		}
+	}
+	for i, e := range live.Wait(t, n) {
+		if string(e.Payload) != fmt.Sprint(i) {
+			t.Fatalf("delivery %d = %s: order lost", i, e.Payload)
+		}
+	}
+	if q := spool.Len("pa"); q != n {
+		t.Fatalf("durable queue holds %d, want %d", q, n)
+	}
+	spool.mu.Lock()
+	spool.FailEnqueue = errors.New("disk full")
+	spool.mu.Unlock()
+	if err := b.PublishAsync(ctx, &broker.Envelope{Topic: "pa/x", Payload: []byte("refused"), QoS: 1},
+		func(err error) { dones <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-dones; !errors.Is(err, broker.ErrStorage) {
+		t.Fatalf("done = %v, want ErrStorage", err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if live.Len() != n {
+		t.Fatalf("a refused publish was delivered")
 	}
 }
