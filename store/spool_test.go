@@ -109,7 +109,8 @@ func TestSubscriptions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Enqueue(ctx, env("a/b", "1", 1), refs("mqtt:c2")); err != nil {
+	r := refs("mqtt:c2")
+	if err := s.Enqueue(ctx, env("a/b", "1", 1), r); err != nil {
 		t.Fatal(err)
 	}
 	// Saving again replaces filters and QoS and keeps the queue.
@@ -121,7 +122,7 @@ func TestSubscriptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subs[0].LastSeq = 1 // its queue holds one envelope
+	subs[0].LastSeq = r[0].Seq // its queue holds one envelope
 	if want := []broker.DurableSubscription{subs[1], subs[0]}; !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadSubscriptions = %+v, want %+v", got, want)
 	}
