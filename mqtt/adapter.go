@@ -342,6 +342,10 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 	caps.MaximumMessageExpiryInterval = 0
 	caps.ReceiveMaximum = a.cfg.MaxInflight
 	caps.MaximumClientWritesPending = 1024
+	// mochi would copy a PUBLISH's properties into its PUBACK, PUBREC and
+	// PUBCOMP, which MQTT 5 allows only a reason string and user
+	// properties in.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	srv := mochi.New(&mochi.Options{
 		Capabilities:           caps,
 		Logger:                 a.log.With("component", "mochi"),
