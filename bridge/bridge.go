@@ -153,7 +153,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 			}
 			qos = max(qos, b.cfg.ruleQoS(r))
 		}
-		sub, err := b.bus.Subscribe(ctx, broker.SubscribeOptions{
+		sub, err := b.bus.Subscribe(ctx, broker.SubscribeOptions{Protocol: broker.ProtoBridge,
 			ID: b.Name(), Filters: filters, QoS: qos, Durable: true,
 		}, b.onEnvelope)
 		if err != nil {

@@ -60,7 +60,10 @@ type Memory struct {
 	retained map[string]*Envelope
 
 	published atomic.Uint64
-	wg        sync.WaitGroup
+	// dropped, denied and redelivered sum those of every subscription,
+	// gone ones included.
+	dropped, denied, redelivered atomic.Uint64
+	wg                           sync.WaitGroup
 
 	dmu        sync.Mutex
 	downgrades map[Downgrade]uint64
@@ -79,6 +82,8 @@ type MemoryStats struct {
 	Published     uint64
 	Subscriptions int
 	Retained      int
+	// Dropped, Denied and Redelivered add up every subscription's.
+	Dropped, Denied, Redelivered uint64
 }
 
 // NewMemory returns an in-process bus, loading retained values and durable
@@ -153,7 +158,8 @@ func (m *Memory) Stats() MemoryStats {
 	m.rmu.RLock()
 	r := len(m.retained)
 	m.rmu.RUnlock()
-	return MemoryStats{Published: m.published.Load(), Subscriptions: n, Retained: r}
+	return MemoryStats{Published: m.published.Load(), Subscriptions: n, Retained: r,
+		Dropped: m.dropped.Load(), Denied: m.denied.Load(), Redelivered: m.redelivered.Load()}
 }
 
 // Publish implements Bus.
@@ -343,7 +349,7 @@ func (m *Memory) bound(ctx context.Context, s *memSub) {
 	}
 	s.stored.Add(-int64(n))
 	s.storedBytes.Add(-size)
-	s.dropped.Add(uint64(n))
+	s.drop(uint64(n))
 	m.reportDrops(s, n)
 }
 
@@ -495,7 +501,7 @@ func (m *Memory) Subscribe(ctx context.Context, opts SubscribeOptions, h Handler
 			return
 		}
 		if !sub.opts.Durable || d.QoS == 0 || d.it.seq == 0 {
-			sub.dropped.Add(1)
+			sub.drop(1)
 			m.log.Debug("broker: handler refused an envelope", "subscriber", sub.opts.ID, "topic", d.Envelope.Topic, "err", err)
 			d.Ack()
 			return

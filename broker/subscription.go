@@ -219,7 +219,7 @@ func (s *memSub) offer(e *Envelope, mt *match, hold bool) {
 	}
 	it.ready = !hold
 	if !s.attached || len(s.mem) >= s.opts.QueueLen {
-		s.dropped.Add(1)
+		s.drop(1)
 		return
 	}
 	s.mem = append(s.mem, it)
@@ -254,7 +254,7 @@ func (s *memSub) storedAs(mt *match, ok bool, size int) {
 		s.stored.Add(1)
 		s.storedBytes.Add(int64(size))
 	} else {
-		s.dropped.Add(1)
+		s.drop(1)
 	}
 	s.wake()
 }
@@ -276,6 +276,13 @@ func (s *memSub) queueRetained(es []*Envelope, f Filter) {
 		s.mem = append(s.mem, it)
 	}
 	s.wake()
+}
+
+// drop counts n envelopes the subscription lost, in its stats and the
+// bus's.
+func (s *memSub) drop(n uint64) {
+	s.dropped.Add(n)
+	s.m.dropped.Add(n)
 }
 
 // bounds returns the durable queue's bounds: the subscription's own, else
@@ -346,7 +353,7 @@ func (s *memSub) detach() {
 	if s.gen == gen { // not attached again meanwhile
 		for _, it := range append(s.mem, s.redo...) {
 			if it.seq == 0 && !it.failed {
-				s.dropped.Add(1)
+				s.drop(1)
 			}
 		}
 		s.mem, s.redo, s.pending = nil, nil, 0
@@ -496,18 +503,20 @@ func (s *memSub) deliver(h DeliveryHandler, it *item, gen uint64) {
 	d := &Delivery{Envelope: it.e, QoS: it.qos, Retained: it.retained, RetainFlag: it.retFlag,
 		Redelivered: it.redo, IDs: it.ids, sub: s, it: it, gen: gen}
 	if it.e.Expired(time.Now()) {
-		s.dropped.Add(1)
+		s.drop(1)
 		d.Ack()
 		return
 	}
 	if s.opts.Allow != nil && !s.opts.Allow(it.e) {
 		s.denied.Add(1)
+		s.m.denied.Add(1)
 		d.Ack()
 		return
 	}
 	s.delivered.Add(1)
 	if it.redo {
 		s.redelivered.Add(1)
+		s.m.redelivered.Add(1)
 	}
 	if it.seq > 0 {
 		s.mu.Lock()

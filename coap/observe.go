@@ -95,7 +95,7 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 		ready: make(chan struct{}), lastAck: time.Now(), subDone: make(chan struct{}),
 	}
 	o.ctx, o.cancel = context.WithCancel(a.ctx)
-	opts := broker.SubscribeOptions{Filters: []string{filter}}
+	opts := broker.SubscribeOptions{Protocol: broker.ProtoCoAP, Filters: []string{filter}}
 	if o.con {
 		opts.QoS = 1
 		if cs.device != "" {

@@ -114,7 +114,7 @@ func (r *Registry) sendOverBus(ctx context.Context, deviceID, name, req string, 
 	}
 	respTopic := ResponseTopic(deviceID, req)
 	replies := make(chan []byte, 1)
-	sub, err := r.bus.Subscribe(ctx, broker.SubscribeOptions{
+	sub, err := r.bus.Subscribe(ctx, broker.SubscribeOptions{Protocol: broker.ProtoHub,
 		ID:      "devices-cmd-" + req,
 		Filters: []string{respTopic},
 		QoS:     1,

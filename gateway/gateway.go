@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -354,12 +355,21 @@ var (
 	busPublished     = prometheus.NewDesc("hub_bus_published_total", "Envelopes published on the bus.", nil, nil)
 	busSubscriptions = prometheus.NewDesc("hub_bus_subscriptions", "Subscriptions on the bus, attached or durable.", nil, nil)
 	busRetained      = prometheus.NewDesc("hub_bus_retained", "Retained values held by the bus.", nil, nil)
+	busDropped       = prometheus.NewDesc("hub_bus_dropped_total", "Envelopes subscribers lost: full queues, expiry, refused by a handler.", nil, nil)
+	busDenied        = prometheus.NewDesc("hub_bus_denied_total", "Envelopes not delivered because the subscriber may not read them.", nil, nil)
+	busRedelivered   = prometheus.NewDesc("hub_bus_redelivered_total", "Deliveries made again after a nack or a subscriber's return.", nil, nil)
+	busDowngraded    = prometheus.NewDesc("hub_bus_downgraded_total", "Envelopes delivered below their publish QoS, by route.",
+		[]string{"from", "to", "publish_qos", "delivery_qos"}, nil)
 )
 
 func (busCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- busPublished
 	ch <- busSubscriptions
 	ch <- busRetained
+	ch <- busDropped
+	ch <- busDenied
+	ch <- busRedelivered
+	ch <- busDowngraded
 }
 
 func (c busCollector) Collect(ch chan<- prometheus.Metric) {
@@ -371,4 +381,11 @@ func (c busCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(busPublished, prometheus.CounterValue, float64(s.Published))
 	ch <- prometheus.MustNewConstMetric(busSubscriptions, prometheus.GaugeValue, float64(s.Subscriptions))
 	ch <- prometheus.MustNewConstMetric(busRetained, prometheus.GaugeValue, float64(s.Retained))
+	ch <- prometheus.MustNewConstMetric(busDropped, prometheus.CounterValue, float64(s.Dropped))
+	ch <- prometheus.MustNewConstMetric(busDenied, prometheus.CounterValue, float64(s.Denied))
+	ch <- prometheus.MustNewConstMetric(busRedelivered, prometheus.CounterValue, float64(s.Redelivered))
+	for k, n := range m.Downgrades() {
+		ch <- prometheus.MustNewConstMetric(busDowngraded, prometheus.CounterValue, float64(n),
+			k.From, k.To, strconv.Itoa(int(k.Publish)), strconv.Itoa(int(k.Sent)))
+	}
 }

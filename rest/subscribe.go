@@ -100,7 +100,7 @@ type stream struct {
 // first.
 func (a *Adapter) open(ctx context.Context, s subscription) (*stream, error) {
 	st := &stream{ch: make(chan *broker.Envelope, streamBuffer), done: make(chan struct{})}
-	sub, err := a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{
+	sub, err := a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{Protocol: broker.ProtoREST,
 		ID:      "rest-" + broker.NewID(),
 		Filters: s.filters,
 		QoS:     s.qos,
