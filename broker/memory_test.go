@@ -181,6 +181,16 @@ func TestDurableQueueBound(t *testing.T) {
 			if st := s.Stats(); st.Dropped != 7 {
 				t.Errorf("stats: %d dropped, want 7", st.Dropped)
 			}
+			// One report at once, the rest paced into one more, with the
+			// exact total.
+			ev = events.Wait(t, 2)
+			var last broker.DroppedEvent
+			if err := json.Unmarshal(ev[1].Payload, &last); err != nil || de.Dropped+last.Dropped != 7 || last.Total != 7 {
+				t.Errorf("paced report %s (%v): want the other 6 drops and total 7", ev[1].Payload, err)
+			}
+			if n := events.Len(); n != 2 {
+				t.Errorf("%d drop reports for 7 drops in a burst, want 2", n)
+			}
 			c := bustest.NewCollector()
 			s2, err := b.Subscribe(ctx, opts, c.Handle)
 			if err != nil {
