@@ -328,6 +328,7 @@ func (m *Memory) Downgrades() map[Downgrade]uint64 {
 // past either, as QueuePolicy says, and reports the drop.
 func (m *Memory) bound(ctx context.Context, s *memSub) {
 	maxN, maxB := s.bounds()
+	id := s.options().ID
 	var dropN int
 	var dropBytes int64
 	if maxN > 0 {
@@ -339,9 +340,9 @@ func (m *Memory) bound(ctx context.Context, s *memSub) {
 	if dropN == 0 && dropBytes == 0 {
 		return
 	}
-	n, size, err := m.trimmer.TrimQueue(context.WithoutCancel(ctx), s.opts.ID, dropN, dropBytes, s.dropNewest())
+	n, size, err := m.trimmer.TrimQueue(context.WithoutCancel(ctx), id, dropN, dropBytes, s.dropNewest())
 	if err != nil {
-		m.log.Warn("broker: trim durable queue", "subscriber", s.opts.ID, "err", err)
+		m.log.Warn("broker: trim durable queue", "subscriber", id, "err", err)
 		return
 	}
 	if n == 0 {
@@ -388,22 +389,23 @@ func (m *Memory) flushDrops(s *memSub) {
 		return
 	}
 	maxN, maxB := s.bounds()
+	opts := s.options()
 	policy := DropOldest
 	if s.dropNewest() {
 		policy = DropNewest
 	}
-	m.log.Warn("broker: durable queue full, dropped envelopes", "subscriber", s.opts.ID, "dropped", n, "total", total,
+	m.log.Warn("broker: durable queue full, dropped envelopes", "subscriber", opts.ID, "dropped", n, "total", total,
 		"policy", policy, "limit", maxN, "limit_bytes", maxB)
-	b, _ := json.Marshal(DroppedEvent{Subscriber: s.opts.ID, Dropped: n, Total: total, Limit: maxN,
+	b, _ := json.Marshal(DroppedEvent{Subscriber: opts.ID, Dropped: n, Total: total, Limit: maxN,
 		LimitBytes: maxB, Policy: policy})
-	topic := s.opts.DroppedTopic
+	topic := opts.DroppedTopic
 	if topic == "" {
-		topic = DroppedTopic(s.opts.ID)
+		topic = DroppedTopic(opts.ID)
 	}
 	ev := &Envelope{Topic: topic, Payload: b, ContentType: "application/json",
 		Origin: Origin{Protocol: ProtoHub, Node: m.node}}
 	if err := m.Publish(context.Background(), ev); err != nil && !errors.Is(err, ErrClosed) {
-		m.log.Warn("broker: report dropped envelopes", "subscriber", s.opts.ID, "err", err)
+		m.log.Warn("broker: report dropped envelopes", "subscriber", opts.ID, "err", err)
 	}
 }
 

@@ -288,20 +288,29 @@ func (s *memSub) drop(n uint64) {
 // bounds returns the durable queue's bounds: the subscription's own, else
 // the bus's.
 func (s *memSub) bounds() (int, int64) {
+	opts := s.options()
 	n, b := s.m.maxQueued, s.m.maxBytes
-	if s.opts.MaxQueued > 0 {
-		n = s.opts.MaxQueued
+	if opts.MaxQueued > 0 {
+		n = opts.MaxQueued
 	}
-	if s.opts.MaxQueuedBytes > 0 {
-		b = s.opts.MaxQueuedBytes
+	if opts.MaxQueuedBytes > 0 {
+		b = opts.MaxQueuedBytes
 	}
 	return n, b
 }
 
+// options returns the subscription's options; a publisher's store write
+// reads them while a returning subscriber may be replacing them.
+func (s *memSub) options() SubscribeOptions {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opts
+}
+
 // dropNewest reports the subscription's queue policy.
 func (s *memSub) dropNewest() bool {
-	if s.opts.QueuePolicy != "" {
-		return s.opts.QueuePolicy == DropNewest
+	if p := s.options().QueuePolicy; p != "" {
+		return p == DropNewest
 	}
 	return s.m.dropNewest
 }

@@ -229,7 +229,7 @@ func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
 		if err := s.sub.Unsubscribe(); err != nil {
 			a.log.Warn("mqtt: end session", "client", cl.ID, "err", err)
 		}
-		if a.cfg.Sessions != nil && persistent(cl) {
+		if a.cfg.Sessions != nil && s.durable {
 			a.forget(cl.ID)
 		}
 	case a.cfg.Sessions != nil:

@@ -138,10 +138,15 @@ func (a *Adapter) window(cl *mochi.Client) int {
 // (which first redelivers, in order, what was not acknowledged).
 func (a *Adapter) attach(cl *mochi.Client, clean bool) error {
 	p := a.principal(cl)
-	durable := persistent(cl) && a.cfg.Sessions != nil
 	a.smu.Lock()
 	defer a.smu.Unlock()
 	s := a.sessions[cl.ID]
+	_, stored := a.record(cl.ID)
+	// A client that does not start clean resumes its durable session
+	// whatever expiry it asks for now: that only decides whether the
+	// session outlives this connection (see OnDisconnect).
+	resume := !clean && (s != nil && s.durable || stored)
+	durable := a.cfg.Sessions != nil && (persistent(cl) || resume)
 	if s != nil {
 		s.detach(nil)
 		if clean || !durable || !s.durable {
@@ -149,7 +154,7 @@ func (a *Adapter) attach(cl *mochi.Client, clean bool) error {
 			s = nil
 		}
 	}
-	if _, stored := a.record(cl.ID); s == nil && clean && stored {
+	if s == nil && clean && stored {
 		// A durable subscription from before a restart: a clean start
 		// discards it.
 		if err := broker.Forget(a.ctx, a.cfg.Bus, subscriberID(cl.ID)); err != nil {
@@ -173,7 +178,7 @@ func (a *Adapter) attach(cl *mochi.Client, clean bool) error {
 		Protocol:       broker.ProtoMQTT,
 		Allow:          a.reader(p),
 	}
-	opts.KeepFilters = durable && !clean
+	opts.KeepFilters = resume
 	s.mu.Lock()
 	s.cl = cl
 	s.mu.Unlock()

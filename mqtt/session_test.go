@@ -137,3 +137,42 @@ func TestQueuedMessagesKeepTheirOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestV5ResumeWithoutExpiry: an MQTT 5 client that comes back with clean
+// start 0 but no session expiry resumes its session and gets what was
+// queued; the session then ends with that connection.
+func TestV5ResumeWithoutExpiry(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, nil)
+	exp := uint32(600)
+	c, _, err := dialV5(t, h.addr, &paho.Connect{ClientID: "v5resume", KeepAlive: 30, CleanStart: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &exp}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.sub(t, "resume/#", 2)
+	_ = c.c.Disconnect(&paho.Disconnect{})
+	<-c.c.Done()
+	waitFor(t, func() bool { return h.detached("v5resume") })
+	for q := range byte(3) {
+		if err := h.bus.Publish(context.Background(), &broker.Envelope{Topic: "resume/x", Payload: []byte{'0' + q}, QoS: q,
+			Origin: broker.Origin{Protocol: broker.ProtoREST}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, ack, err := dialV5(t, h.addr, &paho.Connect{ClientID: "v5resume", KeepAlive: 30, CleanStart: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ack.SessionPresent {
+		t.Fatal("session not present")
+	}
+	for _, want := range []string{"1", "2"} {
+		if m := c.next(t); string(m.Payload) != want {
+			t.Fatalf("got %q, want %q (QoS 0 is not queued)", m.Payload, want)
+		}
+	}
+	_ = c.c.Disconnect(&paho.Disconnect{})
+	<-c.c.Done()
+	waitFor(t, func() bool { kv, _ := h.st.KVList(context.Background(), bucketSessions); return len(kv) == 0 && !h.durable("v5resume") })
+}
