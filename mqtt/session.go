@@ -121,6 +121,13 @@ func (s *session) conn() *mochi.Client {
 	return s.cl
 }
 
+// sessionQueueLen bounds the deliveries waiting in memory for one
+// client's connection: a burst the delivery goroutine has not written yet
+// waits there (past it QoS 0 is dropped and counted; a persistent
+// session's QoS 1/2 stays in its durable queue). A client that does not
+// read is cut by the pending-write bound of its connection instead.
+const sessionQueueLen = 16384
+
 // window is a client's delivery window: its Receive Maximum (MQTT 5),
 // capped by MaxInflight.
 func (a *Adapter) window(cl *mochi.Client) int {
@@ -169,7 +176,7 @@ func (a *Adapter) attach(cl *mochi.Client, clean bool) error {
 		QoS:            2,
 		Durable:        durable,
 		MaxAckPending:  a.window(cl),
-		QueueLen:       int(a.cfg.MaxQueued),
+		QueueLen:       sessionQueueLen,
 		MaxQueued:      int(a.cfg.MaxQueued),
 		MaxQueuedBytes: a.cfg.MaxQueuedBytes,
 		QueuePolicy:    a.cfg.QueuePolicy,
