@@ -37,13 +37,21 @@ func envelopeFromPacket(pk *packets.Packet, origin broker.Origin, now time.Time)
 		e.Expiry = now.Add(time.Duration(pk.Properties.MessageExpiryInterval) * time.Second)
 	}
 	if n := len(pk.Properties.User); n > 0 {
-		e.Properties = make([]broker.Property, n)
+		e.Properties = make([]broker.Property, n, n+1)
 		for i, u := range pk.Properties.User {
 			e.Properties[i] = broker.Property{Key: u.Key, Value: u.Val}
 		}
 	}
+	if pk.Properties.PayloadFormatFlag && pk.Properties.PayloadFormat == 1 {
+		e.Properties = append(e.Properties, broker.Property{Key: PayloadFormatProperty, Value: "utf-8"})
+	}
 	return e
 }
+
+// PayloadFormatProperty is the envelope property that carries an MQTT 5
+// payload format indicator of 1 (the payload is UTF-8 text) to MQTT 5
+// subscribers; it is not an MQTT user property.
+const PayloadFormatProperty = "mqtt:payload-format"
 
 // packetFromEnvelope builds the PUBLISH that carries a bus envelope to MQTT
 // subscribers. It reports false when the envelope has already expired. The
@@ -103,6 +111,10 @@ func packetFromEnvelope(e *broker.Envelope, now time.Time) (pk packets.Packet, d
 		}
 	}
 	for _, p := range e.Properties {
+		if p.Key == PayloadFormatProperty {
+			pk.Properties.PayloadFormat, pk.Properties.PayloadFormatFlag = 1, true
+			continue
+		}
 		if keep(p.Key) && keep(p.Value) {
 			pk.Properties.User = append(pk.Properties.User, packets.UserProperty{Key: p.Key, Val: p.Value})
 		}

@@ -52,6 +52,8 @@ func TestEnvelopePacketRoundTrip(t *testing.T) {
 			Expiry:     now0.Add(90 * time.Second),
 			Properties: []broker.Property{{Key: "k", Value: "v"}, {Key: "k", Value: "w"}, {Key: "", Value: ""}}}},
 		{"qos 1 unicode", broker.Envelope{Topic: "räum/温度", Payload: []byte("20"), QoS: 1, ContentType: "text/plain; charset=utf-8"}},
+		{"payload format indicator", broker.Envelope{Topic: "t", Payload: []byte("text"), QoS: 1,
+			Properties: []broker.Property{{Key: "u", Value: "1"}, {Key: PayloadFormatProperty, Value: "utf-8"}}}},
 		{"sub-second expiry rounds up", broker.Envelope{Topic: "x", Payload: []byte("1"), Expiry: now0.Add(1500 * time.Millisecond)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
