@@ -55,55 +55,72 @@ func Run(t *testing.T, newBus Factory) {
 	}
 }
 
-// Collector records what a handler receives.
-type Collector struct {
+// recorder keeps what arrives, in order, for tests to wait on.
+type recorder[T any] struct {
 	mu   sync.Mutex
-	got  []*broker.Envelope
+	got  []T
 	cond chan struct{}
 }
 
+func newRecorder[T any]() recorder[T] { return recorder[T]{cond: make(chan struct{}, 1)} }
+
+func (r *recorder[T]) add(v T) {
+	r.mu.Lock()
+	r.got = append(r.got, v)
+	r.mu.Unlock()
+	select {
+	case r.cond <- struct{}{}:
+	default:
+	}
+}
+
+// wait waits until n items arrived (or fails the test) and returns them.
+func (r *recorder[T]) wait(t testing.TB, n int, what string) []T {
+	t.Helper()
+	deadline := time.After(wait)
+	for {
+		r.mu.Lock()
+		if len(r.got) >= n {
+			out := append([]T(nil), r.got...)
+			r.mu.Unlock()
+			return out
+		}
+		have := len(r.got)
+		r.mu.Unlock()
+		select {
+		case <-r.cond:
+		case <-deadline:
+			t.Fatalf("got %d %s, want %d", have, what, n)
+		}
+	}
+}
+
+func (r *recorder[T]) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got)
+}
+
+// Collector records what a handler receives.
+type Collector struct{ r recorder[*broker.Envelope] }
+
 // NewCollector returns an empty Collector.
-func NewCollector() *Collector { return &Collector{cond: make(chan struct{}, 1)} }
+func NewCollector() *Collector { return &Collector{r: newRecorder[*broker.Envelope]()} }
 
 // Handle is a broker.Handler.
 func (c *Collector) Handle(_ context.Context, e *broker.Envelope) error {
-	c.mu.Lock()
-	c.got = append(c.got, e)
-	c.mu.Unlock()
-	select {
-	case c.cond <- struct{}{}:
-	default:
-	}
+	c.r.add(e)
 	return nil
 }
 
 // Wait waits until n envelopes arrived (or fails the test) and returns them.
 func (c *Collector) Wait(t testing.TB, n int) []*broker.Envelope {
 	t.Helper()
-	deadline := time.After(wait)
-	for {
-		c.mu.Lock()
-		if len(c.got) >= n {
-			out := append([]*broker.Envelope(nil), c.got...)
-			c.mu.Unlock()
-			return out
-		}
-		have := len(c.got)
-		c.mu.Unlock()
-		select {
-		case <-c.cond:
-		case <-deadline:
-			t.Fatalf("got %d envelopes, want %d", have, n)
-		}
-	}
+	return c.r.wait(t, n, "envelopes")
 }
 
 // Len returns how many envelopes arrived.
-func (c *Collector) Len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.got)
-}
+func (c *Collector) Len() int { return c.r.len() }
 
 func open(t *testing.T, f Factory, spool broker.Spool) broker.Bus {
 	b := f(t, spool)
@@ -424,54 +441,23 @@ func testStorageFull(t *testing.T, f Factory) {
 }
 
 // Deliveries records what a DeliveryHandler receives, without acking.
-type Deliveries struct {
-	mu   sync.Mutex
-	got  []*broker.Delivery
-	cond chan struct{}
-}
+type Deliveries struct{ r recorder[*broker.Delivery] }
 
 // NewDeliveries returns an empty Deliveries.
-func NewDeliveries() *Deliveries { return &Deliveries{cond: make(chan struct{}, 1)} }
+func NewDeliveries() *Deliveries { return &Deliveries{r: newRecorder[*broker.Delivery]()} }
 
 // Handle is a broker.DeliveryHandler.
-func (c *Deliveries) Handle(d *broker.Delivery) {
-	c.mu.Lock()
-	c.got = append(c.got, d)
-	c.mu.Unlock()
-	select {
-	case c.cond <- struct{}{}:
-	default:
-	}
-}
+func (c *Deliveries) Handle(d *broker.Delivery) { c.r.add(d) }
 
 // Wait waits until n deliveries arrived (or fails the test) and returns
 // them.
 func (c *Deliveries) Wait(t testing.TB, n int) []*broker.Delivery {
 	t.Helper()
-	deadline := time.After(wait)
-	for {
-		c.mu.Lock()
-		if len(c.got) >= n {
-			out := append([]*broker.Delivery(nil), c.got...)
-			c.mu.Unlock()
-			return out
-		}
-		have := len(c.got)
-		c.mu.Unlock()
-		select {
-		case <-c.cond:
-		case <-deadline:
-			t.Fatalf("got %d deliveries, want %d", have, n)
-		}
-	}
+	return c.r.wait(t, n, "deliveries")
 }
 
 // Len returns how many deliveries arrived.
-func (c *Deliveries) Len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.got)
-}
+func (c *Deliveries) Len() int { return c.r.len() }
 
 // Stays checks that no more than n deliveries arrive within a short
 // while: for a bound, the absence of deliveries is the property.
