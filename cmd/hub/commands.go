@@ -71,6 +71,20 @@ func dataDirDefault() string {
 }
 
 // openStore opens the store in dir for a user or device command.
+// openListed parses the flags of a command that takes no argument and
+// opens the store of the data dir they name (dir is the flag's value,
+// read once parsed).
+func openListed(ctx context.Context, fs *cmdFlags, dir *string, args []string, stdout io.Writer) (*store.Store, error) {
+	pos, err := fs.parse(args, stdout)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) > 0 {
+		return nil, fs.usagef("unexpected argument %q", pos[0])
+	}
+	return openStore(ctx, *dir)
+}
+
 func openStore(ctx context.Context, dir string) (*store.Store, error) {
 	st, err := store.Open(ctx, dir)
 	if err != nil {
@@ -164,14 +178,7 @@ func userAdd(ctx context.Context, args []string, stdout io.Writer) error {
 func userList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("hub user list", "hub user list [--data-dir DIR]", "Lists the users in the store: name, role and when each was added.")
 	dir := fs.String("data-dir", dataDirDefault(), "data `DIR` holding the store (env HUB_DATA_DIR)")
-	pos, err := fs.parse(args, stdout)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return fs.usagef("unexpected argument %q", pos[0])
-	}
-	st, err := openStore(ctx, *dir)
+	st, err := openListed(ctx, fs, dir, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -343,14 +350,7 @@ func deviceList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlags("hub device list", "hub device list [--data-dir DIR]",
 		"Lists the registered devices: id, protocol, credentials, presence as last\nrecorded by the hub, and name.")
 	dir := fs.String("data-dir", dataDirDefault(), "data `DIR` holding the store (env HUB_DATA_DIR)")
-	pos, err := fs.parse(args, stdout)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return fs.usagef("unexpected argument %q", pos[0])
-	}
-	st, err := openStore(ctx, *dir)
+	st, err := openListed(ctx, fs, dir, args, stdout)
 	if err != nil {
 		return err
 	}
