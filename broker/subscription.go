@@ -53,6 +53,8 @@ type memSub struct {
 	attached bool
 	h        DeliveryHandler
 	cancel   context.CancelFunc
+	runCtx   context.Context // the attachment's, for the delivery goroutines
+	running  bool            // a delivery goroutine runs (done is its)
 	done     chan struct{}
 	gen      uint64 // bumped by every attach and detach
 	attaches uint64 // attachments so far
@@ -174,7 +176,24 @@ func (s *memSub) self(e *Envelope) bool {
 		e.Origin.Protocol == s.opts.Self.Protocol
 }
 
+// wake tells the delivery goroutine there may be work, starting one when
+// none runs: an idle subscription has no goroutine (an idle MQTT
+// connection costs no stack for its bus subscription).
 func (s *memSub) wake() {
+	s.mu.Lock()
+	s.wakeLocked()
+	s.mu.Unlock()
+}
+
+// wakeLocked is wake with s.mu held.
+func (s *memSub) wakeLocked() {
+	if s.attached && !s.running {
+		s.running = true
+		s.done = make(chan struct{})
+		s.m.wg.Add(1)
+		go s.run(s.runCtx, s.h, s.gen, s.done)
+		return
+	}
 	select {
 	case s.kick <- struct{}{}:
 	default:
@@ -226,7 +245,7 @@ func (s *memSub) offer(e *Envelope, mt *match, hold bool) {
 	if hold {
 		mt.it = it
 	}
-	s.wake()
+	s.wakeLocked()
 }
 
 // release lets a held delivery go, or drops it when the publish failed.
@@ -275,7 +294,7 @@ func (s *memSub) queueRetained(es []*Envelope, f Filter) {
 		}
 		s.mem = append(s.mem, it)
 	}
-	s.wake()
+	s.wakeLocked()
 }
 
 // drop counts n envelopes the subscription lost, in its stats and the
@@ -328,17 +347,17 @@ func (s *memSub) attach(h DeliveryHandler) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.ctx.Store(&ctx)
 	s.mu.Lock()
-	s.h, s.attached, s.cancel, s.done = h, true, cancel, make(chan struct{})
+	s.h, s.attached, s.cancel, s.runCtx = h, true, cancel, ctx
 	s.gen++
 	s.attaches++
 	s.window = max(s.opts.MaxAckPending, 1)
 	s.pending, s.mem, s.redo = 0, nil, nil
 	s.cursor = 0
 	s.spilling = s.opts.Durable && s.m.spool != nil
-	done, gen := s.done, s.gen
+	if s.spilling {
+		s.wakeLocked() // what is stored goes first
+	}
 	s.mu.Unlock()
-	s.m.wg.Add(1)
-	go s.run(ctx, h, gen, done)
 }
 
 // detach stops the delivery goroutine and forgets what is in memory and
@@ -356,7 +375,9 @@ func (s *memSub) detach() {
 	s.cancel()
 	done := s.done
 	s.mu.Unlock()
-	<-done
+	if done != nil {
+		<-done
+	}
 
 	s.mu.Lock()
 	if s.gen == gen { // not attached again meanwhile
@@ -377,7 +398,7 @@ func (s *memSub) detach() {
 func (s *memSub) stopping() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.attached || s.done == nil {
+	if s.attached || !s.running {
 		return nil
 	}
 	return s.done
@@ -463,6 +484,13 @@ func (s *memSub) next(gen uint64) (it *item, readSpool bool) {
 func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done chan struct{}) {
 	defer s.m.wg.Done()
 	defer close(done)
+	defer func() {
+		s.mu.Lock()
+		if s.done == done {
+			s.running, s.done = false, nil
+		}
+		s.mu.Unlock()
+	}()
 	var flush <-chan time.Time
 	var timer *time.Timer
 	defer func() {
@@ -488,21 +516,38 @@ func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done ch
 				continue
 			}
 		}
-		if s.hasAcks() && flush == nil {
-			if timer == nil {
-				timer = time.NewTimer(ackFlushDelay)
-			} else {
-				timer.Reset(ackFlushDelay)
+		if s.hasAcks() || flush != nil {
+			if flush == nil {
+				if timer == nil {
+					timer = time.NewTimer(ackFlushDelay)
+				} else {
+					timer.Reset(ackFlushDelay)
+				}
+				flush = timer.C
 			}
-			flush = timer.C
+			select {
+			case <-s.kick:
+			case <-flush:
+				flush = nil
+				s.flushAcks(ctx)
+			case <-ctx.Done():
+			}
+			continue
 		}
+		// Nothing to do: end, unless a wake came meanwhile (the next one
+		// starts a new goroutine).
+		s.mu.Lock()
 		select {
 		case <-s.kick:
-		case <-flush:
-			flush = nil
-			s.flushAcks(ctx)
-		case <-ctx.Done():
+			s.mu.Unlock()
+			continue
+		default:
 		}
+		if s.done == done {
+			s.running, s.done = false, nil
+		}
+		s.mu.Unlock()
+		return
 	}
 }
 

@@ -341,7 +341,9 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 	}
 	caps.MaximumMessageExpiryInterval = 0
 	caps.ReceiveMaximum = a.cfg.MaxInflight
-	caps.MaximumClientWritesPending = 1024
+	// mochi's own outbound queue carries nothing (deliveries are written by
+	// the sessions through asyncConn): its buffer need not be 8 KiB a client.
+	caps.MaximumClientWritesPending = 8
 	// mochi would copy a PUBLISH's properties into its PUBACK, PUBREC and
 	// PUBCOMP, which MQTT 5 allows only a reason string and user
 	// properties in.

@@ -45,25 +45,40 @@ type asyncConn struct {
 	timeout time.Duration         // of one socket write
 	slow    func(net.Conn, error) // told once when the connection is closed for a bound
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	buf     []byte
-	closing bool // Close called: flush, then close
-	closed  bool
-	done    chan struct{} // closed when the flusher has ended
+	mu         sync.Mutex
+	buf        []byte
+	flushing   bool // the flusher goroutine runs
+	closing    bool // Close called: flush, then close
+	closed     bool
+	done       chan struct{} // closed once the connection is closed and flushed
+	onDone     func()
+	finishOnce sync.Once
 }
 
-// newAsyncConn wraps c and starts its flusher, which ends after Close (or
-// a write failure); done is called then.
+// newAsyncConn wraps c. Its flusher goroutine runs only while there are
+// bytes to write (an idle connection costs no goroutine for it); done is
+// called once, when the connection has been closed and what was pending
+// written (or given up on).
 func newAsyncConn(c net.Conn, timeout time.Duration, slow func(net.Conn, error), done func()) *asyncConn {
-	ac := &asyncConn{Conn: c, timeout: timeout, slow: slow, done: make(chan struct{})}
-	ac.cond = sync.NewCond(&ac.mu)
-	go func() {
-		defer done()
-		defer close(ac.done)
-		ac.flush()
-	}()
-	return ac
+	return &asyncConn{Conn: c, timeout: timeout, slow: slow, done: make(chan struct{}), onDone: done}
+}
+
+// startFlush runs the flusher unless it runs (c.mu held).
+func (c *asyncConn) startFlush() {
+	if !c.flushing {
+		c.flushing = true
+		go c.flush()
+	}
+}
+
+// finish marks the connection closed and tells the owner, once.
+func (c *asyncConn) finish() {
+	c.finishOnce.Do(func() {
+		close(c.done)
+		if c.onDone != nil {
+			c.onDone()
+		}
+	})
 }
 
 // Write queues b for the flusher.
@@ -76,35 +91,44 @@ func (c *asyncConn) Write(b []byte) (int, error) {
 	if len(c.buf)+len(b) > maxPendingWrite {
 		c.closed = true
 		c.buf = nil
-		c.cond.Broadcast()
+		flushing := c.flushing
 		c.mu.Unlock()
 		_ = c.Conn.Close()
+		if !flushing {
+			c.finish()
+		}
 		err := fmt.Errorf("%w (%d bytes)", errSlowConsumer, maxPendingWrite)
 		c.slow(c.Conn, err)
 		return 0, err
 	}
 	c.buf = append(c.buf, b...)
-	c.cond.Signal()
+	c.startFlush()
 	c.mu.Unlock()
 	return len(b), nil
 }
 
-// flush writes what is queued until the connection is closed.
+// flush writes what is queued, and ends once nothing is (closing the
+// connection first when Close asked for it).
 func (c *asyncConn) flush() {
 	var out []byte
 	c.mu.Lock()
 	for {
-		for len(c.buf) == 0 && !c.closing && !c.closed {
-			c.cond.Wait()
-		}
 		if c.closed {
+			c.flushing = false
 			c.mu.Unlock()
+			c.finish()
 			return
 		}
-		if len(c.buf) == 0 { // closing, all written
-			c.closed = true
+		if len(c.buf) == 0 {
+			if !c.closing {
+				c.flushing = false
+				c.mu.Unlock()
+				return
+			}
+			c.closed, c.flushing = true, false // closing, all written
 			c.mu.Unlock()
 			_ = c.Conn.Close()
+			c.finish()
 			return
 		}
 		out, c.buf = c.buf, out[:0]
@@ -118,15 +142,19 @@ func (c *asyncConn) flush() {
 		c.mu.Lock()
 		if err != nil {
 			wasClosed := c.closed || c.closing
-			c.closed = true
+			c.closed, c.flushing = true, false
 			c.buf = nil
 			c.mu.Unlock()
 			_ = c.Conn.Close()
+			c.finish()
 			var ne net.Error
 			if !wasClosed && errors.As(err, &ne) && ne.Timeout() {
 				c.slow(c.Conn, fmt.Errorf("mqtt: client does not read: write blocked %v: %w", timeout, err))
 			}
 			return
+		}
+		if cap(out) > 64<<10 {
+			out = nil // a burst's buffer is not kept for an idle connection
 		}
 	}
 }
@@ -140,10 +168,10 @@ func (c *asyncConn) Close() error {
 		return nil
 	}
 	c.closing = true
-	c.cond.Broadcast()
 	// The flusher closes the connection (which ends a blocked read) once
 	// what is pending is written, or closeFlushTimeout has passed.
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+	c.startFlush()
 	return nil
 }
 

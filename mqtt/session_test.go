@@ -174,5 +174,8 @@ func TestV5ResumeWithoutExpiry(t *testing.T) {
 	}
 	_ = c.c.Disconnect(&paho.Disconnect{})
 	<-c.c.Done()
-	waitFor(t, func() bool { kv, _ := h.st.KVList(context.Background(), bucketSessions); return len(kv) == 0 && !h.durable("v5resume") })
+	waitFor(t, func() bool {
+		kv, _ := h.st.KVList(context.Background(), bucketSessions)
+		return len(kv) == 0 && !h.durable("v5resume")
+	})
 }
