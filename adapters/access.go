@@ -28,9 +28,10 @@ const readCacheMax = 1 << 16
 // either).
 //
 // topic is a concrete topic. The rules are Authorize's for
-// ActionSubscribe on that topic, applied to the principal as the store
-// knows it now: its current role, and ErrForbidden (with
-// ErrUnknownPrincipal) once the user or device is deleted. A $-topic is
+// ActionSubscribe on that topic (acl.go), applied to the principal as the
+// store knows it now: its current role, and ErrForbidden (with
+// ErrUnknownPrincipal) once the user or device is deleted. A device's
+// command topics are read by that device only. A $-topic is
 // granted only by the role (admins) or by a rule whose filter names the
 // $-level explicitly, since a filter starting with a wildcard never
 // matches it; the bus does not route $-topics to such filters either
@@ -65,7 +66,9 @@ func (a *Auth) principalState(ctx context.Context, p Principal) (principalState,
 		return st, nil
 	}
 	st := principalState{role: p.Role}
-	if !p.Anonymous {
+	if p.Anonymous {
+		st.rules = a.anon
+	} else {
 		if a.creds != nil && !p.External {
 			role, err := a.creds.PrincipalRole(ctx, p.Name)
 			switch {
@@ -184,4 +187,27 @@ func (c *readCache) put(p Principal, st principalState) time.Time {
 	st.expires = now.Add(c.ttl)
 	c.principals[p] = st
 	return st.expires
+}
+
+// Forget drops what Authorize and CanRead cached about name, so that a
+// change made through the hub (an ACL replaced, a user deleted or given
+// another role) applies to the next check at once; changes made to the
+// store from outside (the command line) take up to ReadCacheTTL.
+func (a *Auth) Forget(name string) {
+	a.reads.forget(name)
+}
+
+func (c *readCache) forget(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p := range c.principals {
+		if p.Name == name {
+			delete(c.principals, p)
+		}
+	}
+	for k := range c.decisions {
+		if k.p.Name == name {
+			delete(c.decisions, k)
+		}
+	}
 }

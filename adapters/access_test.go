@@ -22,7 +22,7 @@ type memCreds struct {
 func newMemCreds() *memCreds {
 	return &memCreds{
 		roles: map[string]string{
-			"admin": RoleAdmin, "alice": RoleUser, "bob": RoleUser, "carol": RoleUser,
+			"admin": RoleAdmin, "alice": RoleUser, "bob": RoleUser, "carol": RoleUser, "dave": RoleUser,
 			"d1": RoleDevice, "psk1": RoleDevice,
 		},
 		acl: map[string][]ACLRule{
@@ -115,20 +115,27 @@ func TestCanRead(t *testing.T) {
 		{"the parent of a denied tree", user("alice"), "secret", ErrForbidden},
 		{"allowed by the next rule", user("alice"), "public/x", nil},
 		{"a # rule never grants a $-topic", user("alice"), "$hub/devices/d1/presence", ErrForbidden},
-		{"user default allows plain topics", user("bob"), "public/x", nil},
-		{"user default refuses $-topics", user("bob"), "$SYS/uptime", ErrForbidden},
+		{"user default allows plain topics", user("dave"), "public/x", nil},
+		{"user default refuses $-topics", user("dave"), "$SYS/uptime", ErrForbidden},
+		{"user default refuses command topics", user("dave"), "devices/d1/commands/on", ErrForbidden},
+		{"user default reads a device's state", user("dave"), "devices/d1/state", nil},
+		{"a principal with rules gets no default", user("bob"), "public/x", ErrForbidden},
 		{"an explicit $ rule grants it", user("bob"), "$hub/devices/d1/presence", nil},
 		{"an explicit $ rule grants only its tree", user("bob"), "$hub/clients/x/dropped", ErrForbidden},
 		{"a publish rule grants no read", user("bob"), "private/x", ErrForbidden},
 		{"configured rules come first", user("carol"), "conf/x", ErrForbidden},
-		{"configured rules, then defaults", user("carol"), "other/x", nil},
+		{"configured rules count as rules", user("carol"), "other/x", ErrForbidden},
+		{"a rule cannot grant another device's commands", user("alice"), "devices/d1/commands/on", ErrForbidden},
 		{"admin reads everything", Principal{Name: "admin", Role: RoleAdmin}, "$SYS/uptime", nil},
 		{"admin reads secrets", Principal{Name: "admin", Role: RoleAdmin}, "secret/x", nil},
 		{"device in its tree", Principal{Name: "d1", Role: RoleDevice}, "devices/d1/commands/on", nil},
 		{"device outside its tree", Principal{Name: "d1", Role: RoleDevice}, "devices/d2/commands/on", ErrForbidden},
 		{"device elsewhere", Principal{Name: "d1", Role: RoleDevice}, "public/x", ErrForbidden},
 		{"psk device without login", Principal{Name: "psk1", Role: RoleDevice}, "devices/psk1/x", nil},
-		{"anonymous as Authorize", Principal{Anonymous: true}, "secret/x", nil},
+		{"anonymous under the default rules", Principal{Anonymous: true}, "secret/x", nil},
+		{"anonymous: no device topics", Principal{Anonymous: true}, "devices/d1/state", ErrForbidden},
+		{"anonymous: no $-topics", Principal{Anonymous: true}, "$SYS/uptime", ErrForbidden},
+		{"local anonymous reads everything", Principal{Anonymous: true, Local: true}, "$SYS/uptime", nil},
 		{"deleted user", user("mallory"), "public/x", ErrUnknownPrincipal},
 		{"the current role, not the given one", Principal{Name: "alice", Role: RoleAdmin}, "secret/x", ErrForbidden},
 		{"the current role lifts too", Principal{Name: "admin", Role: RoleUser}, "$SYS/uptime", nil},
@@ -157,12 +164,13 @@ func TestCanReadAgreesWithAuthorize(t *testing.T) {
 	t.Parallel()
 	creds := newMemCreds()
 	a, _ := newTestAuth(creds, 1024)
-	ps := []Principal{{Anonymous: true}}
+	ps := []Principal{{Anonymous: true}, {Anonymous: true, Local: true}}
 	for n, r := range creds.roles {
 		ps = append(ps, Principal{Name: n, Role: r})
 	}
 	topics := []string{"secret/x", "secret", "public/x", "$hub/devices/d1/presence", "$SYS/x",
-		"private/x", "conf/x", "devices/d1/x", "devices/psk1/x", "devices/d2/x", "a/b/c"}
+		"private/x", "conf/x", "devices/d1/x", "devices/psk1/x", "devices/d2/x", "a/b/c",
+		"devices/d1/commands/on", "devices/d1/commands", "devices/d2/commands/on", "devices/d1/state", "devices/d1/responses/r1"}
 	ctx := context.Background()
 	for _, p := range ps {
 		for _, topic := range topics {
@@ -188,16 +196,16 @@ func TestCanReadFollowsChanges(t *testing.T) {
 		before error
 		after  error
 	}{
-		{"rule revoked", Principal{Name: "bob", Role: RoleUser}, "secret/x",
-			func(c *memCreds) { c.acl["bob"] = []ACLRule{{Action: "all", Filter: "secret/#"}} }, nil, ErrForbidden},
+		{"rule revoked", Principal{Name: "dave", Role: RoleUser}, "secret/x",
+			func(c *memCreds) { c.acl["dave"] = []ACLRule{{Action: "all", Filter: "secret/#"}} }, nil, ErrForbidden},
 		{"rule granted", alice, "secret/x",
 			func(c *memCreds) { c.acl["alice"] = nil }, ErrForbidden, nil},
 		{"role raised", alice, "$SYS/x",
 			func(c *memCreds) { c.roles["alice"] = RoleAdmin }, ErrForbidden, nil},
 		{"role lowered", Principal{Name: "admin", Role: RoleAdmin}, "$SYS/x",
 			func(c *memCreds) { c.roles["admin"] = RoleUser }, nil, ErrForbidden},
-		{"user deleted", Principal{Name: "bob", Role: RoleUser}, "public/x",
-			func(c *memCreds) { delete(c.roles, "bob"); delete(c.acl, "bob") }, nil, ErrUnknownPrincipal},
+		{"user deleted", Principal{Name: "dave", Role: RoleUser}, "public/x",
+			func(c *memCreds) { delete(c.roles, "dave") }, nil, ErrUnknownPrincipal},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

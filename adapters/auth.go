@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"time"
-
-	"github.com/hubsmith/hub/broker"
 )
 
 // Roles of principals.
@@ -49,17 +46,25 @@ type Principal struct {
 	// Anonymous is true for a client that gave no credentials on a
 	// listener that allows that.
 	Anonymous bool
+	// Local is true for an anonymous client of a loopback-only listener
+	// when no anonymous rules are configured: it may do anything, as in
+	// Mosquitto 2.0's local-only mode. Other anonymous clients are under
+	// the anonymous rules (Auth.Anonymous).
+	Local bool
 	// External is true for a principal the hub's store does not hold (a
 	// user of the XMPP server the hub is a component of): its Role is
 	// taken as given, since there is nothing to look up.
 	External bool
 }
 
-// ACLRule allows or denies an action on a topic filter.
+// ACLRule allows or denies an action on a topic filter (see acl.go for
+// how rules are applied).
 type ACLRule struct {
-	// Action is ActionPublish, ActionSubscribe, or "all".
+	// Action is ActionPublish, ActionSubscribe, ActionCommand or ActionAll
+	// (publish and subscribe).
 	Action string `json:"action" yaml:"action"`
-	// Filter is a topic filter; "%u" stands for the principal's name.
+	// Filter is a topic filter, or for ActionCommand a device id ("+" or
+	// "#": any); "%u" stands for the principal's name.
 	Filter string `json:"filter" yaml:"filter"`
 	// Allow is true to allow, false to deny.
 	Allow bool `json:"allow" yaml:"allow"`
@@ -81,29 +86,86 @@ type Credentials interface {
 // Auth checks principals for every adapter against the store.
 type Auth struct {
 	creds Credentials
-	// StaticACL are rules from the configuration file, keyed by principal
+	// static are rules from the configuration file, keyed by principal
 	// name; they are consulted before the stored rules.
 	static map[string][]ACLRule
+	// anon are the rules of anonymous clients (AnonymousName in the
+	// configuration, else DefaultAnonymousRules); anonConfigured says
+	// whether the configuration named them.
+	anon           []ACLRule
+	anonConfigured bool
 	// reads caches CanRead's decisions (access.go).
 	reads readCache
 }
 
-// NewAuth returns an Auth over creds with optional configured ACL rules.
+// NewAuth returns an Auth over creds with optional configured ACL rules,
+// keyed by principal name; the key AnonymousName holds the rules of
+// anonymous clients. The rules are assumed valid (ValidateRule).
 func NewAuth(creds Credentials, static map[string][]ACLRule) *Auth {
-	a := &Auth{creds: creds, static: static}
+	a := &Auth{creds: creds, static: make(map[string][]ACLRule, len(static)), anon: DefaultAnonymousRules}
+	for name, rules := range static {
+		if name == AnonymousName {
+			a.anon, a.anonConfigured = rules, true
+			continue
+		}
+		a.static[name] = rules
+	}
 	a.reads.init(ReadCacheTTL, readCacheMax, time.Now)
 	return a
 }
 
+// ConfiguredRules returns the rules the configuration file gives name
+// (consulted before the stored ones, and read-only through the API).
+func (a *Auth) ConfiguredRules(name string) []ACLRule {
+	return append([]ACLRule(nil), a.static[name]...)
+}
+
+// AnonymousAccess is what a listener lets clients without credentials do.
+type AnonymousAccess uint8
+
+// The kinds of anonymous access, from AnonymousAllowed.
+const (
+	// AnonymousRefused: credentials are required.
+	AnonymousRefused AnonymousAccess = iota
+	// AnonymousRules: anonymous clients are in, under the anonymous
+	// rules (allow_anonymous on a listener that is not loopback-only).
+	AnonymousRules
+	// AnonymousLocal: a loopback-only listener; anonymous clients may do
+	// anything unless anonymous rules are configured, which then apply.
+	AnonymousLocal
+)
+
+// Allowed reports whether clients without credentials are let in at all.
+func (m AnonymousAccess) Allowed() bool { return m != AnonymousRefused }
+
+func (m AnonymousAccess) String() string {
+	switch m {
+	case AnonymousRules:
+		return "rules"
+	case AnonymousLocal:
+		return "local"
+	}
+	return "refused"
+}
+
+// Anonymous returns the principal of a client that gave no credentials on
+// a listener with access m, or ErrAuthRequired when m refuses it.
+func (a *Auth) Anonymous(m AnonymousAccess) (Principal, error) {
+	switch m {
+	case AnonymousLocal:
+		return Principal{Anonymous: true, Local: !a.anonConfigured}, nil
+	case AnonymousRules:
+		return Principal{Anonymous: true}, nil
+	}
+	return Principal{}, ErrAuthRequired
+}
+
 // Authenticate checks a name and password. An empty name means the client
-// gave no credentials: it is accepted as anonymous when anonymousOK, and
-// refused with ErrAuthRequired otherwise.
-func (a *Auth) Authenticate(ctx context.Context, name, password string, anonymousOK bool) (Principal, error) {
+// gave no credentials: it is the anonymous principal of access m
+// (Anonymous), or ErrAuthRequired.
+func (a *Auth) Authenticate(ctx context.Context, name, password string, m AnonymousAccess) (Principal, error) {
 	if name == "" {
-		if anonymousOK {
-			return Principal{Anonymous: true}, nil
-		}
-		return Principal{}, ErrAuthRequired
+		return a.Anonymous(m)
 	}
 	if a.creds == nil {
 		return Principal{}, ErrBadCredentials
@@ -118,19 +180,27 @@ func (a *Auth) Authenticate(ctx context.Context, name, password string, anonymou
 	return Principal{Name: name, Role: role}, nil
 }
 
-// Authorize says whether p may do action on topic (a filter for
-// subscribe). Anonymous principals and admins may do anything; the first
-// matching rule decides for others; with no matching rule users may use any
-// topic but $hub/ ones, and devices only devices/{name}/#.
+// Authorize says whether p may do action on topic: a topic to publish, a
+// filter to subscribe to, a device id to command (ActionCommand). It
+// returns nil, an error matching ErrForbidden, or another error when the
+// store could not answer. The rules are acl.go's, applied to the principal
+// as the store knows it now (its current role and rules, cached for
+// ReadCacheTTL), exactly as CanRead applies them: for a concrete topic,
+// Authorize(ActionSubscribe) and CanRead agree.
 func (a *Auth) Authorize(ctx context.Context, p Principal, action Action, topic string) error {
-	if p.Anonymous || p.Role == RoleAdmin {
+	if p.Anonymous && p.Local {
 		return nil
 	}
-	rules, err := a.rules(ctx, p.Name)
+	st, err := a.principalState(ctx, p)
 	if err != nil {
 		return err
 	}
-	return decide(p, rules, action, topic)
+	if st.err != nil {
+		return fmt.Errorf("%w: %s %q by %q: %w", ErrForbidden, action, topic, p.Name, st.err)
+	}
+	q := p
+	q.Role = st.role
+	return decide(q, st.rules, action, topic)
 }
 
 // rules returns the configured rules of name followed by its stored ones.
@@ -146,76 +216,19 @@ func (a *Auth) rules(ctx context.Context, name string) ([]ACLRule, error) {
 	return rules, nil
 }
 
-// decide applies rules (first match wins), then p's role default, to
-// action on topic. It looks nothing up.
-func decide(p Principal, rules []ACLRule, action Action, topic string) error {
-	if p.Anonymous || p.Role == RoleAdmin {
-		return nil
-	}
-	for _, r := range rules {
-		if r.Action != "all" && r.Action != string(action) {
-			continue
-		}
-		f := strings.ReplaceAll(r.Filter, "%u", p.Name)
-		if ruleCovers(f, topic, action) {
-			if r.Allow {
-				return nil
-			}
-			return fmt.Errorf("%w: %s %q by %q", ErrForbidden, action, topic, p.Name)
-		}
-	}
-	switch p.Role {
-	case RoleDevice:
-		if ruleCovers("devices/"+p.Name+"/#", topic, action) {
-			return nil
-		}
-	case RoleUser:
-		if !strings.HasPrefix(topic, "$") {
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: %s %q by %q", ErrForbidden, action, topic, p.Name)
-}
-
-// ruleCovers reports whether rule filter f covers topic; for a subscribe,
-// topic is itself a filter and must be no wider than f.
-func ruleCovers(f, topic string, action Action) bool {
-	if action == ActionSubscribe && broker.IsFilter(topic) {
-		return filterWithin(topic, f)
-	}
-	return broker.Match(f, topic)
-}
-
-// filterWithin reports whether every topic matched by sub is matched by f.
-func filterWithin(sub, f string) bool {
-	sl := strings.Split(sub, "/")
-	fl := strings.Split(f, "/")
-	for i, l := range fl {
-		if l == "#" {
-			return true
-		}
-		if i >= len(sl) {
-			return false
-		}
-		switch {
-		case sl[i] == "#":
-			return false
-		case l == "+":
-		case sl[i] == "+" || sl[i] != l:
-			return false
-		}
-	}
-	return len(sl) == len(fl)
-}
-
 // AnonymousAllowed applies the Mosquitto 2.0 rule of DESIGN.md: a listener
-// bound only to loopback accepts anonymous clients; any other address
-// requires authentication unless allowAnonymous is set explicitly.
-func AnonymousAllowed(listenAddr string, allowAnonymous bool) bool {
-	if allowAnonymous {
-		return true
+// bound only to loopback accepts anonymous clients (AnonymousLocal); any
+// other address requires authentication unless allowAnonymous is set
+// explicitly, and then anonymous clients are under the anonymous rules
+// (AnonymousRules).
+func AnonymousAllowed(listenAddr string, allowAnonymous bool) AnonymousAccess {
+	switch {
+	case IsLoopback(listenAddr):
+		return AnonymousLocal
+	case allowAnonymous:
+		return AnonymousRules
 	}
-	return IsLoopback(listenAddr)
+	return AnonymousRefused
 }
 
 // IsLoopback reports whether a listen address binds only loopback.

@@ -124,7 +124,7 @@ type Config struct {
 type Adapter struct {
 	cfg     Config
 	log     *slog.Logger
-	anonOK  bool
+	anonOK  adapters.AnonymousAccess
 	szx     blockwise.SZX
 	node    string
 	metrics *metrics

@@ -81,7 +81,9 @@ func ReplyJSON(payload []byte) json.RawMessage {
 // at QoS 1 to devices/{id}/commands/{name} with that response topic and
 // correlation data REQ (MQTT 5 devices see them as properties, MQTT 3.1.1
 // and CoAP devices use the topic convention), and the first envelope on the
-// response topic is the reply.
+// response topic published by the device's own principal (its
+// Origin.Principal is the device id) is the reply; one from anyone else is
+// a forgery, logged and ignored.
 func (r *Registry) SendCommand(ctx context.Context, deviceID, name string, params json.RawMessage) (json.RawMessage, error) {
 	if err := ValidateID(name); err != nil {
 		return nil, fmt.Errorf("%w: command name %q: must be 1..128 letters, digits, '.', '_' or '-'", ErrInvalid, trunc(name))
@@ -119,6 +121,11 @@ func (r *Registry) sendOverBus(ctx context.Context, deviceID, name, req string, 
 		Filters: []string{respTopic},
 		QoS:     1,
 	}, func(_ context.Context, e *broker.Envelope) error {
+		if e.Origin.Principal != deviceID {
+			r.log.Warn("devices: command reply from another principal ignored",
+				"device", deviceID, "command", name, "principal", e.Origin.Principal, "protocol", e.Origin.Protocol)
+			return nil
+		}
 		select {
 		case replies <- append([]byte(nil), e.Payload...):
 		default: // a second reply to the same request is dropped

@@ -220,7 +220,8 @@ func fakeDevice(t *testing.T, e *env, id string, reply func(CommandRequest) []by
 				t.Errorf("command envelope %+v", en)
 			}
 			if out := reply(req); out != nil {
-				return e.bus.Publish(ctx, &broker.Envelope{Topic: en.ResponseTopic, Payload: out, QoS: 1})
+				return e.bus.Publish(ctx, &broker.Envelope{Topic: en.ResponseTopic, Payload: out, QoS: 1,
+					Origin: broker.Origin{Protocol: broker.ProtoMQTT, Principal: id}})
 			}
 			return nil
 		})

@@ -9,6 +9,7 @@ package gateway
 import (
 	"fmt"
 	"net"
+	"sort"
 	"time"
 
 	"github.com/hubsmith/hub/adapters"
@@ -64,7 +65,10 @@ type Config struct {
 	// their own (mqtts, XMPP STARTTLS).
 	TLS TLSFiles `yaml:"tls"`
 	// ACL holds configured ACL rules per principal, consulted before the
-	// stored ones.
+	// stored ones and shown read-only by the API; the key "anonymous"
+	// holds the rules of anonymous clients (adapters.AnonymousName;
+	// default adapters.DefaultAnonymousRules), which then apply on
+	// loopback-only listeners too.
 	ACL map[string][]adapters.ACLRule `yaml:"acl"`
 	// Bridges link the bus to upstream MQTT brokers.
 	Bridges []bridge.Config `yaml:"bridges"`
@@ -152,6 +156,28 @@ func Defaults() Config {
 	}
 }
 
+// validateACL checks every configured rule, naming the first bad one and
+// what is wrong with it.
+func validateACL(acl map[string][]adapters.ACLRule) error {
+	names := make([]string, 0, len(acl))
+	for name := range acl {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		check := adapters.ValidateRule
+		if name == adapters.AnonymousName {
+			check = adapters.ValidateAnonymousRule
+		}
+		for i, r := range acl[name] {
+			if err := check(r); err != nil {
+				return fmt.Errorf("acl.%s rule %d {action: %q, filter: %q, allow: %v}: %w", name, i+1, r.Action, r.Filter, r.Allow, err)
+			}
+		}
+	}
+	return nil
+}
+
 // Enabled reports whether a listener address is set and not "off".
 func Enabled(addr string) bool { return addr != "" && addr != Off }
 
@@ -183,6 +209,9 @@ func (c *Config) Validate() error {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return fmt.Errorf("tls: cert_file and key_file go together")
+	}
+	if err := validateACL(c.ACL); err != nil {
+		return err
 	}
 	if err := bridge.ValidateAll(c.Bridges); err != nil {
 		return fmt.Errorf("bridges: %w", err)

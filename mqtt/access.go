@@ -12,11 +12,12 @@ import (
 )
 
 // principal returns who a client is (from the username it authenticated
-// with).
+// with, or for an anonymous client from its listener).
 func (a *Adapter) principal(cl *mochi.Client) adapters.Principal {
 	name := string(cl.Properties.Username)
 	if name == "" {
-		return adapters.Principal{Anonymous: true}
+		p, _ := a.auth.Anonymous(adapters.AnonymousAllowed(a.lnAddr[cl.Net.Listener], a.cfg.AllowAnonymous))
+		return p
 	}
 	p := adapters.Principal{Name: name}
 	if r, ok := a.roles.Load(name); ok {
@@ -34,9 +35,9 @@ const (
 )
 
 type aclKey struct {
-	name, role string
-	action     adapters.Action
-	topic      string
+	p      adapters.Principal
+	action adapters.Action
+	topic  string
 }
 
 type aclEntry struct {
@@ -47,10 +48,10 @@ type aclEntry struct {
 // authorize is adapters.Auth.Authorize behind the decision cache; errors
 // other than a denial (a failing store) are not cached.
 func (a *Adapter) authorize(p adapters.Principal, action adapters.Action, topic string) error {
-	if p.Anonymous || p.Role == adapters.RoleAdmin {
+	if p.Anonymous && p.Local {
 		return nil // Auth allows these without looking anything up
 	}
-	k := aclKey{p.Name, p.Role, action, topic}
+	k := aclKey{p, action, topic}
 	now := time.Now()
 	a.aclMu.Lock()
 	e, ok := a.aclCache[k]

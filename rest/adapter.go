@@ -70,7 +70,7 @@ type Config struct {
 type Adapter struct {
 	cfg    Config
 	log    *slog.Logger
-	anonOK bool
+	anonOK adapters.AnonymousAccess
 	engine *gin.Engine
 	m      *metrics
 
@@ -164,7 +164,7 @@ func (a *Adapter) Start(ctx context.Context) error {
 			a.log.Error("rest: serve", "addr", ln.Addr().String(), "err", err)
 		}
 	}()
-	a.log.Info("rest: listening", "addr", ln.Addr().String(), "anonymous", a.anonOK)
+	a.log.Info("rest: listening", "addr", ln.Addr().String(), "anonymous", a.anonOK.String())
 	return nil
 }
 

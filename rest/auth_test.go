@@ -98,8 +98,9 @@ func TestTokensAndACL(t *testing.T) {
 			t.Errorf("token %s: %d %s", tt.body, s, b)
 		}
 	}
-	// An ACL rule denies alice publishing under rooms/2.
-	rules := `[{"action":"publish","filter":"rooms/2/#","allow":false}]`
+	// alice's rules deny publishing under rooms/2 and allow the rest of
+	// rooms/; having rules, she may publish nothing else.
+	rules := `[{"action":"publish","filter":"rooms/2/#","allow":false},{"action":"publish","filter":"rooms/#","allow":true}]`
 	if s, _, b := h.do("PUT", "/api/v1/users/alice/acl", adminBearer, "application/json", rules); s != 200 {
 		t.Fatalf("put acl: %d %s", s, b)
 	}
@@ -111,6 +112,9 @@ func TestTokensAndACL(t *testing.T) {
 	}
 	if s, _, b := h.do("POST", "/api/v1/topics/rooms/3", bearer, "text/plain", "x"); s != 202 {
 		t.Fatalf("publish beside the ACL: %d %s", s, b)
+	}
+	if s, _, b := h.do("POST", "/api/v1/topics/other/3", bearer, "text/plain", "x"); s != 403 {
+		t.Fatalf("publish that no rule allows: %d %s", s, b)
 	}
 	for _, bad := range []string{`[{"action":"read","filter":"a","allow":true}]`, `[{"action":"all","filter":"a/#/b","allow":true}]`, `{"action":"all"}`} {
 		if s, _, b := h.do("PUT", "/api/v1/users/alice/acl", adminBearer, "application/json", bad); s != 400 {
@@ -206,8 +210,9 @@ func TestSSEWithAccessToken(t *testing.T) {
 	}
 }
 
-// Commands need publish access to devices/{id}/commands/{name}: a device
-// may not command another device, an ACL can take the right from a user.
+// Commands need a command rule for the device (admins always may): a
+// device may not command another device or itself, a user only the
+// devices a rule names, and a topic rule grants no command.
 func TestCommandAccess(t *testing.T) {
 	t.Parallel()
 	h := startAuthHub(t)
@@ -217,7 +222,7 @@ func TestCommandAccess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rules := []adapters.ACLRule{{Action: "publish", Filter: "devices/d2/commands/#", Allow: false}}
+	rules := []adapters.ACLRule{{Action: "command", Filter: "d1", Allow: true}, {Action: "all", Filter: "#", Allow: true}}
 	if err := h.st.SetACL(ctx, "alice", rules); err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +234,7 @@ func TestCommandAccess(t *testing.T) {
 		{"alice:alicepw", "/api/v1/devices/d2/commands/x", 403},
 		{"alice:alicepw", "/api/v1/devices/d1/commands/x", 503},
 		{"admin:adminpw", "/api/v1/devices/d2/commands/x", 503},
-		{"d1:d1pw", "/api/v1/devices/d1/commands/x", 503},
+		{"d1:d1pw", "/api/v1/devices/d1/commands/x", 403},
 		{"", "/api/v1/devices/d1/commands/x", 401},
 		{"d1:d1pw", "/api/v1/devices/d1", 403},
 	}

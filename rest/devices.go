@@ -132,6 +132,7 @@ func (a *Adapter) deleteDevice(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
+	a.cfg.Auth.Forget(c.Param("id"))
 	c.Status(http.StatusNoContent)
 }
 
@@ -157,8 +158,9 @@ func parseTimeout(s string) (time.Duration, error) {
 // command handles POST /api/v1/devices/{id}/commands/{name}?timeout=: the
 // body is the JSON params (empty: null), the answer is 200 with the
 // device's reply as JSON, 404 for an unknown device, 503 at once for an
-// offline one, 504 when the timeout passes. The caller needs publish
-// access to devices/{id}/commands/{name}.
+// offline one, 504 when the timeout passes. The caller needs a command
+// rule for the device (adapters.ActionCommand; admins always may), else
+// 403.
 func (a *Adapter) command(c *gin.Context) {
 	id, name := c.Param("id"), c.Param("name")
 	timeout, err := parseTimeout(c.Query("timeout"))
@@ -175,7 +177,7 @@ func (a *Adapter) command(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	if err := a.cfg.Auth.Authorize(ctx, principal(c), adapters.ActionPublish, devices.CommandTopic(id, name)); err != nil {
+	if err := a.cfg.Auth.Authorize(ctx, principal(c), adapters.ActionCommand, id); err != nil {
 		a.fail(c, err)
 		return
 	}

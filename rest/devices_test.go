@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/devices"
 	"github.com/hubsmith/hub/store"
@@ -32,7 +33,7 @@ func TestDeviceCRUD(t *testing.T) {
 		t.Errorf("psk %q %v", psk, err)
 	}
 	// The password made a device login.
-	if p, err := h.auth.Authenticate(ctx, "sensor1", "sensor1pw", false); err != nil || p.Role != "device" {
+	if p, err := h.auth.Authenticate(ctx, "sensor1", "sensor1pw", adapters.AnonymousRefused); err != nil || p.Role != "device" {
 		t.Errorf("device login: %+v %v", p, err)
 	}
 	if s, _, b := h.do("POST", "/api/v1/devices", "", "application/json", body); s != 409 {
@@ -56,7 +57,7 @@ func TestDeviceCRUD(t *testing.T) {
 	if s != 200 || json.Unmarshal([]byte(b), &d) != nil || d.Name != "Porch" || d.Metadata["room"] != "porch" || d.Protocol != "coap" {
 		t.Fatalf("patch: %d %s", s, b)
 	}
-	if _, err := h.auth.Authenticate(ctx, "sensor1", "newpw", false); err != nil {
+	if _, err := h.auth.Authenticate(ctx, "sensor1", "newpw", adapters.AnonymousRefused); err != nil {
 		t.Errorf("new password: %v", err)
 	}
 	if s, _, _ := h.do("PATCH", "/api/v1/devices/nope", "", "application/json", `{"name":"x"}`); s != 404 {
@@ -76,7 +77,7 @@ func TestDeviceCRUD(t *testing.T) {
 	if s, _, _ := h.do("GET", "/api/v1/devices/sensor1", "", "", ""); s != 404 {
 		t.Fatalf("get after delete: %d", s)
 	}
-	if _, err := h.auth.Authenticate(ctx, "sensor1", "newpw", false); err == nil {
+	if _, err := h.auth.Authenticate(ctx, "sensor1", "newpw", adapters.AnonymousRefused); err == nil {
 		t.Error("deleted device still logs in")
 	}
 	if s, _, b := h.do("GET", "/api/v1/devices", "", "", ""); s != 200 || strings.TrimSpace(b) != "[]" {
@@ -125,7 +126,8 @@ func fakeBusDevice(t *testing.T, h *testHub, id string, reply func(req devices.C
 			if out == nil {
 				return nil
 			}
-			return h.bus.Publish(ctx, &broker.Envelope{Topic: e.ResponseTopic, Payload: out, QoS: 1, CorrelationData: e.CorrelationData})
+			return h.bus.Publish(ctx, &broker.Envelope{Topic: e.ResponseTopic, Payload: out, QoS: 1, CorrelationData: e.CorrelationData,
+				Origin: broker.Origin{Protocol: broker.ProtoMQTT, Principal: id}})
 		})
 	if err != nil {
 		t.Fatal(err)

@@ -164,9 +164,11 @@ func (a *Adapter) authenticate(c *gin.Context) {
 }
 
 // isAdmin reports whether p may manage users, ACLs and devices: admins, and
-// anonymous clients where the listener lets them do anything.
+// anonymous clients of a loopback-only listener with no anonymous rules
+// configured (adapters.Principal.Local). Other anonymous clients never
+// administer.
 func isAdmin(p adapters.Principal) bool {
-	return p.Anonymous || p.Role == adapters.RoleAdmin
+	return p.Role == adapters.RoleAdmin || p.Anonymous && p.Local
 }
 
 // requireAdmin refuses non-admins with 403.

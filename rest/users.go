@@ -8,13 +8,11 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/hubsmith/hub/adapters"
-	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/store"
 )
 
@@ -87,7 +85,18 @@ func (a *Adapter) deleteUser(c *gin.Context) {
 		a.fail(c, fmt.Errorf("rest: delete user %q: %w", trunc(name), err))
 		return
 	}
+	a.cfg.Auth.Forget(name)
 	c.Status(http.StatusNoContent)
+}
+
+// aclRuleJSON is an ACL rule as GET and PUT /api/v1/users/{name}/acl show
+// it: the configuration file's rules first (consulted first, and
+// read-only: a PUT leaves them out of what it stores, so what a GET
+// returned can be sent back), then the stored ones.
+type aclRuleJSON struct {
+	adapters.ACLRule
+	// ReadOnly marks a rule of the configuration file.
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 func (a *Adapter) getACL(c *gin.Context) {
@@ -97,42 +106,38 @@ func (a *Adapter) getACL(c *gin.Context) {
 		a.fail(c, fmt.Errorf("rest: user %q: %w", trunc(name), err))
 		return
 	}
-	rules, err := a.cfg.Store.ACL(ctx, name)
+	stored, err := a.cfg.Store.ACL(ctx, name)
 	if err != nil {
 		a.fail(c, err)
 		return
 	}
-	if rules == nil {
-		rules = []adapters.ACLRule{}
+	out := []aclRuleJSON{}
+	for _, r := range a.cfg.Auth.ConfiguredRules(name) {
+		out = append(out, aclRuleJSON{ACLRule: r, ReadOnly: true})
 	}
-	c.JSON(http.StatusOK, rules)
+	for _, r := range stored {
+		out = append(out, aclRuleJSON{ACLRule: r})
+	}
+	c.JSON(http.StatusOK, out)
 }
 
-// ValidateRule checks one ACL rule: its action and its filter (with "%u"
-// standing for a user name).
-func ValidateRule(r adapters.ACLRule) error {
-	switch r.Action {
-	case string(adapters.ActionPublish), string(adapters.ActionSubscribe), "all":
-	default:
-		return fmt.Errorf("action %q: must be publish, subscribe or all", trunc(r.Action))
-	}
-	if err := broker.ValidateFilter(strings.ReplaceAll(r.Filter, "%u", "u")); err != nil {
-		return fmt.Errorf("filter: %w", err)
-	}
-	return nil
-}
-
+// putACL replaces the stored rules of a user and answers as getACL.
 func (a *Adapter) putACL(c *gin.Context) {
-	var rules []adapters.ACLRule
-	if err := decodeJSON(c.Request.Body, &rules); err != nil {
+	var in []aclRuleJSON
+	if err := decodeJSON(c.Request.Body, &in); err != nil {
 		a.fail(c, err)
 		return
 	}
-	for i, r := range rules {
-		if err := ValidateRule(r); err != nil {
+	rules := []adapters.ACLRule{}
+	for i, r := range in {
+		if r.ReadOnly {
+			continue
+		}
+		if err := adapters.ValidateRule(r.ACLRule); err != nil {
 			a.fail(c, badRequest("rule %d: %v", i, err))
 			return
 		}
+		rules = append(rules, r.ACLRule)
 	}
 	ctx := c.Request.Context()
 	name := c.Param("name")
@@ -140,14 +145,12 @@ func (a *Adapter) putACL(c *gin.Context) {
 		a.fail(c, fmt.Errorf("rest: user %q: %w", trunc(name), err))
 		return
 	}
-	if rules == nil {
-		rules = []adapters.ACLRule{}
-	}
 	if err := a.cfg.Store.SetACL(ctx, name, rules); err != nil {
 		a.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, rules)
+	a.cfg.Auth.Forget(name)
+	a.getACL(c)
 }
 
 // tokenRequest is the (optional) body of POST /api/v1/tokens.
@@ -193,7 +196,7 @@ func (a *Adapter) createToken(c *gin.Context) {
 	ctx := c.Request.Context()
 	var p adapters.Principal
 	if req.Name != "" {
-		p, err = a.cfg.Auth.Authenticate(ctx, req.Name, req.Password, false)
+		p, err = a.cfg.Auth.Authenticate(ctx, req.Name, req.Password, adapters.AnonymousRefused)
 	} else {
 		p, err = a.credentials(c)
 	}

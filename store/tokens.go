@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hubsmith/hub/adapters"
-	"github.com/hubsmith/hub/broker"
 )
 
 // tokenLen is the number of random bytes in a bearer token.
@@ -42,16 +41,11 @@ func (s *Store) ACL(ctx context.Context, name string) ([]adapters.ACLRule, error
 	return out, nil
 }
 
-// ValidateACLRule checks an ACL rule: the action is "publish", "subscribe"
-// or "all", and the filter a valid topic filter ("%u" stands for the
-// principal's name).
+// ValidateACLRule checks an ACL rule as adapters.ValidateRule does (an
+// action of publish, subscribe, command or all; a topic filter, or a
+// device id for command), marking a bad one ErrInvalidACL.
 func ValidateACLRule(r adapters.ACLRule) error {
-	switch r.Action {
-	case string(adapters.ActionPublish), string(adapters.ActionSubscribe), "all":
-	default:
-		return fmt.Errorf("%w: action %q: want publish, subscribe or all", ErrInvalidACL, r.Action)
-	}
-	if err := broker.ValidateFilter(r.Filter); err != nil {
+	if err := adapters.ValidateRule(r); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidACL, err)
 	}
 	return nil

@@ -104,7 +104,7 @@ type Config struct {
 type Adapter struct {
 	cfg       Config
 	log       *slog.Logger
-	anonymous bool
+	anonymous adapters.AnonymousAccess
 	tls       *tls.Config
 	metrics   *metrics
 	fakeKey   []byte // derives made-up SCRAM salts for unknown users

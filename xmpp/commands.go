@@ -148,8 +148,8 @@ const deviceCommandTimeout = 30 * time.Second
 // handleDeviceJID lets a chat user run a device's commands (XEP-0050) on
 // {device}@devices.{domain}: node = command name, the JSON parameters in a
 // data form field "params"; the reply comes back in the field "result". The
-// user needs publish rights on devices/{id}/commands/{name}, the topic the
-// command travels on for MQTT devices.
+// user needs a command rule for the device (adapters.ActionCommand), as for
+// the REST command; admins always may.
 func (a *Adapter) handleDeviceJID(p peer, iq *element, device string) {
 	typ := iq.AttrValue("type")
 	if iq.Name.Local != "iq" || typ == "result" || typ == "error" {
@@ -186,7 +186,7 @@ func (a *Adapter) handleDeviceJID(p peer, iq *element, device string) {
 		_ = p.send(errorReply(iq, "modify", "bad-request"))
 		return
 	}
-	if err := a.cfg.Auth.Authorize(a.ctx, p.principal(), adapters.ActionPublish, "devices/"+device+"/commands/"+name); err != nil {
+	if err := a.cfg.Auth.Authorize(a.ctx, p.principal(), adapters.ActionCommand, device); err != nil {
 		_ = p.send(errorReply(iq, "auth", "forbidden"))
 		return
 	}

@@ -91,8 +91,16 @@ func TestDeviceCommand(t *testing.T) {
 		t.Errorf("failing command: %v", err)
 	}
 
-	// A chat user runs the same command on the device's JID.
+	// A chat user with a command rule runs the same command on the
+	// device's JID; one without is refused.
+	if err := h.st.SetACL(ctx, "alice", []adapters.ACLRule{{Action: "command", Filter: "+", Allow: true}}); err != nil {
+		t.Fatal(err)
+	}
 	alice := connect(t, h, "alice", "alicepw")
+	bob := connect(t, h, "bob", "bobpw")
+	if typ, out := bob.iq(t, `<iq type='set' id='b1' to='sensor1@devices.localhost'><command xmlns='http://jabber.org/protocol/commands' node='reboot'/></iq>`); typ != "error" || !strings.Contains(out, "forbidden") {
+		t.Errorf("command by a user without a command rule: %s %s", typ, out)
+	}
 
 	// Nobody but the device can answer its command.
 	type result struct {

@@ -142,7 +142,7 @@ func (c *streamConn) mechanisms() []string {
 	if c.secure {
 		m = append(m, "PLAIN")
 	}
-	if c.a.anonymous {
+	if c.a.anonymous.Allowed() {
 		m = append(m, "ANONYMOUS")
 	}
 	return m
@@ -303,7 +303,7 @@ func (c *streamConn) sasl(auth *element) (bool, error) {
 		if err != nil {
 			return failure("malformed-request")
 		}
-		p, err := c.a.cfg.Auth.Authenticate(ctx, user, pass, false)
+		p, err := c.a.cfg.Auth.Authenticate(ctx, user, pass, adapters.AnonymousRefused)
 		if err != nil || (authz != "" && authz != user && authz != user+"@"+c.a.cfg.Domain) {
 			c.a.log.Info("xmpp: authentication failed", "user", user, "mechanism", mech, "remote", c.raw.RemoteAddr().String(), "err", err)
 			return failure("not-authorized")

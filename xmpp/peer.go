@@ -51,7 +51,8 @@ func (c clientPeer) rosterSet(jid, subscription string) {
 // principal returns the session's principal for ACL checks.
 func (s *session) principal() adapters.Principal {
 	if s.anon {
-		return adapters.Principal{Anonymous: true}
+		p, _ := s.a.cfg.Auth.Anonymous(s.a.anonymous) // the listener let it in
+		return p
 	}
 	return adapters.Principal{Name: s.user, Role: s.role}
 }

@@ -118,6 +118,14 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad bridge", []string{"--config", badBridge}, nil, "bridges"},
 		{"bad queue policy", []string{"--config", yamlFile("p.yaml", "queue_policy: drop_random\n")}, nil, "queue_policy"},
 		{"negative byte bound", []string{"--config", yamlFile("b.yaml", "max_queued_bytes: -1\n")}, nil, "max_queued_bytes"},
+		{"acl rule with a bad action", []string{"--config", yamlFile("a1.yaml", "acl:\n  alice:\n    - {action: publish, filter: \"home/#\", allow: true}\n    - {action: fly, filter: \"home/#\", allow: true}\n")}, nil,
+			`acl.alice rule 2 {action: "fly", filter: "home/#", allow: true}: action "fly": must be publish, subscribe, command or all`},
+		{"acl rule with a bad filter", []string{"--config", yamlFile("a2.yaml", "acl:\n  bob:\n    - {action: all, filter: \"home/#/x\"}\n")}, nil,
+			`acl.bob rule 1 {action: "all", filter: "home/#/x", allow: false}: filter: invalid topic filter`},
+		{"command rule naming a topic", []string{"--config", yamlFile("a3.yaml", "acl:\n  bob:\n    - {action: command, filter: \"devices/lamp1\", allow: true}\n")}, nil,
+			"a command rule names a device id"},
+		{"anonymous rule on $SYS", []string{"--config", yamlFile("a4.yaml", "acl:\n  anonymous:\n    - {action: subscribe, filter: \"$SYS/#\", allow: true}\n")}, nil,
+			"acl.anonymous rule 1"},
 		{"mqtt queue too long", []string{"--config", yamlFile("m.yaml", "mqtt:\n  max_queued: 70000\n")}, nil, "mqtt.max_queued"},
 	}
 	for _, c := range cases {
