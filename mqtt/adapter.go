@@ -461,14 +461,15 @@ func (a *Adapter) sessionOf(cl *mochi.Client) *session {
 	return s
 }
 
-// Healthy reports nil while the adapter serves on all its listeners.
+// Healthy reports nil while the adapter serves and every listener accepts
+// (one out of descriptors is "failing" until it accepts again).
 func (a *Adapter) Healthy() error {
 	if !a.running.Load() {
 		return errors.New("mqtt: not running")
 	}
 	for _, l := range *a.served.Load() {
-		if l.isClosed() {
-			return fmt.Errorf("mqtt: listener %s closed", l.ID())
+		if err := l.health(); err != nil {
+			return fmt.Errorf("mqtt: %w", err)
 		}
 	}
 	return nil
