@@ -72,8 +72,10 @@ type Config struct {
 	// (0: DefaultReadHeaderTimeout).
 	ReadHeaderTimeout time.Duration
 	// ReadTimeout bounds the time to read a whole request, body included
-	// (0: DefaultReadTimeout); an SSE or WebSocket stream lifts it once
-	// it starts.
+	// (0: DefaultReadTimeout). It does not cut an SSE or WebSocket stream:
+	// net/http clears the read deadline once a request's body is read
+	// (its background read, in connReader.startBackgroundRead) and on
+	// hijack.
 	ReadTimeout time.Duration
 	// IdleTimeout bounds the wait for the next request on a keep-alive
 	// connection (0: DefaultIdleTimeout).
