@@ -368,11 +368,11 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 				tc = a.cfg.TLSConfig
 			}
 			tl := newListener(l.id, l.addr, tc, a.cfg.ConnectTimeout, a.connEnded)
-			tl.slow, tl.writeTimeout = a.slowConsumer, a.cfg.WriteTimeout
+			tl.slow, tl.writeTimeout, tl.maxPacket = a.slowConsumer, a.cfg.WriteTimeout, a.cfg.MaxPacketSize
 			ln = tl
 		case "ws":
 			wl := newWSListener(l.id, l.addr, nil, a.cfg.ConnectTimeout, a.connEnded)
-			wl.slow, wl.writeTimeout = a.slowConsumer, a.cfg.WriteTimeout
+			wl.slow, wl.writeTimeout, wl.maxPacket = a.slowConsumer, a.cfg.WriteTimeout, a.cfg.MaxPacketSize
 			ln = wl
 		}
 		if err := srv.AddListener(ln); err != nil {

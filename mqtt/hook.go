@@ -78,8 +78,23 @@ const (
 // (mochi would always say "bad username or password"). A client id whose
 // persistent session belongs to another principal is refused: taking it
 // over would hand that principal's queued messages to someone else.
+//
+// A will topic that is no topic name (a wildcard, say) is refused before
+// anything else: MQTT 5 gets CONNACK 0x90 (topic name invalid); MQTT
+// 3.1.1, which has no code for it, has its connection closed without a
+// CONNACK, as Mosquitto does with a protocol error.
 func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	a := h.a
+	if pk.Connect.WillFlag {
+		if err := broker.ValidateTopic(pk.Connect.WillTopic); err != nil {
+			a.metrics.authFailed.Add(1)
+			a.log.Info("mqtt: connect refused: will topic", "client", cl.ID, "topic", pk.Connect.WillTopic, "err", err)
+			if cl.Properties.ProtocolVersion == 5 {
+				return refuse(cl, packets.ErrTopicNameInvalid, 0)
+			}
+			return fmt.Errorf("will topic %q: %w", pk.Connect.WillTopic, packets.ErrProtocolViolation)
+		}
+	}
 	ctx, cancel := h.callCtx()
 	defer cancel()
 	name := string(pk.Connect.Username)
@@ -441,8 +456,19 @@ func (h *hook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet
 
 // OnPacketEncode sets what the hub knows and mochi does not in a CONNACK:
 // whether the bus holds the client's session, and the Maximum Packet Size.
+// It also corrects mochi's refusal of an MQTT 3.1.1 client with an empty
+// client id and clean session 0: 0x80, which 3.1.1 does not have, becomes
+// return code 2, identifier rejected [MQTT-3.1.3-8].
 func (h *hook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
+	if pk.FixedHeader.Type != packets.Connack {
+		return pk
+	}
+	if pk.ReasonCode == packets.ErrUnspecifiedError.Code && cl.Properties.ProtocolVersion < 5 &&
+		!cl.Properties.Clean && cl.Properties.Props.AssignedClientID != "" {
+		pk.ReasonCode = v3BadIdentifier
+		return pk
+	}
+	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
 		return pk
 	}
 	if v, ok := h.a.present.Load(cl); ok {

@@ -36,6 +36,7 @@ type listenerBase struct {
 	done           func(err error) // called when a connection ends
 	slow           func(err error) // called when a client that does not read is cut off
 	writeTimeout   time.Duration   // bound of one socket write (0: DefaultWriteTimeout)
+	maxPacket      uint32          // Maximum Packet Size, for the DISCONNECT 0x95 (see reasonConn)
 
 	ln      net.Listener
 	retry   *adapters.RetryListener // under ln (and TLS): retries temporary accept errors
@@ -109,7 +110,7 @@ func (l *listenerBase) track(conn net.Conn, goroutines int) (net.Conn, bool) {
 		return nil, false
 	}
 	l.wg.Add(1 + goroutines)
-	conn = newAsyncConn(conn, l.writeTimeout, l.slowConn, l.wg.Done)
+	conn = newAsyncConn(newReasonConn(conn, l.maxPacket), l.writeTimeout, l.slowConn, l.wg.Done)
 	l.conns[conn] = struct{}{}
 	return conn, true
 }
