@@ -144,7 +144,9 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 // OnConnectAuthenticate lets in the clients OnConnect accepted.
 func (h *hook) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
 
-// OnACLCheck applies adapters.Auth to the filters of a SUBSCRIBE. Any
+// OnACLCheck applies adapters.Auth to the filters of a SUBSCRIBE, where a
+// filter under the client's own $hub/clients/{id}/ is allowed besides
+// (ownClientTopic). Any
 // other read is mochi delivering on its own (its $SYS
 // topics, a will, its retained tree), which the hub does through the bus:
 // refused.
@@ -157,9 +159,13 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 		return false
 	}
 	_, topic = splitShared(topic)
-	err := a.authorize(a.principal(cl), adapters.ActionSubscribe, topic)
+	p := a.principal(cl)
+	err := a.authorize(p, adapters.ActionSubscribe, topic)
 	if err == nil {
 		return true
+	}
+	if errors.Is(err, adapters.ErrForbidden) && ownClientTopic(p, cl.ID, topic) {
+		return true // the client's own $hub/clients/{id}/... (see reader)
 	}
 	if errors.Is(err, adapters.ErrForbidden) {
 		a.log.Debug("mqtt: denied", "client", cl.ID, "err", err)
