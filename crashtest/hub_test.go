@@ -50,6 +50,7 @@ type hubProc struct {
 	xmpp    string
 	http    string
 	extra   []string // more serve flags
+	wrap    []string // a command the hub runs under (e.g. prlimit --nofile=N:N)
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -144,6 +145,9 @@ func (h *hubProc) tryStart(within time.Duration) error {
 		"--log-level", "warn"}
 	args = append(args, h.extra...)
 	cmd := exec.Command(hubBin, args...)
+	if len(h.wrap) > 0 {
+		cmd = exec.Command(h.wrap[0], append(append(h.wrap[1:len(h.wrap):len(h.wrap)], hubBin), args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/hubtest"
 )
 
@@ -17,13 +18,34 @@ func TestHealthAndMetrics(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("/healthz = %d %s", code, body)
 	}
+	// The body names every listener and its state, and the store's.
+	var report adapters.HealthReport
+	if err := json.Unmarshal([]byte(body), &report); err != nil {
+		t.Fatalf("/healthz body %q: %v", body, err)
+	}
+	if report.Status != adapters.HealthOK || report.Store == nil || !report.Store.IntegrityOK {
+		t.Errorf("/healthz report %+v", report)
+	}
+	seen := map[string]string{}
+	for _, l := range report.Listeners {
+		seen[l.Adapter+"."+l.Name] = l.State
+		if l.Addr != h.Addrs()[l.Adapter+"."+l.Name] {
+			t.Errorf("listener %s.%s at %s, bound %s", l.Adapter, l.Name, l.Addr, h.Addrs()[l.Adapter+"."+l.Name])
+		}
+	}
+	for _, name := range []string{"mqtt.mqtt", "xmpp.xmpp", "rest.http"} {
+		if seen[name] != adapters.ListenerAccepting {
+			t.Errorf("/healthz: listener %s is %q; all: %v", name, seen[name], seen)
+		}
+	}
 	c := dialMQTT(t, h.Addr(t, "mqtt.mqtt"), "m1", "", "", true)
 	c.publish(t, "metrics/x", 1, false, "1")
 	code, body, _ = httpDo(t, http.MethodGet, base+"/metrics", "", "")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics = %d", code)
 	}
-	for _, name := range []string{"hub_bus_published_total", "go_goroutines"} {
+	for _, name := range []string{"hub_bus_published_total", "go_goroutines",
+		"hub_mqtt_accept_errors_total 0", "hub_xmpp_accept_errors_total 0", "hub_rest_accept_errors_total 0"} {
 		if !strings.Contains(body, name) {
 			t.Errorf("/metrics lacks %s", name)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/hubsmith/hub/bridge"
 	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/mqtt"
+	"github.com/hubsmith/hub/rest"
 	"github.com/hubsmith/hub/xmpp"
 )
 
@@ -121,7 +122,20 @@ type XMPPConfig struct {
 type HTTPConfig struct {
 	Addr    string `yaml:"addr"`
 	MaxBody int64  `yaml:"max_body"`
+	// ReadHeaderTimeout bounds the time a client takes to send its
+	// request headers (default 10s), ReadTimeout a whole request with its
+	// body (60s), IdleTimeout the wait for the next request on a
+	// keep-alive connection (120s); MaxHeaderBytes bounds the headers
+	// (64 KiB; larger get 431). SSE and WebSocket streams outlive the read
+	// timeout; there is no write timeout to cut them.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `yaml:"read_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	MaxHeaderBytes    int           `yaml:"max_header_bytes"`
 }
+
+// maxHeaderBytesLimit is the largest http.max_header_bytes accepted.
+const maxHeaderBytesLimit = 16 << 20
 
 // TLSFiles names a PEM certificate chain and key.
 type TLSFiles struct {
@@ -137,6 +151,24 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 }
 
+// validate checks the HTTP server's bounds (0 means the default).
+func (h *HTTPConfig) validate() error {
+	for name, d := range map[string]time.Duration{
+		"http.read_header_timeout": h.ReadHeaderTimeout, "http.read_timeout": h.ReadTimeout, "http.idle_timeout": h.IdleTimeout,
+	} {
+		if d < 0 {
+			return fmt.Errorf("%s %v: must not be negative (0: the default)", name, d)
+		}
+	}
+	if h.ReadHeaderTimeout > 0 && h.ReadTimeout > 0 && h.ReadHeaderTimeout > h.ReadTimeout {
+		return fmt.Errorf("http.read_header_timeout %v: must not exceed http.read_timeout %v", h.ReadHeaderTimeout, h.ReadTimeout)
+	}
+	if h.MaxHeaderBytes < 0 || h.MaxHeaderBytes > maxHeaderBytesLimit {
+		return fmt.Errorf("http.max_header_bytes %d: want 0..%d (0: the default, %d)", h.MaxHeaderBytes, maxHeaderBytesLimit, rest.DefaultMaxHeaderBytes)
+	}
+	return nil
+}
+
 // Defaults returns the configuration `hub serve` uses with no flags:
 // every listener on loopback, the store in ./hub-data.
 func Defaults() Config {
@@ -149,8 +181,9 @@ func Defaults() Config {
 		MQTT:           MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off, MaxQueued: 1000, MaxQueuedBytes: 16 << 20, MaxInflight: mqtt.DefaultMaxInflight},
 		CoAP:           CoAPConfig{Addr: "127.0.0.1:5683", DTLSAddr: Off},
 		XMPP:           XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off},
-		HTTP:           HTTPConfig{Addr: "127.0.0.1:8080"},
-		Log:            LogConfig{Level: "info", Format: "text"},
+		HTTP: HTTPConfig{Addr: "127.0.0.1:8080", ReadHeaderTimeout: rest.DefaultReadHeaderTimeout, ReadTimeout: rest.DefaultReadTimeout,
+			IdleTimeout: rest.DefaultIdleTimeout, MaxHeaderBytes: rest.DefaultMaxHeaderBytes},
+		Log: LogConfig{Level: "info", Format: "text"},
 
 		ShutdownTimeout: 10 * time.Second,
 	}
@@ -233,6 +266,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTT.MaxInflight < 0 || c.MQTT.MaxInflight > 65535 {
 		return fmt.Errorf("config: mqtt.max_inflight %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxInflight, mqtt.DefaultMaxInflight)
+	}
+	if err := c.HTTP.validate(); err != nil {
+		return err
 	}
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":

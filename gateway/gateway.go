@@ -175,7 +175,9 @@ func (h *Hub) buildAdapters() error {
 	if Enabled(c.HTTP.Addr) {
 		a, err := rest.New(rest.Config{
 			Addr: c.HTTP.Addr, Bus: h.Bus, Store: h.Store, Auth: h.Auth, Devices: h.Devices,
-			AllowAnonymous: c.AllowAnonymous, MaxBody: c.HTTP.MaxBody, Health: h.Healthy,
+			AllowAnonymous: c.AllowAnonymous, MaxBody: c.HTTP.MaxBody, Health: h.Healthy, HealthReport: h.HealthReport,
+			ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, ReadTimeout: c.HTTP.ReadTimeout,
+			IdleTimeout: c.HTTP.IdleTimeout, MaxHeaderBytes: c.HTTP.MaxHeaderBytes,
 			Metrics:    promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{}),
 			Registerer: h.Registry, Logger: h.log.With("adapter", "rest"), Node: c.Node,
 		})
@@ -323,6 +325,46 @@ func (h *Hub) Healthy() error {
 		}
 	}
 	return nil
+}
+
+// HealthReport is the body of GET /healthz: every listener of every
+// adapter with its state, the store's integrity, and what is unhealthy.
+// Its status is "unavailable" while the hub starts, when an adapter is
+// unhealthy and when a listener does not accept (out of descriptors, say).
+func (h *Hub) HealthReport() adapters.HealthReport {
+	r := adapters.HealthReport{Status: adapters.HealthOK, Listeners: []adapters.ListenerStatus{}}
+	h.mu.Lock()
+	started := h.started
+	h.mu.Unlock()
+	if len(started) < len(h.adapters) {
+		r.Errors = append(r.Errors, "starting")
+	}
+	for _, a := range started {
+		if lr, ok := a.(adapters.ListenerReporter); ok {
+			r.Listeners = append(r.Listeners, lr.Listeners()...)
+		}
+		if _, ok := a.(*bridge.Bridge); ok {
+			continue // an upstream being away is not the hub's health
+		}
+		if hc, ok := a.(adapters.HealthChecker); ok {
+			if err := hc.Healthy(); err != nil {
+				r.Errors = append(r.Errors, adapterErr("check", a.Name(), err).Error())
+			}
+		}
+	}
+	for _, l := range r.Listeners {
+		if l.State != adapters.ListenerAccepting && !slices.ContainsFunc(r.Errors, func(e string) bool { return strings.Contains(e, l.Addr) }) {
+			r.Errors = append(r.Errors, fmt.Sprintf("%s listener %s (%s) %s", l.Adapter, l.Name, l.Addr, l.State))
+		}
+	}
+	if h.Store != nil {
+		c := h.Store.Check()
+		r.Store = &adapters.StoreHealth{IntegrityOK: c.OK, Problems: c.Problems}
+	}
+	if len(r.Errors) > 0 {
+		r.Status = adapters.HealthUnavailable
+	}
+	return r
 }
 
 // BridgeHealthy reports whether the named bridge is connected upstream.

@@ -370,11 +370,11 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 				tc = a.cfg.TLSConfig
 			}
 			tl := newListener(l.id, l.addr, tc, a.cfg.ConnectTimeout, a.connEnded)
-			tl.slow, tl.writeTimeout = a.slowConsumer, a.cfg.WriteTimeout
+			tl.slow, tl.writeTimeout, tl.maxPacket = a.slowConsumer, a.cfg.WriteTimeout, a.cfg.MaxPacketSize
 			ln = tl
 		case "ws":
 			wl := newWSListener(l.id, l.addr, nil, a.cfg.ConnectTimeout, a.connEnded)
-			wl.slow, wl.writeTimeout = a.slowConsumer, a.cfg.WriteTimeout
+			wl.slow, wl.writeTimeout, wl.maxPacket = a.slowConsumer, a.cfg.WriteTimeout, a.cfg.MaxPacketSize
 			ln = wl
 		}
 		if err := srv.AddListener(ln); err != nil {
@@ -463,14 +463,15 @@ func (a *Adapter) sessionOf(cl *mochi.Client) *session {
 	return s
 }
 
-// Healthy reports nil while the adapter serves on all its listeners.
+// Healthy reports nil while the adapter serves and every listener accepts
+// (one out of descriptors is "failing" until it accepts again).
 func (a *Adapter) Healthy() error {
 	if !a.running.Load() {
 		return errors.New("mqtt: not running")
 	}
 	for _, l := range *a.served.Load() {
-		if l.isClosed() {
-			return fmt.Errorf("mqtt: listener %s closed", l.ID())
+		if err := l.health(); err != nil {
+			return fmt.Errorf("mqtt: %w", err)
 		}
 	}
 	return nil

@@ -78,8 +78,23 @@ const (
 // (mochi would always say "bad username or password"). A client id whose
 // persistent session belongs to another principal is refused: taking it
 // over would hand that principal's queued messages to someone else.
+//
+// A will topic that is no topic name (a wildcard, say) is refused before
+// anything else: MQTT 5 gets CONNACK 0x90 (topic name invalid); MQTT
+// 3.1.1, which has no code for it, has its connection closed without a
+// CONNACK, as Mosquitto does with a protocol error.
 func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	a := h.a
+	if pk.Connect.WillFlag {
+		if err := broker.ValidateTopic(pk.Connect.WillTopic); err != nil {
+			a.metrics.authFailed.Add(1)
+			a.log.Info("mqtt: connect refused: will topic", "client", cl.ID, "topic", pk.Connect.WillTopic, "err", err)
+			if cl.Properties.ProtocolVersion == 5 {
+				return refuse(cl, packets.ErrTopicNameInvalid, 0)
+			}
+			return fmt.Errorf("will topic %q: %w", pk.Connect.WillTopic, packets.ErrProtocolViolation)
+		}
+	}
 	ctx, cancel := h.callCtx()
 	defer cancel()
 	name := string(pk.Connect.Username)
@@ -129,7 +144,9 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 // OnConnectAuthenticate lets in the clients OnConnect accepted.
 func (h *hook) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
 
-// OnACLCheck applies adapters.Auth to the filters of a SUBSCRIBE. Any
+// OnACLCheck applies adapters.Auth to the filters of a SUBSCRIBE, where a
+// filter under the client's own $hub/clients/{id}/ is allowed besides
+// (ownClientTopic). Any
 // other read is mochi delivering on its own (its $SYS
 // topics, a will, its retained tree), which the hub does through the bus:
 // refused.
@@ -142,9 +159,13 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 		return false
 	}
 	_, topic = splitShared(topic)
-	err := a.authorize(a.principal(cl), adapters.ActionSubscribe, topic)
+	p := a.principal(cl)
+	err := a.authorize(p, adapters.ActionSubscribe, topic)
 	if err == nil {
 		return true
+	}
+	if errors.Is(err, adapters.ErrForbidden) && ownClientTopic(p, cl.ID, topic) {
+		return true // the client's own $hub/clients/{id}/... (see reader)
 	}
 	if errors.Is(err, adapters.ErrForbidden) {
 		a.log.Debug("mqtt: denied", "client", cl.ID, "err", err)
@@ -441,8 +462,19 @@ func (h *hook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet
 
 // OnPacketEncode sets what the hub knows and mochi does not in a CONNACK:
 // whether the bus holds the client's session, and the Maximum Packet Size.
+// It also corrects mochi's refusal of an MQTT 3.1.1 client with an empty
+// client id and clean session 0: 0x80, which 3.1.1 does not have, becomes
+// return code 2, identifier rejected [MQTT-3.1.3-8].
 func (h *hook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
+	if pk.FixedHeader.Type != packets.Connack {
+		return pk
+	}
+	if pk.ReasonCode == packets.ErrUnspecifiedError.Code && cl.Properties.ProtocolVersion < 5 &&
+		!cl.Properties.Clean && cl.Properties.Props.AssignedClientID != "" {
+		pk.ReasonCode = v3BadIdentifier
+		return pk
+	}
+	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
 		return pk
 	}
 	if v, ok := h.a.present.Load(cl); ok {

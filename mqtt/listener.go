@@ -2,7 +2,6 @@ package mqtt
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/hubsmith/hub/adapters"
 )
 
 // boundListener is what the adapter needs of its listeners.
@@ -17,6 +18,9 @@ type boundListener interface {
 	listeners.Listener
 	isClosed() bool
 	closeBound()
+	health() error
+	status() adapters.ListenerStatus
+	acceptErrors() uint64
 }
 
 // listenerBase is what the TCP and WebSocket listeners share. Unlike
@@ -32,8 +36,10 @@ type listenerBase struct {
 	done           func(err error) // called when a connection ends
 	slow           func(err error) // called when a client that does not read is cut off
 	writeTimeout   time.Duration   // bound of one socket write (0: DefaultWriteTimeout)
+	maxPacket      uint32          // Maximum Packet Size, for the DISCONNECT 0x95 (see reasonConn)
 
 	ln      net.Listener
+	retry   *adapters.RetryListener // under ln (and TLS): retries temporary accept errors
 	mu      sync.Mutex
 	closed  bool
 	conns   map[net.Conn]struct{}
@@ -49,12 +55,20 @@ func (l *listenerBase) init(id, addr string, tc *tls.Config, connectTimeout time
 	l.serving = make(chan struct{})
 }
 
-// bind listens on the address, with TLS when configured.
-func (l *listenerBase) bind() error {
-	ln, err := net.Listen("tcp", l.addr)
+// bind listens on the address, with TLS when configured. Temporary accept
+// errors (out of descriptors) are retried under the TLS layer (see
+// adapters.RetryListener), so neither the accept loop nor the WebSocket
+// server ever stops for them.
+func (l *listenerBase) bind(log *slog.Logger) error {
+	raw, err := net.Listen("tcp", l.addr)
 	if err != nil {
 		return fmt.Errorf("mqtt: listen %s on %s: %w", l.id, l.addr, err)
 	}
+	if log == nil {
+		log = slog.Default()
+	}
+	l.retry = adapters.NewRetryListener(raw, log.With("listener", l.id), nil)
+	var ln net.Listener = l.retry
 	if l.tls != nil {
 		ln = tls.NewListener(ln, l.tls)
 	}
@@ -96,7 +110,7 @@ func (l *listenerBase) track(conn net.Conn, goroutines int) (net.Conn, bool) {
 		return nil, false
 	}
 	l.wg.Add(1 + goroutines)
-	conn = newAsyncConn(conn, l.writeTimeout, l.slowConn, l.wg.Done)
+	conn = newAsyncConn(newReasonConn(conn, l.maxPacket), l.writeTimeout, l.slowConn, l.wg.Done)
 	l.conns[conn] = struct{}{}
 	return conn, true
 }
@@ -126,6 +140,43 @@ func (l *listenerBase) closeBound() {
 	if l.ln != nil {
 		_ = l.ln.Close()
 	}
+}
+
+// health is nil while the listener accepts connections.
+func (l *listenerBase) health() error {
+	if l.isClosed() {
+		return fmt.Errorf("listener %s closed", l.id)
+	}
+	if l.retry == nil {
+		return fmt.Errorf("listener %s not bound", l.id)
+	}
+	if err := l.retry.Healthy(); err != nil {
+		return fmt.Errorf("%s: %w", l.id, err)
+	}
+	return nil
+}
+
+// status is the listener's state for /healthz.
+func (l *listenerBase) status() adapters.ListenerStatus {
+	var s adapters.ListenerStatus
+	if l.retry != nil {
+		s = adapters.StatusOf(l.retry)
+	} else {
+		s.State, s.Addr = adapters.ListenerClosed, l.addr
+	}
+	if l.isClosed() {
+		s.State = adapters.ListenerClosed
+	}
+	s.Adapter, s.Name = "mqtt", l.id
+	return s
+}
+
+// acceptErrors counts the temporary accept errors retried.
+func (l *listenerBase) acceptErrors() uint64 {
+	if l.retry == nil {
+		return 0
+	}
+	return l.retry.AcceptErrors()
 }
 
 func (l *listenerBase) isClosed() bool {
@@ -177,7 +228,7 @@ func newListener(id, addr string, tc *tls.Config, connectTimeout time.Duration, 
 }
 
 // Init binds the address.
-func (l *listener) Init(*slog.Logger) error { return l.bind() }
+func (l *listener) Init(log *slog.Logger) error { return l.bind(log) }
 
 // Protocol is "tcp" or "tls".
 func (l *listener) Protocol() string {
@@ -187,26 +238,18 @@ func (l *listener) Protocol() string {
 	return "tcp"
 }
 
-// Serve accepts connections until Close.
+// Serve accepts connections until Close. Temporary accept errors never
+// reach it (see bind): an error here ends the listener.
 func (l *listener) Serve(establish listeners.EstablishFn) {
 	if !l.start() {
 		return
 	}
 	defer close(l.serving)
-	var backoff time.Duration
 	for {
 		conn, err := l.ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && !l.isClosed() {
-				// Out of file descriptors and the like: wait, as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
-			}
 			return
 		}
-		backoff = 0
 		conn, ok := l.track(conn, 1) // and the connection's goroutine
 		if !ok {
 			return

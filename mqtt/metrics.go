@@ -66,6 +66,15 @@ func (m *metrics) register(r prometheus.Registerer) error {
 		counter("expired_total", "Deliveries that expired before they could be written.", own(&m.expired)),
 		counter("slow_consumers_total", "Connections closed because the client stopped reading.", own(&m.slowConsumers)),
 		counter("publish_denied_total", "Client publishes the ACL refused.", own(&m.denied)),
+		counter("accept_errors_total", "Temporary accept errors (out of descriptors and the like) retried, all listeners.", func() int64 {
+			var n uint64
+			if p := m.a.served.Load(); p != nil {
+				for _, l := range *p {
+					n += l.acceptErrors()
+				}
+			}
+			return int64(n)
+		}),
 		counter("connect_refused_total", "CONNECTs refused by authentication or authorization.", own(&m.authFailed)),
 	}
 	for i, c := range m.collectors {

@@ -183,7 +183,7 @@ func (a *Adapter) attach(cl *mochi.Client, clean bool) error {
 		DroppedTopic:   DroppedTopic(cl.ID),
 		Self:           broker.Origin{Protocol: broker.ProtoMQTT, ClientID: cl.ID},
 		Protocol:       broker.ProtoMQTT,
-		Allow:          a.reader(p),
+		Allow:          a.reader(p, cl.ID),
 	}
 	opts.KeepFilters = resume
 	s.mu.Lock()
@@ -365,12 +365,16 @@ func (a *Adapter) inflight() int {
 // reader is the access check the bus runs on every envelope delivered to
 // a client of principal p: adapters.Auth.CanRead, as in every protocol, so
 // a revoked right, a role change or the principal's deletion stops
-// deliveries to an open session too.
-func (a *Adapter) reader(p adapters.Principal) func(*broker.Envelope) bool {
+// deliveries to an open session too. The client's own $hub/clients/{id}/
+// topics are readable besides (ownClientTopic).
+func (a *Adapter) reader(p adapters.Principal, clientID string) func(*broker.Envelope) bool {
 	return func(e *broker.Envelope) bool {
 		ctx, cancel := context.WithTimeout(a.ctx, authTimeout)
 		defer cancel()
 		err := a.auth.CanRead(ctx, p, e.Topic)
+		if errors.Is(err, adapters.ErrForbidden) && ownClientTopic(p, clientID, e.Topic) {
+			return true
+		}
 		if err != nil && !errors.Is(err, adapters.ErrForbidden) {
 			a.log.Warn("mqtt: read check failed", "topic", e.Topic, "err", err)
 		}

@@ -29,8 +29,8 @@ func newWSListener(id, addr string, tc *tls.Config, connectTimeout time.Duration
 }
 
 // Init binds the address.
-func (l *wsListener) Init(*slog.Logger) error {
-	if err := l.bind(); err != nil {
+func (l *wsListener) Init(log *slog.Logger) error {
+	if err := l.bind(log); err != nil {
 		return err
 	}
 	l.srv = &http.Server{Handler: l, ReadHeaderTimeout: l.connectTimeout}

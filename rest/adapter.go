@@ -27,6 +27,18 @@ import (
 // DefaultMaxBody is the request body limit when Config.MaxBody is 0.
 const DefaultMaxBody = 1 << 20
 
+// Defaults of the HTTP server's bounds (Config.ReadHeaderTimeout and the
+// rest): a client gets 10 s to send its request headers, 60 s for a whole
+// request with its body, and a keep-alive connection is closed after 120 s
+// without a request. Streams (SSE, WebSocket) are not cut by the read
+// timeout, and no write timeout is set, so a healthy stream lasts.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 60 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultMaxHeaderBytes    = 64 << 10
+)
+
 // DefaultHeartbeat is the interval of SSE heartbeat comments and WebSocket
 // pings when Config.Heartbeat is 0.
 const DefaultHeartbeat = 15 * time.Second
@@ -50,8 +62,27 @@ type Config struct {
 	// body is refused with 413.
 	MaxBody int64
 	// Health reports the whole hub's health for GET /healthz (nil: this
-	// adapter's own).
+	// adapter's own); HealthReport, when set, is used instead and its
+	// report is the body.
 	Health func() error
+	// HealthReport reports every listener's state and the store's for GET
+	// /healthz (nil: Health, with this adapter's listener).
+	HealthReport func() adapters.HealthReport
+	// ReadHeaderTimeout bounds the time to read a request's headers
+	// (0: DefaultReadHeaderTimeout).
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds the time to read a whole request, body included
+	// (0: DefaultReadTimeout). It does not cut an SSE or WebSocket stream:
+	// net/http clears the read deadline once a request's body is read
+	// (its background read, in connReader.startBackgroundRead) and on
+	// hijack.
+	ReadTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a keep-alive
+	// connection (0: DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers (0: DefaultMaxHeaderBytes);
+	// larger ones get 431.
+	MaxHeaderBytes int
 	// Metrics serves GET /metrics (nil: 404).
 	Metrics http.Handler
 	// Registerer receives the adapter's metrics (nil: none).
@@ -76,6 +107,7 @@ type Adapter struct {
 
 	mu      sync.Mutex
 	ln      net.Listener
+	retry   *adapters.RetryListener // ln: retries temporary accept errors
 	srv     *http.Server
 	served  chan struct{}
 	cancel  context.CancelFunc
@@ -86,9 +118,10 @@ type Adapter struct {
 }
 
 var (
-	_ adapters.Adapter       = (*Adapter)(nil)
-	_ adapters.HealthChecker = (*Adapter)(nil)
-	_ adapters.Addresser     = (*Adapter)(nil)
+	_ adapters.Adapter          = (*Adapter)(nil)
+	_ adapters.HealthChecker    = (*Adapter)(nil)
+	_ adapters.Addresser        = (*Adapter)(nil)
+	_ adapters.ListenerReporter = (*Adapter)(nil)
 )
 
 // New validates cfg and returns an adapter ready to Start.
@@ -108,6 +141,11 @@ func New(cfg Config) (*Adapter, error) {
 		return nil, fmt.Errorf("rest: MaxBody %d: must not be negative", cfg.MaxBody)
 	case cfg.Heartbeat < 0:
 		return nil, fmt.Errorf("rest: Heartbeat %v: must not be negative", cfg.Heartbeat)
+	case cfg.ReadHeaderTimeout < 0, cfg.ReadTimeout < 0, cfg.IdleTimeout < 0:
+		return nil, fmt.Errorf("rest: ReadHeaderTimeout %v, ReadTimeout %v, IdleTimeout %v: must not be negative",
+			cfg.ReadHeaderTimeout, cfg.ReadTimeout, cfg.IdleTimeout)
+	case cfg.MaxHeaderBytes < 0:
+		return nil, fmt.Errorf("rest: MaxHeaderBytes %d: must not be negative", cfg.MaxHeaderBytes)
 	}
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("rest: Addr %q: %w", cfg.Addr, err)
@@ -117,6 +155,18 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if cfg.ReadHeaderTimeout == 0 {
+		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxHeaderBytes == 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
 	a := &Adapter{cfg: cfg, log: cfg.Logger, anonOK: adapters.AnonymousAllowed(cfg.Addr, cfg.AllowAnonymous)}
 	if a.log == nil {
@@ -150,10 +200,18 @@ func (a *Adapter) Start(ctx context.Context) error {
 		return fmt.Errorf("rest: listen %s: %w", a.cfg.Addr, err)
 	}
 	base, cancel := context.WithCancel(context.Background())
+	// net/http would retry temporary accept errors too, but silently;
+	// this one counts them and reports the listener failing meanwhile.
+	a.retry = adapters.NewRetryListener(ln, a.log.With("listener", "http"), func(error) { a.m.acceptError() })
+	ln = a.retry
 	a.ln, a.cancel = ln, cancel
+	// No WriteTimeout: it would cut healthy SSE and WebSocket streams.
 	a.srv = &http.Server{
 		Handler:           a.engine,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
+		ReadTimeout:       a.cfg.ReadTimeout,
+		IdleTimeout:       a.cfg.IdleTimeout,
+		MaxHeaderBytes:    a.cfg.MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
@@ -201,7 +259,7 @@ func (a *Adapter) Stop(ctx context.Context) error {
 }
 
 // Healthy implements adapters.HealthChecker: nil while the listener is
-// open.
+// open and accepts.
 func (a *Adapter) Healthy() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -211,7 +269,27 @@ func (a *Adapter) Healthy() error {
 	case a.stopped:
 		return errors.New("rest: stopped")
 	}
+	if err := a.retry.Healthy(); err != nil {
+		return fmt.Errorf("rest: %w", err)
+	}
 	return nil
+}
+
+// Listeners implements adapters.ListenerReporter: the HTTP listener's
+// state, once started.
+func (a *Adapter) Listeners() []adapters.ListenerStatus {
+	a.mu.Lock()
+	r, stopped := a.retry, a.stopped
+	a.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	s := adapters.StatusOf(r)
+	if stopped {
+		s.State = adapters.ListenerClosed
+	}
+	s.Adapter, s.Name = "rest", "http"
+	return []adapters.ListenerStatus{s}
 }
 
 // Addrs implements adapters.Addresser: {"http": "host:port"} once started.
@@ -264,16 +342,32 @@ func (a *Adapter) routes() *gin.Engine {
 	return r
 }
 
+// healthz answers GET /healthz with a JSON adapters.HealthReport: 200
+// when the status is "ok", 503 when a listener does not accept or a
+// check fails.
 func (a *Adapter) healthz(c *gin.Context) {
-	check := a.cfg.Health
-	if check == nil {
-		check = a.Healthy
+	var r adapters.HealthReport
+	if a.cfg.HealthReport != nil {
+		r = a.cfg.HealthReport()
+	} else {
+		check := a.cfg.Health
+		if check == nil {
+			check = a.Healthy
+		}
+		r.Status, r.Listeners = adapters.HealthOK, a.Listeners()
+		if err := check(); err != nil {
+			r.Status, r.Errors = adapters.HealthUnavailable, []string{err.Error()}
+		}
 	}
-	if err := check(); err != nil {
-		c.String(http.StatusServiceUnavailable, "%s", err.Error())
-		return
+	if r.Listeners == nil {
+		r.Listeners = []adapters.ListenerStatus{}
 	}
-	c.String(http.StatusOK, "ok")
+	code := http.StatusOK
+	if r.Status != adapters.HealthOK {
+		code = http.StatusServiceUnavailable
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(code, r)
 }
 
 func (a *Adapter) metricsHandler(c *gin.Context) {

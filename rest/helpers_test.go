@@ -33,6 +33,9 @@ type testHub struct {
 type hubOpts struct {
 	addr    string // default 127.0.0.1:0
 	maxBody int64
+	// the HTTP server's bounds (0: the defaults)
+	readHeaderTimeout, readTimeout, idleTimeout time.Duration
+	maxHeaderBytes                              int
 }
 
 func quietLogger() *slog.Logger {
@@ -59,7 +62,8 @@ func startHub(t testing.TB, o hubOpts) *testHub {
 		o.addr = "127.0.0.1:0"
 	}
 	a, err := New(Config{Addr: o.addr, Bus: bus, Store: st, Auth: auth, Devices: reg,
-		MaxBody: o.maxBody, Heartbeat: 200 * time.Millisecond, Logger: quietLogger(), Node: "test"})
+		MaxBody: o.maxBody, Heartbeat: 200 * time.Millisecond, Logger: quietLogger(), Node: "test",
+		ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout, IdleTimeout: o.idleTimeout, MaxHeaderBytes: o.maxHeaderBytes})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	streams   *prometheus.GaugeVec
 	published prometheus.Counter
+	accept    prometheus.Counter
 	denied    prometheus.Counter
 }
 
@@ -46,8 +47,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "hub", Subsystem: "rest", Name: "denied_total",
 			Help: "Envelopes left out of a filter read or a stream because the reader may not read their topic.",
 		}),
+		accept: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "hub", Subsystem: "rest", Name: "accept_errors_total",
+			Help: "Temporary accept errors (out of descriptors and the like) retried on the HTTP listener.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.streams, m.published, m.denied} {
+	for _, c := range []prometheus.Collector{m.requests, m.streams, m.published, m.denied, m.accept} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("rest: register metrics: %w", err)
 		}
@@ -58,6 +63,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 func (m *metrics) stream(kind string, delta float64) {
 	if m != nil {
 		m.streams.WithLabelValues(kind).Add(delta)
+	}
+}
+
+func (m *metrics) acceptError() {
+	if m != nil {
+		m.accept.Inc()
 	}
 }
 

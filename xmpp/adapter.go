@@ -120,6 +120,7 @@ type Adapter struct {
 
 	mu        sync.Mutex
 	ln        net.Listener
+	retry     *adapters.RetryListener // ln, when the c2s listener is on
 	conns     map[net.Conn]struct{}
 	sessions  map[string]map[string]*session // bare JID → resource → session
 	resume    map[string]*session            // XEP-0198 id → session
@@ -135,11 +136,12 @@ type Adapter struct {
 }
 
 var (
-	_ adapters.Adapter        = (*Adapter)(nil)
-	_ adapters.HealthChecker  = (*Adapter)(nil)
-	_ adapters.Addresser      = (*Adapter)(nil)
-	_ adapters.PresenceSource = (*Adapter)(nil)
-	_ adapters.Commander      = (*Adapter)(nil)
+	_ adapters.Adapter          = (*Adapter)(nil)
+	_ adapters.HealthChecker    = (*Adapter)(nil)
+	_ adapters.ListenerReporter = (*Adapter)(nil)
+	_ adapters.Addresser        = (*Adapter)(nil)
+	_ adapters.PresenceSource   = (*Adapter)(nil)
+	_ adapters.Commander        = (*Adapter)(nil)
 )
 
 // New validates cfg and returns an adapter; Start opens its listener.
@@ -277,9 +279,12 @@ func (a *Adapter) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("xmpp: listen %s: %w", a.cfg.Addr, err)
 		}
-		a.ln = ln
+		// Temporary accept errors (out of descriptors) are retried, never
+		// the end of the accept loop.
+		a.retry = adapters.NewRetryListener(ln, a.log.With("listener", "xmpp"), func(error) { a.metrics.acceptErrors.Inc() })
+		a.ln = a.retry
 		a.wg.Add(1)
-		go a.accept(ln)
+		go a.accept(a.ln)
 	}
 	if a.cfg.ComponentAddr != "" {
 		a.startComponent()
@@ -320,7 +325,8 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	}
 }
 
-// Healthy returns nil while the listener accepts.
+// Healthy returns nil while the listener accepts (one out of descriptors
+// is "failing" until it accepts again).
 func (a *Adapter) Healthy() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -330,7 +336,29 @@ func (a *Adapter) Healthy() error {
 	if a.ln == nil && !a.componentConnected() {
 		return errors.New("xmpp: component not connected")
 	}
+	if a.retry != nil {
+		if err := a.retry.Healthy(); err != nil {
+			return fmt.Errorf("xmpp: %w", err)
+		}
+	}
 	return nil
+}
+
+// Listeners implements adapters.ListenerReporter: the c2s listener's
+// state (none in component-only mode).
+func (a *Adapter) Listeners() []adapters.ListenerStatus {
+	a.mu.Lock()
+	r, started := a.retry, a.started
+	a.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	s := adapters.StatusOf(r)
+	if !started {
+		s.State = adapters.ListenerClosed
+	}
+	s.Adapter, s.Name = "xmpp", "xmpp"
+	return []adapters.ListenerStatus{s}
 }
 
 // Addrs returns the bound c2s address under "xmpp".

@@ -139,6 +139,7 @@ type metrics struct {
 	sessions              prometheus.Gauge
 	streamErrors          *prometheus.CounterVec
 	denied                prometheus.Counter
+	acceptErrors          prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -148,9 +149,10 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		sessions:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "hub_xmpp_sessions", Help: "Bound XMPP sessions."}),
 		streamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_xmpp_stream_errors_total", Help: "Streams closed with a stream error."}, []string{"condition"}),
 		denied:       prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_xmpp_denied_total", Help: "Envelopes, items and listing entries not sent because the user may not read their topic."}),
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_xmpp_accept_errors_total", Help: "Temporary accept errors (out of descriptors and the like) retried on the c2s listener."}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.stanzasIn, m.stanzasOut, m.sessions, m.streamErrors, m.denied} {
+		for _, c := range []prometheus.Collector{m.stanzasIn, m.stanzasOut, m.sessions, m.streamErrors, m.denied, m.acceptErrors} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("xmpp: register metrics: %w", err)
 			}
