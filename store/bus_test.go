@@ -168,6 +168,10 @@ func crashChild(dir string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	if err := s.SaveSubscription(ctx, broker.DurableSubscription{ID: "crash", Filters: []string{"crash"}, QoS: 1}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	w := bufio.NewWriter(os.Stdout)
 	for i := 0; ; i++ {
 		e := &broker.Envelope{Topic: "crash", Payload: []byte(strconv.Itoa(i)), QoS: 1, Time: time.Now()}

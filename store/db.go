@@ -115,6 +115,10 @@ func open(ctx context.Context, dir string) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	if err := sweepOrphans(ctx, w); err != nil {
+		// Not fatal: what is left costs disk, never a wrong delivery.
+		s.log().Warn("store: sweep queue entries of removed subscriptions", "path", path, "err", err)
+	}
 	s.wr = newWriter(w)
 	r, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
@@ -237,5 +241,16 @@ func notFound(err error) error {
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrNotFound
 	}
+	return err
+}
+
+// sweepOrphans deletes queue entries whose subscription is gone (a
+// publisher's write that committed just after the subscriber's removal)
+// and envelopes no queue refers to.
+func sweepOrphans(ctx context.Context, db *sql.DB) error {
+	if _, err := db.ExecContext(ctx, `DELETE FROM queue WHERE subscriber NOT IN (SELECT id FROM subscriptions)`); err != nil {
+		return err
+	}
+	_, err := db.ExecContext(ctx, `DELETE FROM messages WHERE id NOT IN (SELECT msg FROM queue)`)
 	return err
 }

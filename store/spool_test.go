@@ -521,3 +521,36 @@ func insertRaw(ctx context.Context, s *Store, id string, b []byte) error {
 		id, refs(id)[0].Seq, msg, len(b))
 	return err
 }
+
+// TestOrphansSweptAtOpen: queue entries of a subscription that is gone
+// (an enqueue that committed after its removal) and envelopes nothing
+// refers to are deleted when the store opens.
+func TestOrphansSweptAtOpen(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openDir(t, dir)
+	ctx := context.Background()
+	if err := s.SaveSubscription(ctx, broker.DurableSubscription{ID: "kept", Filters: []string{"t"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Enqueue(ctx, env("t", "1", 1), refs("kept", "gone")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Enqueue(ctx, env("t", "2", 1), refs("gone")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openDir(t, dir)
+	if n, _ := s.QueueLen(ctx, "gone"); n != 0 {
+		t.Errorf("%d entries of a removed subscription left", n)
+	}
+	if n, _ := s.QueueLen(ctx, "kept"); n != 1 {
+		t.Errorf("kept subscription has %d entries, want 1", n)
+	}
+	var msgs int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM messages`).Scan(&msgs); err != nil || msgs != 1 {
+		t.Errorf("%d envelopes stored (%v), want the one still referred to", msgs, err)
+	}
+}

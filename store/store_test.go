@@ -216,6 +216,9 @@ func TestMigrationUpgrade(t *testing.T) {
 	if _, err := db.ExecContext(ctx, `INSERT INTO queue(subscriber, envelope) VALUES ('s', ?)`, queued); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO subscriptions(id, filters, qos) VALUES ('s', '["q/#"]', 1)`); err != nil {
+		t.Fatal(err)
+	}
 	db.Close()
 
 	s := openDir(t, dir)
