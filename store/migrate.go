@@ -126,6 +126,11 @@ ALTER TABLE queue4 RENAME TO queue;
 CREATE INDEX queue_msg ON queue(msg);
 ALTER TABLE subscriptions ADD COLUMN specs TEXT NOT NULL DEFAULT '';
 `,
+	// 5: an envelope queued for one subscriber only is kept in its queue
+	// row (msg 0), a row written and deleted instead of two.
+	`
+ALTER TABLE queue ADD COLUMN envelope BLOB;
+`,
 }
 
 // migrate brings the schema up to len(ms) in one transaction, refusing a

@@ -239,6 +239,16 @@ func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, refs []broker.Q
 		return fmt.Errorf("store: enqueue %q: %w", e.Topic, err)
 	}
 	err = s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if len(refs) == 1 {
+			// Stored once either way; one subscriber's copy lives in its row.
+			r := refs[0]
+			if r.Subscriber == "" {
+				return fmt.Errorf("%w: empty subscriber id", ErrInvalidSubscription)
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO queue(subscriber, seq, msg, size, envelope) VALUES (?, ?, 0, ?, ?)`,
+				r.Subscriber, r.Seq, e.Size(), b)
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO messages(envelope) VALUES (?)`, b)
 		if err != nil {
 			return err
@@ -300,7 +310,7 @@ func (s *Store) Dequeue(ctx context.Context, id string, after int64, max int) ([
 // ones, the seqs of corrupt ones and the last seq read.
 func (s *Store) dequeueBatch(ctx context.Context, id string, after int64, n int) (got []broker.Queued, corrupt []int64, last int64, err error) {
 	rows, err := s.r.QueryContext(ctx,
-		`SELECT q.seq, m.envelope FROM queue q JOIN messages m ON m.id = q.msg
+		`SELECT q.seq, COALESCE(q.envelope, m.envelope) FROM queue q LEFT JOIN messages m ON m.id = q.msg
 		 WHERE q.subscriber = ? AND q.seq > ? ORDER BY q.seq LIMIT ?`, id, after, n)
 	if err != nil {
 		return nil, nil, 0, err
@@ -372,7 +382,9 @@ func removeSeqs(ctx context.Context, tx *sql.Tx, id string, seqs []int64) error 
 			rows.Close()
 			return err
 		}
-		msgs = append(msgs, m)
+		if m != 0 { // 0: the envelope was in the row itself
+			msgs = append(msgs, m)
+		}
 	}
 	if err := rows.Close(); err != nil {
 		return err
