@@ -62,6 +62,8 @@ type Config struct {
 	HTTP HTTPConfig `yaml:"http"`
 	// NATS is the cluster bus URL ("" = in-process bus).
 	NATS string `yaml:"nats"`
+	// PprofAddr serves Go's profiles (net/http/pprof) when not off.
+	PprofAddr string `yaml:"pprof_addr"`
 	// TLS is the certificate used by TLS listeners that have none of
 	// their own (mqtts, XMPP STARTTLS).
 	TLS TLSFiles `yaml:"tls"`
@@ -174,6 +176,7 @@ func (h *HTTPConfig) validate() error {
 func Defaults() Config {
 	return Config{
 		DataDir:        "./hub-data",
+		PprofAddr:      Off,
 		WriteThrough:   true,
 		MaxQueued:      100000,
 		MaxQueuedBytes: 64 << 20,

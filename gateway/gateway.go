@@ -172,6 +172,9 @@ func (h *Hub) buildAdapters() error {
 		}
 		h.adapters = append(h.adapters, b)
 	}
+	if Enabled(c.PprofAddr) {
+		h.adapters = append(h.adapters, &pprofServer{addr: c.PprofAddr, log: h.log.With("adapter", "pprof")})
+	}
 	if Enabled(c.HTTP.Addr) {
 		a, err := rest.New(rest.Config{
 			Addr: c.HTTP.Addr, Bus: h.Bus, Store: h.Store, Auth: h.Auth, Devices: h.Devices,
