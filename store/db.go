@@ -38,6 +38,9 @@ type impl struct {
 	logger atomic.Pointer[slog.Logger]
 	auth   authCache
 	check  CheckResult // of the integrity check at Open
+	// insQueued is the hot path's statement (an envelope queued for one
+	// subscriber), prepared once on the write connection.
+	insQueued *sql.Stmt
 
 	closeOnce sync.Once
 	closeErr  error
@@ -112,6 +115,10 @@ func open(ctx context.Context, dir string) (*Store, error) {
 			"path", path, "problems", check.Problems)
 	}
 	if err := s.migrate(ctx, migrations); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if s.insQueued, err = w.PrepareContext(ctx, `INSERT INTO queue(subscriber, seq, msg, size, envelope) VALUES (?, ?, 0, ?, ?)`); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}

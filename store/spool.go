@@ -245,8 +245,7 @@ func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, refs []broker.Q
 			if r.Subscriber == "" {
 				return fmt.Errorf("%w: empty subscriber id", ErrInvalidSubscription)
 			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO queue(subscriber, seq, msg, size, envelope) VALUES (?, ?, 0, ?, ?)`,
-				r.Subscriber, r.Seq, e.Size(), b)
+			_, err := tx.StmtContext(ctx, s.insQueued).ExecContext(ctx, r.Subscriber, r.Seq, e.Size(), b)
 			return err
 		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO messages(envelope) VALUES (?)`, b)

@@ -199,6 +199,19 @@ func (w *writer) runBatch(ops []*writeOp, results []error) error {
 		return err
 	}
 	single := len(ops) == 1
+	var save, undo, release *sql.Stmt
+	if !single {
+		// Parsed once a batch, not once an op.
+		if save, err = tx.Prepare(`SAVEPOINT op`); err == nil {
+			if undo, err = tx.Prepare(`ROLLBACK TO op`); err == nil {
+				release, err = tx.Prepare(`RELEASE op`)
+			}
+		}
+		if err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+	}
 	for i, op := range ops {
 		if single {
 			results[i] = safeRun(op, tx)
@@ -208,17 +221,17 @@ func (w *writer) runBatch(ops []*writeOp, results []error) error {
 			}
 			break
 		}
-		if _, err := tx.Exec(`SAVEPOINT op`); err != nil {
+		if _, err := save.Exec(); err != nil {
 			_ = tx.Rollback()
 			return err
 		}
 		if results[i] = safeRun(op, tx); results[i] != nil {
-			if _, err := tx.Exec(`ROLLBACK TO op`); err != nil {
+			if _, err := undo.Exec(); err != nil {
 				_ = tx.Rollback()
 				return err
 			}
 		}
-		if _, err := tx.Exec(`RELEASE op`); err != nil {
+		if _, err := release.Exec(); err != nil {
 			_ = tx.Rollback()
 			return err
 		}
