@@ -13,7 +13,7 @@ import (
 // Adapter is a protocol adapter: it translates one protocol to and from
 // broker envelopes. cmd/hub starts every enabled adapter and stops them in
 // reverse order. Extra abilities are optional interfaces (HealthChecker,
-// PresenceSource, Commander) discovered with a type assertion.
+// PresenceSource, Commander, Revoker) discovered with a type assertion.
 type Adapter interface {
 	// Name is the protocol name ("mqtt", "coap", "xmpp", "rest").
 	Name() string
@@ -75,3 +75,17 @@ type Commander interface {
 // ErrDeviceOffline is returned by a Commander for a device that is known to
 // be offline.
 var ErrDeviceOffline = errors.New("device offline")
+
+// Revoker is implemented by an adapter that can end the connections,
+// streams and sessions of one principal: a deleted user or device, or one
+// whose role changed (its clients reconnect under the new role). The
+// gateway calls every Revoker after such a change; the bus's access check
+// already stops deliveries, Revoke stops the connections themselves.
+type Revoker interface {
+	// Revoke closes every connection and stream of principal and forgets
+	// what the adapter keeps for it (persistent sessions, subscriptions,
+	// rosters, offline messages). It returns how many connections and
+	// streams it closed, and returns by the time they are closed or ctx
+	// is done.
+	Revoke(ctx context.Context, principal string) int
+}

@@ -87,6 +87,11 @@ type Config struct {
 	PSK PSKFunc
 	// Bus is the hub's bus (required).
 	Bus broker.Bus
+	// Durables lists the ids of the bus's durable subscriptions (the
+	// store's LoadSubscriptions), so that Revoke finds the queues of a
+	// device that is away; nil: Revoke ends those of connected devices
+	// only.
+	Durables func(ctx context.Context) ([]string, error)
 	// Auth checks query credentials and ACLs (required).
 	Auth *adapters.Auth
 	// AllowAnonymous lets clients without credentials in on a non-loopback

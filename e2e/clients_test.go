@@ -77,6 +77,8 @@ type xmlNode struct {
 type xmppClient struct {
 	s  *mxmpp.Session
 	in chan stanza
+	// done is closed when the stream has ended.
+	done chan struct{}
 }
 
 func dialXMPP(t *testing.T, addr, user, pass string) *xmppClient {
@@ -93,11 +95,12 @@ func dialXMPP(t *testing.T, addr, user, pass string) *xmppClient {
 		_ = conn.Close()
 		t.Fatalf("xmpp login %s: %v", user, err)
 	}
-	c := &xmppClient{s: s, in: make(chan stanza, 100)}
+	c := &xmppClient{s: s, in: make(chan stanza, 100), done: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer close(c.done)
 		err := s.Serve(mxmpp.HandlerFunc(func(r xmlstream.TokenReadEncoder, start *xml.StartElement) error {
 			var v stanza
 			d := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(*start), xmlstream.Inner(r), xmlstream.Token(start.End())))

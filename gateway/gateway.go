@@ -139,6 +139,7 @@ func (h *Hub) buildAdapters() error {
 			Addr: offToEmpty(c.CoAP.Addr), DTLSAddr: offToEmpty(c.CoAP.DTLSAddr), PSK: h.Store.DevicePSK,
 			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, Node: c.Node,
 			Logger: h.log, Registerer: h.Registry, MaxPayload: c.CoAP.MaxPayload,
+			Durables: h.durableIDs,
 		})
 		if err != nil {
 			return err
@@ -183,6 +184,7 @@ func (h *Hub) buildAdapters() error {
 			IdleTimeout: c.HTTP.IdleTimeout, MaxHeaderBytes: c.HTTP.MaxHeaderBytes,
 			Metrics:    promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{}),
 			Registerer: h.Registry, Logger: h.log.With("adapter", "rest"), Node: c.Node,
+			Revoke: h.Revoke,
 		})
 		if err != nil {
 			return err
@@ -253,6 +255,51 @@ func (h *Hub) Start(ctx context.Context) error {
 		h.mu.Unlock()
 	}
 	return nil
+}
+
+// Revoke ends what principal has open in every started adapter that is an
+// adapters.Revoker (connections, streams, persistent sessions,
+// subscriptions and queues), all at once, and returns how many connections
+// and streams were closed. The REST handlers call it after a user's or
+// device's deletion or a role change: the bus already stops deliveries to
+// the principal, Revoke stops its connections. ctx bounds the wait.
+func (h *Hub) Revoke(ctx context.Context, principal string) int {
+	h.mu.Lock()
+	started := h.started
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	total := 0
+	for _, a := range started {
+		r, ok := a.(adapters.Revoker)
+		if !ok {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := r.Revoke(ctx, principal)
+			mu.Lock()
+			total += n
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	h.log.Info("hub: principal revoked", "principal", principal, "closed", total)
+	return total
+}
+
+// durableIDs lists the ids of the bus's durable subscriptions.
+func (h *Hub) durableIDs(ctx context.Context) ([]string, error) {
+	subs, err := h.Store.LoadSubscriptions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("durable subscriptions: %w", err)
+	}
+	ids := make([]string, 0, len(subs))
+	for _, s := range subs {
+		ids = append(ids, s.ID)
+	}
+	return ids, nil
 }
 
 // Stop stops the adapters in reverse order, then closes the bus and the

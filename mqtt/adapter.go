@@ -187,6 +187,7 @@ type Adapter struct {
 	smu      sync.Mutex
 	sessions map[string]*session
 
+	revoked     sync.Map // *mochi.Client -> struct{}, closed by Revoke until its OnDisconnect ended
 	present     sync.Map // *mochi.Client -> session present, until its CONNACK
 	subscribing sync.Map // *mochi.Client -> struct{} while its SUBSCRIBE is checked
 	granted     sync.Map // *mochi.Client -> []broker.Filter whose retained values follow its SUBACK

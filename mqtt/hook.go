@@ -224,8 +224,14 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 
 // OnDisconnect reports device presence and detaches the client's session:
 // a persistent one keeps collecting, a clean one ends.
+//
+// A client closed by Revoke ends its session for good, as if it expired.
 func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
 	a := h.a
+	if a.isRevoked(cl) {
+		expire = true
+		defer a.revokeDone(cl)
+	}
 	a.present.Delete(cl)
 	a.ackQueues.Delete(cl) // its goroutine, if any, ends once its acknowledgements are out
 	takenOver := errors.Is(cl.StopCause(), packets.ErrSessionTakenOver)

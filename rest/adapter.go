@@ -94,6 +94,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Node is stamped into Origin.Node of published envelopes.
 	Node string
+	// Revoke ends a principal's connections, streams and sessions in
+	// every protocol; the handlers call it after a user's or device's
+	// deletion (gateway.Hub.Revoke; nil: this adapter's streams only).
+	Revoke func(ctx context.Context, principal string) int
 }
 
 // Adapter is the REST adapter. It implements adapters.Adapter,
@@ -115,6 +119,9 @@ type Adapter struct {
 
 	// streams counts running SSE and WebSocket handlers; Stop waits for them.
 	streams sync.WaitGroup
+	// live are the running streams by principal, for Revoke.
+	smu  sync.Mutex
+	live map[string]map[*liveStream]struct{}
 }
 
 var (

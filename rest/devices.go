@@ -133,6 +133,7 @@ func (a *Adapter) deleteDevice(c *gin.Context) {
 		return
 	}
 	a.cfg.Auth.Forget(c.Param("id"))
+	a.revoke(c.Request.Context(), c.Param("id"))
 	c.Status(http.StatusNoContent)
 }
 

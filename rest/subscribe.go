@@ -3,6 +3,7 @@ package rest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -68,6 +69,9 @@ func (a *Adapter) subscribe(c *gin.Context) {
 	}
 	a.streams.Add(1)
 	defer a.streams.Done()
+	ctx, untrack := a.track(ctx, p)
+	defer untrack()
+	c.Request = c.Request.WithContext(ctx)
 	if isUpgrade(c.Request) {
 		a.serveWebSocket(c, s, p)
 		return
@@ -203,8 +207,15 @@ func (a *Adapter) serveWebSocket(c *gin.Context, s subscription, p adapters.Prin
 	defer conn.CloseNow()
 	a.m.stream("websocket", 1)
 	defer a.m.stream("websocket", -1)
-	// CloseRead answers pings and closes, and ends ctx when the peer goes.
-	ctx = conn.CloseRead(ctx)
+	// CloseRead answers pings and closes, and ends peer when the peer
+	// goes. It gets a context of its own: websocket closes the connection
+	// at once when a read's context ends, and a revocation or Stop (which
+	// end ctx) should close it with a close frame.
+	peer := conn.CloseRead(context.WithoutCancel(ctx))
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	unhook := context.AfterFunc(peer, func() { stop(context.Cause(peer)) })
+	defer unhook()
 	err = a.pump(ctx, st, s.qos, p, func(data []byte, _ *broker.Envelope) error {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -214,7 +225,10 @@ func (a *Adapter) serveWebSocket(c *gin.Context, s subscription, p adapters.Prin
 		defer cancel()
 		return conn.Ping(pctx)
 	})
-	if err == nil {
+	switch {
+	case errors.Is(context.Cause(ctx), errRevoked):
+		_ = conn.Close(websocket.StatusPolicyViolation, "not authorized")
+	case err == nil:
 		_ = conn.Close(websocket.StatusGoingAway, "hub closing")
 	}
 }

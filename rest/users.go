@@ -86,6 +86,7 @@ func (a *Adapter) deleteUser(c *gin.Context) {
 		return
 	}
 	a.cfg.Auth.Forget(name)
+	a.revoke(c.Request.Context(), name)
 	c.Status(http.StatusNoContent)
 }
 
