@@ -517,70 +517,72 @@ func testAckOutOfOrder(t *testing.T, f Factory) {
 	_ = s.Unsubscribe()
 }
 
+// bothKinds runs fn for a non-durable and for a durable Consume
+// subscription to topic/# with the given window.
+func bothKinds(t *testing.T, b broker.Bus, id, topic string, window int, fn func(t *testing.T, s broker.Subscription, c *Deliveries)) {
+	for _, durable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("durable=%v", durable), func(t *testing.T) {
+			opts := broker.SubscribeOptions{ID: fmt.Sprint(id, durable), Durable: durable, Filters: []string{topic + "/#"}, QoS: 1, MaxAckPending: window}
+			c := NewDeliveries()
+			s := consume(t, b, opts, c.Handle)
+			defer func() { _ = s.Unsubscribe() }()
+			fn(t, s, c)
+		})
+	}
+}
+
 // testWindowBound: no more than MaxAckPending deliveries are out at once;
 // each ack lets one more go.
 func testWindowBound(t *testing.T, f Factory) {
 	b := open(t, f, NewMemSpool())
-	for _, durable := range []bool{false, true} {
-		t.Run(fmt.Sprintf("durable=%v", durable), func(t *testing.T) {
-			opts := broker.SubscribeOptions{ID: fmt.Sprint("win", durable), Durable: durable, Filters: []string{"w/#"}, QoS: 1, MaxAckPending: 3}
-			c := NewDeliveries()
-			s := consume(t, b, opts, c.Handle)
-			defer func() { _ = s.Unsubscribe() }()
-			for i := range 10 {
-				pub(t, b, "w/x", fmt.Sprint(i), 1)
-			}
-			ds := c.Wait(t, 3)
-			c.Stays(t, 3)
-			ds[1].Ack()
-			ds = c.Wait(t, 4)
-			c.Stays(t, 4)
-			if got := payloads(ds); fmt.Sprint(got) != "[0 1 2 3]" {
-				t.Errorf("deliveries %v, want [0 1 2 3]", got)
-			}
-			if st := s.Stats(); st.Pending != 3 {
-				t.Errorf("Stats.Pending = %d, want 3", st.Pending)
-			}
-			for _, d := range ds {
-				d.Ack()
-			}
-			for i := 4; i < 10; i++ {
-				ds = c.Wait(t, i+1)
-				ds[i].Ack()
-			}
-			if got := payloads(c.Wait(t, 10)); fmt.Sprint(got) != "[0 1 2 3 4 5 6 7 8 9]" {
-				t.Errorf("deliveries %v", got)
-			}
-		})
-	}
+	bothKinds(t, b, "win", "w", 3, func(t *testing.T, s broker.Subscription, c *Deliveries) {
+		for i := range 10 {
+			pub(t, b, "w/x", fmt.Sprint(i), 1)
+		}
+		ds := c.Wait(t, 3)
+		c.Stays(t, 3)
+		ds[1].Ack()
+		ds = c.Wait(t, 4)
+		c.Stays(t, 4)
+		if got := payloads(ds); fmt.Sprint(got) != "[0 1 2 3]" {
+			t.Errorf("deliveries %v, want [0 1 2 3]", got)
+		}
+		if st := s.Stats(); st.Pending != 3 {
+			t.Errorf("Stats.Pending = %d, want 3", st.Pending)
+		}
+		for _, d := range ds {
+			d.Ack()
+		}
+		for i := 4; i < 10; i++ {
+			ds = c.Wait(t, i+1)
+			ds[i].Ack()
+		}
+		if got := payloads(c.Wait(t, 10)); fmt.Sprint(got) != "[0 1 2 3 4 5 6 7 8 9]" {
+			t.Errorf("deliveries %v", got)
+		}
+	})
 }
 
 // testNackRedelivers: a nacked delivery comes again before anything newer,
 // marked Redelivered.
 func testNackRedelivers(t *testing.T, f Factory) {
 	b := open(t, f, NewMemSpool())
-	for _, durable := range []bool{false, true} {
-		t.Run(fmt.Sprintf("durable=%v", durable), func(t *testing.T) {
-			opts := broker.SubscribeOptions{ID: fmt.Sprint("nack", durable), Durable: durable, Filters: []string{"n/#"}, QoS: 1, MaxAckPending: 1}
-			c := NewDeliveries()
-			s := consume(t, b, opts, c.Handle)
-			defer func() { _ = s.Unsubscribe() }()
-			pub(t, b, "n/x", "a", 1)
-			pub(t, b, "n/x", "b", 1)
-			ds := c.Wait(t, 1)
-			ds[0].Nack()
-			ds = c.Wait(t, 2)
-			if string(ds[1].Envelope.Payload) != "a" || !ds[1].Redelivered || ds[0].Redelivered {
-				t.Fatalf("after nack: %v, redelivered %v %v", payloads(ds), ds[0].Redelivered, ds[1].Redelivered)
-			}
-			ds[1].Ack()
-			ds = c.Wait(t, 3)
-			if string(ds[2].Envelope.Payload) != "b" || ds[2].Redelivered {
-				t.Errorf("next: %s redelivered %v, want b, new", ds[2].Envelope.Payload, ds[2].Redelivered)
-			}
-			ds[2].Ack()
-		})
-	}
+	bothKinds(t, b, "nack", "n", 1, func(t *testing.T, _ broker.Subscription, c *Deliveries) {
+		pub(t, b, "n/x", "a", 1)
+		pub(t, b, "n/x", "b", 1)
+		ds := c.Wait(t, 1)
+		ds[0].Nack()
+		ds = c.Wait(t, 2)
+		if string(ds[1].Envelope.Payload) != "a" || !ds[1].Redelivered || ds[0].Redelivered {
+			t.Fatalf("after nack: %v, redelivered %v %v", payloads(ds), ds[0].Redelivered, ds[1].Redelivered)
+		}
+		ds[1].Ack()
+		ds = c.Wait(t, 3)
+		if string(ds[2].Envelope.Payload) != "b" || ds[2].Redelivered {
+			t.Errorf("next: %s redelivered %v, want b, new", ds[2].Envelope.Payload, ds[2].Redelivered)
+		}
+		ds[2].Ack()
+	})
 }
 
 // testDetachRedelivers: what was delivered but not acknowledged when a
