@@ -265,7 +265,14 @@ func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
 		if cl.Properties.ProtocolVersion == 5 {
 			r.Expiry = cl.Properties.Props.SessionExpiryInterval
 		}
-		a.saveRecord(cl.ID, r)
+		// Not when a new connection of the client id has taken the
+		// session over meanwhile: its record is its own.
+		a.smu.Lock()
+		mine := a.sessions[cl.ID] == s && s.conn() == nil
+		a.smu.Unlock()
+		if mine {
+			a.saveRecord(cl.ID, r)
+		}
 	}
 }
 

@@ -415,7 +415,10 @@ func (a *Adapter) saveRecord(id string, r sessionRecord) {
 // queue.
 func (a *Adapter) forget(id string) {
 	a.smu.Lock()
-	if s := a.sessions[id]; s != nil && s.conn() == nil {
+	if s := a.sessions[id]; s != nil && s.conn() != nil {
+		a.smu.Unlock()
+		return // connected again meanwhile: the session is that connection's
+	} else if s != nil {
 		delete(a.sessions, id)
 	}
 	a.smu.Unlock()
