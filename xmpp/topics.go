@@ -8,8 +8,6 @@ import (
 	"mime"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
@@ -256,62 +254,27 @@ func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, 
 	}
 	ready := make(chan struct{})
 	pr := p.principal()
-	// Deliveries go out within a window (the bus's MaxAckPending): each is
-	// acknowledged once a resource's XEP-0198 <a/> covers it, so many
-	// can be on their way at once; one no resource took comes again later
-	// (a user offline: its durable queue keeps it), in order.
-	var fails atomic.Int32
-	retry := func(d *broker.Delivery) {
-		if d.QoS == 0 {
-			d.Ack() // QoS 0: fire and forget
-			return
-		}
-		n := min(fails.Add(1), 7)
-		d.NackAfter(min(50*time.Millisecond<<(n-1), 5*time.Second))
-	}
-	dh := func(d *broker.Delivery) {
-		ctx := t.a.ctx
-		e := d.Envelope
+	h := func(ctx context.Context, e *broker.Envelope) error {
 		select {
 		case <-ready:
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		}
 		if err := t.a.cfg.Auth.CanRead(ctx, pr, e.Topic); errors.Is(err, adapters.ErrForbidden) {
 			t.a.metrics.denied.Inc()
-			d.Ack() // the user may not read it (any more): skipped
-			return
+			return nil // the user may not read it (any more): skipped
 		} else if err != nil {
-			// Undecided (the store failed): the queue keeps it, the bus
-			// tries again.
-			t.a.log.Warn("xmpp: read check", "topic", e.Topic, "jid", bare, "err", err)
-			retry(d)
-			return
+			// Undecided (the store failed): the durable queue keeps it and
+			// the bus tries again.
+			return fmt.Errorf("xmpp: read check of %q for %s: %w", e.Topic, bare, err)
 		}
-		wait, err := t.a.sendEnvelope(p, e, build)
-		if err != nil {
-			retry(d)
-			return
-		}
-		if wait == nil {
-			fails.Store(0)
-			d.Ack()
-			return
-		}
-		go func() {
-			if wait(ctx) {
-				fails.Store(0)
-				d.Ack()
-			} else if ctx.Err() == nil {
-				retry(d)
-			}
-		}()
+		return t.a.deliverEnvelope(ctx, p, e, build)
 	}
 	// An anonymous user's JID is gone with its session: nothing is kept.
 	durable := !p.principal().Anonymous
-	sub, err := t.a.cfg.Bus.Consume(ctx, broker.SubscribeOptions{Protocol: broker.ProtoXMPP,
-		ID: id, Filters: []string{filter}, QoS: 1, Durable: durable, MaxAckPending: deliveryWindow,
-	}, dh)
+	sub, err := t.a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{Protocol: broker.ProtoXMPP,
+		ID: id, Filters: []string{filter}, QoS: 1, Durable: durable,
+	}, h)
 	if err != nil {
 		close(ready)
 		return fmt.Errorf("xmpp: subscribe %q for %s: %w", filter, bare, err)
@@ -514,60 +477,46 @@ func (a *Adapter) readable(ctx context.Context, p adapters.Principal, topic stri
 	return false
 }
 
-// deliveryWindow bounds the deliveries of one topic subscription on their
-// way and not yet acknowledged by XEP-0198: sixteen round trips' worth of
-// messages at once instead of one, while a user with dozens of
-// subscriptions catching up stays under maxUnacked, past which a session
-// is cut.
-const deliveryWindow = 16
-
-// sendEnvelope sends e to p as built by build, to every available
-// resource. With XEP-0198 and delivery QoS 1 it returns a wait that
-// reports whether a resource acknowledged it (false once all of them
-// closed without); nil when nothing is to wait for. errOffline: no
-// resource took it.
-func (a *Adapter) sendEnvelope(p peer, e *broker.Envelope, build func(to string, e *broker.Envelope) *element) (func(context.Context) bool, error) {
+// deliverEnvelope sends e to p as built by build. With XEP-0198 and
+// delivery QoS 1 it returns only once a resource acknowledged it, so that
+// the bus keeps it queued otherwise.
+func (a *Adapter) deliverEnvelope(ctx context.Context, p peer, e *broker.Envelope, build func(to string, e *broker.Envelope) *element) error {
 	cp, ok := p.(clientPeer)
 	if !ok {
-		return nil, p.send(build(p.bareJID(), e))
+		return p.send(build(p.bareJID(), e))
 	}
 	targets := a.availableOf(cp.s.bare)
 	if len(targets) == 0 {
-		return nil, errOffline
+		return errOffline
 	}
 	type waiter struct {
 		ack    <-chan struct{}
 		closed <-chan struct{}
 	}
 	var waits []waiter
-	sent := false
+	delivered := false
 	for _, s := range targets {
 		ack, err := s.send(build(s.jid, e))
 		if err != nil {
 			continue
 		}
 		if ack == nil || e.QoS == 0 {
-			sent = true
+			delivered = true
 			continue
 		}
 		waits = append(waits, waiter{ack, s.closed})
 	}
-	if sent {
-		return nil, nil
+	if delivered {
+		return nil
 	}
-	if len(waits) == 0 {
-		return nil, errOffline
-	}
-	return func(ctx context.Context) bool {
-		for _, w := range waits {
-			select {
-			case <-w.ack:
-				return true
-			case <-w.closed:
-			case <-ctx.Done():
-				return false
-			}
+	for _, w := range waits {
+		select {
+		case <-w.ack:
+			return nil
+		case <-w.closed:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		return false
-	}, nil
+	}
+	return errOffline
 }
