@@ -2,7 +2,6 @@ package mqtt
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -26,51 +25,13 @@ func (a *Adapter) principal(cl *mochi.Client) adapters.Principal {
 	return p
 }
 
-// ACL decisions are cached briefly: mochi checks the subscriber's read
-// permission on every delivery, and for users and devices that is a store
-// query. A changed rule takes effect within aclTTL.
-const (
-	aclTTL      = 2 * time.Second
-	aclCacheMax = 16384
-)
-
-type aclKey struct {
-	p      adapters.Principal
-	action adapters.Action
-	topic  string
-}
-
-type aclEntry struct {
-	err     error
-	expires time.Time
-}
-
-// authorize is adapters.Auth.Authorize behind the decision cache; errors
-// other than a denial (a failing store) are not cached.
+// authorize is adapters.Auth.Authorize bounded in time. Auth caches each
+// principal's role and rules itself (and forgets them at once when they
+// change), so no second cache sits here.
 func (a *Adapter) authorize(p adapters.Principal, action adapters.Action, topic string) error {
-	if p.Anonymous && p.Local {
-		return nil // Auth allows these without looking anything up
-	}
-	k := aclKey{p, action, topic}
-	now := time.Now()
-	a.aclMu.Lock()
-	e, ok := a.aclCache[k]
-	a.aclMu.Unlock()
-	if ok && now.Before(e.expires) {
-		return e.err
-	}
 	ctx, cancel := context.WithTimeout(a.ctx, authTimeout)
 	defer cancel()
-	err := a.auth.Authorize(ctx, p, action, topic)
-	if err == nil || errors.Is(err, adapters.ErrForbidden) {
-		a.aclMu.Lock()
-		if a.aclCache == nil || len(a.aclCache) >= aclCacheMax {
-			a.aclCache = make(map[aclKey]aclEntry)
-		}
-		a.aclCache[k] = aclEntry{err: err, expires: now.Add(aclTTL)}
-		a.aclMu.Unlock()
-	}
-	return err
+	return a.auth.Authorize(ctx, p, action, topic)
 }
 
 // presenceChange counts a device's connections and tells the sink when the

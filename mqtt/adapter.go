@@ -34,8 +34,9 @@
 //
 // Authorization: every publish and subscription is checked with
 // adapters.Auth, and so is every delivered envelope (the bus asks before
-// each delivery); decisions are cached for aclTTL, so a changed ACL rule
-// takes effect within two seconds.
+// each delivery); Auth caches a principal's rules for at most a second and
+// forgets them when they change, so a changed ACL rule takes effect within
+// two seconds.
 package mqtt
 
 import (
@@ -179,9 +180,6 @@ type Adapter struct {
 	presMu   sync.Mutex
 	presence map[string]int // device id -> connections
 	online   sync.Map       // *mochi.Client -> device id, for connected devices
-
-	aclMu    sync.Mutex
-	aclCache map[aclKey]aclEntry
 
 	// sessions are the client ids' bus subscriptions.
 	smu      sync.Mutex
