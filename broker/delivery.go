@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 )
@@ -30,6 +31,7 @@ type Delivery struct {
 	sub  *memSub
 	it   *item
 	gen  uint64
+	ctx  context.Context // the attachment's, done when it detaches
 	done atomic.Bool
 }
 

@@ -496,7 +496,7 @@ func (m *Memory) Subscribe(ctx context.Context, opts SubscribeOptions, h Handler
 	var fails int
 	var sub *memSub
 	dh := func(d *Delivery) {
-		err := h(sub.ctxOf(d), d.Envelope)
+		err := h(d.ctx, d.Envelope)
 		if err == nil {
 			fails = 0
 			d.Ack()

@@ -83,8 +83,6 @@ type memSub struct {
 	unreported  int
 	lastReport  time.Time
 	reportTimer *time.Timer
-	// ctx is the delivery goroutine's context, for Subscribe handlers.
-	ctx atomic.Pointer[context.Context]
 	// stored and storedBytes approximate the length and Size total of the
 	// durable queue in the spool, for the queue bounds.
 	stored, storedBytes atomic.Int64
@@ -334,18 +332,8 @@ func (s *memSub) dropNewest() bool {
 	return s.m.dropNewest
 }
 
-// ctxOf is the context a Subscribe handler runs under: the delivery
-// goroutine's, done when the subscription detaches.
-func (s *memSub) ctxOf(*Delivery) context.Context {
-	if p := s.ctx.Load(); p != nil {
-		return *p
-	}
-	return context.Background()
-}
-
 func (s *memSub) attach(h DeliveryHandler) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s.ctx.Store(&ctx)
 	s.mu.Lock()
 	s.h, s.attached, s.cancel, s.runCtx = h, true, cancel, ctx
 	s.gen++
@@ -501,7 +489,7 @@ func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done ch
 	for ctx.Err() == nil {
 		it, read := s.next(gen)
 		if it != nil {
-			s.deliver(h, it, gen)
+			s.deliver(ctx, h, it, gen)
 			continue
 		}
 		if read {
@@ -553,9 +541,9 @@ func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done ch
 
 // deliver hands it to the handler, unless it expired or the subscriber
 // may no longer read it.
-func (s *memSub) deliver(h DeliveryHandler, it *item, gen uint64) {
+func (s *memSub) deliver(ctx context.Context, h DeliveryHandler, it *item, gen uint64) {
 	d := &Delivery{Envelope: it.e, QoS: it.qos, Retained: it.retained, RetainFlag: it.retFlag,
-		Redelivered: it.redo, IDs: it.ids, sub: s, it: it, gen: gen}
+		Redelivered: it.redo, IDs: it.ids, sub: s, it: it, gen: gen, ctx: ctx}
 	if it.e.Expired(time.Now()) {
 		s.drop(1)
 		d.Ack()
