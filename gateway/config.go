@@ -17,6 +17,7 @@ import (
 	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/mqtt"
 	"github.com/hubsmith/hub/rest"
+	"github.com/hubsmith/hub/store"
 	"github.com/hubsmith/hub/xmpp"
 )
 
@@ -75,10 +76,22 @@ type Config struct {
 	ACL map[string][]adapters.ACLRule `yaml:"acl"`
 	// Bridges link the bus to upstream MQTT brokers.
 	Bridges []bridge.Config `yaml:"bridges"`
+	// Security holds what guards the logins.
+	Security SecurityConfig `yaml:"security"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// SecurityConfig guards the logins of every protocol.
+type SecurityConfig struct {
+	// SCRAMIterations is the PBKDF2 count of new credentials (0:
+	// store.SCRAMIterations, 10,000; at least store.MinSCRAMIterations).
+	// A stored credential with fewer is re-derived at its user's next
+	// login that gives the password (MQTT, REST, XMPP PLAIN): a SCRAM
+	// login never shows the server the password.
+	SCRAMIterations int `yaml:"scram_iterations"`
 }
 
 // MQTTConfig configures the MQTT listeners.
@@ -248,6 +261,9 @@ func (c *Config) Validate() error {
 	}
 	if err := validateACL(c.ACL); err != nil {
 		return err
+	}
+	if n := c.Security.SCRAMIterations; n != 0 && n < store.MinSCRAMIterations {
+		return fmt.Errorf("security.scram_iterations %d: must be at least %d", n, store.MinSCRAMIterations)
 	}
 	if err := bridge.ValidateAll(c.Bridges); err != nil {
 		return fmt.Errorf("bridges: %w", err)

@@ -70,6 +70,11 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	h.Store = st
+	if n := cfg.Security.SCRAMIterations; n != 0 {
+		if err := st.SetSCRAMIterations(n); err != nil {
+			return nil, fmt.Errorf("config: security.scram_iterations: %w", err)
+		}
+	}
 	st.SetLogger(log.With("component", "store"))
 	h.Registry.MustRegister(st.Collector())
 	if cfg.NATS != "" {

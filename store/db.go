@@ -37,7 +37,9 @@ type impl struct {
 	path   string
 	logger atomic.Pointer[slog.Logger]
 	auth   authCache
-	check  CheckResult // of the integrity check at Open
+	// iterations is the PBKDF2 count of new credentials (0: SCRAMIterations).
+	iterations atomic.Int64
+	check      CheckResult // of the integrity check at Open
 	// insQueued is the hot path's statement (an envelope queued for one
 	// subscriber), prepared once on the write connection.
 	insQueued *sql.Stmt

@@ -77,7 +77,7 @@ func (s *Store) AddDeviceWithLogin(ctx context.Context, d Device, password strin
 	}
 	var creds []SCRAMCredential
 	if password != "" {
-		if creds, err = newCredentials(password); err != nil {
+		if creds, err = s.newCredentials(password); err != nil {
 			return fmt.Errorf("store: add device %q: %w", d.ID, err)
 		}
 	}

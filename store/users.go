@@ -75,16 +75,38 @@ func validatePassword(p string) error {
 	return nil
 }
 
+// SetSCRAMIterations sets the PBKDF2 iteration count of credentials made
+// from now on; a stored credential with fewer is re-derived at its user's
+// next successful password login (VerifyPassword). Below
+// MinSCRAMIterations is refused.
+func (s *Store) SetSCRAMIterations(n int) error {
+	if n < MinSCRAMIterations {
+		return fmt.Errorf("store: SCRAM iterations %d: must be at least %d", n, MinSCRAMIterations)
+	}
+	s.iterations.Store(int64(n))
+	return nil
+}
+
+// SCRAMIterationCount is the PBKDF2 iteration count of new credentials;
+// a SASL server offers it for unknown users too, so that the count does
+// not tell who exists.
+func (s *Store) SCRAMIterationCount() int {
+	if n := s.iterations.Load(); n > 0 {
+		return int(n)
+	}
+	return SCRAMIterations
+}
+
 // newCredentials derives fresh SCRAM credentials, one per mechanism, each
 // with its own random salt.
-func newCredentials(password string) ([]SCRAMCredential, error) {
+func (s *Store) newCredentials(password string) ([]SCRAMCredential, error) {
 	out := make([]SCRAMCredential, 0, len(mechanisms))
 	for _, m := range mechanisms {
 		salt := make([]byte, saltLen)
 		if _, err := rand.Read(salt); err != nil {
 			return nil, fmt.Errorf("salt: %w", err)
 		}
-		c, err := DeriveSCRAM(m, password, salt, SCRAMIterations)
+		c, err := DeriveSCRAM(m, password, salt, s.SCRAMIterationCount())
 		if err != nil {
 			return nil, err
 		}
@@ -112,7 +134,7 @@ func (s *Store) AddUser(ctx context.Context, name, password, role string) error 
 	if err := errors.Join(ValidateName(name), validatePassword(password), validateRole(role)); err != nil {
 		return fmt.Errorf("store: add user %q: %w", name, err)
 	}
-	creds, err := newCredentials(password)
+	creds, err := s.newCredentials(password)
 	if err != nil {
 		return fmt.Errorf("store: add user %q: %w", name, err)
 	}
@@ -137,7 +159,7 @@ func (s *Store) SetPassword(ctx context.Context, name, password string) error {
 	if err := validatePassword(password); err != nil {
 		return fmt.Errorf("store: set password of %q: %w", name, err)
 	}
-	creds, err := newCredentials(password)
+	creds, err := s.newCredentials(password)
 	if err != nil {
 		return fmt.Errorf("store: set password of %q: %w", name, err)
 	}
@@ -238,7 +260,7 @@ func (s *Store) VerifyPassword(ctx context.Context, name, password string) (stri
 		}
 	} else {
 		// Same work as for a wrong password.
-		salt, iterations, key = dummySalt, SCRAMIterations, make([]byte, sha256.Size)
+		salt, iterations, key = dummySalt, s.SCRAMIterationCount(), make([]byte, sha256.Size)
 	}
 	stored, _, err := deriveKeys(password, salt, iterations, sha256.New)
 	if err != nil {
@@ -247,8 +269,39 @@ func (s *Store) VerifyPassword(ctx context.Context, name, password string) (stri
 	if subtle.ConstantTimeCompare(stored, key) != 1 || !known {
 		return "", adapters.ErrBadCredentials
 	}
+	if iterations < s.SCRAMIterationCount() {
+		// The password is at hand only now: re-derive at today's count.
+		// A failure leaves the old credential, which still works.
+		if err := s.upgradeCredentials(ctx, name, password, key); err != nil {
+			s.log().Warn("store: upgrade SCRAM credentials", "user", name, "err", err)
+		} else {
+			return role, nil
+		}
+	}
 	s.auth.put(name, pwSum, key)
 	return role, nil
+}
+
+// upgradeCredentials replaces name's credentials with ones at the current
+// iteration count, unless they changed since old was read.
+func (s *Store) upgradeCredentials(ctx context.Context, name, password string, old []byte) error {
+	creds, err := s.newCredentials(password)
+	if err != nil {
+		return err
+	}
+	err = s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var key []byte
+		if err := tx.QueryRowContext(ctx, `SELECT stored_key FROM scram WHERE user = ? AND mechanism = ?`,
+			name, MechSCRAMSHA256).Scan(&key); err != nil {
+			return notFound(err)
+		}
+		if subtle.ConstantTimeCompare(key, old) != 1 {
+			return nil // a new password came in meanwhile
+		}
+		return putCredentials(ctx, tx, name, creds)
+	})
+	s.auth.invalidate(name)
+	return err
 }
 
 // SCRAM returns the SCRAM credential of a user for "SCRAM-SHA-1" or

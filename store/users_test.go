@@ -384,3 +384,64 @@ func BenchmarkVerifyPasswordUncached(b *testing.B) {
 		}
 	}
 }
+
+func TestSCRAMIterationsUpgradeAtLogin(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	ctx := context.Background()
+	if err := s.SetSCRAMIterations(MinSCRAMIterations - 1); err == nil {
+		t.Fatal("SetSCRAMIterations below the minimum accepted")
+	}
+	if err := s.SetSCRAMIterations(MinSCRAMIterations); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddUser(ctx, "old", "pw", adapters.RoleUser); err != nil {
+		t.Fatal(err)
+	}
+	iters := func() []int {
+		var out []int
+		for _, mech := range []string{MechSCRAMSHA1, MechSCRAMSHA256} {
+			c, err := s.SCRAM(ctx, "old", mech)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, c.Iterations)
+		}
+		return out
+	}
+	if got := iters(); got[0] != MinSCRAMIterations || got[1] != MinSCRAMIterations {
+		t.Fatalf("iterations %v, want %d", got, MinSCRAMIterations)
+	}
+	if err := s.SetSCRAMIterations(20000); err != nil {
+		t.Fatal(err)
+	}
+	if s.SCRAMIterationCount() != 20000 {
+		t.Fatalf("SCRAMIterationCount = %d", s.SCRAMIterationCount())
+	}
+	// A wrong password upgrades nothing.
+	if _, err := s.VerifyPassword(ctx, "old", "nope"); !errors.Is(err, adapters.ErrBadCredentials) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if got := iters(); got[1] != MinSCRAMIterations {
+		t.Fatalf("after a failed login: iterations %v", got)
+	}
+	if _, err := s.VerifyPassword(ctx, "old", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	if got := iters(); got[0] != 20000 || got[1] != 20000 {
+		t.Fatalf("after a login: iterations %v, want 20000", got)
+	}
+	for _, mech := range []string{MechSCRAMSHA1, MechSCRAMSHA256} {
+		c, _ := s.SCRAM(ctx, "old", mech)
+		want, err := DeriveSCRAM(mech, "pw", c.Salt, c.Iterations)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(c.StoredKey, want.StoredKey) {
+			t.Errorf("%s: upgraded key does not derive from the password", mech)
+		}
+	}
+	if _, err := s.VerifyPassword(ctx, "old", "pw"); err != nil {
+		t.Fatalf("login after the upgrade: %v", err)
+	}
+}

@@ -35,6 +35,8 @@ const (
 // offline messages. *store.Store implements it.
 type Store interface {
 	SCRAM(ctx context.Context, name, mechanism string) (store.SCRAMCredential, error)
+	// SCRAMIterationCount is offered for unknown users, as for known ones.
+	SCRAMIterationCount() int
 	GetUser(ctx context.Context, name string) (store.User, error)
 	KVPut(ctx context.Context, bucket, key string, value []byte) error
 	KVGet(ctx context.Context, bucket, key string) ([]byte, error)

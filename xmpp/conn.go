@@ -312,7 +312,8 @@ func (c *streamConn) sasl(auth *element) (bool, error) {
 		c.a.log.Debug("xmpp: authenticated", "user", c.user, "mechanism", mech, "remote", c.raw.RemoteAddr().String())
 		return true, c.write("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
 	}
-	srv := &scramServer{mech: mech, h: scramHash(mech), lookup: c.a.cfg.Store.SCRAM, fakeKey: c.a.fakeKey, domain: c.a.cfg.Domain}
+	srv := &scramServer{mech: mech, h: scramHash(mech), lookup: c.a.cfg.Store.SCRAM, fakeKey: c.a.fakeKey,
+		fakeIter: c.a.cfg.Store.SCRAMIterationCount(), domain: c.a.cfg.Domain}
 	first, err := srv.start(ctx, initial)
 	if err != nil {
 		return c.saslFailure(failure, mech, srv.user, err)

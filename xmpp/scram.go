@@ -42,6 +42,7 @@ type scramServer struct {
 	h           func() hash.Hash
 	lookup      func(ctx context.Context, user, mech string) (store.SCRAMCredential, error)
 	fakeKey     []byte // salts the made-up credentials of unknown users
+	fakeIter    int    // their iteration count: the store's current one
 	domain      string
 	user        string
 	cred        store.SCRAMCredential
@@ -106,7 +107,10 @@ func (s *scramServer) start(ctx context.Context, msg []byte) ([]byte, error) {
 		// whether the user exists.
 		mac := hmac.New(sha256.New, s.fakeKey)
 		mac.Write([]byte(user))
-		s.cred = store.SCRAMCredential{Mechanism: s.mech, Salt: mac.Sum(nil)[:16], Iterations: 4096}
+		s.cred = store.SCRAMCredential{Mechanism: s.mech, Salt: mac.Sum(nil)[:16], Iterations: s.fakeIter}
+		if s.cred.Iterations < 1 {
+			s.cred.Iterations = store.SCRAMIterations
+		}
 	default:
 		return nil, fmt.Errorf("sasl: credentials of %q: %w", user, err)
 	}

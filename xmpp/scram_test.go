@@ -138,3 +138,19 @@ func FuzzSCRAMServer(f *testing.F) {
 		}
 	})
 }
+
+// TestSCRAMUnknownUserLooksKnown: the server-first message of an unknown
+// user carries the iteration count known users have now, so the count does
+// not tell who exists.
+func TestSCRAMUnknownUserLooksKnown(t *testing.T) {
+	t.Parallel()
+	s := newTestSCRAM(rfc7677Cred(), "n")
+	s.fakeIter = 12345
+	first, err := s.start(context.Background(), []byte("n,,n=nobody,r=abc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(first), ",i=12345") {
+		t.Errorf("server-first %q, want i=12345", first)
+	}
+}
