@@ -137,6 +137,10 @@ type XMPPConfig struct {
 type HTTPConfig struct {
 	Addr    string `yaml:"addr"`
 	MaxBody int64  `yaml:"max_body"`
+	// PublicMetrics serves /metrics without credentials on a listener
+	// that is not loopback-only (default: a token or basic auth is
+	// needed there).
+	PublicMetrics bool `yaml:"public_metrics"`
 	// ReadHeaderTimeout bounds the time a client takes to send its
 	// request headers (default 10s), ReadTimeout a whole request with its
 	// body (60s), IdleTimeout the wait for the next request on a

@@ -187,7 +187,7 @@ func (h *Hub) buildAdapters() error {
 			AllowAnonymous: c.AllowAnonymous, MaxBody: c.HTTP.MaxBody, Health: h.Healthy, HealthReport: h.HealthReport,
 			ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, ReadTimeout: c.HTTP.ReadTimeout,
 			IdleTimeout: c.HTTP.IdleTimeout, MaxHeaderBytes: c.HTTP.MaxHeaderBytes,
-			Metrics:    promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{}),
+			Metrics: promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{}), PublicMetrics: c.HTTP.PublicMetrics,
 			Registerer: h.Registry, Logger: h.log.With("adapter", "rest"), Node: c.Node,
 			Revoke: h.Revoke,
 		})

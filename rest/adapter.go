@@ -83,8 +83,12 @@ type Config struct {
 	// MaxHeaderBytes bounds a request's headers (0: DefaultMaxHeaderBytes);
 	// larger ones get 431.
 	MaxHeaderBytes int
-	// Metrics serves GET /metrics (nil: 404).
+	// Metrics serves GET /metrics (nil: 404). Off loopback it needs a
+	// principal's credentials, as the API does, unless PublicMetrics.
 	Metrics http.Handler
+	// PublicMetrics serves /metrics to anyone on a listener that is not
+	// loopback-only (a Prometheus without credentials on a trusted LAN).
+	PublicMetrics bool
 	// Registerer receives the adapter's metrics (nil: none).
 	Registerer prometheus.Registerer
 	// Heartbeat is the SSE heartbeat and WebSocket ping interval
@@ -381,6 +385,18 @@ func (a *Adapter) metricsHandler(c *gin.Context) {
 	if a.cfg.Metrics == nil {
 		a.fail(c, fmt.Errorf("%w: metrics are not enabled", errNotFound))
 		return
+	}
+	if a.anonOK != adapters.AnonymousLocal && !a.cfg.PublicMetrics {
+		// Counters name clients, users and topics: not for anyone who
+		// can reach the port. allow_anonymous does not open them.
+		p, err := a.credentials(c)
+		if err == nil && p.Anonymous {
+			err = fmt.Errorf("%w: /metrics on a listener that is not loopback-only needs a token or basic credentials (or http.public_metrics: true)", adapters.ErrBadCredentials)
+		}
+		if err != nil {
+			a.fail(c, err)
+			return
+		}
 	}
 	a.cfg.Metrics.ServeHTTP(c.Writer, c.Request)
 }

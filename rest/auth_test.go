@@ -271,3 +271,39 @@ func TestAdminNotFounds(t *testing.T) {
 		t.Errorf("unsupported scheme: %d %s", s, b)
 	}
 }
+
+// TestMetricsOffLoopback: /metrics on a listener that is not loopback-only
+// needs credentials, even with allow_anonymous, unless public_metrics.
+func TestMetricsOffLoopback(t *testing.T) {
+	t.Parallel()
+	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("hub_up 1\n")) })
+	tests := []struct {
+		name   string
+		opts   hubOpts
+		auth   string
+		status int
+	}{
+		{"loopback, anonymous", hubOpts{metrics: metrics}, "", 200},
+		{"public listener, anonymous", hubOpts{addr: "0.0.0.0:0", metrics: metrics}, "", 401},
+		{"allow_anonymous, anonymous", hubOpts{addr: "0.0.0.0:0", metrics: metrics, allowAnonymous: true}, "", 401},
+		{"public listener, wrong password", hubOpts{addr: "0.0.0.0:0", metrics: metrics}, "alice:nope", 401},
+		{"public listener, user", hubOpts{addr: "0.0.0.0:0", metrics: metrics}, "alice:alicepw", 200},
+		{"public_metrics, anonymous", hubOpts{addr: "0.0.0.0:0", metrics: metrics, publicMetrics: true}, "", 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := startHub(t, tt.opts)
+			if err := h.st.AddUser(context.Background(), "alice", "alicepw", adapters.RoleUser); err != nil {
+				t.Fatal(err)
+			}
+			s, _, b := h.do("GET", "/metrics", tt.auth, "", "")
+			if s != tt.status {
+				t.Fatalf("status %d %s, want %d", s, b, tt.status)
+			}
+			if s == 200 && !strings.Contains(b, "hub_up 1") {
+				t.Errorf("body %q", b)
+			}
+		})
+	}
+}

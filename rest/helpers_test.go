@@ -36,6 +36,8 @@ type hubOpts struct {
 	// the HTTP server's bounds (0: the defaults)
 	readHeaderTimeout, readTimeout, idleTimeout time.Duration
 	maxHeaderBytes                              int
+	metrics                                     http.Handler
+	publicMetrics, allowAnonymous               bool
 }
 
 func quietLogger() *slog.Logger {
@@ -63,7 +65,8 @@ func startHub(t testing.TB, o hubOpts) *testHub {
 	}
 	a, err := New(Config{Addr: o.addr, Bus: bus, Store: st, Auth: auth, Devices: reg,
 		MaxBody: o.maxBody, Heartbeat: 200 * time.Millisecond, Logger: quietLogger(), Node: "test",
-		ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout, IdleTimeout: o.idleTimeout, MaxHeaderBytes: o.maxHeaderBytes})
+		ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout, IdleTimeout: o.idleTimeout, MaxHeaderBytes: o.maxHeaderBytes,
+		Metrics: o.metrics, PublicMetrics: o.publicMetrics, AllowAnonymous: o.allowAnonymous})
 	if err != nil {
 		t.Fatal(err)
 	}
