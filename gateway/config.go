@@ -141,6 +141,9 @@ type HTTPConfig struct {
 	// that is not loopback-only (default: a token or basic auth is
 	// needed there).
 	PublicMetrics bool `yaml:"public_metrics"`
+	// MaxTokenTTL caps the life of a token minted by POST
+	// /api/v1/tokens (default 720h, 30 days).
+	MaxTokenTTL time.Duration `yaml:"max_token_ttl"`
 	// ReadHeaderTimeout bounds the time a client takes to send its
 	// request headers (default 10s), ReadTimeout a whole request with its
 	// body (60s), IdleTimeout the wait for the next request on a

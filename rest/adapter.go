@@ -86,6 +86,8 @@ type Config struct {
 	// Metrics serves GET /metrics (nil: 404). Off loopback it needs a
 	// principal's credentials, as the API does, unless PublicMetrics.
 	Metrics http.Handler
+	// MaxTokenTTL caps the life of a minted token (0: DefaultMaxTokenTTL).
+	MaxTokenTTL time.Duration
 	// PublicMetrics serves /metrics to anyone on a listener that is not
 	// loopback-only (a Prometheus without credentials on a trusted LAN).
 	PublicMetrics bool

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/store"
@@ -80,13 +81,31 @@ func TestTokensAndACL(t *testing.T) {
 	if s, _, b := h.do("POST", "/api/v1/topics/rooms/1", bearer, "text/plain", "hi"); s != 202 {
 		t.Fatalf("publish with token: %d %s", s, b)
 	}
-	// Token from basic auth, no expiry.
+	// Token from basic auth: "0s" is the longest allowed, the cap.
 	s, _, b = h.do("POST", "/api/v1/tokens", "admin:adminpw", "application/json", `{"ttl":"0s"}`)
 	var adm tokenResponse
-	if s != 201 || json.Unmarshal([]byte(b), &adm) != nil || adm.User != "admin" || adm.Expires != nil {
+	if s != 201 || json.Unmarshal([]byte(b), &adm) != nil || adm.User != "admin" || adm.Expires == nil ||
+		time.Until(*adm.Expires) > DefaultMaxTokenTTL || time.Until(*adm.Expires) < DefaultMaxTokenTTL-time.Hour {
 		t.Fatalf("admin token: %d %s", s, b)
 	}
 	adminBearer := "Bearer " + adm.Token
+	// A user's token does not mint tokens; an admin's does, for a named
+	// user too; longer lives are capped.
+	if s, _, b := h.do("POST", "/api/v1/tokens", bearer, "application/json", `{"ttl":"1h"}`); s != 403 || !strings.Contains(errorOf(t, b), "minted with the password") {
+		t.Errorf("token minted by a user's token: %d %s", s, b)
+	}
+	if s, _, b := h.do("POST", "/api/v1/tokens", "", "application/json", `{"name":"alice"}`); s != 401 || !strings.Contains(errorOf(t, b), "password") {
+		t.Errorf("token for a name without password: %d %s", s, b)
+	}
+	var minted tokenResponse
+	s, _, b = h.do("POST", "/api/v1/tokens", adminBearer, "application/json", `{"name":"alice","ttl":"100000h"}`)
+	if s != 201 || json.Unmarshal([]byte(b), &minted) != nil || minted.User != "alice" || minted.Expires == nil ||
+		time.Until(*minted.Expires) > DefaultMaxTokenTTL {
+		t.Errorf("admin mints for alice: %d %s", s, b)
+	}
+	if s, _, b := h.do("POST", "/api/v1/tokens", adminBearer, "application/json", `{"name":"nobody"}`); s != 404 {
+		t.Errorf("admin mints for an unknown user: %d %s", s, b)
+	}
 	for _, tt := range []struct{ body, auth, msg string }{
 		{`{"name":"alice","password":"x"}`, "", "bad username or password"},
 		{``, "", "authentication required"},

@@ -132,11 +132,8 @@ func (a *Adapter) limitBody(c *gin.Context) {
 // No credentials at all is anonymous, when the listener allows it.
 func (a *Adapter) credentials(c *gin.Context) (adapters.Principal, error) {
 	ctx := c.Request.Context()
-	token := c.Query("access_token")
+	token := bearerToken(c)
 	h := c.GetHeader("Authorization")
-	if scheme, rest, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
-		token = strings.TrimSpace(rest)
-	}
 	if token != "" {
 		u, err := a.cfg.Store.VerifyToken(ctx, token)
 		if err != nil {
@@ -161,6 +158,15 @@ func (a *Adapter) credentials(c *gin.Context) (adapters.Principal, error) {
 		return adapters.Principal{}, fmt.Errorf("%w: this listener is not loopback-only: give a bearer token or basic credentials", err)
 	}
 	return p, nil
+}
+
+// bearerToken returns the request's bearer token (Authorization: Bearer,
+// or ?access_token= for clients that cannot set headers), "" when none.
+func bearerToken(c *gin.Context) string {
+	if scheme, rest, ok := strings.Cut(c.GetHeader("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
+		return strings.TrimSpace(rest)
+	}
+	return c.Query("access_token")
 }
 
 // authenticate is the middleware of every /api/v1 route but token creation.

@@ -19,6 +19,16 @@ import (
 // DefaultTokenTTL is the lifetime of a token created without a ttl.
 const DefaultTokenTTL = 24 * time.Hour
 
+// DefaultMaxTokenTTL caps the life of a token when Config.MaxTokenTTL is 0.
+const DefaultMaxTokenTTL = 30 * 24 * time.Hour
+
+func (a *Adapter) maxTokenTTL() time.Duration {
+	if a.cfg.MaxTokenTTL > 0 {
+		return a.cfg.MaxTokenTTL
+	}
+	return DefaultMaxTokenTTL
+}
+
 // userPattern keeps user names usable as MQTT usernames, SASL names, basic
 // auth names (no ':') and in "%u" ACL filters (no '/', '+', '#').
 var userPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$`)
@@ -158,8 +168,8 @@ func (a *Adapter) putACL(c *gin.Context) {
 type tokenRequest struct {
 	Name     string `json:"name"`
 	Password string `json:"password"`
-	// TTL is a Go duration ("1h"); "0s" never expires; empty is
-	// DefaultTokenTTL.
+	// TTL is a Go duration ("1h"), at most the listener's MaxTokenTTL
+	// (longer ones and "0s" get that); empty is DefaultTokenTTL.
 	TTL string `json:"ttl"`
 }
 
@@ -170,9 +180,9 @@ type tokenResponse struct {
 	Expires *time.Time `json:"expires"`
 }
 
-// createToken handles POST /api/v1/tokens: credentials in the body, or
-// basic auth (or a bearer token, to renew) with an optional body holding
-// only ttl.
+// createToken handles POST /api/v1/tokens: name and password in the body,
+// or basic auth, with an optional ttl; an admin's bearer token mints one
+// for the admin or for the user the body names.
 func (a *Adapter) createToken(c *gin.Context) {
 	body, err := io.ReadAll(c.Request.Body)
 	if err != nil {
@@ -190,15 +200,36 @@ func (a *Adapter) createToken(c *gin.Context) {
 	if req.TTL != "" {
 		ttl, err = time.ParseDuration(req.TTL)
 		if err != nil || ttl < 0 {
-			a.fail(c, badRequest("ttl %q: must be a duration such as 1h, or 0s for no expiry", trunc(req.TTL)))
+			a.fail(c, badRequest("ttl %q: must be a duration such as 1h, or 0s for the longest allowed", trunc(req.TTL)))
 			return
 		}
 	}
+	if maxTTL := a.maxTokenTTL(); ttl == 0 || ttl > maxTTL {
+		ttl = maxTTL
+	}
 	ctx := c.Request.Context()
 	var p adapters.Principal
-	if req.Name != "" {
+	switch {
+	case req.Name != "" && req.Password != "":
 		p, err = a.cfg.Auth.Authenticate(ctx, req.Name, req.Password, adapters.AnonymousRefused)
-	} else {
+	case bearerToken(c) != "":
+		// A stolen token must not mint itself a longer life: only an
+		// admin's token mints, for the admin or for a named user.
+		p, err = a.credentials(c)
+		if err == nil && p.Role != adapters.RoleAdmin {
+			err = fmt.Errorf("%w: a token is minted with the password (name and password, or basic auth), or by an admin", adapters.ErrForbidden)
+		}
+		if err == nil && req.Name != "" && req.Name != p.Name {
+			var u store.User
+			if u, err = a.cfg.Store.GetUser(ctx, req.Name); err == nil {
+				p = adapters.Principal{Name: u.Name, Role: u.Role}
+			} else if errors.Is(err, store.ErrNotFound) {
+				err = fmt.Errorf("%w: no user %q", errNotFound, req.Name)
+			}
+		}
+	case req.Name != "":
+		err = fmt.Errorf("%w: give the password of %q, or an admin's token", adapters.ErrBadCredentials, req.Name)
+	default:
 		p, err = a.credentials(c)
 	}
 	if err != nil {
@@ -214,11 +245,8 @@ func (a *Adapter) createToken(c *gin.Context) {
 		a.fail(c, fmt.Errorf("rest: create token for %q: %w", p.Name, err))
 		return
 	}
-	resp := tokenResponse{Token: tok, User: p.Name}
-	if ttl > 0 {
-		exp := time.Now().Add(ttl).UTC()
-		resp.Expires = &exp
-	}
+	exp := time.Now().Add(ttl).UTC()
+	resp := tokenResponse{Token: tok, User: p.Name, Expires: &exp}
 	c.JSON(http.StatusCreated, resp)
 }
 
