@@ -326,3 +326,46 @@ func TestMetricsOffLoopback(t *testing.T) {
 		})
 	}
 }
+
+// TestOriginForAdminsOnly: a reader learns which protocol a value came
+// from, but the publisher's client id and principal only as an admin.
+func TestOriginForAdminsOnly(t *testing.T) {
+	t.Parallel()
+	h := startAuthHub(t)
+	if s, _, b := h.do("POST", "/api/v1/topics/rooms/1?retain=true&qos=1", "admin:adminpw", "text/plain", "21"); s/100 != 2 {
+		t.Fatalf("publish: %d %s", s, b)
+	}
+	for _, tt := range []struct {
+		auth   string
+		shown  bool
+		filter bool
+	}{
+		{"admin:adminpw", true, false}, {"alice:alicepw", false, false},
+		{"admin:adminpw", true, true}, {"alice:alicepw", false, true},
+	} {
+		path := "/api/v1/topics/rooms/1"
+		if tt.filter {
+			path = "/api/v1/topics/rooms/%2B"
+		}
+		s, hdr, b := h.do("GET", path, tt.auth, "", "")
+		if s != 200 {
+			t.Fatalf("%s GET %s: %d %s", tt.auth, path, s, b)
+		}
+		var got bool
+		if tt.filter {
+			var es []EnvelopeJSON
+			if err := json.Unmarshal([]byte(b), &es); err != nil || len(es) != 1 || es[0].Origin.Protocol != "rest" {
+				t.Fatalf("%s: %s (%v)", tt.auth, b, err)
+			}
+			got = es[0].Origin.Principal == "admin"
+		} else {
+			if hdr.Get(HeaderOriginProtocol) != "rest" {
+				t.Errorf("%s: protocol header %q", tt.auth, hdr.Get(HeaderOriginProtocol))
+			}
+			got = hdr.Get(HeaderOriginUser) == "admin"
+		}
+		if got != tt.shown {
+			t.Errorf("%s GET %s: principal shown %v, want %v (%v %s)", tt.auth, path, got, tt.shown, hdr, b)
+		}
+	}
+}

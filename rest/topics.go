@@ -166,7 +166,7 @@ func (a *Adapter) readTopic(c *gin.Context) {
 		out := make([]EnvelopeJSON, 0, len(rs))
 		for _, e := range rs {
 			if a.readable(ctx, p, e) {
-				out = append(out, envelopeJSON(e, 2))
+				out = append(out, envelopeJSON(e, 2, isAdmin(p)))
 			}
 		}
 		c.JSON(http.StatusOK, out)
@@ -188,11 +188,15 @@ func (a *Adapter) readTopic(c *gin.Context) {
 	h.Set(HeaderTime, e.Time.UTC().Format(time.RFC3339Nano))
 	h.Set(HeaderRetain, "true")
 	h.Set(HeaderOriginProtocol, e.Origin.Protocol)
-	if e.Origin.ClientID != "" {
-		h.Set(HeaderOriginClient, e.Origin.ClientID)
-	}
-	if e.Origin.Principal != "" {
-		h.Set(HeaderOriginUser, e.Origin.Principal)
+	if isAdmin(p) {
+		// Who published is an admin's business: a client id is what a
+		// session takeover needs.
+		if e.Origin.ClientID != "" {
+			h.Set(HeaderOriginClient, e.Origin.ClientID)
+		}
+		if e.Origin.Principal != "" {
+			h.Set(HeaderOriginUser, e.Origin.Principal)
+		}
 	}
 	ct := e.ContentType
 	if ct == "" {
@@ -285,17 +289,21 @@ type OriginJSON struct {
 }
 
 // envelopeJSON renders e for a subscriber whose subscription QoS is subQoS
-// (the delivery QoS is the lower of the two).
-func envelopeJSON(e *broker.Envelope, subQoS byte) EnvelopeJSON {
+// (the delivery QoS is the lower of the two); the origin's client id and
+// principal only for an admin.
+func envelopeJSON(e *broker.Envelope, subQoS byte, admin bool) EnvelopeJSON {
 	j := EnvelopeJSON{
 		ID:            e.ID,
 		Topic:         e.Topic,
 		ContentType:   e.ContentType,
 		QoS:           min(e.QoS, subQoS),
 		Retain:        e.Retain,
-		Origin:        OriginJSON{Protocol: e.Origin.Protocol, ClientID: e.Origin.ClientID, Principal: e.Origin.Principal},
+		Origin:        OriginJSON{Protocol: e.Origin.Protocol},
 		Time:          e.Time.UTC(),
 		ResponseTopic: e.ResponseTopic,
+	}
+	if admin {
+		j.Origin.ClientID, j.Origin.Principal = e.Origin.ClientID, e.Origin.Principal
 	}
 	for _, p := range e.Properties {
 		j.Properties = append(j.Properties, PropertyJSON{Key: p.Key, Value: p.Value})
