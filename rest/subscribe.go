@@ -240,12 +240,11 @@ func (a *Adapter) serveWebSocket(c *gin.Context, s subscription, p adapters.Prin
 // within adapters.ReadCacheTTL. It returns nil when ctx ends and the error
 // of a failed write otherwise.
 func (a *Adapter) pump(ctx context.Context, st *stream, qos byte, p adapters.Principal, send func([]byte, *broker.Envelope) error, heartbeat func() error) error {
-	admin := isAdmin(p)
 	write := func(e *broker.Envelope) error {
 		if e.Expired(time.Now()) || !a.readable(ctx, p, e) {
 			return nil
 		}
-		data, err := json.Marshal(envelopeJSON(e, qos, admin))
+		data, err := json.Marshal(envelopeJSON(e, qos, originShown(p, e)))
 		if err != nil {
 			return err
 		}

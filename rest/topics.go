@@ -166,7 +166,7 @@ func (a *Adapter) readTopic(c *gin.Context) {
 		out := make([]EnvelopeJSON, 0, len(rs))
 		for _, e := range rs {
 			if a.readable(ctx, p, e) {
-				out = append(out, envelopeJSON(e, 2, isAdmin(p)))
+				out = append(out, envelopeJSON(e, 2, originShown(p, e)))
 			}
 		}
 		c.JSON(http.StatusOK, out)
@@ -188,9 +188,7 @@ func (a *Adapter) readTopic(c *gin.Context) {
 	h.Set(HeaderTime, e.Time.UTC().Format(time.RFC3339Nano))
 	h.Set(HeaderRetain, "true")
 	h.Set(HeaderOriginProtocol, e.Origin.Protocol)
-	if isAdmin(p) {
-		// Who published is an admin's business: a client id is what a
-		// session takeover needs.
+	if originShown(p, e) {
 		if e.Origin.ClientID != "" {
 			h.Set(HeaderOriginClient, e.Origin.ClientID)
 		}
@@ -288,9 +286,16 @@ type OriginJSON struct {
 	Principal string `json:"principal,omitempty"`
 }
 
+// originShown says whether p may see who published e: an admin, or the
+// publisher itself. Who published is nobody else's business: a client id
+// is what a session takeover needs.
+func originShown(p adapters.Principal, e *broker.Envelope) bool {
+	return isAdmin(p) || p.Name != "" && !p.Anonymous && e.Origin.Principal == p.Name
+}
+
 // envelopeJSON renders e for a subscriber whose subscription QoS is subQoS
 // (the delivery QoS is the lower of the two); the origin's client id and
-// principal only for an admin.
+// principal only with admin (originShown).
 func envelopeJSON(e *broker.Envelope, subQoS byte, admin bool) EnvelopeJSON {
 	j := EnvelopeJSON{
 		ID:            e.ID,
