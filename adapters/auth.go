@@ -96,13 +96,16 @@ type Auth struct {
 	anonConfigured bool
 	// reads caches CanRead's decisions (access.go).
 	reads readCache
+	// guard backs off failed logins (guard.go).
+	guard *LoginGuard
 }
 
 // NewAuth returns an Auth over creds with optional configured ACL rules,
 // keyed by principal name; the key AnonymousName holds the rules of
 // anonymous clients. The rules are assumed valid (ValidateRule).
 func NewAuth(creds Credentials, static map[string][]ACLRule) *Auth {
-	a := &Auth{creds: creds, static: make(map[string][]ACLRule, len(static)), anon: DefaultAnonymousRules}
+	a := &Auth{creds: creds, static: make(map[string][]ACLRule, len(static)), anon: DefaultAnonymousRules,
+		guard: NewLoginGuard(GuardConfig{})}
 	for name, rules := range static {
 		if name == AnonymousName {
 			a.anon, a.anonConfigured = rules, true
@@ -162,22 +165,26 @@ func (a *Auth) Anonymous(m AnonymousAccess) (Principal, error) {
 
 // Authenticate checks a name and password. An empty name means the client
 // gave no credentials: it is the anonymous principal of access m
-// (Anonymous), or ErrAuthRequired.
+// (Anonymous), or ErrAuthRequired. Under a ctx from WithLoginSource the
+// check goes through the LoginGuard: refused at once (ErrTooManyAttempts)
+// while the address or the account backs off, a failure counted.
 func (a *Auth) Authenticate(ctx context.Context, name, password string, m AnonymousAccess) (Principal, error) {
 	if name == "" {
 		return a.Anonymous(m)
 	}
-	if a.creds == nil {
-		return Principal{}, ErrBadCredentials
-	}
-	role, err := a.creds.VerifyPassword(ctx, name, password)
-	if err != nil {
-		if errors.Is(err, ErrBadCredentials) {
+	return a.guardedAuthenticate(ctx, name, func() (Principal, error) {
+		if a.creds == nil {
 			return Principal{}, ErrBadCredentials
 		}
-		return Principal{}, fmt.Errorf("auth: verify %q: %w", name, err)
-	}
-	return Principal{Name: name, Role: role}, nil
+		role, err := a.creds.VerifyPassword(ctx, name, password)
+		if err != nil {
+			if errors.Is(err, ErrBadCredentials) {
+				return Principal{}, ErrBadCredentials
+			}
+			return Principal{}, fmt.Errorf("auth: verify %q: %w", name, err)
+		}
+		return Principal{Name: name, Role: role}, nil
+	})
 }
 
 // Authorize says whether p may do action on topic: a topic to publish, a

@@ -477,8 +477,16 @@ func (a *Adapter) dtlsOptions() coapNet.DTLSServerOptions {
 		piondtls.WithPSK(func(identity []byte) ([]byte, error) {
 			ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
 			defer cancel()
+			// pion tells the callback no address: an identity that is
+			// tried too often backs off as an account does.
+			g := a.cfg.Auth.Guard()
+			if err := g.Allow(broker.ProtoCoAP, "", string(identity)); err != nil {
+				a.log.Info("coap: dtls: psk identity backing off", "identity", string(identity), "err", err)
+				return nil, fmt.Errorf("coap: psk of %q: %w", identity, err)
+			}
 			key, err := a.cfg.PSK(ctx, string(identity))
 			if err != nil {
+				g.Fail(broker.ProtoCoAP, "", string(identity))
 				a.log.Info("coap: dtls: unknown psk identity", "identity", string(identity), "err", err)
 				return nil, fmt.Errorf("coap: psk of %q: %w", identity, err)
 			}

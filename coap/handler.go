@@ -53,6 +53,7 @@ var errorCodes = []struct {
 	{broker.ErrWildcardTopic, codes.BadRequest},
 	{broker.ErrInvalidFilter, codes.BadRequest},
 	{adapters.ErrAuthRequired, codes.Unauthorized},
+	{adapters.ErrTooManyAttempts, codes.TooManyRequests},
 	{adapters.ErrBadCredentials, codes.Unauthorized},
 	{adapters.ErrForbidden, codes.Forbidden},
 	{errNoValue, codes.NotFound},
@@ -220,6 +221,7 @@ func (a *Adapter) authenticate(ctx context.Context, req *request) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, reqTimeout)
 	defer cancel()
+	ctx = adapters.WithLoginSource(ctx, adapters.LoginSource{Protocol: broker.ProtoCoAP, Remote: cs.remote})
 	p, err := a.cfg.Auth.Authenticate(ctx, req.query["u"], req.query["p"], a.anonOK)
 	if err != nil {
 		return err

@@ -92,6 +92,12 @@ type SecurityConfig struct {
 	// login that gives the password (MQTT, REST, XMPP PLAIN): a SCRAM
 	// login never shows the server the password.
 	SCRAMIterations int `yaml:"scram_iterations"`
+	// LoginBackoff bounds failed logins per source address and per
+	// account in every protocol: after `free` failures (5) each further
+	// one doubles the wait from `base` (1s) to `max` (60s), during which
+	// logins from that address or to that account are refused unchecked;
+	// `forget` (15m) of quiet clears it, as does a good login.
+	LoginBackoff adapters.GuardConfig `yaml:"login_backoff"`
 }
 
 // MQTTConfig configures the MQTT listeners.

@@ -88,6 +88,7 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	h.Bus = bus
 	h.Registry.MustRegister(busCollector{bus})
 	h.Auth = adapters.NewAuth(st, cfg.ACL)
+	h.setupLoginGuard()
 	h.Devices, err = devices.New(devices.Config{Store: st, Bus: bus, Logger: log, Node: cfg.Node})
 	if err != nil {
 		return nil, err

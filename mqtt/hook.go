@@ -99,11 +99,15 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	defer cancel()
 	name := string(pk.Connect.Username)
 	anonOK := adapters.AnonymousAllowed(a.lnAddr[cl.Net.Listener], a.cfg.AllowAnonymous)
-	p, err := a.auth.Authenticate(ctx, name, string(pk.Connect.Password), anonOK)
+	lctx := adapters.WithLoginSource(ctx, adapters.LoginSource{Protocol: broker.ProtoMQTT, Remote: cl.Net.Remote})
+	p, err := a.auth.Authenticate(lctx, name, string(pk.Connect.Password), anonOK)
 	if err != nil {
 		a.metrics.authFailed.Add(1)
 		a.log.Info("mqtt: connect refused", "client", cl.ID, "remote", cl.Net.Remote, "user", name, "err", err)
 		switch {
+		case errors.Is(err, adapters.ErrTooManyAttempts):
+			// MQTT 5 has a code for it; 3.1.1 hears bad credentials.
+			return refuse(cl, packets.ErrConnectionRateExceeded, v3BadCredentials)
 		case errors.Is(err, adapters.ErrBadCredentials):
 			return refuse(cl, packets.ErrBadUsernameOrPassword, v3BadCredentials)
 		case errors.Is(err, adapters.ErrAuthRequired):

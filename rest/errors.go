@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -47,6 +49,7 @@ var statusOf = []struct {
 	{store.ErrInvalidPassword, http.StatusBadRequest},
 	{store.ErrInvalidACL, http.StatusBadRequest},
 	{adapters.ErrAuthRequired, http.StatusUnauthorized},
+	{adapters.ErrTooManyAttempts, http.StatusTooManyRequests},
 	{adapters.ErrBadCredentials, http.StatusUnauthorized},
 	{adapters.ErrForbidden, http.StatusForbidden},
 	{devices.ErrUnknownDevice, http.StatusNotFound},
@@ -88,6 +91,9 @@ func (a *Adapter) fail(c *gin.Context, err error) {
 	if status == http.StatusUnauthorized {
 		c.Writer.Header().Add("WWW-Authenticate", `Bearer realm="hub"`)
 		c.Writer.Header().Add("WWW-Authenticate", `Basic realm="hub", charset="UTF-8"`)
+	}
+	if wait, ok := adapters.RetryAfter(err); ok {
+		c.Writer.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 	}
 	msg := err.Error()
 	if status >= 500 && status != http.StatusServiceUnavailable && status != http.StatusGatewayTimeout {

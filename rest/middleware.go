@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/broker"
 )
 
 // principalKey is the gin context key of the authenticated principal.
@@ -135,9 +137,15 @@ func (a *Adapter) credentials(c *gin.Context) (adapters.Principal, error) {
 	token := bearerToken(c)
 	h := c.GetHeader("Authorization")
 	if token != "" {
+		// Tokens are guessed too: a bad one counts against the address.
+		g := a.cfg.Auth.Guard()
+		if err := g.Allow(broker.ProtoREST, c.Request.RemoteAddr, ""); err != nil {
+			return adapters.Principal{}, err
+		}
 		u, err := a.cfg.Store.VerifyToken(ctx, token)
 		if err != nil {
 			if errors.Is(err, adapters.ErrBadCredentials) {
+				g.Fail(broker.ProtoREST, c.Request.RemoteAddr, "")
 				return adapters.Principal{}, fmt.Errorf("%w: unknown or expired token", adapters.ErrBadCredentials)
 			}
 			return adapters.Principal{}, fmt.Errorf("rest: verify token: %w", err)
@@ -148,7 +156,7 @@ func (a *Adapter) credentials(c *gin.Context) (adapters.Principal, error) {
 		if name == "" {
 			return adapters.Principal{}, fmt.Errorf("%w: empty user name", adapters.ErrBadCredentials)
 		}
-		return a.cfg.Auth.Authenticate(ctx, name, pw, a.anonOK)
+		return a.cfg.Auth.Authenticate(a.loginCtx(c), name, pw, a.anonOK)
 	}
 	if h != "" {
 		return adapters.Principal{}, fmt.Errorf("%w: unsupported Authorization scheme (use Bearer or Basic)", adapters.ErrBadCredentials)
@@ -158,6 +166,12 @@ func (a *Adapter) credentials(c *gin.Context) (adapters.Principal, error) {
 		return adapters.Principal{}, fmt.Errorf("%w: this listener is not loopback-only: give a bearer token or basic credentials", err)
 	}
 	return p, nil
+}
+
+// loginCtx is the request's context naming where a login comes from, for
+// the login guard.
+func (a *Adapter) loginCtx(c *gin.Context) context.Context {
+	return adapters.WithLoginSource(c.Request.Context(), adapters.LoginSource{Protocol: broker.ProtoREST, Remote: c.Request.RemoteAddr})
 }
 
 // bearerToken returns the request's bearer token (Authorization: Bearer,

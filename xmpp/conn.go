@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/broker"
 )
 
 // Timeouts of a connection.
@@ -303,7 +304,8 @@ func (c *streamConn) sasl(auth *element) (bool, error) {
 		if err != nil {
 			return failure("malformed-request")
 		}
-		p, err := c.a.cfg.Auth.Authenticate(ctx, user, pass, adapters.AnonymousRefused)
+		lctx := adapters.WithLoginSource(ctx, adapters.LoginSource{Protocol: broker.ProtoXMPP, Remote: c.raw.RemoteAddr().String()})
+		p, err := c.a.cfg.Auth.Authenticate(lctx, user, pass, adapters.AnonymousRefused)
 		if err != nil || (authz != "" && authz != user && authz != user+"@"+c.a.cfg.Domain) {
 			c.a.log.Info("xmpp: authentication failed", "user", user, "mechanism", mech, "remote", c.raw.RemoteAddr().String(), "err", err)
 			return failure("not-authorized")
@@ -314,7 +316,15 @@ func (c *streamConn) sasl(auth *element) (bool, error) {
 	}
 	srv := &scramServer{mech: mech, h: scramHash(mech), lookup: c.a.cfg.Store.SCRAM, fakeKey: c.a.fakeKey,
 		fakeIter: c.a.cfg.Store.SCRAMIterationCount(), domain: c.a.cfg.Domain}
+	// SCRAM never shows the password to Auth: the guard is asked here.
+	guard, remote := c.a.cfg.Auth.Guard(), c.raw.RemoteAddr().String()
+	if err := guard.Allow(broker.ProtoXMPP, remote, ""); err != nil {
+		return c.saslFailure(failure, mech, "", err)
+	}
 	first, err := srv.start(ctx, initial)
+	if err == nil {
+		err = guard.Allow(broker.ProtoXMPP, remote, srv.user)
+	}
 	if err != nil {
 		return c.saslFailure(failure, mech, srv.user, err)
 	}
@@ -337,8 +347,12 @@ func (c *streamConn) sasl(auth *element) (bool, error) {
 	}
 	final, err := srv.finish(msg)
 	if err != nil {
+		if errors.Is(err, errSASL) {
+			guard.Fail(broker.ProtoXMPP, remote, srv.user)
+		}
 		return c.saslFailure(failure, mech, srv.user, err)
 	}
+	guard.Succeed(remote, srv.user)
 	u, err := c.a.cfg.Store.GetUser(ctx, srv.user)
 	if err != nil {
 		c.a.log.Warn("xmpp: role of authenticated user", "user", srv.user, "err", err)
@@ -352,6 +366,9 @@ func (c *streamConn) sasl(auth *element) (bool, error) {
 func (c *streamConn) saslFailure(failure func(string) (bool, error), mech, user string, err error) (bool, error) {
 	c.a.log.Info("xmpp: authentication failed", "user", user, "mechanism", mech, "remote", c.raw.RemoteAddr().String(), "err", err)
 	switch {
+	case errors.Is(err, adapters.ErrBadCredentials):
+		// Backing off (ErrTooManyAttempts) or a bad PLAIN password.
+		return failure("not-authorized")
 	case errors.Is(err, errSASLMalformed):
 		return failure("malformed-request")
 	case errors.Is(err, errSASL):
