@@ -49,7 +49,12 @@ func StartConfig(t testing.TB, cfg gateway.Config) *Hub {
 	if os.Getenv("HUB_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return StartLogged(t, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+}
+
+// StartLogged is StartConfig logging to log (a test that reads the logs).
+func StartLogged(t testing.TB, cfg gateway.Config, log *slog.Logger) *Hub {
+	t.Helper()
 	h, err := gateway.New(cfg, log)
 	if err != nil {
 		t.Fatalf("hubtest: new hub: %v", err)

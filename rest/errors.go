@@ -97,7 +97,7 @@ func (a *Adapter) fail(c *gin.Context, err error) {
 	}
 	msg := err.Error()
 	if status >= 500 && status != http.StatusServiceUnavailable && status != http.StatusGatewayTimeout {
-		a.log.Error("rest: request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "status", status, "err", err)
+		a.log.Error("rest: request failed", "method", c.Request.Method, "path", logPath(c), "status", status, "err", err)
 	}
 	if status == http.StatusRequestEntityTooLarge {
 		msg = fmt.Sprintf("%s: the limit is %d bytes", errTooLarge, a.cfg.MaxBody)

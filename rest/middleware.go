@@ -111,8 +111,18 @@ func (a *Adapter) observe(c *gin.Context) {
 	if a.m != nil {
 		a.m.requests.WithLabelValues(route, c.Request.Method, strconv.Itoa(status)).Inc()
 	}
-	a.log.Debug("rest: request", "method", c.Request.Method, "path", c.Request.URL.Path,
+	a.log.Debug("rest: request", "method", c.Request.Method, "path", logPath(c),
 		"status", status, "duration", time.Since(start), "remote", c.Request.RemoteAddr)
+}
+
+// logPath is the request's path as logs may show it: a path that carries
+// a secret (DELETE /api/v1/tokens/{token}, and the file slots' tokens) is
+// shown as its route. The query (?access_token=) is never logged.
+func logPath(c *gin.Context) string {
+	if route := c.FullPath(); strings.Contains(route, ":token") || strings.Contains(route, "*token") {
+		return route
+	}
+	return c.Request.URL.Path
 }
 
 // limitBody refuses bodies above MaxBody: at once when Content-Length says
