@@ -16,6 +16,11 @@ import (
 // theirs for bad credentials.
 var ErrTooManyAttempts = fmt.Errorf("%w: too many failed logins", ErrBadCredentials)
 
+// ErrTLSRequired refuses credentials sent in clear on a listener that is
+// not loopback-only while require_tls is set: use the protocol's TLS
+// listener (mqtts, https, STARTTLS, coaps).
+var ErrTLSRequired = errors.New("credentials in clear are refused off loopback (require_tls): use TLS")
+
 // GuardConfig bounds failed logins. Zero fields take the defaults.
 type GuardConfig struct {
 	// Free is the number of failures (per address, per account) allowed

@@ -97,6 +97,9 @@ type Config struct {
 	// AllowAnonymous lets clients without credentials in on a non-loopback
 	// plain listener (see adapters.AnonymousAllowed).
 	AllowAnonymous bool
+	// RequireTLS refuses query credentials (?u=&p=) over plain UDP on a
+	// listener that is not loopback-only: use DTLS (coaps).
+	RequireTLS bool
 	// Node is stamped into Origin.Node (default broker.NodeID()).
 	Node string
 	// Logger receives the adapter's logs (nil: slog.Default()).

@@ -54,6 +54,7 @@ var errorCodes = []struct {
 	{broker.ErrInvalidFilter, codes.BadRequest},
 	{adapters.ErrAuthRequired, codes.Unauthorized},
 	{adapters.ErrTooManyAttempts, codes.TooManyRequests},
+	{adapters.ErrTLSRequired, codes.Forbidden},
 	{adapters.ErrBadCredentials, codes.Unauthorized},
 	{adapters.ErrForbidden, codes.Forbidden},
 	{errNoValue, codes.NotFound},
@@ -221,6 +222,9 @@ func (a *Adapter) authenticate(ctx context.Context, req *request) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, reqTimeout)
 	defer cancel()
+	if a.cfg.RequireTLS && a.anonOK != adapters.AnonymousLocal && (req.query["u"] != "" || req.query["p"] != "") {
+		return fmt.Errorf("coap: %w (coaps, DTLS with the device's PSK)", adapters.ErrTLSRequired)
+	}
 	ctx = adapters.WithLoginSource(ctx, adapters.LoginSource{Protocol: broker.ProtoCoAP, Remote: cs.remote})
 	p, err := a.cfg.Auth.Authenticate(ctx, req.query["u"], req.query["p"], a.anonOK)
 	if err != nil {

@@ -162,6 +162,9 @@ func mustRequest(t *testing.T, method, url, auth string) *http.Request {
 
 // xmppTry logs in over STARTTLS with mech and returns the error.
 func xmppTry(t *testing.T, addr, user, pass string, mech sasl.Mechanism) error {
+	if mech.Name == "" {
+		mech = sasl.ScramSha256
+	}
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {

@@ -76,6 +76,11 @@ type Config struct {
 	ACL map[string][]adapters.ACLRule `yaml:"acl"`
 	// Bridges link the bus to upstream MQTT brokers.
 	Bridges []bridge.Config `yaml:"bridges"`
+	// RequireTLS refuses credentials sent in clear on listeners that are
+	// not loopback-only: MQTT without TLS, plain HTTP, XMPP before
+	// STARTTLS, CoAP over UDP without DTLS. Without it the hub warns at
+	// start about each listener where they could.
+	RequireTLS bool `yaml:"require_tls"`
 	// Security holds what guards the logins.
 	Security SecurityConfig `yaml:"security"`
 	// Log configures logging.
@@ -141,7 +146,10 @@ type XMPPConfig struct {
 
 // HTTPConfig configures the REST API listener.
 type HTTPConfig struct {
-	Addr    string `yaml:"addr"`
+	Addr string `yaml:"addr"`
+	// TLSAddr is the HTTPS listener (the REST API, SSE, WebSocket,
+	// /healthz and /metrics over TLS), with tls.cert_file and key_file.
+	TLSAddr string `yaml:"tls_addr"`
 	MaxBody int64  `yaml:"max_body"`
 	// PublicMetrics serves /metrics without credentials on a listener
 	// that is not loopback-only (default: a token or basic auth is
@@ -210,7 +218,7 @@ func Defaults() Config {
 		MQTT:           MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off, MaxQueued: 1000, MaxQueuedBytes: 16 << 20, MaxInflight: mqtt.DefaultMaxInflight},
 		CoAP:           CoAPConfig{Addr: "127.0.0.1:5683", DTLSAddr: Off},
 		XMPP:           XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off},
-		HTTP: HTTPConfig{Addr: "127.0.0.1:8080", ReadHeaderTimeout: rest.DefaultReadHeaderTimeout, ReadTimeout: rest.DefaultReadTimeout,
+		HTTP: HTTPConfig{Addr: "127.0.0.1:8080", TLSAddr: Off, ReadHeaderTimeout: rest.DefaultReadHeaderTimeout, ReadTimeout: rest.DefaultReadTimeout,
 			IdleTimeout: rest.DefaultIdleTimeout, MaxHeaderBytes: rest.DefaultMaxHeaderBytes},
 		Log: LogConfig{Level: "info", Format: "text"},
 
@@ -254,7 +262,7 @@ func (c *Config) Validate() error {
 		"mqtt.addr": c.MQTT.Addr, "mqtt.tls_addr": c.MQTT.TLSAddr,
 		"coap.addr": c.CoAP.Addr, "coap.dtls_addr": c.CoAP.DTLSAddr,
 		"xmpp.addr": c.XMPP.Addr, "xmpp.component_addr": c.XMPP.ComponentAddr,
-		"http.addr": c.HTTP.Addr,
+		"http.addr": c.HTTP.Addr, "http.tls_addr": c.HTTP.TLSAddr,
 	} {
 		if !Enabled(addr) {
 			continue

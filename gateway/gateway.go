@@ -89,6 +89,7 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	h.Registry.MustRegister(busCollector{bus})
 	h.Auth = adapters.NewAuth(st, cfg.ACL)
 	h.setupLoginGuard()
+	h.warnClearText()
 	h.Devices, err = devices.New(devices.Config{Store: st, Bus: bus, Logger: log, Node: cfg.Node})
 	if err != nil {
 		return nil, err
@@ -129,7 +130,7 @@ func (h *Hub) buildAdapters() error {
 		}
 		a, err := mqtt.New(mqtt.Config{
 			Addr: c.MQTT.Addr, TLSAddr: c.MQTT.TLSAddr, TLSConfig: tc,
-			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, Sessions: h.Store,
+			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, RequireTLS: c.RequireTLS, Sessions: h.Store,
 			Node: c.Node, Logger: h.log.With("adapter", "mqtt"), Registerer: h.Registry,
 			MaxPacketSize: uint32(c.MQTT.MaxPacketSize),
 			MaxQueued:     uint16(c.MQTT.MaxQueued), MaxQueuedBytes: c.MQTT.MaxQueuedBytes, QueuePolicy: c.QueuePolicy,
@@ -143,7 +144,7 @@ func (h *Hub) buildAdapters() error {
 	if Enabled(c.CoAP.Addr) || Enabled(c.CoAP.DTLSAddr) {
 		a, err := coap.New(coap.Config{
 			Addr: offToEmpty(c.CoAP.Addr), DTLSAddr: offToEmpty(c.CoAP.DTLSAddr), PSK: h.Store.DevicePSK,
-			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, Node: c.Node,
+			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, RequireTLS: c.RequireTLS, Node: c.Node,
 			Logger: h.log, Registerer: h.Registry, MaxPayload: c.CoAP.MaxPayload,
 			Durables: h.durableIDs,
 		})
@@ -182,9 +183,17 @@ func (h *Hub) buildAdapters() error {
 	if Enabled(c.PprofAddr) {
 		h.adapters = append(h.adapters, &pprofServer{addr: c.PprofAddr, log: h.log.With("adapter", "pprof")})
 	}
-	if Enabled(c.HTTP.Addr) {
+	if Enabled(c.HTTP.Addr) || Enabled(c.HTTP.TLSAddr) {
+		tc, err := h.tlsConfig(TLSFiles{})
+		if err != nil {
+			return err
+		}
+		if Enabled(c.HTTP.TLSAddr) && tc == nil {
+			return errors.New("http.tls_addr (--https-addr) needs tls.cert_file and tls.key_file")
+		}
 		a, err := rest.New(rest.Config{
-			Addr: c.HTTP.Addr, Bus: h.Bus, Store: h.Store, Auth: h.Auth, Devices: h.Devices,
+			Addr: offToEmpty(c.HTTP.Addr), TLSAddr: offToEmpty(c.HTTP.TLSAddr), TLSConfig: tc, RequireTLS: c.RequireTLS,
+			Bus: h.Bus, Store: h.Store, Auth: h.Auth, Devices: h.Devices,
 			AllowAnonymous: c.AllowAnonymous, MaxBody: c.HTTP.MaxBody, Health: h.Healthy, HealthReport: h.HealthReport,
 			ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, ReadTimeout: c.HTTP.ReadTimeout,
 			IdleTimeout: c.HTTP.IdleTimeout, MaxHeaderBytes: c.HTTP.MaxHeaderBytes,

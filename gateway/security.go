@@ -57,3 +57,28 @@ func (c guardCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(loginThrottled, prometheus.CounterValue, float64(n), p)
 	}
 }
+
+// clearTextListeners returns the enabled listeners that are not
+// loopback-only and where credentials travel without TLS, by config key.
+// XMPP is not among them: it always requires STARTTLS off loopback.
+func (c *Config) clearTextListeners() map[string]string {
+	out := map[string]string{}
+	for key, addr := range map[string]string{"mqtt.addr": c.MQTT.Addr, "http.addr": c.HTTP.Addr, "coap.addr": c.CoAP.Addr} {
+		if Enabled(addr) && !adapters.IsLoopback(addr) {
+			out[key] = addr
+		}
+	}
+	return out
+}
+
+// warnClearText says at start where credentials could travel in clear.
+func (h *Hub) warnClearText() {
+	for key, addr := range h.cfg.clearTextListeners() {
+		if h.cfg.RequireTLS {
+			h.log.Info("security: credentials in clear are refused on this listener (require_tls)", "listener", key, "addr", addr)
+			continue
+		}
+		h.log.Warn("security: credentials can travel in clear on a listener that is not loopback-only; use its TLS listener, or set require_tls: true to refuse them",
+			"listener", key, "addr", addr)
+	}
+}

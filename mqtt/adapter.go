@@ -106,6 +106,9 @@ type Config struct {
 	// AllowAnonymous lets clients without credentials in on non-loopback
 	// listeners as well (adapters.AnonymousAllowed).
 	AllowAnonymous bool
+	// RequireTLS refuses a CONNECT with credentials on a listener without
+	// TLS that is not loopback-only (they came in clear).
+	RequireTLS bool
 	// Sessions keeps the records of persistent sessions across restarts
 	// (nil: every session is clean).
 	Sessions SessionStore

@@ -99,6 +99,12 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	defer cancel()
 	name := string(pk.Connect.Username)
 	anonOK := adapters.AnonymousAllowed(a.lnAddr[cl.Net.Listener], a.cfg.AllowAnonymous)
+	if a.cfg.RequireTLS && cl.Net.Listener != "mqtts" && anonOK != adapters.AnonymousLocal &&
+		(pk.Connect.UsernameFlag || pk.Connect.PasswordFlag) {
+		a.metrics.authFailed.Add(1)
+		a.log.Warn("mqtt: connect refused: credentials in clear", "client", cl.ID, "remote", cl.Net.Remote, "user", name, "listener", cl.Net.Listener)
+		return refuse(cl, packets.ErrNotAuthorized, v3NotAuthorized)
+	}
 	lctx := adapters.WithLoginSource(ctx, adapters.LoginSource{Protocol: broker.ProtoMQTT, Remote: cl.Net.Remote})
 	p, err := a.auth.Authenticate(lctx, name, string(pk.Connect.Password), anonOK)
 	if err != nil {

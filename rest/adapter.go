@@ -7,6 +7,7 @@ package rest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,8 +46,15 @@ const DefaultHeartbeat = 15 * time.Second
 
 // Config configures the REST adapter.
 type Config struct {
-	// Addr is the listen address (host:port, port 0 picks one); required.
-	Addr string
+	// Addr is the plain HTTP listen address (host:port, port 0 picks
+	// one); TLSAddr the HTTPS one, served with TLSConfig. At least one.
+	Addr      string
+	TLSAddr   string
+	TLSConfig *tls.Config
+	// RequireTLS refuses credentials (basic auth, tokens, passwords in a
+	// body) on the plain listener unless it is loopback-only: off
+	// loopback they would travel in clear.
+	RequireTLS bool
 	// Bus is the hub's bus; required.
 	Bus broker.Bus
 	// Store keeps users, tokens and ACLs; required.
@@ -116,9 +124,7 @@ type Adapter struct {
 	m      *metrics
 
 	mu      sync.Mutex
-	ln      net.Listener
-	retry   *adapters.RetryListener // ln: retries temporary accept errors
-	srv     *http.Server
+	lns     []*listener // once started
 	served  chan struct{}
 	cancel  context.CancelFunc
 	stopped bool
@@ -140,8 +146,10 @@ var (
 // New validates cfg and returns an adapter ready to Start.
 func New(cfg Config) (*Adapter, error) {
 	switch {
-	case cfg.Addr == "":
-		return nil, errors.New("rest: Addr is required")
+	case cfg.Addr == "" && cfg.TLSAddr == "":
+		return nil, errors.New("rest: Addr or TLSAddr is required")
+	case cfg.TLSAddr != "" && cfg.TLSConfig == nil:
+		return nil, errors.New("rest: TLSAddr needs a TLSConfig (tls.cert_file and tls.key_file)")
 	case cfg.Bus == nil:
 		return nil, errors.New("rest: Bus is required")
 	case cfg.Store == nil:
@@ -160,8 +168,10 @@ func New(cfg Config) (*Adapter, error) {
 	case cfg.MaxHeaderBytes < 0:
 		return nil, fmt.Errorf("rest: MaxHeaderBytes %d: must not be negative", cfg.MaxHeaderBytes)
 	}
-	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
-		return nil, fmt.Errorf("rest: Addr %q: %w", cfg.Addr, err)
+	for name, addr := range map[string]string{"Addr": cfg.Addr, "TLSAddr": cfg.TLSAddr} {
+		if _, _, err := net.SplitHostPort(addr); addr != "" && err != nil {
+			return nil, fmt.Errorf("rest: %s %q: %w", name, addr, err)
+		}
 	}
 	if cfg.MaxBody == 0 {
 		cfg.MaxBody = DefaultMaxBody
@@ -181,7 +191,11 @@ func New(cfg Config) (*Adapter, error) {
 	if cfg.MaxHeaderBytes == 0 {
 		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
-	a := &Adapter{cfg: cfg, log: cfg.Logger, anonOK: adapters.AnonymousAllowed(cfg.Addr, cfg.AllowAnonymous)}
+	primary := cfg.Addr
+	if primary == "" {
+		primary = cfg.TLSAddr
+	}
+	a := &Adapter{cfg: cfg, log: cfg.Logger, anonOK: adapters.AnonymousAllowed(primary, cfg.AllowAnonymous)}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -200,59 +214,125 @@ func (a *Adapter) Name() string { return "rest" }
 // Handler returns the adapter's HTTP handler, for embedding or tests.
 func (a *Adapter) Handler() http.Handler { return a.engine }
 
-// Start binds the listener and serves until Stop.
+// listener is one of the adapter's listeners (plain HTTP or HTTPS).
+type listener struct {
+	name  string // "http" or "https"
+	tls   bool
+	anon  adapters.AnonymousAccess
+	retry *adapters.RetryListener // retries temporary accept errors
+	srv   *http.Server
+}
+
+type listenerKey struct{}
+
+// Start binds the listeners and serves until Stop.
 func (a *Adapter) Start(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.ln != nil || a.stopped {
+	if a.lns != nil || a.stopped {
 		return errors.New("rest: already started")
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", a.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("rest: listen %s: %w", a.cfg.Addr, err)
-	}
 	base, cancel := context.WithCancel(context.Background())
-	// net/http would retry temporary accept errors too, but silently;
-	// this one counts them and reports the listener failing meanwhile.
-	a.retry = adapters.NewRetryListener(ln, a.log.With("listener", "http"), func(error) { a.m.acceptError() })
-	ln = a.retry
-	a.ln, a.cancel = ln, cancel
-	// No WriteTimeout: it would cut healthy SSE and WebSocket streams.
-	a.srv = &http.Server{
-		Handler:           a.engine,
-		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
-		ReadTimeout:       a.cfg.ReadTimeout,
-		IdleTimeout:       a.cfg.IdleTimeout,
-		MaxHeaderBytes:    a.cfg.MaxHeaderBytes,
-		BaseContext:       func(net.Listener) context.Context { return base },
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
-	}
-	a.served = make(chan struct{})
-	go func() {
-		defer close(a.served)
-		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("rest: serve", "addr", ln.Addr().String(), "err", err)
+	var lns []*listener
+	for _, spec := range []struct {
+		name, addr string
+		tls        bool
+	}{{"http", a.cfg.Addr, false}, {"https", a.cfg.TLSAddr, true}} {
+		if spec.addr == "" {
+			continue
 		}
-	}()
-	a.log.Info("rest: listening", "addr", ln.Addr().String(), "anonymous", a.anonOK.String())
+		var lc net.ListenConfig
+		ln, err := lc.Listen(ctx, "tcp", spec.addr)
+		if err != nil {
+			cancel()
+			for _, l := range lns {
+				_ = l.retry.Close()
+			}
+			return fmt.Errorf("rest: listen %s: %w", spec.addr, err)
+		}
+		l := &listener{name: spec.name, tls: spec.tls, anon: adapters.AnonymousAllowed(spec.addr, a.cfg.AllowAnonymous)}
+		// net/http would retry temporary accept errors too, but silently;
+		// this one counts them and reports the listener failing meanwhile.
+		l.retry = adapters.NewRetryListener(ln, a.log.With("listener", spec.name), func(error) { a.m.acceptError() })
+		lctx := context.WithValue(base, listenerKey{}, l)
+		// No WriteTimeout: it would cut healthy SSE and WebSocket streams.
+		l.srv = &http.Server{
+			Handler:           a.engine,
+			ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
+			ReadTimeout:       a.cfg.ReadTimeout,
+			IdleTimeout:       a.cfg.IdleTimeout,
+			MaxHeaderBytes:    a.cfg.MaxHeaderBytes,
+			BaseContext:       func(net.Listener) context.Context { return lctx },
+			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+		}
+		if spec.tls {
+			l.srv.TLSConfig = a.cfg.TLSConfig.Clone()
+		}
+		lns = append(lns, l)
+	}
+	a.lns, a.cancel = lns, cancel
+	a.served = make(chan struct{})
+	var wg sync.WaitGroup
+	for _, l := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if l.tls {
+				err = l.srv.ServeTLS(l.retry, "", "")
+			} else {
+				err = l.srv.Serve(l.retry)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("rest: serve", "addr", l.retry.Addr().String(), "err", err)
+			}
+		}()
+		a.log.Info("rest: listening", "listener", l.name, "addr", l.retry.Addr().String(), "anonymous", l.anon.String())
+	}
+	go func() { wg.Wait(); close(a.served) }()
 	return nil
 }
 
-// Stop ends the streams, closes the listener and connections, and returns
+// listenerOf returns the listener a request came in on (nil when the
+// handler is used without Start).
+func listenerOf(c *gin.Context) *listener {
+	l, _ := c.Request.Context().Value(listenerKey{}).(*listener)
+	return l
+}
+
+// anonFor is what the request's listener lets anonymous clients do.
+func (a *Adapter) anonFor(c *gin.Context) adapters.AnonymousAccess {
+	if l := listenerOf(c); l != nil {
+		return l.anon
+	}
+	return a.anonOK
+}
+
+// clearText reports whether credentials on this request would have
+// travelled in clear off loopback: a plain listener that is not
+// loopback-only.
+func (a *Adapter) clearText(c *gin.Context) bool {
+	l := listenerOf(c)
+	return l != nil && !l.tls && l.anon != adapters.AnonymousLocal
+}
+
+// Stop ends the streams, closes the listeners and connections, and returns
 // when every handler has returned or ctx is done.
 func (a *Adapter) Stop(ctx context.Context) error {
 	a.mu.Lock()
 	a.stopped = true
-	srv, cancel, served := a.srv, a.cancel, a.served
+	lns, cancel, served := a.lns, a.cancel, a.served
 	a.mu.Unlock()
-	if srv == nil {
+	if lns == nil {
 		return nil
 	}
 	cancel() // ends SSE and WebSocket handlers: their contexts derive from it
-	err := srv.Shutdown(ctx)
-	if err != nil {
-		_ = srv.Close()
+	var err error
+	for _, l := range lns {
+		if e := l.srv.Shutdown(ctx); e != nil {
+			_ = l.srv.Close()
+			err = errors.Join(err, e)
+		}
 	}
 	done := make(chan struct{})
 	go func() {
@@ -263,56 +343,58 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return fmt.Errorf("rest: stop: %w", ctx.Err())
+		return errors.Join(err, fmt.Errorf("rest: stop: %w", ctx.Err()))
 	}
-	if err != nil {
-		return fmt.Errorf("rest: stop: %w", err)
-	}
-	return nil
+	return err
 }
 
-// Healthy implements adapters.HealthChecker: nil while the listener is
-// open and accepts.
+// Healthy implements adapters.HealthChecker: nil while the listeners are
+// open and accept.
 func (a *Adapter) Healthy() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
-	case a.ln == nil:
+	case a.lns == nil:
 		return errors.New("rest: not started")
 	case a.stopped:
 		return errors.New("rest: stopped")
 	}
-	if err := a.retry.Healthy(); err != nil {
-		return fmt.Errorf("rest: %w", err)
+	for _, l := range a.lns {
+		if err := l.retry.Healthy(); err != nil {
+			return fmt.Errorf("rest: %s: %w", l.name, err)
+		}
 	}
 	return nil
 }
 
-// Listeners implements adapters.ListenerReporter: the HTTP listener's
-// state, once started.
+// Listeners implements adapters.ListenerReporter: the listeners' states,
+// once started.
 func (a *Adapter) Listeners() []adapters.ListenerStatus {
 	a.mu.Lock()
-	r, stopped := a.retry, a.stopped
+	lns, stopped := a.lns, a.stopped
 	a.mu.Unlock()
-	if r == nil {
-		return nil
+	var out []adapters.ListenerStatus
+	for _, l := range lns {
+		s := adapters.StatusOf(l.retry)
+		if stopped {
+			s.State = adapters.ListenerClosed
+		}
+		s.Adapter, s.Name = "rest", l.name
+		out = append(out, s)
 	}
-	s := adapters.StatusOf(r)
-	if stopped {
-		s.State = adapters.ListenerClosed
-	}
-	s.Adapter, s.Name = "rest", "http"
-	return []adapters.ListenerStatus{s}
+	return out
 }
 
-// Addrs implements adapters.Addresser: {"http": "host:port"} once started.
+// Addrs implements adapters.Addresser: {"http": "host:port", "https":
+// ...} for the listeners started.
 func (a *Adapter) Addrs() map[string]string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.ln == nil {
-		return map[string]string{}
+	m := make(map[string]string, len(a.lns))
+	for _, l := range a.lns {
+		m[l.name] = l.retry.Addr().String()
 	}
-	return map[string]string{"http": a.ln.Addr().String()}
+	return m
 }
 
 // routes builds the router. Every route here must be in openapi.json (a
@@ -388,7 +470,7 @@ func (a *Adapter) metricsHandler(c *gin.Context) {
 		a.fail(c, fmt.Errorf("%w: metrics are not enabled", errNotFound))
 		return
 	}
-	if a.anonOK != adapters.AnonymousLocal && !a.cfg.PublicMetrics {
+	if a.anonFor(c) != adapters.AnonymousLocal && !a.cfg.PublicMetrics {
 		// Counters name clients, users and topics: not for anyone who
 		// can reach the port. allow_anonymous does not open them.
 		p, err := a.credentials(c)

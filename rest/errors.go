@@ -50,6 +50,7 @@ var statusOf = []struct {
 	{store.ErrInvalidACL, http.StatusBadRequest},
 	{adapters.ErrAuthRequired, http.StatusUnauthorized},
 	{adapters.ErrTooManyAttempts, http.StatusTooManyRequests},
+	{adapters.ErrTLSRequired, http.StatusForbidden},
 	{adapters.ErrBadCredentials, http.StatusUnauthorized},
 	{adapters.ErrForbidden, http.StatusForbidden},
 	{devices.ErrUnknownDevice, http.StatusNotFound},

@@ -146,6 +146,11 @@ func (a *Adapter) credentials(c *gin.Context) (adapters.Principal, error) {
 	ctx := c.Request.Context()
 	token := bearerToken(c)
 	h := c.GetHeader("Authorization")
+	if h != "" || token != "" {
+		if err := a.checkTLS(c); err != nil {
+			return adapters.Principal{}, err
+		}
+	}
 	if token != "" {
 		// Tokens are guessed too: a bad one counts against the address.
 		g := a.cfg.Auth.Guard()
@@ -166,16 +171,25 @@ func (a *Adapter) credentials(c *gin.Context) (adapters.Principal, error) {
 		if name == "" {
 			return adapters.Principal{}, fmt.Errorf("%w: empty user name", adapters.ErrBadCredentials)
 		}
-		return a.cfg.Auth.Authenticate(a.loginCtx(c), name, pw, a.anonOK)
+		return a.cfg.Auth.Authenticate(a.loginCtx(c), name, pw, a.anonFor(c))
 	}
 	if h != "" {
 		return adapters.Principal{}, fmt.Errorf("%w: unsupported Authorization scheme (use Bearer or Basic)", adapters.ErrBadCredentials)
 	}
-	p, err := a.cfg.Auth.Authenticate(ctx, "", "", a.anonOK)
+	p, err := a.cfg.Auth.Authenticate(ctx, "", "", a.anonFor(c))
 	if err != nil {
 		return adapters.Principal{}, fmt.Errorf("%w: this listener is not loopback-only: give a bearer token or basic credentials", err)
 	}
 	return p, nil
+}
+
+// checkTLS refuses credentials that came in clear off loopback when
+// RequireTLS is set.
+func (a *Adapter) checkTLS(c *gin.Context) error {
+	if a.cfg.RequireTLS && a.clearText(c) {
+		return fmt.Errorf("rest: %w (https)", adapters.ErrTLSRequired)
+	}
+	return nil
 }
 
 // loginCtx is the request's context naming where a login comes from, for

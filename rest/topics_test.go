@@ -256,6 +256,8 @@ func TestNewValidates(t *testing.T) {
 	}{
 		{"Addr", func(c *Config) { c.Addr = "" }},
 		{"Addr", func(c *Config) { c.Addr = "nohostport" }},
+		{"TLSAddr", func(c *Config) { c.TLSAddr = "nohostport" }},
+		{"TLSConfig", func(c *Config) { c.TLSAddr = "127.0.0.1:0" }},
 		{"Bus", func(c *Config) { c.Bus = nil }},
 		{"Store", func(c *Config) { c.Store = nil }},
 		{"Auth", func(c *Config) { c.Auth = nil }},

@@ -211,7 +211,9 @@ func (a *Adapter) createToken(c *gin.Context) {
 	var p adapters.Principal
 	switch {
 	case req.Name != "" && req.Password != "":
-		p, err = a.cfg.Auth.Authenticate(a.loginCtx(c), req.Name, req.Password, adapters.AnonymousRefused)
+		if err = a.checkTLS(c); err == nil {
+			p, err = a.cfg.Auth.Authenticate(a.loginCtx(c), req.Name, req.Password, adapters.AnonymousRefused)
+		}
 	case bearerToken(c) != "":
 		// A stolen token must not mint itself a longer life: only an
 		// admin's token mints, for the admin or for a named user.

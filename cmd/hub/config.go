@@ -46,6 +46,7 @@ func serveOptions(c *gateway.Config) []option {
 		{name: "coap-addr", usage: "CoAP UDP listener at `ADDR`", str: &c.CoAP.Addr},
 		{name: "coaps-addr", usage: "CoAP over DTLS listener at `ADDR`", str: &c.CoAP.DTLSAddr},
 		{name: "http-addr", usage: "REST API, /healthz and /metrics at `ADDR`", str: &c.HTTP.Addr},
+		{name: "https-addr", usage: "the same over HTTPS at `ADDR` (needs tls.cert_file and tls.key_file)", str: &c.HTTP.TLSAddr},
 		{name: "pprof-addr", usage: "serve Go's profiles (net/http/pprof) at `ADDR`", str: &c.PprofAddr},
 		{name: "nats", usage: "run the bus over NATS at `URL` (empty: in-process bus)", str: &c.NATS},
 		{name: "log-level", usage: "log `LEVEL`: debug, info, warn or error", str: &c.Log.Level},
