@@ -85,6 +85,9 @@ func (a *Auth) principalState(ctx context.Context, p Principal) (principalState,
 			if err != nil {
 				return principalState{}, err
 			}
+			if p.External && len(rules) == 0 {
+				rules = a.peerRules
+			}
 			st.rules = rules
 		}
 	}

@@ -139,7 +139,7 @@ func TestCanRead(t *testing.T) {
 		{"deleted user", user("mallory"), "public/x", ErrUnknownPrincipal},
 		{"the current role, not the given one", Principal{Name: "alice", Role: RoleAdmin}, "secret/x", ErrForbidden},
 		{"the current role lifts too", Principal{Name: "admin", Role: RoleUser}, "$SYS/uptime", nil},
-		{"external principal: role as given", Principal{Name: "eve@example.org", Role: RoleUser, External: true}, "public/x", nil},
+		{"external principal: denied by default", Principal{Name: "eve@example.org", Role: RoleUser, External: true}, "public/x", ErrForbidden},
 		{"external principal: no $-topics", Principal{Name: "eve@example.org", Role: RoleUser, External: true}, "$SYS/x", ErrForbidden},
 	}
 	a, _ := newTestAuth(newMemCreds(), 1024)
@@ -155,6 +155,52 @@ func TestCanRead(t *testing.T) {
 				t.Errorf("%s (pass %d): %v does not match ErrForbidden", c.name, pass, err)
 			}
 		}
+	}
+}
+
+// TestPeerPolicy: external principals (component peers) without rules get
+// the policy's access; rules under their JID replace it.
+func TestPeerPolicy(t *testing.T) {
+	t.Parallel()
+	eve := Principal{Name: "eve@example.org", Role: RoleUser, External: true}
+	ruled := Principal{Name: "rita@example.org", Role: RoleUser, External: true}
+	static := map[string][]ACLRule{"rita@example.org": {{Action: ActionAll, Filter: "rita/#", Allow: true}}}
+	type check struct {
+		p      Principal
+		action Action
+		topic  string
+		want   error
+	}
+	for _, tt := range []struct {
+		policy string
+		checks []check
+	}{
+		{PeerDeny, []check{{eve, ActionSubscribe, "public/x", ErrForbidden}, {eve, ActionPublish, "public/x", ErrForbidden},
+			{ruled, ActionPublish, "rita/x", nil}, {ruled, ActionSubscribe, "public/x", ErrForbidden}}},
+		{PeerRead, []check{{eve, ActionSubscribe, "public/x", nil}, {eve, ActionPublish, "public/x", ErrForbidden},
+			{eve, ActionSubscribe, "$SYS/x", ErrForbidden}, {eve, ActionSubscribe, "devices/d1/commands/on", ErrForbidden},
+			{eve, ActionCommand, "d1", ErrForbidden}, {ruled, ActionSubscribe, "public/x", ErrForbidden}}},
+		{PeerUser, []check{{eve, ActionSubscribe, "public/x", nil}, {eve, ActionPublish, "public/x", nil},
+			{eve, ActionSubscribe, "$SYS/x", ErrForbidden}, {ruled, ActionPublish, "public/x", ErrForbidden}}},
+	} {
+		a := NewAuth(newMemCreds(), static)
+		if err := a.SetPeerPolicy(tt.policy); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range tt.checks {
+			err := a.Authorize(context.Background(), c.p, c.action, c.topic)
+			if c.want == nil && err != nil || c.want != nil && !errors.Is(err, c.want) {
+				t.Errorf("policy %s: %s %s %q = %v, want %v", tt.policy, c.p.Name, c.action, c.topic, err, c.want)
+			}
+			if c.action == ActionSubscribe {
+				if rerr := a.CanRead(context.Background(), c.p, c.topic); (rerr == nil) != (err == nil) {
+					t.Errorf("policy %s: CanRead %s %q = %v, Authorize %v", tt.policy, c.p.Name, c.topic, rerr, err)
+				}
+			}
+		}
+	}
+	if err := NewAuth(nil, nil).SetPeerPolicy("maybe"); err == nil {
+		t.Error("policy maybe accepted")
 	}
 }
 

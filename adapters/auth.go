@@ -98,6 +98,38 @@ type Auth struct {
 	reads readCache
 	// guard backs off failed logins (guard.go).
 	guard *LoginGuard
+	// peerRules stand for the rules of an external principal that has
+	// none of its own (PeerPolicy).
+	peerRules []ACLRule
+}
+
+// Policies for external principals (users of the XMPP server the hub is a
+// component of) that have no ACL rules of their own, keyed by their JID.
+const (
+	// PeerDeny: nothing (the default).
+	PeerDeny = "deny"
+	// PeerRead: subscribe and read every topic but $ ones and device
+	// commands; no publish, no command.
+	PeerRead = "read"
+	// PeerUser: what a user without rules may do.
+	PeerUser = "user"
+)
+
+// SetPeerPolicy sets what external principals without rules of their own
+// may do: PeerDeny, PeerRead or PeerUser. Rules configured (or stored)
+// under a peer's bare JID replace the policy for that peer.
+func (a *Auth) SetPeerPolicy(policy string) error {
+	switch policy {
+	case PeerDeny, "":
+		a.peerRules = []ACLRule{{Action: ActionAll, Filter: "#", Allow: false}}
+	case PeerRead:
+		a.peerRules = []ACLRule{{Action: string(ActionSubscribe), Filter: "#", Allow: true}}
+	case PeerUser:
+		a.peerRules = nil
+	default:
+		return fmt.Errorf("component peer policy %q: want %s, %s or %s", policy, PeerDeny, PeerRead, PeerUser)
+	}
+	return nil
 }
 
 // NewAuth returns an Auth over creds with optional configured ACL rules,
@@ -105,7 +137,7 @@ type Auth struct {
 // anonymous clients. The rules are assumed valid (ValidateRule).
 func NewAuth(creds Credentials, static map[string][]ACLRule) *Auth {
 	a := &Auth{creds: creds, static: make(map[string][]ACLRule, len(static)), anon: DefaultAnonymousRules,
-		guard: NewLoginGuard(GuardConfig{})}
+		guard: NewLoginGuard(GuardConfig{}), peerRules: []ACLRule{{Action: ActionAll, Filter: "#", Allow: false}}}
 	for name, rules := range static {
 		if name == AnonymousName {
 			a.anon, a.anonConfigured = rules, true

@@ -131,13 +131,18 @@ type CoAPConfig struct {
 
 // XMPPConfig configures the XMPP server and component mode.
 type XMPPConfig struct {
-	Addr            string   `yaml:"addr"`
-	Domain          string   `yaml:"domain"`
-	ComponentAddr   string   `yaml:"component_addr"`
-	ComponentDomain string   `yaml:"component_domain"`
-	ComponentSecret string   `yaml:"component_secret"`
-	MaxStanza       int      `yaml:"max_stanza"`
-	TLS             TLSFiles `yaml:"tls"`
+	Addr            string `yaml:"addr"`
+	Domain          string `yaml:"domain"`
+	ComponentAddr   string `yaml:"component_addr"`
+	ComponentDomain string `yaml:"component_domain"`
+	ComponentSecret string `yaml:"component_secret"`
+	// ComponentPeers is what users of the server the hub is a component
+	// of may do when no ACL rules are keyed by their bare JID: deny
+	// (default), read (subscribe and read) or user (as a user without
+	// rules).
+	ComponentPeers string   `yaml:"component_peers"`
+	MaxStanza      int      `yaml:"max_stanza"`
+	TLS            TLSFiles `yaml:"tls"`
 	// JIDRules map topics to JIDs besides the default
 	// a.b.c@topics.{domain} rule, e.g. sensors/{room}/temp ↔
 	// {room}-temp@sensors.{domain}.
@@ -282,6 +287,11 @@ func (c *Config) Validate() error {
 	}
 	if err := validateACL(c.ACL); err != nil {
 		return err
+	}
+	switch c.XMPP.ComponentPeers {
+	case "", adapters.PeerDeny, adapters.PeerRead, adapters.PeerUser:
+	default:
+		return fmt.Errorf("xmpp.component_peers %q: want %s, %s or %s", c.XMPP.ComponentPeers, adapters.PeerDeny, adapters.PeerRead, adapters.PeerUser)
 	}
 	if n := c.Security.SCRAMIterations; n != 0 && n < store.MinSCRAMIterations {
 		return fmt.Errorf("security.scram_iterations %d: must be at least %d", n, store.MinSCRAMIterations)

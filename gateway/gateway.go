@@ -88,6 +88,9 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	h.Bus = bus
 	h.Registry.MustRegister(busCollector{bus})
 	h.Auth = adapters.NewAuth(st, cfg.ACL)
+	if err := h.Auth.SetPeerPolicy(cfg.XMPP.ComponentPeers); err != nil {
+		return nil, fmt.Errorf("config: xmpp.component_peers: %w", err)
+	}
 	h.setupLoginGuard()
 	h.warnClearText()
 	h.Devices, err = devices.New(devices.Config{Store: st, Bus: bus, Logger: log, Node: cfg.Node})

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
 )
 
@@ -96,31 +97,15 @@ Component "hubtopics.localhost"
 	}
 }
 
-// TestComponentWithProsody connects the hub as an XEP-0114 component to a
-// real Prosody; a Prosody user subscribes to a topic JID at the component
-// domain, receives a bus publish and publishes with a chat message.
-func TestComponentWithProsody(t *testing.T) {
-	c2s, comp := startProsody(t, "compsecret")
-	h := startHub(t, func(c *Config) {
-		c.Addr = ""
-		c.ComponentAddr = fmt.Sprintf("127.0.0.1:%d", comp)
-		c.ComponentDomain = "hubtopics.localhost"
-		c.ComponentSecret = "compsecret"
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for h.a.Healthy() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("component not connected: %v", h.a.Healthy())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-
-	// carol speaks to Prosody by hand: PLAIN without TLS is allowed there.
+// prosodyLogin logs carol in to Prosody by hand (PLAIN without TLS is
+// allowed there) and binds a resource.
+func prosodyLogin(t *testing.T, c2s int) *smClient {
+	t.Helper()
 	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", c2s))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { _ = conn.Close() })
 	c := &smClient{conn: conn}
 	open := func() {
 		c.write(t, testHeader)
@@ -138,6 +123,83 @@ func TestComponentWithProsody(t *testing.T) {
 	open()
 	c.write(t, `<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>`)
 	c.until(t, "bound", func(el *element) bool { return el.AttrValue("id") == "b" })
+	return c
+}
+
+// startComponentHub starts a hub connected as a component to the Prosody
+// at comp, with peers under policy, and waits until it is connected.
+func startComponentHub(t *testing.T, comp int, policy string) *testHub {
+	t.Helper()
+	h := startHub(t, func(c *Config) {
+		c.Addr = ""
+		c.ComponentAddr = fmt.Sprintf("127.0.0.1:%d", comp)
+		c.ComponentDomain = "hubtopics.localhost"
+		c.ComponentSecret = "compsecret"
+		if err := c.Auth.SetPeerPolicy(policy); err != nil {
+			t.Fatal(err)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for h.a.Healthy() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("component not connected: %v", h.a.Healthy())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return h
+}
+
+// TestComponentPeerPolicy: users of the server the hub is a component of
+// are refused by default (xmpp.component_peers: deny), and with read may
+// subscribe to a topic JID but not publish to it.
+func TestComponentPeerPolicy(t *testing.T) {
+	for _, policy := range []string{adapters.PeerDeny, adapters.PeerRead} {
+		t.Run(policy, func(t *testing.T) {
+			c2s, comp := startProsody(t, "compsecret")
+			h := startComponentHub(t, comp, policy)
+			c := prosodyLogin(t, c2s)
+			c.write(t, `<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>`)
+			c.until(t, "roster", func(el *element) bool { return el.AttrValue("id") == "r" })
+			topicJID := "tank.level@hubtopics.localhost"
+			c.write(t, `<presence/><presence to='`+topicJID+`' type='subscribe'/>`)
+			answer := c.until(t, "an answer to the subscription", func(el *element) bool {
+				return el.Name.Local == "presence" && el.AttrValue("from") == topicJID && el.AttrValue("type") != ""
+			})
+			switch typ := answer.AttrValue("type"); {
+			case policy == adapters.PeerDeny && typ == "subscribed":
+				t.Fatalf("deny: subscription granted: %s", answer)
+			case policy == adapters.PeerRead && typ != "subscribed":
+				t.Fatalf("read: subscription refused: %s", answer)
+			}
+			got := make(chan *broker.Envelope, 1)
+			sub, err := h.bus.Subscribe(context.Background(), broker.SubscribeOptions{Filters: []string{"tank/valve"}}, func(_ context.Context, e *broker.Envelope) error {
+				got <- e
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			c.write(t, `<message to='tank.valve@hubtopics.localhost' type='chat' id='m1'><body>open</body></message>`)
+			c.until(t, "the publish refused", func(el *element) bool {
+				return el.Name.Local == "message" && el.AttrValue("type") == "error" && el.AttrValue("from") == "tank.valve@hubtopics.localhost"
+			})
+			select {
+			case e := <-got:
+				t.Fatalf("%s: a peer's publish reached the bus: %+v", policy, e)
+			default:
+			}
+		})
+	}
+}
+
+// TestComponentWithProsody connects the hub as an XEP-0114 component to a
+// real Prosody; a Prosody user subscribes to a topic JID at the component
+// domain, receives a bus publish and publishes with a chat message.
+func TestComponentWithProsody(t *testing.T) {
+	c2s, comp := startProsody(t, "compsecret")
+	h := startComponentHub(t, comp, adapters.PeerUser)
+	c := prosodyLogin(t, c2s)
 	topicJID := "tank.level@hubtopics.localhost"
 	// Prosody sends subscription answers to resources that fetched the roster.
 	c.write(t, `<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>`)

@@ -169,7 +169,10 @@ pros_pid=$!
 wait_port "$pros_comp" || { echo "FAIL: prosody did not start"; cat "$work/prosody/"*.log; exit 1; }
 echo "ok: prosody started (c2s $pros_c2s, component $pros_comp)"
 
-"$HUB_BIN" serve --data-dir "$work/hub2" --mqtt-addr "127.0.0.1:$hub2_mqtt" --coap-addr off \
+# Prosody's users may publish and subscribe as users without rules do
+# (the default, deny, would refuse them).
+printf 'xmpp:\n  component_peers: user\n' >"$work/hub2.yaml"
+"$HUB_BIN" serve --config "$work/hub2.yaml" --data-dir "$work/hub2" --mqtt-addr "127.0.0.1:$hub2_mqtt" --coap-addr off \
 	--http-addr "127.0.0.1:$hub2_http" --xmpp-addr off --xmpp-domain "$XMPP_DOMAIN" \
 	--xmpp-component-addr "127.0.0.1:$pros_comp" --xmpp-component-domain "$comp_domain" \
 	--xmpp-component-secret interop-secret >"$work/hub2.log" 2>&1 &
