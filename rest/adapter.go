@@ -424,6 +424,7 @@ func (a *Adapter) routes() *gin.Engine {
 	admin := api.Group("", a.requireAdmin)
 	admin.GET("/users", a.listUsers)
 	admin.POST("/users", a.addUser)
+	admin.PATCH("/users/:name", a.patchUser)
 	admin.DELETE("/users/:name", a.deleteUser)
 	admin.GET("/users/:name/acl", a.getACL)
 	admin.PUT("/users/:name/acl", a.putACL)

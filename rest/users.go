@@ -89,6 +89,48 @@ func (a *Adapter) addUser(c *gin.Context) {
 	c.JSON(http.StatusCreated, u)
 }
 
+// userPatch is the body of PATCH /api/v1/users/{name}: what to change.
+type userPatch struct {
+	Role     string `json:"role"`
+	Password string `json:"password"`
+}
+
+// patchUser handles PATCH /api/v1/users/{name}: a new role or password,
+// in effect at once in every protocol (the decision caches are dropped;
+// open subscriptions are checked again on their next delivery).
+func (a *Adapter) patchUser(c *gin.Context) {
+	ctx := c.Request.Context()
+	name := c.Param("name")
+	var req userPatch
+	if err := decodeJSON(c.Request.Body, &req); err != nil {
+		a.fail(c, err)
+		return
+	}
+	if req.Role == "" && req.Password == "" {
+		a.fail(c, badRequest("give role or password"))
+		return
+	}
+	if req.Role != "" {
+		if err := a.cfg.Store.SetRole(ctx, name, req.Role); err != nil {
+			a.fail(c, fmt.Errorf("rest: user %q: %w", trunc(name), err))
+			return
+		}
+	}
+	if req.Password != "" {
+		if err := a.cfg.Store.SetPassword(ctx, name, req.Password); err != nil {
+			a.fail(c, fmt.Errorf("rest: user %q: %w", trunc(name), err))
+			return
+		}
+	}
+	a.cfg.Auth.Forget(name)
+	u, err := a.cfg.Store.GetUser(ctx, name)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, u)
+}
+
 func (a *Adapter) deleteUser(c *gin.Context) {
 	name := c.Param("name")
 	if err := a.cfg.Store.DeleteUser(c.Request.Context(), name); err != nil {

@@ -177,6 +177,28 @@ func (s *Store) SetPassword(ctx context.Context, name, password string) error {
 	return nil
 }
 
+// SetRole changes a user's role (ErrNotFound, ErrInvalidRole).
+func (s *Store) SetRole(ctx context.Context, name, role string) error {
+	if err := validateRole(role); err != nil {
+		return fmt.Errorf("store: set role of %q: %w", name, err)
+	}
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE users SET role = ? WHERE name = ?`, role, name)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+	s.auth.invalidate(name)
+	if err != nil {
+		return fmt.Errorf("store: set role of %q: %w", name, err)
+	}
+	return nil
+}
+
 // DeleteUser removes a user, its tokens and ACL rules (ErrNotFound).
 func (s *Store) DeleteUser(ctx context.Context, name string) error {
 	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
