@@ -15,6 +15,7 @@ import (
 
 	"github.com/hubsmith/hub/gateway"
 	"github.com/hubsmith/hub/hubtest"
+	"github.com/hubsmith/hub/store"
 )
 
 // TestDeletionClosesEveryConnection: a user connected over MQTT (a
@@ -211,4 +212,81 @@ func hasPrefix(ids []string, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// TestDeletionWhileStopped: a user deleted with the store alone (as `hub
+// user delete` does while the hub is stopped) and made again under the
+// same name inherits nothing at the next start: no MQTT session with its
+// queue, no XMPP roster item or topic subscription.
+func TestDeletionWhileStopped(t *testing.T) {
+	t.Parallel()
+	h := hubtest.Start(t)
+	base := "http://" + h.Addr(t, "rest")
+	if code, body, _ := httpDo(t, http.MethodPost, base+"/api/v1/users", "application/json", `{"name":"bob","password":"bobpw","role":"user"}`); code != http.StatusCreated {
+		t.Fatalf("add bob = %d %s", code, body)
+	}
+	mq := dialMQTT(t, h.Addr(t, "mqtt.mqtt"), "bob-phone", "bob", "bobpw", false)
+	mq.subscribe(t, "home/#", 1)
+	mq.Disconnect(100)
+	xc := dialXMPP(t, h.Addr(t, "xmpp"), "bob", "bobpw")
+	topicJID := "home.door@topics.localhost"
+	xc.subscribeTopic(t, topicJID)
+	_ = xc.s.Close()
+	pub(t, h, "home/door", "queued-for-old-bob", false)
+	httpDo(t, http.MethodPost, base+"/api/v1/topics/home/door?qos=1", "text/plain", "queued-qos1")
+	eventually(t, "the durable subscriptions", func() bool {
+		ids := durableIDs(t, h)
+		return hasPrefix(ids, "mqtt:bob-phone") && hasPrefix(ids, "xmpp:bob:")
+	})
+	cfg := h.Config
+	h.Close(t)
+
+	st, err := store.Open(t.Context(), cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteUser(t.Context(), "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddUser(t.Context(), "bob", "bobpw", "user"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	h2 := hubtest.StartConfig(t, cfg)
+	for _, prefix := range []string{"mqtt:bob-phone", "xmpp:bob:"} {
+		if ids := durableIDs(t, h2); hasPrefix(ids, prefix) {
+			t.Errorf("durable subscription %s* left after the restart: %v", prefix, ids)
+		}
+	}
+	opts := paho.NewClientOptions().AddBroker("tcp://" + h2.Addr(t, "mqtt.mqtt")).SetClientID("bob-phone").
+		SetCleanSession(false).SetAutoReconnect(false).SetConnectTimeout(wait).SetUsername("bob").SetPassword("bobpw")
+	got := make(chan string, 16)
+	opts.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) })
+	again := paho.NewClient(opts)
+	tok := again.Connect()
+	if !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatalf("mqtt connect as the new bob: %v", tok.Error())
+	}
+	t.Cleanup(func() { again.Disconnect(100) })
+	if tok.(*paho.ConnectToken).SessionPresent() {
+		t.Error("the new bob's MQTT CONNACK says session present")
+	}
+	xb := dialXMPP(t, h2.Addr(t, "xmpp"), "bob", "bobpw")
+	xb.send(t, `<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>`)
+	roster := xb.expect(t, "roster", func(v stanza) bool { return v.XMLName.Local == "iq" && v.ID == "roster1" })
+	if s := flatten(roster.Children); strings.Contains(s, topicJID) {
+		t.Errorf("the new bob's roster has the old one's items: %s", s)
+	}
+	select {
+	case p := <-got:
+		t.Errorf("the new bob got %q over MQTT from the old one's queue", p)
+	case v := <-xb.in:
+		if v.XMLName.Local == "message" {
+			t.Errorf("the new bob got a message over XMPP: %+v", v)
+		}
+	case <-time.After(300 * time.Millisecond):
+	}
 }

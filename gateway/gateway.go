@@ -273,7 +273,22 @@ func (h *Hub) Start(ctx context.Context) error {
 		h.started = append(h.started, a)
 		h.mu.Unlock()
 	}
+	h.revokePending(ctx)
 	return nil
+}
+
+// revokePending carries out the deletions the store marked but no running
+// hub revoked yet (hub user delete while the hub was stopped, or a crash
+// between a deletion and its revocation).
+func (h *Hub) revokePending(ctx context.Context) {
+	kvs, err := h.Store.KVList(ctx, store.RevokedBucket)
+	if err != nil {
+		h.log.Warn("hub: pending revocations", "err", err)
+		return
+	}
+	for _, kv := range kvs {
+		h.Revoke(ctx, kv.Key)
+	}
 }
 
 // Revoke ends what principal has open in every started adapter that is an
@@ -304,6 +319,9 @@ func (h *Hub) Revoke(ctx context.Context, principal string) int {
 		}()
 	}
 	wg.Wait()
+	if err := h.Store.KVDelete(ctx, store.RevokedBucket, principal); err != nil && !errors.Is(err, store.ErrNotFound) {
+		h.log.Warn("hub: clear revocation mark", "principal", principal, "err", err)
+	}
 	h.log.Info("hub: principal revoked", "principal", principal, "closed", total)
 	return total
 }

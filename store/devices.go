@@ -204,7 +204,10 @@ func (s *Store) UpdateDevice(ctx context.Context, d Device) error {
 // the caller's to delete with DeleteUser.
 func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		return mustAffect(tx.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, id))
+		if err := mustAffect(tx.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, id)); err != nil {
+			return err
+		}
+		return markRevoked(ctx, tx, id)
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete device %q: %w", id, err)

@@ -206,14 +206,30 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 		if err := mustAffect(tx.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name)); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM acl WHERE principal = ?`, name)
-		return err
+		if _, err := tx.ExecContext(ctx, `DELETE FROM acl WHERE principal = ?`, name); err != nil {
+			return err
+		}
+		return markRevoked(ctx, tx, name)
 	})
 	s.auth.invalidate(name)
 	if err != nil {
 		return fmt.Errorf("store: delete user %q: %w", name, err)
 	}
 	return nil
+}
+
+// RevokedBucket is the KV bucket naming the principals deleted whose
+// sessions, subscriptions, queues and rosters a hub must still remove:
+// a deletion marks the name in the same transaction (so a deletion made
+// with the CLI while the hub is stopped is carried out at its next
+// start), and the hub clears the mark once it has revoked the principal.
+const RevokedBucket = "hub.revoked"
+
+func markRevoked(ctx context.Context, tx *sql.Tx, name string) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO kv(bucket, key, value) VALUES (?, ?, ?)
+		ON CONFLICT(bucket, key) DO UPDATE SET value = excluded.value`,
+		RevokedBucket, name, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+	return err
 }
 
 // GetUser returns a user (ErrNotFound).
