@@ -107,9 +107,57 @@ func loadConfig(args []string, getenv func(string) string, stdout io.Writer) (ga
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
+		return cfg, located(path, err)
 	}
 	return cfg, nil
+}
+
+// aclRuleRef finds the ACL rule a validation error names: "acl.alice rule 2".
+var aclRuleRef = regexp.MustCompile(`^acl\.(\S+) rule (\d+) `)
+
+// located prefixes a validation error with the configuration file and,
+// for an ACL rule, the line it is on: "config hub.yaml:12: acl.alice rule
+// 2 ...". Errors about flags or the environment keep "config:".
+func located(path string, err error) error {
+	if path == "" {
+		return fmt.Errorf("config: %w", err)
+	}
+	if m := aclRuleRef.FindStringSubmatch(err.Error()); m != nil {
+		n, _ := strconv.Atoi(m[2])
+		if line := aclRuleLine(path, m[1], n); line > 0 {
+			return fmt.Errorf("config %s:%d: %w", path, line, err)
+		}
+	}
+	return fmt.Errorf("config %s: %w", path, err)
+}
+
+// aclRuleLine returns the line of rule n (from 1) of principal in the
+// file's acl: mapping, 0 when it cannot tell.
+func aclRuleLine(path, principal string, n int) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	var doc yaml.Node
+	if yaml.Unmarshal(b, &doc) != nil || len(doc.Content) == 0 {
+		return 0
+	}
+	child := func(m *yaml.Node, key string) *yaml.Node {
+		if m == nil || m.Kind != yaml.MappingNode {
+			return nil
+		}
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if m.Content[i].Value == key {
+				return m.Content[i+1]
+			}
+		}
+		return nil
+	}
+	rules := child(child(doc.Content[0], "acl"), principal)
+	if rules == nil || rules.Kind != yaml.SequenceNode || n < 1 || n > len(rules.Content) {
+		return 0
+	}
+	return rules.Content[n-1].Line
 }
 
 // applyFileAndEnv reads the YAML file at path (none when empty) into cfg,
@@ -229,7 +277,7 @@ func checkConfig(path string, getenv func(string) string) error {
 		return err
 	}
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+		return located(path, err)
 	}
 	scratch, err := os.MkdirTemp("", "hub-config-check-")
 	if err != nil {
