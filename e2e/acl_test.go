@@ -92,8 +92,7 @@ func loopback(t *testing.T, addr string) string {
 func startACLHub(t *testing.T) (*hubtest.Hub, *aclDevice) {
 	t.Helper()
 	h := hubtest.Start(t, func(c *gateway.Config) {
-		c.MQTT.Addr, c.CoAP.Addr, c.HTTP.Addr = "0.0.0.0:0", "0.0.0.0:0", "0.0.0.0:0"
-		c.XMPP.Addr = gateway.Off
+		c.MQTT.Addr, c.CoAP.Addr, c.HTTP.Addr, c.XMPP.Addr = "0.0.0.0:0", "0.0.0.0:0", "0.0.0.0:0", "0.0.0.0:0"
 		c.AllowAnonymous = true
 		c.ACL = map[string][]adapters.ACLRule{
 			"lisa": {{Action: "all", Filter: "home/#", Allow: true}, {Action: "command", Filter: "lamp1", Allow: true}},

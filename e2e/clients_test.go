@@ -83,6 +83,15 @@ type xmppClient struct {
 
 func dialXMPP(t *testing.T, addr, user, pass string) *xmppClient {
 	t.Helper()
+	c := dialXMPPSilent(t, addr, user, pass)
+	c.send(t, `<presence/>`)
+	return c
+}
+
+// dialXMPPSilent logs in without sending initial presence (a device's
+// XMPP presence would make it an XMPP device).
+func dialXMPPSilent(t *testing.T, addr, user, pass string) *xmppClient {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +124,6 @@ func dialXMPP(t *testing.T, addr, user, pass string) *xmppClient {
 		}
 	}()
 	t.Cleanup(func() { _ = s.Close(); wg.Wait() })
-	c.send(t, `<presence/>`)
 	return c
 }
 
