@@ -107,8 +107,11 @@ type SecurityConfig struct {
 
 // MQTTConfig configures the MQTT listeners.
 type MQTTConfig struct {
-	Addr          string `yaml:"addr"`
-	TLSAddr       string `yaml:"tls_addr"`
+	Addr    string `yaml:"addr"`
+	TLSAddr string `yaml:"tls_addr"`
+	// WSAddr is the MQTT over WebSocket listener (any path, subprotocol
+	// mqtt), for browsers and MQTT.js.
+	WSAddr        string `yaml:"ws_addr"`
 	MaxPacketSize int    `yaml:"max_packet_size"`
 	// MaxQueued bounds the messages queued per MQTT session (like
 	// Mosquitto's max_queued_messages) and MaxQueuedBytes their topic and
@@ -220,7 +223,7 @@ func Defaults() Config {
 		MaxQueued:      100000,
 		MaxQueuedBytes: 64 << 20,
 		QueuePolicy:    broker.DropOldest,
-		MQTT:           MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off, MaxQueued: 1000, MaxQueuedBytes: 16 << 20, MaxInflight: mqtt.DefaultMaxInflight},
+		MQTT:           MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off, WSAddr: Off, MaxQueued: 1000, MaxQueuedBytes: 16 << 20, MaxInflight: mqtt.DefaultMaxInflight},
 		CoAP:           CoAPConfig{Addr: "127.0.0.1:5683", DTLSAddr: Off},
 		XMPP:           XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off},
 		HTTP: HTTPConfig{Addr: "127.0.0.1:8080", TLSAddr: Off, ReadHeaderTimeout: rest.DefaultReadHeaderTimeout, ReadTimeout: rest.DefaultReadTimeout,
@@ -264,7 +267,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("data_dir: must be set")
 	}
 	for name, addr := range map[string]string{
-		"mqtt.addr": c.MQTT.Addr, "mqtt.tls_addr": c.MQTT.TLSAddr,
+		"mqtt.addr": c.MQTT.Addr, "mqtt.tls_addr": c.MQTT.TLSAddr, "mqtt.ws_addr": c.MQTT.WSAddr,
 		"coap.addr": c.CoAP.Addr, "coap.dtls_addr": c.CoAP.DTLSAddr,
 		"xmpp.addr": c.XMPP.Addr, "xmpp.component_addr": c.XMPP.ComponentAddr,
 		"http.addr": c.HTTP.Addr, "http.tls_addr": c.HTTP.TLSAddr,

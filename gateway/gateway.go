@@ -123,7 +123,7 @@ func (h *Hub) tlsConfig(files TLSFiles) (*tls.Config, error) {
 
 func (h *Hub) buildAdapters() error {
 	c := h.cfg
-	if Enabled(c.MQTT.Addr) || Enabled(c.MQTT.TLSAddr) {
+	if Enabled(c.MQTT.Addr) || Enabled(c.MQTT.TLSAddr) || Enabled(c.MQTT.WSAddr) {
 		tc, err := h.tlsConfig(TLSFiles{})
 		if err != nil {
 			return err
@@ -132,7 +132,7 @@ func (h *Hub) buildAdapters() error {
 			return errors.New("mqtt.tls_addr needs tls.cert_file and tls.key_file")
 		}
 		a, err := mqtt.New(mqtt.Config{
-			Addr: c.MQTT.Addr, TLSAddr: c.MQTT.TLSAddr, TLSConfig: tc,
+			Addr: c.MQTT.Addr, TLSAddr: c.MQTT.TLSAddr, WSAddr: c.MQTT.WSAddr, TLSConfig: tc,
 			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, RequireTLS: c.RequireTLS, Sessions: h.Store,
 			Node: c.Node, Logger: h.log.With("adapter", "mqtt"), Registerer: h.Registry,
 			MaxPacketSize: uint32(c.MQTT.MaxPacketSize),
@@ -225,7 +225,7 @@ func (h *Hub) forgetFeeds(ctx context.Context) error {
 	for _, b := range h.cfg.Bridges {
 		bridges[b.Name] = true
 	}
-	mqttOn := Enabled(h.cfg.MQTT.Addr) || Enabled(h.cfg.MQTT.TLSAddr)
+	mqttOn := Enabled(h.cfg.MQTT.Addr) || Enabled(h.cfg.MQTT.TLSAddr) || Enabled(h.cfg.MQTT.WSAddr)
 	for _, d := range subs {
 		var err error
 		switch name, isBridge := strings.CutPrefix(d.ID, "bridge:"); {

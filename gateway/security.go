@@ -63,7 +63,7 @@ func (c guardCollector) Collect(ch chan<- prometheus.Metric) {
 // XMPP is not among them: it always requires STARTTLS off loopback.
 func (c *Config) clearTextListeners() map[string]string {
 	out := map[string]string{}
-	for key, addr := range map[string]string{"mqtt.addr": c.MQTT.Addr, "http.addr": c.HTTP.Addr, "coap.addr": c.CoAP.Addr} {
+	for key, addr := range map[string]string{"mqtt.addr": c.MQTT.Addr, "mqtt.ws_addr": c.MQTT.WSAddr, "http.addr": c.HTTP.Addr, "coap.addr": c.CoAP.Addr} {
 		if Enabled(addr) && !adapters.IsLoopback(addr) {
 			out[key] = addr
 		}

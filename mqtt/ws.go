@@ -85,6 +85,14 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	l.handle(conn, establish)
+	// The WebSocket's writes end with this request's context: wait until
+	// what mochi wrote last (a refusing CONNACK, a DISCONNECT) is out.
+	if ac, ok := conn.(*asyncConn); ok {
+		select {
+		case <-ac.done:
+		case <-time.After(closeFlushTimeout + time.Second):
+		}
+	}
 }
 
 // Close stops the HTTP server, disconnects the listener's clients, closes

@@ -27,7 +27,7 @@ PY
 }
 
 export HUB_BIN="$work/hub" HUB_DATA="$work/data" XMPP_DOMAIN=localhost
-export MQTT_PORT=$(free_port tcp) HTTP_PORT=$(free_port tcp) XMPP_PORT=$(free_port tcp) COAP_PORT=$(free_port udp) COAPS_PORT=$(free_port udp)
+export MQTT_PORT=$(free_port tcp) MQTT_WS_PORT=$(free_port tcp) HTTP_PORT=$(free_port tcp) XMPP_PORT=$(free_port tcp) COAP_PORT=$(free_port udp) COAPS_PORT=$(free_port udp)
 (cd "$root" && go build -o "$HUB_BIN" ./cmd/hub)
 
 "$HUB_BIN" user add admin --password adminpw --role admin --data-dir "$HUB_DATA" >/dev/null
@@ -35,7 +35,7 @@ export MQTT_PORT=$(free_port tcp) HTTP_PORT=$(free_port tcp) XMPP_PORT=$(free_po
 "$HUB_BIN" device add sensor1 --protocol mqtt --password sensor1pw --psk 73656372657431 --data-dir "$HUB_DATA" >/dev/null
 
 "$HUB_BIN" serve --data-dir "$HUB_DATA" \
-	--mqtt-addr "127.0.0.1:$MQTT_PORT" --coap-addr "127.0.0.1:$COAP_PORT" --coaps-addr "127.0.0.1:$COAPS_PORT" \
+	--mqtt-addr "127.0.0.1:$MQTT_PORT" --mqtt-ws-addr "127.0.0.1:$MQTT_WS_PORT" --coap-addr "127.0.0.1:$COAP_PORT" --coaps-addr "127.0.0.1:$COAPS_PORT" \
 	--xmpp-addr "127.0.0.1:$XMPP_PORT" --xmpp-domain "$XMPP_DOMAIN" \
 	--http-addr "127.0.0.1:$HTTP_PORT" >"$work/hub.log" 2>&1 &
 hub_pid=$!

@@ -38,6 +38,7 @@ func serveOptions(c *gateway.Config) []option {
 		{name: "data-dir", usage: "data `DIR` holding the store and generated certificates", str: &c.DataDir},
 		{name: "mqtt-addr", usage: "MQTT listener at `ADDR` (host:port, or off)", str: &c.MQTT.Addr},
 		{name: "mqtts-addr", usage: "MQTT over TLS listener at `ADDR` (needs tls.cert_file and tls.key_file)", str: &c.MQTT.TLSAddr},
+		{name: "mqtt-ws-addr", usage: "MQTT over WebSocket listener at `ADDR` (any path, subprotocol mqtt)", str: &c.MQTT.WSAddr},
 		{name: "xmpp-addr", usage: "XMPP client-to-server listener at `ADDR`", str: &c.XMPP.Addr},
 		{name: "xmpp-domain", usage: "XMPP `DOMAIN` the hub serves", str: &c.XMPP.Domain},
 		{name: "xmpp-component-addr", usage: "connect as an XEP-0114 component to the XMPP server at `ADDR`", str: &c.XMPP.ComponentAddr},
