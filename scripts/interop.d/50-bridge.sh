@@ -45,6 +45,9 @@ start_mosquitto() {
 	echo "FAIL: mosquitto did not start"; cat "$work/mosquitto.log"; exit 1
 }
 start_mosquitto
+# Retained upstream before the bridge subscribes: it comes with the
+# subscription, flagged retained, and stays retained on the hub.
+mosquitto_pub -h 127.0.0.1 -p "$UP_PORT" -q 1 -r -t edge1/status/fw -m 1.2.3
 
 cat >"$work/hub.yaml" <<EOF
 bridges:
@@ -54,6 +57,7 @@ bridges:
     keepalive: 5s
     in:
       - {filter: "cmd/#", remote_prefix: "edge1/", local_prefix: "cloud/"}
+      - "status/# 1 cloud/ edge1/"     # Mosquitto's "topic" line: FILTER QOS LOCAL REMOTE
     out:
       - {filter: "#", local_prefix: "tocloud/", remote_prefix: "edge1/up/"}
 EOF
@@ -91,9 +95,19 @@ sub_then() {
 	cat "$out"
 }
 
-got=$(sub_then "$HUB2_MQTT" 'cloud/#' 1 mosquitto_pub -h 127.0.0.1 -p "$UP_PORT" -q 1 -t edge1/cmd/reboot -m now)
+got=$(sub_then "$HUB2_MQTT" 'cloud/cmd/#' 1 mosquitto_pub -h 127.0.0.1 -p "$UP_PORT" -q 1 -t edge1/cmd/reboot -m now)
 [ "$got" = "now" ] || { echo "FAIL: upstream edge1/cmd/reboot -> hub cloud/cmd/reboot: got '$got'"; exit 1; }
 echo "ok: bridge in: upstream edge1/cmd/reboot arrives on the hub as cloud/cmd/reboot"
+
+# A plain-string rule, and an upstream retained value kept retained on the hub.
+got=""
+for _ in $(seq 50); do
+	got=$(timeout 5 mosquitto_sub -h 127.0.0.1 -p "$HUB2_MQTT" -t cloud/status/fw -C 1 -W 1 -F '%r %p' 2>/dev/null || true)
+	[ -n "$got" ] && break
+	sleep 0.1
+done
+[ "$got" = "1 1.2.3" ] || { echo "FAIL: upstream retained edge1/status/fw -> hub cloud/status/fw retained: got '$got'"; exit 1; }
+echo "ok: bridge rule as a string: upstream retained edge1/status/fw is retained on the hub as cloud/status/fw"
 
 got=$(sub_then "$UP_PORT" 'edge1/up/#' 1 mosquitto_pub -h 127.0.0.1 -p "$HUB2_MQTT" -q 1 -t tocloud/temp -m 21.5)
 [ "$got" = "21.5" ] || { echo "FAIL: hub tocloud/temp -> upstream edge1/up/temp: got '$got'"; exit 1; }
