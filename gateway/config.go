@@ -163,6 +163,9 @@ type HTTPConfig struct {
 	// that is not loopback-only (default: a token or basic auth is
 	// needed there).
 	PublicMetrics bool `yaml:"public_metrics"`
+	// StreamWriteTimeout cuts off an SSE or WebSocket client that has not
+	// read for this long (default 10s).
+	StreamWriteTimeout time.Duration `yaml:"stream_write_timeout"`
 	// MaxTokenTTL caps the life of a token minted by POST
 	// /api/v1/tokens (default 720h, 30 days).
 	MaxTokenTTL time.Duration `yaml:"max_token_ttl"`

@@ -201,8 +201,8 @@ func (h *Hub) buildAdapters() error {
 			ReadHeaderTimeout: c.HTTP.ReadHeaderTimeout, ReadTimeout: c.HTTP.ReadTimeout,
 			IdleTimeout: c.HTTP.IdleTimeout, MaxHeaderBytes: c.HTTP.MaxHeaderBytes,
 			Metrics: promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{}), PublicMetrics: c.HTTP.PublicMetrics,
-			MaxTokenTTL: c.HTTP.MaxTokenTTL,
-			Registerer:  h.Registry, Logger: h.log.With("adapter", "rest"), Node: c.Node,
+			MaxTokenTTL: c.HTTP.MaxTokenTTL, StreamWriteTimeout: c.HTTP.StreamWriteTimeout,
+			Registerer: h.Registry, Logger: h.log.With("adapter", "rest"), Node: c.Node,
 			Revoke: h.Revoke,
 		})
 		if err != nil {

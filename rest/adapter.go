@@ -94,6 +94,10 @@ type Config struct {
 	// Metrics serves GET /metrics (nil: 404). Off loopback it needs a
 	// principal's credentials, as the API does, unless PublicMetrics.
 	Metrics http.Handler
+	// StreamWriteTimeout bounds each write of an SSE or WebSocket stream
+	// (0: DefaultStreamWriteTimeout); a client that does not read for that
+	// long loses its stream.
+	StreamWriteTimeout time.Duration
 	// MaxTokenTTL caps the life of a minted token (0: DefaultMaxTokenTTL).
 	MaxTokenTTL time.Duration
 	// PublicMetrics serves /metrics to anyone on a listener that is not
@@ -178,6 +182,9 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if cfg.StreamWriteTimeout <= 0 {
+		cfg.StreamWriteTimeout = DefaultStreamWriteTimeout
 	}
 	if cfg.ReadHeaderTimeout == 0 {
 		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout

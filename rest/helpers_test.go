@@ -38,6 +38,7 @@ type hubOpts struct {
 	maxHeaderBytes                              int
 	metrics                                     http.Handler
 	publicMetrics, allowAnonymous               bool
+	streamWriteTimeout                          time.Duration
 }
 
 func quietLogger() *slog.Logger {
@@ -66,7 +67,8 @@ func startHub(t testing.TB, o hubOpts) *testHub {
 	a, err := New(Config{Addr: o.addr, Bus: bus, Store: st, Auth: auth, Devices: reg,
 		MaxBody: o.maxBody, Heartbeat: 200 * time.Millisecond, Logger: quietLogger(), Node: "test",
 		ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout, IdleTimeout: o.idleTimeout, MaxHeaderBytes: o.maxHeaderBytes,
-		Metrics: o.metrics, PublicMetrics: o.publicMetrics, AllowAnonymous: o.allowAnonymous})
+		Metrics: o.metrics, PublicMetrics: o.publicMetrics, AllowAnonymous: o.allowAnonymous,
+		StreamWriteTimeout: o.streamWriteTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

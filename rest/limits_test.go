@@ -2,6 +2,7 @@ package rest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -209,5 +210,42 @@ func TestNewValidatesServerBounds(t *testing.T) {
 	if c := a.cfg; c.ReadHeaderTimeout != DefaultReadHeaderTimeout || c.ReadTimeout != DefaultReadTimeout ||
 		c.IdleTimeout != DefaultIdleTimeout || c.MaxHeaderBytes != DefaultMaxHeaderBytes {
 		t.Errorf("defaults not filled: %+v", c)
+	}
+}
+
+// TestStalledStreamCutOff: an SSE client that stops reading while
+// envelopes keep coming loses its stream (and its bus subscription) once a
+// write has been blocked for StreamWriteTimeout, instead of holding them
+// for ever.
+func TestStalledStreamCutOff(t *testing.T) {
+	t.Parallel()
+	h := startHub(t, hubOpts{streamWriteTimeout: 300 * time.Millisecond})
+	base := h.bus.Stats().Subscriptions
+	c, err := net.Dial("tcp", strings.TrimPrefix(h.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	if _, err := io.WriteString(c, "GET /api/v1/subscribe?filter=big/%23 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 512)
+	if _, err := c.Read(buf); err != nil || !strings.Contains(string(buf), "200 OK") {
+		t.Fatalf("stream start: %q %v", buf, err)
+	}
+	// From here on the client reads nothing.
+	payload := bytes.Repeat([]byte("x"), 8<<10)
+	deadline := time.Now().Add(20 * time.Second)
+	for h.bus.Stats().Subscriptions > base {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stalled stream still holds its subscription after 20 s (%d > %d)", h.bus.Stats().Subscriptions, base)
+		}
+		for range 64 {
+			_ = h.bus.Publish(context.Background(), &broker.Envelope{Topic: "big/x", Payload: payload})
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

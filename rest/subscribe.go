@@ -145,6 +145,12 @@ func (st *stream) close(a *Adapter) {
 	}
 }
 
+// DefaultStreamWriteTimeout bounds each write of an SSE or WebSocket
+// stream when Config.StreamWriteTimeout is 0: a client that reads nothing
+// for that long is cut off (its subscription's in-memory queue is bounded
+// meanwhile, and what it drops is counted).
+const DefaultStreamWriteTimeout = 10 * time.Second
+
 // serveSSE writes one event per envelope:
 //
 //	event: message
@@ -173,18 +179,22 @@ func (a *Adapter) serveSSE(c *gin.Context, s subscription, p adapters.Principal)
 		return
 	}
 	w.Flush()
+	// A client that stops reading must not hold the stream (and its
+	// subscription) forever: each write has StreamWriteTimeout.
+	rc := http.NewResponseController(w)
+	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(a.cfg.StreamWriteTimeout)) }
 	_ = a.pump(ctx, st, s.qos, p, func(data []byte, e *broker.Envelope) error {
+		deadline()
 		if _, err := fmt.Fprintf(w, "event: message\nid: %s\ndata: %s\n\n", e.ID, data); err != nil {
 			return err
 		}
-		w.Flush()
-		return nil
+		return rc.Flush()
 	}, func() error {
+		deadline()
 		if _, err := w.WriteString(": heartbeat\n\n"); err != nil {
 			return err
 		}
-		w.Flush()
-		return nil
+		return rc.Flush()
 	})
 }
 
@@ -217,7 +227,7 @@ func (a *Adapter) serveWebSocket(c *gin.Context, s subscription, p adapters.Prin
 	unhook := context.AfterFunc(peer, func() { stop(context.Cause(peer)) })
 	defer unhook()
 	err = a.pump(ctx, st, s.qos, p, func(data []byte, _ *broker.Envelope) error {
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		wctx, cancel := context.WithTimeout(ctx, a.cfg.StreamWriteTimeout)
 		defer cancel()
 		return conn.Write(wctx, websocket.MessageText, data)
 	}, func() error {
