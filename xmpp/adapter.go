@@ -92,6 +92,17 @@ type Config struct {
 	// hub is a component of (which must route the rule's subdomain of it
 	// to the component).
 	JIDRules []JIDRule
+	// ProxyAddr is the listener of the XEP-0065 SOCKS5 bytestreams proxy
+	// served as proxy.{Domain} ("" or "off": no proxy; see socks5.go).
+	ProxyAddr string
+	// ProxyHost is the host the proxy is announced at in streamhost
+	// answers (the listener's host when empty, Domain when that is
+	// unspecified).
+	ProxyHost string
+	// MaxFileSize bounds a file sent to the hub over XMPP (announced in
+	// upload.{Domain}'s disco) and the bytes one proxy relay carries each
+	// way; 0: no bound of the adapter's own (the file store's applies).
+	MaxFileSize int64
 	// Logger receives the adapter's logs (slog.Default() when nil).
 	Logger *slog.Logger
 	// Registerer receives the adapter's metrics (nil: no metrics).
@@ -130,6 +141,7 @@ type Adapter struct {
 
 	topics *topicService
 	cmds   *commands
+	proxy  *proxy // nil when Config.ProxyAddr is off
 
 	rules     *ruleSet // JIDRules at Domain
 	compRules *ruleSet // JIDRules at ComponentDomain
@@ -151,6 +163,9 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.ComponentAddr == "off" {
 		cfg.ComponentAddr = ""
+	}
+	if cfg.ProxyAddr == "off" {
+		cfg.ProxyAddr = ""
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = DefaultDomain
@@ -174,6 +189,8 @@ func New(cfg Config) (*Adapter, error) {
 		return nil, fmt.Errorf("xmpp: MaxDepth %d: must not be negative", cfg.MaxDepth)
 	case cfg.ResumeTimeout < 0:
 		return nil, fmt.Errorf("xmpp: ResumeTimeout %v: must not be negative", cfg.ResumeTimeout)
+	case cfg.MaxFileSize < 0:
+		return nil, fmt.Errorf("xmpp: MaxFileSize %d: must not be negative", cfg.MaxFileSize)
 	case cfg.OfflineLimit < 0:
 		return nil, fmt.Errorf("xmpp: OfflineLimit %d: must not be negative", cfg.OfflineLimit)
 	case cfg.Addr != "" && cfg.TLSConfig == nil && cfg.DataDir == "":
@@ -195,7 +212,13 @@ func New(cfg Config) (*Adapter, error) {
 			return nil, fmt.Errorf("xmpp: Addr %q: %w", cfg.Addr, err)
 		}
 	}
-	rules, err := compileRules(cfg.JIDRules, cfg.Domain, "topics."+cfg.Domain, "pubsub."+cfg.Domain, "devices."+cfg.Domain)
+	if cfg.ProxyAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.ProxyAddr); err != nil {
+			return nil, fmt.Errorf("xmpp: ProxyAddr %q: %w", cfg.ProxyAddr, err)
+		}
+	}
+	rules, err := compileRules(cfg.JIDRules, cfg.Domain, "topics."+cfg.Domain, "pubsub."+cfg.Domain, "devices."+cfg.Domain,
+		"proxy."+cfg.Domain, "upload."+cfg.Domain)
 	if err != nil {
 		return nil, err
 	}
@@ -248,6 +271,13 @@ func New(cfg Config) (*Adapter, error) {
 	return a, nil
 }
 
+// stopProxy stops the SOCKS5 proxy, if it runs.
+func (a *Adapter) stopProxy() {
+	if a.proxy != nil {
+		a.proxy.stop()
+	}
+}
+
 // rulesFor returns the template rules for p's JIDs.
 func (a *Adapter) rulesFor(p peer) *ruleSet {
 	if _, ok := p.(clientPeer); ok {
@@ -268,15 +298,25 @@ func (a *Adapter) Start(ctx context.Context) error {
 		return errors.New("xmpp: already started")
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
+	if a.cfg.ProxyAddr != "" {
+		px, err := newProxy(ctx, a.cfg.ProxyAddr, a.cfg.ProxyHost, a.cfg.Domain, a.cfg.MaxFileSize, a.log.With("listener", "xmpp-proxy"))
+		if err != nil {
+			a.cancel()
+			return err
+		}
+		a.proxy = px
+	}
 	if a.cfg.Addr != "" {
 		tc, err := a.tlsConfig()
 		if err != nil {
+			a.stopProxy()
 			return err
 		}
 		a.tls = tc
 		var lc net.ListenConfig
 		ln, err := lc.Listen(ctx, "tcp", a.cfg.Addr)
 		if err != nil {
+			a.stopProxy()
 			return fmt.Errorf("xmpp: listen %s: %w", a.cfg.Addr, err)
 		}
 		// Temporary accept errors (out of descriptors) are retried, never
@@ -313,6 +353,7 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	a.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
+		a.stopProxy()
 		a.wg.Wait()
 		a.shutdownSessions()
 		close(done)
@@ -366,6 +407,9 @@ func (a *Adapter) Addrs() map[string]string {
 	out := map[string]string{}
 	if a.ln != nil {
 		out["xmpp"] = a.ln.Addr().String()
+	}
+	if a.proxy != nil {
+		out["xmpp-proxy"] = a.proxy.addr()
 	}
 	return out
 }

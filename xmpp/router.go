@@ -137,6 +137,8 @@ func (a *Adapter) route(s *session, el *element) {
 		a.topics.handle(clientPeer{s}, el, local, domain)
 	case domain == a.pubsubDomain() && local == "" && res == "":
 		a.handlePubSub(s, el)
+	case domain == a.proxyDomain() && a.proxy != nil && local == "" && res == "":
+		a.handleProxy(clientPeer{s}, el)
 	case domain == a.devicesDomain() && a.cfg.DeviceCommand != nil:
 		a.handleDeviceJID(clientPeer{s}, el, local)
 	case domain == a.cfg.Domain && local != "":

@@ -74,6 +74,9 @@ func (a *Adapter) discoInfo(kind, node string) *element {
 	case "devices":
 		cat, typ, name = "component", "generic", "hub devices"
 		features = append(features, nsCommands)
+	case "proxy":
+		cat, typ, name = "proxy", "bytestreams", "hub SOCKS5 bytestreams proxy"
+		features = append(features, nsBytestreams)
 	case "pubsub":
 		cat, typ, name = "pubsub", "service", "hub pubsub"
 		features = append(features, nsPubSub, nsPubSub+"#publish", nsPubSub+"#subscribe",
@@ -95,6 +98,9 @@ func (a *Adapter) discoItems(p peer, kind, to string) *element {
 	case "server":
 		q.Add(newElement(nsDiscoItem, "item", "jid", a.topicDomain(), "name", "topics"),
 			newElement(nsDiscoItem, "item", "jid", a.pubsubDomain(), "name", "pubsub"))
+		if a.proxy != nil {
+			q.Add(newElement(nsDiscoItem, "item", "jid", a.proxyDomain(), "name", "SOCKS5 bytestreams proxy"))
+		}
 		for _, d := range a.rules.domainList() {
 			q.Add(newElement(nsDiscoItem, "item", "jid", d, "name", "topics"))
 		}
