@@ -103,6 +103,10 @@ type Config struct {
 	// upload.{Domain}'s disco) and the bytes one proxy relay carries each
 	// way; 0: no bound of the adapter's own (the file store's applies).
 	MaxFileSize int64
+	// Files keeps the files chat users send: XEP-0363 upload slots at
+	// upload.{Domain}, XEP-0096 offers to topic, device and offline user
+	// JIDs over IBB or SOCKS5 (nil: none of that; see files.go).
+	Files FileStore
 	// Logger receives the adapter's logs (slog.Default() when nil).
 	Logger *slog.Logger
 	// Registerer receives the adapter's metrics (nil: no metrics).
@@ -142,6 +146,7 @@ type Adapter struct {
 	topics *topicService
 	cmds   *commands
 	proxy  *proxy // nil when Config.ProxyAddr is off
+	xfer   *transfers
 
 	rules     *ruleSet // JIDRules at Domain
 	compRules *ruleSet // JIDRules at ComponentDomain
@@ -268,6 +273,7 @@ func New(cfg Config) (*Adapter, error) {
 	a.metrics = m
 	a.topics = &topicService{a: a}
 	a.cmds = newCommands(a)
+	a.xfer = newTransfers(a)
 	return a, nil
 }
 
@@ -354,6 +360,7 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		a.stopProxy()
+		a.xfer.shutdown()
 		a.wg.Wait()
 		a.shutdownSessions()
 		close(done)

@@ -130,8 +130,14 @@ func (t *topicService) handle(p peer, el *element, local, domain string) {
 			}
 		}
 	case "message":
+		if t.a.handleIBB(p, el) { // IBB data in messages
+			return
+		}
 		t.publish(ctx, p, el, topic)
 	case "iq":
+		if t.a.handleTransfer(p, el, t.a.topicFileTarget(topic)) {
+			return
+		}
 		t.a.handleServiceIQ(p, el, "topic")
 	}
 }
@@ -446,8 +452,12 @@ func messagePayload(el *element) (payload []byte, ctype string, ok bool, err err
 
 // envelopeMessage builds the chat message from a topic JID for e: the
 // payload as body when it is text, else a short body and the bytes in a
-// <payload/> element (DESIGN.md).
+// <payload/> element (DESIGN.md); a file descriptor on files/... is an
+// out-of-band link to the file.
 func envelopeMessage(from, to string, e *broker.Envelope) *element {
+	if m := fileMessage(from, to, e); m != nil {
+		return m // a file descriptor: a XEP-0066 link (oob.go)
+	}
 	m := newElement(nsClient, "message", "type", "chat", "from", from, "to", to, "id", e.ID)
 	if adapters.IsText(e.ContentType, e.Payload) {
 		m.Add(newElement(nsClient, "body").AddText(string(e.Payload)))

@@ -1,0 +1,250 @@
+package xmpp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// Files sent to the hub itself over a bytestream (XEP-0096 SI, then
+// XEP-0047 IBB or XEP-0065 SOCKS5 through the hub's proxy). The store's Put
+// starts when the SI offer comes, reading from a pipe the bytestream feeds;
+// an offer is accepted only once Put has asked for its first byte, so that
+// its up-front refusals (size, quota, name) answer the offer. A stream that
+// ends early, idles or whose sender goes away closes the pipe with an error
+// and Put discards what it had: nothing becomes visible.
+
+// Bounds of incoming transfers.
+const (
+	// maxTransfersPerPrincipal bounds the transfers a principal has open.
+	maxTransfersPerPrincipal = 4
+	// maxTransfers bounds the transfers open at a time.
+	maxTransfers = 64
+	// transferIdleTimeout ends a transfer whose stream brought nothing
+	// for so long (and an accepted offer whose stream never opened).
+	transferIdleTimeout = 30 * time.Second
+	// maxIBBBlock is the largest IBB block-size accepted: its base64 fits
+	// in a stanza of DefaultMaxStanza.
+	maxIBBBlock = 65535
+)
+
+// Errors that end a transfer.
+var (
+	errInterrupted = errors.New("xmpp: transfer interrupted: the sender went away")
+	errIdle        = errors.New("xmpp: transfer idle too long")
+	errShort       = errors.New("xmpp: the stream ended before the declared size")
+	errLong        = errors.New("xmpp: the stream carried more than the declared size")
+	errTooMany     = errors.New("xmpp: too many transfers open")
+)
+
+// inbound is a file coming to the hub over a bytestream.
+type inbound struct {
+	key    string // "{sender full JID} {sid}"
+	sid    string
+	from   string // sender's full JID
+	to     string // the JID the sender offered the file to, as written
+	owner  string // principal, for the per-principal bound
+	name   string // file name in the store
+	size   int64
+	method string // the negotiated stream method
+
+	pw     *io.PipeWriter
+	result chan error // Put's outcome, once
+
+	mu        sync.Mutex
+	opened    bool // the stream was opened (IBB open, SOCKS5 streamhost)
+	stanza    string
+	blockSize int
+	seq       uint16
+	received  int64
+	timer     *time.Timer
+}
+
+// transfers is the table of incoming transfers.
+type transfers struct {
+	a        *Adapter
+	mu       sync.Mutex
+	byKey    map[string]*inbound
+	perOwner map[string]int
+}
+
+func newTransfers(a *Adapter) *transfers {
+	return &transfers{a: a, byKey: map[string]*inbound{}, perOwner: map[string]int{}}
+}
+
+func transferKey(from, sid string) string { return from + " " + sid }
+
+// reserve counts a transfer for owner against the bounds.
+func (t *transfers) reserve(owner string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.byKey) >= maxTransfers {
+		return fmt.Errorf("%w: %d in all", errTooMany, len(t.byKey))
+	}
+	if t.perOwner[owner] >= maxTransfersPerPrincipal {
+		return fmt.Errorf("%w: %s has %d", errTooMany, owner, t.perOwner[owner])
+	}
+	t.perOwner[owner]++
+	return nil
+}
+
+func (t *transfers) release(owner string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.perOwner[owner]--; t.perOwner[owner] <= 0 {
+		delete(t.perOwner, owner)
+	}
+}
+
+// startPut runs put in a goroutine reading from a new pipe and waits until
+// put either asks for its first byte (nil: the transfer may be offered the
+// stream) or fails first (its error). The returned inbound is not yet in
+// the table.
+func (t *transfers) startPut(in *inbound, put func(ctx context.Context, r io.Reader) error) error {
+	pr, pw := io.Pipe()
+	in.pw, in.result = pw, make(chan error, 1)
+	first := make(chan struct{})
+	r := &firstRead{r: pr, first: first}
+	ctx, cancel := context.WithCancel(t.a.ctx)
+	t.a.wg.Add(1)
+	go func() {
+		defer t.a.wg.Done()
+		defer cancel()
+		err := put(ctx, r)
+		_ = pr.CloseWithError(errors.Join(err, io.ErrClosedPipe))
+		in.result <- err
+	}()
+	select {
+	case <-first:
+		return nil
+	case err := <-in.result:
+		if err == nil {
+			err = errors.New("xmpp: the store finished before reading the file")
+		}
+		return err
+	}
+}
+
+// add puts an accepted transfer into the table; its idle timer runs.
+func (t *transfers) add(in *inbound) {
+	t.mu.Lock()
+	t.byKey[in.key] = in
+	t.mu.Unlock()
+	in.mu.Lock()
+	in.timer = time.AfterFunc(transferIdleTimeout, func() { t.abort(in, errIdle) })
+	in.mu.Unlock()
+}
+
+// get returns the transfer of a sender's sid.
+func (t *transfers) get(from, sid string) *inbound {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byKey[transferKey(from, sid)]
+}
+
+// remove takes in out of the table; false if it was gone already.
+func (t *transfers) remove(in *inbound) bool {
+	t.mu.Lock()
+	if t.byKey[in.key] != in {
+		t.mu.Unlock()
+		return false
+	}
+	delete(t.byKey, in.key)
+	t.mu.Unlock()
+	t.release(in.owner)
+	in.mu.Lock()
+	if in.timer != nil {
+		in.timer.Stop()
+	}
+	in.mu.Unlock()
+	return true
+}
+
+// abort ends a transfer with err: Put fails, nothing is stored.
+func (t *transfers) abort(in *inbound, err error) {
+	if t.remove(in) {
+		_ = in.pw.CloseWithError(err)
+		t.a.log.Info("xmpp: file transfer aborted", "from", in.from, "sid", in.sid, "name", in.name, "err", err)
+	}
+}
+
+// finish ends the stream of a transfer and returns the store's outcome.
+// A stream short of the declared size is errShort.
+func (t *transfers) finish(in *inbound) error {
+	if !t.remove(in) {
+		return errors.New("xmpp: transfer already ended")
+	}
+	in.mu.Lock()
+	short := in.received < in.size
+	in.mu.Unlock()
+	if short {
+		_ = in.pw.CloseWithError(errShort)
+	} else {
+		_ = in.pw.Close()
+	}
+	return <-in.result
+}
+
+// peerGone aborts every transfer from the full JID jid (its session ended).
+func (t *transfers) peerGone(jid string) {
+	t.mu.Lock()
+	var gone []*inbound
+	for _, in := range t.byKey {
+		if in.from == jid {
+			gone = append(gone, in)
+		}
+	}
+	t.mu.Unlock()
+	for _, in := range gone {
+		t.abort(in, errInterrupted)
+	}
+}
+
+// shutdown aborts every transfer.
+func (t *transfers) shutdown() {
+	t.mu.Lock()
+	all := make([]*inbound, 0, len(t.byKey))
+	for _, in := range t.byKey {
+		all = append(all, in)
+	}
+	t.mu.Unlock()
+	for _, in := range all {
+		t.abort(in, errInterrupted)
+	}
+}
+
+// write passes a block of the stream to Put, counting it against the
+// declared size and re-arming the idle timer.
+func (t *transfers) write(in *inbound, b []byte) error {
+	in.mu.Lock()
+	in.received += int64(len(b))
+	over := in.received > in.size
+	if in.timer != nil {
+		in.timer.Reset(transferIdleTimeout)
+	}
+	in.mu.Unlock()
+	if over {
+		t.abort(in, errLong)
+		return errLong
+	}
+	if _, err := in.pw.Write(b); err != nil {
+		t.abort(in, err)
+		return fmt.Errorf("xmpp: store: %w", err)
+	}
+	return nil
+}
+
+// firstRead closes first at the first Read.
+type firstRead struct {
+	r     io.Reader
+	first chan struct{}
+	once  sync.Once
+}
+
+func (f *firstRead) Read(b []byte) (int, error) {
+	f.once.Do(func() { close(f.first) })
+	return f.r.Read(b)
+}

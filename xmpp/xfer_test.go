@@ -1,0 +1,307 @@
+package xmpp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/store"
+)
+
+// memFiles is a FileStore in memory for the adapter's own tests (the e2e
+// tests run the real one): sizes and quota enforced as the real store
+// does, nothing kept unless complete.
+type memFiles struct {
+	max, quota int64
+	mu         sync.Mutex
+	files      map[string][]byte
+	used       map[string]int64
+}
+
+func newMemFiles(max, quota int64) *memFiles {
+	return &memFiles{max: max, quota: quota, files: map[string][]byte{}, used: map[string]int64{}}
+}
+
+func (m *memFiles) Put(ctx context.Context, name string, r io.Reader, o PutOptions) (Descriptor, error) {
+	m.mu.Lock()
+	over := m.quota > 0 && m.used[o.Uploader]+o.Size > m.quota
+	m.mu.Unlock()
+	if over {
+		return Descriptor{}, ErrFileQuota
+	}
+	if m.max > 0 && o.Size > m.max {
+		return Descriptor{}, ErrFileTooLarge
+	}
+	b, err := io.ReadAll(io.LimitReader(r, o.Size+1))
+	if err != nil {
+		return Descriptor{}, err
+	}
+	if int64(len(b)) != o.Size {
+		return Descriptor{}, fmt.Errorf("%w: %d bytes, %d declared", ErrFileTooLarge, len(b), o.Size)
+	}
+	sum := sha256.Sum256(b)
+	m.mu.Lock()
+	m.files[name] = b
+	m.used[o.Uploader] += o.Size
+	m.mu.Unlock()
+	return Descriptor{Name: name, Size: o.Size, SHA256: hex.EncodeToString(sum[:]), URL: "http://127.0.0.1:1/api/v1/files/" + name, Uploader: o.Uploader}, nil
+}
+
+func (m *memFiles) NewSlot(ctx context.Context, o SlotOptions) (Slot, error) {
+	if m.max > 0 && o.Size > m.max {
+		return Slot{}, ErrFileTooLarge
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.quota > 0 && m.used[o.Uploader]+o.Size > m.quota {
+		return Slot{}, ErrFileQuota
+	}
+	return Slot{PutURL: "http://127.0.0.1:1/api/v1/slots/tok", GetURL: "http://127.0.0.1:1/api/v1/files/" + o.Name,
+		Header: map[string]string{"Authorization": "Bearer x", "X-Other": "dropped"}}, nil
+}
+
+func (m *memFiles) get(name string) ([]byte, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.files[name]
+	return b, ok
+}
+
+func (m *memFiles) count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.files)
+}
+
+// siOfferXML is an XEP-0096 offer of a file to to.
+func siOfferXML(id, to, sid, name string, size int64, methods ...string) string {
+	var opts strings.Builder
+	for _, m := range methods {
+		opts.WriteString("<option><value>" + m + "</value></option>")
+	}
+	return fmt.Sprintf(`<iq type='set' id='%s' to='%s'><si xmlns='http://jabber.org/protocol/si' id='%s' mime-type='application/octet-stream' profile='http://jabber.org/protocol/si/profile/file-transfer'>`+
+		`<file xmlns='http://jabber.org/protocol/si/profile/file-transfer' name='%s' size='%d'/>`+
+		`<feature xmlns='http://jabber.org/protocol/feature-neg'><x xmlns='jabber:x:data' type='form'><field var='stream-method' type='list-single'>%s</field></x></feature></si></iq>`,
+		id, to, sid, name, size, opts.String())
+}
+
+// sendIBB sends data to to over IBB in blocks of block bytes, from open to
+// close, and returns the close's answer.
+func sendIBB(t *testing.T, c *client, to, sid string, data []byte, block int) (string, string) {
+	t.Helper()
+	typ, inner := c.iq(t, fmt.Sprintf(`<iq type='set' id='o-%s' to='%s'><open xmlns='http://jabber.org/protocol/ibb' sid='%s' block-size='%d'/></iq>`, sid, to, sid, block))
+	if typ != "result" {
+		t.Fatalf("ibb open: %s %s", typ, inner)
+	}
+	for seq := 0; len(data) > 0; seq++ {
+		n := min(block, len(data))
+		typ, inner := c.iq(t, fmt.Sprintf(`<iq type='set' id='d-%s-%d' to='%s'><data xmlns='http://jabber.org/protocol/ibb' sid='%s' seq='%d'>%s</data></iq>`,
+			sid, seq, to, sid, seq, base64.StdEncoding.EncodeToString(data[:n])))
+		if typ != "result" {
+			t.Fatalf("ibb data %d: %s %s", seq, typ, inner)
+		}
+		data = data[n:]
+	}
+	return c.iq(t, fmt.Sprintf(`<iq type='set' id='c-%s' to='%s'><close xmlns='http://jabber.org/protocol/ibb' sid='%s'/></iq>`, sid, to, sid))
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func TestSIOverIBBToTopic(t *testing.T) {
+	t.Parallel()
+	fs := newMemFiles(1<<20, 0)
+	h := startHub(t, func(c *Config) { c.Files = fs; c.MaxFileSize = 1 << 20 })
+	alice := connect(t, h, "alice", "alicepw")
+	data := randomBytes(100_000)
+	const to = "lab.cam@topics.localhost"
+	typ, inner := alice.iq(t, siOfferXML("s1", to, "sid1", "../../photo.jpg", int64(len(data)), nsBytestreams, nsIBB))
+	if typ != "result" || !strings.Contains(inner, nsIBB) {
+		t.Fatalf("offer: %s %s", typ, inner)
+	}
+	if typ, inner := sendIBB(t, alice, to, "sid1", data, 4096); typ != "result" {
+		t.Fatalf("close: %s %s", typ, inner)
+	}
+	got, ok := fs.get("lab/cam/photo.jpg")
+	if !ok || !bytes.Equal(got, data) {
+		t.Fatalf("stored %d bytes (%v), want the %d sent", len(got), ok, len(data))
+	}
+}
+
+func TestSIRefusals(t *testing.T) {
+	t.Parallel()
+	fs := newMemFiles(0, 50_000)
+	h := startHub(t, func(c *Config) {
+		c.Files = fs
+		c.MaxFileSize = 100_000
+		c.Auth = adapters.NewAuth(c.Store.(*store.Store), map[string][]adapters.ACLRule{"alice": {{Action: "publish", Filter: "files/open/#", Allow: true}}})
+	})
+	alice := connect(t, h, "alice", "alicepw")
+	tests := []struct {
+		name, to, file string
+		size           int64
+		methods        []string
+		want           []string
+	}{
+		{"acl", "closed@topics.localhost", "a.bin", 10, []string{nsIBB}, []string{"forbidden", "may not write files/closed/a.bin"}},
+		{"too large", "open@topics.localhost", "a.bin", 200_000, []string{nsIBB}, []string{"not-acceptable", "over the limit of 100000"}},
+		{"quota", "open@topics.localhost", "a.bin", 60_000, []string{nsIBB}, []string{"resource-constraint", "quota"}},
+		{"no stream method", "open@topics.localhost", "a.bin", 10, []string{"urn:x:smoke-signals"}, []string{"no-valid-streams"}},
+		{"bad name", "open@topics.localhost", "..", 10, []string{nsIBB}, []string{"bad-request", "not usable"}},
+	}
+	for i, tc := range tests {
+		typ, inner := alice.iq(t, siOfferXML(fmt.Sprint("r", i), tc.to, fmt.Sprint("sid-r", i), tc.file, tc.size, tc.methods...))
+		if typ != "error" {
+			t.Errorf("%s: %s %s, want an error", tc.name, typ, inner)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(inner, w) {
+				t.Errorf("%s: answer %s lacks %q", tc.name, inner, w)
+			}
+		}
+	}
+	// Data for a sid no offer has, a bad sequence number.
+	typ, inner := alice.iq(t, `<iq type='set' id='x1' to='open@topics.localhost'><data xmlns='http://jabber.org/protocol/ibb' sid='nope' seq='0'>AAAA</data></iq>`)
+	if typ != "error" || !strings.Contains(inner, "item-not-found") {
+		t.Errorf("unknown sid: %s %s", typ, inner)
+	}
+	if typ, inner := alice.iq(t, siOfferXML("ok", "open@topics.localhost", "sid-seq", "b.bin", 10, nsIBB)); typ != "result" {
+		t.Fatalf("offer: %s %s", typ, inner)
+	}
+	alice.iq(t, `<iq type='set' id='x2' to='open@topics.localhost'><open xmlns='http://jabber.org/protocol/ibb' sid='sid-seq' block-size='4096'/></iq>`)
+	typ, inner = alice.iq(t, `<iq type='set' id='x3' to='open@topics.localhost'><data xmlns='http://jabber.org/protocol/ibb' sid='sid-seq' seq='5'>AAAA</data></iq>`)
+	if typ != "error" || !strings.Contains(inner, "unexpected-request") {
+		t.Errorf("bad seq: %s %s", typ, inner)
+	}
+	if fs.count() != 0 {
+		t.Errorf("%d files stored, want none", fs.count())
+	}
+}
+
+// TestIBBInterrupted: the sender goes away mid-transfer; nothing is
+// stored, and the transfer leaves the table.
+func TestIBBInterrupted(t *testing.T) {
+	t.Parallel()
+	fs := newMemFiles(0, 0)
+	h := startHub(t, func(c *Config) { c.Files = fs })
+	alice := connect(t, h, "alice", "alicepw")
+	const to = "cut@topics.localhost"
+	if typ, inner := alice.iq(t, siOfferXML("s", to, "sid-cut", "half.bin", 10_000, nsIBB)); typ != "result" {
+		t.Fatalf("offer: %s %s", typ, inner)
+	}
+	alice.iq(t, `<iq type='set' id='o' to='`+to+`'><open xmlns='http://jabber.org/protocol/ibb' sid='sid-cut' block-size='4096'/></iq>`)
+	typ, _ := alice.iq(t, `<iq type='set' id='d' to='`+to+`'><data xmlns='http://jabber.org/protocol/ibb' sid='sid-cut' seq='0'>`+base64.StdEncoding.EncodeToString(randomBytes(4096))+`</data></iq>`)
+	if typ != "result" {
+		t.Fatalf("data: %s", typ)
+	}
+	_ = alice.s.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.a.xfer.mu.Lock()
+		n := len(h.a.xfer.byKey)
+		h.a.xfer.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d transfers still open after the sender left", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if fs.count() != 0 {
+		t.Fatalf("%d files stored from an interrupted transfer", fs.count())
+	}
+}
+
+func TestSIOverSOCKS5ToTopic(t *testing.T) {
+	t.Parallel()
+	fs := newMemFiles(0, 0)
+	h := startHub(t, func(c *Config) { c.Files = fs; c.ProxyAddr = "127.0.0.1:0" })
+	alice := connect(t, h, "alice", "alicepw")
+	data := randomBytes(500_000)
+	const to = "lab.cam@topics.localhost"
+	typ, inner := alice.iq(t, siOfferXML("s1", to, "sid5", "clip.bin", int64(len(data)), nsBytestreams, nsIBB))
+	if typ != "result" || !strings.Contains(inner, nsBytestreams) {
+		t.Fatalf("offer: %s %s", typ, inner)
+	}
+	addr := h.a.Addrs()["xmpp-proxy"]
+	host, port, _ := net.SplitHostPort(addr)
+	// A streamhost of the sender's own is not used.
+	typ, inner = alice.iq(t, `<iq type='set' id='b0' to='`+to+`'><query xmlns='http://jabber.org/protocol/bytestreams' sid='other'><streamhost jid='`+alice.jid+`' host='127.0.0.1' port='1'/></query></iq>`)
+	if typ != "error" {
+		t.Fatalf("bytestream for an unknown sid: %s %s", typ, inner)
+	}
+	typ, inner = alice.iq(t, `<iq type='set' id='b1' to='`+to+`'><query xmlns='http://jabber.org/protocol/bytestreams' sid='sid5'><streamhost jid='proxy.localhost' host='`+host+`' port='`+port+`'/></query></iq>`)
+	if typ != "result" || !strings.Contains(inner, "streamhost-used") {
+		t.Fatalf("streamhost: %s %s", typ, inner)
+	}
+	c := dialProxy(t, addr, socks5Addr("sid5", alice.jid, to))
+	typ, inner = alice.iq(t, `<iq type='set' id='b2' to='proxy.localhost'><query xmlns='http://jabber.org/protocol/bytestreams' sid='sid5'><activate>`+to+`</activate></query></iq>`)
+	if typ != "result" {
+		t.Fatalf("activate: %s %s", typ, inner)
+	}
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if got, ok := fs.get("lab/cam/clip.bin"); ok {
+			if !bytes.Equal(got, data) {
+				t.Fatalf("stored %d bytes, not the %d sent", len(got), len(data))
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("file not stored")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestUploadSlot(t *testing.T) {
+	t.Parallel()
+	fs := newMemFiles(0, 1000)
+	h := startHub(t, func(c *Config) { c.Files = fs; c.MaxFileSize = 5000 })
+	alice := connect(t, h, "alice", "alicepw")
+	typ, inner := alice.iq(t, `<iq type='get' to='localhost' id='i'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`)
+	if typ != "result" || !strings.Contains(inner, "upload.localhost") {
+		t.Fatalf("items: %s", inner)
+	}
+	typ, inner = alice.iq(t, `<iq type='get' to='upload.localhost' id='i2'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`)
+	if typ != "result" || !strings.Contains(inner, nsUpload) || !strings.Contains(inner, "max-file-size") || !strings.Contains(inner, "5000") {
+		t.Fatalf("info: %s", inner)
+	}
+	typ, inner = alice.iq(t, `<iq type='get' to='upload.localhost' id='u1'><request xmlns='urn:xmpp:http:upload:0' filename='cat.jpg' size='500' content-type='image/jpeg'/></iq>`)
+	if typ != "result" || !strings.Contains(inner, `url="http://127.0.0.1:1/api/v1/slots/tok"`) ||
+		!strings.Contains(inner, `name="Authorization"`) || strings.Contains(inner, "X-Other") ||
+		!strings.Contains(inner, "/api/v1/files/uploads/alice/") || !strings.Contains(inner, "/cat.jpg") {
+		t.Fatalf("slot: %s %s", typ, inner)
+	}
+	for _, tc := range []struct{ req, want string }{
+		{`filename='big.bin' size='6000'`, ">5000</max-file-size>"},
+		{`filename='q.bin' size='2000'`, "resource-constraint"},
+		{`filename='' size='10'`, "bad-request"},
+		{`filename='a' size='x'`, "bad-request"},
+	} {
+		typ, inner := alice.iq(t, `<iq type='get' to='upload.localhost' id='u2'><request xmlns='urn:xmpp:http:upload:0' `+tc.req+`/></iq>`)
+		if typ != "error" || !strings.Contains(inner, tc.want) {
+			t.Errorf("%s: %s %s, want %s", tc.req, typ, inner, tc.want)
+		}
+	}
+}
