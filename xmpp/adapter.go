@@ -99,10 +99,6 @@ type Config struct {
 	// answers (the listener's host when empty, Domain when that is
 	// unspecified).
 	ProxyHost string
-	// MaxFileSize bounds a file sent to the hub over XMPP (announced in
-	// upload.{Domain}'s disco) and the bytes one proxy relay carries each
-	// way; 0: no bound of the adapter's own (the file store's applies).
-	MaxFileSize int64
 	// Files keeps the files chat users send: XEP-0363 upload slots at
 	// upload.{Domain}, XEP-0096 offers to topic, device and offline user
 	// JIDs over IBB or SOCKS5 (nil: none of that; see files.go).
@@ -194,8 +190,6 @@ func New(cfg Config) (*Adapter, error) {
 		return nil, fmt.Errorf("xmpp: MaxDepth %d: must not be negative", cfg.MaxDepth)
 	case cfg.ResumeTimeout < 0:
 		return nil, fmt.Errorf("xmpp: ResumeTimeout %v: must not be negative", cfg.ResumeTimeout)
-	case cfg.MaxFileSize < 0:
-		return nil, fmt.Errorf("xmpp: MaxFileSize %d: must not be negative", cfg.MaxFileSize)
 	case cfg.OfflineLimit < 0:
 		return nil, fmt.Errorf("xmpp: OfflineLimit %d: must not be negative", cfg.OfflineLimit)
 	case cfg.Addr != "" && cfg.TLSConfig == nil && cfg.DataDir == "":
@@ -305,7 +299,7 @@ func (a *Adapter) Start(ctx context.Context) error {
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	if a.cfg.ProxyAddr != "" {
-		px, err := newProxy(ctx, a.cfg.ProxyAddr, a.cfg.ProxyHost, a.cfg.Domain, a.cfg.MaxFileSize, a.log.With("listener", "xmpp-proxy"))
+		px, err := newProxy(ctx, a.cfg.ProxyAddr, a.cfg.ProxyHost, a.cfg.Domain, a.maxFileSize(), a.log.With("listener", "xmpp-proxy"))
 		if err != nil {
 			a.cancel()
 			return err

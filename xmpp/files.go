@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
-	"time"
 
 	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/files"
 )
 
 // The file store as the adapter sees it. Where files sent over XMPP go:
@@ -27,62 +26,24 @@ import (
 // (subscribe) the file.
 
 // FileStore is the blob store files sent over XMPP are kept in.
+// *files.Store implements it.
 type FileStore interface {
-	// Put stores the file read from r under name; nothing is visible
-	// unless it completes.
-	Put(ctx context.Context, name string, r io.Reader, o PutOptions) (Descriptor, error)
+	// Begin starts storing a file under name, block by block (IBB,
+	// SOCKS5): it checks the name, the declared size and the quota.
+	Begin(ctx context.Context, name string, o files.PutOptions) (*files.Upload, error)
 	// NewSlot makes an XEP-0363 upload slot.
-	NewSlot(ctx context.Context, o SlotOptions) (Slot, error)
+	NewSlot(ctx context.Context, o files.SlotOptions) (files.Slot, error)
+	// Share returns the unauthenticated link to a stored file handed to
+	// chat users (XEP-0066).
+	Share(ctx context.Context, name string) (string, error)
+	// MaxFileSize is the size limit of one file (< 0: none).
+	MaxFileSize() int64
 }
 
-// PutOptions describe a file given to FileStore.Put.
-type PutOptions struct {
-	ContentType string
-	SHA256      string
-	Size        int64
-	Uploader    string
-	TTL         time.Duration
-}
-
-// Descriptor is what the store publishes for a file on files/{name}.
-type Descriptor struct {
-	Name        string    `json:"name"`
-	Size        int64     `json:"size"`
-	ContentType string    `json:"content_type"`
-	SHA256      string    `json:"sha256"`
-	URL         string    `json:"url"`
-	CoAPPath    string    `json:"coap_path"`
-	Uploader    string    `json:"uploader"`
-	Time        time.Time `json:"time"`
-	Expires     time.Time `json:"expires,omitzero"`
-}
-
-// SlotOptions ask FileStore.NewSlot for an upload slot.
-type SlotOptions struct {
-	Name        string
-	Size        int64
-	ContentType string
-	Uploader    string
-}
-
-// Slot is an XEP-0363 upload slot.
-type Slot struct {
-	PutURL, GetURL string
-	Header         map[string]string
-	Expires        time.Time
-}
-
-// The store's refusals, mapped to stanza errors by storeCondition.
-var (
-	ErrFileTooLarge   = errors.New("files: file too large")
-	ErrFileQuota      = errors.New("files: quota exceeded")
-	ErrFileName       = errors.New("files: invalid name")
-	ErrFileChecksum   = errors.New("files: checksum mismatch")
-	ErrFileNotAllowed = adapters.ErrForbidden
-)
+var _ FileStore = (*files.Store)(nil)
 
 // fileInfo is a stored file's descriptor.
-type fileInfo = Descriptor
+type fileInfo = files.Descriptor
 
 // filesTopic is the topic a file's descriptor is retained on, whose ACL
 // rules the file.
@@ -94,13 +55,13 @@ func storeCondition(err error) (etype, cond string) {
 	switch {
 	case errors.Is(err, adapters.ErrForbidden):
 		return "auth", "forbidden"
-	case errors.Is(err, ErrFileTooLarge), errors.Is(err, errLong):
+	case errors.Is(err, files.ErrTooLarge), errors.Is(err, errLong):
 		return "modify", "not-acceptable"
-	case errors.Is(err, ErrFileQuota), errors.Is(err, errTooMany):
+	case errors.Is(err, files.ErrQuota), errors.Is(err, errTooMany):
 		return "wait", "resource-constraint"
-	case errors.Is(err, ErrFileName):
+	case errors.Is(err, files.ErrInvalidName), errors.Is(err, files.ErrInvalidContentType):
 		return "modify", "bad-request"
-	case errors.Is(err, ErrFileChecksum), errors.Is(err, errShort), errors.Is(err, errIBB):
+	case errors.Is(err, files.ErrChecksum), errors.Is(err, files.ErrIncomplete), errors.Is(err, errShort), errors.Is(err, errIBB):
 		return "modify", "not-acceptable"
 	case errors.Is(err, errInterrupted), errors.Is(err, errIdle):
 		return "cancel", "not-acceptable"
@@ -119,13 +80,12 @@ func (a *Adapter) mayWrite(ctx context.Context, p peer, name string) error {
 	return nil
 }
 
-// putFile stores an offered file.
-func (a *Adapter) putFile(ctx context.Context, name string, r io.Reader, o siOffer, uploader string) (fileInfo, error) {
-	d, err := a.cfg.Files.Put(ctx, name, r, PutOptions{ContentType: o.mimeType, Size: o.size, Uploader: uploader})
-	if err != nil {
-		return d, fmt.Errorf("xmpp: store %s: %w", name, err)
+// maxFileSize is the store's size limit (0: none).
+func (a *Adapter) maxFileSize() int64 {
+	if a.cfg.Files == nil {
+		return 0
 	}
-	return d, nil
+	return max(a.cfg.Files.MaxFileSize(), 0)
 }
 
 // topicFileTarget stores a file offered to the topic JID of topic.
@@ -167,7 +127,7 @@ func (a *Adapter) userFileTarget(s *session, bare string) fileTarget {
 		}
 		name := "users/" + user + "/" + randomID()[:16] + "/" + o.name
 		stored := func(ctx context.Context, d fileInfo) {
-			m := oobMessage(s.bare, bare, d.URL, o.name)
+			m := oobMessage(s.bare, bare, a.fileLink(ctx, d), o.name)
 			a.routeLocal(s, m, bare, "")
 		}
 		return name, stored, a.mayWrite(ctx, p, name)

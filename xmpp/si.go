@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hubsmith/hub/files"
 )
 
 // XEP-0095 Stream Initiation with the XEP-0096 file transfer profile and
@@ -190,7 +192,7 @@ func (a *Adapter) handleSIOffer(p peer, el *element, target fileTarget) bool {
 			msg: "the hub takes files over " + nsIBB + " or " + nsBytestreams})
 		return true
 	}
-	if max := a.cfg.MaxFileSize; max > 0 && o.size > max {
+	if max := a.maxFileSize(); max > 0 && o.size > max {
 		refuse(&siError{etype: "modify", cond: "not-acceptable", msg: fmt.Sprintf("file of %d bytes is over the limit of %d", o.size, max)})
 		return true
 	}
@@ -201,33 +203,22 @@ func (a *Adapter) handleSIOffer(p peer, el *element, target fileTarget) bool {
 		return true
 	}
 	pr := p.principal()
+	if a.xfer.get(p.fullJID(), o.sid) != nil {
+		refuse(&siError{etype: "cancel", cond: "conflict", msg: "a transfer with this id is open"})
+		return true
+	}
 	if err := a.xfer.reserve(pr.Name); err != nil {
 		refuse(&siError{etype: "wait", cond: "resource-constraint", msg: err.Error()})
 		return true
 	}
-	in := &inbound{key: transferKey(p.fullJID(), o.sid), sid: o.sid, from: p.fullJID(), to: el.AttrValue("to"),
-		owner: pr.Name, name: name, size: o.size, method: method}
-	if a.xfer.get(in.from, in.sid) != nil {
-		a.xfer.release(pr.Name)
-		refuse(&siError{etype: "cancel", cond: "conflict", msg: "a transfer with this id is open"})
-		return true
-	}
-	err = a.xfer.startPut(in, func(ctx context.Context, r io.Reader) error {
-		d, err := a.putFile(ctx, name, r, o, pr.Name)
-		if err != nil {
-			return err
-		}
-		a.log.Info("xmpp: file stored", "name", name, "size", d.Size, "from", in.from, "method", in.method)
-		if stored != nil {
-			stored(ctx, d)
-		}
-		return nil
-	})
+	up, err := a.cfg.Files.Begin(ctx, name, files.PutOptions{ContentType: o.mimeType, Size: o.size, Uploader: pr.Name})
 	if err != nil {
 		a.xfer.release(pr.Name)
 		refuse(err)
 		return true
 	}
+	in := &inbound{key: transferKey(p.fullJID(), o.sid), sid: o.sid, from: p.fullJID(), to: el.AttrValue("to"),
+		owner: pr.Name, name: name, size: o.size, method: method, up: up, stored: stored}
 	a.xfer.add(in)
 	_ = p.send(siAccept(el, method))
 	return true

@@ -253,10 +253,14 @@ func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, 
 		if pubsub {
 			return eventMessage(t.a.pubsubDomainFor(p), to, filter, e)
 		}
-		if tjid != "" {
-			return envelopeMessage(tjid, to, e)
+		from := tjid
+		if from == "" {
+			from = TopicToJID(e.Topic, t.domainFor(p))
 		}
-		return envelopeMessage(TopicToJID(e.Topic, t.domainFor(p)), to, e)
+		if m := t.a.fileMessage(from, to, e); m != nil {
+			return m // a file descriptor: an XEP-0066 link (oob.go)
+		}
+		return envelopeMessage(from, to, e)
 	}
 	ready := make(chan struct{})
 	pr := p.principal()
@@ -452,12 +456,8 @@ func messagePayload(el *element) (payload []byte, ctype string, ok bool, err err
 
 // envelopeMessage builds the chat message from a topic JID for e: the
 // payload as body when it is text, else a short body and the bytes in a
-// <payload/> element (DESIGN.md); a file descriptor on files/... is an
-// out-of-band link to the file.
+// <payload/> element (DESIGN.md).
 func envelopeMessage(from, to string, e *broker.Envelope) *element {
-	if m := fileMessage(from, to, e); m != nil {
-		return m // a file descriptor: a XEP-0066 link (oob.go)
-	}
 	m := newElement(nsClient, "message", "type", "chat", "from", from, "to", to, "id", e.ID)
 	if adapters.IsText(e.ContentType, e.Payload) {
 		m.Add(newElement(nsClient, "body").AddText(string(e.Payload)))

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+
+	"github.com/hubsmith/hub/files"
 )
 
 // XEP-0363 HTTP File Upload at upload.{domain}: a slot request gets a PUT
@@ -23,9 +25,9 @@ func (a *Adapter) uploadDomain() string { return "upload." + a.cfg.Domain }
 func (a *Adapter) uploadForm() *element {
 	x := newElement(nsData, "x", "type", "result").Add(
 		newElement(nsData, "field", "var", "FORM_TYPE", "type", "hidden").Add(newElement(nsData, "value").AddText(nsUpload)))
-	if a.cfg.MaxFileSize > 0 {
+	if a.maxFileSize() > 0 {
 		x.Add(newElement(nsData, "field", "var", "max-file-size").Add(
-			newElement(nsData, "value").AddText(strconv.FormatInt(a.cfg.MaxFileSize, 10))))
+			newElement(nsData, "value").AddText(strconv.FormatInt(a.maxFileSize(), 10))))
 	}
 	return x
 }
@@ -33,11 +35,11 @@ func (a *Adapter) uploadForm() *element {
 // fileTooLarge is the error answer of XEP-0363 §4.1 for a file over the
 // limit.
 func (a *Adapter) fileTooLarge(iq *element, size int64) *element {
-	r := errorText(iq, "modify", "not-acceptable", fmt.Sprintf("file of %d bytes is over the limit of %d", size, a.cfg.MaxFileSize))
+	r := errorText(iq, "modify", "not-acceptable", fmt.Sprintf("file of %d bytes is over the limit of %d", size, a.maxFileSize()))
 	if e := r.Child(nsClient, "error"); e != nil {
 		ftl := newElement(nsUpload, "file-too-large")
-		if a.cfg.MaxFileSize > 0 {
-			ftl.Add(newElement(nsUpload, "max-file-size").AddText(strconv.FormatInt(a.cfg.MaxFileSize, 10)))
+		if a.maxFileSize() > 0 {
+			ftl.Add(newElement(nsUpload, "max-file-size").AddText(strconv.FormatInt(a.maxFileSize(), 10)))
 		}
 		e.Add(ftl)
 	}
@@ -71,7 +73,7 @@ func (a *Adapter) handleUpload(p peer, iq *element) {
 		_ = p.send(errorText(bare, "modify", "bad-request", fmt.Sprintf("file name %q is not usable", req.AttrValue("filename"))))
 		return
 	}
-	if a.cfg.MaxFileSize > 0 && size > a.cfg.MaxFileSize {
+	if a.maxFileSize() > 0 && size > a.maxFileSize() {
 		_ = p.send(a.fileTooLarge(bare, size))
 		return
 	}
@@ -87,10 +89,10 @@ func (a *Adapter) handleUpload(p peer, iq *element) {
 		_ = p.send(errorText(bare, etype, cond, err.Error()))
 		return
 	}
-	slot, err := a.cfg.Files.NewSlot(ctx, SlotOptions{Name: name, Size: size, ContentType: ctype, Uploader: pr.Name})
+	slot, err := a.cfg.Files.NewSlot(ctx, files.SlotOptions{Name: name, Size: size, ContentType: ctype, Uploader: pr.Name})
 	if err != nil {
 		a.log.Info("xmpp: upload slot refused", "jid", p.fullJID(), "name", name, "size", size, "err", err)
-		if errors.Is(err, ErrFileTooLarge) {
+		if errors.Is(err, files.ErrTooLarge) {
 			_ = p.send(a.fileTooLarge(bare, size))
 			return
 		}

@@ -4,18 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"time"
+
+	"github.com/hubsmith/hub/files"
 )
 
 // Files sent to the hub itself over a bytestream (XEP-0096 SI, then
-// XEP-0047 IBB or XEP-0065 SOCKS5 through the hub's proxy). The store's Put
-// starts when the SI offer comes, reading from a pipe the bytestream feeds;
-// an offer is accepted only once Put has asked for its first byte, so that
-// its up-front refusals (size, quota, name) answer the offer. A stream that
-// ends early, idles or whose sender goes away closes the pipe with an error
-// and Put discards what it had: nothing becomes visible.
+// XEP-0047 IBB or XEP-0065 SOCKS5 through the hub's proxy). The store's
+// upload begins when the SI offer comes, so that its up-front refusals
+// (name, size, quota) answer the offer; each block of the stream is
+// written to it as it arrives, and the end of the stream commits it. A
+// stream that ends early, idles, carries too much or whose sender goes
+// away aborts the upload: nothing becomes visible.
 
 // Bounds of incoming transfers.
 const (
@@ -29,6 +30,8 @@ const (
 	// maxIBBBlock is the largest IBB block-size accepted: its base64 fits
 	// in a stanza of DefaultMaxStanza.
 	maxIBBBlock = 65535
+	// commitTimeout bounds storing a complete file.
+	commitTimeout = 30 * time.Second
 )
 
 // Errors that end a transfer.
@@ -51,8 +54,8 @@ type inbound struct {
 	size   int64
 	method string // the negotiated stream method
 
-	pw     *io.PipeWriter
-	result chan error // Put's outcome, once
+	up     *files.Upload
+	stored func(ctx context.Context, d files.Descriptor) // after the commit; may be nil
 
 	mu        sync.Mutex
 	opened    bool // the stream was opened (IBB open, SOCKS5 streamhost)
@@ -99,35 +102,6 @@ func (t *transfers) release(owner string) {
 	}
 }
 
-// startPut runs put in a goroutine reading from a new pipe and waits until
-// put either asks for its first byte (nil: the transfer may be offered the
-// stream) or fails first (its error). The returned inbound is not yet in
-// the table.
-func (t *transfers) startPut(in *inbound, put func(ctx context.Context, r io.Reader) error) error {
-	pr, pw := io.Pipe()
-	in.pw, in.result = pw, make(chan error, 1)
-	first := make(chan struct{})
-	r := &firstRead{r: pr, first: first}
-	ctx, cancel := context.WithCancel(t.a.ctx)
-	t.a.wg.Add(1)
-	go func() {
-		defer t.a.wg.Done()
-		defer cancel()
-		err := put(ctx, r)
-		_ = pr.CloseWithError(errors.Join(err, io.ErrClosedPipe))
-		in.result <- err
-	}()
-	select {
-	case <-first:
-		return nil
-	case err := <-in.result:
-		if err == nil {
-			err = errors.New("xmpp: the store finished before reading the file")
-		}
-		return err
-	}
-}
-
 // add puts an accepted transfer into the table; its idle timer runs.
 func (t *transfers) add(in *inbound) {
 	t.mu.Lock()
@@ -166,26 +140,36 @@ func (t *transfers) remove(in *inbound) bool {
 // abort ends a transfer with err: Put fails, nothing is stored.
 func (t *transfers) abort(in *inbound, err error) {
 	if t.remove(in) {
-		_ = in.pw.CloseWithError(err)
+		in.up.Abort()
 		t.a.log.Info("xmpp: file transfer aborted", "from", in.from, "sid", in.sid, "name", in.name, "err", err)
 	}
 }
 
-// finish ends the stream of a transfer and returns the store's outcome.
-// A stream short of the declared size is errShort.
+// finish ends the stream of a transfer: the upload is committed (and the
+// target's follow-up run) unless the stream was short of the declared
+// size.
 func (t *transfers) finish(in *inbound) error {
 	if !t.remove(in) {
 		return errors.New("xmpp: transfer already ended")
 	}
 	in.mu.Lock()
-	short := in.received < in.size
+	received := in.received
 	in.mu.Unlock()
-	if short {
-		_ = in.pw.CloseWithError(errShort)
-	} else {
-		_ = in.pw.Close()
+	if received < in.size {
+		in.up.Abort()
+		return fmt.Errorf("%w: %d of %d bytes", errShort, received, in.size)
 	}
-	return <-in.result
+	ctx, cancel := context.WithTimeout(t.a.ctx, commitTimeout)
+	defer cancel()
+	d, err := in.up.Commit(ctx)
+	if err != nil {
+		return fmt.Errorf("xmpp: store %s: %w", in.name, err)
+	}
+	t.a.log.Info("xmpp: file stored", "name", d.Name, "size", d.Size, "from", in.from, "method", in.method)
+	if in.stored != nil {
+		in.stored(context.WithoutCancel(t.a.ctx), d)
+	}
+	return nil
 }
 
 // peerGone aborts every transfer from the full JID jid (its session ended).
@@ -230,21 +214,9 @@ func (t *transfers) write(in *inbound, b []byte) error {
 		t.abort(in, errLong)
 		return errLong
 	}
-	if _, err := in.pw.Write(b); err != nil {
+	if _, err := in.up.Write(b); err != nil {
 		t.abort(in, err)
 		return fmt.Errorf("xmpp: store: %w", err)
 	}
 	return nil
-}
-
-// firstRead closes first at the first Read.
-type firstRead struct {
-	r     io.Reader
-	first chan struct{}
-	once  sync.Once
-}
-
-func (f *firstRead) Read(b []byte) (int, error) {
-	f.once.Do(func() { close(f.first) })
-	return f.r.Read(b)
 }

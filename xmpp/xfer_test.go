@@ -4,84 +4,62 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/files"
 	"github.com/hubsmith/hub/store"
 )
 
-// memFiles is a FileStore in memory for the adapter's own tests (the e2e
-// tests run the real one): sizes and quota enforced as the real store
-// does, nothing kept unless complete.
-type memFiles struct {
-	max, quota int64
-	mu         sync.Mutex
-	files      map[string][]byte
-	used       map[string]int64
-}
-
-func newMemFiles(max, quota int64) *memFiles {
-	return &memFiles{max: max, quota: quota, files: map[string][]byte{}, used: map[string]int64{}}
-}
-
-func (m *memFiles) Put(ctx context.Context, name string, r io.Reader, o PutOptions) (Descriptor, error) {
-	m.mu.Lock()
-	over := m.quota > 0 && m.used[o.Uploader]+o.Size > m.quota
-	m.mu.Unlock()
-	if over {
-		return Descriptor{}, ErrFileQuota
-	}
-	if m.max > 0 && o.Size > m.max {
-		return Descriptor{}, ErrFileTooLarge
-	}
-	b, err := io.ReadAll(io.LimitReader(r, o.Size+1))
+// withFiles gives the test hub a real file store (limit max bytes a file,
+// quota bytes per principal; 0: the defaults) and returns it.
+func withFiles(t *testing.T, max, quota int64, c *Config) *files.Store {
+	t.Helper()
+	fs, err := files.Open(context.Background(), files.Config{
+		Dir: t.TempDir(), DB: c.Store.(*store.Store), Bus: c.Bus, MaxFileSize: max, QuotaPerPrincipal: quota,
+		BaseURL: func() string { return "http://127.0.0.1:1" }, Logger: testLogger(), SweepInterval: -1,
+	})
 	if err != nil {
-		return Descriptor{}, err
+		t.Fatalf("files: %v", err)
 	}
-	if int64(len(b)) != o.Size {
-		return Descriptor{}, fmt.Errorf("%w: %d bytes, %d declared", ErrFileTooLarge, len(b), o.Size)
-	}
-	sum := sha256.Sum256(b)
-	m.mu.Lock()
-	m.files[name] = b
-	m.used[o.Uploader] += o.Size
-	m.mu.Unlock()
-	return Descriptor{Name: name, Size: o.Size, SHA256: hex.EncodeToString(sum[:]), URL: "http://127.0.0.1:1/api/v1/files/" + name, Uploader: o.Uploader}, nil
+	t.Cleanup(func() { _ = fs.Close() })
+	c.Files = fs
+	return fs
 }
 
-func (m *memFiles) NewSlot(ctx context.Context, o SlotOptions) (Slot, error) {
-	if m.max > 0 && o.Size > m.max {
-		return Slot{}, ErrFileTooLarge
+// stored returns the bytes stored under name, if any.
+func stored(t *testing.T, fs *files.Store, name string) ([]byte, bool) {
+	t.Helper()
+	_, f, err := fs.Open(context.Background(), name)
+	if errors.Is(err, files.ErrNotFound) {
+		return nil, false
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.quota > 0 && m.used[o.Uploader]+o.Size > m.quota {
-		return Slot{}, ErrFileQuota
+	if err != nil {
+		t.Fatalf("open %s: %v", name, err)
 	}
-	return Slot{PutURL: "http://127.0.0.1:1/api/v1/slots/tok", GetURL: "http://127.0.0.1:1/api/v1/files/" + o.Name,
-		Header: map[string]string{"Authorization": "Bearer x", "X-Other": "dropped"}}, nil
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, true
 }
 
-func (m *memFiles) get(name string) ([]byte, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.files[name]
-	return b, ok
-}
-
-func (m *memFiles) count() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.files)
+// fileCount is how many files the store lists.
+func fileCount(t *testing.T, fs *files.Store) int {
+	t.Helper()
+	ds, _, err := fs.List(context.Background(), "", files.MaxListLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ds)
 }
 
 // siOfferXML is an XEP-0096 offer of a file to to.
@@ -124,8 +102,8 @@ func randomBytes(n int) []byte {
 
 func TestSIOverIBBToTopic(t *testing.T) {
 	t.Parallel()
-	fs := newMemFiles(1<<20, 0)
-	h := startHub(t, func(c *Config) { c.Files = fs; c.MaxFileSize = 1 << 20 })
+	var fs *files.Store
+	h := startHub(t, func(c *Config) { fs = withFiles(t, 1<<20, 0, c) })
 	alice := connect(t, h, "alice", "alicepw")
 	data := randomBytes(100_000)
 	const to = "lab.cam@topics.localhost"
@@ -136,7 +114,7 @@ func TestSIOverIBBToTopic(t *testing.T) {
 	if typ, inner := sendIBB(t, alice, to, "sid1", data, 4096); typ != "result" {
 		t.Fatalf("close: %s %s", typ, inner)
 	}
-	got, ok := fs.get("lab/cam/photo.jpg")
+	got, ok := stored(t, fs, "lab/cam/photo.jpg")
 	if !ok || !bytes.Equal(got, data) {
 		t.Fatalf("stored %d bytes (%v), want the %d sent", len(got), ok, len(data))
 	}
@@ -144,10 +122,9 @@ func TestSIOverIBBToTopic(t *testing.T) {
 
 func TestSIRefusals(t *testing.T) {
 	t.Parallel()
-	fs := newMemFiles(0, 50_000)
+	var fs *files.Store
 	h := startHub(t, func(c *Config) {
-		c.Files = fs
-		c.MaxFileSize = 100_000
+		fs = withFiles(t, 100_000, 50_000, c)
 		c.Auth = adapters.NewAuth(c.Store.(*store.Store), map[string][]adapters.ACLRule{"alice": {{Action: "publish", Filter: "files/open/#", Allow: true}}})
 	})
 	alice := connect(t, h, "alice", "alicepw")
@@ -188,8 +165,8 @@ func TestSIRefusals(t *testing.T) {
 	if typ != "error" || !strings.Contains(inner, "unexpected-request") {
 		t.Errorf("bad seq: %s %s", typ, inner)
 	}
-	if fs.count() != 0 {
-		t.Errorf("%d files stored, want none", fs.count())
+	if n := fileCount(t, fs); n != 0 {
+		t.Errorf("%d files stored, want none", n)
 	}
 }
 
@@ -197,8 +174,8 @@ func TestSIRefusals(t *testing.T) {
 // stored, and the transfer leaves the table.
 func TestIBBInterrupted(t *testing.T) {
 	t.Parallel()
-	fs := newMemFiles(0, 0)
-	h := startHub(t, func(c *Config) { c.Files = fs })
+	var fs *files.Store
+	h := startHub(t, func(c *Config) { fs = withFiles(t, 0, 0, c) })
 	alice := connect(t, h, "alice", "alicepw")
 	const to = "cut@topics.localhost"
 	if typ, inner := alice.iq(t, siOfferXML("s", to, "sid-cut", "half.bin", 10_000, nsIBB)); typ != "result" {
@@ -223,15 +200,15 @@ func TestIBBInterrupted(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if fs.count() != 0 {
-		t.Fatalf("%d files stored from an interrupted transfer", fs.count())
+	if n := fileCount(t, fs); n != 0 {
+		t.Fatalf("%d files stored from an interrupted transfer", n)
 	}
 }
 
 func TestSIOverSOCKS5ToTopic(t *testing.T) {
 	t.Parallel()
-	fs := newMemFiles(0, 0)
-	h := startHub(t, func(c *Config) { c.Files = fs; c.ProxyAddr = "127.0.0.1:0" })
+	var fs *files.Store
+	h := startHub(t, func(c *Config) { fs = withFiles(t, 0, 0, c); c.ProxyAddr = "127.0.0.1:0" })
 	alice := connect(t, h, "alice", "alicepw")
 	data := randomBytes(500_000)
 	const to = "lab.cam@topics.localhost"
@@ -261,7 +238,7 @@ func TestSIOverSOCKS5ToTopic(t *testing.T) {
 	_ = c.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if got, ok := fs.get("lab/cam/clip.bin"); ok {
+		if got, ok := stored(t, fs, "lab/cam/clip.bin"); ok {
 			if !bytes.Equal(got, data) {
 				t.Fatalf("stored %d bytes, not the %d sent", len(got), len(data))
 			}
@@ -276,8 +253,7 @@ func TestSIOverSOCKS5ToTopic(t *testing.T) {
 
 func TestUploadSlot(t *testing.T) {
 	t.Parallel()
-	fs := newMemFiles(0, 1000)
-	h := startHub(t, func(c *Config) { c.Files = fs; c.MaxFileSize = 5000 })
+	h := startHub(t, func(c *Config) { withFiles(t, 5000, 1000, c) })
 	alice := connect(t, h, "alice", "alicepw")
 	typ, inner := alice.iq(t, `<iq type='get' to='localhost' id='i'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`)
 	if typ != "result" || !strings.Contains(inner, "upload.localhost") {
@@ -288,9 +264,8 @@ func TestUploadSlot(t *testing.T) {
 		t.Fatalf("info: %s", inner)
 	}
 	typ, inner = alice.iq(t, `<iq type='get' to='upload.localhost' id='u1'><request xmlns='urn:xmpp:http:upload:0' filename='cat.jpg' size='500' content-type='image/jpeg'/></iq>`)
-	if typ != "result" || !strings.Contains(inner, `url="http://127.0.0.1:1/api/v1/slots/tok"`) ||
-		!strings.Contains(inner, `name="Authorization"`) || strings.Contains(inner, "X-Other") ||
-		!strings.Contains(inner, "/api/v1/files/uploads/alice/") || !strings.Contains(inner, "/cat.jpg") {
+	if typ != "result" || !strings.Contains(inner, `url="http://127.0.0.1:1/api/v1/files/slots/`) ||
+		!strings.Contains(inner, `url="http://127.0.0.1:1/api/v1/files/shared/`) || !strings.Contains(inner, "/cat.jpg") {
 		t.Fatalf("slot: %s %s", typ, inner)
 	}
 	for _, tc := range []struct{ req, want string }{
