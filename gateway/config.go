@@ -114,6 +114,11 @@ type XMPPConfig struct {
 	ComponentSecret string   `yaml:"component_secret"`
 	MaxStanza       int      `yaml:"max_stanza"`
 	TLS             TLSFiles `yaml:"tls"`
+	// ProxyAddr is the XEP-0065 SOCKS5 bytestreams proxy (proxy.{domain})
+	// listener, "off" for none; ProxyHost the host it is announced at
+	// (the listener's host when empty).
+	ProxyAddr string `yaml:"proxy_addr"`
+	ProxyHost string `yaml:"proxy_host"`
 	// JIDRules map topics to JIDs besides the default
 	// a.b.c@topics.{domain} rule, e.g. sensors/{room}/temp ↔
 	// {room}-temp@sensors.{domain}.
@@ -183,7 +188,7 @@ func Defaults() Config {
 		QueuePolicy:    broker.DropOldest,
 		MQTT:           MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off, MaxQueued: 1000, MaxQueuedBytes: 16 << 20, MaxInflight: mqtt.DefaultMaxInflight},
 		CoAP:           CoAPConfig{Addr: "127.0.0.1:5683", DTLSAddr: Off},
-		XMPP:           XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off},
+		XMPP:           XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off, ProxyAddr: xmpp.DefaultProxyAddr},
 		HTTP: HTTPConfig{Addr: "127.0.0.1:8080", ReadHeaderTimeout: rest.DefaultReadHeaderTimeout, ReadTimeout: rest.DefaultReadTimeout,
 			IdleTimeout: rest.DefaultIdleTimeout, MaxHeaderBytes: rest.DefaultMaxHeaderBytes},
 		Log: LogConfig{Level: "info", Format: "text"},
@@ -227,7 +232,7 @@ func (c *Config) Validate() error {
 	for name, addr := range map[string]string{
 		"mqtt.addr": c.MQTT.Addr, "mqtt.tls_addr": c.MQTT.TLSAddr,
 		"coap.addr": c.CoAP.Addr, "coap.dtls_addr": c.CoAP.DTLSAddr,
-		"xmpp.addr": c.XMPP.Addr, "xmpp.component_addr": c.XMPP.ComponentAddr,
+		"xmpp.addr": c.XMPP.Addr, "xmpp.component_addr": c.XMPP.ComponentAddr, "xmpp.proxy_addr": c.XMPP.ProxyAddr,
 		"http.addr": c.HTTP.Addr,
 	} {
 		if !Enabled(addr) {

@@ -156,6 +156,7 @@ func (h *Hub) buildAdapters() error {
 			AllowAnonymous: c.AllowAnonymous, DataDir: c.DataDir, TLSConfig: tc, MaxStanza: int64(c.XMPP.MaxStanza),
 			ComponentAddr: offToEmpty(c.XMPP.ComponentAddr), ComponentDomain: c.XMPP.ComponentDomain,
 			ComponentSecret: c.XMPP.ComponentSecret, JIDRules: c.XMPP.JIDRules,
+			ProxyAddr: proxyAddr(c.XMPP), ProxyHost: c.XMPP.ProxyHost,
 			DeviceCommand: func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
 				return h.Devices.SendCommand(ctx, cmd.DeviceID, cmd.Name, cmd.Params)
 			},
@@ -480,4 +481,13 @@ func (c busCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(busDowngraded, prometheus.CounterValue, float64(n),
 			k.From, k.To, strconv.Itoa(int(k.Publish)), strconv.Itoa(int(k.Sent)))
 	}
+}
+
+// proxyAddr is the SOCKS5 proxy's listener: none without the c2s
+// listener, whose users are the only ones who can activate it.
+func proxyAddr(c XMPPConfig) string {
+	if !Enabled(c.Addr) {
+		return ""
+	}
+	return offToEmpty(c.ProxyAddr)
 }
