@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // XEP-0047 In-Band Bytestreams, the hub as the receiving side of a file a
@@ -174,7 +175,7 @@ func (a *Adapter) handleIBB(p peer, el *element) bool {
 			return true
 		}
 		if isIQ {
-			_ = p.send(resultOf(el))
+			a.ackIBB(p, in, resultOf(el), len(c.Text()))
 		}
 	case "close":
 		reply := el.Copy()
@@ -191,6 +192,42 @@ func (a *Adapter) handleIBB(p peer, el *element) bool {
 		}()
 	}
 	return true
+}
+
+// ibbPace is the share of the connection's rate limits (Config.RateBytes,
+// RateStanzas) a sender is paced to: the limiter ends a stream that goes
+// over them, so the hub answers each data iq only when the next block would
+// keep the sender under them. XEP-0047 senders wait for the answer before
+// the next block; IBB in messages has no answers and is not paced.
+const ibbPace = 0.8
+
+// ackIBB sends the answer to a data iq of n base64 bytes, delayed as
+// ibbPace says.
+func (a *Adapter) ackIBB(p peer, in *inbound, reply *element, n int) {
+	var d time.Duration
+	if r := a.cfg.RateBytes; r > 0 {
+		d = time.Duration(float64(n+256) / (r * ibbPace) * float64(time.Second))
+	}
+	if r := a.cfg.RateStanzas; r > 0 {
+		d = max(d, time.Duration(float64(time.Second)/(r*ibbPace)))
+	}
+	now := time.Now()
+	in.mu.Lock()
+	if in.pace.Before(now) {
+		in.pace = now
+	}
+	in.pace = in.pace.Add(d)
+	wait := in.pace.Sub(now) - d // the block just taken is paid by the next
+	in.mu.Unlock()
+	if wait <= 0 {
+		_ = p.send(reply)
+		return
+	}
+	a.timers.Add(1)
+	time.AfterFunc(wait, func() {
+		defer a.timers.Done()
+		_ = p.send(reply)
+	})
 }
 
 // errorText is errorReply with a human-readable <text/>.

@@ -77,7 +77,7 @@ func FuzzSOCKS5Handshake(f *testing.F) {
 }
 
 // dialProxy connects to the proxy and asks for dst.
-func dialProxy(t *testing.T, addr, dst string) net.Conn {
+func dialProxy(t testing.TB, addr, dst string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {

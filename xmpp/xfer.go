@@ -63,6 +63,7 @@ type inbound struct {
 	blockSize int
 	seq       uint16
 	received  int64
+	pace      time.Time // when the sender may send its next IBB block
 	timer     *time.Timer
 }
 

@@ -20,7 +20,7 @@ import (
 
 // withFiles gives the test hub a real file store (limit max bytes a file,
 // quota bytes per principal; 0: the defaults) and returns it.
-func withFiles(t *testing.T, max, quota int64, c *Config) *files.Store {
+func withFiles(t testing.TB, max, quota int64, c *Config) *files.Store {
 	t.Helper()
 	fs, err := files.Open(context.Background(), files.Config{
 		Dir: t.TempDir(), DB: c.Store.(*store.Store), Bus: c.Bus, MaxFileSize: max, QuotaPerPrincipal: quota,
@@ -35,7 +35,7 @@ func withFiles(t *testing.T, max, quota int64, c *Config) *files.Store {
 }
 
 // stored returns the bytes stored under name, if any.
-func stored(t *testing.T, fs *files.Store, name string) ([]byte, bool) {
+func stored(t testing.TB, fs *files.Store, name string) ([]byte, bool) {
 	t.Helper()
 	_, f, err := fs.Open(context.Background(), name)
 	if errors.Is(err, files.ErrNotFound) {
@@ -53,7 +53,7 @@ func stored(t *testing.T, fs *files.Store, name string) ([]byte, bool) {
 }
 
 // fileCount is how many files the store lists.
-func fileCount(t *testing.T, fs *files.Store) int {
+func fileCount(t testing.TB, fs *files.Store) int {
 	t.Helper()
 	ds, _, err := fs.List(context.Background(), "", files.MaxListLimit)
 	if err != nil {
@@ -76,7 +76,7 @@ func siOfferXML(id, to, sid, name string, size int64, methods ...string) string 
 
 // sendIBB sends data to to over IBB in blocks of block bytes, from open to
 // close, and returns the close's answer.
-func sendIBB(t *testing.T, c *client, to, sid string, data []byte, block int) (string, string) {
+func sendIBB(t testing.TB, c *client, to, sid string, data []byte, block int) (string, string) {
 	t.Helper()
 	typ, inner := c.iq(t, fmt.Sprintf(`<iq type='set' id='o-%s' to='%s'><open xmlns='http://jabber.org/protocol/ibb' sid='%s' block-size='%d'/></iq>`, sid, to, sid, block))
 	if typ != "result" {
