@@ -251,7 +251,11 @@ func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, 
 	t.mu.Unlock()
 	build := func(to string, e *broker.Envelope) *element {
 		if pubsub {
-			return eventMessage(t.a.pubsubDomainFor(p), to, filter, e)
+			m := eventMessage(t.a.pubsubDomainFor(p), to, filter, e)
+			if l := t.a.fileMessage("", "", e); l != nil {
+				m.Children = append(m.Children, l.Children...) // body and link of a file (oob.go)
+			}
+			return m
 		}
 		from := tjid
 		if from == "" {

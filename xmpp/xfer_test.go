@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -278,5 +279,131 @@ func TestUploadSlot(t *testing.T) {
 		if typ != "error" || !strings.Contains(inner, tc.want) {
 			t.Errorf("%s: %s %s, want %s", tc.req, typ, inner, tc.want)
 		}
+	}
+}
+
+// TestFileDescriptorAsOOB: a chat user subscribed to a file's topic JID,
+// or to a PubSub node of files, gets its descriptor as an XEP-0066 link
+// whose body is the URL.
+func TestFileDescriptorAsOOB(t *testing.T) {
+	t.Parallel()
+	h := startHub(t, func(c *Config) { withFiles(t, 0, 0, c) })
+	alice := connect(t, h, "alice", "alicepw")
+	bob := connect(t, h, "bob", "bobpw")
+	const fileJID = "files.lab.cam.clip@topics.localhost"
+	bob.send(t, `<presence type='subscribe' to='`+fileJID+`'/>`)
+	bob.expect(t, "approval", func(v rx) bool { return v.XMLName.Local == "presence" && v.Type == "subscribed" })
+	if typ, inner := bob.iq(t, `<iq type='set' to='pubsub.localhost' id='ps'><pubsub xmlns='http://jabber.org/protocol/pubsub'><subscribe node='files/lab/#' jid='bob@localhost'/></pubsub></iq>`); typ != "result" {
+		t.Fatalf("pubsub subscribe: %s", inner)
+	}
+	data := randomBytes(5000)
+	if typ, inner := alice.iq(t, siOfferXML("s", "lab.cam@topics.localhost", "sid-oob", "clip", int64(len(data)), nsIBB)); typ != "result" {
+		t.Fatalf("offer: %s", inner)
+	}
+	if typ, inner := sendIBB(t, alice, "lab.cam@topics.localhost", "sid-oob", data, 4096); typ != "result" {
+		t.Fatalf("close: %s", inner)
+	}
+	var m, ev rx
+	bob.expect(t, "link from the file's topic JID and pubsub event", func(v rx) bool {
+		switch {
+		case isMessageFrom(fileJID)(v):
+			m = v
+		case isMessageFrom("pubsub.localhost")(v):
+			ev = v
+		}
+		return m.Body != "" && ev.Body != ""
+	})
+	if !strings.HasPrefix(m.Body, "http://127.0.0.1:1/api/v1/files/shared/") || !strings.HasSuffix(m.Body, "/clip") ||
+		!strings.Contains(m.Inner, nsOOB) || !strings.Contains(m.Inner, "<url") {
+		t.Fatalf("link message: body %q, %s", m.Body, m.Inner)
+	}
+	if ev.Body != m.Body || !strings.Contains(ev.Inner, nsOOB) || !strings.Contains(ev.Inner, "pubsub#event") {
+		t.Fatalf("event: body %q, %s", ev.Body, ev.Inner)
+	}
+}
+
+// TestFileToOfflineUser: a file offered to a user who is not there is
+// stored and reaches the user, at the next login, as a link from the
+// sender.
+func TestFileToOfflineUser(t *testing.T) {
+	t.Parallel()
+	var fs *files.Store
+	h := startHub(t, func(c *Config) { fs = withFiles(t, 0, 0, c) })
+	alice := connect(t, h, "alice", "alicepw")
+	data := randomBytes(3000)
+	if typ, inner := alice.iq(t, siOfferXML("s", "bob@localhost", "sid-u", "notes.txt", int64(len(data)), nsIBB)); typ != "result" {
+		t.Fatalf("offer: %s", inner)
+	}
+	if typ, inner := sendIBB(t, alice, "bob@localhost", "sid-u", data, 4096); typ != "result" {
+		t.Fatalf("close: %s", inner)
+	}
+	// To a user who does not exist: refused.
+	if typ, inner := alice.iq(t, siOfferXML("s2", "nobody@localhost", "sid-n", "x.txt", 1, nsIBB)); typ != "error" || !strings.Contains(inner, "service-unavailable") {
+		t.Fatalf("offer to nobody: %s %s", typ, inner)
+	}
+	bob := connect(t, h, "bob", "bobpw")
+	m := bob.expect(t, "link from alice", func(v rx) bool {
+		return v.XMLName.Local == "message" && strings.HasPrefix(v.From, "alice@localhost") && v.Body != ""
+	})
+	if !strings.HasSuffix(m.Body, "/notes.txt") || !strings.Contains(m.Inner, nsOOB) {
+		t.Fatalf("link: %q %s", m.Body, m.Inner)
+	}
+	ds, _, err := fs.List(context.Background(), "", 10)
+	if err != nil || len(ds) != 1 || !strings.HasPrefix(ds[0].Name, "users/bob/") || ds[0].Uploader != "alice" {
+		t.Fatalf("stored %+v, %v", ds, err)
+	}
+}
+
+// TestSIBetweenUsersRouted: an offer to another user's full JID goes to
+// that user, as any server routes it; the hub takes no part.
+func TestSIBetweenUsersRouted(t *testing.T) {
+	t.Parallel()
+	h := startHub(t, func(c *Config) { withFiles(t, 0, 0, c) })
+	alice := connect(t, h, "alice", "alicepw")
+	bob := connect(t, h, "bob", "bobpw")
+	alice.send(t, siOfferXML("p2p", bob.jid, "sid-p", "a.bin", 10, nsIBB))
+	got := bob.expect(t, "offer", func(v rx) bool { return v.XMLName.Local == "iq" && v.ID == "p2p" })
+	if got.From != alice.jid || !strings.Contains(got.Inner, nsSI) {
+		t.Fatalf("offer: from %s, %s", got.From, got.Inner)
+	}
+}
+
+// TestFileToDevice: a file offered to a device JID is stored under the
+// device's name and the device gets the command "file" with its
+// descriptor.
+func TestFileToDevice(t *testing.T) {
+	t.Parallel()
+	cmds := make(chan adapters.Command, 1)
+	h := startHub(t, func(c *Config) {
+		withFiles(t, 0, 0, c)
+		c.Auth = adapters.NewAuth(c.Store.(*store.Store), map[string][]adapters.ACLRule{"alice": {
+			{Action: "command", Filter: "lamp1", Allow: true}, {Action: "all", Filter: "#", Allow: true}}})
+		c.DeviceCommand = func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
+			cmds <- cmd
+			return json.RawMessage(`"ok"`), nil
+		}
+	})
+	alice := connect(t, h, "alice", "alicepw")
+	bob := connect(t, h, "bob", "bobpw")
+	data := randomBytes(2000)
+	const to = "lamp1@devices.localhost"
+	if typ, inner := bob.iq(t, siOfferXML("s", to, "sid-b", "fw.bin", int64(len(data)), nsIBB)); typ != "error" || !strings.Contains(inner, "forbidden") {
+		t.Fatalf("offer without the command right: %s %s", typ, inner)
+	}
+	if typ, inner := alice.iq(t, siOfferXML("s", to, "sid-d", "fw.bin", int64(len(data)), nsIBB)); typ != "result" {
+		t.Fatalf("offer: %s", inner)
+	}
+	if typ, inner := sendIBB(t, alice, to, "sid-d", data, 4096); typ != "result" {
+		t.Fatalf("close: %s", inner)
+	}
+	select {
+	case cmd := <-cmds:
+		var d files.Descriptor
+		if err := json.Unmarshal(cmd.Params, &d); err != nil || cmd.Name != "file" || cmd.DeviceID != "lamp1" ||
+			d.Name != "devices/lamp1/fw.bin" || d.Size != int64(len(data)) || d.URL == "" {
+			t.Fatalf("command %+v (%v)", cmd, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no file command reached the device")
 	}
 }
