@@ -77,11 +77,11 @@ const (
 	HTTPPath = "/api/v1/files/"
 	// SlotPath + token + "/" + file name: the PUT URL of an XEP-0363 slot;
 	// the token is the credential.
-	SlotPath = "/api/v1/files/slots/"
+	SlotPath = "/api/v1/slots/"
 	// SharedPath + token + "/" + file name: the unauthenticated GET URL of
 	// a file uploaded through a slot (or shared with Share); the
 	// unguessable token is the credential, as XEP-0363 clients expect.
-	SharedPath = "/api/v1/files/shared/"
+	SharedPath = "/api/v1/shared/"
 	// CoAPPath + name: block-wise GET and PUT.
 	CoAPPath = "/files/"
 )
