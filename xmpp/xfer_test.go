@@ -265,8 +265,8 @@ func TestUploadSlot(t *testing.T) {
 		t.Fatalf("info: %s", inner)
 	}
 	typ, inner = alice.iq(t, `<iq type='get' to='upload.localhost' id='u1'><request xmlns='urn:xmpp:http:upload:0' filename='cat.jpg' size='500' content-type='image/jpeg'/></iq>`)
-	if typ != "result" || !strings.Contains(inner, `url="http://127.0.0.1:1/api/v1/files/slots/`) ||
-		!strings.Contains(inner, `url="http://127.0.0.1:1/api/v1/files/shared/`) || !strings.Contains(inner, "/cat.jpg") {
+	if typ != "result" || !strings.Contains(inner, `url="http://127.0.0.1:1/api/v1/slots/`) ||
+		!strings.Contains(inner, `url="http://127.0.0.1:1/api/v1/shared/`) || !strings.Contains(inner, "/cat.jpg") {
 		t.Fatalf("slot: %s %s", typ, inner)
 	}
 	for _, tc := range []struct{ req, want string }{
@@ -313,7 +313,7 @@ func TestFileDescriptorAsOOB(t *testing.T) {
 		}
 		return m.Body != "" && ev.Body != ""
 	})
-	if !strings.HasPrefix(m.Body, "http://127.0.0.1:1/api/v1/files/shared/") || !strings.HasSuffix(m.Body, "/clip") ||
+	if !strings.HasPrefix(m.Body, "http://127.0.0.1:1/api/v1/shared/") || !strings.HasSuffix(m.Body, "/clip") ||
 		!strings.Contains(m.Inner, nsOOB) || !strings.Contains(m.Inner, "<url") {
 		t.Fatalf("link message: body %q, %s", m.Body, m.Inner)
 	}
