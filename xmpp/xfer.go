@@ -168,7 +168,13 @@ func (t *transfers) finish(in *inbound) error {
 	}
 	t.a.log.Info("xmpp: file stored", "name", d.Name, "size", d.Size, "from", in.from, "method", in.method)
 	if in.stored != nil {
-		in.stored(context.WithoutCancel(t.a.ctx), d)
+		// The follow-up (a device command waiting for its reply, a link
+		// message) does not hold up the answer to the stream's end.
+		t.a.wg.Add(1)
+		go func() {
+			defer t.a.wg.Done()
+			in.stored(context.WithoutCancel(t.a.ctx), d)
+		}()
 	}
 	return nil
 }
