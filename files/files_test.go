@@ -453,3 +453,40 @@ func TestClosed(t *testing.T) {
 		t.Errorf("Put after Close: %v", err)
 	}
 }
+
+func TestBlobReader(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	body := bytes.Repeat([]byte("0123456789"), 100)
+	put(t, e.fs, "r", body, PutOptions{Size: -1})
+	d, r, err := e.fs.Reader(ctx, "r")
+	if err != nil || d.Size != 1000 || r.Size() != 1000 {
+		t.Fatalf("Reader = %+v, %v", d, err)
+	}
+	if _, err := r.Seek(995, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(r); err != nil || !bytes.Equal(b, body[995:]) {
+		t.Errorf("read from 995: %q, %v", b, err)
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(r); err != nil || !bytes.Equal(b, body) {
+		t.Errorf("whole read: %d bytes, %v", len(b), err)
+	}
+	p := make([]byte, 16)
+	if n, err := r.ReadAt(p, 990); n != 10 || err != io.EOF || string(p[:n]) != "0123456789" {
+		t.Errorf("ReadAt past the end = %d, %v", n, err)
+	}
+	if err := e.fs.Delete(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadAt(p, 0); !errors.Is(err, ErrNotFound) {
+		t.Errorf("ReadAt after delete: %v, want ErrNotFound", err)
+	}
+	if _, _, err := e.fs.Reader(ctx, "r"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Reader after delete: %v", err)
+	}
+}

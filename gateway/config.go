@@ -75,6 +75,8 @@ type Config struct {
 	ACL map[string][]adapters.ACLRule `yaml:"acl"`
 	// Bridges link the bus to upstream MQTT brokers.
 	Bridges []bridge.Config `yaml:"bridges"`
+	// Files configures the file store (gateway/files.go).
+	Files FilesConfig `yaml:"files"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
 	// ShutdownTimeout bounds a graceful stop.
@@ -191,7 +193,8 @@ func Defaults() Config {
 		XMPP:           XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off, ProxyAddr: xmpp.DefaultProxyAddr},
 		HTTP: HTTPConfig{Addr: "127.0.0.1:8080", ReadHeaderTimeout: rest.DefaultReadHeaderTimeout, ReadTimeout: rest.DefaultReadTimeout,
 			IdleTimeout: rest.DefaultIdleTimeout, MaxHeaderBytes: rest.DefaultMaxHeaderBytes},
-		Log: LogConfig{Level: "info", Format: "text"},
+		Log:   LogConfig{Level: "info", Format: "text"},
+		Files: defaultFiles(),
 
 		ShutdownTimeout: 10 * time.Second,
 	}
@@ -276,6 +279,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: mqtt.max_inflight %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxInflight, mqtt.DefaultMaxInflight)
 	}
 	if err := c.HTTP.validate(); err != nil {
+		return err
+	}
+	if err := c.Files.validate(); err != nil {
 		return err
 	}
 	switch c.Log.Level {

@@ -21,6 +21,7 @@ import (
 	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/coap"
 	"github.com/hubsmith/hub/devices"
+	"github.com/hubsmith/hub/files"
 	"github.com/hubsmith/hub/mqtt"
 	"github.com/hubsmith/hub/rest"
 	"github.com/hubsmith/hub/store"
@@ -37,6 +38,8 @@ type Hub struct {
 	Devices  *devices.Registry
 	Auth     *adapters.Auth
 	Registry *prometheus.Registry
+	// Files is the file store (nil with files.dir off).
+	Files *files.Store
 
 	adapters []adapters.Adapter
 
@@ -85,6 +88,9 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	h.Auth = adapters.NewAuth(st, cfg.ACL)
 	h.Devices, err = devices.New(devices.Config{Store: st, Bus: bus, Logger: log, Node: cfg.Node})
 	if err != nil {
+		return nil, err
+	}
+	if err := h.openFiles(); err != nil {
 		return nil, err
 	}
 	if err := h.buildAdapters(); err != nil {
@@ -140,6 +146,7 @@ func (h *Hub) buildAdapters() error {
 			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, Node: c.Node,
 			Logger: h.log, Registerer: h.Registry, MaxPayload: c.CoAP.MaxPayload,
 			Durables: h.durableIDs,
+			Files:    h.Files, MaxFileUploads: c.Files.MaxCoAPUploads, FileUploadTimeout: c.Files.CoAPUploadTimeout,
 		})
 		if err != nil {
 			return err
@@ -185,7 +192,7 @@ func (h *Hub) buildAdapters() error {
 			IdleTimeout: c.HTTP.IdleTimeout, MaxHeaderBytes: c.HTTP.MaxHeaderBytes,
 			Metrics:    promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{}),
 			Registerer: h.Registry, Logger: h.log.With("adapter", "rest"), Node: c.Node,
-			Revoke: h.Revoke,
+			Revoke: h.Revoke, Files: h.Files,
 		})
 		if err != nil {
 			return err
@@ -348,6 +355,9 @@ func (h *Hub) closeCore() error {
 	}
 	h.coreClosed = true
 	var errs []error
+	if h.Files != nil {
+		errs = append(errs, h.Files.Close())
+	}
 	if h.Bus != nil {
 		errs = append(errs, h.Bus.Close())
 	}
