@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/hubsmith/hub/files"
+	"github.com/hubsmith/hub/xmpp"
 )
 
 // FilesConfig configures the file store (YAML files:).
@@ -201,4 +202,14 @@ func outwardHost() string {
 		return v6
 	}
 	return "127.0.0.1"
+}
+
+// xmppFiles is the file store as the XMPP adapter takes it (XEP-0363
+// slots, XEP-0096 transfers, XEP-0066 links): nil, not a nil *files.Store,
+// when the store is off.
+func (h *Hub) xmppFiles() xmpp.FileStore {
+	if h.Files == nil {
+		return nil
+	}
+	return h.Files
 }
