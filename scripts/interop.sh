@@ -28,6 +28,7 @@ PY
 
 export HUB_BIN="$work/hub" HUB_DATA="$work/data" XMPP_DOMAIN=localhost
 export MQTT_PORT=$(free_port tcp) HTTP_PORT=$(free_port tcp) XMPP_PORT=$(free_port tcp) COAP_PORT=$(free_port udp) COAPS_PORT=$(free_port udp)
+export XMPP_PROXY_PORT=$(free_port tcp)
 (cd "$root" && go build -o "$HUB_BIN" ./cmd/hub)
 
 "$HUB_BIN" user add admin --password adminpw --role admin --data-dir "$HUB_DATA" >/dev/null
@@ -36,7 +37,7 @@ export MQTT_PORT=$(free_port tcp) HTTP_PORT=$(free_port tcp) XMPP_PORT=$(free_po
 
 "$HUB_BIN" serve --data-dir "$HUB_DATA" \
 	--mqtt-addr "127.0.0.1:$MQTT_PORT" --coap-addr "127.0.0.1:$COAP_PORT" --coaps-addr "127.0.0.1:$COAPS_PORT" \
-	--xmpp-addr "127.0.0.1:$XMPP_PORT" --xmpp-domain "$XMPP_DOMAIN" \
+	--xmpp-addr "127.0.0.1:$XMPP_PORT" --xmpp-domain "$XMPP_DOMAIN" --xmpp-proxy-addr "127.0.0.1:$XMPP_PROXY_PORT" \
 	--http-addr "127.0.0.1:$HTTP_PORT" >"$work/hub.log" 2>&1 &
 hub_pid=$!
 

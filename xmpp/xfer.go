@@ -173,7 +173,7 @@ func (t *transfers) finish(in *inbound) error {
 		t.a.wg.Add(1)
 		go func() {
 			defer t.a.wg.Done()
-			in.stored(context.WithoutCancel(t.a.ctx), d)
+			in.stored(t.a.ctx, d) // ends with the adapter (a device command waiting for its reply)
 		}()
 	}
 	return nil
