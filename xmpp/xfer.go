@@ -73,6 +73,7 @@ type transfers struct {
 	mu       sync.Mutex
 	byKey    map[string]*inbound
 	perOwner map[string]int
+	total    int // reserved transfers, in the table or about to be
 }
 
 func newTransfers(a *Adapter) *transfers {
@@ -85,19 +86,21 @@ func transferKey(from, sid string) string { return from + " " + sid }
 func (t *transfers) reserve(owner string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.byKey) >= maxTransfers {
-		return fmt.Errorf("%w: %d in all", errTooMany, len(t.byKey))
+	if t.total >= maxTransfers {
+		return fmt.Errorf("%w: %d in all", errTooMany, t.total)
 	}
 	if t.perOwner[owner] >= maxTransfersPerPrincipal {
 		return fmt.Errorf("%w: %s has %d", errTooMany, owner, t.perOwner[owner])
 	}
 	t.perOwner[owner]++
+	t.total++
 	return nil
 }
 
 func (t *transfers) release(owner string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.total--
 	if t.perOwner[owner]--; t.perOwner[owner] <= 0 {
 		delete(t.perOwner, owner)
 	}
@@ -138,7 +141,8 @@ func (t *transfers) remove(in *inbound) bool {
 	return true
 }
 
-// abort ends a transfer with err: Put fails, nothing is stored.
+// abort ends a transfer with err: the upload is discarded, nothing is
+// stored.
 func (t *transfers) abort(in *inbound, err error) {
 	if t.remove(in) {
 		in.up.Abort()

@@ -407,3 +407,31 @@ func TestFileToDevice(t *testing.T) {
 		t.Fatal("no file command reached the device")
 	}
 }
+
+// TestTransferBounds: a principal has at most maxTransfersPerPrincipal
+// transfers open; the next offer is refused until one ends.
+func TestTransferBounds(t *testing.T) {
+	t.Parallel()
+	h := startHub(t, func(c *Config) { withFiles(t, 0, 0, c) })
+	alice := connect(t, h, "alice", "alicepw")
+	const to = "many@topics.localhost"
+	for i := range maxTransfersPerPrincipal {
+		if typ, inner := alice.iq(t, siOfferXML(fmt.Sprint("o", i), to, fmt.Sprint("sid", i), fmt.Sprint("f", i), 10, nsIBB)); typ != "result" {
+			t.Fatalf("offer %d: %s", i, inner)
+		}
+	}
+	typ, inner := alice.iq(t, siOfferXML("over", to, "sid-over", "g", 10, nsIBB))
+	if typ != "error" || !strings.Contains(inner, "resource-constraint") || !strings.Contains(inner, "too many transfers") {
+		t.Fatalf("offer over the bound: %s %s", typ, inner)
+	}
+	// The same sid again is a conflict, not a second transfer.
+	if typ, inner := alice.iq(t, siOfferXML("dup", to, "sid0", "f0", 10, nsIBB)); typ != "error" || !strings.Contains(inner, "conflict") {
+		t.Fatalf("duplicate sid: %s %s", typ, inner)
+	}
+	if typ, inner := sendIBB(t, alice, to, "sid0", randomBytes(10), 4096); typ != "result" {
+		t.Fatalf("close: %s", inner)
+	}
+	if typ, inner := alice.iq(t, siOfferXML("again", to, "sid-again", "g", 10, nsIBB)); typ != "result" {
+		t.Fatalf("offer after one ended: %s %s", typ, inner)
+	}
+}
