@@ -255,14 +255,17 @@ func (a *Adapter) handleBytestream(p peer, el *element) bool {
 	for _, sh := range q.Elements() {
 		own = own || (sh.Name.Local == "streamhost" && sh.AttrValue("jid") == a.proxyDomain())
 	}
+	if a.proxy == nil || !own {
+		// The transfer stays open: the sender may fall back to IBB.
+		_ = p.send(errorText(el, "cancel", "item-not-found", "no usable streamhost: the hub uses only "+a.proxyDomain()))
+		return true
+	}
 	in.mu.Lock()
 	opened := in.opened
-	in.opened, in.method = true, nsBytestreams
+	in.opened = true
 	in.mu.Unlock()
-	if a.proxy == nil || !own || opened {
-		err := errors.New("xmpp: no usable streamhost: the hub uses only " + a.proxyDomain())
-		a.xfer.abort(in, err)
-		_ = p.send(errorText(el, "cancel", "item-not-found", err.Error()))
+	if opened {
+		_ = p.send(errorText(el, "cancel", "unexpected-request", "the transfer's stream is open already"))
 		return true
 	}
 	conn, err := a.proxy.localTarget(socks5Addr(sid, p.fullJID(), el.AttrValue("to")))
@@ -271,6 +274,9 @@ func (a *Adapter) handleBytestream(p peer, el *element) bool {
 		_ = p.send(errorText(el, "wait", "resource-constraint", err.Error()))
 		return true
 	}
+	in.mu.Lock()
+	in.method = nsBytestreams
+	in.mu.Unlock()
 	_ = p.send(resultOf(el).Add(newElement(nsBytestreams, "query", "sid", sid).Add(
 		newElement(nsBytestreams, "streamhost-used", "jid", a.proxyDomain()))))
 	a.wg.Add(1)

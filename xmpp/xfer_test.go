@@ -224,6 +224,12 @@ func TestSIOverSOCKS5ToTopic(t *testing.T) {
 	if typ != "error" {
 		t.Fatalf("bytestream for an unknown sid: %s %s", typ, inner)
 	}
+	// Only the sender's own streamhost: not used, and the transfer stays
+	// open for another try.
+	typ, inner = alice.iq(t, `<iq type='set' id='b0b' to='`+to+`'><query xmlns='http://jabber.org/protocol/bytestreams' sid='sid5'><streamhost jid='`+alice.jid+`' host='127.0.0.1' port='1'/></query></iq>`)
+	if typ != "error" || !strings.Contains(inner, "item-not-found") {
+		t.Fatalf("sender's own streamhost: %s %s", typ, inner)
+	}
 	typ, inner = alice.iq(t, `<iq type='set' id='b1' to='`+to+`'><query xmlns='http://jabber.org/protocol/bytestreams' sid='sid5'><streamhost jid='proxy.localhost' host='`+host+`' port='`+port+`'/></query></iq>`)
 	if typ != "result" || !strings.Contains(inner, "streamhost-used") {
 		t.Fatalf("streamhost: %s %s", typ, inner)
