@@ -186,7 +186,10 @@ func (a *Adapter) handleSIOffer(p peer, el *element, target fileTarget) bool {
 		refuse(err)
 		return true
 	}
-	method, ok := chooseMethod(o.methods, a.proxy != nil)
+	// Users of the server the hub is a component of cannot reach
+	// proxy.{domain}: IBB for them.
+	_, c2s := p.(clientPeer)
+	method, ok := chooseMethod(o.methods, a.proxy != nil && c2s)
 	if !ok {
 		refuse(&siError{etype: "cancel", cond: "bad-request", app: "no-valid-streams",
 			msg: "the hub takes files over " + nsIBB + " or " + nsBytestreams})
