@@ -199,8 +199,12 @@ func (a *Adapter) storeFile(c *gin.Context, fs *files.Store, name string, body i
 // message names the file size limit rather than MaxBody.
 func uploadError(err error) error {
 	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
+	switch {
+	case errors.As(err, &mbe):
 		return fmt.Errorf("%w: the form is larger than the file size limit allows", files.ErrTooLarge)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// The client went away or sent less than its Content-Length.
+		return fmt.Errorf("%w: the upload ended early, nothing was stored: %w", errBadRequest, err)
 	}
 	return err
 }
