@@ -271,6 +271,14 @@ func New(cfg Config) (*Adapter, error) {
 	return a, nil
 }
 
+// proxyListener is the proxy's listener (nil without a proxy).
+func proxyListener(px *proxy) *adapters.RetryListener {
+	if px == nil {
+		return nil
+	}
+	return px.ln
+}
+
 // stopProxy stops the SOCKS5 proxy, if it runs.
 func (a *Adapter) stopProxy() {
 	if a.proxy != nil {
@@ -383,6 +391,11 @@ func (a *Adapter) Healthy() error {
 			return fmt.Errorf("xmpp: %w", err)
 		}
 	}
+	if a.proxy != nil {
+		if err := a.proxy.ln.Healthy(); err != nil {
+			return fmt.Errorf("xmpp: proxy: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -390,17 +403,24 @@ func (a *Adapter) Healthy() error {
 // state (none in component-only mode).
 func (a *Adapter) Listeners() []adapters.ListenerStatus {
 	a.mu.Lock()
-	r, started := a.retry, a.started
+	r, started, px := a.retry, a.started, a.proxy
 	a.mu.Unlock()
-	if r == nil {
-		return nil
+	var out []adapters.ListenerStatus
+	for _, l := range []struct {
+		name string
+		ln   *adapters.RetryListener
+	}{{"xmpp", r}, {"xmpp-proxy", proxyListener(px)}} {
+		if l.ln == nil {
+			continue
+		}
+		s := adapters.StatusOf(l.ln)
+		if !started {
+			s.State = adapters.ListenerClosed
+		}
+		s.Adapter, s.Name = "xmpp", l.name
+		out = append(out, s)
 	}
-	s := adapters.StatusOf(r)
-	if !started {
-		s.State = adapters.ListenerClosed
-	}
-	s.Adapter, s.Name = "xmpp", "xmpp"
-	return []adapters.ListenerStatus{s}
+	return out
 }
 
 // Addrs returns the bound c2s address under "xmpp".

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/hubsmith/hub/adapters"
 )
 
 // XEP-0065 SOCKS5 Bytestreams: the hub's own proxy (a "mediated" streamhost,
@@ -53,7 +55,7 @@ type proxyConn struct {
 // stop.
 type proxy struct {
 	log      *slog.Logger
-	ln       net.Listener
+	ln       *adapters.RetryListener
 	host     string // advertised host
 	port     int
 	maxBytes int64 // per relay and direction; 0: no bound
@@ -93,7 +95,9 @@ func newProxy(ctx context.Context, addr, host, fallback string, maxBytes int64, 
 			host = fallback
 		}
 	}
-	p := &proxy{log: log, ln: ln, host: host, port: port, maxBytes: maxBytes,
+	// Temporary accept errors (out of descriptors) are retried, never the
+	// end of the proxy.
+	p := &proxy{log: log, ln: adapters.NewRetryListener(ln, log, nil), host: host, port: port, maxBytes: maxBytes,
 		pending: map[string][]*proxyConn{}, conns: map[net.Conn]struct{}{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.wg.Add(1)
@@ -136,10 +140,6 @@ func (p *proxy) accept() {
 		c, err := p.ln.Accept()
 		if err != nil {
 			if p.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					continue
-				}
 				p.log.Error("xmpp: proxy accept", "err", err)
 			}
 			return

@@ -115,6 +115,14 @@ func TestProxyRelay(t *testing.T) {
 		t.Fatalf("streamhost: %s %s", typ, inner)
 	}
 
+	names := map[string]bool{}
+	for _, l := range h.a.Listeners() {
+		names[l.Name] = true
+	}
+	if !names["xmpp"] || !names["xmpp-proxy"] || h.a.Healthy() != nil {
+		t.Fatalf("listeners %v, healthy %v: want xmpp and xmpp-proxy", names, h.a.Healthy())
+	}
+
 	dst := socks5Addr("s1", alice.jid, bob.jid)
 	target := dialProxy(t, h.a.Addrs()["xmpp-proxy"], dst)
 	// Activation before the requester connected: no pair.
