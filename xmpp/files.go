@@ -106,7 +106,13 @@ func (a *Adapter) deviceFileTarget(device string) fileTarget {
 		}
 		name := "devices/" + device + "/" + o.name
 		stored := func(ctx context.Context, d fileInfo) {
-			params, _ := json.Marshal(d)
+			// The descriptor, as REST's device file command sends it,
+			// plus the shared link: a device's default rules do not
+			// cover files/devices/{id}/..., the link needs none.
+			params, _ := json.Marshal(struct {
+				fileInfo
+				SharedURL string `json:"shared_url,omitempty"`
+			}{d, a.fileLink(ctx, d)})
 			ctx, cancel := context.WithTimeout(ctx, deviceCommandTimeout)
 			defer cancel()
 			if _, err := a.cfg.DeviceCommand(ctx, adapters.Command{ID: randomID(), DeviceID: device, Name: "file", Params: params}); err != nil {

@@ -404,9 +404,12 @@ func TestFileToDevice(t *testing.T) {
 	}
 	select {
 	case cmd := <-cmds:
-		var d files.Descriptor
+		var d struct {
+			files.Descriptor
+			SharedURL string `json:"shared_url"`
+		}
 		if err := json.Unmarshal(cmd.Params, &d); err != nil || cmd.Name != "file" || cmd.DeviceID != "lamp1" ||
-			d.Name != "devices/lamp1/fw.bin" || d.Size != int64(len(data)) || d.URL == "" {
+			d.Name != "devices/lamp1/fw.bin" || d.Size != int64(len(data)) || d.URL == "" || !strings.Contains(d.SharedURL, "/api/v1/shared/") {
 			t.Fatalf("command %+v (%v)", cmd, err)
 		}
 	case <-time.After(5 * time.Second):

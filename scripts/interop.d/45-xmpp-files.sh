@@ -29,6 +29,15 @@ def sha(b):
     return hashlib.sha256(b).hexdigest()
 
 
+stored_names = []  # deleted at the end: alice's quota is shared with the other cases
+
+
+def delete_all():
+    for name, user in stored_names:
+        subprocess.run(["curl", "-fsS", "--max-time", "20", "-u", user, "-X", "DELETE",
+                        f"http://127.0.0.1:{http_port}/api/v1/files/{name}"], check=True, capture_output=True, timeout=30)
+
+
 def curl(url, user=None):
     cmd = ["curl", "-fsS", "--max-time", "20", url]
     if user:
@@ -97,6 +106,7 @@ def wait_file(name, data, user="alice:alicepw"):
             got = curl(f"http://127.0.0.1:{http_port}/api/v1/files/{name}", user)
             if sha(got) != sha(data):
                 fail(f"{name}: curl got sha256 {sha(got)}, sent {sha(data)}")
+            stored_names.append((name, user))
             return
         except subprocess.CalledProcessError:
             if time.monotonic() > deadline:
@@ -153,6 +163,7 @@ async def main():
     d = json.loads(out)
     if d["sha256"] != sha(data) or d["size"] != len(data) or not d["name"].startswith("uploads/alice/"):
         fail(f"upload descriptor {d}")
+    stored_names.append((d["name"], "alice:alicepw"))
     print("ok: mosquitto_sub sees the upload's descriptor on files/" + d["name"], flush=True)
 
     # XEP-0363 refusal: over the size limit.
@@ -204,8 +215,13 @@ async def main():
     if params.get("name") != f"devices/sensor1/fw-{run}.bin" or params.get("sha256") != sha(data):
         fail(f"device command {c}")
     wait_file(f"devices/sensor1/fw-{run}.bin", data, "admin:adminpw")
-    print("ok: xep-0096 over ibb to a device JID: stored, the MQTT device got the file command", flush=True)
+    if sha(curl(params["shared_url"])) != sha(data):
+        fail("the device's shared link serves other bytes")
+    print("ok: xep-0096 over ibb to a device JID: stored, the MQTT device got the file command, "
+          "its shared link serves the bytes without credentials", flush=True)
     await admin.disconnect()
+    delete_all()
+    print(f"ok: the {len(stored_names)} files deleted again over REST", flush=True)
 
 
 asyncio.get_event_loop().run_until_complete(main())
