@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -415,4 +417,52 @@ func TestFileRefusals(t *testing.T) {
 			t.Errorf("refused upload %s is visible", n)
 		}
 	}
+}
+
+// FuzzFileBlock1 sends PUTs of /files with arbitrary Block1 and Size1
+// values and payloads, in sequence on one upload: every request gets an
+// answer, and a file that becomes visible holds exactly the bytes its
+// descriptor's sha256 names.
+func FuzzFileBlock1(f *testing.F) {
+	e := startFiles(f, func(c *files.Config) { c.MaxFileSize = 8192 }, nil)
+	f.Add(uint32(block(blockwise.SZX16, 0, true)), uint32(0), 16)
+	f.Add(uint32(block(blockwise.SZX16, 1, false)), uint32(0), 5)
+	f.Add(uint32(block(blockwise.SZX1024, 0, false)), uint32(100), 100)
+	f.Add(uint32(block(blockwise.SZX64, 3, true)), uint32(1<<20), 64)
+	f.Add(uint32(0xffffff), uint32(0), 0)
+	f.Add(uint32(7), uint32(9000), 1024) // BERT szx
+	ra, err := net.ResolveUDPAddr("udp", e.addr)
+	if err != nil {
+		f.Fatal(err)
+	}
+	c, err := net.DialUDP("udp", nil, ra)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { _ = c.Close() })
+	r := &rawConn{c: c}
+	var mid int32 = 1000
+	f.Fuzz(func(t *testing.T, b1, size1 uint32, n int) {
+		r.t = t
+		mid = (mid + 1) & 0xffff
+		opts := map[message.OptionID]uint32{message.Block1: b1 & 0xffffff}
+		if size1 > 0 {
+			opts[message.Size1] = size1
+		}
+		m := r.do(codes.PUT, mid, "/files/fuzz/f.bin", opts, nil, []string{"c=fuzz"}, pattern(min(max(n, 0), 1024)))
+		if m.Code() < codes.Created {
+			t.Fatalf("answer %v", m.Code())
+		}
+		d, rd, err := e.fs.Reader(context.Background(), "fuzz/f.bin")
+		if err != nil {
+			return
+		}
+		got := make([]byte, d.Size)
+		if _, err := rd.ReadAt(got, 0); err != nil && !errors.Is(err, io.EOF) {
+			t.Fatal(err)
+		}
+		if hexSum(got) != d.SHA256 {
+			t.Fatalf("visible file of %d bytes does not match its sha256", d.Size)
+		}
+	})
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	piondtls "github.com/pion/dtls/v3"
+	"github.com/plgd-dev/go-coap/v3/dtls"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
@@ -399,5 +401,79 @@ func TestFileToDevice(t *testing.T) {
 	// bob may neither command the device nor read fw/.
 	if s, b := httpAsBody(t, http.MethodPost, h.http+"/api/v1/devices/lamp1/files/fw/lamp.bin", "bob", "bobpw", ""); s != http.StatusForbidden {
 		t.Errorf("file command by bob: %d %s", s, b)
+	}
+}
+
+// TestFileToCoAPDevice: a DTLS CoAP device observing its command topics
+// gets the file command, fetches the bytes block-wise over the same DTLS
+// session and replies with their sha256.
+func TestFileToCoAPDevice(t *testing.T) {
+	h := hubtest.Start(t, func(c *gateway.Config) {
+		c.CoAP.DTLSAddr = "127.0.0.1:0"
+		c.ACL = map[string][]adapters.ACLRule{
+			"therm1": {{Action: "all", Filter: "devices/therm1/#", Allow: true}, {Action: "subscribe", Filter: "files/fw/#", Allow: true}},
+		}
+	})
+	base := "http://" + h.Addr(t, "rest")
+	if code, body, _ := httpDo(t, http.MethodPost, base+"/api/v1/devices", "application/json",
+		`{"id":"therm1","protocol":"coap","psk":"746865726d6b6579"}`); code != http.StatusCreated {
+		t.Fatalf("create device = %d %s", code, body)
+	}
+	fw := randomish(20000)
+	if code, body, _ := httpDo(t, http.MethodPost, base+"/api/v1/files?name=fw/therm.bin", "application/octet-stream", string(fw)); code != http.StatusCreated {
+		t.Fatalf("upload = %d %s", code, body)
+	}
+	cc, err := dtls.Dial(h.Addr(t, "coap.coaps"), dtls.NewDTLSClientOptions(
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return []byte("thermkey"), nil }),
+		piondtls.WithPSKIdentityHint([]byte("therm1")),
+		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
+	), options.WithErrors(func(error) {}), options.WithBlockwise(true, blockwise.SZX256, 30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close(); <-cc.Done() })
+	cmds := make(chan []byte, 4)
+	obs, err := cc.Observe(ctxLong(t), "/ps/devices/therm1/commands/+", func(m *pool.Message) {
+		if b := coapBody(m); len(b) > 0 && bytes.Contains(b, []byte(`"params"`)) {
+			cmds <- b
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		_ = obs.Cancel(c)
+	})
+	eventually(t, "therm1 online", func() bool {
+		_, body, _ := httpDo(t, http.MethodGet, base+"/api/v1/devices/therm1", "", "")
+		return strings.Contains(body, `"online":true`)
+	})
+	go func() {
+		var req struct {
+			ID     string           `json:"id"`
+			Params files.Descriptor `json:"params"`
+		}
+		select {
+		case b := <-cmds:
+			if json.Unmarshal(b, &req) != nil {
+				return
+			}
+		case <-time.After(wait):
+			return
+		}
+		c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		resp, err := cc.Get(c, req.Params.CoAPPath)
+		reply := `{"error":"fetch failed"}`
+		if err == nil && resp.Code() == codes.Content {
+			reply = fmt.Sprintf(`{"sha256":%q}`, sumHex(coapBody(resp)))
+		}
+		_, _ = cc.Post(c, "/ps/devices/therm1/responses/"+req.ID, message.AppJSON, strings.NewReader(reply))
+	}()
+	code, body, _ := httpDo(t, http.MethodPost, base+"/api/v1/devices/therm1/files/fw/therm.bin?timeout=10s", "", "")
+	if code != http.StatusOK || body != fmt.Sprintf(`{"sha256":%q}`, sumHex(fw)) {
+		t.Fatalf("file command to a CoAP device = %d %s", code, body)
 	}
 }

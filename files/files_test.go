@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -488,5 +490,54 @@ func TestBlobReader(t *testing.T) {
 	}
 	if _, _, err := e.fs.Reader(ctx, "r"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Reader after delete: %v", err)
+	}
+}
+
+// TestConcurrentPutsSameName races uploads and deletes of one name: at
+// the end the retained descriptor is the stored file's (or there is none
+// when nothing is stored), and only that file's blob is left.
+func TestConcurrentPutsSameName(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 5 {
+				body := []byte(fmt.Sprintf("content %d/%d", i, j))
+				if _, err := e.fs.Put(ctx, "race", bytes.NewReader(body), PutOptions{Size: -1}); err != nil {
+					t.Error(err)
+				}
+				if i%4 == 0 {
+					_ = e.fs.Delete(ctx, "race") // may find nothing: fine
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	d, err := e.fs.Stat(ctx, "race")
+	r, retained := e.retained(t, "race")
+	switch {
+	case errors.Is(err, ErrNotFound):
+		if retained {
+			t.Errorf("nothing stored, but %+v retained", r)
+		}
+		if n := e.entries(t, "blobs"); n != 0 {
+			t.Errorf("nothing stored, %d blobs", n)
+		}
+	case err != nil:
+		t.Fatal(err)
+	default:
+		if !retained || r != d {
+			t.Errorf("stored %+v, retained %+v (%v)", d, r, retained)
+		}
+		if got := e.read(t, "race"); sum(got) != d.SHA256 {
+			t.Errorf("content does not match the descriptor")
+		}
+		if n := e.entries(t, "blobs"); n != 1 {
+			t.Errorf("%d blobs for one file", n)
+		}
 	}
 }

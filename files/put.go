@@ -290,12 +290,12 @@ func (u *Upload) commit(ctx context.Context) (Descriptor, error) {
 	if replaced && old.SHA256 != sum {
 		s.collect(context.WithoutCancel(ctx), old.SHA256)
 	}
-	s.mu.Unlock()
-
+	// Published under s.mu, so the retained descriptors of two uploads
+	// (or an upload and a delete) of one name come in the order of
+	// their records: the last one retained is the file stored.
 	d := s.descriptor(rec)
 	if err := s.publish(ctx, d); err != nil {
 		// The descriptor is the file's visibility: without it, undo.
-		s.mu.Lock()
 		if _, derr := s.cfg.DB.DeleteFile(context.WithoutCancel(ctx), rec.Name, func(r store.FileRecord) bool {
 			return r.SHA256 == rec.SHA256 && r.Created.Equal(rec.Created)
 		}); derr == nil {
@@ -304,6 +304,7 @@ func (u *Upload) commit(ctx context.Context) (Descriptor, error) {
 		s.mu.Unlock()
 		return Descriptor{}, fmt.Errorf("publish descriptor: %w", err)
 	}
+	s.mu.Unlock()
 	s.log.Debug("files: stored", "name", d.Name, "size", d.Size, "sha256", d.SHA256, "uploader", d.Uploader, "dedup", !placed)
 	return d, nil
 }

@@ -105,17 +105,15 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 // its blob and clears the descriptor.
 func (s *Store) remove(ctx context.Context, name string, match func(store.FileRecord) bool) error {
 	s.mu.Lock()
+	defer s.mu.Unlock() // the descriptor cleared in order, as in commit
 	r, err := s.cfg.DB.DeleteFile(ctx, name, match)
-	if err == nil {
-		s.collect(context.WithoutCancel(ctx), r.SHA256)
-	}
-	s.mu.Unlock()
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
 	if err != nil {
 		return err
 	}
+	s.collect(context.WithoutCancel(ctx), r.SHA256)
 	if err := s.unpublish(ctx, name); err != nil {
 		return fmt.Errorf("clear descriptor: %w", err)
 	}

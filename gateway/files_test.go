@@ -41,8 +41,7 @@ func TestParseByteSize(t *testing.T) {
 
 func TestFilesConfigYAML(t *testing.T) {
 	t.Parallel()
-	var c Config
-	c = Defaults()
+	c := Defaults()
 	if err := yaml.Unmarshal([]byte("files:\n  max_file_size: 1MiB\n  quota_per_principal: 10000\n  default_ttl: 24h\n"), &c); err != nil {
 		t.Fatal(err)
 	}

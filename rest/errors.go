@@ -73,6 +73,7 @@ var statusOf = []struct {
 	{files.ErrTooLarge, http.StatusRequestEntityTooLarge},
 	{files.ErrQuota, http.StatusInsufficientStorage},
 	{files.ErrClosed, http.StatusServiceUnavailable},
+	{errStalled, http.StatusRequestTimeout},
 }
 
 // httpStatus maps err to its HTTP status by statusOf.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -37,6 +38,9 @@ const maxFormField = 4 << 10
 // multipartSlack is what a multipart upload may carry beside the file
 // (boundaries, headers, small fields) before the body counts as too large.
 const multipartSlack = 1 << 20
+
+// errStalled marks an upload that sent nothing for ReadTimeout (408).
+var errStalled = errors.New("upload stalled")
 
 // errNoFiles answers the file routes of an adapter without a file store.
 var errNoFiles = errors.New("the file store is not enabled")
@@ -84,6 +88,7 @@ func (a *Adapter) uploadFile(c *gin.Context) {
 	if !ok {
 		return
 	}
+	a.readWhileProgress(c)
 	sum, err := declaredDigest(c.Request.Header, c.Query("sha256"))
 	if err != nil {
 		a.fail(c, err)
@@ -202,6 +207,8 @@ func uploadError(err error) error {
 	switch {
 	case errors.As(err, &mbe):
 		return fmt.Errorf("%w: the form is larger than the file size limit allows", files.ErrTooLarge)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("%w: nothing was stored: %w", errStalled, err)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		// The client went away or sent less than its Content-Length.
 		return fmt.Errorf("%w: the upload ended early, nothing was stored: %w", errBadRequest, err)
@@ -341,6 +348,7 @@ func (a *Adapter) putSlot(c *gin.Context) {
 	if !ok {
 		return
 	}
+	a.readWhileProgress(c)
 	d, err := fs.PutSlot(c.Request.Context(), c.Param("token"), c.Request.Body, c.Request.ContentLength, c.GetHeader("Content-Type"))
 	if err != nil {
 		a.fail(c, err)
@@ -497,3 +505,22 @@ func mergeDigest(sum, v, where string) (string, error) {
 
 // fileURL is the path of a file's bytes.
 func fileURL(name string) string { return files.HTTPPath + files.EscapePath(name) }
+
+// readWhileProgress lets an upload outlive the server's ReadTimeout while
+// its bytes keep coming: before each read of the body the read deadline
+// moves ReadTimeout ahead, so a large file on a slow link is taken and a
+// stalled one is still cut after ReadTimeout.
+func (a *Adapter) readWhileProgress(c *gin.Context) {
+	c.Request.Body = &progressBody{ReadCloser: c.Request.Body, rc: http.NewResponseController(c.Writer), d: a.cfg.ReadTimeout}
+}
+
+type progressBody struct {
+	io.ReadCloser
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (p *progressBody) Read(b []byte) (int, error) {
+	_ = p.rc.SetReadDeadline(time.Now().Add(p.d))
+	return p.ReadCloser.Read(b)
+}

@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -423,4 +424,40 @@ func FuzzDeclaredDigest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestFileUploadOutlivesReadTimeout: an upload that keeps sending is taken
+// though it lasts longer than the server's ReadTimeout; one that stalls
+// is cut after it.
+func TestFileUploadOutlivesReadTimeout(t *testing.T) {
+	t.Parallel()
+	h := startHub(t, hubOpts{readTimeout: 400 * time.Millisecond, readHeaderTimeout: 200 * time.Millisecond, files: func(*files.Config) {}})
+	conn := dialHub(t, h)
+	fmt.Fprintf(conn, "POST /api/v1/files?name=slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1200\r\n\r\n")
+	start := time.Now()
+	for range 12 {
+		if _, err := conn.Write(bytes.Repeat([]byte("s"), 100)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(line, "201") {
+		t.Fatalf("slow but steady upload over %v: %q, %v", time.Since(start), line, err)
+	}
+	// Stalled: cut after ReadTimeout.
+	conn = dialHub(t, h)
+	fmt.Fprintf(conn, "POST /api/v1/files?name=stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 1200\r\n\r\n")
+	if _, err := conn.Write([]byte("s")); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(conn)
+	if err != nil || !strings.HasPrefix(string(b), "HTTP/1.1 408") || !strings.Contains(string(b), "upload stalled") {
+		t.Errorf("a stalled upload: %q, %v; want a 408 and the connection closed", b, err)
+	}
+	if _, err := h.fs.Stat(context.Background(), "stalled"); err == nil {
+		t.Error("a stalled upload was stored")
+	}
 }
