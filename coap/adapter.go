@@ -59,6 +59,7 @@ import (
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/files"
 )
 
 // Defaults of Config.
@@ -125,6 +126,13 @@ type Config struct {
 	// (0: DefaultMaxObserve); beyond it a GET with Observe is answered as
 	// a plain GET, as RFC 7641 allows.
 	MaxObservations int
+	// Files serves /files/{name} (block-wise GET and PUT, DELETE); nil:
+	// 4.04. MaxFileUploads bounds the block-wise PUTs in progress (0:
+	// DefaultMaxFileUploads), and one idle for FileUploadTimeout is
+	// discarded (0: DefaultFileUploadTimeout).
+	Files             *files.Store
+	MaxFileUploads    int
+	FileUploadTimeout time.Duration
 }
 
 // Adapter is the CoAP adapter. It implements adapters.Adapter,
@@ -147,6 +155,7 @@ type Adapter struct {
 	presence adapters.PresenceSink
 	online   map[string]int
 	durables map[string]*observation // durable subscription id -> holder
+	up       fileUploads             // block-wise PUTs to /files in progress
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -227,6 +236,15 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.MaxObservations < 0 {
 		return nil, fmt.Errorf("coap: MaxObservations %d: must be positive", cfg.MaxObservations)
+	}
+	if cfg.MaxFileUploads == 0 {
+		cfg.MaxFileUploads = DefaultMaxFileUploads
+	}
+	if cfg.FileUploadTimeout == 0 {
+		cfg.FileUploadTimeout = DefaultFileUploadTimeout
+	}
+	if cfg.MaxFileUploads < 0 || cfg.FileUploadTimeout < 0 {
+		return nil, fmt.Errorf("coap: MaxFileUploads %d, FileUploadTimeout %v: must be positive", cfg.MaxFileUploads, cfg.FileUploadTimeout)
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -330,6 +348,10 @@ func (a *Adapter) Start(ctx context.Context) error {
 				a.log.Error("coap: dtls server ended", "err", err)
 			}
 		}()
+	}
+	if a.cfg.Files != nil {
+		a.wg.Add(1)
+		go a.sweepFileUploads()
 	}
 	a.log.Info("coap: listening", "addrs", a.addrs)
 	return nil

@@ -137,6 +137,9 @@ func (a *Adapter) serve(w *responsewriter.ResponseWriter[*udpClient.Conn], r *po
 		}
 		return a.wellKnownCore(w, req)
 	}
+	if len(req.path) > 0 && req.path[0] == FilesRoot {
+		return a.serveFiles(w, req)
+	}
 	switch r.Code() {
 	case codes.POST:
 		return a.publish(w, req, false)
@@ -525,6 +528,9 @@ func (a *Adapter) monitorRequest(cc *udpClient.Conn, r *pool.Message) (bool, err
 			cs.reset(r.MessageID())
 		}
 		return false, nil
+	}
+	if a.stashBlock1(r) {
+		return false, nil // the file store bounds /files uploads
 	}
 	if !r.HasOption(message.Block1) && !r.HasOption(message.Size1) {
 		return false, nil

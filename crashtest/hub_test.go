@@ -142,7 +142,7 @@ func (h *hubProc) tryStart(within time.Duration) error {
 	fmt.Fprintf(lf, "=== run %d at %s\n", h.runs, time.Now().Format(time.RFC3339Nano))
 	args := []string{"serve", "--data-dir", h.dataDir,
 		"--mqtt-addr", h.mqtt, "--coap-addr", h.coap, "--xmpp-addr", h.xmpp, "--http-addr", h.http,
-		"--log-level", "warn"}
+		"--xmpp-proxy-addr", "off", "--log-level", "warn"}
 	args = append(args, h.extra...)
 	cmd := exec.Command(hubBin, args...)
 	if len(h.wrap) > 0 {

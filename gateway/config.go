@@ -83,6 +83,8 @@ type Config struct {
 	RequireTLS bool `yaml:"require_tls"`
 	// Security holds what guards the logins.
 	Security SecurityConfig `yaml:"security"`
+	// Files configures the file store (gateway/files.go).
+	Files FilesConfig `yaml:"files"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
 	// ShutdownTimeout bounds a graceful stop.
@@ -146,6 +148,11 @@ type XMPPConfig struct {
 	ComponentPeers string   `yaml:"component_peers"`
 	MaxStanza      int      `yaml:"max_stanza"`
 	TLS            TLSFiles `yaml:"tls"`
+	// ProxyAddr is the XEP-0065 SOCKS5 bytestreams proxy (proxy.{domain})
+	// listener, "off" for none; ProxyHost the host it is announced at
+	// (the listener's host when empty).
+	ProxyAddr string `yaml:"proxy_addr"`
+	ProxyHost string `yaml:"proxy_host"`
 	// JIDRules map topics to JIDs besides the default
 	// a.b.c@topics.{domain} rule, e.g. sensors/{room}/temp ↔
 	// {room}-temp@sensors.{domain}.
@@ -228,10 +235,11 @@ func Defaults() Config {
 		QueuePolicy:    broker.DropOldest,
 		MQTT:           MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off, WSAddr: Off, MaxQueued: 1000, MaxQueuedBytes: 16 << 20, MaxInflight: mqtt.DefaultMaxInflight},
 		CoAP:           CoAPConfig{Addr: "127.0.0.1:5683", DTLSAddr: Off},
-		XMPP:           XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off},
+		XMPP:           XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off, ProxyAddr: xmpp.DefaultProxyAddr},
 		HTTP: HTTPConfig{Addr: "127.0.0.1:8080", TLSAddr: Off, ReadHeaderTimeout: rest.DefaultReadHeaderTimeout, ReadTimeout: rest.DefaultReadTimeout,
 			IdleTimeout: rest.DefaultIdleTimeout, MaxHeaderBytes: rest.DefaultMaxHeaderBytes},
-		Log: LogConfig{Level: "info", Format: "text"},
+		Log:   LogConfig{Level: "info", Format: "text"},
+		Files: defaultFiles(),
 
 		ShutdownTimeout: 10 * time.Second,
 	}
@@ -272,7 +280,7 @@ func (c *Config) Validate() error {
 	for name, addr := range map[string]string{
 		"mqtt.addr": c.MQTT.Addr, "mqtt.tls_addr": c.MQTT.TLSAddr, "mqtt.ws_addr": c.MQTT.WSAddr,
 		"coap.addr": c.CoAP.Addr, "coap.dtls_addr": c.CoAP.DTLSAddr,
-		"xmpp.addr": c.XMPP.Addr, "xmpp.component_addr": c.XMPP.ComponentAddr,
+		"xmpp.addr": c.XMPP.Addr, "xmpp.component_addr": c.XMPP.ComponentAddr, "xmpp.proxy_addr": c.XMPP.ProxyAddr,
 		"http.addr": c.HTTP.Addr, "http.tls_addr": c.HTTP.TLSAddr,
 	} {
 		if !Enabled(addr) {
@@ -324,6 +332,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: mqtt.max_inflight %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxInflight, mqtt.DefaultMaxInflight)
 	}
 	if err := c.HTTP.validate(); err != nil {
+		return err
+	}
+	if err := c.Files.validate(); err != nil {
 		return err
 	}
 	switch c.Log.Level {

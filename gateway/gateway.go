@@ -21,6 +21,7 @@ import (
 	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/coap"
 	"github.com/hubsmith/hub/devices"
+	"github.com/hubsmith/hub/files"
 	"github.com/hubsmith/hub/mqtt"
 	"github.com/hubsmith/hub/rest"
 	"github.com/hubsmith/hub/store"
@@ -37,6 +38,8 @@ type Hub struct {
 	Devices  *devices.Registry
 	Auth     *adapters.Auth
 	Registry *prometheus.Registry
+	// Files is the file store (nil with files.dir off).
+	Files *files.Store
 
 	adapters []adapters.Adapter
 
@@ -97,6 +100,9 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := h.openFiles(); err != nil {
+		return nil, err
+	}
 	if err := h.buildAdapters(); err != nil {
 		return nil, err
 	}
@@ -150,6 +156,7 @@ func (h *Hub) buildAdapters() error {
 			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, RequireTLS: c.RequireTLS, Node: c.Node,
 			Logger: h.log, Registerer: h.Registry, MaxPayload: c.CoAP.MaxPayload,
 			Durables: h.durableIDs,
+			Files:    h.Files, MaxFileUploads: c.Files.MaxCoAPUploads, FileUploadTimeout: c.Files.CoAPUploadTimeout,
 		})
 		if err != nil {
 			return err
@@ -166,6 +173,7 @@ func (h *Hub) buildAdapters() error {
 			AllowAnonymous: c.AllowAnonymous, DataDir: c.DataDir, TLSConfig: tc, MaxStanza: int64(c.XMPP.MaxStanza),
 			ComponentAddr: offToEmpty(c.XMPP.ComponentAddr), ComponentDomain: c.XMPP.ComponentDomain,
 			ComponentSecret: c.XMPP.ComponentSecret, JIDRules: c.XMPP.JIDRules,
+			ProxyAddr: proxyAddr(c.XMPP), ProxyHost: c.XMPP.ProxyHost, Files: h.xmppFiles(),
 			DeviceCommand: func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
 				return h.Devices.SendCommand(ctx, cmd.DeviceID, cmd.Name, cmd.Params)
 			},
@@ -203,7 +211,7 @@ func (h *Hub) buildAdapters() error {
 			Metrics: promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{}), PublicMetrics: c.HTTP.PublicMetrics,
 			MaxTokenTTL: c.HTTP.MaxTokenTTL, StreamWriteTimeout: c.HTTP.StreamWriteTimeout,
 			Registerer: h.Registry, Logger: h.log.With("adapter", "rest"), Node: c.Node,
-			Revoke: h.Revoke,
+			Revoke: h.Revoke, Files: h.Files,
 		})
 		if err != nil {
 			return err
@@ -384,6 +392,9 @@ func (h *Hub) closeCore() error {
 	}
 	h.coreClosed = true
 	var errs []error
+	if h.Files != nil {
+		errs = append(errs, h.Files.Close())
+	}
 	if h.Bus != nil {
 		errs = append(errs, h.Bus.Close())
 	}
@@ -517,4 +528,13 @@ func (c busCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(busDowngraded, prometheus.CounterValue, float64(n),
 			k.From, k.To, strconv.Itoa(int(k.Publish)), strconv.Itoa(int(k.Sent)))
 	}
+}
+
+// proxyAddr is the SOCKS5 proxy's listener: none without the c2s
+// listener, whose users are the only ones who can activate it.
+func proxyAddr(c XMPPConfig) string {
+	if !Enabled(c.Addr) {
+		return ""
+	}
+	return offToEmpty(c.ProxyAddr)
 }

@@ -33,6 +33,7 @@ func Start(t testing.TB, opts ...Option) *Hub {
 	cfg.MQTT.Addr = "127.0.0.1:0"
 	cfg.CoAP.Addr = "127.0.0.1:0"
 	cfg.XMPP.Addr = "127.0.0.1:0"
+	cfg.XMPP.ProxyAddr = "127.0.0.1:0"
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.ShutdownTimeout = 5 * time.Second
 	for _, o := range opts {

@@ -22,6 +22,7 @@ import (
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/devices"
+	"github.com/hubsmith/hub/files"
 	"github.com/hubsmith/hub/store"
 )
 
@@ -116,6 +117,9 @@ type Config struct {
 	// every protocol; the handlers call it after a user's or device's
 	// deletion (gateway.Hub.Revoke; nil: this adapter's streams only).
 	Revoke func(ctx context.Context, principal string) int
+	// Files is the blob store behind /api/v1/files, the XEP-0363 slot and
+	// shared URLs and device file commands (nil: those answer 404).
+	Files *files.Store
 }
 
 // Adapter is the REST adapter. It implements adapters.Adapter,
@@ -442,6 +446,20 @@ func (a *Adapter) routes() *gin.Engine {
 	admin.PATCH("/devices/:id", a.patchDevice)
 	admin.DELETE("/devices/:id", a.deleteDevice)
 	api.POST("/devices/:id/commands/:name", a.command)
+
+	// Files (rest/files.go). Slot and shared URLs take no credentials:
+	// their unguessable tokens are.
+	api.POST("/files", a.uploadFile)
+	api.GET("/files", a.listFiles)
+	api.GET("/files/*name", a.getFile)
+	api.HEAD("/files/*name", a.getFile)
+	api.DELETE("/files/*name", a.deleteFile)
+	api.POST("/devices/:id/files/*name", a.sendFile)
+	r.PUT(files.SlotPath+":token/:file", a.putSlot)
+	r.OPTIONS(files.SlotPath+":token/:file", a.slotOptions)
+	r.GET(files.SharedPath+":token/:file", a.getShared)
+	r.HEAD(files.SharedPath+":token/:file", a.getShared)
+	r.OPTIONS(files.SharedPath+":token/:file", a.slotOptions)
 	return r
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/devices"
+	"github.com/hubsmith/hub/files"
 	"github.com/hubsmith/hub/store"
 )
 
@@ -64,6 +65,19 @@ var statusOf = []struct {
 	{broker.ErrClosed, http.StatusServiceUnavailable},
 	{context.DeadlineExceeded, http.StatusGatewayTimeout},
 	{broker.ErrStorage, http.StatusInsufficientStorage},
+	// The file store's: a quota is 507 as in WebDAV (Nextcloud), a bad
+	// digest 400 as S3's BadDigest.
+	{files.ErrInvalidName, http.StatusBadRequest},
+	{files.ErrInvalidContentType, http.StatusBadRequest},
+	{files.ErrChecksum, http.StatusBadRequest},
+	{files.ErrIncomplete, http.StatusBadRequest},
+	{files.ErrSlot, http.StatusBadRequest},
+	{files.ErrNotFound, http.StatusNotFound},
+	{files.ErrExpired, http.StatusGone},
+	{files.ErrTooLarge, http.StatusRequestEntityTooLarge},
+	{files.ErrQuota, http.StatusInsufficientStorage},
+	{files.ErrClosed, http.StatusServiceUnavailable},
+	{errStalled, http.StatusRequestTimeout},
 }
 
 // httpStatus maps err to its HTTP status by statusOf.
@@ -97,10 +111,10 @@ func (a *Adapter) fail(c *gin.Context, err error) {
 		c.Writer.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 	}
 	msg := err.Error()
-	if status >= 500 && status != http.StatusServiceUnavailable && status != http.StatusGatewayTimeout {
+	if status >= 500 && status != http.StatusServiceUnavailable && status != http.StatusGatewayTimeout && !errors.Is(err, files.ErrQuota) {
 		a.log.Error("rest: request failed", "method", c.Request.Method, "path", logPath(c), "status", status, "err", err)
 	}
-	if status == http.StatusRequestEntityTooLarge {
+	if status == http.StatusRequestEntityTooLarge && !errors.Is(err, files.ErrTooLarge) {
 		msg = fmt.Sprintf("%s: the limit is %d bytes", errTooLarge, a.cfg.MaxBody)
 	}
 	c.AbortWithStatusJSON(status, errorBody{Error: msg})

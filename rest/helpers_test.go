@@ -9,12 +9,14 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/devices"
+	"github.com/hubsmith/hub/files"
 	"github.com/hubsmith/hub/store"
 )
 
@@ -26,6 +28,7 @@ type testHub struct {
 	st    *store.Store
 	auth  *adapters.Auth
 	reg   *devices.Registry
+	fs    *files.Store // with hubOpts.files
 	base  string
 	httpc *http.Client
 }
@@ -39,6 +42,9 @@ type hubOpts struct {
 	metrics                                     http.Handler
 	publicMetrics, allowAnonymous               bool
 	streamWriteTimeout                          time.Duration
+	// files, when set, gives the adapter a file store whose config it
+	// may change.
+	files func(*files.Config)
 }
 
 func quietLogger() *slog.Logger {
@@ -64,7 +70,18 @@ func startHub(t testing.TB, o hubOpts) *testHub {
 	if o.addr == "" {
 		o.addr = "127.0.0.1:0"
 	}
-	a, err := New(Config{Addr: o.addr, Bus: bus, Store: st, Auth: auth, Devices: reg,
+	var (
+		fs   *files.Store
+		base atomic.Pointer[string] // set once listening
+	)
+	if o.files != nil {
+		fc := files.Config{Dir: t.TempDir(), DB: st, Bus: bus, Logger: quietLogger(), BaseURL: func() string { return *base.Load() }}
+		o.files(&fc)
+		if fs, err = files.Open(ctx, fc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := New(Config{Addr: o.addr, Bus: bus, Store: st, Auth: auth, Devices: reg, Files: fs,
 		MaxBody: o.maxBody, Heartbeat: 200 * time.Millisecond, Logger: quietLogger(), Node: "test",
 		ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout, IdleTimeout: o.idleTimeout, MaxHeaderBytes: o.maxHeaderBytes,
 		Metrics: o.metrics, PublicMetrics: o.publicMetrics, AllowAnonymous: o.allowAnonymous,
@@ -76,13 +93,18 @@ func startHub(t testing.TB, o hubOpts) *testHub {
 		t.Fatal(err)
 	}
 	_, port, _ := net.SplitHostPort(a.Addrs()["http"])
-	h := &testHub{t: t, a: a, bus: bus, st: st, auth: auth, reg: reg,
-		base: "http://127.0.0.1:" + port, httpc: &http.Client{Timeout: 20 * time.Second}}
+	url := "http://127.0.0.1:" + port
+	base.Store(&url)
+	h := &testHub{t: t, a: a, bus: bus, st: st, auth: auth, reg: reg, fs: fs,
+		base: url, httpc: &http.Client{Timeout: 20 * time.Second}}
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := a.Stop(sctx); err != nil {
 			t.Errorf("stop: %v", err)
+		}
+		if fs != nil {
+			_ = fs.Close()
 		}
 		_ = bus.Close()
 		_ = st.Close()

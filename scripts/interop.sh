@@ -28,15 +28,26 @@ PY
 
 export HUB_BIN="$work/hub" HUB_DATA="$work/data" XMPP_DOMAIN=localhost
 export MQTT_PORT=$(free_port tcp) MQTT_WS_PORT=$(free_port tcp) HTTP_PORT=$(free_port tcp) XMPP_PORT=$(free_port tcp) COAP_PORT=$(free_port udp) COAPS_PORT=$(free_port udp)
+export XMPP_PROXY_PORT=$(free_port tcp)
 (cd "$root" && go build -o "$HUB_BIN" ./cmd/hub)
 
 "$HUB_BIN" user add admin --password adminpw --role admin --data-dir "$HUB_DATA" >/dev/null
 "$HUB_BIN" user add alice --password alicepw --role user --data-dir "$HUB_DATA" >/dev/null
 "$HUB_BIN" device add sensor1 --protocol mqtt --password sensor1pw --psk 73656372657431 --data-dir "$HUB_DATA" >/dev/null
 
-"$HUB_BIN" serve --data-dir "$HUB_DATA" \
+# Small file limits, so the file cases reach them quickly; a CoAP upload
+# left idle for 2 s is discarded.
+cat >"$work/hub.yaml" <<'YAML'
+files:
+  max_file_size: 8MiB
+  quota_per_principal: 12MiB
+  coap_upload_timeout: 2s
+YAML
+export HUB_FILES_MAX=8388608 HUB_FILES_QUOTA=12582912
+
+"$HUB_BIN" serve --config "$work/hub.yaml" --data-dir "$HUB_DATA" \
 	--mqtt-addr "127.0.0.1:$MQTT_PORT" --mqtt-ws-addr "127.0.0.1:$MQTT_WS_PORT" --coap-addr "127.0.0.1:$COAP_PORT" --coaps-addr "127.0.0.1:$COAPS_PORT" \
-	--xmpp-addr "127.0.0.1:$XMPP_PORT" --xmpp-domain "$XMPP_DOMAIN" \
+	--xmpp-addr "127.0.0.1:$XMPP_PORT" --xmpp-domain "$XMPP_DOMAIN" --xmpp-proxy-addr "127.0.0.1:$XMPP_PROXY_PORT" \
 	--http-addr "127.0.0.1:$HTTP_PORT" >"$work/hub.log" 2>&1 &
 hub_pid=$!
 

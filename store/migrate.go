@@ -131,6 +131,26 @@ ALTER TABLE subscriptions ADD COLUMN specs TEXT NOT NULL DEFAULT '';
 	`
 ALTER TABLE queue ADD COLUMN envelope BLOB;
 `,
+	// 7 (the history branch adds 6; whoever merges both renumbers): the
+	// metadata of the file store (package files keeps the bytes, content
+	// addressed by sha256). share is the unguessable token of the file's
+	// unauthenticated GET URL ("" when it has none).
+	`
+CREATE TABLE files (
+	name         TEXT PRIMARY KEY,
+	size         INTEGER NOT NULL,
+	content_type TEXT NOT NULL,
+	sha256       TEXT NOT NULL,
+	uploader     TEXT NOT NULL,
+	share        TEXT NOT NULL DEFAULT '',
+	created      INTEGER NOT NULL,
+	expires      INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX files_sha256 ON files(sha256);
+CREATE INDEX files_uploader ON files(uploader);
+CREATE INDEX files_expires ON files(expires) WHERE expires > 0;
+CREATE UNIQUE INDEX files_share ON files(share) WHERE share != '';
+`,
 }
 
 // migrate brings the schema up to len(ms) in one transaction, refusing a

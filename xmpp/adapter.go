@@ -94,6 +94,17 @@ type Config struct {
 	// hub is a component of (which must route the rule's subdomain of it
 	// to the component).
 	JIDRules []JIDRule
+	// ProxyAddr is the listener of the XEP-0065 SOCKS5 bytestreams proxy
+	// served as proxy.{Domain} ("" or "off": no proxy; see socks5.go).
+	ProxyAddr string
+	// ProxyHost is the host the proxy is announced at in streamhost
+	// answers (the listener's host when empty, Domain when that is
+	// unspecified).
+	ProxyHost string
+	// Files keeps the files chat users send: XEP-0363 upload slots at
+	// upload.{Domain}, XEP-0096 offers to topic, device and offline user
+	// JIDs over IBB or SOCKS5 (nil: none of that; see files.go).
+	Files FileStore
 	// Logger receives the adapter's logs (slog.Default() when nil).
 	Logger *slog.Logger
 	// Registerer receives the adapter's metrics (nil: no metrics).
@@ -132,6 +143,8 @@ type Adapter struct {
 
 	topics *topicService
 	cmds   *commands
+	proxy  *proxy // nil when Config.ProxyAddr is off
+	xfer   *transfers
 
 	rules     *ruleSet // JIDRules at Domain
 	compRules *ruleSet // JIDRules at ComponentDomain
@@ -153,6 +166,9 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.ComponentAddr == "off" {
 		cfg.ComponentAddr = ""
+	}
+	if cfg.ProxyAddr == "off" {
+		cfg.ProxyAddr = ""
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = DefaultDomain
@@ -197,7 +213,13 @@ func New(cfg Config) (*Adapter, error) {
 			return nil, fmt.Errorf("xmpp: Addr %q: %w", cfg.Addr, err)
 		}
 	}
-	rules, err := compileRules(cfg.JIDRules, cfg.Domain, "topics."+cfg.Domain, "pubsub."+cfg.Domain, "devices."+cfg.Domain)
+	if cfg.ProxyAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.ProxyAddr); err != nil {
+			return nil, fmt.Errorf("xmpp: ProxyAddr %q: %w", cfg.ProxyAddr, err)
+		}
+	}
+	rules, err := compileRules(cfg.JIDRules, cfg.Domain, "topics."+cfg.Domain, "pubsub."+cfg.Domain, "devices."+cfg.Domain,
+		"proxy."+cfg.Domain, "upload."+cfg.Domain)
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +269,23 @@ func New(cfg Config) (*Adapter, error) {
 	a.metrics = m
 	a.topics = &topicService{a: a}
 	a.cmds = newCommands(a)
+	a.xfer = newTransfers(a)
 	return a, nil
+}
+
+// proxyListener is the proxy's listener (nil without a proxy).
+func proxyListener(px *proxy) *adapters.RetryListener {
+	if px == nil {
+		return nil
+	}
+	return px.ln
+}
+
+// stopProxy stops the SOCKS5 proxy, if it runs.
+func (a *Adapter) stopProxy() {
+	if a.proxy != nil {
+		a.proxy.stop()
+	}
 }
 
 // rulesFor returns the template rules for p's JIDs.
@@ -270,15 +308,25 @@ func (a *Adapter) Start(ctx context.Context) error {
 		return errors.New("xmpp: already started")
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
+	if a.cfg.ProxyAddr != "" {
+		px, err := newProxy(ctx, a.cfg.ProxyAddr, a.cfg.ProxyHost, a.cfg.Domain, a.maxFileSize(), a.log.With("listener", "xmpp-proxy"))
+		if err != nil {
+			a.cancel()
+			return err
+		}
+		a.proxy = px
+	}
 	if a.cfg.Addr != "" {
 		tc, err := a.tlsConfig()
 		if err != nil {
+			a.stopProxy()
 			return err
 		}
 		a.tls = tc
 		var lc net.ListenConfig
 		ln, err := lc.Listen(ctx, "tcp", a.cfg.Addr)
 		if err != nil {
+			a.stopProxy()
 			return fmt.Errorf("xmpp: listen %s: %w", a.cfg.Addr, err)
 		}
 		// Temporary accept errors (out of descriptors) are retried, never
@@ -315,6 +363,8 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	a.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
+		a.stopProxy()
+		a.xfer.shutdown()
 		a.wg.Wait()
 		a.shutdownSessions()
 		close(done)
@@ -343,6 +393,11 @@ func (a *Adapter) Healthy() error {
 			return fmt.Errorf("xmpp: %w", err)
 		}
 	}
+	if a.proxy != nil {
+		if err := a.proxy.ln.Healthy(); err != nil {
+			return fmt.Errorf("xmpp: proxy: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -350,17 +405,24 @@ func (a *Adapter) Healthy() error {
 // state (none in component-only mode).
 func (a *Adapter) Listeners() []adapters.ListenerStatus {
 	a.mu.Lock()
-	r, started := a.retry, a.started
+	r, started, px := a.retry, a.started, a.proxy
 	a.mu.Unlock()
-	if r == nil {
-		return nil
+	var out []adapters.ListenerStatus
+	for _, l := range []struct {
+		name string
+		ln   *adapters.RetryListener
+	}{{"xmpp", r}, {"xmpp-proxy", proxyListener(px)}} {
+		if l.ln == nil {
+			continue
+		}
+		s := adapters.StatusOf(l.ln)
+		if !started {
+			s.State = adapters.ListenerClosed
+		}
+		s.Adapter, s.Name = "xmpp", l.name
+		out = append(out, s)
 	}
-	s := adapters.StatusOf(r)
-	if !started {
-		s.State = adapters.ListenerClosed
-	}
-	s.Adapter, s.Name = "xmpp", "xmpp"
-	return []adapters.ListenerStatus{s}
+	return out
 }
 
 // Addrs returns the bound c2s address under "xmpp".
@@ -368,6 +430,9 @@ func (a *Adapter) Addrs() map[string]string {
 	out := map[string]string{}
 	if a.ln != nil {
 		out["xmpp"] = a.ln.Addr().String()
+	}
+	if a.proxy != nil {
+		out["xmpp-proxy"] = a.proxy.addr()
 	}
 	return out
 }

@@ -155,6 +155,9 @@ func (a *Adapter) handleDeviceJID(p peer, iq *element, device string) {
 	if iq.Name.Local != "iq" || typ == "result" || typ == "error" {
 		return
 	}
+	if device != "" && a.handleTransfer(p, iq, a.deviceFileTarget(device)) {
+		return
+	}
 	cmd := iq.Child(nsCommands, "command")
 	if device == "" || cmd == nil || typ != "set" {
 		if device != "" && iq.Child(nsDiscoInfo, "query") != nil {

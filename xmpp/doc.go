@@ -5,8 +5,11 @@
 // topics.{domain} (and at the domains of Config.JIDRules, see JIDRule),
 // XEP-0060 PubSub at pubsub.{domain}, XEP-0030 disco,
 // XEP-0199 ping, XEP-0198 stream management, XEP-0050 ad-hoc commands to
-// devices, and an XEP-0114 component mode that serves the topic JIDs from
-// an existing XMPP server.
+// devices, files (XEP-0363 HTTP File Upload at upload.{domain}, XEP-0096
+// SI file transfer to the hub's JIDs over XEP-0047 IBB or XEP-0065 SOCKS5
+// through the hub's own proxy at proxy.{domain}, XEP-0066 links to chat
+// users; see files.go), and an XEP-0114 component mode that serves the
+// topic JIDs from an existing XMPP server.
 //
 // The server is written over encoding/xml rather than on mellium's server
 // side: the stanza reader (reader.go) bounds stanza size and nesting,

@@ -32,7 +32,7 @@ type testHub struct {
 	dir  string
 }
 
-func startHub(t *testing.T, mod func(*Config)) *testHub {
+func startHub(t testing.TB, mod func(*Config)) *testHub {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -122,14 +122,14 @@ func dialSession(ctx context.Context, addr, user, pass string, mech sasl.Mechani
 
 // connect logs user in with SCRAM-SHA-256, starts serving and sends
 // initial presence.
-func connect(t *testing.T, h *testHub, user, pass string) *client {
+func connect(t testing.TB, h *testHub, user, pass string) *client {
 	t.Helper()
 	return connectWith(t, h, user, pass, nil)
 }
 
 // connectWith is connect with an answering function for the iqs the client
 // receives: it returns the raw reply ("" for none).
-func connectWith(t *testing.T, h *testHub, user, pass string, answer func(rx) string) *client {
+func connectWith(t testing.TB, h *testHub, user, pass string, answer func(rx) string) *client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -180,7 +180,7 @@ func connectWith(t *testing.T, h *testHub, user, pass string, answer func(rx) st
 }
 
 // send sends a raw stanza.
-func (c *client) send(t *testing.T, raw string) {
+func (c *client) send(t testing.TB, raw string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -190,7 +190,7 @@ func (c *client) send(t *testing.T, raw string) {
 }
 
 // iq sends an iq and returns the reply's inner XML and type.
-func (c *client) iq(t *testing.T, raw string) (typ, inner string) {
+func (c *client) iq(t testing.TB, raw string) (typ, inner string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -221,7 +221,7 @@ func (c *client) iq(t *testing.T, raw string) (typ, inner string) {
 }
 
 // expect waits for a stanza accepted by match, skipping others.
-func (c *client) expect(t *testing.T, what string, match func(rx) bool) rx {
+func (c *client) expect(t testing.TB, what string, match func(rx) bool) rx {
 	t.Helper()
 	deadline := time.After(5 * time.Second)
 	for {

@@ -52,6 +52,7 @@ func (a *Adapter) unregister(s *session, wasAvailable bool) {
 		delete(a.resume, s.sm.id)
 	}
 	a.mu.Unlock()
+	a.xfer.peerGone(s.jid)
 	if wasAvailable {
 		a.broadcastPresence(s, newElement(nsClient, "presence", "type", "unavailable", "from", s.jid))
 		a.availabilityChanged(s, false)
@@ -137,6 +138,10 @@ func (a *Adapter) route(s *session, el *element) {
 		a.topics.handle(clientPeer{s}, el, local, domain)
 	case domain == a.pubsubDomain() && local == "" && res == "":
 		a.handlePubSub(s, el)
+	case domain == a.proxyDomain() && a.proxy != nil && local == "" && res == "":
+		a.handleProxy(clientPeer{s}, el)
+	case domain == a.uploadDomain() && a.cfg.Files != nil && local == "" && res == "":
+		a.handleUpload(clientPeer{s}, el)
 	case domain == a.devicesDomain() && a.cfg.DeviceCommand != nil:
 		a.handleDeviceJID(clientPeer{s}, el, local)
 	case domain == a.cfg.Domain && local != "":
@@ -319,6 +324,11 @@ func (a *Adapter) routeLocal(s *session, el *element, bare, res string) {
 				_, _ = t.send(el)
 				return
 			}
+		}
+		// A file for a user who is not there (or for a bare JID): the
+		// hub takes it and sends a link (files.go).
+		if a.handleTransfer(clientPeer{s}, el, a.userFileTarget(s, bare)) {
+			return
 		}
 		if typ == "get" || typ == "set" {
 			a.reply(s, errorReply(el, "cancel", "service-unavailable"))

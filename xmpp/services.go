@@ -74,6 +74,12 @@ func (a *Adapter) discoInfo(kind, node string) *element {
 	case "devices":
 		cat, typ, name = "component", "generic", "hub devices"
 		features = append(features, nsCommands)
+	case "upload":
+		cat, typ, name = "store", "file", "hub HTTP file upload"
+		features = append(features, nsUpload)
+	case "proxy":
+		cat, typ, name = "proxy", "bytestreams", "hub SOCKS5 bytestreams proxy"
+		features = append(features, nsBytestreams)
 	case "pubsub":
 		cat, typ, name = "pubsub", "service", "hub pubsub"
 		features = append(features, nsPubSub, nsPubSub+"#publish", nsPubSub+"#subscribe",
@@ -82,6 +88,9 @@ func (a *Adapter) discoInfo(kind, node string) *element {
 	q.Add(newElement(nsDiscoInfo, "identity", "category", cat, "type", typ, "name", name))
 	for _, f := range features {
 		q.Add(newElement(nsDiscoInfo, "feature", "var", f))
+	}
+	if kind == "upload" {
+		q.Add(a.uploadForm())
 	}
 	return q
 }
@@ -95,6 +104,12 @@ func (a *Adapter) discoItems(p peer, kind, to string) *element {
 	case "server":
 		q.Add(newElement(nsDiscoItem, "item", "jid", a.topicDomain(), "name", "topics"),
 			newElement(nsDiscoItem, "item", "jid", a.pubsubDomain(), "name", "pubsub"))
+		if a.proxy != nil {
+			q.Add(newElement(nsDiscoItem, "item", "jid", a.proxyDomain(), "name", "SOCKS5 bytestreams proxy"))
+		}
+		if a.cfg.Files != nil {
+			q.Add(newElement(nsDiscoItem, "item", "jid", a.uploadDomain(), "name", "HTTP file upload"))
+		}
 		for _, d := range a.rules.domainList() {
 			q.Add(newElement(nsDiscoItem, "item", "jid", d, "name", "topics"))
 		}

@@ -130,8 +130,14 @@ func (t *topicService) handle(p peer, el *element, local, domain string) {
 			}
 		}
 	case "message":
+		if t.a.handleIBB(p, el) { // IBB data in messages
+			return
+		}
 		t.publish(ctx, p, el, topic)
 	case "iq":
+		if t.a.handleTransfer(p, el, t.a.topicFileTarget(topic)) {
+			return
+		}
 		t.a.handleServiceIQ(p, el, "topic")
 	}
 }
@@ -245,12 +251,20 @@ func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, 
 	t.mu.Unlock()
 	build := func(to string, e *broker.Envelope) *element {
 		if pubsub {
-			return eventMessage(t.a.pubsubDomainFor(p), to, filter, e)
+			m := eventMessage(t.a.pubsubDomainFor(p), to, filter, e)
+			if l := t.a.fileMessage("", "", e); l != nil {
+				m.Children = append(m.Children, l.Children...) // body and link of a file (oob.go)
+			}
+			return m
 		}
-		if tjid != "" {
-			return envelopeMessage(tjid, to, e)
+		from := tjid
+		if from == "" {
+			from = TopicToJID(e.Topic, t.domainFor(p))
 		}
-		return envelopeMessage(TopicToJID(e.Topic, t.domainFor(p)), to, e)
+		if m := t.a.fileMessage(from, to, e); m != nil {
+			return m // a file descriptor: an XEP-0066 link (oob.go)
+		}
+		return envelopeMessage(from, to, e)
 	}
 	ready := make(chan struct{})
 	pr := p.principal()

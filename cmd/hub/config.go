@@ -44,6 +44,7 @@ func serveOptions(c *gateway.Config) []option {
 		{name: "xmpp-component-addr", usage: "connect as an XEP-0114 component to the XMPP server at `ADDR`", str: &c.XMPP.ComponentAddr},
 		{name: "xmpp-component-domain", usage: "component `DOMAIN`, where topic JIDs then live", str: &c.XMPP.ComponentDomain},
 		{name: "xmpp-component-secret", usage: "component shared `SECRET`", str: &c.XMPP.ComponentSecret},
+		{name: "xmpp-proxy-addr", usage: "XEP-0065 SOCKS5 bytestreams proxy (proxy.DOMAIN) at `ADDR`", str: &c.XMPP.ProxyAddr},
 		{name: "coap-addr", usage: "CoAP UDP listener at `ADDR`", str: &c.CoAP.Addr},
 		{name: "coaps-addr", usage: "CoAP over DTLS listener at `ADDR`", str: &c.CoAP.DTLSAddr},
 		{name: "http-addr", usage: "REST API, /healthz and /metrics at `ADDR`", str: &c.HTTP.Addr},
