@@ -15,6 +15,7 @@ import (
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/bridge"
 	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/history"
 	"github.com/hubsmith/hub/mqtt"
 	"github.com/hubsmith/hub/rest"
 	"github.com/hubsmith/hub/xmpp"
@@ -75,6 +76,9 @@ type Config struct {
 	ACL map[string][]adapters.ACLRule `yaml:"acl"`
 	// Bridges link the bus to upstream MQTT brokers.
 	Bridges []bridge.Config `yaml:"bridges"`
+	// History keeps numeric readings as time series, with retention per
+	// topic filter (see history.Config; default history.Defaults()).
+	History history.Config `yaml:"history"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
 	// ShutdownTimeout bounds a graceful stop.
@@ -186,7 +190,8 @@ func Defaults() Config {
 		XMPP:           XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off},
 		HTTP: HTTPConfig{Addr: "127.0.0.1:8080", ReadHeaderTimeout: rest.DefaultReadHeaderTimeout, ReadTimeout: rest.DefaultReadTimeout,
 			IdleTimeout: rest.DefaultIdleTimeout, MaxHeaderBytes: rest.DefaultMaxHeaderBytes},
-		Log: LogConfig{Level: "info", Format: "text"},
+		Log:     LogConfig{Level: "info", Format: "text"},
+		History: history.Defaults(),
 
 		ShutdownTimeout: 10 * time.Second,
 	}
@@ -271,6 +276,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: mqtt.max_inflight %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxInflight, mqtt.DefaultMaxInflight)
 	}
 	if err := c.HTTP.validate(); err != nil {
+		return err
+	}
+	if err := c.History.Validate(); err != nil {
 		return err
 	}
 	switch c.Log.Level {

@@ -21,6 +21,7 @@ import (
 	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/coap"
 	"github.com/hubsmith/hub/devices"
+	"github.com/hubsmith/hub/history"
 	"github.com/hubsmith/hub/mqtt"
 	"github.com/hubsmith/hub/rest"
 	"github.com/hubsmith/hub/store"
@@ -113,6 +114,13 @@ func (h *Hub) tlsConfig(files TLSFiles) (*tls.Config, error) {
 
 func (h *Hub) buildAdapters() error {
 	c := h.cfg
+	// The history recorder starts first and stops last, so it sees what
+	// the protocol adapters publish until they are gone.
+	rec, err := history.New(history.Options{Config: c.History, Bus: h.Bus, Store: h.Store, Logger: h.log, Registerer: h.Registry})
+	if err != nil {
+		return err
+	}
+	h.adapters = append(h.adapters, rec)
 	if Enabled(c.MQTT.Addr) || Enabled(c.MQTT.TLSAddr) {
 		tc, err := h.tlsConfig(TLSFiles{})
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -20,8 +21,8 @@ type HistoryLimits struct {
 }
 
 // ApplyRetention applies each topic's limits (as limits says) to the
-// history of topics (nil: every topic), one transaction per topic, and
-// returns how many points and archived messages went.
+// history of topics (nil: every topic), a few hundred topics a
+// transaction, and returns how many points and archived messages went.
 func (s *Store) ApplyRetention(ctx context.Context, topics []string, limits func(topic string) HistoryLimits, now time.Time) (int64, error) {
 	if topics == nil {
 		var err error
@@ -30,98 +31,113 @@ func (s *Store) ApplyRetention(ctx context.Context, topics []string, limits func
 		}
 	}
 	var total int64
-	for _, topic := range topics {
-		l := limits(topic)
-		if l.MaxPoints <= 0 && l.MaxAge <= 0 && l.MaxArchive <= 0 {
-			continue
-		}
+	for chunk := range slices.Chunk(topics, retentionChunk) {
 		var n int64
 		err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			n = 0
-			var tid int64
-			err := tx.QueryRowContext(ctx, `SELECT id FROM history_topics WHERE topic = ?`, topic).Scan(&tid)
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			rows, err := tx.QueryContext(ctx, `SELECT id, points FROM series WHERE topic = ?`, tid)
-			if err != nil {
-				return err
-			}
-			type sp struct{ id, points int64 }
-			var ss []sp
-			for rows.Next() {
-				var x sp
-				if err := rows.Scan(&x.id, &x.points); err != nil {
-					rows.Close()
-					return err
+			for _, topic := range chunk {
+				l := limits(topic)
+				if l.MaxPoints <= 0 && l.MaxAge <= 0 && l.MaxArchive <= 0 {
+					continue
 				}
-				ss = append(ss, x)
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return err
-			}
-			for _, x := range ss {
-				if l.MaxAge > 0 {
-					d, err := trimPoints(ctx, tx, x.id, now.Add(-l.MaxAge).UnixNano())
-					if err != nil {
-						return err
-					}
-					n += d
-					x.points -= d
-				}
-				if l.MaxPoints > 0 && x.points > int64(l.MaxPoints) {
-					var cut int64
-					err := tx.QueryRowContext(ctx, `SELECT time FROM points WHERE series = ? ORDER BY time DESC LIMIT 1 OFFSET ?`,
-						x.id, l.MaxPoints-1).Scan(&cut)
-					if err != nil && !errors.Is(err, sql.ErrNoRows) {
-						return err
-					}
-					if err == nil {
-						d, err := trimPoints(ctx, tx, x.id, cut)
-						if err != nil {
-							return err
-						}
-						n += d
-					}
-				}
-			}
-			if l.MaxAge > 0 {
-				d, err := trimArchive(ctx, tx, tid, `time < ?`, now.Add(-l.MaxAge).UnixNano())
+				d, err := retainTopic(ctx, tx, topic, l, now)
 				if err != nil {
-					return err
+					return fmt.Errorf("%q: %w", topic, err)
 				}
 				n += d
-			}
-			if l.MaxArchive > 0 {
-				var (
-					cut int64
-					id  string
-				)
-				err := tx.QueryRowContext(ctx, `SELECT time, id FROM archive WHERE topic = ? ORDER BY time DESC, id DESC LIMIT 1 OFFSET ?`,
-					tid, l.MaxArchive-1).Scan(&cut, &id)
-				if err != nil && !errors.Is(err, sql.ErrNoRows) {
-					return err
-				}
-				if err == nil {
-					d, err := trimArchive(ctx, tx, tid, `(time, id) < (?, ?)`, cut, id)
-					if err != nil {
-						return err
-					}
-					n += d
-				}
 			}
 			return nil
 		})
 		if err != nil {
-			return total, fmt.Errorf("store: prune history of %q: %w", topic, err)
+			return total, fmt.Errorf("store: apply history retention: %w", err)
 		}
 		total += n
 	}
 	return total, nil
+}
+
+// retentionChunk is how many topics share one retention transaction.
+const retentionChunk = 256
+
+// retainTopic applies l to one topic.
+func retainTopic(ctx context.Context, tx *sql.Tx, topic string, l HistoryLimits, now time.Time) (int64, error) {
+	var n, tid int64
+	err := tx.QueryRowContext(ctx, `SELECT id FROM history_topics WHERE topic = ?`, topic).Scan(&tid)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT id, points FROM series WHERE topic = ?`, tid)
+	if err != nil {
+		return 0, err
+	}
+	type sp struct{ id, points int64 }
+	var ss []sp
+	for rows.Next() {
+		var x sp
+		if err := rows.Scan(&x.id, &x.points); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		ss = append(ss, x)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	for _, x := range ss {
+		if l.MaxAge > 0 {
+			d, err := trimPoints(ctx, tx, x.id, now.Add(-l.MaxAge).UnixNano())
+			if err != nil {
+				return 0, err
+			}
+			n += d
+			x.points -= d
+		}
+		if l.MaxPoints > 0 && x.points > int64(l.MaxPoints) {
+			var cut int64
+			err := tx.QueryRowContext(ctx, `SELECT time FROM points WHERE series = ? ORDER BY time DESC LIMIT 1 OFFSET ?`,
+				x.id, l.MaxPoints-1).Scan(&cut)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return 0, err
+			}
+			if err == nil {
+				d, err := trimPoints(ctx, tx, x.id, cut)
+				if err != nil {
+					return 0, err
+				}
+				n += d
+			}
+		}
+	}
+	if l.MaxAge > 0 {
+		d, err := trimArchive(ctx, tx, tid, `time < ?`, now.Add(-l.MaxAge).UnixNano())
+		if err != nil {
+			return 0, err
+		}
+		n += d
+	}
+	if l.MaxArchive > 0 {
+		var (
+			cut int64
+			id  string
+		)
+		err := tx.QueryRowContext(ctx, `SELECT time, id FROM archive WHERE topic = ? ORDER BY time DESC, id DESC LIMIT 1 OFFSET ?`,
+			tid, l.MaxArchive-1).Scan(&cut, &id)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return 0, err
+		}
+		if err == nil {
+			d, err := trimArchive(ctx, tx, tid, `(time, id) < (?, ?)`, cut, id)
+			if err != nil {
+				return 0, err
+			}
+			n += d
+		}
+	}
+	return n, nil
 }
 
 // trimPoints deletes the points of series sid before the time before and
