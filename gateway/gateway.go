@@ -164,6 +164,7 @@ func (h *Hub) buildAdapters() error {
 			AllowAnonymous: c.AllowAnonymous, DataDir: c.DataDir, TLSConfig: tc, MaxStanza: int64(c.XMPP.MaxStanza),
 			ComponentAddr: offToEmpty(c.XMPP.ComponentAddr), ComponentDomain: c.XMPP.ComponentDomain,
 			ComponentSecret: c.XMPP.ComponentSecret, JIDRules: c.XMPP.JIDRules,
+			Archive: h.Store,
 			DeviceCommand: func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
 				return h.Devices.SendCommand(ctx, cmd.DeviceID, cmd.Name, cmd.Params)
 			},

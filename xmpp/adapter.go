@@ -92,6 +92,9 @@ type Config struct {
 	// hub is a component of (which must route the rule's subdomain of it
 	// to the component).
 	JIDRules []JIDRule
+	// Archive, when set, answers XEP-0313 queries addressed to topic JIDs
+	// with the topics' archived readings (see mam.go).
+	Archive Archive
 	// Logger receives the adapter's logs (slog.Default() when nil).
 	Logger *slog.Logger
 	// Registerer receives the adapter's metrics (nil: no metrics).

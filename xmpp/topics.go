@@ -132,6 +132,10 @@ func (t *topicService) handle(p peer, el *element, local, domain string) {
 	case "message":
 		t.publish(ctx, p, el, topic)
 	case "iq":
+		if q := mamQuery(el); q != nil && t.a.cfg.Archive != nil {
+			t.a.handleMAM(p, el, q, topic, from)
+			return
+		}
 		t.a.handleServiceIQ(p, el, "topic")
 	}
 }
