@@ -213,7 +213,10 @@ func (r *Recorder) handle(_ context.Context, e *broker.Envelope) error {
 		if id == "" {
 			id = broker.NewID()
 		}
-		rec.Archive = &store.ArchivedMessage{ID: id, Time: at, ContentType: e.ContentType, Payload: e.Payload}
+		// Microseconds: the precision of XEP-0082 stamps as clients read
+		// them, so that a stamp given back as a MAM start or end selects
+		// the message it came from.
+		rec.Archive = &store.ArchivedMessage{ID: id, Time: at.Truncate(time.Microsecond), ContentType: e.ContentType, Payload: e.Payload}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

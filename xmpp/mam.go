@@ -36,6 +36,11 @@ type Archive interface {
 	QueryArchive(ctx context.Context, q store.ArchiveQuery) (store.ArchivePage, error)
 }
 
+// stampLayout is XEP-0082's DateTime with microseconds, the precision of
+// the archive's times; clients (slixmpp's parser, Python's %f) take no
+// more digits.
+const stampLayout = "2006-01-02T15:04:05.000000Z07:00"
+
 // errMAMQuery is a query the hub cannot answer as asked (bad-request).
 var errMAMQuery = errors.New("bad MAM query")
 
@@ -181,7 +186,7 @@ func (a *Adapter) handleMAM(p peer, iq, q *element, topic, tjid string) {
 		e := &broker.Envelope{ID: m.ID, Topic: topic, Payload: m.Payload, ContentType: m.ContentType, Time: m.Time}
 		inner := envelopeMessage(tjid, p.bareJID(), e)
 		fwd := newElement(nsForward, "forwarded").Add(
-			newElement(nsDelay, "delay", "stamp", m.Time.UTC().Format(time.RFC3339Nano)), inner)
+			newElement(nsDelay, "delay", "stamp", m.Time.UTC().Format(stampLayout)), inner)
 		_ = p.send(newElement(nsClient, "message", "from", tjid, "to", p.bareJID(), "id", randomID()).Add(
 			newElement(nsMAM, "result", "queryid", queryID, "id", m.ArchiveID).Add(fwd)))
 	}
