@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"sync"
 	"time"
 )
 
@@ -58,43 +60,96 @@ type HistoryRecord struct {
 	Archive *ArchivedMessage
 }
 
+// histIDs caches the ids of the history's topics and series, which are
+// never deleted: a batch then writes its points without looking them up.
+// Ids enter it only once the transaction that found or made them has
+// committed.
+type histIDs struct {
+	mu     sync.Mutex
+	topics map[string]int64
+	series map[seriesKey]seriesEntry
+}
+
+type seriesKey struct {
+	topic int64
+	field string
+}
+
+type seriesEntry struct {
+	id   int64
+	unit string
+}
+
+// maxCachedIDs bounds the cache; past it, it starts afresh.
+const maxCachedIDs = 1 << 17
+
+func (c *histIDs) topic(t string) (int64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id, ok := c.topics[t]
+	return id, ok
+}
+
+func (c *histIDs) seriesOf(k seriesKey) (seriesEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.series[k]
+	return e, ok
+}
+
+func (c *histIDs) merge(topics map[string]int64, series map[seriesKey]seriesEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.topics == nil || len(c.topics)+len(topics) > maxCachedIDs || len(c.series)+len(series) > maxCachedIDs {
+		c.topics, c.series = map[string]int64{}, map[seriesKey]seriesEntry{}
+	}
+	maps.Copy(c.topics, topics)
+	maps.Copy(c.series, series)
+}
+
 // WriteHistory records a batch in one transaction. A point at the same
 // time as one its series has already is left out (the first stays).
 func (s *Store) WriteHistory(ctx context.Context, recs []HistoryRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
+	var (
+		topics map[string]int64
+		series map[seriesKey]seriesEntry
+	)
 	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		topics := map[string]int64{}
-		type key struct {
-			topic int64
-			field string
-		}
-		series := map[key]int64{}
-		added := map[int64]int64{}
-		ins, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO points(series, time, value) VALUES (?, ?, ?)`)
+		topics, series = map[string]int64{}, map[seriesKey]seriesEntry{}
+		st, err := prepareHistory(ctx, tx)
 		if err != nil {
 			return err
 		}
-		defer ins.Close()
+		defer st.close()
+		added := map[int64]int64{}
+		type arch struct{ n, bytes int64 }
+		archived := map[int64]arch{}
 		for _, r := range recs {
 			tid, ok := topics[r.Topic]
 			if !ok {
-				if tid, err = historyTopicID(ctx, tx, r.Topic); err != nil {
-					return err
+				if tid, ok = s.hist.topic(r.Topic); !ok {
+					if tid, err = st.topicID(ctx, r.Topic); err != nil {
+						return err
+					}
 				}
 				topics[r.Topic] = tid
 			}
 			for _, p := range r.Points {
-				k := key{tid, p.Field}
-				sid, ok := series[k]
+				k := seriesKey{tid, p.Field}
+				se, ok := series[k]
 				if !ok {
-					if sid, err = seriesID(ctx, tx, tid, p.Field, p.Unit); err != nil {
+					se, ok = s.hist.seriesOf(k)
+				}
+				if !ok || (p.Unit != "" && p.Unit != se.unit) {
+					if se, err = st.seriesID(ctx, k, p.Unit); err != nil {
 						return err
 					}
-					series[k] = sid
 				}
-				res, err := ins.ExecContext(ctx, sid, p.Time.UnixNano(), p.Value)
+				series[k] = se
+				res, err := st.insPoint.ExecContext(ctx, se.id, p.Time.UnixNano(), p.Value)
 				if err != nil {
 					return err
 				}
@@ -102,19 +157,16 @@ func (s *Store) WriteHistory(ctx context.Context, recs []HistoryRecord) error {
 				if err != nil {
 					return err
 				}
-				added[sid] += n
+				added[se.id] += n
 			}
 			if a := r.Archive; a != nil {
-				res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO archive(topic, time, id, content_type, payload) VALUES (?, ?, ?, ?, ?)`,
-					tid, a.Time.UnixNano(), a.ID, a.ContentType, a.Payload)
+				res, err := st.insArchive.ExecContext(ctx, tid, a.Time.UnixNano(), a.ID, a.ContentType, a.Payload)
 				if err != nil {
 					return err
 				}
 				if n, _ := res.RowsAffected(); n > 0 {
-					if _, err := tx.ExecContext(ctx, `UPDATE history_topics SET archived = archived + 1, archive_bytes = archive_bytes + ? WHERE id = ?`,
-						archiveSize(a.ID, a.ContentType, len(a.Payload)), tid); err != nil {
-						return err
-					}
+					x := archived[tid]
+					archived[tid] = arch{x.n + 1, x.bytes + archiveSize(a.ID, a.ContentType, len(a.Payload))}
 				}
 			}
 		}
@@ -122,7 +174,12 @@ func (s *Store) WriteHistory(ctx context.Context, recs []HistoryRecord) error {
 			if n == 0 {
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE series SET points = points + ? WHERE id = ?`, n, sid); err != nil {
+			if _, err := st.addPoints.ExecContext(ctx, n, sid); err != nil {
+				return err
+			}
+		}
+		for tid, a := range archived {
+			if _, err := st.addArchived.ExecContext(ctx, a.n, a.bytes, tid); err != nil {
 				return err
 			}
 		}
@@ -131,6 +188,7 @@ func (s *Store) WriteHistory(ctx context.Context, recs []HistoryRecord) error {
 	if err != nil {
 		return fmt.Errorf("store: write history (%d records): %w", len(recs), err)
 	}
+	s.hist.merge(topics, series)
 	return nil
 }
 
@@ -139,42 +197,86 @@ func archiveSize(id, contentType string, payload int) int64 {
 	return int64(ArchiveEntryBytes + len(id) + len(contentType) + payload)
 }
 
-func historyTopicID(ctx context.Context, tx *sql.Tx, topic string) (int64, error) {
+// historyStmts are WriteHistory's statements, prepared once a batch.
+type historyStmts struct {
+	selTopic, insTopic, selSeries, insSeries, setUnit *sql.Stmt
+	insPoint, insArchive, addPoints, addArchived      *sql.Stmt
+}
+
+func prepareHistory(ctx context.Context, tx *sql.Tx) (*historyStmts, error) {
+	st := &historyStmts{}
+	for _, p := range []struct {
+		to *(*sql.Stmt)
+		q  string
+	}{
+		{&st.selTopic, `SELECT id FROM history_topics WHERE topic = ?`},
+		{&st.insTopic, `INSERT INTO history_topics(topic) VALUES (?)`},
+		{&st.selSeries, `SELECT id, unit FROM series WHERE topic = ? AND field = ?`},
+		{&st.insSeries, `INSERT INTO series(topic, field, unit) VALUES (?, ?, ?)`},
+		{&st.setUnit, `UPDATE series SET unit = ? WHERE id = ?`},
+		{&st.insPoint, `INSERT OR IGNORE INTO points(series, time, value) VALUES (?, ?, ?)`},
+		{&st.insArchive, `INSERT OR IGNORE INTO archive(topic, time, id, content_type, payload) VALUES (?, ?, ?, ?, ?)`},
+		{&st.addPoints, `UPDATE series SET points = points + ? WHERE id = ?`},
+		{&st.addArchived, `UPDATE history_topics SET archived = archived + ?, archive_bytes = archive_bytes + ? WHERE id = ?`},
+	} {
+		s, err := tx.PrepareContext(ctx, p.q)
+		if err != nil {
+			st.close()
+			return nil, err
+		}
+		*p.to = s
+	}
+	return st, nil
+}
+
+func (st *historyStmts) close() {
+	for _, s := range []*sql.Stmt{st.selTopic, st.insTopic, st.selSeries, st.insSeries, st.setUnit,
+		st.insPoint, st.insArchive, st.addPoints, st.addArchived} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+func (st *historyStmts) topicID(ctx context.Context, topic string) (int64, error) {
 	var id int64
-	err := tx.QueryRowContext(ctx, `SELECT id FROM history_topics WHERE topic = ?`, topic).Scan(&id)
+	err := st.selTopic.QueryRowContext(ctx, topic).Scan(&id)
 	if err == nil {
 		return id, nil
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
 		return 0, err
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO history_topics(topic) VALUES (?)`, topic)
+	res, err := st.insTopic.ExecContext(ctx, topic)
 	if err != nil {
 		return 0, err
 	}
 	return res.LastInsertId()
 }
 
-func seriesID(ctx context.Context, tx *sql.Tx, topic int64, field, unit string) (int64, error) {
-	var (
-		id  int64
-		old string
-	)
-	err := tx.QueryRowContext(ctx, `SELECT id, unit FROM series WHERE topic = ? AND field = ?`, topic, field).Scan(&id, &old)
+// seriesID finds or makes the series k, recording unit when it is new.
+func (st *historyStmts) seriesID(ctx context.Context, k seriesKey, unit string) (seriesEntry, error) {
+	var e seriesEntry
+	err := st.selSeries.QueryRowContext(ctx, k.topic, k.field).Scan(&e.id, &e.unit)
 	if err == nil {
-		if unit != "" && unit != old {
-			_, err = tx.ExecContext(ctx, `UPDATE series SET unit = ? WHERE id = ?`, unit, id)
+		if unit != "" && unit != e.unit {
+			if _, err := st.setUnit.ExecContext(ctx, unit, e.id); err != nil {
+				return e, err
+			}
+			e.unit = unit
 		}
-		return id, err
+		return e, nil
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
-		return 0, err
+		return e, err
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO series(topic, field, unit) VALUES (?, ?, ?)`, topic, field, unit)
+	res, err := st.insSeries.ExecContext(ctx, k.topic, k.field, unit)
 	if err != nil {
-		return 0, err
+		return e, err
 	}
-	return res.LastInsertId()
+	e.id, err = res.LastInsertId()
+	e.unit = unit
+	return e, err
 }
 
 // HistoryQuery selects points of one topic.
