@@ -15,7 +15,7 @@ import (
 )
 
 // SubscriberID is the recorder's bus subscriber id.
-const SubscriberID = "history"
+const SubscriberID = "hub:history"
 
 // queueLen is the recorder's in-memory bus queue: a burst the writer has
 // not caught up with waits here; past it, readings are dropped and counted
