@@ -223,3 +223,36 @@ func TestConfigYAML(t *testing.T) {
 		t.Errorf("String = %s", s)
 	}
 }
+
+// TestRecorderSizeBound: with a small max_bytes the history stays under
+// it as readings come, the newest kept.
+func TestRecorderSizeBound(t *testing.T) {
+	t.Parallel()
+	cfg := Defaults()
+	cfg.FlushInterval = 10 * time.Millisecond
+	cfg.BatchSize = 50
+	cfg.MaxBytes = 8 << 10
+	_, bus, st := startRecorder(t, cfg)
+	base := time.Now().Add(-time.Hour)
+	for i := range 400 {
+		publish(t, bus, fmt.Sprintf("s/%d", i%2), "", fmt.Sprint(i), base.Add(time.Duration(i)*time.Second))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		// Each flush writes, then trims: wait for the trim after the last,
+		// with the usage the same before and after the read.
+		u0, _ := st.HistoryUsage(context.Background())
+		hs, err := st.ReadHistory(context.Background(), store.HistoryQuery{Topic: "s/1", Limit: 1000})
+		u, uerr := st.HistoryUsage(context.Background())
+		if err == nil && uerr == nil && u == u0 && len(hs[0].Points) > 0 && hs[0].Points[len(hs[0].Points)-1].Value == 399 && u.Bytes <= int64(cfg.MaxBytes) {
+			if u.Points >= 400 || hs[0].Points[0].Value < 3 {
+				t.Fatalf("%d points left, s/1 from %v: nothing trimmed", u.Points, hs[0].Points[0].Value)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the last reading not recorded under the bound: %v %v %+v", err, uerr, u)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

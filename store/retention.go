@@ -206,9 +206,11 @@ func (s *Store) TrimHistory(ctx context.Context, maxBytes int64, now time.Time) 
 	}
 	// The cut-off grows from the oldest entry, doubling, until what lies
 	// before it is as much as must go: its cost is about what is deleted.
-	lo, top := oldest.Int64, now.UnixNano()+1
+	// Then it is narrowed down by bisection, so that not much more than
+	// what must go goes.
+	lo, top := oldest.Int64, max(now.UnixNano(), oldest.Int64)+1
 	step := max((top-lo)/4096, int64(time.Millisecond))
-	cut := top
+	below, cut := lo, top // bytesBefore(below) < need <= bytesBefore(cut)
 	for range maxTrimSteps {
 		c := lo + step
 		if c >= top {
@@ -222,7 +224,23 @@ func (s *Store) TrimHistory(ctx context.Context, maxBytes int64, now time.Time) 
 			cut = c
 			break
 		}
+		below = c
 		step *= 2
+	}
+	for range maxTrimSteps {
+		if cut-below <= int64(time.Millisecond) {
+			break
+		}
+		mid := below + (cut-below)/2
+		b, err := s.bytesBefore(ctx, mid)
+		if err != nil {
+			return 0, err
+		}
+		if b >= need {
+			cut = mid
+		} else {
+			below = mid
+		}
 	}
 	var n int64
 	err = s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
