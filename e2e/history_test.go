@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/gateway"
@@ -235,4 +240,44 @@ func httpAsBodyType(t *testing.T, url, ct, body string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestHistorySenMLCBOROverCoAP: a CoAP sensor POSTs SenML CBOR
+// (Content-Format 112); its records are series read back over REST, and
+// its archived payload reaches an XMPP client's MAM query as bytes.
+func TestHistorySenMLCBOROverCoAP(t *testing.T) {
+	t.Parallel()
+	h := hubtest.Start(t, func(c *gateway.Config) { c.History.FlushInterval = 20 * time.Millisecond })
+	pack, err := cbor.Marshal([]map[int]any{
+		{-2: "urn:dev:mac:0024befffe804ff1:", -3: float64(time.Now().Add(-time.Minute).Unix()), 0: "temp", 1: "Cel", 2: 23.5},
+		{0: "temp", 2: 23.7, 6: 30},
+		{0: "hum", 1: "%RH", 2: 41},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := dialCoAP(t, h.Addr(t, "coap"))
+	resp, err := cc.Post(ctx(t), "/ps/lab/node1", message.AppSenmlCbor, bytes.NewReader(pack))
+	if err != nil || resp.Code() != codes.Changed {
+		t.Fatalf("CoAP POST: %v %v", resp, err)
+	}
+	base := "http://" + h.Addr(t, "rest") + "/api/v1/history/lab/node1"
+	var body string
+	eventually(t, "the SenML series", func() bool {
+		var code int
+		code, body, _ = httpDo(t, http.MethodGet, base+"?field=urn:dev:mac:0024befffe804ff1:temp", "", "")
+		return code == http.StatusOK && strings.Count(body, `"value":`) == 2
+	})
+	if !strings.Contains(body, `"value":23.5`) || !strings.Contains(body, `"value":23.7`) {
+		t.Fatalf("temp series %s", body)
+	}
+	code, body, _ := httpDo(t, http.MethodGet, base+"?field=urn:dev:mac:0024befffe804ff1:hum", "", "")
+	if code != http.StatusOK || !strings.Contains(body, `"value":41`) {
+		t.Fatalf("hum series: %d %s", code, body)
+	}
+	alice := dialXMPP(t, h.Addr(t, "xmpp"), "alice", "alicepw")
+	p := queryMAM(t, alice, "lab.node1@topics.localhost", "c1", "", "")
+	if len(p.bodies) != 1 || !strings.Contains(p.bodies[0], "application/senml+cbor") {
+		t.Fatalf("MAM of a CBOR reading: %+v; want one message whose body names its type", p)
+	}
 }
