@@ -150,7 +150,9 @@ func TestHistorySize(t *testing.T) {
 	mam := time.Since(start)
 	t.Logf("read 1 000 points of one topic in %v; all 10 000 in 1 h buckets (%d) in %v; last MAM page of 50 in %v", read, len(hs[0].Points), step, mam)
 
-	limits := func(string) store.HistoryLimits { return store.HistoryLimits{MaxPoints: points, MaxAge: 30 * 24 * time.Hour, MaxArchive: archived} }
+	limits := func(string) store.HistoryLimits {
+		return store.HistoryLimits{MaxPoints: points, MaxAge: 30 * 24 * time.Hour, MaxArchive: archived}
+	}
 	start = time.Now()
 	n, err := st.ApplyRetention(ctx, nil, limits, time.Now())
 	if err != nil {
