@@ -56,7 +56,10 @@ type Rule struct {
 
 // Defaults: 10 000 points a series (a reading a minute for a week), 30
 // days, 256 MiB in all, 1 000 archived messages a topic of at most 4 KiB,
-// written every 500 points or every second.
+// written every 5 000 points or every 5 seconds. SQLite writes every page
+// a transaction touches, about one per series, so fewer, larger batches
+// spare an SD card: a reading costs about 1.4 KB of writes in batches of
+// 500 and 0.35 KB in batches of 5 000 (BenchmarkRecordReading).
 func Defaults() Config {
 	return Config{
 		Enabled:       true,
@@ -65,8 +68,8 @@ func Defaults() Config {
 		MaxBytes:      256 << 20,
 		MaxArchive:    1000,
 		MaxPayload:    4 << 10,
-		BatchSize:     500,
-		FlushInterval: time.Second,
+		BatchSize:     5000,
+		FlushInterval: 5 * time.Second,
 		PruneInterval: time.Minute,
 	}
 }

@@ -22,6 +22,9 @@ const SubscriberID = "hub:history"
 // (the bus never blocks a publisher for the history).
 const queueLen = 8192
 
+// backlogBatches bounds the readings waiting for the writer, in batches.
+const backlogBatches = 4
+
 // maxPolicies bounds the cache of per-topic policies.
 const maxPolicies = 8192
 
@@ -221,7 +224,7 @@ func (r *Recorder) handle(_ context.Context, e *broker.Envelope) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// The writer is behind (or the disk is failing): a bounded backlog.
-	if r.points >= 20*r.cfg.BatchSize {
+	if r.points >= backlogBatches*r.cfg.BatchSize {
 		r.m.dropped.Inc()
 		return nil
 	}

@@ -242,8 +242,37 @@ func (s *Store) TrimHistory(ctx context.Context, maxBytes int64, now time.Time) 
 			below = mid
 		}
 	}
+	// A large trim (a bound lowered, say) is cut into time slices of about
+	// trimChunk entries each, one transaction each, so that other writes
+	// (QoS 1 publishes) are not held up behind one long transaction.
+	parts := min(max(need/PointBytes/trimChunk, 1), maxTrimSlices)
+	var total int64
+	for i := int64(1); i <= parts; i++ {
+		c := oldest.Int64 + (cut-oldest.Int64)*i/parts
+		if i == parts {
+			c = cut
+		}
+		n, err := s.deleteBefore(ctx, c)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("store: trim history: %w", err)
+		}
+	}
+	return total, nil
+}
+
+// trimChunk is about how many entries one transaction of TrimHistory
+// deletes, and maxTrimSlices how many transactions one call makes at most.
+const (
+	trimChunk     = 20000
+	maxTrimSlices = 1000
+)
+
+// deleteBefore deletes every point and archived message before cut, in
+// one transaction.
+func (s *Store) deleteBefore(ctx context.Context, cut int64) (int64, error) {
 	var n int64
-	err = s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		n = 0
 		rows, err := tx.QueryContext(ctx, `SELECT id FROM series WHERE points > 0`)
 		if err != nil {
@@ -277,10 +306,7 @@ func (s *Store) TrimHistory(ctx context.Context, maxBytes int64, now time.Time) 
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, fmt.Errorf("store: trim history: %w", err)
-	}
-	return n, nil
+	return n, err
 }
 
 // bytesBefore estimates the size of the history's entries before t.

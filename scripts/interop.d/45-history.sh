@@ -2,7 +2,8 @@
 # History interop: mosquitto_pub publishes readings (numbers, a JSON
 # object), curl reads them back from GET /api/v1/history as JSON and CSV,
 # and slixmpp (plugin xep_0313) scrolls back through the topic JID's
-# XEP-0313 archive page by page (XEP-0059), as a chat client does.
+# XEP-0313 archive page by page (XEP-0059), as a chat client does. The
+# hub writes history every 5 s (history.flush_interval): the reads poll.
 set -euo pipefail
 : "${XMPP_PORT:?}" "${MQTT_PORT:?}" "${HTTP_PORT:?}" "${XMPP_DOMAIN:=localhost}"
 
@@ -15,7 +16,7 @@ mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -q 1 -t "interop/history/$run/env" -m
 
 url="http://127.0.0.1:$HTTP_PORT/api/v1/history/$topic"
 body=""
-for _ in $(seq 100); do
+for _ in $(seq 200); do
 	body=$(curl -fsS -u alice:alicepw "$url" 2>/dev/null || true)
 	[ "$(grep -o '"value":[0-9]' <<<"$body" | wc -l)" -eq 5 ] && break
 	sleep 0.1
@@ -32,7 +33,7 @@ fi
 echo "ok: GET /api/v1/history with Accept: text/csv"
 
 env=""
-for _ in $(seq 100); do
+for _ in $(seq 200); do
 	env=$(curl -fsS -u alice:alicepw "http://127.0.0.1:$HTTP_PORT/api/v1/history/interop/history/$run/env?field=air.co2" 2>/dev/null || true)
 	grep -q '"value":415' <<<"$env" && break
 	sleep 0.1
