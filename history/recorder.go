@@ -22,8 +22,12 @@ const SubscriberID = "hub:history"
 // (the bus never blocks a publisher for the history).
 const queueLen = 8192
 
-// backlogBatches bounds the readings waiting for the writer, in batches.
-const backlogBatches = 4
+// backlogBatches bounds the points waiting for the writer, in batches
+// (and at least minBacklog).
+const (
+	backlogBatches = 4
+	minBacklog     = 10000
+)
 
 // maxPolicies bounds the cache of per-topic policies.
 const maxPolicies = 8192
@@ -224,7 +228,7 @@ func (r *Recorder) handle(_ context.Context, e *broker.Envelope) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// The writer is behind (or the disk is failing): a bounded backlog.
-	if r.points >= backlogBatches*r.cfg.BatchSize {
+	if r.points >= max(backlogBatches*r.cfg.BatchSize, minBacklog) {
 		r.m.dropped.Inc()
 		return nil
 	}
