@@ -36,6 +36,8 @@ type Archive interface {
 	QueryArchive(ctx context.Context, q store.ArchiveQuery) (store.ArchivePage, error)
 }
 
+var _ Archive = (*store.Store)(nil)
+
 // stampLayout is XEP-0082's DateTime with microseconds, the precision of
 // the archive's times; clients (slixmpp's parser, Python's %f) take no
 // more digits.
