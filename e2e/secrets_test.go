@@ -54,7 +54,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	cfg := gateway.Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.MQTT.Addr, cfg.CoAP.Addr, cfg.HTTP.Addr, cfg.XMPP.Addr = "0.0.0.0:0", "0.0.0.0:0", "0.0.0.0:0", "0.0.0.0:0"
-	cfg.CoAP.DTLSAddr = "0.0.0.0:0"
+	cfg.CoAP.DTLSAddr, cfg.XMPP.ProxyAddr = "0.0.0.0:0", "127.0.0.1:0"
 	cfg.ShutdownTimeout = 5 * time.Second
 	h := hubtest.StartLogged(t, cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	const (

@@ -33,7 +33,7 @@ func TestRequireTLS(t *testing.T) {
 		cfg.ShutdownTimeout = 5 * time.Second
 		cfg.MQTT.Addr, cfg.MQTT.TLSAddr = "0.0.0.0:0", "0.0.0.0:0"
 		cfg.HTTP.Addr, cfg.HTTP.TLSAddr = "0.0.0.0:0", "0.0.0.0:0"
-		cfg.CoAP.Addr, cfg.XMPP.Addr = "0.0.0.0:0", "0.0.0.0:0"
+		cfg.CoAP.Addr, cfg.XMPP.Addr, cfg.XMPP.ProxyAddr = "0.0.0.0:0", "0.0.0.0:0", "127.0.0.1:0"
 		cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
 		cfg.RequireTLS = require
 		var logs syncBuffer

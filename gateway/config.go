@@ -15,6 +15,7 @@ import (
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/bridge"
 	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/history"
 	"github.com/hubsmith/hub/mqtt"
 	"github.com/hubsmith/hub/rest"
 	"github.com/hubsmith/hub/store"
@@ -85,6 +86,9 @@ type Config struct {
 	Security SecurityConfig `yaml:"security"`
 	// Files configures the file store (gateway/files.go).
 	Files FilesConfig `yaml:"files"`
+	// History keeps numeric readings as time series, with retention per
+	// topic filter (see history.Config; default history.Defaults()).
+	History history.Config `yaml:"history"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
 	// ShutdownTimeout bounds a graceful stop.
@@ -238,8 +242,9 @@ func Defaults() Config {
 		XMPP:           XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off, ProxyAddr: xmpp.DefaultProxyAddr},
 		HTTP: HTTPConfig{Addr: "127.0.0.1:8080", TLSAddr: Off, ReadHeaderTimeout: rest.DefaultReadHeaderTimeout, ReadTimeout: rest.DefaultReadTimeout,
 			IdleTimeout: rest.DefaultIdleTimeout, MaxHeaderBytes: rest.DefaultMaxHeaderBytes},
-		Log:   LogConfig{Level: "info", Format: "text"},
-		Files: defaultFiles(),
+		Log:     LogConfig{Level: "info", Format: "text"},
+		Files:   defaultFiles(),
+		History: history.Defaults(),
 
 		ShutdownTimeout: 10 * time.Second,
 	}
@@ -332,6 +337,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: mqtt.max_inflight %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxInflight, mqtt.DefaultMaxInflight)
 	}
 	if err := c.HTTP.validate(); err != nil {
+		return err
+	}
+	if err := c.History.Validate(); err != nil {
 		return err
 	}
 	if err := c.Files.validate(); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/hubsmith/hub/coap"
 	"github.com/hubsmith/hub/devices"
 	"github.com/hubsmith/hub/files"
+	"github.com/hubsmith/hub/history"
 	"github.com/hubsmith/hub/mqtt"
 	"github.com/hubsmith/hub/rest"
 	"github.com/hubsmith/hub/store"
@@ -129,6 +130,13 @@ func (h *Hub) tlsConfig(files TLSFiles) (*tls.Config, error) {
 
 func (h *Hub) buildAdapters() error {
 	c := h.cfg
+	// The history recorder starts first and stops last, so it sees what
+	// the protocol adapters publish until they are gone.
+	rec, err := history.New(history.Options{Config: c.History, Bus: h.Bus, Store: h.Store, Logger: h.log, Registerer: h.Registry})
+	if err != nil {
+		return err
+	}
+	h.adapters = append(h.adapters, rec)
 	if Enabled(c.MQTT.Addr) || Enabled(c.MQTT.TLSAddr) || Enabled(c.MQTT.WSAddr) {
 		tc, err := h.tlsConfig(TLSFiles{})
 		if err != nil {
@@ -174,6 +182,7 @@ func (h *Hub) buildAdapters() error {
 			ComponentAddr: offToEmpty(c.XMPP.ComponentAddr), ComponentDomain: c.XMPP.ComponentDomain,
 			ComponentSecret: c.XMPP.ComponentSecret, JIDRules: c.XMPP.JIDRules,
 			ProxyAddr: proxyAddr(c.XMPP), ProxyHost: c.XMPP.ProxyHost, Files: h.xmppFiles(),
+			Archive: h.Store,
 			DeviceCommand: func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
 				return h.Devices.SendCommand(ctx, cmd.DeviceID, cmd.Name, cmd.Params)
 			},

@@ -429,6 +429,7 @@ func (a *Adapter) routes() *gin.Engine {
 	api.GET("/topics/*topic", a.readTopic)
 	api.DELETE("/topics/*topic", a.clearTopic)
 	api.GET("/subscribe", a.subscribe)
+	api.GET("/history/*topic", a.history)
 
 	api.DELETE("/tokens/:token", a.deleteToken)
 

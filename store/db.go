@@ -43,6 +43,8 @@ type impl struct {
 	// insQueued is the hot path's statement (an envelope queued for one
 	// subscriber), prepared once on the write connection.
 	insQueued *sql.Stmt
+	// hist caches the history's topic and series ids (series.go).
+	hist histIDs
 
 	closeOnce sync.Once
 	closeErr  error

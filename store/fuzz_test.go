@@ -128,3 +128,30 @@ func FuzzDeviceRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// FuzzArchiveID: archiveID and parseArchiveID are inverses, and any other
+// string is refused with ErrInvalidArchiveID.
+func FuzzArchiveID(f *testing.F) {
+	f.Add(int64(1764590400000000000), "0c3f2a")
+	f.Add(int64(-5), "a-b")
+	f.Add(int64(0), "")
+	f.Fuzz(func(t *testing.T, at int64, id string) {
+		s := archiveID(at, id)
+		gt, gid, err := parseArchiveID(s)
+		switch {
+		case id == "":
+			if !errors.Is(err, ErrInvalidArchiveID) {
+				t.Fatalf("%q: %v", s, err)
+			}
+		case err != nil || gt != at || gid != id:
+			// A negative time's '-' ends the number early: refused, never misread.
+			if at < 0 && errors.Is(err, ErrInvalidArchiveID) {
+				return
+			}
+			t.Fatalf("%q -> %d %q %v; want %d %q", s, gt, gid, err, at, id)
+		}
+		if _, _, err := parseArchiveID(id); err != nil && !errors.Is(err, ErrInvalidArchiveID) {
+			t.Fatalf("%q: %v", id, err)
+		}
+	})
+}

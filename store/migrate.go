@@ -131,8 +131,40 @@ ALTER TABLE subscriptions ADD COLUMN specs TEXT NOT NULL DEFAULT '';
 	`
 ALTER TABLE queue ADD COLUMN envelope BLOB;
 `,
-	// 7 (the history branch adds 6; whoever merges both renumbers): the
-	// metadata of the file store (package files keeps the bytes, content
+	// 6: numeric history (package history): a series per topic and field,
+	// its points, and the archive of the readings' payloads for XEP-0313.
+	// Counts and sizes are kept beside them so retention never counts rows.
+	`
+CREATE TABLE history_topics (
+	id            INTEGER PRIMARY KEY,
+	topic         TEXT NOT NULL UNIQUE,
+	archived      INTEGER NOT NULL DEFAULT 0,
+	archive_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE series (
+	id     INTEGER PRIMARY KEY,
+	topic  INTEGER NOT NULL REFERENCES history_topics(id) ON DELETE CASCADE,
+	field  TEXT NOT NULL,
+	unit   TEXT NOT NULL DEFAULT '',
+	points INTEGER NOT NULL DEFAULT 0,
+	UNIQUE (topic, field)
+);
+CREATE TABLE points (
+	series INTEGER NOT NULL,
+	time   INTEGER NOT NULL,
+	value  REAL NOT NULL,
+	PRIMARY KEY (series, time)
+) WITHOUT ROWID;
+CREATE TABLE archive (
+	topic        INTEGER NOT NULL,
+	time         INTEGER NOT NULL,
+	id           TEXT NOT NULL,
+	content_type TEXT NOT NULL,
+	payload      BLOB NOT NULL,
+	PRIMARY KEY (topic, time, id)
+) WITHOUT ROWID;
+`,
+	// 7: the metadata of the file store (package files keeps the bytes, content
 	// addressed by sha256). share is the unguessable token of the file's
 	// unauthenticated GET URL ("" when it has none).
 	`

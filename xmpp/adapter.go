@@ -105,6 +105,9 @@ type Config struct {
 	// upload.{Domain}, XEP-0096 offers to topic, device and offline user
 	// JIDs over IBB or SOCKS5 (nil: none of that; see files.go).
 	Files FileStore
+	// Archive, when set, answers XEP-0313 queries addressed to topic JIDs
+	// with the topics' archived readings (see mam.go).
+	Archive Archive
 	// Logger receives the adapter's logs (slog.Default() when nil).
 	Logger *slog.Logger
 	// Registerer receives the adapter's metrics (nil: no metrics).

@@ -71,6 +71,9 @@ func (a *Adapter) discoInfo(kind, node string) *element {
 		cat, typ, name = "component", "generic", "hub topics"
 	case "topic":
 		cat, typ, name = "pubsub", "leaf", "hub topic"
+		if a.cfg.Archive != nil {
+			features = append(features, nsMAM) // mam.go
+		}
 	case "devices":
 		cat, typ, name = "component", "generic", "hub devices"
 		features = append(features, nsCommands)

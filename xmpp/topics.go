@@ -135,6 +135,10 @@ func (t *topicService) handle(p peer, el *element, local, domain string) {
 		}
 		t.publish(ctx, p, el, topic)
 	case "iq":
+		if q := mamQuery(el); q != nil && t.a.cfg.Archive != nil {
+			t.a.handleMAM(p, el, q, topic, from)
+			return
+		}
 		if t.a.handleTransfer(p, el, t.a.topicFileTarget(topic)) {
 			return
 		}
