@@ -63,8 +63,8 @@ func TestFlows(t *testing.T) {
 		return flows[i]
 	}
 	for _, c := range []struct {
-		proto           string
-		qos             byte
+		proto            string
+		qos              byte
 		in, out, dropped uint64
 	}{
 		{broker.ProtoMQTT, 0, 3, 0, 0},
