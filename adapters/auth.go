@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -96,7 +97,18 @@ type Auth struct {
 	anonConfigured bool
 	// reads caches CanRead's decisions (access.go).
 	reads readCache
+	// failed counts refused credentials (FailedLogins).
+	failed atomic.Uint64
 }
+
+// NoteFailedLogin counts a login refused for bad credentials that did
+// not go through Authenticate (a SASL SCRAM exchange, an unknown bearer
+// token).
+func (a *Auth) NoteFailedLogin() { a.failed.Add(1) }
+
+// FailedLogins is how many logins were refused for bad credentials, in
+// every protocol, since the hub started: an alarm on the dashboard.
+func (a *Auth) FailedLogins() uint64 { return a.failed.Load() }
 
 // NewAuth returns an Auth over creds with optional configured ACL rules,
 // keyed by principal name; the key AnonymousName holds the rules of
@@ -173,6 +185,7 @@ func (a *Auth) Authenticate(ctx context.Context, name, password string, m Anonym
 	role, err := a.creds.VerifyPassword(ctx, name, password)
 	if err != nil {
 		if errors.Is(err, ErrBadCredentials) {
+			a.failed.Add(1)
 			return Principal{}, ErrBadCredentials
 		}
 		return Principal{}, fmt.Errorf("auth: verify %q: %w", name, err)

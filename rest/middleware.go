@@ -141,6 +141,7 @@ func (a *Adapter) credentials(c *gin.Context) (adapters.Principal, error) {
 		u, err := a.cfg.Store.VerifyToken(ctx, token)
 		if err != nil {
 			if errors.Is(err, adapters.ErrBadCredentials) {
+				a.cfg.Auth.NoteFailedLogin()
 				return adapters.Principal{}, fmt.Errorf("%w: unknown or expired token", adapters.ErrBadCredentials)
 			}
 			return adapters.Principal{}, fmt.Errorf("rest: verify token: %w", err)

@@ -354,6 +354,7 @@ func (c *streamConn) saslFailure(failure func(string) (bool, error), mech, user 
 	case errors.Is(err, errSASLMalformed):
 		return failure("malformed-request")
 	case errors.Is(err, errSASL):
+		c.a.cfg.Auth.NoteFailedLogin()
 		return failure("not-authorized")
 	}
 	return failure("temporary-auth-failure")
