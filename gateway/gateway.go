@@ -43,6 +43,8 @@ type Hub struct {
 	mu         sync.Mutex
 	started    []adapters.Adapter
 	coreClosed bool
+
+	ov overviewState // overview.go
 }
 
 // New opens the store, builds the bus and every enabled adapter. Nothing
@@ -83,6 +85,7 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	h.Bus = bus
 	h.Registry.MustRegister(busCollector{bus})
 	h.Auth = adapters.NewAuth(st, cfg.ACL)
+	h.Registry.MustRegister(authCollector(h.Auth))
 	h.Devices, err = devices.New(devices.Config{Store: st, Bus: bus, Logger: log, Node: cfg.Node})
 	if err != nil {
 		return nil, err
@@ -184,7 +187,7 @@ func (h *Hub) buildAdapters() error {
 			IdleTimeout: c.HTTP.IdleTimeout, MaxHeaderBytes: c.HTTP.MaxHeaderBytes,
 			Metrics:    promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{}),
 			Registerer: h.Registry, Logger: h.log.With("adapter", "rest"), Node: c.Node,
-			Revoke: h.Revoke,
+			Revoke: h.Revoke, Dashboard: h.dashboardFS(), Overview: h.Overview,
 		})
 		if err != nil {
 			return err

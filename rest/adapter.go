@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -98,6 +99,12 @@ type Config struct {
 	// every protocol; the handlers call it after a user's or device's
 	// deletion (gateway.Hub.Revoke; nil: this adapter's streams only).
 	Revoke func(ctx context.Context, principal string) int
+	// Dashboard is the web dashboard's built files (dashboard.FS), served
+	// at / (nil: none, / is 404). See dashboard.go.
+	Dashboard fs.FS
+	// Overview gathers GET /api/v1/admin/overview (nil: 404). See
+	// overview.go.
+	Overview func(ctx context.Context) (*Overview, error)
 }
 
 // Adapter is the REST adapter. It implements adapters.Adapter,
@@ -108,6 +115,7 @@ type Adapter struct {
 	anonOK adapters.AnonymousAccess
 	engine *gin.Engine
 	m      *metrics
+	dash   *dashboard
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -184,6 +192,11 @@ func New(cfg Config) (*Adapter, error) {
 		return nil, err
 	}
 	a.m = m
+	if cfg.Dashboard != nil {
+		if a.dash, err = newDashboard(cfg.Dashboard); err != nil {
+			return nil, err
+		}
+	}
 	a.engine = a.routes()
 	return a, nil
 }
@@ -317,7 +330,11 @@ func (a *Adapter) routes() *gin.Engine {
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
 	r.Use(a.recover, a.observe, a.limitBody)
-	r.NoRoute(func(c *gin.Context) { a.fail(c, errNotFound) })
+	r.NoRoute(func(c *gin.Context) {
+		if !a.serveDashboard(c) {
+			a.fail(c, errNotFound)
+		}
+	})
 	r.NoMethod(func(c *gin.Context) { a.fail(c, errMethod) })
 
 	r.GET("/healthz", a.healthz)
@@ -346,6 +363,7 @@ func (a *Adapter) routes() *gin.Engine {
 	admin.PATCH("/devices/:id", a.patchDevice)
 	admin.DELETE("/devices/:id", a.deleteDevice)
 	api.POST("/devices/:id/commands/:name", a.command)
+	admin.GET("/admin/overview", a.overview)
 	return r
 }
 
