@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -36,6 +37,7 @@ type hubOpts struct {
 	// the HTTP server's bounds (0: the defaults)
 	readHeaderTimeout, readTimeout, idleTimeout time.Duration
 	maxHeaderBytes                              int
+	dashboard                                   fs.FS // Config.Dashboard
 }
 
 func quietLogger() *slog.Logger {
@@ -63,7 +65,8 @@ func startHub(t testing.TB, o hubOpts) *testHub {
 	}
 	a, err := New(Config{Addr: o.addr, Bus: bus, Store: st, Auth: auth, Devices: reg,
 		MaxBody: o.maxBody, Heartbeat: 200 * time.Millisecond, Logger: quietLogger(), Node: "test",
-		ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout, IdleTimeout: o.idleTimeout, MaxHeaderBytes: o.maxHeaderBytes})
+		ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout, IdleTimeout: o.idleTimeout, MaxHeaderBytes: o.maxHeaderBytes,
+		Dashboard: o.dashboard})
 	if err != nil {
 		t.Fatal(err)
 	}
