@@ -166,6 +166,7 @@ func TestDashboard(t *testing.T) {
 		dev.publish(t, "devices/therm1/temp", 1, i == 2, v)
 	}
 	dev.publish(t, "devices/therm1/env", 0, false, `{"hum":{"rel":41.5},"ok":true}`)
+	dev.publish(t, "devices/therm1/senml", 0, false, `[{"bn":"therm1/","n":"co2","u":"ppm","v":612},{"n":"label","vs":"kitchen"}]`)
 	waitJS(t, ctx, "the temperature chart", `(() => {
 		const c = document.querySelector('.chart[data-topic="devices/therm1/temp"]');
 		return !!c && !!c.querySelector('canvas') && c.querySelector('.last-value').textContent.includes('value=22.5')
@@ -175,16 +176,20 @@ func TestDashboard(t *testing.T) {
 		const c = document.querySelector('.chart[data-topic="devices/therm1/env"]');
 		return !!c && c.querySelector('.last-value').textContent.includes('hum.rel=41.5');
 	})()`)
+	waitJS(t, ctx, "the SenML record's chart", `(() => {
+		const c = document.querySelector('.chart[data-topic="devices/therm1/senml"]');
+		return !!c && c.querySelector('.last-value').textContent.trim() === 'therm1/co2=612';
+	})()`)
 	waitJS(t, ctx, "the last reading in the devices table", `(() => {
 		const r = document.querySelector('[data-device-reading="therm1"]');
-		return !!r && r.textContent.includes('env') && r.textContent.includes('41.5');
+		return !!r && r.textContent.includes('senml') && r.textContent.includes('612');
 	})()`)
 
 	// The tail, filtered.
 	run(t, ctx, "filter the tail", setInput(`#tail-filter`, "devices/therm1/+"))
 	waitJS(t, ctx, "readings in the tail", `(() => {
 		const rows = [...document.querySelectorAll('#tail tbody tr')];
-		return rows.length === 4 && rows.every(r => r.dataset.topic.startsWith('devices/therm1/'))
+		return rows.length === 5 && rows.every(r => r.dataset.topic.startsWith('devices/therm1/'))
 			&& rows.some(r => r.textContent.includes('22.5'));
 	})()`)
 	run(t, ctx, "filter the tail to nothing", setInput(`#tail-filter`, "other/#"))
