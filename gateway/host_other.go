@@ -2,7 +2,12 @@
 
 package gateway
 
-import "time"
+import (
+	"errors"
+	"time"
+)
+
+var errNoProc = errors.New("no /proc on this system")
 
 // Elsewhere than Linux the host readings are left zero.
 

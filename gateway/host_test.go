@@ -103,7 +103,9 @@ func TestAlarms(t *testing.T) {
 	h := &Hub{}
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	ok := adapters.HealthReport{Status: adapters.HealthOK, Store: &adapters.StoreHealth{IntegrityOK: true}}
-	disk := func(free, total uint64) rest.HostHealth { return rest.HostHealth{DiskFree: free, DiskTotal: total, DataDir: "/d"} }
+	disk := func(free, total uint64) rest.HostHealth {
+		return rest.HostHealth{DiskFree: free, DiskTotal: total, DataDir: "/d"}
+	}
 	ids := func(as []rest.Alarm) string {
 		var s []string
 		for _, a := range as {

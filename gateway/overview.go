@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"runtime"
@@ -42,12 +41,12 @@ const (
 // overviewState is what Overview keeps between calls: the previous CPU
 // readings (for rates) and when the alarm counters last grew.
 type overviewState struct {
-	mu        sync.Mutex
-	cpu       cpuTimes
-	proc      time.Duration
-	at        time.Time
-	counters  map[string]uint64
-	grewAt    map[string]time.Time
+	mu       sync.Mutex
+	cpu      cpuTimes
+	proc     time.Duration
+	at       time.Time
+	counters map[string]uint64
+	grewAt   map[string]time.Time
 }
 
 // dashboardFS is the embedded web dashboard (dashboard.FS).
@@ -307,5 +306,3 @@ func authCollector(a *adapters.Auth) prometheus.Collector {
 	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hub_auth_failed_logins_total",
 		Help: "Logins refused for bad credentials, every protocol."}, func() float64 { return float64(a.FailedLogins()) })
 }
-
-var errNoProc = errors.New("no /proc on this system")
