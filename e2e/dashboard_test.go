@@ -170,7 +170,7 @@ func TestDashboard(t *testing.T) {
 	waitJS(t, ctx, "the temperature chart", `(() => {
 		const c = document.querySelector('.chart[data-topic="devices/therm1/temp"]');
 		return !!c && !!c.querySelector('canvas') && c.querySelector('.last-value').textContent.includes('value=22.5')
-			&& /^3 points/.test(c.querySelector('small.muted').textContent);
+			&& /^3 points · no history yet/.test(c.querySelector('small.muted').textContent);
 	})()`)
 	waitJS(t, ctx, "the JSON field's chart", `(() => {
 		const c = document.querySelector('.chart[data-topic="devices/therm1/env"]');
@@ -192,6 +192,15 @@ func TestDashboard(t *testing.T) {
 		return rows.length === 5 && rows.every(r => r.dataset.topic.startsWith('devices/therm1/'))
 			&& rows.some(r => r.textContent.includes('22.5'));
 	})()`)
+	// The filter's own stream at the hub: a new reading arrives once.
+	waitJS(t, ctx, "the tail's own stream", `[...document.querySelectorAll('#clients tr')].some(r => r.textContent === 'rest2')`)
+	dev.publish(t, "devices/therm1/temp", 0, false, "23")
+	waitJS(t, ctx, "a new reading in the filtered tail", `(() => {
+		const rows = [...document.querySelectorAll('#tail tbody tr')];
+		return rows.length === 6 && rows[0].dataset.topic === 'devices/therm1/temp' && rows[0].textContent.endsWith('23');
+	})()`)
+	run(t, ctx, "a filter that is none", setInput(`#tail-filter`, "a/#/b"))
+	waitJS(t, ctx, "the filter refused", `(document.querySelector('#tail p.error')?.textContent ?? '').includes('not a topic filter')`)
 	run(t, ctx, "filter the tail to nothing", setInput(`#tail-filter`, "other/#"))
 	waitJS(t, ctx, "an empty tail", `document.querySelectorAll('#tail tbody tr').length === 0`)
 	run(t, ctx, "filter the tail back", setInput(`#tail-filter`, "#"))

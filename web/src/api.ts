@@ -62,9 +62,10 @@ export function topicPath(topic: string): string {
 
 // streamURL is the SSE URL for filters, with the token in the query
 // (EventSource cannot send headers).
-export function streamURL(filters: string[]): string {
+export function streamURL(filters: string[], retained = true): string {
   const q = new URLSearchParams();
   for (const f of filters) q.append('filter', f);
+  if (!retained) q.set('retained', 'false');
   const t = token();
   if (t) q.set('access_token', t);
   return '/api/v1/subscribe?' + q.toString();

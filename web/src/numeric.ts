@@ -67,3 +67,11 @@ export function matches(filter: string, topic: string): boolean {
   }
   return f.length === t.length;
 }
+
+// validFilter checks an MQTT topic filter as the hub does: '+' a whole
+// level, '#' only as the whole last level.
+export function validFilter(filter: string): boolean {
+  if (filter === '') return false;
+  const levels = filter.split('/');
+  return levels.every((l, i) => (l.includes('+') ? l === '+' : true) && (l.includes('#') ? l === '#' && i === levels.length - 1 : true));
+}
