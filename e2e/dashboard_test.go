@@ -319,6 +319,13 @@ func TestDashboardOffLoopback(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#health`)))
 	waitJS(t, ctx, "the live stream with the token", `document.getElementById('live-state').textContent === 'live'`)
 	waitJS(t, ctx, "the failed login alarm", `document.getElementById('alarms').textContent.includes('logins refused')`)
+
+	// A next= that leaves the hub is not followed.
+	run(t, ctx, "sign in again with a foreign next",
+		chromedp.Navigate(base+`/login?next=%2F%5Cevil.example%2F`), chromedp.WaitVisible(chromedp.CSS(`#login`)),
+		setInput(`#login input[name=name]`, "admin"), setInput(`#login input[name=password]`, "adminpw"),
+		chromedp.Click(chromedp.CSS(`#login button`)), chromedp.WaitVisible(chromedp.CSS(`#health`)))
+	waitJS(t, ctx, "still on the hub", fmt.Sprintf(`location.href === %q`, base+"/"))
 }
 
 // assetIn finds the /assets/ path of a page's script whose name starts

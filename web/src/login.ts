@@ -16,5 +16,6 @@ form.addEventListener('submit', async (ev) => {
     return;
   }
   const next = new URLSearchParams(location.search).get('next') ?? '/';
-  location.href = next.startsWith('/') && !next.startsWith('//') ? next : '/';
+  // Only a path of this hub: "//host" and "/\host" would leave it.
+  location.href = /^\/(?![/\\])/.test(next) ? next : '/';
 });
