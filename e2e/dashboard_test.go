@@ -223,6 +223,39 @@ func TestDashboard(t *testing.T) {
 	waitJS(t, ctx, "MQTT clients counted", `[...document.querySelectorAll('#clients tr')].some(r => r.textContent === 'mqtt1')`)
 	waitJS(t, ctx, "MQTT traffic at QoS 1", `[...document.querySelectorAll('#traffic tbody tr')].some(r => r.cells[0].textContent === 'mqtt' && r.cells[1].textContent === '1')`)
 
+	// The other forms: publish, add a device and a user, set an ACL.
+	run(t, ctx, "publish from the form",
+		setInput(`#publish input[name=topic]`, "home/lamp"),
+		setInput(`#publish textarea[name=payload]`, "on"),
+		chromedp.Click(chromedp.CSS(`#publish button[type=submit]`)))
+	waitJS(t, ctx, "the publish in the tail", `[...document.querySelectorAll('#tail tbody tr')].some(r => r.dataset.topic === 'home/lamp' && r.textContent.endsWith('on'))`)
+	run(t, ctx, "add a device from the form",
+		setInput(`#add-device input[name=id]`, "lamp2"),
+		setInput(`#add-device input[name=name]`, "Hall lamp"),
+		chromedp.Click(chromedp.CSS(`#add-device button[type=submit]`)))
+	waitJS(t, ctx, "the new device listed", `!!document.querySelector('.presence.offline[data-device="lamp2"]')`)
+	run(t, ctx, "add a user from the form",
+		setInput(`#add-user input[name=name]`, "bob"),
+		setInput(`#add-user input[name=password]`, "bobpw"),
+		chromedp.Click(chromedp.CSS(`#add-user button[type=submit]`)))
+	waitJS(t, ctx, "the user added", `(document.querySelector('#add-user pre.result.ok')?.textContent ?? '') === 'user bob added'`)
+	run(t, ctx, "a malformed ACL",
+		setInput(`#acl input[name=user]`, "bob"),
+		setInput(`#acl textarea[name=rules]`, "permit everything"),
+		chromedp.Click(chromedp.CSS(`#acl button[type=submit]`)))
+	waitJS(t, ctx, "the ACL refused", `(document.querySelector('#acl pre.result.error')?.textContent ?? '').startsWith('line 1:')`)
+	run(t, ctx, "set an ACL from the form",
+		setInput(`#acl textarea[name=rules]`, "allow subscribe home/#\ndeny all #"),
+		chromedp.Click(chromedp.CSS(`#acl button[type=submit]`)))
+	waitJS(t, ctx, "the ACL saved", `(document.querySelector('#acl pre.result.ok')?.textContent ?? '').includes('2 rules')`)
+	if s, b, _ := httpDo(t, http.MethodGet, base+"/api/v1/users/bob/acl", "", ""); s != http.StatusOK ||
+		b != `[{"action":"subscribe","filter":"home/#","allow":true},{"action":"all","filter":"#","allow":false}]` {
+		t.Errorf("bob's ACL: %d %s", s, b)
+	}
+	if s, b, _ := httpDo(t, http.MethodPost, "http://bob:bobpw@"+loopback(t, h.Addr(t, "rest.http"))+"/api/v1/topics/home/x", "text/plain", "1"); s != http.StatusForbidden {
+		t.Errorf("bob publishes against his ACL: %d %s", s, b)
+	}
+
 	screenshot(t, ctx, "dashboard.png", true)
 
 	// A phone: nothing wider than the screen, and the sections still there.
