@@ -132,6 +132,22 @@ func (a *Auth) SetPeerPolicy(policy string) error {
 	return nil
 }
 
+// FailedLogins is how many logins were refused for bad credentials (a
+// password, a SCRAM proof, a token, a PSK identity), in every protocol,
+// since the hub started, as the LoginGuard counted them: an alarm on the
+// dashboard.
+func (a *Auth) FailedLogins() uint64 {
+	if a.guard == nil {
+		return 0
+	}
+	failures, _ := a.guard.Stats()
+	var n uint64
+	for _, v := range failures {
+		n += v
+	}
+	return n
+}
+
 // NewAuth returns an Auth over creds with optional configured ACL rules,
 // keyed by principal name; the key AnonymousName holds the rules of
 // anonymous clients. The rules are assumed valid (ValidateRule).

@@ -67,6 +67,8 @@ type Memory struct {
 
 	dmu        sync.Mutex
 	downgrades map[Downgrade]uint64
+
+	flow flows // traffic by protocol and QoS (flow.go)
 }
 
 // Downgrade names a route on which envelopes were delivered below their
@@ -227,6 +229,7 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, e
 		}
 	}
 	m.published.Add(1)
+	m.flow.get(e.Origin.Protocol, e.QoS).in.Add(1)
 
 	var ms []match
 	m.idx.match(e.Topic, func(fe *fentry) {
@@ -350,7 +353,7 @@ func (m *Memory) bound(ctx context.Context, s *memSub) {
 	}
 	s.stored.Add(-int64(n))
 	s.storedBytes.Add(-size)
-	s.drop(uint64(n))
+	s.drop(uint64(n), 1) // a durable queue holds QoS >= 1
 	m.reportDrops(s, n)
 }
 
@@ -503,7 +506,7 @@ func (m *Memory) Subscribe(ctx context.Context, opts SubscribeOptions, h Handler
 			return
 		}
 		if !sub.opts.Durable || d.QoS == 0 || d.it.seq == 0 {
-			sub.drop(1)
+			sub.drop(1, d.QoS)
 			m.log.Debug("broker: handler refused an envelope", "subscriber", sub.opts.ID, "topic", d.Envelope.Topic, "err", err)
 			d.Ack()
 			return

@@ -236,7 +236,7 @@ func (s *memSub) offer(e *Envelope, mt *match, hold bool) {
 	}
 	it.ready = !hold
 	if !s.attached || len(s.mem) >= s.opts.QueueLen {
-		s.drop(1)
+		s.drop(1, it.qos)
 		return
 	}
 	s.mem = append(s.mem, it)
@@ -271,7 +271,7 @@ func (s *memSub) storedAs(mt *match, ok bool, size int) {
 		s.stored.Add(1)
 		s.storedBytes.Add(int64(size))
 	} else {
-		s.drop(1)
+		s.drop(1, mt.qos)
 	}
 	s.wake()
 }
@@ -295,11 +295,12 @@ func (s *memSub) queueRetained(es []*Envelope, f Filter) {
 	s.wakeLocked()
 }
 
-// drop counts n envelopes the subscription lost, in its stats and the
-// bus's.
-func (s *memSub) drop(n uint64) {
+// drop counts n envelopes at delivery QoS qos the subscription lost, in
+// its stats and the bus's.
+func (s *memSub) drop(n uint64, qos byte) {
 	s.dropped.Add(n)
 	s.m.dropped.Add(n)
+	s.m.flow.get(s.opts.Protocol, qos).dropped.Add(n)
 }
 
 // bounds returns the durable queue's bounds: the subscription's own, else
@@ -371,7 +372,7 @@ func (s *memSub) detach() {
 	if s.gen == gen { // not attached again meanwhile
 		for _, it := range append(s.mem, s.redo...) {
 			if it.seq == 0 && !it.failed {
-				s.drop(1)
+				s.drop(1, it.qos)
 			}
 		}
 		s.mem, s.redo, s.pending = nil, nil, 0
@@ -545,7 +546,7 @@ func (s *memSub) deliver(ctx context.Context, h DeliveryHandler, it *item, gen u
 	d := &Delivery{Envelope: it.e, QoS: it.qos, Retained: it.retained, RetainFlag: it.retFlag,
 		Redelivered: it.redo, IDs: it.ids, sub: s, it: it, gen: gen, ctx: ctx}
 	if it.e.Expired(time.Now()) {
-		s.drop(1)
+		s.drop(1, it.qos)
 		d.Ack()
 		return
 	}
@@ -556,6 +557,7 @@ func (s *memSub) deliver(ctx context.Context, h DeliveryHandler, it *item, gen u
 		return
 	}
 	s.delivered.Add(1)
+	s.m.flow.get(s.opts.Protocol, it.qos).out.Add(1)
 	if it.redo {
 		s.redelivered.Add(1)
 		s.m.redelivered.Add(1)

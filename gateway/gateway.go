@@ -47,6 +47,8 @@ type Hub struct {
 	mu         sync.Mutex
 	started    []adapters.Adapter
 	coreClosed bool
+
+	ov overviewState // overview.go
 }
 
 // New opens the store, builds the bus and every enabled adapter. Nothing
@@ -220,7 +222,7 @@ func (h *Hub) buildAdapters() error {
 			Metrics: promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{}), PublicMetrics: c.HTTP.PublicMetrics,
 			MaxTokenTTL: c.HTTP.MaxTokenTTL, StreamWriteTimeout: c.HTTP.StreamWriteTimeout,
 			Registerer: h.Registry, Logger: h.log.With("adapter", "rest"), Node: c.Node,
-			Revoke: h.Revoke, Files: h.Files,
+			Revoke: h.Revoke, Files: h.Files, Dashboard: h.dashboardFS(), Overview: h.Overview,
 		})
 		if err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -120,6 +121,12 @@ type Config struct {
 	// Files is the blob store behind /api/v1/files, the XEP-0363 slot and
 	// shared URLs and device file commands (nil: those answer 404).
 	Files *files.Store
+	// Dashboard is the web dashboard's built files (dashboard.FS), served
+	// at / (nil: none, / is 404). See dashboard.go.
+	Dashboard fs.FS
+	// Overview gathers GET /api/v1/admin/overview (nil: 404). See
+	// overview.go.
+	Overview func(ctx context.Context) (*Overview, error)
 }
 
 // Adapter is the REST adapter. It implements adapters.Adapter,
@@ -130,6 +137,7 @@ type Adapter struct {
 	anonOK adapters.AnonymousAccess
 	engine *gin.Engine
 	m      *metrics
+	dash   *dashboard
 
 	mu      sync.Mutex
 	lns     []*listener // once started
@@ -215,6 +223,11 @@ func New(cfg Config) (*Adapter, error) {
 		return nil, err
 	}
 	a.m = m
+	if cfg.Dashboard != nil {
+		if a.dash, err = newDashboard(cfg.Dashboard); err != nil {
+			return nil, err
+		}
+	}
 	a.engine = a.routes()
 	return a, nil
 }
@@ -416,7 +429,11 @@ func (a *Adapter) routes() *gin.Engine {
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
 	r.Use(a.recover, a.observe, a.limitBody)
-	r.NoRoute(func(c *gin.Context) { a.fail(c, errNotFound) })
+	r.NoRoute(func(c *gin.Context) {
+		if !a.serveDashboard(c) {
+			a.fail(c, errNotFound)
+		}
+	})
 	r.NoMethod(func(c *gin.Context) { a.fail(c, errMethod) })
 
 	r.GET("/healthz", a.healthz)
@@ -461,6 +478,7 @@ func (a *Adapter) routes() *gin.Engine {
 	r.GET(files.SharedPath+":token/:file", a.getShared)
 	r.HEAD(files.SharedPath+":token/:file", a.getShared)
 	r.OPTIONS(files.SharedPath+":token/:file", a.slotOptions)
+	admin.GET("/admin/overview", a.overview)
 	return r
 }
 

@@ -105,7 +105,9 @@ func (a *Adapter) fail(c *gin.Context, err error) {
 	status := httpStatus(err)
 	if status == http.StatusUnauthorized {
 		c.Writer.Header().Add("WWW-Authenticate", `Bearer realm="hub"`)
-		c.Writer.Header().Add("WWW-Authenticate", `Basic realm="hub", charset="UTF-8"`)
+		if !scripted(c.Request) {
+			c.Writer.Header().Add("WWW-Authenticate", `Basic realm="hub", charset="UTF-8"`)
+		}
 	}
 	if wait, ok := adapters.RetryAfter(err); ok {
 		c.Writer.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
@@ -118,6 +120,15 @@ func (a *Adapter) fail(c *gin.Context, err error) {
 		msg = fmt.Sprintf("%s: the limit is %d bytes", errTooLarge, a.cfg.MaxBody)
 	}
 	c.AbortWithStatusJSON(status, errorBody{Error: msg})
+}
+
+// scripted reports whether a request comes from a script in a browser
+// page (the dashboard sends X-Requested-With, as XMLHttpRequest libraries
+// do; EventSource and WebSocket clients put their token in the query). A
+// Basic challenge would make the browser open its own password dialog
+// over the page, so those get the Bearer one only.
+func scripted(r *http.Request) bool {
+	return r.Header.Get("X-Requested-With") != "" || r.URL.Query().Has("access_token")
 }
 
 // badRequest wraps a message as a 400 error.

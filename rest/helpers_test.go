@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -45,6 +46,7 @@ type hubOpts struct {
 	// files, when set, gives the adapter a file store whose config it
 	// may change.
 	files func(*files.Config)
+	dashboard                                   fs.FS // Config.Dashboard
 }
 
 func quietLogger() *slog.Logger {
@@ -85,7 +87,7 @@ func startHub(t testing.TB, o hubOpts) *testHub {
 		MaxBody: o.maxBody, Heartbeat: 200 * time.Millisecond, Logger: quietLogger(), Node: "test",
 		ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout, IdleTimeout: o.idleTimeout, MaxHeaderBytes: o.maxHeaderBytes,
 		Metrics: o.metrics, PublicMetrics: o.publicMetrics, AllowAnonymous: o.allowAnonymous,
-		StreamWriteTimeout: o.streamWriteTimeout})
+		StreamWriteTimeout: o.streamWriteTimeout, Dashboard: o.dashboard})
 	if err != nil {
 		t.Fatal(err)
 	}
