@@ -36,6 +36,17 @@ import (
 // "topic" Authorize is given is then the device id.
 const ActionCommand Action = "command"
 
+// ActionUpload is storing, replacing or deleting the file a topic
+// files/{name} names: decided as a publish on that topic. A plain publish
+// on a files/ topic is refused to everyone, admins included: those topics
+// carry the file store's descriptors, which the store alone publishes, so
+// no client can forge one. ActionUpload is not a rule action.
+const ActionUpload Action = "upload"
+
+// FilesTopic reports whether topic is one of the file store's (files, or
+// files/...).
+func FilesTopic(topic string) bool { return topic == "files" || strings.HasPrefix(topic, "files/") }
+
 // ActionAll in a rule covers ActionPublish and ActionSubscribe (not
 // ActionCommand).
 const ActionAll = "all"
@@ -88,6 +99,12 @@ func ValidateAnonymousRule(r ACLRule) error {
 // decide applies the steps above to p (whose role is current) with its
 // rules. It looks nothing up.
 func decide(p Principal, rules []ACLRule, action Action, topic string) error {
+	switch {
+	case action == ActionPublish && FilesTopic(topic):
+		return deny(p, action, topic, "files/ topics carry the file store's descriptors: upload the file instead (POST /api/v1/files, CoAP PUT /files/..., XEP-0363)")
+	case action == ActionUpload:
+		action = ActionPublish
+	}
 	if p.Role == RoleAdmin || p.Anonymous && p.Local {
 		return nil
 	}

@@ -137,7 +137,7 @@ func (a *Adapter) serveFiles(w *responsewriter.ResponseWriter[*udpClient.Conn], 
 	case codes.PUT:
 		return a.putFile(w, req, name)
 	case codes.DELETE:
-		if err := a.authorize(req, adapters.ActionPublish, files.Topic(name)); err != nil {
+		if err := a.authorize(req, adapters.ActionUpload, files.Topic(name)); err != nil {
 			return a.failFile(w, err)
 		}
 		ctx, cancel := context.WithTimeout(a.ctx, reqTimeout)
@@ -301,7 +301,7 @@ func (a *Adapter) fileCreated(w *responsewriter.ResponseWriter[*udpClient.Conn],
 // beginFileUpload checks the publish right and starts (or restarts) the
 // upload of key, within MaxFileUploads.
 func (a *Adapter) beginFileUpload(req *request, name, key string) (*fileUpload, error) {
-	if err := a.authorize(req, adapters.ActionPublish, files.Topic(name)); err != nil {
+	if err := a.authorize(req, adapters.ActionUpload, files.Topic(name)); err != nil {
 		return nil, err
 	}
 	ct, err := contentType(req.msg)

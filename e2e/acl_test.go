@@ -66,6 +66,7 @@ var aclActions = []aclAction{
 	{"publish other/x", "publish", "other/x", allowOnly("admin", "deny rule", "anonymous")},
 	{"publish the device's state", "publish", "devices/lamp1/state", allowOnly("admin", "device")},
 	{"publish a device reply", "publish", "devices/lamp1/responses/r0", allowOnly("admin", "device")},
+	{"publish a file descriptor", "publish", "files/fw", allowOnly()},
 	{"read home/x", "read", "home/x", allowOnly("admin", "deny rule", "allow-list", "anonymous")},
 	{"read secret/x", "read", "secret/x", allowOnly("admin", "anonymous")},
 	{"read the device's commands", "read", "devices/lamp1/commands/x", allowOnly("admin", "device")},

@@ -186,7 +186,7 @@ func (a *Adapter) storeFile(c *gin.Context, fs *files.Store, name string, body i
 		a.fail(c, err)
 		return
 	}
-	if err := a.cfg.Auth.Authorize(ctx, principal(c), adapters.ActionPublish, files.Topic(name)); err != nil {
+	if err := a.cfg.Auth.Authorize(ctx, principal(c), adapters.ActionUpload, files.Topic(name)); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -281,7 +281,7 @@ func (a *Adapter) deleteFile(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	if err := a.cfg.Auth.Authorize(ctx, principal(c), adapters.ActionPublish, files.Topic(name)); err != nil {
+	if err := a.cfg.Auth.Authorize(ctx, principal(c), adapters.ActionUpload, files.Topic(name)); err != nil {
 		a.fail(c, err)
 		return
 	}

@@ -71,7 +71,7 @@ func storeCondition(err error) (etype, cond string) {
 
 // mayWrite checks p's right to store a file under name.
 func (a *Adapter) mayWrite(ctx context.Context, p peer, name string) error {
-	if err := a.cfg.Auth.Authorize(ctx, p.principal(), adapters.ActionPublish, filesTopic(name)); err != nil {
+	if err := a.cfg.Auth.Authorize(ctx, p.principal(), adapters.ActionUpload, filesTopic(name)); err != nil {
 		if errors.Is(err, adapters.ErrForbidden) {
 			return &siError{etype: "auth", cond: "forbidden", msg: fmt.Sprintf("%s may not write %s", p.principal().Name, filesTopic(name))}
 		}
