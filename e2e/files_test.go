@@ -364,24 +364,26 @@ func TestFileToDevice(t *testing.T) {
 	if s, b := h.upload(t, "alice", "fw/lamp.bin", bytes.NewReader(fw), nil); s != http.StatusCreated {
 		t.Fatalf("upload: %d %s", s, b)
 	}
-	// The device: on a "file" command it fetches the bytes over HTTP with
-	// its own credentials and replies with the digest it received.
+	// The device: on a "file" command it fetches the bytes over HTTP from
+	// the shared link, which needs no credentials (a device's default
+	// rules do not cover files/...), and replies with the digest it got.
 	dev := dialMQTT(t, h.mqtt, "lamp1", "lamp1", "lamppw", true)
 	dev.Client.Subscribe("devices/lamp1/commands/file", 1, func(c paho.Client, m paho.Message) {
 		var req struct {
-			ID     string           `json:"id"`
-			Params files.Descriptor `json:"params"`
+			ID     string `json:"id"`
+			Params struct {
+				files.Descriptor
+				SharedURL string `json:"shared_url"`
+			} `json:"params"`
 		}
-		if json.Unmarshal(m.Payload(), &req) != nil {
+		if json.Unmarshal(m.Payload(), &req) != nil || req.Params.SHA256 == "" || !strings.Contains(req.Params.SharedURL, "/api/") {
 			return
 		}
 		reply := `{"error":"fetch failed"}`
-		// The descriptor's host is this machine's outward address; the
-		// test reaches the same port on loopback.
-		u := h.http + req.Params.URL[strings.Index(req.Params.URL, "/api/"):]
-		hr, _ := http.NewRequest(http.MethodGet, u, nil)
-		hr.SetBasicAuth("lamp1", "lamppw")
-		if resp, err := http.DefaultClient.Do(hr); err == nil {
+		// The link's host is this machine's outward address; the test
+		// reaches the same port on loopback.
+		u := h.http + req.Params.SharedURL[strings.Index(req.Params.SharedURL, "/api/"):]
+		if resp, err := http.Get(u); err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

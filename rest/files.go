@@ -418,7 +418,17 @@ func (a *Adapter) sendFile(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	params, err := json.Marshal(d)
+	// The shared link needs no credentials: a device's default rules do
+	// not cover files/..., and the sender may hand it the file anyway.
+	link, err := fs.Share(ctx, name)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	params, err := json.Marshal(struct {
+		files.Descriptor
+		SharedURL string `json:"shared_url"`
+	}{d, link})
 	if err != nil {
 		a.fail(c, err)
 		return
