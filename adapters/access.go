@@ -67,7 +67,7 @@ func (a *Auth) principalState(ctx context.Context, p Principal) (principalState,
 	}
 	st := principalState{role: p.Role}
 	if p.Anonymous {
-		st.rules = a.anon
+		st.rules = a.rulesNow().anon
 	} else {
 		if a.creds != nil && !p.External {
 			role, err := a.creds.PrincipalRole(ctx, p.Name)
@@ -86,7 +86,7 @@ func (a *Auth) principalState(ctx context.Context, p Principal) (principalState,
 				return principalState{}, err
 			}
 			if p.External && len(rules) == 0 {
-				rules = a.peerRules
+				rules = a.rulesNow().peerRules
 			}
 			st.rules = rules
 		}
@@ -198,6 +198,14 @@ func (c *readCache) put(p Principal, st principalState) time.Time {
 // store from outside (the command line) take up to ReadCacheTTL.
 func (a *Auth) Forget(name string) {
 	a.reads.forget(name)
+}
+
+// forgetAll drops every cached decision (the configured rules changed).
+func (c *readCache) forgetAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.principals)
+	clear(c.decisions)
 }
 
 func (c *readCache) forget(name string) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -86,6 +87,17 @@ type Credentials interface {
 // Auth checks principals for every adapter against the store.
 type Auth struct {
 	creds Credentials
+	// cur holds the configured rules; SetRules and SetPeerPolicy swap it
+	// while requests are being decided (a configuration reload).
+	cur atomic.Pointer[ruleSet]
+	// reads caches CanRead's decisions (access.go).
+	reads readCache
+	// guard backs off failed logins (guard.go).
+	guard *LoginGuard
+}
+
+// ruleSet is what the configuration file says about access.
+type ruleSet struct {
 	// static are rules from the configuration file, keyed by principal
 	// name; they are consulted before the stored rules.
 	static map[string][]ACLRule
@@ -94,14 +106,12 @@ type Auth struct {
 	// whether the configuration named them.
 	anon           []ACLRule
 	anonConfigured bool
-	// reads caches CanRead's decisions (access.go).
-	reads readCache
-	// guard backs off failed logins (guard.go).
-	guard *LoginGuard
 	// peerRules stand for the rules of an external principal that has
 	// none of its own (PeerPolicy).
 	peerRules []ACLRule
 }
+
+func (a *Auth) rulesNow() *ruleSet { return a.cur.Load() }
 
 // Policies for external principals (users of the XMPP server the hub is a
 // component of) that have no ACL rules of their own, keyed by their JID.
@@ -115,21 +125,53 @@ const (
 	PeerUser = "user"
 )
 
-// SetPeerPolicy sets what external principals without rules of their own
-// may do: PeerDeny, PeerRead or PeerUser. Rules configured (or stored)
-// under a peer's bare JID replace the policy for that peer.
-func (a *Auth) SetPeerPolicy(policy string) error {
+func peerRules(policy string) ([]ACLRule, error) {
 	switch policy {
 	case PeerDeny, "":
-		a.peerRules = []ACLRule{{Action: ActionAll, Filter: "#", Allow: false}}
+		return []ACLRule{{Action: ActionAll, Filter: "#", Allow: false}}, nil
 	case PeerRead:
-		a.peerRules = []ACLRule{{Action: string(ActionSubscribe), Filter: "#", Allow: true}}
+		return []ACLRule{{Action: string(ActionSubscribe), Filter: "#", Allow: true}}, nil
 	case PeerUser:
-		a.peerRules = nil
-	default:
-		return fmt.Errorf("component peer policy %q: want %s, %s or %s", policy, PeerDeny, PeerRead, PeerUser)
+		return nil, nil
 	}
+	return nil, fmt.Errorf("component peer policy %q: want %s, %s or %s", policy, PeerDeny, PeerRead, PeerUser)
+}
+
+// SetPeerPolicy sets what external principals without rules of their own
+// may do: PeerDeny, PeerRead or PeerUser. Rules configured (or stored)
+// under a peer's bare JID replace the policy for that peer. It applies at
+// once, to decisions cached too.
+func (a *Auth) SetPeerPolicy(policy string) error {
+	pr, err := peerRules(policy)
+	if err != nil {
+		return err
+	}
+	rs := *a.rulesNow()
+	rs.peerRules = pr
+	a.cur.Store(&rs)
+	a.reads.forgetAll()
 	return nil
+}
+
+// SetRules replaces the configured ACL rules (keyed by principal name, the
+// key AnonymousName holding the anonymous clients'), at once, for
+// decisions cached too: a configuration reload. The rules are assumed
+// valid (ValidateRule).
+func (a *Auth) SetRules(static map[string][]ACLRule) {
+	old := a.rulesNow()
+	rs := &ruleSet{static: make(map[string][]ACLRule, len(static)), anon: DefaultAnonymousRules}
+	if old != nil {
+		rs.peerRules = old.peerRules
+	}
+	for name, rules := range static {
+		if name == AnonymousName {
+			rs.anon, rs.anonConfigured = rules, true
+			continue
+		}
+		rs.static[name] = rules
+	}
+	a.cur.Store(rs)
+	a.reads.forgetAll()
 }
 
 // FailedLogins is how many logins were refused for bad credentials (a
@@ -152,23 +194,18 @@ func (a *Auth) FailedLogins() uint64 {
 // keyed by principal name; the key AnonymousName holds the rules of
 // anonymous clients. The rules are assumed valid (ValidateRule).
 func NewAuth(creds Credentials, static map[string][]ACLRule) *Auth {
-	a := &Auth{creds: creds, static: make(map[string][]ACLRule, len(static)), anon: DefaultAnonymousRules,
-		guard: NewLoginGuard(GuardConfig{}), peerRules: []ACLRule{{Action: ActionAll, Filter: "#", Allow: false}}}
-	for name, rules := range static {
-		if name == AnonymousName {
-			a.anon, a.anonConfigured = rules, true
-			continue
-		}
-		a.static[name] = rules
-	}
+	a := &Auth{creds: creds, guard: NewLoginGuard(GuardConfig{})}
 	a.reads.init(ReadCacheTTL, readCacheMax, time.Now)
+	pr, _ := peerRules(PeerDeny)
+	a.cur.Store(&ruleSet{peerRules: pr})
+	a.SetRules(static)
 	return a
 }
 
 // ConfiguredRules returns the rules the configuration file gives name
 // (consulted before the stored ones, and read-only through the API).
 func (a *Auth) ConfiguredRules(name string) []ACLRule {
-	return append([]ACLRule(nil), a.static[name]...)
+	return append([]ACLRule(nil), a.rulesNow().static[name]...)
 }
 
 // AnonymousAccess is what a listener lets clients without credentials do.
@@ -204,7 +241,7 @@ func (m AnonymousAccess) String() string {
 func (a *Auth) Anonymous(m AnonymousAccess) (Principal, error) {
 	switch m {
 	case AnonymousLocal:
-		return Principal{Anonymous: true, Local: !a.anonConfigured}, nil
+		return Principal{Anonymous: true, Local: !a.rulesNow().anonConfigured}, nil
 	case AnonymousRules:
 		return Principal{Anonymous: true}, nil
 	}
@@ -260,7 +297,7 @@ func (a *Auth) Authorize(ctx context.Context, p Principal, action Action, topic 
 
 // rules returns the configured rules of name followed by its stored ones.
 func (a *Auth) rules(ctx context.Context, name string) ([]ACLRule, error) {
-	rules := a.static[name]
+	rules := a.rulesNow().static[name]
 	if a.creds != nil {
 		stored, err := a.creds.ACL(ctx, name)
 		if err != nil {

@@ -43,6 +43,9 @@ type Hub struct {
 	Files *files.Store
 
 	adapters []adapters.Adapter
+	certs    certStore
+	// source reads the configuration again, for Reload (SetConfigSource).
+	source func() (Config, error)
 
 	mu         sync.Mutex
 	started    []adapters.Adapter
@@ -123,11 +126,13 @@ func (h *Hub) tlsConfig(files TLSFiles) (*tls.Config, error) {
 	if files.CertFile == "" {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(files.CertFile, files.KeyFile)
+	kp, err := h.certs.get(files)
 	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
+		return nil, err
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	// GetCertificate, not Certificates: a reload swaps the pair under
+	// the listeners without restarting them.
+	return &tls.Config{GetCertificate: kp.getCertificate, MinVersion: tls.VersionTLS12}, nil
 }
 
 func (h *Hub) buildAdapters() error {
@@ -223,6 +228,7 @@ func (h *Hub) buildAdapters() error {
 			MaxTokenTTL: c.HTTP.MaxTokenTTL, StreamWriteTimeout: c.HTTP.StreamWriteTimeout,
 			Registerer: h.Registry, Logger: h.log.With("adapter", "rest"), Node: c.Node,
 			Revoke: h.Revoke, Files: h.Files, Dashboard: h.dashboardFS(), Overview: h.Overview,
+			Reload: h.ReloadFromSource,
 		})
 		if err != nil {
 			return err
@@ -420,7 +426,7 @@ func (h *Hub) Healthy() error {
 	h.mu.Lock()
 	started := h.started
 	h.mu.Unlock()
-	if len(started) < len(h.adapters) {
+	if len(started) < h.adapterCount() {
 		return errors.New("starting")
 	}
 	for _, a := range started {
@@ -445,7 +451,7 @@ func (h *Hub) HealthReport() adapters.HealthReport {
 	h.mu.Lock()
 	started := h.started
 	h.mu.Unlock()
-	if len(started) < len(h.adapters) {
+	if len(started) < h.adapterCount() {
 		r.Errors = append(r.Errors, "starting")
 	}
 	for _, a := range started {
@@ -476,9 +482,23 @@ func (h *Hub) HealthReport() adapters.HealthReport {
 	return r
 }
 
+// adapterList is a copy of the adapters (a reload adds and removes
+// bridges).
+func (h *Hub) adapterList() []adapters.Adapter {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.adapters)
+}
+
+func (h *Hub) adapterCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.adapters)
+}
+
 // BridgeHealthy reports whether the named bridge is connected upstream.
 func (h *Hub) BridgeHealthy(name string) error {
-	for _, a := range h.adapters {
+	for _, a := range h.adapterList() {
 		if b, ok := a.(*bridge.Bridge); ok && a.Name() == "bridge:"+name {
 			return b.Healthy()
 		}
@@ -489,7 +509,7 @@ func (h *Hub) BridgeHealthy(name string) error {
 // Addrs returns every listener's bound address keyed "adapter.listener".
 func (h *Hub) Addrs() map[string]string {
 	out := map[string]string{}
-	for _, a := range h.adapters {
+	for _, a := range h.adapterList() {
 		if ad, ok := a.(adapters.Addresser); ok {
 			for k, v := range ad.Addrs() {
 				out[a.Name()+"."+k] = v

@@ -129,7 +129,10 @@ func sumFamily(f *dto.MetricFamily) float64 {
 
 func (h *Hub) bridges(ctx context.Context) ([]rest.BridgeStatus, error) {
 	out := []rest.BridgeStatus{}
-	for _, bc := range h.cfg.Bridges {
+	h.mu.Lock()
+	bridges := h.cfg.Bridges
+	h.mu.Unlock()
+	for _, bc := range bridges {
 		s := rest.BridgeStatus{Name: bc.Name, URL: redactURL(bc.URL)}
 		if err := h.BridgeHealthy(bc.Name); err != nil {
 			s.Error = err.Error()

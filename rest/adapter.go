@@ -100,6 +100,10 @@ type Config struct {
 	// (0: DefaultStreamWriteTimeout); a client that does not read for that
 	// long loses its stream.
 	StreamWriteTimeout time.Duration
+	// Reload reads the configuration again and applies it, for POST
+	// /api/v1/admin/reload (gateway.Hub.ReloadFromSource; nil: 404). It
+	// returns what changed.
+	Reload func(ctx context.Context) ([]string, error)
 	// MaxTokenTTL caps the life of a minted token (0: DefaultMaxTokenTTL).
 	MaxTokenTTL time.Duration
 	// PublicMetrics serves /metrics to anyone on a listener that is not
@@ -479,6 +483,7 @@ func (a *Adapter) routes() *gin.Engine {
 	r.HEAD(files.SharedPath+":token/:file", a.getShared)
 	r.OPTIONS(files.SharedPath+":token/:file", a.slotOptions)
 	admin.GET("/admin/overview", a.overview)
+	admin.POST("/admin/reload", a.reload)
 	return r
 }
 

@@ -36,6 +36,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	h.SetConfigSource(func() (gateway.Config, error) { return loadConfig(args, os.Getenv, io.Discard) })
+	hup := catchHangup()
 	if err := h.Start(ctx); err != nil {
 		if ctx.Err() != nil {
 			// SIGINT or SIGTERM during start-up: a stop asked for, not a
@@ -46,6 +48,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log.Info("hub: serving", "version", shortVersion(), "listeners", h.Addrs(), "data_dir", cfg.DataDir)
+	serveHangups(ctx, hup, h, log)
 	<-ctx.Done()
 	log.Info("hub: shutting down")
 	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
