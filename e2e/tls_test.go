@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -157,4 +158,53 @@ func mqttConnack(t *testing.T, addr string, tc *tls.Config) byte {
 		_ = c.Disconnect(&paho.Disconnect{})
 	}
 	return ca.ReasonCode
+}
+
+// TestReloadSwapsCertificate: a reload reads the TLS certificate files
+// again; new handshakes get the new certificate, without a restart, and a
+// pair that does not load is refused with the old one kept.
+func TestReloadSwapsCertificate(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile := hubtest.WriteCert(t)
+	h := hubtest.Start(t, func(c *gateway.Config) {
+		c.HTTP.TLSAddr = "127.0.0.1:0"
+		c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile
+	})
+	serial := func() string {
+		t.Helper()
+		conn, err := tls.Dial("tcp", h.Addr(t, "rest.https"), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return string(conn.ConnectionState().PeerCertificates[0].Signature)
+	}
+	before := serial()
+	c2, k2 := hubtest.WriteCert(t)
+	for _, p := range [][2]string{{c2, certFile}, {k2, keyFile}} {
+		b, err := os.ReadFile(p[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p[1], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	changes, err := h.Reload(t.Context(), h.Config)
+	if err != nil || !strings.Contains(strings.Join(changes, ";"), "tls: 1 certificate") {
+		t.Fatalf("reload: %v %v", changes, err)
+	}
+	after := serial()
+	if after == before {
+		t.Fatal("the HTTPS listener still serves the old certificate after the reload")
+	}
+	if err := os.WriteFile(certFile, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Reload(t.Context(), h.Config); err == nil || !strings.Contains(err.Error(), "running configuration is kept") {
+		t.Fatalf("reload with a broken certificate: %v", err)
+	}
+	if serial() != after {
+		t.Fatal("a refused reload changed the certificate")
+	}
 }
