@@ -244,7 +244,7 @@ func (b *Bridge) run(ctx context.Context) {
 		}
 		if err != nil {
 			b.setDown(err)
-			b.log.Warn("bridge: upstream connect failed", "url", b.cfg.URL, "err", err, "retry_in", backoff)
+			b.log.Warn("bridge: upstream connect failed", "url", redactedURL(b.cfg.URL), "err", err, "retry_in", backoff)
 			if !sleep(ctx, backoff) {
 				return
 			}
@@ -252,7 +252,7 @@ func (b *Bridge) run(ctx context.Context) {
 			continue
 		}
 		backoff = minBackoff
-		b.log.Info("bridge: connected upstream", "url", b.cfg.URL)
+		b.log.Info("bridge: connected upstream", "url", redactedURL(b.cfg.URL))
 		select {
 		case <-b.lost:
 		case <-ctx.Done():
@@ -321,7 +321,7 @@ func (b *Bridge) onLost(_ mqtt.Client, err error) {
 	}
 	b.mu.Unlock()
 	b.setDown(err)
-	b.log.Warn("bridge: upstream connection lost", "url", b.cfg.URL, "err", err)
+	b.log.Warn("bridge: upstream connection lost", "url", redactedURL(b.cfg.URL), "err", err)
 	select {
 	case b.lost <- struct{}{}:
 	default:
@@ -477,3 +477,12 @@ var (
 	_ adapters.Adapter       = (*Bridge)(nil)
 	_ adapters.HealthChecker = (*Bridge)(nil)
 )
+
+// redactedURL is u with any password in it replaced by "xxxxx", for logs.
+func redactedURL(u string) string {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	return pu.Redacted()
+}

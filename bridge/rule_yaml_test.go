@@ -64,3 +64,15 @@ func FuzzParseRule(f *testing.F) {
 }
 
 func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }
+
+func TestRedactedURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"tcp://u:secret@h:1883": "tcp://u:xxxxx@h:1883",
+		"tcp://h:1883":          "tcp://h:1883",
+		"ssl://h":               "ssl://h",
+	} {
+		if got := redactedURL(in); got != want || strings.Contains(got, "secret") {
+			t.Errorf("redactedURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
