@@ -253,6 +253,9 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, e
 		}
 		ms = append(ms, mt)
 	})
+	if len(ms) > 0 {
+		ms = slices.DeleteFunc(ms, func(mt match) bool { return mt.s.opts.LiveQoS0Only && mt.qos >= 1 })
+	}
 	// When the envelope must be stored, every delivery waits for the
 	// write: a publish the store refuses is delivered to nobody.
 	hold := false
