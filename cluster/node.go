@@ -125,9 +125,9 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		// The server starts routing only once a client listener is open,
 		// so there is always one: on a random loopback port unless
 		// ClientListen says where.
-		Host: "127.0.0.1",
-		Port: server.RANDOM_PORT,
-		NoSigs:     true,
+		Host:   "127.0.0.1",
+		Port:   server.RANDOM_PORT,
+		NoSigs: true,
 		Cluster: server.ClusterOpts{
 			Name: cfg.Name,
 			Host: host,
