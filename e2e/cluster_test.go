@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
@@ -184,4 +185,42 @@ func TestClusterOfThree(t *testing.T) {
 		code, _, _ := httpDo(t, http.MethodPost, restA+"?qos=1", "text/plain", "back")
 		return code/100 == 2
 	})
+}
+
+// TestHubsOnExternalNATS: two hubs given --nats URL of one NATS server
+// (JetStream on) share the bus: an MQTT publish on A reaches B once, and
+// a persistent session made on A resumes on B.
+func TestHubsOnExternalNATS(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() }) // after the hubs stop
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server did not start")
+	}
+	var hubs []*hubtest.Hub
+	for _, name := range []string{"a", "b"} {
+		hubs = append(hubs, hubtest.Start(t, func(c *gateway.Config) { c.Node = name; c.NATS.URL = srv.ClientURL() }))
+	}
+	a, b := hubs[0], hubs[1]
+	mqB := dialMQTT(t, b.Addr(t, "mqtt.mqtt"), "watcher", "", "", true)
+	mqB.subscribe(t, "ext/#", 1)
+	mqA := dialMQTT(t, a.Addr(t, "mqtt.mqtt"), "sensor", "", "", true)
+	mqA.publish(t, "ext/t", 1, false, "21")
+	if m := mqB.next(t); m.Topic != "ext/t" || m.Payload != "21" {
+		t.Fatalf("MQTT on B got %+v", m)
+	}
+	mqB.none(t, 200*time.Millisecond)
+
+	sess := dialMQTT(t, a.Addr(t, "mqtt.mqtt"), "roamer", "", "", false)
+	sess.subscribe(t, "roam/#", 1)
+	sess.Disconnect(100)
+	mqA.publish(t, "roam/x", 1, false, "queued")
+	back := dialMQTT(t, b.Addr(t, "mqtt.mqtt"), "roamer", "", "", false)
+	if m := back.next(t); m.Payload != "queued" {
+		t.Fatalf("resumed on B: %+v", m)
+	}
 }
