@@ -82,6 +82,9 @@ type Bus struct {
 	cancel context.CancelFunc
 
 	streamName, liveSubj, durSubj string
+	// multiFilter: the server takes several, changeable filter subjects
+	// per consumer (2.10 and later).
+	multiFilter bool
 
 	mu       sync.Mutex
 	durables map[string]*durable // attached durable subscriptions
@@ -137,6 +140,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	if b.log == nil {
 		b.log = slog.Default()
 	}
+	b.multiFilter = b.nc.ConnectedServerVersion() == "" || serverAtLeast(b.nc.ConnectedServerVersion(), 2, 10)
 	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout),
 		jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
@@ -197,6 +201,15 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, fmt.Errorf("natsbus: flush: %w", err)
 	}
 	return b, nil
+}
+
+// serverAtLeast reports whether version ("2.9.10") is major.minor or later.
+func serverAtLeast(version string, major, minor int) bool {
+	var ma, mi int
+	if _, err := fmt.Sscanf(version, "%d.%d", &ma, &mi); err != nil {
+		return true
+	}
+	return ma > major || ma == major && mi >= minor
 }
 
 // retry calls fn until it succeeds or ctx ends, each attempt bounded.

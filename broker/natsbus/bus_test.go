@@ -103,3 +103,22 @@ func factory(t *testing.T, spool broker.Spool) broker.Bus {
 }
 
 func TestConformance(t *testing.T) { bustest.Run(t, factory) }
+
+// TestConformanceSingleFilter runs the suite the way the bus runs on a
+// NATS server before 2.10 (Debian's 2.9): one filter subject per
+// consumer, the filters applied by the bus.
+func TestConformanceSingleFilter(t *testing.T) {
+	bustest.Run(t, func(t *testing.T, spool broker.Spool) broker.Bus {
+		b := factory(t, spool).(*Bus)
+		b.multiFilter = false
+		return b
+	})
+}
+
+func TestServerAtLeast(t *testing.T) {
+	for v, want := range map[string]bool{"2.9.10": false, "2.10.0": true, "2.15.2": true, "3.0.0": true, "1.99": false, "dev": true} {
+		if got := serverAtLeast(v, 2, 10); got != want {
+			t.Errorf("serverAtLeast(%q, 2, 10) = %v, want %v", v, got, want)
+		}
+	}
+}

@@ -21,10 +21,6 @@ import (
 	"github.com/hubsmith/hub/broker"
 )
 
-// metaSpecs is the consumer metadata key holding a durable subscription's
-// filters with their options, so that any hub can resume it.
-const metaSpecs = "hub.specs"
-
 // fetchWait is how long one pull request waits for envelopes.
 const fetchWait = 20 * time.Second
 
@@ -32,7 +28,8 @@ const fetchWait = 20 * time.Second
 // after a detach), which must reach JetStream before the next pull.
 const ackTimeout = 2 * time.Second
 
-// storedSpecs is the form of metaSpecs.
+// storedSpecs are a durable subscription's filters with their options,
+// kept as its consumer's description (JSON) so that any hub can resume it.
 type storedSpecs struct {
 	QoS   byte            `json:"qos"`
 	Specs []broker.Filter `json:"specs"`
@@ -164,17 +161,28 @@ func (b *Bus) consumerConfig(name string, specs []broker.Filter, qos byte, windo
 	if err != nil {
 		return jetstream.ConsumerConfig{}, fmt.Errorf("natsbus: filters: %w", err)
 	}
-	return jetstream.ConsumerConfig{
-		Durable:        name,
-		DeliverPolicy:  jetstream.DeliverNewPolicy,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        b.cfg.AckWait,
-		MaxDeliver:     -1,
-		MaxAckPending:  window,
-		FilterSubjects: subjects,
-		Replicas:       b.cfg.Replicas,
-		Metadata:       map[string]string{metaSpecs: string(meta)},
-	}, nil
+	cc := jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   string(meta),
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       b.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: window,
+		Replicas:      b.cfg.Replicas,
+	}
+	switch {
+	case !b.multiFilter:
+		// A server before 2.10 takes one filter subject and cannot change
+		// it: the consumer takes every envelope, and route drops (acks)
+		// what no filter matches.
+		cc.FilterSubject = b.durSubj + ".>"
+	case len(subjects) == 1:
+		cc.FilterSubject = subjects[0]
+	default:
+		cc.FilterSubjects = subjects
+	}
+	return cc, nil
 }
 
 // attachDurable attaches a durable subscription, making or updating its
@@ -220,7 +228,7 @@ func (b *Bus) attachDurable(ctx context.Context, opts broker.SubscribeOptions, h
 	if opts.KeepFilters {
 		if c, err := b.stream.Consumer(cctx, d.name); err == nil {
 			var st storedSpecs
-			if err := json.Unmarshal([]byte(c.CachedInfo().Config.Metadata[metaSpecs]), &st); err == nil {
+			if err := json.Unmarshal([]byte(c.CachedInfo().Config.Description), &st); err == nil {
 				specs = st.Specs
 			}
 		}
