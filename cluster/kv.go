@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -35,10 +36,24 @@ func NewKV(js jetstream.JetStream, prefix string, replicas int) *KV {
 
 // Ensure makes the named buckets now, so that the first request that
 // needs one does not wait for a new replicated bucket to elect its leader.
+// A JetStream cluster that has just started may lose or refuse a request:
+// each bucket is tried again, each attempt bounded, until ctx ends.
 func (k *KV) Ensure(ctx context.Context, buckets ...string) error {
 	for _, b := range buckets {
-		if _, err := k.bucket(ctx, b); err != nil {
-			return err
+		wait := 100 * time.Millisecond
+		for {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := k.bucket(actx, b)
+			cancel()
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 2*time.Second)
 		}
 	}
 	return nil
@@ -97,8 +112,16 @@ func keyOf(k string) (string, error) {
 	return string(b), nil
 }
 
+// opTimeout bounds one operation: a healthy cluster answers in
+// milliseconds, and one that lost its quorum does not answer at all, so
+// a client of this hub (an MQTT connect looking up its session record)
+// is not held longer than this.
+const opTimeout = 1500 * time.Millisecond
+
 // KVPut sets key in bucket.
 func (k *KV) KVPut(ctx context.Context, bucket, key string, value []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
 	kv, err := k.bucket(ctx, bucket)
 	if err != nil {
 		return err
@@ -111,6 +134,8 @@ func (k *KV) KVPut(ctx context.Context, bucket, key string, value []byte) error 
 
 // KVGet reads key in bucket (store.ErrNotFound).
 func (k *KV) KVGet(ctx context.Context, bucket, key string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
 	kv, err := k.bucket(ctx, bucket)
 	if err != nil {
 		return nil, err
@@ -131,6 +156,8 @@ func (k *KV) KVGet(ctx context.Context, bucket, key string) ([]byte, error) {
 
 // KVDelete removes key from bucket (no error when absent).
 func (k *KV) KVDelete(ctx context.Context, bucket, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
 	kv, err := k.bucket(ctx, bucket)
 	if err != nil {
 		return err

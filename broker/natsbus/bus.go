@@ -97,6 +97,12 @@ type Bus struct {
 	last    chan struct{}
 
 	wg sync.WaitGroup
+	// rrev is the KV revision of each topic's retained value this hub
+	// holds: a value of an older revision (a watch update behind a write
+	// of this hub) does not replace it.
+	rmu  sync.Mutex
+	rrev map[string]uint64
+
 	// fault, when set (tests), is asked before every JetStream write: a
 	// non-nil error is that write failing.
 	fault func() error
@@ -135,7 +141,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	if cfg.Node == "" {
 		cfg.Node = broker.NodeID()
 	}
-	b := &Bus{cfg: cfg, nc: cfg.Conn, log: cfg.Logger, self: broker.NewID(), durables: map[string]*durable{},
+	b := &Bus{cfg: cfg, nc: cfg.Conn, log: cfg.Logger, self: broker.NewID(), durables: map[string]*durable{}, rrev: map[string]uint64{},
 		streamName: cfg.Prefix + "_envelopes", liveSubj: cfg.Prefix + ".l", durSubj: cfg.Prefix + ".q"}
 	if b.log == nil {
 		b.log = slog.Default()
@@ -182,15 +188,22 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: retained bucket: %w", err)
 	}
-	b.mem, err = broker.NewMemory(broker.MemoryConfig{Spool: &retainedSpool{b: b}, Node: cfg.Node, Logger: cfg.Logger})
+	b.mem, err = broker.NewMemory(broker.MemoryConfig{Node: cfg.Node, Logger: cfg.Logger, ExternalRetained: true})
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: %w", err)
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if err := b.watchRetained(ctx); err != nil {
+		_ = b.mem.Close()
+		b.cancel()
+		b.wg.Wait()
+		return nil, err
+	}
 	b.live, err = b.nc.Subscribe(b.liveSubj+".>", b.onLive)
 	if err != nil {
 		_ = b.mem.Close()
 		b.cancel()
+		b.wg.Wait()
 		return nil, fmt.Errorf("natsbus: subscribe %s: %w", b.liveSubj, err)
 	}
 	_ = b.live.SetPendingLimits(1<<20, 256<<20)
@@ -198,6 +211,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		_ = b.live.Unsubscribe()
 		_ = b.mem.Close()
 		b.cancel()
+		b.wg.Wait()
 		return nil, fmt.Errorf("natsbus: flush: %w", err)
 	}
 	return b, nil
@@ -295,7 +309,9 @@ func (b *Bus) msg(prefix string, e *broker.Envelope) (*nats.Msg, error) {
 	return m, nil
 }
 
-// retain stores or clears e's retained value in the KV bucket.
+// retain stores or clears e's retained value in the KV bucket (a clear is
+// an empty value, so that it has a revision like any other write), and
+// makes it this hub's at once.
 func (b *Bus) retain(ctx context.Context, e *broker.Envelope) error {
 	if err := b.checkFault(); err != nil {
 		return fmt.Errorf("natsbus: retain %q: %w: %w", e.Topic, broker.ErrStorage, err)
@@ -306,18 +322,94 @@ func (b *Bus) retain(ctx context.Context, e *broker.Envelope) error {
 	if err != nil {
 		return err
 	}
-	if len(e.Payload) == 0 {
-		err = b.kv.Delete(ctx, key)
-	} else {
-		var data []byte
-		if data, err = e.MarshalBinary(); err == nil {
-			_, err = b.kv.Put(ctx, key, data)
+	var data []byte
+	if len(e.Payload) > 0 {
+		if data, err = e.MarshalBinary(); err != nil {
+			return fmt.Errorf("natsbus: retain %q: %w", e.Topic, err)
 		}
 	}
+	rev, err := b.kv.Put(ctx, key, data)
 	if err != nil {
 		return fmt.Errorf("natsbus: retain %q: %w: %w", e.Topic, broker.ErrStorage, err)
 	}
+	b.applyRetained(e.Topic, rev, e)
 	return nil
+}
+
+// applyRetained makes e (nil or empty: none) topic's retained value at
+// KV revision rev, unless this hub holds a later one.
+func (b *Bus) applyRetained(topic string, rev uint64, e *broker.Envelope) {
+	b.rmu.Lock()
+	defer b.rmu.Unlock()
+	if rev <= b.rrev[topic] {
+		return
+	}
+	b.rrev[topic] = rev
+	if e == nil || len(e.Payload) == 0 {
+		b.mem.ClearRetained(topic)
+		return
+	}
+	b.mem.SetRetained(e)
+}
+
+// watchRetained follows the KV bucket of retained values, every hub's
+// writes in the bucket's order, from its current values on (which it
+// waits for) until Close; after a cut from NATS the watch resumes and this
+// hub catches up.
+func (b *Bus) watchRetained(ctx context.Context) error {
+	w, err := b.kv.WatchAll(b.ctx)
+	if err != nil {
+		return fmt.Errorf("natsbus: watch retained: %w", err)
+	}
+	ready := make(chan struct{})
+	b.wg.Add(1)
+	go func(ready chan struct{}) {
+		defer b.wg.Done()
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-b.ctx.Done():
+				return
+			case ent, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if ent == nil {
+					if ready != nil {
+						close(ready)
+						ready = nil
+					}
+					continue
+				}
+				b.onRetained(ent)
+			}
+		}
+	}(ready)
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("natsbus: load retained: %w", ctx.Err())
+	}
+}
+
+// onRetained applies one update of the KV bucket.
+func (b *Bus) onRetained(ent jetstream.KeyValueEntry) {
+	topic, err := topicOfKey(ent.Key())
+	if err != nil {
+		b.log.Warn("natsbus: retained value under a foreign key", "key", ent.Key(), "err", err)
+		return
+	}
+	if ent.Operation() != jetstream.KeyValuePut || len(ent.Value()) == 0 {
+		b.applyRetained(topic, ent.Revision(), nil)
+		return
+	}
+	e, err := broker.UnmarshalEnvelope(ent.Value())
+	if err != nil {
+		b.log.Warn("natsbus: undecodable retained value", "key", ent.Key(), "err", err)
+		return
+	}
+	b.applyRetained(topic, ent.Revision(), e)
 }
 
 func (b *Bus) checkFault() error {
@@ -445,9 +537,9 @@ func (b *Bus) publishDurable(ctx context.Context, e *broker.Envelope, done func(
 	return nil
 }
 
-// Retained implements broker.Bus: the values this hub knows, kept
-// current by the envelopes of every hub and loaded from the KV bucket at
-// start.
+// Retained implements broker.Bus: the values this hub holds, those of
+// the KV bucket as its watch has brought them (and this hub's own writes
+// at once).
 func (b *Bus) Retained(ctx context.Context, filter string) ([]*broker.Envelope, error) {
 	return b.mem.Retained(ctx, filter)
 }
@@ -540,51 +632,9 @@ func retainedKey(topic string) (string, error) {
 	return strings.ReplaceAll(s, "~", "="), nil
 }
 
-// retainedSpool is the in-process bus's spool: it loads the retained values
-// from the KV bucket; the publishing hub writes them there itself, and
-// durable queues are JetStream's.
-type retainedSpool struct{ b *Bus }
-
-func (s *retainedSpool) SaveRetained(context.Context, *broker.Envelope) error { return nil }
-func (s *retainedSpool) DeleteRetained(context.Context, string) error         { return nil }
-
-func (s *retainedSpool) LoadRetained(ctx context.Context) ([]*broker.Envelope, error) {
-	lister, err := s.b.kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("natsbus: list retained: %w", err)
-	}
-	var out []*broker.Envelope
-	for k := range lister.Keys() {
-		ent, err := s.b.kv.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("natsbus: retained %s: %w", k, err)
-		}
-		e, err := broker.UnmarshalEnvelope(ent.Value())
-		if err != nil {
-			s.b.log.Warn("natsbus: undecodable retained value", "key", k, "err", err)
-			continue
-		}
-		out = append(out, e)
-	}
-	return out, nil
+// topicOfKey is the topic of a KV key made by retainedKey.
+func topicOfKey(key string) (string, error) {
+	return broker.SubjectToTopic("", strings.ReplaceAll(key, "=", "~"))
 }
-
-func (s *retainedSpool) SaveSubscription(context.Context, broker.DurableSubscription) error {
-	return nil
-}
-func (s *retainedSpool) DeleteSubscription(context.Context, string) error { return nil }
-func (s *retainedSpool) LoadSubscriptions(context.Context) ([]broker.DurableSubscription, error) {
-	return nil, nil
-}
-func (s *retainedSpool) Enqueue(context.Context, *broker.Envelope, []broker.QueueRef) error {
-	return nil
-}
-func (s *retainedSpool) Dequeue(context.Context, string, int64, int) ([]broker.Queued, error) {
-	return nil, nil
-}
-func (s *retainedSpool) Remove(context.Context, string, []int64) error { return nil }
 
 var _ broker.Bus = (*Bus)(nil)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/broker/bustest"
@@ -131,9 +132,21 @@ func TestTwoHubs(t *testing.T) {
 	if fmt.Sprint(topicsOf(got)) != "[live/0 live/1]" {
 		t.Fatalf("on B: %v", topicsOf(got))
 	}
-	if rs, _ := b.Retained(ctx, "live/#"); len(rs) != 1 || string(rs[0].Payload) != "q1" {
-		t.Fatalf("retained on B: %v", topicsOf(rs))
+	waitFor(t, "the retained value on B", func() bool {
+		rs, _ := b.Retained(ctx, "live/#")
+		return len(rs) == 1 && string(rs[0].Payload) == "q1"
+	})
+	if err := a.Publish(ctx, &broker.Envelope{Topic: "live/1", QoS: 1, Retain: true}); err != nil {
+		t.Fatal(err)
 	}
+	waitFor(t, "the retained value cleared on B", func() bool {
+		rs, _ := b.Retained(ctx, "live/#")
+		return len(rs) == 0
+	})
+	if err := a.Publish(ctx, &broker.Envelope{Topic: "live/1", Payload: []byte("q2"), Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	onB.Wait(t, 4)
 	c := newBus(t, "two", Config{Node: "c"}) // starts later: loads the KV bucket
 	defer c.Close()
 	if rs, _ := c.Retained(ctx, "live/#"); len(rs) != 1 {
@@ -167,8 +180,19 @@ func TestTwoHubs(t *testing.T) {
 	if fs := s.Filters(); len(fs) != 1 || fs[0].Topic != "s/#" {
 		t.Fatalf("filters kept on B: %+v", fs)
 	}
-	if onA.Len() != 2 || onB.Len() != 2 {
-		t.Fatalf("live subscribers got %d and %d, want 2 each (no loops)", onA.Len(), onB.Len())
+	if onA.Len() != 4 || onB.Len() != 4 {
+		t.Fatalf("live subscribers got %d and %d, want 4 each (no loops)", onA.Len(), onB.Len())
+	}
+}
+
+func waitFor(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
