@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
+	"github.com/hubsmith/hub/broker/natsbus"
 	"github.com/hubsmith/hub/cluster"
 	"github.com/hubsmith/hub/gateway"
 	"github.com/hubsmith/hub/hubtest"
@@ -141,6 +143,7 @@ func TestClusterOfThree(t *testing.T) {
 	sess := dialMQTT(t, a.Addr(t, "mqtt.mqtt"), "roamer", "", "", false)
 	sess.subscribe(t, "roam/#", 1)
 	sess.Disconnect(100)
+	eventually(t, "the session detached on A", func() bool { return !a.Bus.(*natsbus.Bus).Attached("mqtt:roamer") })
 	for i := range 3 {
 		code, body, _ := httpDo(t, http.MethodPost, "http://"+c.Addr(t, "rest")+"/api/v1/topics/roam/x?qos=1", "text/plain", fmt.Sprint(i))
 		if code/100 != 2 {
@@ -163,7 +166,10 @@ func TestClusterOfThree(t *testing.T) {
 		t.Fatalf("REST QoS 1 without a quorum: %d %s, want 507", code, body)
 	}
 	coapA := dialCoAP(t, a.Addr(t, "coap"))
-	resp, err := coapA.Post(ctx(t), "/ps/q/x", message.TextPlain, strings.NewReader("refused"))
+	// The refusal comes once the write has waited PublishTimeout (5 s).
+	slow, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	resp, err := coapA.Post(slow, "/ps/q/x", message.TextPlain, strings.NewReader("refused"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,6 +224,9 @@ func TestHubsOnExternalNATS(t *testing.T) {
 	sess := dialMQTT(t, a.Addr(t, "mqtt.mqtt"), "roamer", "", "", false)
 	sess.subscribe(t, "roam/#", 1)
 	sess.Disconnect(100)
+	// A client that moves hubs while its old connection lingers would
+	// share its session between the two: wait until A let it go.
+	eventually(t, "the session detached on A", func() bool { return !a.Bus.(*natsbus.Bus).Attached("mqtt:roamer") })
 	mqA.publish(t, "roam/x", 1, false, "queued")
 	back := dialMQTT(t, b.Addr(t, "mqtt.mqtt"), "roamer", "", "", false)
 	if m := back.next(t); m.Payload != "queued" {

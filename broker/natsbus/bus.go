@@ -247,6 +247,15 @@ func retry(ctx context.Context, fn func(context.Context) error) error {
 	}
 }
 
+// Attached reports whether the durable subscription id is attached on
+// this hub (an MQTT session whose client is connected here).
+func (b *Bus) Attached(id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, ok := b.durables[id]
+	return ok
+}
+
 // Memory returns the in-process bus that routes to this hub's live
 // subscribers (for its counters).
 func (b *Bus) Memory() *broker.Memory { return b.mem }
