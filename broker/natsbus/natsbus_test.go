@@ -211,3 +211,23 @@ func payloadsOf(es []*broker.Envelope) []string {
 	}
 	return out
 }
+
+// FuzzRetainedKey: a topic's KV key maps back to it, and any key either
+// maps to a valid topic or is refused.
+func FuzzRetainedKey(f *testing.F) {
+	for _, s := range []string{"a", "a/b", "$hub/x", "a b/c.d", "/", "~"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if key, err := retainedKey(s); err == nil {
+			if got, err := topicOfKey(key); err != nil || got != s {
+				t.Fatalf("topicOfKey(retainedKey(%q)) = %q, %v", s, got, err)
+			}
+		}
+		if topic, err := topicOfKey(s); err == nil {
+			if err := broker.ValidateTopic(topic); err != nil {
+				t.Fatalf("topicOfKey(%q) = %q, not a topic: %v", s, topic, err)
+			}
+		}
+	})
+}
