@@ -131,4 +131,3 @@ func retainedKey(topic string) (string, error) {
 func topicOfKey(key string) (string, error) {
 	return broker.SubjectToTopic("", strings.ReplaceAll(key, "=", "~"))
 }
-
