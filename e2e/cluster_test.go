@@ -233,3 +233,44 @@ func TestHubsOnExternalNATS(t *testing.T) {
 		t.Fatalf("resumed on B: %+v", m)
 	}
 }
+
+// TestDeviceCommandAcrossHubs: a device connected to hub B is online on
+// hub A too, and a command sent over REST on A reaches it on B and its
+// reply comes back. (Devices are not shared between hubs' stores yet: it
+// is registered on both.)
+func TestDeviceCommandAcrossHubs(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server did not start")
+	}
+	var hubs []*hubtest.Hub
+	for _, name := range []string{"a", "b"} {
+		h := hubtest.Start(t, func(c *gateway.Config) { c.Node = name; c.NATS.URL = srv.ClientURL() })
+		base := "http://" + h.Addr(t, "rest")
+		if s, b := httpAsBody(t, http.MethodPost, base+"/api/v1/devices", "admin", "adminpw",
+			`{"id":"lamp1","protocol":"mqtt","password":"lamppw"}`); s != http.StatusCreated {
+			t.Fatalf("add device on %s: %d %s", name, s, b)
+		}
+		hubs = append(hubs, h)
+	}
+	a, b := hubs[0], hubs[1]
+	baseA := "http://" + a.Addr(t, "rest")
+	if s, _ := httpAsBody(t, http.MethodPost, baseA+"/api/v1/devices/lamp1/commands/toggle?timeout=2s", "admin", "adminpw", ""); s != http.StatusServiceUnavailable {
+		t.Fatalf("command to a device online nowhere: %d, want 503", s)
+	}
+	startACLDevice(t, b)
+	eventually(t, "lamp1 online on A", func() bool {
+		_, body := httpAsBody(t, http.MethodGet, baseA+"/api/v1/devices/lamp1", "admin", "adminpw", "")
+		return strings.Contains(body, `"online":true`)
+	})
+	s, body := httpAsBody(t, http.MethodPost, baseA+"/api/v1/devices/lamp1/commands/toggle?timeout=5s", "admin", "adminpw", `{"on":true}`)
+	if s != http.StatusOK || !strings.Contains(body, `"ok":true`) {
+		t.Fatalf("command on A to the device on B: %d %s", s, body)
+	}
+}

@@ -91,6 +91,11 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	if h.nats != nil {
+		if _, err := h.Devices.FollowPresence(context.Background()); err != nil {
+			return nil, err
+		}
+	}
 	if err := h.buildAdapters(); err != nil {
 		return nil, err
 	}
