@@ -113,6 +113,12 @@ type SubscribeOptions struct {
 	// Protocol names the subscriber's protocol in the QoS-downgrade
 	// counters (Memory.Downgrades).
 	Protocol string
+	// LiveQoS0Only skips live envelopes whose delivery QoS would be 1 or
+	// more; replayed retained values still come. A clustered bus sets it
+	// on the in-process part of a durable subscription whose QoS >= 1
+	// deliveries come from a JetStream consumer instead, so that each
+	// publish is delivered once.
+	LiveQoS0Only bool
 }
 
 // DefaultQueueLen is the in-memory queue length of a subscription when

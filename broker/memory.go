@@ -37,6 +37,10 @@ type MemoryConfig struct {
 	MaxQueued      int
 	MaxQueuedBytes int64
 	QueuePolicy    string
+	// ExternalRetained leaves the retained values to SetRetained: a
+	// publish with Retain is delivered as such but stores nothing (a
+	// clustered bus keeps them in a replicated store, in its order).
+	ExternalRetained bool
 }
 
 // Memory is the in-process Bus: a trie of subscriptions, a bounded queue and
@@ -56,8 +60,9 @@ type Memory struct {
 	subs   map[string]*memSub
 	closed bool
 
-	rmu      sync.RWMutex
-	retained map[string]*Envelope
+	rmu         sync.RWMutex
+	retained    map[string]*Envelope
+	extRetained bool
 
 	published atomic.Uint64
 	// dropped, denied and redelivered sum those of every subscription,
@@ -92,13 +97,14 @@ type MemoryStats struct {
 // subscriptions from the spool.
 func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	m := &Memory{
-		spool:      cfg.Spool,
-		node:       cfg.Node,
-		log:        cfg.Logger,
-		idx:        newIndex(),
-		subs:       make(map[string]*memSub),
-		retained:   make(map[string]*Envelope),
-		downgrades: make(map[Downgrade]uint64),
+		spool:       cfg.Spool,
+		node:        cfg.Node,
+		log:         cfg.Logger,
+		idx:         newIndex(),
+		subs:        make(map[string]*memSub),
+		retained:    make(map[string]*Envelope),
+		downgrades:  make(map[Downgrade]uint64),
+		extRetained: cfg.ExternalRetained,
 	}
 	if m.log == nil {
 		m.log = slog.Default()
@@ -223,7 +229,7 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, e
 	if m.closed {
 		return nil, nil, ErrClosed
 	}
-	if e.Retain {
+	if e.Retain && !m.extRetained {
 		if err := m.retain(ctx, e); err != nil {
 			return nil, nil, err
 		}
@@ -256,6 +262,9 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, e
 		}
 		ms = append(ms, mt)
 	})
+	if len(ms) > 0 {
+		ms = slices.DeleteFunc(ms, func(mt match) bool { return mt.s.opts.LiveQoS0Only && mt.qos >= 1 })
+	}
 	// When the envelope must be stored, every delivery waits for the
 	// write: a publish the store refuses is delivered to nobody.
 	hold := false
@@ -433,6 +442,25 @@ func (m *Memory) retain(ctx context.Context, e *Envelope) error {
 	}
 	m.rmu.Unlock()
 	return nil
+}
+
+// SetRetained makes e its topic's retained value, or clears it when e has
+// no payload, without delivering it (see MemoryConfig.ExternalRetained).
+func (m *Memory) SetRetained(e *Envelope) {
+	m.rmu.Lock()
+	defer m.rmu.Unlock()
+	if len(e.Payload) == 0 {
+		delete(m.retained, e.Topic)
+		return
+	}
+	m.retained[e.Topic] = e
+}
+
+// ClearRetained clears topic's retained value without a publish.
+func (m *Memory) ClearRetained(topic string) {
+	m.rmu.Lock()
+	defer m.rmu.Unlock()
+	delete(m.retained, topic)
 }
 
 // Retained implements Bus.

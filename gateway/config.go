@@ -15,6 +15,7 @@ import (
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/bridge"
 	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/cluster"
 	"github.com/hubsmith/hub/history"
 	"github.com/hubsmith/hub/mqtt"
 	"github.com/hubsmith/hub/rest"
@@ -62,8 +63,11 @@ type Config struct {
 	CoAP CoAPConfig `yaml:"coap"`
 	XMPP XMPPConfig `yaml:"xmpp"`
 	HTTP HTTPConfig `yaml:"http"`
-	// NATS is the cluster bus URL ("" = in-process bus).
-	NATS string `yaml:"nats"`
+	// NATS is an external NATS the bus runs over (URL "" : none).
+	NATS NATSConfig `yaml:"nats"`
+	// Cluster embeds a NATS node in the hub, clustered with the other
+	// hubs' (Name "" : none). Without NATS or Cluster the bus is in-process.
+	Cluster cluster.Config `yaml:"cluster"`
 	// PprofAddr serves Go's profiles (net/http/pprof) when not off.
 	PprofAddr string `yaml:"pprof_addr"`
 	// TLS is the certificate used by TLS listeners that have none of
@@ -303,6 +307,9 @@ func (c *Config) Validate() error {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return fmt.Errorf("tls: cert_file and key_file go together")
+	}
+	if err := c.validateCluster(); err != nil {
+		return err
 	}
 	if err := validateACL(c.ACL); err != nil {
 		return err

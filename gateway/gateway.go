@@ -46,6 +46,7 @@ type Hub struct {
 	certs    certStore
 	// source reads the configuration again, for Reload (SetConfigSource).
 	source func() (Config, error)
+	nats   *natsHub // the NATS the bus runs over (nil: in-process bus)
 
 	mu         sync.Mutex
 	started    []adapters.Adapter
@@ -86,12 +87,15 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	}
 	st.SetLogger(log.With("component", "store"))
 	h.Registry.MustRegister(st.Collector())
-	if cfg.NATS != "" {
-		return nil, errors.New("--nats: the cluster bus is not available in this build yet")
-	}
-	bus, err := broker.NewMemory(broker.MemoryConfig{Spool: st, Node: cfg.Node, Logger: log, WriteThrough: cfg.WriteThrough,
-		MaxQueued: cfg.MaxQueued, MaxQueuedBytes: cfg.MaxQueuedBytes, QueuePolicy: cfg.QueuePolicy})
+	var bus broker.Bus
+	nb, nh, err := openNATS(cfg, log)
 	if err != nil {
+		return nil, fmt.Errorf("bus: %w", err)
+	}
+	if nb != nil {
+		bus, h.nats = nb, nh
+	} else if bus, err = broker.NewMemory(broker.MemoryConfig{Spool: st, Node: cfg.Node, Logger: log, WriteThrough: cfg.WriteThrough,
+		MaxQueued: cfg.MaxQueued, MaxQueuedBytes: cfg.MaxQueuedBytes, QueuePolicy: cfg.QueuePolicy}); err != nil {
 		return nil, fmt.Errorf("bus: %w", err)
 	}
 	h.Bus = bus
@@ -105,6 +109,11 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	h.Devices, err = devices.New(devices.Config{Store: st, Bus: bus, Logger: log, Node: cfg.Node})
 	if err != nil {
 		return nil, err
+	}
+	if h.nats != nil {
+		if _, err := h.Devices.FollowPresence(context.Background()); err != nil {
+			return nil, err
+		}
 	}
 	if err := h.openFiles(); err != nil {
 		return nil, err
@@ -154,7 +163,7 @@ func (h *Hub) buildAdapters() error {
 		}
 		a, err := mqtt.New(mqtt.Config{
 			Addr: c.MQTT.Addr, TLSAddr: c.MQTT.TLSAddr, WSAddr: c.MQTT.WSAddr, TLSConfig: tc,
-			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, RequireTLS: c.RequireTLS, Sessions: h.Store,
+			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, RequireTLS: c.RequireTLS, Sessions: h.sessionStore(),
 			Node: c.Node, Logger: h.log.With("adapter", "mqtt"), Registerer: h.Registry,
 			MaxPacketSize: uint32(c.MQTT.MaxPacketSize),
 			MaxQueued:     uint16(c.MQTT.MaxQueued), MaxQueuedBytes: c.MQTT.MaxQueuedBytes, QueuePolicy: c.QueuePolicy,
@@ -415,6 +424,7 @@ func (h *Hub) closeCore() error {
 	if h.Bus != nil {
 		errs = append(errs, h.Bus.Close())
 	}
+	h.nats.close()
 	if h.Store != nil {
 		errs = append(errs, h.Store.Close())
 	}
@@ -545,6 +555,9 @@ func (busCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c busCollector) Collect(ch chan<- prometheus.Metric) {
 	m, ok := c.bus.(*broker.Memory)
+	if nb, isNATS := c.bus.(interface{ Memory() *broker.Memory }); isNATS {
+		m, ok = nb.Memory(), true // this hub's live routing
+	}
 	if !ok {
 		return
 	}

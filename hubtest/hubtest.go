@@ -13,6 +13,7 @@ import (
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/gateway"
+	"github.com/hubsmith/hub/xmpp"
 )
 
 // Hub is a running test hub.
@@ -56,6 +57,10 @@ func StartConfig(t testing.TB, cfg gateway.Config) *Hub {
 // StartLogged is StartConfig logging to log (a test that reads the logs).
 func StartLogged(t testing.TB, cfg gateway.Config, log *slog.Logger) *Hub {
 	t.Helper()
+	// Tests run side by side: the proxy's fixed default port would clash.
+	if cfg.XMPP.ProxyAddr == xmpp.DefaultProxyAddr {
+		cfg.XMPP.ProxyAddr = "127.0.0.1:0"
+	}
 	h, err := gateway.New(cfg, log)
 	if err != nil {
 		t.Fatalf("hubtest: new hub: %v", err)

@@ -40,6 +40,10 @@ const (
 	bucketPubrec = "mqtt.pubrec"
 )
 
+// SessionBuckets are the buckets the adapter keeps in its SessionStore,
+// for a store that makes its buckets ahead of use.
+var SessionBuckets = []string{bucketSessions, bucketPubrec}
+
 // storeTimeout bounds one session-store operation.
 const storeTimeout = 5 * time.Second
 

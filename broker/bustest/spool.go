@@ -24,6 +24,15 @@ type MemSpool struct {
 	FailEnqueue error
 }
 
+// EnqueueFault returns FailEnqueue: a bus that keeps its durable queues
+// elsewhere (the NATS bus's JetStream) asks it, in its own tests, to fail
+// its writes the way this spool's Enqueue fails.
+func (m *MemSpool) EnqueueFault() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.FailEnqueue
+}
+
 // NewMemSpool returns an empty MemSpool.
 func NewMemSpool() *MemSpool {
 	return &MemSpool{

@@ -50,7 +50,7 @@ func serveOptions(c *gateway.Config) []option {
 		{name: "http-addr", usage: "REST API, /healthz and /metrics at `ADDR`", str: &c.HTTP.Addr},
 		{name: "https-addr", usage: "the same over HTTPS at `ADDR` (needs tls.cert_file and tls.key_file)", str: &c.HTTP.TLSAddr},
 		{name: "pprof-addr", usage: "serve Go's profiles (net/http/pprof) at `ADDR`", str: &c.PprofAddr},
-		{name: "nats", usage: "run the bus over NATS at `URL` (empty: in-process bus)", str: &c.NATS},
+		{name: "nats", usage: "run the bus over NATS at `URL` (empty: in-process bus)", str: &c.NATS.URL},
 		{name: "log-level", usage: "log `LEVEL`: debug, info, warn or error", str: &c.Log.Level},
 		{name: "log-format", usage: "log `FORMAT`: text or json", str: &c.Log.Format},
 		{name: "allow-anonymous", usage: "let clients without credentials in on non-loopback listeners", boolv: &c.AllowAnonymous},

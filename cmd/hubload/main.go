@@ -38,6 +38,7 @@ type config struct {
 	mode           string
 	url            string
 	mqttURL        string
+	subURL         string
 	publishers     int
 	subscribers    int
 	messages       int
@@ -111,6 +112,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	var qos int
 	fs.StringVar(&c.url, "url", defaultURL[c.mode], "target URL (publishers; subscribers too in mqtt mode)")
 	fs.StringVar(&c.mqttURL, "mqtt-url", "tcp://127.0.0.1:1883", "MQTT URL of the subscribers (coap and http modes)")
+	fs.StringVar(&c.subURL, "sub-url", "", "MQTT URL of the subscribers in mqtt mode (default: --url), e.g. another hub of a cluster")
 	fs.IntVar(&c.publishers, "publishers", 1, "publishing clients")
 	fs.IntVar(&c.subscribers, "subscribers", 1, "subscribing clients (MQTT)")
 	fs.IntVar(&c.messages, "messages", 1000, "messages to publish in all, split over the publishers")
@@ -216,6 +218,9 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		targets := []string{c.url}
 		if c.mode != "mqtt" {
 			targets = append(targets, c.mqttURL)
+		}
+		if c.subURL != "" {
+			targets = append(targets, c.subURL)
 		}
 		for _, u := range targets {
 			if err := checkLoopback(ctx, u); err != nil {

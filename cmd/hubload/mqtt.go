@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -113,7 +114,7 @@ func (p mqttPublisher) publish(_ context.Context, topic string, payload []byte) 
 // mqttTransport publishes and subscribes over MQTT at c.url.
 func mqttTransport(c *config) transport {
 	return transport{
-		newSubscriber: newMQTTSubscriber(c, c.url),
+		newSubscriber: newMQTTSubscriber(c, cmp.Or(c.subURL, c.url)),
 		newPublisher: func(ctx context.Context, idx int, onLost func(error)) (publisher, error) {
 			cl, err := connectMQTT(ctx, mqttOptions(c, c.url, fmt.Sprintf("%s-pub-%d", c.clientPrefix, idx), onLost))
 			if err != nil {
