@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // Bounds of a client connection's outgoing bytes.
@@ -81,8 +83,19 @@ func (c *asyncConn) finish() {
 	})
 }
 
-// Write queues b for the flusher.
+// Write queues b for the flusher. A DISCONNECT to an MQTT 3.1.1 (or 3.1)
+// client is dropped: that version has no server DISCONNECT (a client may
+// take the packet for a protocol error), the connection is just closed,
+// as Mosquitto does; mochi writes one in a few paths (an ACL refusal at
+// QoS >= 1, a session the hub refuses after CONNACK).
 func (c *asyncConn) Write(b []byte) (int, error) {
+	if len(b) >= 2 && b[0] == packets.Disconnect<<4 {
+		if rc, ok := c.Conn.(*reasonConn); ok {
+			if v := rc.protocolVersion(); v != 0 && v < 5 {
+				return len(b), nil
+			}
+		}
+	}
 	c.mu.Lock()
 	if c.closed || c.closing {
 		c.mu.Unlock()

@@ -91,3 +91,35 @@ func TestStalledSubscriberBlocksNobody(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// TestNoDisconnectToV3: a DISCONNECT written to an MQTT 3.1.1 client is
+// dropped (3.1.1 has no server DISCONNECT); one to an MQTT 5 client, and
+// other packets, go out.
+func TestNoDisconnectToV3(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		version byte
+		want    []byte
+	}{
+		{4, []byte{0x30, 0x03, 0x00, 0x01, 'a'}},
+		{3, []byte{0x30, 0x03, 0x00, 0x01, 'a'}},
+		{5, []byte{0xe0, 0x00, 0x30, 0x03, 0x00, 0x01, 'a'}},
+	} {
+		server, client := net.Pipe()
+		rc := newReasonConn(server, 0)
+		rc.version = tt.version
+		ac := newAsyncConn(rc, time.Second, func(net.Conn, error) {}, func() {})
+		got := make(chan []byte, 1)
+		go func() { b, _ := io.ReadAll(client); got <- b }()
+		if n, err := ac.Write([]byte{0xe0, 0x00}); n != 2 || err != nil {
+			t.Fatalf("v%d: Write(DISCONNECT) = %d, %v", tt.version, n, err)
+		}
+		if _, err := ac.Write([]byte{0x30, 0x03, 0x00, 0x01, 'a'}); err != nil {
+			t.Fatal(err)
+		}
+		_ = ac.Close()
+		if b := <-got; !bytes.Equal(b, tt.want) {
+			t.Errorf("v%d: the client read % x, want % x", tt.version, b, tt.want)
+		}
+	}
+}

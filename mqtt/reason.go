@@ -62,6 +62,13 @@ func newReasonConn(c net.Conn, max uint32) *reasonConn {
 	return &reasonConn{Conn: c, max: max}
 }
 
+// protocolVersion is the CONNECT's protocol level (0 before it is read).
+func (c *reasonConn) protocolVersion() byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.version
+}
+
 // Read reads and follows the framing.
 func (c *reasonConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
