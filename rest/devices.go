@@ -194,6 +194,13 @@ func (a *Adapter) command(c *gin.Context) {
 			return
 		}
 	}
+	a.sendCommand(c, id, name, params, timeout)
+}
+
+// sendCommand sends a command to device id and answers with its reply:
+// 504 when none comes within timeout, the registry's errors otherwise.
+func (a *Adapter) sendCommand(c *gin.Context, id, name string, params json.RawMessage, timeout time.Duration) {
+	ctx := c.Request.Context()
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	reply, err := a.cfg.Devices.SendCommand(cctx, id, name, params)

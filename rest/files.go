@@ -1,7 +1,6 @@
 package rest
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -433,17 +432,7 @@ func (a *Adapter) sendFile(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	reply, err := a.cfg.Devices.SendCommand(cctx, id, FileCommand, params)
-	if err != nil {
-		if cctx.Err() != nil && ctx.Err() == nil {
-			err = fmt.Errorf("%w: no reply from %q within %v", context.DeadlineExceeded, id, timeout)
-		}
-		a.fail(c, err)
-		return
-	}
-	c.Data(http.StatusOK, "application/json", reply)
+	a.sendCommand(c, id, FileCommand, params, timeout)
 }
 
 // FileCommand is the device command that hands a device a file: its params
