@@ -44,6 +44,11 @@ func TestDeviceCommand(t *testing.T) {
 		}
 	})
 	hub = h
+	// devices.{domain} is in the server's disco items.
+	watcher := connect(t, h, "alice", "alicepw")
+	if typ, inner := watcher.iq(t, `<iq type='get' id='di' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`); typ != "result" || !strings.Contains(inner, "devices.localhost") {
+		t.Errorf("disco#items of the server: %s %s", typ, inner)
+	}
 	rec := &presenceRecorder{}
 	h.a.SetPresenceSink(rec)
 	ctx := context.Background()

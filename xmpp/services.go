@@ -113,6 +113,9 @@ func (a *Adapter) discoItems(p peer, kind, to string) *element {
 		if a.cfg.Files != nil {
 			q.Add(newElement(nsDiscoItem, "item", "jid", a.uploadDomain(), "name", "HTTP file upload"))
 		}
+		if a.cfg.DeviceCommand != nil {
+			q.Add(newElement(nsDiscoItem, "item", "jid", a.devicesDomain(), "name", "devices (ad-hoc commands)"))
+		}
 		for _, d := range a.rules.domainList() {
 			q.Add(newElement(nsDiscoItem, "item", "jid", d, "name", "topics"))
 		}
