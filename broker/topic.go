@@ -10,6 +10,11 @@ import (
 // MaxTopicLen is the longest topic or filter in bytes, as in MQTT.
 const MaxTopicLen = 65535
 
+// MaxTopicLevels is the most levels a topic or filter may have (EMQX's
+// default): a 64 KiB topic of slashes would otherwise cost the routing
+// index and every retained lookup 65,536 levels.
+const MaxTopicLevels = 128
+
 // Sentinel errors of topic handling; adapters map them to protocol codes.
 var (
 	// ErrInvalidTopic marks a topic name that is empty, too long, not UTF-8,
@@ -31,6 +36,8 @@ func checkCommon(s string) error {
 		return errors.New("not valid UTF-8")
 	case strings.IndexByte(s, 0) >= 0:
 		return errors.New("contains NUL")
+	case strings.Count(s, "/") >= MaxTopicLevels:
+		return fmt.Errorf("%d levels, more than %d", strings.Count(s, "/")+1, MaxTopicLevels)
 	}
 	return nil
 }

@@ -56,6 +56,9 @@ func TestValidate(t *testing.T) {
 		{"a\x00b", ErrInvalidTopic},
 		{"\xff", ErrInvalidTopic},
 		{strings.Repeat("a", MaxTopicLen+1), ErrInvalidTopic},
+		{strings.Repeat("a/", MaxTopicLevels-1) + "a", nil},
+		{strings.Repeat("a/", MaxTopicLevels) + "a", ErrInvalidTopic},
+		{strings.Repeat("/", MaxTopicLen), ErrInvalidTopic},
 	}
 	for _, c := range topics {
 		if err := ValidateTopic(c.s); !errors.Is(err, c.want) && !(c.want == nil && err == nil) {
@@ -68,6 +71,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{"a/b", true}, {"#", true}, {"+", true}, {"a/+/b", true}, {"a/#", true}, {"+/#", true},
 		{"a/#/b", false}, {"a+", false}, {"a/b#", false}, {"", false}, {"#/", false}, {"a/++", false},
+		{strings.Repeat("+/", MaxTopicLevels-1) + "#", true}, {strings.Repeat("+/", MaxTopicLevels) + "#", false},
 	}
 	for _, c := range filters {
 		err := ValidateFilter(c.s)
