@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -512,8 +513,23 @@ func (h *hook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packe
 // OnSubscribe marks cl as subscribing, for OnACLCheck.
 func (h *hook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
 	h.a.subscribing.Store(cl, struct{}{})
+	// A filter mochi takes but the bus refuses (more than
+	// broker.MaxTopicLevels levels) is made one mochi refuses too, so that
+	// its SUBACK says 0x8F (0x80 in 3.1.1) instead of granting it.
+	cloned := false
+	for i, sub := range pk.Filters {
+		if _, topic := splitShared(sub.Filter); broker.ValidateFilter(topic) != nil {
+			if !cloned {
+				pk.Filters, cloned = slices.Clone(pk.Filters), true
+			}
+			pk.Filters[i].Filter = invalidFilter
+		}
+	}
 	return pk
 }
+
+// invalidFilter is a filter mochi's own check refuses.
+const invalidFilter = "#/"
 
 // OnSubscribed adds the filters mochi granted to the client's bus
 // subscription before the SUBACK goes out, so that what is published once

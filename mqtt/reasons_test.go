@@ -1,10 +1,13 @@
 package mqtt
 
 import (
+	"context"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/hubsmith/hub/broker"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -152,5 +155,28 @@ func TestMalformedTopicGetsReason(t *testing.T) {
 	}
 	if got := r.rest(); len(got) != 0 {
 		t.Errorf("v3: got % x, want the connection closed", got)
+	}
+}
+
+// TestDeepFilterRefused: a filter of more levels than the bus takes
+// (broker.MaxTopicLevels) gets SUBACK 0x8F, beside a good one granted in
+// the same SUBSCRIBE; a publish to a topic that deep gets 0x90.
+func TestDeepFilterRefused(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, nil)
+	c := mustV5(t, h.addr, "deep", "", "")
+	deep := strings.Repeat("a/", broker.MaxTopicLevels) + "#"
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	sa, err := c.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: deep, QoS: 1}, {Topic: "ok/#", QoS: 1}}})
+	if err != nil && sa == nil {
+		t.Fatal(err)
+	}
+	if len(sa.Reasons) != 2 || sa.Reasons[0] != packets.ErrTopicFilterInvalid.Code || sa.Reasons[1] != 1 {
+		t.Fatalf("SUBACK reasons % x, want 8f 01", sa.Reasons)
+	}
+	pr, err := c.c.Publish(ctx, &paho.Publish{Topic: strings.Repeat("a/", broker.MaxTopicLevels) + "a", QoS: 1, Payload: []byte("x")})
+	if pr == nil || pr.ReasonCode != packets.ErrTopicNameInvalid.Code {
+		t.Fatalf("PUBACK %+v %v, want 0x90", pr, err)
 	}
 }
