@@ -12,8 +12,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
-	mxmpp "mellium.im/xmpp"
 	"mellium.im/sasl"
+	mxmpp "mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 
 	"github.com/hubsmith/hub/adapters"

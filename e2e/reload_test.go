@@ -92,7 +92,9 @@ func TestReloadKeepsClients(t *testing.T) {
 	}
 
 	// An invalid file is refused and the running configuration kept.
-	set(func(c *gateway.Config) error { return errors.New("config hub.yaml:3: acl.alice rule 1: action \"fly\"") })
+	set(func(c *gateway.Config) error {
+		return errors.New("config hub.yaml:3: acl.alice rule 1: action \"fly\"")
+	})
 	if s, b := reload("admin", "adminpw"); s != http.StatusBadRequest || !strings.Contains(b, "running configuration is kept") {
 		t.Fatalf("reload of a bad file: %d %s", s, b)
 	}

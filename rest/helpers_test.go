@@ -45,8 +45,8 @@ type hubOpts struct {
 	streamWriteTimeout                          time.Duration
 	// files, when set, gives the adapter a file store whose config it
 	// may change.
-	files func(*files.Config)
-	dashboard                                   fs.FS // Config.Dashboard
+	files     func(*files.Config)
+	dashboard fs.FS // Config.Dashboard
 }
 
 func quietLogger() *slog.Logger {
