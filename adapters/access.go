@@ -148,18 +148,24 @@ func (c *readCache) decision(k readKey) (error, bool) {
 func (c *readCache) putDecision(k readKey, err error, expires time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := c.now()
-	if len(c.decisions) >= c.max {
-		for k, e := range c.decisions {
-			if !now.Before(e.expires) {
-				delete(c.decisions, k)
-			}
-		}
-		if len(c.decisions) >= c.max {
-			clear(c.decisions)
+	makeRoom(c.decisions, c.max, c.now(), func(e readEntry) time.Time { return e.expires })
+	c.decisions[k] = readEntry{err: err, expires: expires}
+}
+
+// makeRoom keeps m under max entries: a full map loses its expired
+// entries, and everything when none had expired.
+func makeRoom[K comparable, V any](m map[K]V, max int, now time.Time, expires func(V) time.Time) {
+	if len(m) < max {
+		return
+	}
+	for k, v := range m {
+		if !now.Before(expires(v)) {
+			delete(m, k)
 		}
 	}
-	c.decisions[k] = readEntry{err: err, expires: expires}
+	if len(m) >= max {
+		clear(m)
+	}
 }
 
 func (c *readCache) principal(p Principal) (principalState, bool) {
@@ -177,16 +183,7 @@ func (c *readCache) put(p Principal, st principalState) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	if len(c.principals) >= c.max {
-		for k, s := range c.principals {
-			if !now.Before(s.expires) {
-				delete(c.principals, k)
-			}
-		}
-		if len(c.principals) >= c.max {
-			clear(c.principals)
-		}
-	}
+	makeRoom(c.principals, c.max, now, func(s principalState) time.Time { return s.expires })
 	st.expires = now.Add(c.ttl)
 	c.principals[p] = st
 	return st.expires
