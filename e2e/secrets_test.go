@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/hex"
@@ -10,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,24 +23,6 @@ import (
 	"github.com/hubsmith/hub/hubtest"
 )
 
-// syncBuffer is a log sink safe for the hub's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestLogsCarryNoSecrets: with logging at debug level and listeners on
 // 0.0.0.0, logins with right and wrong passwords in every protocol, a
 // token minted, used (header and ?access_token=) and deleted, a device
@@ -50,7 +30,7 @@ func (s *syncBuffer) String() string {
 // none of the passwords, tokens or keys.
 func TestLogsCarryNoSecrets(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs hubtest.LogBuffer
 	cfg := gateway.Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.MQTT.Addr, cfg.CoAP.Addr, cfg.HTTP.Addr, cfg.XMPP.Addr = "0.0.0.0:0", "0.0.0.0:0", "0.0.0.0:0", "0.0.0.0:0"

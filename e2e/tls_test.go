@@ -28,7 +28,7 @@ import (
 func TestRequireTLS(t *testing.T) {
 	t.Parallel()
 	certFile, keyFile := hubtest.WriteCert(t)
-	start := func(t *testing.T, require bool) (*hubtest.Hub, *syncBuffer) {
+	start := func(t *testing.T, require bool) (*hubtest.Hub, *hubtest.LogBuffer) {
 		cfg := gateway.Defaults()
 		cfg.DataDir = t.TempDir()
 		cfg.ShutdownTimeout = 5 * time.Second
@@ -37,7 +37,7 @@ func TestRequireTLS(t *testing.T) {
 		cfg.CoAP.Addr, cfg.XMPP.Addr, cfg.XMPP.ProxyAddr = "0.0.0.0:0", "0.0.0.0:0", "127.0.0.1:0"
 		cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
 		cfg.RequireTLS = require
-		var logs syncBuffer
+		var logs hubtest.LogBuffer
 		return hubtest.StartLogged(t, cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))), &logs
 	}
 

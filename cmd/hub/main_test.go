@@ -13,9 +13,10 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/hubsmith/hub/hubtest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -311,7 +312,7 @@ func TestServeTwiceOnOneDataDir(t *testing.T) {
 	off := []string{"--mqtt-addr", "off", "--coap-addr", "off", "--xmpp-addr", "off", "--http-addr", "off"}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan result, 1)
-	var log syncBuffer
+	var log hubtest.LogBuffer
 	go func() {
 		var stdout strings.Builder
 		code := runMain(ctx, append([]string{"serve", "--data-dir", dir}, off...), &stdout, &log)
@@ -338,24 +339,6 @@ func TestServeTwiceOnOneDataDir(t *testing.T) {
 	} else {
 		l.release()
 	}
-}
-
-// syncBuffer is a strings.Builder safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestLockHeldByAnotherProcess: the pid named is the other process's.
