@@ -2,19 +2,14 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"mellium.im/sasl"
-	mxmpp "mellium.im/xmpp"
-	"mellium.im/xmpp/jid"
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
@@ -113,29 +108,16 @@ func TestLoginBackoff(t *testing.T) {
 
 func mqttLogin(t *testing.T, h *hubtest.Hub, user, pass string) string {
 	t.Helper()
-	conn, err := net.Dial("tcp", loopback(t, h.Addr(t, "mqtt.mqtt")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c := paho.NewClient(paho.ClientConfig{Conn: conn})
-	cctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	ca, err := c.Connect(cctx, &paho.Connect{ClientID: "guess", CleanStart: true, KeepAlive: 30,
-		UsernameFlag: true, Username: user, PasswordFlag: true, Password: []byte(pass)})
-	if ca == nil && err != nil {
-		t.Fatalf("mqtt connect: %v", err)
-	}
-	switch ca.ReasonCode {
+	switch code := mqttConnack(t, loopback(t, h.Addr(t, "mqtt.mqtt")), nil, "guess", user, pass); code {
 	case 0:
-		_ = c.Disconnect(&paho.Disconnect{})
 		return loginOK
 	case 0x86:
 		return loginBad
 	case 0x9F:
 		return loginThrottled
+	default:
+		t.Fatalf("mqtt connack 0x%02x", code)
 	}
-	t.Fatalf("mqtt connack 0x%02x", ca.ReasonCode)
 	return ""
 }
 
@@ -185,21 +167,11 @@ func coapLogin(t *testing.T, h *hubtest.Hub, user, pass string) string {
 
 func xmppLogin(t *testing.T, h *hubtest.Hub, user, pass string) string {
 	t.Helper()
-	conn, err := net.Dial("tcp", loopback(t, h.Addr(t, "xmpp")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	cctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	s, err := mxmpp.NewClientSession(cctx, jid.MustParse(user+"@localhost"), conn,
-		mxmpp.StartTLS(&tls.Config{InsecureSkipVerify: true, ServerName: "localhost"}),
-		mxmpp.SASL("", pass, sasl.ScramSha256), mxmpp.BindResource())
-	if err == nil {
-		_ = s.Close()
+	err := xmppTry(t, loopback(t, h.Addr(t, "xmpp")), user, pass, sasl.ScramSha256)
+	switch {
+	case err == nil:
 		return loginOK
-	}
-	if strings.Contains(err.Error(), "not-authorized") {
+	case strings.Contains(err.Error(), "not-authorized"):
 		return loginRefused
 	}
 	t.Fatalf("xmpp login: %v", err)

@@ -46,10 +46,10 @@ func TestRequireTLS(t *testing.T) {
 		h, _ := start(t, true)
 		tlsConf := &tls.Config{InsecureSkipVerify: true}
 		// MQTT: plain refused, mqtts taken.
-		if code := mqttConnack(t, loopback(t, h.Addr(t, "mqtt.mqtt")), nil); code != 0x87 {
+		if code := mqttConnack(t, loopback(t, h.Addr(t, "mqtt.mqtt")), nil, "tls-check", "alice", "alicepw"); code != 0x87 {
 			t.Errorf("MQTT with a password in clear: CONNACK 0x%02x, want 0x87", code)
 		}
-		if code := mqttConnack(t, loopback(t, h.Addr(t, "mqtt.mqtts")), tlsConf); code != 0 {
+		if code := mqttConnack(t, loopback(t, h.Addr(t, "mqtt.mqtts")), tlsConf, "tls-check", "alice", "alicepw"); code != 0 {
 			t.Errorf("MQTT over TLS: CONNACK 0x%02x, want 0", code)
 		}
 		// HTTP: plain refused, HTTPS taken; anonymous /healthz answers on both.
@@ -116,7 +116,7 @@ func TestRequireTLS(t *testing.T) {
 	t.Run("warned", func(t *testing.T) {
 		t.Parallel()
 		h, logs := start(t, false)
-		if code := mqttConnack(t, loopback(t, h.Addr(t, "mqtt.mqtt")), nil); code != 0 {
+		if code := mqttConnack(t, loopback(t, h.Addr(t, "mqtt.mqtt")), nil, "tls-check", "alice", "alicepw"); code != 0 {
 			t.Errorf("MQTT in clear without require_tls: CONNACK 0x%02x", code)
 		}
 		l := logs.String()
@@ -131,9 +131,9 @@ func TestRequireTLS(t *testing.T) {
 	})
 }
 
-// mqttConnack connects alice over MQTT 5 (TLS when tc is set) and
-// returns the CONNACK reason code.
-func mqttConnack(t *testing.T, addr string, tc *tls.Config) byte {
+// mqttConnack connects as user over MQTT 5 (TLS when tc is set) with
+// client id id and returns the CONNACK reason code.
+func mqttConnack(t *testing.T, addr string, tc *tls.Config, id, user, pass string) byte {
 	t.Helper()
 	var conn net.Conn
 	var err error
@@ -149,8 +149,8 @@ func mqttConnack(t *testing.T, addr string, tc *tls.Config) byte {
 	c := paho.NewClient(paho.ClientConfig{Conn: conn})
 	cctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	ca, err := c.Connect(cctx, &paho.Connect{ClientID: "tls-check", CleanStart: true, KeepAlive: 30,
-		UsernameFlag: true, Username: "alice", PasswordFlag: true, Password: []byte("alicepw")})
+	ca, err := c.Connect(cctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+		UsernameFlag: true, Username: user, PasswordFlag: true, Password: []byte(pass)})
 	if ca == nil {
 		t.Fatalf("mqtt connect %s: %v", addr, err)
 	}
