@@ -46,6 +46,8 @@ type Hub struct {
 	certs    certStore
 	// source reads the configuration again, for Reload (SetConfigSource).
 	source func() (Config, error)
+	// reloadMu serialises reloads.
+	reloadMu sync.Mutex
 	nats   *natsHub // the NATS the bus runs over (nil: in-process bus)
 
 	mu         sync.Mutex
