@@ -78,8 +78,8 @@ func EscapePath(name string) string {
 	return strings.Join(levels, "/")
 }
 
-// baseName is the last level of a name: the file name a client saves.
-func baseName(name string) string {
+// BaseName is the last level of a name: the file name a client saves.
+func BaseName(name string) string {
 	if i := strings.LastIndexByte(name, '/'); i >= 0 {
 		return name[i+1:]
 	}

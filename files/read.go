@@ -86,7 +86,7 @@ func (s *Store) Share(ctx context.Context, name string) (string, error) {
 }
 
 func (s *Store) sharedURL(tok, name string) string {
-	return s.baseURL() + SharedPath + tok + "/" + EscapePath(baseName(name))
+	return s.baseURL() + SharedPath + tok + "/" + EscapePath(BaseName(name))
 }
 
 // Delete removes name and clears its retained descriptor; its bytes go

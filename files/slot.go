@@ -84,7 +84,7 @@ func (s *Store) newSlot(ctx context.Context, o SlotOptions) (Slot, error) {
 	s.slots[tok] = sl
 	return Slot{
 		Token:   tok,
-		PutURL:  s.baseURL() + SlotPath + tok + "/" + EscapePath(baseName(o.Name)),
+		PutURL:  s.baseURL() + SlotPath + tok + "/" + EscapePath(BaseName(o.Name)),
 		GetURL:  s.sharedURL(sl.share, o.Name),
 		Header:  map[string]string{},
 		Expires: sl.expires.UTC(),

@@ -253,18 +253,11 @@ func serveFile(c *gin.Context, d files.Descriptor, f io.ReadSeeker) {
 	if b, err := hex.DecodeString(d.SHA256); err == nil {
 		h.Set(HeaderReprDigest, "sha-256=:"+base64.StdEncoding.EncodeToString(b)+":")
 	}
-	h.Set("Content-Disposition", mime.FormatMediaType("inline", map[string]string{"filename": baseName(d.Name)}))
+	h.Set("Content-Disposition", mime.FormatMediaType("inline", map[string]string{"filename": files.BaseName(d.Name)}))
 	if !d.Expires.IsZero() {
 		h.Set("Expires", d.Expires.Format(http.TimeFormat))
 	}
 	http.ServeContent(c.Writer, c.Request, "", d.Time, f)
-}
-
-func baseName(name string) string {
-	if i := strings.LastIndexByte(name, '/'); i >= 0 {
-		return name[i+1:]
-	}
-	return name
 }
 
 // deleteFile handles DELETE /api/v1/files/{name}: the publish right on
