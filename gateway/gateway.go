@@ -48,7 +48,7 @@ type Hub struct {
 	source func() (Config, error)
 	// reloadMu serialises reloads.
 	reloadMu sync.Mutex
-	nats   *natsHub // the NATS the bus runs over (nil: in-process bus)
+	nats     *natsHub // the NATS the bus runs over (nil: in-process bus)
 
 	mu         sync.Mutex
 	started    []adapters.Adapter
