@@ -257,16 +257,24 @@ func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
 		a.smu.Unlock()
 		return // never attached, or now another connection's
 	}
-	if expire || !s.durable {
+	ending := expire || !s.durable
+	if ending {
+		// Ended under smu, as attach replaces a session under it: a new
+		// connection of the client id must not subscribe before this
+		// subscription is gone (the bus takes one subscriber per id), or
+		// it is refused after its CONNACK.
 		delete(a.sessions, cl.ID)
-	}
-	a.smu.Unlock()
-	s.detach(cl)
-	switch {
-	case expire || !s.durable:
+		s.detach(cl)
 		if err := s.sub.Unsubscribe(); err != nil {
 			a.log.Warn("mqtt: end session", "client", cl.ID, "err", err)
 		}
+	}
+	a.smu.Unlock()
+	if !ending {
+		s.detach(cl)
+	}
+	switch {
+	case ending:
 		if a.cfg.Sessions != nil && s.durable {
 			a.forget(cl.ID)
 		}

@@ -418,6 +418,8 @@ func (a *Adapter) saveRecord(id string, r sessionRecord) {
 // forget ends a session for good: its record, its bus subscription and
 // queue.
 func (a *Adapter) forget(id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), storeTimeout)
+	defer cancel()
 	a.smu.Lock()
 	if s := a.sessions[id]; s != nil && s.conn() != nil {
 		a.smu.Unlock()
@@ -425,12 +427,12 @@ func (a *Adapter) forget(id string) {
 	} else if s != nil {
 		delete(a.sessions, id)
 	}
-	a.smu.Unlock()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), storeTimeout)
-	defer cancel()
+	// Under smu, so that a connection of the client id arriving meanwhile
+	// finds either the session or nothing, not a queue being deleted.
 	if err := broker.Forget(ctx, a.cfg.Bus, subscriberID(id)); err != nil {
 		a.log.Warn("mqtt: forget session", "client", id, "err", err)
 	}
+	a.smu.Unlock()
 	if a.cfg.Sessions != nil {
 		_ = a.cfg.Sessions.KVDelete(ctx, bucketSessions, id)
 	}
