@@ -192,51 +192,90 @@ func AddressOf(remote string) string {
 // Acquire counts a new connection from remote ("ip:port" or an IP) of
 // user ("" for an anonymous client, which only the global and
 // per-address bounds count). It returns the release to call once the
-// connection has ended (exactly once; later calls do nothing), or an
-// error that wraps ErrServerBusy, ErrAddressLimit or ErrUserLimit.
-// Loopback addresses are not exempt: a hub in public mode is tested, and
-// may be attacked, through them as through any other.
+// connection has ended (later calls do nothing), or an error that wraps
+// ErrServerBusy, ErrAddressLimit or ErrUserLimit.
 func (l *Limits) Acquire(remote, user string) (release func(), err error) {
+	c, err := l.AcquireAddress(remote)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.SetUser(user); err != nil {
+		c.Release()
+		return nil, err
+	}
+	return c.Release, nil
+}
+
+// Conn is one connection's place among the limited connections, taken
+// in two steps: by its address when it is accepted (AcquireAddress), by
+// its user once it has authenticated (SetUser).
+type Conn struct {
+	l    *Limits
+	addr string
+	mu   sync.Mutex
+	user string
+	done bool
+}
+
+// AcquireAddress counts a new connection from remote against the global
+// and per-address bounds (ErrServerBusy, ErrAddressLimit). Loopback
+// addresses are not exempt: a hub in public mode is tested, and may be
+// attacked, through them as through any other.
+func (l *Limits) AcquireAddress(remote string) (*Conn, error) {
 	c := l.cfg.Load()
 	addr := AddressOf(remote)
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	switch {
 	case over(l.total, c.MaxConnections):
-		err = ErrServerBusy
 		l.refused[kindGlobal].Add(1)
+		return nil, fmt.Errorf("%w (%d)", ErrServerBusy, c.MaxConnections)
 	case over(l.byAddr[addr], c.MaxConnectionsPerAddress):
-		err = fmt.Errorf("%w (%s: %d)", ErrAddressLimit, addr, c.MaxConnectionsPerAddress)
 		l.refused[kindAddress].Add(1)
-	case user != "" && over(l.byUser[user], c.MaxConnectionsPerUser):
-		err = fmt.Errorf("%w (%s: %d)", ErrUserLimit, user, c.MaxConnectionsPerUser)
-		l.refused[kindUser].Add(1)
-	}
-	if err != nil {
-		l.mu.Unlock()
-		return nil, err
+		return nil, fmt.Errorf("%w (%s: %d)", ErrAddressLimit, addr, c.MaxConnectionsPerAddress)
 	}
 	l.total++
 	l.byAddr[addr]++
-	if user != "" {
-		l.byUser[user]++
-	}
-	l.mu.Unlock()
-	var once sync.Once
-	return func() { once.Do(func() { l.release(addr, user) }) }, nil
+	return &Conn{l: l, addr: addr}, nil
 }
 
-func (l *Limits) release(addr, user string) {
+// SetUser counts the connection against user's bound (ErrUserLimit); ""
+// (anonymous) counts nothing. A connection has one user: a second call
+// does nothing.
+func (c *Conn) SetUser(user string) error {
+	if c == nil || user == "" {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.user != "" || c.done {
+		return nil
+	}
+	l := c.l
+	bound := l.cfg.Load().MaxConnectionsPerUser
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.total--
-	if l.byAddr[addr]--; l.byAddr[addr] <= 0 {
-		delete(l.byAddr, addr)
+	if over(l.byUser[user], bound) {
+		l.refused[kindUser].Add(1)
+		return fmt.Errorf("%w (%s: %d)", ErrUserLimit, user, bound)
 	}
-	if user != "" {
-		if l.byUser[user]--; l.byUser[user] <= 0 {
-			delete(l.byUser, user)
-		}
+	l.byUser[user]++
+	c.user = user
+	return nil
+}
+
+// Release gives the place back; later calls do nothing.
+func (c *Conn) Release() {
+	if c == nil {
+		return
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done {
+		return
+	}
+	c.done = true
+	c.l.release(c.addr, c.user)
 }
 
 // CheckSubscriptions says whether a client holding held filters may add
@@ -398,3 +437,22 @@ func (a *Auth) Limits() *Limits {
 // SetLimits replaces the Limits Auth hands the adapters (the hub's, built
 // from its configuration).
 func (a *Auth) SetLimits(l *Limits) { a.limits.Store(l) }
+
+// KeepSession counts clientID as one of user's persistent sessions
+// whatever the bound: a session that exists (resumed, or found in the
+// store after a restart) is never refused.
+func (l *Limits) KeepSession(user, clientID string) { _ = l.sessions.claim(user, clientID, -1) }
+
+func (l *Limits) release(addr, user string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if l.byAddr[addr]--; l.byAddr[addr] <= 0 {
+		delete(l.byAddr, addr)
+	}
+	if user != "" {
+		if l.byUser[user]--; l.byUser[user] <= 0 {
+			delete(l.byUser, user)
+		}
+	}
+}

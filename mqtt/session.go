@@ -432,6 +432,7 @@ func (a *Adapter) forget(id string) {
 		a.log.Warn("mqtt: forget session", "client", id, "err", err)
 	}
 	if a.cfg.Sessions != nil {
+		a.releaseSession(id)
 		_ = a.cfg.Sessions.KVDelete(ctx, bucketSessions, id)
 	}
 }
@@ -454,6 +455,11 @@ func (a *Adapter) sweep() {
 	now := time.Now()
 	for _, kv := range kvs {
 		var r sessionRecord
+		if json.Unmarshal(kv.Value, &r) == nil && !r.expired(now) && r.User != "" {
+			// Sessions stored before a restart count against their
+			// user's bound (and are never refused: see admit).
+			a.auth.Limits().KeepSession(r.User, kv.Key)
+		}
 		if json.Unmarshal(kv.Value, &r) == nil && r.expired(now) {
 			a.smu.Lock()
 			s := a.sessions[kv.Key]
