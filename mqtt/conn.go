@@ -221,7 +221,8 @@ func (c *asyncConn) SetWriteDeadline(time.Time) error { return nil }
 // when all of them are over the hub's budget: what is pending is dropped,
 // an MQTT 5 client gets DISCONNECT 0x97 (quota exceeded; 0x89, server
 // busy, for the global budget) written after the packet being written, if
-// any, and the connection is closed within closeFlushTimeout. MQTT 3.1.1
+// any, and the connection is closed once it is out (or the write timed
+// out). MQTT 3.1.1
 // has no server DISCONNECT: its connection is just closed. The owner is
 // told (slow) once.
 func (c *asyncConn) cutOff(err error) {
@@ -239,7 +240,9 @@ func (c *asyncConn) cutOff(err error) {
 		c.buf = []byte{packets.Disconnect << 4, 2, code.Code, 0}
 	}
 	c.closing = true
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+	// The packet being written, if any, gets the time of any write; the
+	// DISCONNECT after it closeFlushTimeout (see flush).
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 	c.startFlush()
 	c.mu.Unlock()
 	c.slow(c.Conn, err)

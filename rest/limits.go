@@ -1,11 +1,14 @@
 package rest
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -27,9 +30,9 @@ import (
 // connection may well have ended by then.
 const limitRetryAfter = "1"
 
-// limitRefusalTimeout bounds the write of the 503/429 to a connection
-// refused at accept.
-const limitRefusalTimeout = 100 * time.Millisecond
+// limitRefusalTimeout bounds the answer to a connection refused at
+// accept: reading its request head and writing the 503/429.
+const limitRefusalTimeout = time.Second
 
 // connLimitKey is the request context key of the connection's place
 // among the limited connections (*adapters.Conn).
@@ -40,13 +43,16 @@ type limitListener struct {
 	net.Listener
 	a   *Adapter
 	tls bool
+	wg  sync.WaitGroup // the refusals being answered
 }
 
 // limitListener wraps ln so that a connection over the global or
-// per-address bound is answered at once, without a goroutine or a
-// request read: 503 (the hub is full) or 429 (this address), with
-// Retry-After, then closed. Over TLS, where nothing can be said before
-// the handshake, it is just closed.
+// per-address bound is answered without reaching net/http: its request
+// head is read (for at most limitRefusalTimeout; a client that sends its
+// response's request first would take an early answer for an unsolicited
+// one) and answered 503 (the hub is full) or 429 (this address), with
+// Retry-After, then closed. Over TLS, where nothing can be said before a
+// handshake the hub will not do for it, it is just closed.
 func (a *Adapter) limitListener(ln net.Listener, isTLS bool) net.Listener {
 	return &limitListener{Listener: ln, a: a, tls: isTLS}
 }
@@ -63,18 +69,44 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return &limitedConn{Conn: c, lc: lc}, nil
 		}
 		l.a.log.Debug("rest: connection refused: limit", "remote", c.RemoteAddr().String(), "err", err)
-		if !l.tls {
-			status := http.StatusTooManyRequests
-			if errors.Is(err, adapters.ErrServerBusy) {
-				status = http.StatusServiceUnavailable
-			}
-			body, _ := json.Marshal(errorBody{Error: err.Error()})
-			_ = c.SetWriteDeadline(time.Now().Add(limitRefusalTimeout))
-			_, _ = fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nRetry-After: %s\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
-				status, http.StatusText(status), limitRetryAfter, len(body), body)
+		if l.tls {
+			_ = c.Close()
+			continue
 		}
-		_ = c.Close()
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			refuseConn(c, err)
+		}()
 	}
+}
+
+// Close stops accepting and waits for the refusals being answered.
+func (l *limitListener) Close() error {
+	err := l.Listener.Close()
+	l.wg.Wait()
+	return err
+}
+
+// refuseConn answers a connection refused at accept and closes it.
+func refuseConn(c net.Conn, err error) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(limitRefusalTimeout))
+	// The request head, up to a bound, so that the answer follows it.
+	r := bufio.NewReaderSize(io.LimitReader(c, 8<<10), 8<<10)
+	for {
+		line, rerr := r.ReadSlice('\n')
+		if rerr != nil || len(bytes.TrimSpace(line)) == 0 {
+			break
+		}
+	}
+	status := http.StatusTooManyRequests
+	if errors.Is(err, adapters.ErrServerBusy) {
+		status = http.StatusServiceUnavailable
+	}
+	body, _ := json.Marshal(errorBody{Error: err.Error()})
+	_, _ = fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nRetry-After: %s\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+		status, http.StatusText(status), limitRetryAfter, len(body), body)
 }
 
 // limitedConn gives its place back when closed.
