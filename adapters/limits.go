@@ -47,15 +47,26 @@ const (
 // LimitsConfig is the `limits:` section of the configuration. 0 in a
 // field means its default; a negative value means no limit.
 type LimitsConfig struct {
-	MaxConnections               int   `yaml:"max_connections"`
-	MaxConnectionsPerAddress     int   `yaml:"max_connections_per_address"`
-	MaxConnectionsPerUser        int   `yaml:"max_connections_per_user"`
-	MaxSubscriptionsPerClient    int   `yaml:"max_subscriptions_per_client"`
-	MaxPersistentSessionsPerUser int   `yaml:"max_persistent_sessions_per_user"`
-	MaxResourcesPerUser          int   `yaml:"max_resources_per_user"`
-	MaxPendingBytes              int64 `yaml:"max_pending_bytes"`
-	MaxPendingBytesTotal         int64 `yaml:"max_pending_bytes_total"`
-	MaxTopicLength               int   `yaml:"max_topic_length"`
+	// MaxConnections bounds every listener's connections together.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerAddress bounds the connections from one IP.
+	MaxConnectionsPerAddress int `yaml:"max_connections_per_address"`
+	// MaxConnectionsPerUser bounds a user's connections, all protocols.
+	MaxConnectionsPerUser int `yaml:"max_connections_per_user"`
+	// MaxSubscriptionsPerClient bounds the filters of an MQTT client or
+	// an SSE/WebSocket stream, and an XMPP user's topic subscriptions.
+	MaxSubscriptionsPerClient int `yaml:"max_subscriptions_per_client"`
+	// MaxPersistentSessionsPerUser bounds a user's MQTT sessions that
+	// outlive their connection.
+	MaxPersistentSessionsPerUser int `yaml:"max_persistent_sessions_per_user"`
+	// MaxResourcesPerUser bounds an XMPP user's bound resources.
+	MaxResourcesPerUser int `yaml:"max_resources_per_user"`
+	// MaxPendingBytes bounds the bytes one connection has not read yet.
+	MaxPendingBytes int64 `yaml:"max_pending_bytes"`
+	// MaxPendingBytesTotal bounds them over all connections.
+	MaxPendingBytesTotal int64 `yaml:"max_pending_bytes_total"`
+	// MaxTopicLength bounds a topic or filter in bytes.
+	MaxTopicLength int `yaml:"max_topic_length"`
 }
 
 // Validate checks the bounds, naming the key at fault.
@@ -65,9 +76,6 @@ func (c LimitsConfig) Validate() error {
 	}
 	if c.MaxPendingBytes > 0 && c.MaxPendingBytes < 64<<10 {
 		return fmt.Errorf("limits.max_pending_bytes %d: at least 65536 (one packet must fit)", c.MaxPendingBytes)
-	}
-	if t := c.withDefaults(); t.MaxPendingBytesTotal > 0 && t.MaxPendingBytes > t.MaxPendingBytesTotal {
-		return fmt.Errorf("limits.max_pending_bytes %d: must not exceed limits.max_pending_bytes_total %d", t.MaxPendingBytes, t.MaxPendingBytesTotal)
 	}
 	return nil
 }

@@ -165,8 +165,8 @@ func TestLimitsValidate(t *testing.T) {
 		{LimitsConfig{}, ""},
 		{LimitsConfig{MaxTopicLength: 65536}, "limits.max_topic_length"},
 		{LimitsConfig{MaxPendingBytes: 100}, "limits.max_pending_bytes"},
-		{LimitsConfig{MaxPendingBytes: 1 << 30}, "must not exceed limits.max_pending_bytes_total"},
 		{LimitsConfig{MaxPendingBytes: 1 << 30, MaxPendingBytesTotal: -1}, ""},
+		{LimitsConfig{MaxPendingBytes: -1, MaxPendingBytesTotal: 1 << 20}, ""},
 	}
 	for _, tc := range tests {
 		err := tc.cfg.Validate()
@@ -226,4 +226,33 @@ func TestPendingBudget(t *testing.T) {
 	if s := l.Stats(); s.PendingBytes != 0 || s.Refused["slow_consumer"] != 2 {
 		t.Fatalf("stats %+v", s)
 	}
+}
+
+func BenchmarkLimitsAcquire(b *testing.B) {
+	l := NewLimits(LimitsConfig{})
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rel, err := l.Acquire("10.0.0.1:1234", "u")
+			if err != nil {
+				b.Fatal(err)
+			}
+			rel()
+		}
+	})
+}
+
+// BenchmarkPendingAddDone is the cost the pending budget adds to every
+// MQTT write.
+func BenchmarkPendingAddDone(b *testing.B) {
+	l := NewLimits(LimitsConfig{})
+	b.RunParallel(func(pb *testing.PB) {
+		p := l.NewPendingConn(func(error) {})
+		defer p.Close()
+		for pb.Next() {
+			if err := p.Add(512); err != nil {
+				b.Fatal(err)
+			}
+			p.Done(512)
+		}
+	})
 }
