@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -195,5 +196,71 @@ func (c *rawMQTT) subscribeMany(conn, n int) ([]byte, error) {
 		if typ>>4 == 9 && len(body) >= 2 {
 			return body[2:], nil
 		}
+	}
+}
+
+// TestSIGHUPLimits: the hub binary, sent SIGHUP after its configuration
+// file raised a limit, lets in the connection it refused, and one that
+// lowers it drops nobody connected.
+func TestSIGHUPLimits(t *testing.T) {
+	cfgPath := filepath.Join(t.TempDir(), "hub.yaml")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("limits:\n  max_connections_per_user: 2\n")
+	h := newHub(t, "", "--config", cfgPath, "--log-level", "info")
+	h.start()
+	connect := func(id string) (*rawMQTT, byte) {
+		t.Helper()
+		c, code, err := rawConnectAs(h.mqtt, id, "alice", "alicepw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c != nil {
+			t.Cleanup(c.close)
+		}
+		return c, code
+	}
+	held := []*rawMQTT{}
+	for _, id := range []string{"a1", "a2"} {
+		c, code := connect(id)
+		if code != 0 {
+			t.Fatalf("%s: 0x%02x", id, code)
+		}
+		held = append(held, c)
+	}
+	if _, code := connect("a3"); code != 0x03 {
+		t.Fatalf("third connection: 0x%02x, want 0x03", code)
+	}
+	hangup := func(n int) {
+		t.Helper()
+		if err := syscall.Kill(h.pid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		for end := time.Now().Add(15 * time.Second); strings.Count(h.logTail(), "reload: limits") < n; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("no reload of the limits in the log:\n%s", h.logTail())
+			}
+		}
+	}
+	write("limits:\n  max_connections_per_user: 3\n")
+	hangup(1)
+	c3, code := connect("a3")
+	if code != 0 {
+		t.Fatalf("after raising the bound: 0x%02x", code)
+	}
+	held = append(held, c3)
+	write("limits:\n  max_connections_per_user: 1\n")
+	hangup(2)
+	for i, c := range held {
+		if code, err := c.publish1(4, "alice/x", "still", 1); err != nil || code != 0 {
+			t.Errorf("held connection %d after lowering the bound: %v", i, err)
+		}
+	}
+	if _, code := connect("a4"); code != 0x03 {
+		t.Errorf("a new connection after lowering the bound: 0x%02x, want 0x03", code)
 	}
 }

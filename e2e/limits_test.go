@@ -442,6 +442,11 @@ func TestLimitConnectionsReload(t *testing.T) {
 	if _, code, _ := rawConnect(t, local, mq, mqttOpts{version: 5, id: "r9", user: "bob", pass: "bobpw", clean: true}); code != 0 {
 		t.Errorf("after raising the bound: 0x%02x", code)
 	}
+	st, metrics := httpAsBody(t, http.MethodGet, "http://"+loopback(t, h.Addr(t, "rest"))+"/metrics", "admin", "adminpw", "")
+	if st != http.StatusOK || !strings.Contains(metrics, `hub_limits_refused_total{limit="connections_per_user"} 1`) ||
+		!strings.Contains(metrics, "hub_limits_connections ") {
+		t.Errorf("/metrics: %d, no limit counters in:\n%s", st, metrics)
+	}
 	bad := cfg
 	bad.Limits.MaxTopicLength = 1 << 20
 	if _, err := h.Reload(t.Context(), bad); err == nil || !strings.Contains(err.Error(), "limits.max_topic_length") {

@@ -165,7 +165,11 @@ func (t *topicService) subscribed(ctx context.Context, bare, topic, tjid string)
 // through the topic JID from (tjid is from for a template rule's JID, ""
 // for the default rule's).
 func (t *topicService) subscribe(ctx context.Context, p peer, topic, from, tjid string) {
-	if err := t.a.cfg.Auth.Authorize(ctx, p.principal(), adapters.ActionSubscribe, topic); err != nil {
+	err := t.a.cfg.Auth.Limits().CheckTopic(topic)
+	if err == nil {
+		err = t.a.cfg.Auth.Authorize(ctx, p.principal(), adapters.ActionSubscribe, topic)
+	}
+	if err != nil {
 		t.a.log.Info("xmpp: topic subscription refused", "jid", p.bareJID(), "topic", topic, "err", err)
 		p.rosterSet(from, "none")
 		_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
