@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"mellium.im/sasl"
 	mxmpp "mellium.im/xmpp"
@@ -85,6 +86,12 @@ func rawConnect(t *testing.T, d *net.Dialer, addr string, o mqttOpts) (*rawMQTT,
 	if err != nil {
 		t.Fatalf("mqtt dial: %v", err)
 	}
+	return rawConnectOn(t, conn, o)
+}
+
+// rawConnectOn is rawConnect over conn (TLS, WebSocket).
+func rawConnectOn(t *testing.T, conn net.Conn, o mqttOpts) (*rawMQTT, byte, bool) {
+	t.Helper()
 	flags := byte(0)
 	if !o.persistent && o.version == 4 || o.version == 5 && o.clean {
 		flags |= 0x02
@@ -771,4 +778,53 @@ func TestLimitSlowConsumer(t *testing.T) {
 			served(t, h, "slow")
 		})
 	}
+}
+
+// TestLimitConnectionsEveryMQTTListener: the per-user bound counts the
+// connections of every MQTT listener together (TCP, TLS, WebSocket).
+func TestLimitConnectionsEveryMQTTListener(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile := hubtest.WriteCert(t)
+	h := startLimitsHub(t, adapters.LimitsConfig{MaxConnectionsPerUser: 2}, func(c *gateway.Config) {
+		c.MQTT.TLSAddr, c.MQTT.WSAddr = "0.0.0.0:0", "0.0.0.0:0"
+		c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile
+	})
+	tlsConn := func() net.Conn {
+		c, err := tls.DialWithDialer(source("127.0.0.1"), "tcp", loopback(t, h.Addr(t, "mqtt.mqtts")), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	wsConn := func() net.Conn {
+		c, _, err := websocket.Dial(t.Context(), "ws://"+loopback(t, h.Addr(t, "mqtt.ws"))+"/mqtt", &websocket.DialOptions{Subprotocols: []string{"mqtt"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return websocket.NetConn(context.Background(), c, websocket.MessageBinary)
+	}
+	o := mqttOpts{version: 5, user: "alice", pass: "alicepw", clean: true}
+	steps := []struct {
+		name string
+		conn func() net.Conn
+		want byte
+	}{
+		{"tcp", func() net.Conn {
+			c, err := source("127.0.0.1").Dial("tcp", loopback(t, h.Addr(t, "mqtt.mqtt")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}, 0},
+		{"tls", tlsConn, 0},
+		{"websocket over the bound", wsConn, 0x97},
+		{"tls over the bound", tlsConn, 0x97},
+	}
+	for i, st := range steps {
+		o.id = fmt.Sprintf("l%d", i)
+		if _, code, _ := rawConnectOn(t, st.conn(), o); code != st.want {
+			t.Errorf("%s: CONNACK 0x%02x, want 0x%02x", st.name, code, st.want)
+		}
+	}
+	served(t, h, "listeners")
 }
