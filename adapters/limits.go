@@ -287,8 +287,8 @@ func (c *Conn) Release() {
 }
 
 // CheckSubscriptions says whether a client holding held filters may add
-// adding more: nil, or ErrSubscriptionLimit naming the bound. Allowed
-// tells how many of them fit.
+// adding more: nil, or ErrSubscriptionLimit naming the bound.
+// AllowedSubscriptions tells how many would fit.
 func (l *Limits) CheckSubscriptions(held, adding int) error {
 	if n := l.AllowedSubscriptions(held); n < adding {
 		l.refused[kindSubscription].Add(1)
