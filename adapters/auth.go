@@ -94,6 +94,8 @@ type Auth struct {
 	reads readCache
 	// guard backs off failed logins (guard.go).
 	guard *LoginGuard
+	// limits are the hub's connection and subscription bounds (limits.go).
+	limits atomic.Pointer[Limits]
 }
 
 // ruleSet is what the configuration file says about access.
@@ -195,6 +197,7 @@ func (a *Auth) FailedLogins() uint64 {
 // anonymous clients. The rules are assumed valid (ValidateRule).
 func NewAuth(creds Credentials, static map[string][]ACLRule) *Auth {
 	a := &Auth{creds: creds, guard: NewLoginGuard(GuardConfig{})}
+	a.limits.Store(NewLimits(LimitsConfig{}))
 	a.reads.init(ReadCacheTTL, readCacheMax, time.Now)
 	pr, _ := peerRules(PeerDeny)
 	a.cur.Store(&ruleSet{peerRules: pr})

@@ -93,6 +93,11 @@ type Config struct {
 	// History keeps numeric readings as time series, with retention per
 	// topic filter (see history.Config; default history.Defaults()).
 	History history.Config `yaml:"history"`
+	// Limits bound connections, subscriptions, sessions, resources,
+	// pending writes and topic length (adapters.LimitsConfig; 0: the
+	// default, negative: no limit). A reload applies them to what comes
+	// next; nobody connected is dropped.
+	Limits adapters.LimitsConfig `yaml:"limits"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
 	// ShutdownTimeout bounds a graceful stop.
@@ -342,6 +347,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTT.MaxInflight < 0 || c.MQTT.MaxInflight > 65535 {
 		return fmt.Errorf("config: mqtt.max_inflight %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxInflight, mqtt.DefaultMaxInflight)
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return err
 	}
 	if err := c.HTTP.validate(); err != nil {
 		return err

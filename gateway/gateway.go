@@ -107,6 +107,7 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 		return nil, fmt.Errorf("config: xmpp.component_peers: %w", err)
 	}
 	h.setupLoginGuard()
+	h.setupLimits()
 	h.warnClearText()
 	h.Devices, err = devices.New(devices.Config{Store: st, Bus: bus, Logger: log, Node: cfg.Node})
 	if err != nil {

@@ -104,7 +104,8 @@ func (h *Hub) ReloadFromSource(ctx context.Context) ([]string, error) {
 
 // Reload applies what of cfg can change while clients stay connected:
 // the ACL rules (configured and anonymous) and the component peer policy,
-// the bridges (added, removed, or restarted when changed), the TLS
+// the bridges (added, removed, or restarted when changed), the limits
+// (for new connections, subscriptions and sessions), the TLS
 // certificates (read again from their files), and the SCRAM iteration
 // count. Anything else that differs is reported as needing a restart. An
 // invalid cfg, or a certificate that does not load, is refused and
@@ -152,6 +153,10 @@ func (h *Hub) Reload(ctx context.Context, cfg Config) ([]string, error) {
 		_ = h.Auth.SetPeerPolicy(cfg.XMPP.ComponentPeers)
 		changes = append(changes, "xmpp.component_peers: "+peerPolicyName(cfg.XMPP.ComponentPeers))
 	}
+	if old.Limits != cfg.Limits {
+		h.Auth.Limits().SetConfig(cfg.Limits)
+		changes = append(changes, "limits: applied to new connections and subscriptions")
+	}
 	if n := cfg.Security.SCRAMIterations; n != old.Security.SCRAMIterations && n != 0 {
 		_ = h.Store.SetSCRAMIterations(n)
 		changes = append(changes, fmt.Sprintf("security.scram_iterations: %d", n))
@@ -197,6 +202,7 @@ func (h *Hub) Reload(ctx context.Context, cfg Config) ([]string, error) {
 	h.cfg.ACL, h.cfg.Bridges = cfg.ACL, cfg.Bridges
 	h.cfg.XMPP.ComponentPeers = cfg.XMPP.ComponentPeers
 	h.cfg.Security.SCRAMIterations = cfg.Security.SCRAMIterations
+	h.cfg.Limits = cfg.Limits
 	h.mu.Unlock()
 	for _, c := range changes {
 		h.log.Info("reload: " + c)

@@ -192,6 +192,7 @@ type Adapter struct {
 	present     sync.Map // *mochi.Client -> session present, until its CONNACK
 	subscribing sync.Map // *mochi.Client -> struct{} while its SUBSCRIBE is checked
 	granted     sync.Map // *mochi.Client -> []broker.Filter whose retained values follow its SUBACK
+	overCap     overCap  // filters of a SUBSCRIBE over the client's bound (limits.go)
 
 	sysLast map[string]string // $SYS topic -> last value published (mochi's loop goroutine)
 	wg      sync.WaitGroup    // the sweeper
@@ -373,10 +374,12 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 			}
 			tl := newListener(l.id, l.addr, tc, a.cfg.ConnectTimeout, a.connEnded)
 			tl.slow, tl.writeTimeout, tl.maxPacket = a.slowConsumer, a.cfg.WriteTimeout, a.cfg.MaxPacketSize
+			tl.limits = a.auth.Limits()
 			ln = tl
 		case "ws":
 			wl := newWSListener(l.id, l.addr, nil, a.cfg.ConnectTimeout, a.connEnded)
 			wl.slow, wl.writeTimeout, wl.maxPacket = a.slowConsumer, a.cfg.WriteTimeout, a.cfg.MaxPacketSize
+			wl.limits = a.auth.Limits()
 			ln = wl
 		}
 		if err := srv.AddListener(ln); err != nil {

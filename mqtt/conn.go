@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/hubsmith/hub/adapters"
 )
 
 // Bounds of a client connection's outgoing bytes.
@@ -55,6 +57,13 @@ type asyncConn struct {
 	done       chan struct{} // closed once the connection is closed and flushed
 	onDone     func()
 	finishOnce sync.Once
+
+	// pend is the connection's account in the hub's pending write budget
+	// (nil: maxPendingWrite alone bounds it); limit is its place among
+	// the limited connections, or limitErr why it has none (limits.go).
+	pend     *adapters.PendingConn
+	limit    *adapters.Conn
+	limitErr error
 }
 
 // newAsyncConn wraps c. Its flusher goroutine runs only while there are
@@ -76,6 +85,10 @@ func (c *asyncConn) startFlush() {
 // finish marks the connection closed and tells the owner, once.
 func (c *asyncConn) finish() {
 	c.finishOnce.Do(func() {
+		if c.pend != nil {
+			c.pend.Close()
+		}
+		c.limit.Release()
 		close(c.done)
 		if c.onDone != nil {
 			c.onDone()
@@ -101,18 +114,25 @@ func (c *asyncConn) Write(b []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, net.ErrClosed
 	}
-	if len(c.buf)+len(b) > maxPendingWrite {
-		c.closed = true
-		c.buf = nil
-		flushing := c.flushing
+	if c.pend == nil && len(c.buf)+len(b) > maxPendingWrite {
 		c.mu.Unlock()
-		_ = c.Conn.Close()
-		if !flushing {
-			c.finish()
-		}
 		err := fmt.Errorf("%w (%d bytes)", errSlowConsumer, maxPendingWrite)
-		c.slow(c.Conn, err)
+		c.cutOff(err)
 		return 0, err
+	}
+	c.mu.Unlock()
+	if c.pend != nil {
+		// Not under c.mu: the budget may cut off other connections.
+		if err := c.pend.Add(len(b)); err != nil {
+			err = fmt.Errorf("mqtt: %w", err)
+			c.cutOff(err)
+			return 0, err
+		}
+	}
+	c.mu.Lock()
+	if c.closed || c.closing {
+		c.mu.Unlock()
+		return 0, net.ErrClosed
 	}
 	c.buf = append(c.buf, b...)
 	c.startFlush()
@@ -151,7 +171,10 @@ func (c *asyncConn) flush() {
 		}
 		c.mu.Unlock()
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
-		_, err := c.Conn.Write(out)
+		n, err := c.Conn.Write(out)
+		if c.pend != nil {
+			c.pend.Done(n)
+		}
 		c.mu.Lock()
 		if err != nil {
 			wasClosed := c.closed || c.closing
@@ -193,3 +216,34 @@ func (c *asyncConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadli
 
 // SetWriteDeadline is ignored: the flusher bounds writes itself.
 func (c *asyncConn) SetWriteDeadline(time.Time) error { return nil }
+
+// cutOff ends a connection over its pending bound, or one of the largest
+// when all of them are over the hub's budget: what is pending is dropped,
+// an MQTT 5 client gets DISCONNECT 0x97 (quota exceeded; 0x89, server
+// busy, for the global budget) written after the packet being written, if
+// any, and the connection is closed once it is out (or the write timed
+// out). MQTT 3.1.1
+// has no server DISCONNECT: its connection is just closed. The owner is
+// told (slow) once.
+func (c *asyncConn) cutOff(err error) {
+	code := packets.ErrQuotaExceeded
+	if errors.Is(err, adapters.ErrServerBusy) {
+		code = packets.ErrServerBusy
+	}
+	c.mu.Lock()
+	if c.closed || c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.buf = nil
+	if rc, ok := c.Conn.(*reasonConn); ok && rc.protocolVersion() == 5 {
+		c.buf = []byte{packets.Disconnect << 4, 2, code.Code, 0}
+	}
+	c.closing = true
+	// The packet being written, if any, gets the time of any write; the
+	// DISCONNECT after it closeFlushTimeout (see flush).
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	c.startFlush()
+	c.mu.Unlock()
+	c.slow(c.Conn, err)
+}

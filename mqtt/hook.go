@@ -96,9 +96,13 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 			return fmt.Errorf("will topic %q: %w", pk.Connect.WillTopic, packets.ErrProtocolViolation)
 		}
 	}
+	name := string(pk.Connect.Username)
+	if err := admitAddress(cl); err != nil {
+		a.log.Info("mqtt: connect refused: limit", "client", cl.ID, "remote", cl.Net.Remote, "err", err)
+		return refuse(cl, limitRefusal(err), v3Unavailable)
+	}
 	ctx, cancel := h.callCtx()
 	defer cancel()
-	name := string(pk.Connect.Username)
 	anonOK := adapters.AnonymousAllowed(a.lnAddr[cl.Net.Listener], a.cfg.AllowAnonymous)
 	if a.cfg.RequireTLS && cl.Net.Listener != "mqtts" && anonOK != adapters.AnonymousLocal &&
 		(pk.Connect.UsernameFlag || pk.Connect.PasswordFlag) {
@@ -134,6 +138,19 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		a.metrics.authFailed.Add(1)
 		a.log.Info("mqtt: connect refused: the client id's session belongs to another principal", "client", cl.ID, "user", name)
 		return refuse(cl, packets.ErrNotAuthorized, v3NotAuthorized)
+	}
+	if pk.Connect.WillFlag {
+		if err := a.auth.Limits().CheckTopic(pk.Connect.WillTopic); err != nil {
+			a.log.Info("mqtt: connect refused: will topic", "client", cl.ID, "user", name, "err", err)
+			if cl.Properties.ProtocolVersion == 5 {
+				return refuse(cl, packets.Code{Code: packets.ErrTopicNameInvalid.Code, Reason: err.Error()}, 0)
+			}
+			return fmt.Errorf("will topic: %w: %w", err, packets.ErrProtocolViolation)
+		}
+	}
+	if err := a.admit(cl, name); err != nil {
+		a.log.Info("mqtt: connect refused: limit", "client", cl.ID, "remote", cl.Net.Remote, "user", name, "err", err)
+		return refuse(cl, limitRefusal(err), v3Unavailable)
 	}
 	if name != "" {
 		a.roles.Store(name, p.Role)
@@ -227,6 +244,7 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 		}
 		a.saveRecord(cl.ID, r)
 	} else if a.cfg.Sessions != nil && pk.Connect.Clean {
+		a.releaseSession(cl.ID)
 		ctx, cancel := context.WithTimeout(a.ctx, storeTimeout)
 		_ = a.cfg.Sessions.KVDelete(ctx, bucketSessions, cl.ID)
 		cancel()
@@ -358,6 +376,11 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	if cl.Net.Inline {
 		return pk, packets.CodeSuccessIgnore
 	}
+	if err := a.auth.Limits().CheckTopic(pk.TopicName); err != nil {
+		a.metrics.denied.Add(1)
+		a.refuse(cl, pk, err)
+		return pk, packets.ErrRejectPacket
+	}
 	if err := a.mayPublish(cl, pk.TopicName); err != nil {
 		a.metrics.denied.Add(1)
 		if cl.Properties.ProtocolVersion == 5 {
@@ -450,7 +473,7 @@ func reasonFor(err error) packets.Code {
 		return packets.ErrQuotaExceeded
 	case errors.Is(err, adapters.ErrForbidden):
 		return packets.ErrNotAuthorized
-	case errors.Is(err, broker.ErrInvalidTopic), errors.Is(err, broker.ErrWildcardTopic):
+	case errors.Is(err, broker.ErrInvalidTopic), errors.Is(err, broker.ErrWildcardTopic), errors.Is(err, adapters.ErrTopicTooLong):
 		return packets.ErrTopicNameInvalid
 	default:
 		return packets.ErrImplementationSpecificError
@@ -533,6 +556,10 @@ func (h *hook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
 			pk.Filters[i].Filter = invalidFilter
 		}
 	}
+	// Filters too long, or new beyond the client's bound (limits.go).
+	if over := h.a.capFilters(cl, &pk, cloned); over != nil {
+		h.a.overCap.set(cl, over)
+	}
 	return pk
 }
 
@@ -546,6 +573,9 @@ const invalidFilter = "#/"
 func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {
 	a := h.a
 	a.subscribing.Delete(cl)
+	if over := a.overCap.take(cl); over != nil {
+		quotaCodes(codes, over, cl.Properties.ProtocolVersion)
+	}
 	s := a.sessionOf(cl)
 	if s == nil {
 		return

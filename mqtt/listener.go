@@ -33,10 +33,11 @@ type listenerBase struct {
 	id, addr       string
 	tls            *tls.Config
 	connectTimeout time.Duration
-	done           func(err error) // called when a connection ends
-	slow           func(err error) // called when a client that does not read is cut off
-	writeTimeout   time.Duration   // bound of one socket write (0: DefaultWriteTimeout)
-	maxPacket      uint32          // Maximum Packet Size, for the DISCONNECT 0x95 (see reasonConn)
+	done           func(err error)  // called when a connection ends
+	slow           func(err error)  // called when a client that does not read is cut off
+	writeTimeout   time.Duration    // bound of one socket write (0: DefaultWriteTimeout)
+	maxPacket      uint32           // Maximum Packet Size, for the DISCONNECT 0x95 (see reasonConn)
+	limits         *adapters.Limits // the pending write budget (nil: maxPendingWrite per connection)
 
 	ln      net.Listener
 	retry   *adapters.RetryListener // under ln (and TLS): retries temporary accept errors
@@ -110,7 +111,13 @@ func (l *listenerBase) track(conn net.Conn, goroutines int) (net.Conn, bool) {
 		return nil, false
 	}
 	l.wg.Add(1 + goroutines)
-	conn = newAsyncConn(newReasonConn(conn, l.maxPacket), l.writeTimeout, l.slowConn, l.wg.Done)
+	ac := newAsyncConn(newReasonConn(conn, l.maxPacket), l.writeTimeout, l.slowConn, l.wg.Done)
+	if l.limits != nil {
+		ac.pend = l.limits.NewPendingConn(ac.cutOff)
+		// Refused in OnConnect, with a CONNACK that says why (limits.go).
+		ac.limit, ac.limitErr = l.limits.AcquireAddress(conn.RemoteAddr().String())
+	}
+	conn = ac
 	l.conns[conn] = struct{}{}
 	return conn, true
 }

@@ -434,6 +434,7 @@ func (a *Adapter) forget(id string) {
 	}
 	a.smu.Unlock()
 	if a.cfg.Sessions != nil {
+		a.releaseSession(id)
 		_ = a.cfg.Sessions.KVDelete(ctx, bucketSessions, id)
 	}
 }
@@ -456,6 +457,11 @@ func (a *Adapter) sweep() {
 	now := time.Now()
 	for _, kv := range kvs {
 		var r sessionRecord
+		if json.Unmarshal(kv.Value, &r) == nil && !r.expired(now) && r.User != "" {
+			// Sessions stored before a restart count against their
+			// user's bound (and are never refused: see admit).
+			a.auth.Limits().KeepSession(r.User, kv.Key)
+		}
 		if json.Unmarshal(kv.Value, &r) == nil && r.expired(now) {
 			a.smu.Lock()
 			s := a.sessions[kv.Key]

@@ -291,6 +291,7 @@ func (a *Adapter) Start(ctx context.Context) error {
 			IdleTimeout:       a.cfg.IdleTimeout,
 			MaxHeaderBytes:    a.cfg.MaxHeaderBytes,
 			BaseContext:       func(net.Listener) context.Context { return lctx },
+			ConnContext:       connContext,
 			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 		}
 		if spec.tls {
@@ -307,9 +308,9 @@ func (a *Adapter) Start(ctx context.Context) error {
 			defer wg.Done()
 			var err error
 			if l.tls {
-				err = l.srv.ServeTLS(l.retry, "", "")
+				err = l.srv.ServeTLS(a.limitListener(l.retry, true), "", "")
 			} else {
-				err = l.srv.Serve(l.retry)
+				err = l.srv.Serve(a.limitListener(l.retry, false))
 			}
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				a.log.Error("rest: serve", "addr", l.retry.Addr().String(), "err", err)

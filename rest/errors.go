@@ -38,6 +38,13 @@ var statusOf = []struct {
 	status int
 }{
 	{errBadRequest, http.StatusBadRequest},
+	// The limits (limits.go): the hub full is 503, one address or user
+	// over its share 429, both with Retry-After.
+	{adapters.ErrServerBusy, http.StatusServiceUnavailable},
+	{adapters.ErrAddressLimit, http.StatusTooManyRequests},
+	{adapters.ErrUserLimit, http.StatusTooManyRequests},
+	{adapters.ErrTopicTooLong, http.StatusBadRequest},
+	{adapters.ErrSubscriptionLimit, http.StatusBadRequest},
 	{errInvalidJSON, http.StatusBadRequest},
 	{errReserved, http.StatusBadRequest},
 	{broker.ErrInvalidTopic, http.StatusBadRequest},

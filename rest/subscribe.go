@@ -28,10 +28,10 @@ type subscription struct {
 	retained bool
 }
 
-func parseSubscription(c *gin.Context) (subscription, error) {
+func (a *Adapter) parseSubscription(c *gin.Context) (subscription, error) {
 	var s subscription
 	for _, f := range c.QueryArray("filter") {
-		if err := broker.ValidateFilter(f); err != nil {
+		if err := a.checkTopic(f, broker.ValidateFilter); err != nil {
 			return s, err
 		}
 		s.filters = append(s.filters, f)
@@ -54,7 +54,7 @@ func parseSubscription(c *gin.Context) (subscription, error) {
 // matching the filters come first (unless retained=false), then every
 // envelope published on them, until the client leaves.
 func (a *Adapter) subscribe(c *gin.Context) {
-	s, err := parseSubscription(c)
+	s, err := a.parseSubscription(c)
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -67,6 +67,16 @@ func (a *Adapter) subscribe(c *gin.Context) {
 			return
 		}
 	}
+	if err := a.cfg.Auth.Limits().CheckSubscriptions(0, len(s.filters)); err != nil {
+		a.fail(c, err)
+		return
+	}
+	release, err := a.admitStream(c, p)
+	if err != nil {
+		a.failLimit(c, err)
+		return
+	}
+	defer release()
 	a.streams.Add(1)
 	defer a.streams.Done()
 	ctx, untrack := a.track(ctx, p)

@@ -71,7 +71,7 @@ type publishResult struct {
 // QoS 1 and 2 answer 200 once it is durable.
 func (a *Adapter) publish(c *gin.Context) {
 	topic := topicFromPath(c.Param("topic"))
-	if err := broker.ValidateTopic(topic); err != nil {
+	if err := a.checkTopic(topic, broker.ValidateTopic); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -143,7 +143,7 @@ func (a *Adapter) origin(c *gin.Context, p adapters.Principal) broker.Origin {
 func (a *Adapter) readTopic(c *gin.Context) {
 	topic := topicFromPath(c.Param("topic"))
 	ctx := c.Request.Context()
-	if err := broker.ValidateFilter(topic); err != nil {
+	if err := a.checkTopic(topic, broker.ValidateFilter); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -224,7 +224,7 @@ func (a *Adapter) readable(ctx context.Context, p adapters.Principal, e *broker.
 func (a *Adapter) clearTopic(c *gin.Context) {
 	topic := topicFromPath(c.Param("topic"))
 	ctx := c.Request.Context()
-	if err := broker.ValidateTopic(topic); err != nil {
+	if err := a.checkTopic(topic, broker.ValidateTopic); err != nil {
 		a.fail(c, err)
 		return
 	}

@@ -37,6 +37,10 @@ type streamConn struct {
 	user string
 	role string
 	anon bool
+	// limit is the connection's place among the limited connections, or
+	// limitErr why it has none (limits.go).
+	limit    *adapters.Conn
+	limitErr error
 }
 
 func randomID() string {
@@ -47,6 +51,8 @@ func randomID() string {
 
 func (a *Adapter) serveConn(raw net.Conn) {
 	c := &streamConn{a: a, raw: raw, conn: raw}
+	c.limit, c.limitErr = a.cfg.Auth.Limits().AcquireAddress(raw.RemoteAddr().String())
+	defer c.limit.Release()
 	s, r, err := c.negotiate()
 	if err != nil {
 		c.fail(err)
@@ -157,6 +163,9 @@ func (c *streamConn) negotiate() (*session, *stanzaReader, error) {
 		if err := c.openStream(); err != nil {
 			return nil, nil, err
 		}
+		if err := c.checkLimits(); err != nil {
+			return nil, nil, err
+		}
 		feats := newElement(nsStream, "features")
 		switch {
 		case c.user == "" && !c.anon:
@@ -250,6 +259,9 @@ func (c *streamConn) step() (restart bool, s *session, err error) {
 			}
 		case authed && el.Name.Local == "iq" && el.Name.Space == nsClient && el.Child(nsBind, "bind") != nil:
 			s, err := c.bind(el)
+			if errors.Is(err, errBindRefused) {
+				continue // the client may try again
+			}
 			return false, s, err
 		case authed && el.Name.Space == nsSM && el.Name.Local == "resume":
 			s, err := c.a.resumeSession(c, el)
@@ -405,6 +417,10 @@ func (c *streamConn) bind(iq *element) (*session, error) {
 		bare: user + "@" + c.a.cfg.Domain, closed: make(chan struct{}),
 	}
 	res = c.a.register(s, res)
+	if err := c.a.cfg.Auth.Limits().ClaimResource(s.bare, res); err != nil {
+		c.a.unregisterOnly(s, res)
+		return nil, c.refuseBind(iq, err)
+	}
 	s.resource = res
 	s.jid = s.bare + "/" + res
 	result := newElement(nsClient, "iq", "type", "result", "id", iq.AttrValue("id")).Add(

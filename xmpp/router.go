@@ -43,6 +43,7 @@ func (a *Adapter) register(s *session, res string) string {
 func (a *Adapter) unregister(s *session, wasAvailable bool) {
 	a.mu.Lock()
 	if m := a.sessions[s.bare]; m != nil && m[s.resource] == s {
+		a.cfg.Auth.Limits().ReleaseResource(s.bare, s.resource)
 		delete(m, s.resource)
 		if len(m) == 0 {
 			delete(a.sessions, s.bare)

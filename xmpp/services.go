@@ -187,6 +187,8 @@ func (a *Adapter) handlePubSubFor(p peer, iq *element) {
 			_ = p.send(errorReply(iq, "auth", "forbidden"))
 		case errors.Is(err, broker.ErrInvalidFilter), errors.Is(err, broker.ErrInvalidTopic), errors.Is(err, broker.ErrWildcardTopic):
 			_ = p.send(errorReply(iq, "modify", "bad-request"))
+		case errors.Is(err, adapters.ErrTopicTooLong):
+			_ = p.send(errorReply(iq, "modify", "not-acceptable"))
 		default:
 			_ = p.send(errorReply(iq, "wait", "internal-server-error"))
 		}
@@ -197,8 +199,17 @@ func (a *Adapter) handlePubSubFor(p peer, iq *element) {
 			fail(err)
 			return
 		}
+		if err := a.cfg.Auth.Limits().CheckTopic(node); err != nil {
+			fail(err)
+			return
+		}
 		if err := a.cfg.Auth.Authorize(ctx, pr, adapters.ActionSubscribe, node); err != nil {
 			fail(err)
+			return
+		}
+		if err := a.topics.subscriptionLimit(p.bareJID(), "p "+node); err != nil {
+			a.log.Info("xmpp: pubsub subscription refused", "jid", p.bareJID(), "node", node, "err", err)
+			_ = p.send(pubsubLimitError(iq, err))
 			return
 		}
 		if err := a.topics.remember(ctx, p, pubsubBucket, node); err != nil {
@@ -242,6 +253,10 @@ func (a *Adapter) handlePubSubFor(p peer, iq *element) {
 			} else if els := item.Elements(); len(els) > 0 {
 				payload, ctype = []byte(els[0].String()), "application/xml"
 			}
+		}
+		if err := a.cfg.Auth.Limits().CheckTopic(node); err != nil {
+			fail(err)
+			return
 		}
 		if err := a.cfg.Auth.Authorize(ctx, pr, adapters.ActionPublish, node); err != nil {
 			fail(err)

@@ -165,7 +165,11 @@ func (t *topicService) subscribed(ctx context.Context, bare, topic, tjid string)
 // through the topic JID from (tjid is from for a template rule's JID, ""
 // for the default rule's).
 func (t *topicService) subscribe(ctx context.Context, p peer, topic, from, tjid string) {
-	if err := t.a.cfg.Auth.Authorize(ctx, p.principal(), adapters.ActionSubscribe, topic); err != nil {
+	err := t.a.cfg.Auth.Limits().CheckTopic(topic)
+	if err == nil {
+		err = t.a.cfg.Auth.Authorize(ctx, p.principal(), adapters.ActionSubscribe, topic)
+	}
+	if err != nil {
 		t.a.log.Info("xmpp: topic subscription refused", "jid", p.bareJID(), "topic", topic, "err", err)
 		p.rosterSet(from, "none")
 		_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
@@ -173,8 +177,21 @@ func (t *topicService) subscribe(ctx context.Context, p peer, topic, from, tjid 
 	}
 	bucket, _ := record(p.bareJID(), topic, tjid)
 	name := topic
+	key := "t " + topic
 	if tjid != "" {
-		name = tjid
+		name, key = tjid, "j "+tjid
+	}
+	if err := t.subscriptionLimit(p.bareJID(), key); err != nil {
+		// Refused as a presence subscription is (RFC 6121 3.2), after an
+		// error that says why.
+		t.a.log.Info("xmpp: topic subscription refused", "jid", p.bareJID(), "topic", topic, "err", err)
+		perr := newElement(nsClient, "presence", "type", "error", "from", from, "to", p.bareJID()).Add(
+			newElement(nsClient, "error", "type", "wait").Add(newElement(nsStanzas, "policy-violation"),
+				newElement(nsStanzas, "text").AddText(err.Error())))
+		_ = p.send(perr)
+		p.rosterSet(from, "none")
+		_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
+		return
 	}
 	if err := t.remember(ctx, p, bucket, name); err != nil {
 		t.a.log.Warn("xmpp: store topic subscription", "jid", p.bareJID(), "topic", topic, "err", err)
@@ -415,6 +432,10 @@ func (t *topicService) publish(ctx context.Context, p peer, el *element, topic s
 		return
 	}
 	if !ok { // chat states, receipts and such carry nothing to publish
+		return
+	}
+	if err := t.a.cfg.Auth.Limits().CheckTopic(topic); err != nil {
+		_ = p.send(errorReply(el, "modify", "not-acceptable"))
 		return
 	}
 	pr := p.principal()
