@@ -204,6 +204,7 @@ func (h *Hub) buildAdapters() error {
 			DeviceCommand: func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
 				return h.Devices.SendCommand(ctx, cmd.DeviceID, cmd.Name, cmd.Params)
 			},
+			DeviceCommands: h.Devices.Commands,
 			Logger: h.log, Registerer: h.Registry,
 		})
 		if err != nil {
