@@ -205,7 +205,7 @@ func (h *Hub) buildAdapters() error {
 				return h.Devices.SendCommand(ctx, cmd.DeviceID, cmd.Name, cmd.Params)
 			},
 			DeviceCommands: h.Devices.Commands,
-			Logger: h.log, Registerer: h.Registry,
+			Logger:         h.log, Registerer: h.Registry,
 		})
 		if err != nil {
 			return err
