@@ -138,6 +138,10 @@ func (h *Hub) Reload(ctx context.Context, cfg Config) ([]string, error) {
 		}
 		build = append(build, b)
 	}
+	applyJIDRules, err := h.prepareJIDRules(old, cfg) // jidrules.go
+	if err != nil {
+		return nil, fmt.Errorf("reload: xmpp.jid_rules: %w (the running configuration is kept)", err)
+	}
 	if n, err := h.certs.reloadAll(); err != nil {
 		return nil, fmt.Errorf("reload: %w (the running configuration is kept)", err)
 	} else if n > 0 {
@@ -151,6 +155,10 @@ func (h *Hub) Reload(ctx context.Context, cfg Config) ([]string, error) {
 	if old.XMPP.ComponentPeers != cfg.XMPP.ComponentPeers {
 		_ = h.Auth.SetPeerPolicy(cfg.XMPP.ComponentPeers)
 		changes = append(changes, "xmpp.component_peers: "+peerPolicyName(cfg.XMPP.ComponentPeers))
+	}
+	if applyJIDRules != nil {
+		applyJIDRules()
+		changes = append(changes, fmt.Sprintf("xmpp.jid_rules: %d rule(s)", len(cfg.XMPP.JIDRules)))
 	}
 	if n := cfg.Security.SCRAMIterations; n != old.Security.SCRAMIterations && n != 0 {
 		_ = h.Store.SetSCRAMIterations(n)
@@ -196,6 +204,7 @@ func (h *Hub) Reload(ctx context.Context, cfg Config) ([]string, error) {
 	h.mu.Lock()
 	h.cfg.ACL, h.cfg.Bridges = cfg.ACL, cfg.Bridges
 	h.cfg.XMPP.ComponentPeers = cfg.XMPP.ComponentPeers
+	h.cfg.XMPP.JIDRules = cfg.XMPP.JIDRules
 	h.cfg.Security.SCRAMIterations = cfg.Security.SCRAMIterations
 	h.mu.Unlock()
 	for _, c := range changes {
@@ -249,7 +258,9 @@ func restartOnly(old, cfg Config) []string {
 	return keys
 }
 
-func withPeers(x XMPPConfig, p string) XMPPConfig { x.ComponentPeers = p; return x }
+// withPeers is x with ComponentPeers p and without the JID rules (both
+// reloadable).
+func withPeers(x XMPPConfig, p string) XMPPConfig { x.ComponentPeers, x.JIDRules = p, nil; return x }
 
 func peerPolicyName(p string) string {
 	if p == "" {

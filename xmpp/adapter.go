@@ -153,6 +153,8 @@ type Adapter struct {
 	cmds   *commands
 	proxy  *proxy // nil when Config.ProxyAddr is off
 	xfer   *transfers
+	// carbons are the sessions with XEP-0280 carbons on (carbons.go).
+	carbons carbonSet
 
 	rules     *ruleSet // JIDRules at Domain
 	compRules *ruleSet // JIDRules at ComponentDomain

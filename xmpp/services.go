@@ -26,6 +26,8 @@ func (a *Adapter) handleIQ(s *session, iq *element) {
 		a.handleRoster(s, iq, q)
 	case q.Name.Space == nsSession && typ == "set":
 		a.reply(s, resultOf(iq))
+	case q.Name.Space == nsCarbons:
+		a.handleCarbons(s, iq, q) // carbons.go
 	default:
 		a.handleServiceIQ(clientPeer{s}, iq, "server")
 	}
@@ -64,7 +66,7 @@ func (a *Adapter) discoInfo(kind, node string) *element {
 	switch kind {
 	case "server":
 		cat, typ, name = "server", "im", "hub"
-		features = append(features, nsRoster, nsSM, nsCommands)
+		features = append(features, nsRoster, nsSM, nsCommands, nsCarbons)
 	case "topics":
 		cat, typ, name = "component", "generic", "hub topics"
 	case "topic":
