@@ -275,3 +275,26 @@ func TestDeclaredCommands(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkCheckParams(b *testing.B) {
+	cs, err := ParseCommands([]byte(lampCommands))
+	if err != nil {
+		b.Fatal(err)
+	}
+	params := json.RawMessage(`{"on": true, "mode": "warm", "gain": 0.5}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := cs[0].CheckParams(params); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkParseCommands(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseCommands([]byte(lampCommands)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

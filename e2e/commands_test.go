@@ -70,6 +70,12 @@ func TestDeclaredCommands(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"properties":{"on":{"type":"boolean","description":"on or off"},"level"`) || !strings.Contains(body, `"required":["on"]`) {
 		t.Fatalf("GET commands: %d %s", code, body)
 	}
+	if s, b := httpAsBody(t, http.MethodGet, base+"/api/v1/devices/lamp/commands", "alice", "alicepw", ""); s != http.StatusForbidden {
+		t.Errorf("GET commands by a user without the command right: %d %s", s, b)
+	}
+	if s, b := httpAsBody(t, http.MethodPut, base+"/api/v1/devices/lamp/commands", "alice", "alicepw", "[]"); s != http.StatusForbidden {
+		t.Errorf("PUT commands by a user: %d %s", s, b)
+	}
 	for _, tt := range []struct{ body, msg string }{
 		{`[{"name":"x","params":{"properties":{"a":{"type":"list"}}}}]`, `parameter \"a\": type \"list\"`},
 		{`[{"name":"x"},{"name":"x"}]`, "declared twice"},
@@ -196,3 +202,4 @@ func TestDeclaredCommands(t *testing.T) {
 		t.Errorf("announced command list: %s", f)
 	}
 }
+
