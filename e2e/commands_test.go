@@ -202,4 +202,3 @@ func TestDeclaredCommands(t *testing.T) {
 		t.Errorf("announced command list: %s", f)
 	}
 }
-
