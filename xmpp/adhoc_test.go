@@ -127,3 +127,18 @@ func FuzzFormParams(f *testing.F) {
 		}
 	})
 }
+
+func TestParamFields(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ params, want string }{
+		{`{"on":true,"level":7,"mode":"warm","list":[1],"params":"x"}`, `<field var='level'><value>7</value></field><field var='mode'><value>warm</value></field><field var='on'><value>true</value></field>`},
+		{`null`, ``},
+		{`[1,2]`, ``},
+	} {
+		x := newElement(nsData, "x", "type", "submit")
+		paramFields(x, json.RawMessage(tt.params))
+		if got := strings.TrimSuffix(strings.TrimPrefix(x.String(), `<x xmlns='jabber:x:data' type='submit'>`), `</x>`); got != tt.want && !(tt.want == "" && strings.HasSuffix(x.String(), "/>")) {
+			t.Errorf("%s: %s, want %s", tt.params, x.String(), tt.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 
@@ -53,7 +54,9 @@ func (c *commands) handleReply(iq *element) bool {
 func (a *Adapter) Protocol() string { return "xmpp" }
 
 // SendCommand sends cmd as an XEP-0050 ad-hoc command (node = command
-// name, the JSON params in a data form field "params") to the device's JID
+// name, the JSON params in a data form field "params", and each simple
+// value of a params object in a field of its own, as a submitted command
+// form has them) to the device's JID
 // {device}@{domain} and returns the reply: the "result" field of the
 // completed command's form when it holds JSON, or its text as a JSON
 // string. A device with no session is ErrDeviceOffline at once.
@@ -77,10 +80,11 @@ func (a *Adapter) SendCommand(ctx context.Context, cmd adapters.Command) (json.R
 	if params == "" {
 		params = "null"
 	}
+	form := newElement(nsData, "x", "type", "submit").Add(
+		newElement(nsData, "field", "var", "params").Add(newElement(nsData, "value").AddText(params)))
+	paramFields(form, cmd.Params)
 	iq := newElement(nsClient, "iq", "type", "set", "id", id, "from", a.cfg.Domain, "to", s.jid).Add(
-		newElement(nsCommands, "command", "node", cmd.Name, "action", "execute").Add(
-			newElement(nsData, "x", "type", "submit").Add(
-				newElement(nsData, "field", "var", "params").Add(newElement(nsData, "value").AddText(params)))))
+		newElement(nsCommands, "command", "node", cmd.Name, "action", "execute").Add(form))
 	ch := make(chan *element, 1)
 	a.cmds.mu.Lock()
 	a.cmds.pending[id] = pendingCommand{from: s.jid, reply: ch}
@@ -139,4 +143,27 @@ func commandResult(iq *element) (json.RawMessage, error) {
 	}
 	b, _ := json.Marshal(text)
 	return b, nil
+}
+
+// paramFields adds a field per string, number or boolean member of a JSON
+// params object to a submitted form (besides "params"), so that an XMPP
+// device reads its parameters as the form a chat user filled in.
+func paramFields(form *element, params json.RawMessage) {
+	var obj map[string]any
+	if json.Unmarshal(params, &obj) != nil {
+		return
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		switch obj[k].(type) {
+		case string, float64, bool:
+			if k != "params" && k != "FORM_TYPE" {
+				form.Add(newElement(nsData, "field", "var", k).Add(newElement(nsData, "value").AddText(devices.FormatValue(obj[k]))))
+			}
+		}
+	}
 }
