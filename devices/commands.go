@@ -71,6 +71,9 @@ func ReplyJSON(payload []byte) json.RawMessage {
 // device, adapters.ErrDeviceOffline at once when the registry knows the
 // device is offline, and an error wrapping context.DeadlineExceeded when
 // ctx times out. The reply is the device's payload as JSON (see ReplyJSON).
+// Params are checked against the command's declaration (Commands) first: a
+// *ParamError says which parameter is wrong. A reply that refuses (see
+// ParseRefusal) is returned as a *RefusedError.
 //
 // A device counts as online when the store says so and an adapter reported
 // it since this registry was made (see ResetPresence).
@@ -96,6 +99,9 @@ func (r *Registry) SendCommand(ctx context.Context, deviceID, name string, param
 	if err != nil {
 		return nil, err
 	}
+	if params, err = r.checkCommand(ctx, deviceID, name, params); err != nil {
+		return nil, err
+	}
 	if !d.Online || !r.seen(deviceID) {
 		return nil, fmt.Errorf("devices: command %q to %q: %w", name, deviceID, adapters.ErrDeviceOffline)
 	}
@@ -103,11 +109,29 @@ func (r *Registry) SendCommand(ctx context.Context, deviceID, name string, param
 	if c := r.commander(d.Protocol); c != nil {
 		reply, err := c.SendCommand(ctx, adapters.Command{ID: req, DeviceID: deviceID, Name: name, Params: params})
 		if err != nil {
+			var re *RefusedError
+			if errors.As(err, &re) {
+				re.Device, re.Command = deviceID, name
+				return nil, re
+			}
 			return nil, fmt.Errorf("devices: command %q to %q over %s: %w", name, deviceID, d.Protocol, err)
 		}
-		return ReplyJSON(reply), nil
+		return refusal(deviceID, name, ReplyJSON(reply))
 	}
-	return r.sendOverBus(ctx, deviceID, name, req, params)
+	reply, err := r.sendOverBus(ctx, deviceID, name, req, params)
+	if err != nil {
+		return nil, err
+	}
+	return refusal(deviceID, name, reply)
+}
+
+// refusal returns reply, or the *RefusedError it is (see ParseRefusal).
+func refusal(deviceID, name string, reply json.RawMessage) (json.RawMessage, error) {
+	if re, ok := ParseRefusal(reply); ok {
+		re.Device, re.Command = deviceID, name
+		return nil, re
+	}
+	return reply, nil
 }
 
 func (r *Registry) sendOverBus(ctx context.Context, deviceID, name, req string, params json.RawMessage) (json.RawMessage, error) {

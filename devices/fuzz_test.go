@@ -52,3 +52,52 @@ func FuzzParamsAndReply(f *testing.F) {
 		}
 	})
 }
+
+// A declaration that parses re-encodes to one that parses the same, and
+// checking params against it never panics.
+func FuzzParseCommands(f *testing.F) {
+	f.Add([]byte(`[{"name":"set","params":{"type":"object","properties":{"on":{"type":"boolean"},"n":{"type":"integer","enum":[1,2],"default":1}},"required":["on"]}}]`), []byte(`{"on":true}`))
+	f.Add([]byte(`{"commands":[{"name":"x"}]}`), []byte(`[1]`))
+	f.Add([]byte(`[{"name":"a","params":{"properties":{"s":{"type":"string","enum":["a"]}}}}]`), []byte(`{"s":{}}`))
+	f.Fuzz(func(t *testing.T, decl, params []byte) {
+		cs, err := ParseCommands(decl)
+		if err != nil {
+			return
+		}
+		b, err := json.Marshal(cs)
+		if err != nil {
+			t.Fatalf("encode %s: %v", decl, err)
+		}
+		again, err := ParseCommands(b)
+		if err != nil || len(again) != len(cs) {
+			t.Fatalf("re-encoded %s does not parse: %v", b, err)
+		}
+		for _, c := range cs {
+			out, err := c.CheckParams(params)
+			if err == nil && !json.Valid(out) {
+				t.Fatalf("CheckParams gave invalid JSON %q", out)
+			}
+			if c.Params != nil {
+				for _, p := range c.Params.Properties {
+					_, _ = p.ParseValue(string(params))
+				}
+			}
+		}
+	})
+}
+
+// ParseRefusal never panics and a refusal always maps to 4xx or 502.
+func FuzzParseRefusal(f *testing.F) {
+	for _, s := range []string{`{"error":"x","code":409}`, `{"status":"failed"}`, `{"error":{"message":"m"}}`, `{}`, `"x"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, reply []byte) {
+		re, ok := ParseRefusal(reply)
+		if !ok {
+			return
+		}
+		if s := re.HTTPStatus(); s != 502 && (s < 400 || s > 499) {
+			t.Fatalf("%s: status %d", reply, s)
+		}
+	})
+}

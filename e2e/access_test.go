@@ -586,14 +586,18 @@ func xmppReceived(t *testing.T, c *xmppClient) <-chan received {
 	return ch
 }
 
-// payloads returns the hub's <payload topic='...'> elements found under
-// nodes, decoded.
+// payloads returns the hub's PubSub payload elements found under nodes
+// (<payload topic='...'> base64, <text/> and XEP-0335 <json/>), decoded.
 func payloads(nodes []xmlNode) []received {
 	var out []received
 	for _, n := range nodes {
-		if n.XMLName.Local == "payload" {
+		switch {
+		case n.XMLName.Local == "payload":
 			b, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(n.Text))
 			out = append(out, received{topic: attr(n, "topic"), payload: string(b)})
+			continue
+		case (n.XMLName.Local == "text" || n.XMLName.Local == "json") && attr(n, "topic") != "":
+			out = append(out, received{topic: attr(n, "topic"), payload: n.Text})
 			continue
 		}
 		out = append(out, payloads(n.Children)...)

@@ -205,7 +205,8 @@ func (h *Hub) buildAdapters() error {
 			DeviceCommand: func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
 				return h.Devices.SendCommand(ctx, cmd.DeviceID, cmd.Name, cmd.Params)
 			},
-			Logger: h.log, Registerer: h.Registry,
+			DeviceCommands: h.Devices.Commands,
+			Logger:         h.log, Registerer: h.Registry,
 		})
 		if err != nil {
 			return err

@@ -139,6 +139,10 @@ func (h *Hub) Reload(ctx context.Context, cfg Config) ([]string, error) {
 		}
 		build = append(build, b)
 	}
+	applyJIDRules, err := h.prepareJIDRules(old, cfg) // jidrules.go
+	if err != nil {
+		return nil, fmt.Errorf("reload: xmpp.jid_rules: %w (the running configuration is kept)", err)
+	}
 	if n, err := h.certs.reloadAll(); err != nil {
 		return nil, fmt.Errorf("reload: %w (the running configuration is kept)", err)
 	} else if n > 0 {
@@ -156,6 +160,10 @@ func (h *Hub) Reload(ctx context.Context, cfg Config) ([]string, error) {
 	if old.Limits != cfg.Limits {
 		h.Auth.Limits().SetConfig(cfg.Limits)
 		changes = append(changes, "limits: applied to new connections and subscriptions")
+	}
+	if applyJIDRules != nil {
+		applyJIDRules()
+		changes = append(changes, fmt.Sprintf("xmpp.jid_rules: %d rule(s)", len(cfg.XMPP.JIDRules)))
 	}
 	if n := cfg.Security.SCRAMIterations; n != old.Security.SCRAMIterations && n != 0 {
 		_ = h.Store.SetSCRAMIterations(n)
@@ -201,6 +209,7 @@ func (h *Hub) Reload(ctx context.Context, cfg Config) ([]string, error) {
 	h.mu.Lock()
 	h.cfg.ACL, h.cfg.Bridges = cfg.ACL, cfg.Bridges
 	h.cfg.XMPP.ComponentPeers = cfg.XMPP.ComponentPeers
+	h.cfg.XMPP.JIDRules = cfg.XMPP.JIDRules
 	h.cfg.Security.SCRAMIterations = cfg.Security.SCRAMIterations
 	h.cfg.Limits = cfg.Limits
 	h.mu.Unlock()
@@ -255,7 +264,9 @@ func restartOnly(old, cfg Config) []string {
 	return keys
 }
 
-func withPeers(x XMPPConfig, p string) XMPPConfig { x.ComponentPeers = p; return x }
+// withPeers is x with ComponentPeers p and without the JID rules (both
+// reloadable).
+func withPeers(x XMPPConfig, p string) XMPPConfig { x.ComponentPeers, x.JIDRules = p, nil; return x }
 
 func peerPolicyName(p string) string {
 	if p == "" {

@@ -469,6 +469,8 @@ func (a *Adapter) routes() *gin.Engine {
 	admin.PATCH("/devices/:id", a.patchDevice)
 	admin.DELETE("/devices/:id", a.deleteDevice)
 	api.POST("/devices/:id/commands/:name", a.command)
+	api.GET("/devices/:id/commands", a.listCommands)
+	admin.PUT("/devices/:id/commands", a.putCommands)
 
 	// Files (rest/files.go). Slot and shared URLs take no credentials:
 	// their unguessable tokens are.

@@ -34,6 +34,8 @@ type deviceRequest struct {
 	Password string `json:"password"`
 	// PSK is the hex DTLS pre-shared key of a CoAP device.
 	PSK string `json:"psk"`
+	// Commands declares the commands the device takes.
+	Commands []devices.Command `json:"commands"`
 }
 
 // devicePatch is the body of PATCH /api/v1/devices/{id}.
@@ -81,10 +83,20 @@ func (a *Adapter) addDevice(c *gin.Context) {
 		}
 		d.PSK = psk
 	}
+	if err := devices.ValidateCommands(req.Commands); err != nil {
+		a.fail(c, err)
+		return
+	}
 	ctx := c.Request.Context()
 	if err := a.cfg.Devices.Add(ctx, d, req.Password); err != nil {
 		a.fail(c, err)
 		return
+	}
+	if len(req.Commands) > 0 {
+		if err := a.cfg.Devices.SetCommands(ctx, req.ID, req.Commands); err != nil {
+			a.fail(c, err)
+			return
+		}
 	}
 	got, err := a.cfg.Devices.Get(ctx, req.ID)
 	if err != nil {

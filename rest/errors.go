@@ -93,6 +93,9 @@ func httpStatus(err error) int {
 	if errors.As(err, &mbe) {
 		return http.StatusRequestEntityTooLarge
 	}
+	if s, ok := refusalStatus(err); ok {
+		return s
+	}
 	for _, s := range statusOf {
 		if errors.Is(err, s.err) {
 			return s.status
@@ -120,7 +123,7 @@ func (a *Adapter) fail(c *gin.Context, err error) {
 		c.Writer.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 	}
 	msg := err.Error()
-	if status >= 500 && status != http.StatusServiceUnavailable && status != http.StatusGatewayTimeout && !errors.Is(err, files.ErrQuota) {
+	if _, refused := refusalStatus(err); !refused && status >= 500 && status != http.StatusServiceUnavailable && status != http.StatusGatewayTimeout && !errors.Is(err, files.ErrQuota) {
 		a.log.Error("rest: request failed", "method", c.Request.Method, "path", logPath(c), "status", status, "err", err)
 	}
 	if status == http.StatusRequestEntityTooLarge && !errors.Is(err, files.ErrTooLarge) {

@@ -183,6 +183,9 @@ CREATE INDEX files_uploader ON files(uploader);
 CREATE INDEX files_expires ON files(expires) WHERE expires > 0;
 CREATE UNIQUE INDEX files_share ON files(share) WHERE share != '';
 `,
+	// 8: the commands a device declares (package devices: a JSON array of
+	// {name, description, params}; '' when none were declared).
+	`ALTER TABLE devices ADD COLUMN commands TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrate brings the schema up to len(ms) in one transaction, refusing a

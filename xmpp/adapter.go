@@ -17,6 +17,7 @@ import (
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/devices"
 	"github.com/hubsmith/hub/store"
 )
 
@@ -88,6 +89,10 @@ type Config struct {
 	// speaks (the devices registry); with it chat users run XEP-0050
 	// commands on {device}@devices.{Domain}. nil: no such JIDs.
 	DeviceCommand func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error)
+	// DeviceCommands returns the commands a device declares (the devices
+	// registry): its XEP-0050 command list and forms (adhoc.go). nil: no
+	// declarations, every command runs at once.
+	DeviceCommands func(ctx context.Context, device string) ([]devices.Command, error)
 	// JIDRules are template rules mapping topics to JIDs besides the
 	// default rule, first match first (see JIDRule); {domain} is Domain
 	// for c2s users and ComponentDomain for the users of the server the
@@ -148,6 +153,8 @@ type Adapter struct {
 	cmds   *commands
 	proxy  *proxy // nil when Config.ProxyAddr is off
 	xfer   *transfers
+	// carbons are the sessions with XEP-0280 carbons on (carbons.go).
+	carbons carbonSet
 
 	rules     *ruleSet // JIDRules at Domain
 	compRules *ruleSet // JIDRules at ComponentDomain

@@ -156,7 +156,7 @@ func TestPubSub(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := alice.expect(t, "event", func(v rx) bool { return v.XMLName.Local == "message" && v.From == "pubsub.localhost" })
-	if !strings.Contains(ev.Inner, "plant/+/moisture") || !strings.Contains(ev.Inner, "NDI=") {
+	if !strings.Contains(ev.Inner, "plant/+/moisture") || !strings.Contains(ev.Inner, `topic="plant/fern/moisture">42</text>`) {
 		t.Errorf("event: %s", ev.Inner)
 	}
 	got := make(chan *broker.Envelope, 1)
@@ -181,7 +181,7 @@ func TestPubSub(t *testing.T) {
 		t.Fatal("publish did not reach the bus")
 	}
 	typ, out = alice.iq(t, `<iq type='get' id='i1' to='pubsub.localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='plant/fern/moisture'/></pubsub></iq>`)
-	if typ != "result" || !strings.Contains(out, "NDI=") {
+	if typ != "result" || !strings.Contains(out, `type="text/plain" topic="plant/fern/moisture">42</text>`) {
 		t.Errorf("items: %s %s", typ, out)
 	}
 	typ, _ = alice.iq(t, `<iq type='set' id='p2' to='pubsub.localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='a/+/b'><item/></publish></pubsub></iq>`)

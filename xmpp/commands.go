@@ -3,13 +3,13 @@ package xmpp
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
+	"net/http"
+	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/devices"
 )
 
 const nsData = "jabber:x:data"
@@ -20,6 +20,7 @@ type commands struct {
 	a       *Adapter
 	mu      sync.Mutex
 	pending map[string]pendingCommand // iq id → waiter
+	forms   map[string]formSession    // command session id → form waiting (adhoc.go)
 }
 
 // pendingCommand waits for the answer of one device.
@@ -29,7 +30,7 @@ type pendingCommand struct {
 }
 
 func newCommands(a *Adapter) *commands {
-	return &commands{a: a, pending: map[string]pendingCommand{}}
+	return &commands{a: a, pending: map[string]pendingCommand{}, forms: map[string]formSession{}}
 }
 
 // handleReply routes an iq result or error to the command waiting for it;
@@ -53,7 +54,9 @@ func (c *commands) handleReply(iq *element) bool {
 func (a *Adapter) Protocol() string { return "xmpp" }
 
 // SendCommand sends cmd as an XEP-0050 ad-hoc command (node = command
-// name, the JSON params in a data form field "params") to the device's JID
+// name, the JSON params in a data form field "params", and each simple
+// value of a params object in a field of its own, as a submitted command
+// form has them) to the device's JID
 // {device}@{domain} and returns the reply: the "result" field of the
 // completed command's form when it holds JSON, or its text as a JSON
 // string. A device with no session is ErrDeviceOffline at once.
@@ -77,10 +80,11 @@ func (a *Adapter) SendCommand(ctx context.Context, cmd adapters.Command) (json.R
 	if params == "" {
 		params = "null"
 	}
+	form := newElement(nsData, "x", "type", "submit").Add(
+		newElement(nsData, "field", "var", "params").Add(newElement(nsData, "value").AddText(params)))
+	paramFields(form, cmd.Params)
 	iq := newElement(nsClient, "iq", "type", "set", "id", id, "from", a.cfg.Domain, "to", s.jid).Add(
-		newElement(nsCommands, "command", "node", cmd.Name, "action", "execute").Add(
-			newElement(nsData, "x", "type", "submit").Add(
-				newElement(nsData, "field", "var", "params").Add(newElement(nsData, "value").AddText(params)))))
+		newElement(nsCommands, "command", "node", cmd.Name, "action", "execute").Add(form))
 	ch := make(chan *element, 1)
 	a.cmds.mu.Lock()
 	a.cmds.pending[id] = pendingCommand{from: s.jid, reply: ch}
@@ -106,17 +110,16 @@ func (a *Adapter) SendCommand(ctx context.Context, cmd adapters.Command) (json.R
 // commandResult turns a device's answer into the command's JSON reply.
 func commandResult(iq *element) (json.RawMessage, error) {
 	if iq.AttrValue("type") == "error" {
-		cond := "error"
-		if e := iq.Child("", "error"); e != nil {
-			if els := e.Elements(); len(els) > 0 {
-				cond = els[0].Name.Local
-			}
-		}
-		return nil, fmt.Errorf("xmpp: device answered the command with %s", cond)
+		return nil, deviceRefusal(iq)
 	}
 	cmd := iq.Child(nsCommands, "command")
 	if cmd == nil {
 		return json.RawMessage("null"), nil
+	}
+	for _, n := range cmd.Elements() {
+		if n.Name.Local == "note" && n.AttrValue("type") == "error" {
+			return nil, &devices.RefusedError{Code: http.StatusUnprocessableEntity, Reason: strings.TrimSpace(n.Text())}
+		}
 	}
 	text := ""
 	if x := cmd.Child(nsData, "x"); x != nil {
@@ -142,77 +145,25 @@ func commandResult(iq *element) (json.RawMessage, error) {
 	return b, nil
 }
 
-// deviceCommandTimeout bounds a command a chat user runs on a device JID.
-const deviceCommandTimeout = 30 * time.Second
-
-// handleDeviceJID lets a chat user run a device's commands (XEP-0050) on
-// {device}@devices.{domain}: node = command name, the JSON parameters in a
-// data form field "params"; the reply comes back in the field "result". The
-// user needs a command rule for the device (adapters.ActionCommand), as for
-// the REST command; admins always may.
-func (a *Adapter) handleDeviceJID(p peer, iq *element, device string) {
-	typ := iq.AttrValue("type")
-	if iq.Name.Local != "iq" || typ == "result" || typ == "error" {
+// paramFields adds a field per string, number or boolean member of a JSON
+// params object to a submitted form (besides "params"), so that an XMPP
+// device reads its parameters as the form a chat user filled in.
+func paramFields(form *element, params json.RawMessage) {
+	var obj map[string]any
+	if json.Unmarshal(params, &obj) != nil {
 		return
 	}
-	if device != "" && a.handleTransfer(p, iq, a.deviceFileTarget(device)) {
-		return
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
 	}
-	cmd := iq.Child(nsCommands, "command")
-	if device == "" || cmd == nil || typ != "set" {
-		if device != "" && iq.Child(nsDiscoInfo, "query") != nil {
-			_ = p.send(resultOf(iq).Add(newElement(nsDiscoInfo, "query").Add(
-				newElement(nsDiscoInfo, "identity", "category", "client", "type", "bot", "name", device),
-				newElement(nsDiscoInfo, "feature", "var", nsCommands))))
-			return
-		}
-		a.handleServiceIQ(p, iq, "devices")
-		return
-	}
-	name := cmd.AttrValue("node")
-	if action := cmd.AttrValue("action"); name == "" || (action != "" && action != "execute" && action != "complete") {
-		_ = p.send(errorReply(iq, "modify", "bad-request"))
-		return
-	}
-	params := json.RawMessage("null")
-	if x := cmd.Child(nsData, "x"); x != nil {
-		for _, f := range x.Elements() {
-			if f.AttrValue("var") == "params" {
-				v := strings.TrimSpace(f.childText("", "value"))
-				if v != "" {
-					params = json.RawMessage(v)
-				}
+	slices.Sort(keys)
+	for _, k := range keys {
+		switch obj[k].(type) {
+		case string, float64, bool:
+			if k != "params" && k != "FORM_TYPE" {
+				form.Add(newElement(nsData, "field", "var", k).Add(newElement(nsData, "value").AddText(devices.FormatValue(obj[k]))))
 			}
 		}
 	}
-	if !json.Valid(params) {
-		_ = p.send(errorReply(iq, "modify", "bad-request"))
-		return
-	}
-	if err := a.cfg.Auth.Authorize(a.ctx, p.principal(), adapters.ActionCommand, device); err != nil {
-		_ = p.send(errorReply(iq, "auth", "forbidden"))
-		return
-	}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		ctx, cancel := context.WithTimeout(a.ctx, deviceCommandTimeout)
-		defer cancel()
-		reply, err := a.cfg.DeviceCommand(ctx, adapters.Command{ID: randomID(), DeviceID: device, Name: name, Params: params})
-		if err != nil {
-			cond, etype := "undefined-condition", "cancel"
-			switch {
-			case errors.Is(err, adapters.ErrDeviceOffline):
-				cond, etype = "recipient-unavailable", "wait"
-			case errors.Is(err, context.DeadlineExceeded):
-				cond, etype = "remote-server-timeout", "wait"
-			}
-			a.log.Info("xmpp: device command from chat", "device", device, "command", name, "err", err)
-			_ = p.send(errorReply(iq, etype, cond))
-			return
-		}
-		_ = p.send(resultOf(iq).Add(newElement(nsCommands, "command", "node", name, "sessionid", randomID()[:8], "status", "completed").Add(
-			newElement(nsData, "x", "type", "result").Add(
-				newElement(nsData, "field", "var", "result").Add(newElement(nsData, "value").AddText(string(reply)))))))
-	}()
 }

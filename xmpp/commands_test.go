@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/devices"
 )
 
 type presenceEvent struct {
@@ -92,8 +94,9 @@ func TestDeviceCommand(t *testing.T) {
 	if string(got) != `{"rebooted":true}` {
 		t.Errorf("reply %s", got)
 	}
-	if _, err := h.a.SendCommand(cctx, adapters.Command{ID: "r2", DeviceID: "sensor1", Name: "fail"}); err == nil || !strings.Contains(err.Error(), "bad-request") {
-		t.Errorf("failing command: %v", err)
+	var re *devices.RefusedError
+	if _, err := h.a.SendCommand(cctx, adapters.Command{ID: "r2", DeviceID: "sensor1", Name: "fail"}); !errors.As(err, &re) || re.HTTPStatus() != http.StatusBadRequest || re.Reason != "bad-request" {
+		t.Errorf("failing command: %v, want a refusal with 400", err)
 	}
 
 	// A chat user with a command rule runs the same command on the

@@ -3,6 +3,7 @@ package xmpp
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/hubsmith/hub/broker"
 )
@@ -50,8 +51,21 @@ type rule struct {
 
 // ruleSet is the compiled template rules for one base domain.
 type ruleSet struct {
+	// mu guards rules and domains, which a reload replaces (swap).
+	mu      sync.RWMutex
 	rules   []*rule
 	domains map[string]bool
+}
+
+// swap replaces rs's rules with those of next (a reload of the JID rules:
+// sessions keep running and new requests see the new rules).
+func (rs *ruleSet) swap(next *ruleSet) {
+	if rs == nil || next == nil {
+		return
+	}
+	rs.mu.Lock()
+	rs.rules, rs.domains = next.rules, next.domains
+	rs.mu.Unlock()
 }
 
 // ruleLitChars are the bytes allowed in the literal text of a localpart
@@ -322,6 +336,8 @@ func (rs *ruleSet) toJID(topic string) (string, bool) {
 	if rs == nil {
 		return "", false
 	}
+	rs.mu.RLock()
+	defer rs.mu.RUnlock()
 	for _, r := range rs.rules {
 		if local, ok := r.localOf(topic); ok {
 			return local + "@" + r.domain, true
@@ -336,6 +352,8 @@ func (rs *ruleSet) fromJID(local, domain string) (string, bool) {
 	if rs == nil || local == "" {
 		return "", false
 	}
+	rs.mu.RLock()
+	defer rs.mu.RUnlock()
 	for _, r := range rs.rules {
 		if r.domain != domain {
 			continue
@@ -352,6 +370,8 @@ func (rs *ruleSet) jidAt(topic, domain string) (string, bool) {
 	if rs == nil {
 		return "", false
 	}
+	rs.mu.RLock()
+	defer rs.mu.RUnlock()
 	for _, r := range rs.rules {
 		if r.domain != domain {
 			continue
@@ -365,7 +385,12 @@ func (rs *ruleSet) jidAt(topic, domain string) (string, bool) {
 
 // hasDomain reports whether a rule lives at domain.
 func (rs *ruleSet) hasDomain(domain string) bool {
-	return rs != nil && rs.domains[domain]
+	if rs == nil {
+		return false
+	}
+	rs.mu.RLock()
+	defer rs.mu.RUnlock()
+	return rs.domains[domain]
 }
 
 // domainList returns the rule domains in rule order.
@@ -373,6 +398,8 @@ func (rs *ruleSet) domainList() []string {
 	if rs == nil {
 		return nil
 	}
+	rs.mu.RLock()
+	defer rs.mu.RUnlock()
 	var out []string
 	seen := map[string]bool{}
 	for _, r := range rs.rules {

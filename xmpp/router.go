@@ -53,6 +53,7 @@ func (a *Adapter) unregister(s *session, wasAvailable bool) {
 		delete(a.resume, s.sm.id)
 	}
 	a.mu.Unlock()
+	a.carbons.forget(s)
 	a.xfer.peerGone(s.jid)
 	if wasAvailable {
 		a.broadcastPresence(s, newElement(nsClient, "presence", "type", "unavailable", "from", s.jid))
@@ -131,6 +132,7 @@ func (a *Adapter) route(s *session, el *element) {
 	to := el.AttrValue("to")
 	local, domain, res := splitJID(to)
 	typ := el.AttrValue("type")
+	a.carbonSent(s, el) // carbons.go
 	switch {
 	case to == "" || (local == "" && res == "" && domain == a.cfg.Domain) ||
 		(el.Name.Local == "iq" && local == s.user && domain == a.cfg.Domain && res == ""):
@@ -292,6 +294,7 @@ func (a *Adapter) routeLocal(s *session, el *element, bare, res string) {
 		if res != "" {
 			if t := a.sessionOf(bare, res); t != nil {
 				_, _ = t.send(el)
+				a.carbonReceived(t, el) // carbons.go
 				return
 			}
 		}

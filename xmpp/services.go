@@ -2,9 +2,7 @@ package xmpp
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
-	"strings"
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
@@ -28,6 +26,8 @@ func (a *Adapter) handleIQ(s *session, iq *element) {
 		a.handleRoster(s, iq, q)
 	case q.Name.Space == nsSession && typ == "set":
 		a.reply(s, resultOf(iq))
+	case q.Name.Space == nsCarbons:
+		a.handleCarbons(s, iq, q) // carbons.go
 	default:
 		a.handleServiceIQ(clientPeer{s}, iq, "server")
 	}
@@ -66,7 +66,7 @@ func (a *Adapter) discoInfo(kind, node string) *element {
 	switch kind {
 	case "server":
 		cat, typ, name = "server", "im", "hub"
-		features = append(features, nsRoster, nsSM, nsCommands)
+		features = append(features, nsRoster, nsSM, nsCommands, nsCarbons)
 	case "topics":
 		cat, typ, name = "component", "generic", "hub topics"
 	case "topic":
@@ -239,20 +239,10 @@ func (a *Adapter) handlePubSubFor(p peer, iq *element) {
 		_ = a.cfg.Store.KVDelete(ctx, pubsubBucket, p.bareJID()+" "+node)
 		_ = p.send(resultOf(iq))
 	case op.Name.Local == "publish" && typ == "set":
-		item := op.Child(nsPubSub, "item")
-		var payload []byte
-		ctype := ""
-		if item != nil {
-			if pl := item.Child(nsPayload, "payload"); pl != nil {
-				b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(pl.Text()))
-				if err != nil {
-					_ = p.send(errorReply(iq, "modify", "bad-request"))
-					return
-				}
-				payload, ctype = b, pl.AttrValue("type")
-			} else if els := item.Elements(); len(els) > 0 {
-				payload, ctype = []byte(els[0].String()), "application/xml"
-			}
+		payload, ctype, err := itemPayload(op.Child(nsPubSub, "item")) // payload.go
+		if err != nil {
+			_ = p.send(errorReplyText(iq, "modify", "bad-request", err.Error()))
+			return
 		}
 		if err := a.cfg.Auth.Limits().CheckTopic(node); err != nil {
 			fail(err)
@@ -290,15 +280,6 @@ func (a *Adapter) handlePubSubFor(p peer, iq *element) {
 	default:
 		_ = p.send(errorReply(iq, "cancel", "feature-not-implemented"))
 	}
-}
-
-// payloadElement carries an envelope's payload in a PubSub item.
-func payloadElement(e *broker.Envelope) *element {
-	ct := e.ContentType
-	if ct == "" {
-		ct = "application/octet-stream"
-	}
-	return newElement(nsPayload, "payload", "type", ct, "topic", e.Topic).AddText(base64.StdEncoding.EncodeToString(e.Payload))
 }
 
 // eventMessage is the XEP-0060 event notification of e for a subscription

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
@@ -270,7 +271,7 @@ func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, 
 		return nil
 	}
 	t.mu.Unlock()
-	build := func(to string, e *broker.Envelope) *element {
+	compose := func(to string, e *broker.Envelope) *element {
 		if pubsub {
 			m := eventMessage(t.a.pubsubDomainFor(p), to, filter, e)
 			if l := t.a.fileMessage("", "", e); l != nil {
@@ -287,6 +288,17 @@ func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, 
 		}
 		return envelopeMessage(from, to, e)
 	}
+	// What was published before the subscription attached (retained
+	// values, what was queued while the user was away) is a delayed
+	// delivery: it carries an XEP-0203 stamp with the envelope's time.
+	attached := time.Now()
+	build := func(to string, e *broker.Envelope) *element {
+		m := compose(to, e)
+		if !e.Time.IsZero() && e.Time.Before(attached) {
+			m.Add(delayElement(m.AttrValue("from"), e.Time))
+		}
+		return m
+	}
 	ready := make(chan struct{})
 	pr := p.principal()
 	h := func(ctx context.Context, e *broker.Envelope) error {
@@ -294,6 +306,9 @@ func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, 
 		case <-ready:
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+		if !pubsub && ownMessage(bare, e) {
+			return nil // no echo of the user's own chat message (any resource)
 		}
 		if err := t.a.cfg.Auth.CanRead(ctx, pr, e.Topic); errors.Is(err, adapters.ErrForbidden) {
 			t.a.metrics.denied.Inc()
@@ -490,6 +505,9 @@ func envelopeMessage(from, to string, e *broker.Envelope) *element {
 	m := newElement(nsClient, "message", "type", "chat", "from", from, "to", to, "id", e.ID)
 	if adapters.IsText(e.ContentType, e.Payload) {
 		m.Add(newElement(nsClient, "body").AddText(string(e.Payload)))
+		if isJSON(e) {
+			m.Add(newElement(nsJSON, "json").AddText(string(e.Payload))) // XEP-0335 (payload.go)
+		}
 		return m
 	}
 	ct := e.ContentType
@@ -558,4 +576,17 @@ func (a *Adapter) deliverEnvelope(ctx context.Context, p peer, e *broker.Envelop
 		}
 	}
 	return errOffline
+}
+
+// ownMessage reports whether e is a chat message the user bare sent
+// (from any of its resources) through the XMPP adapter: a topic
+// subscription does not send users their own messages back, as a MUC
+// does not echo to other devices without carbons. Per bare JID: the
+// user's other resources see the message as an XEP-0280 sent carbon.
+func ownMessage(bare string, e *broker.Envelope) bool {
+	if e.Origin.Protocol != broker.ProtoXMPP || e.Origin.ClientID == "" {
+		return false
+	}
+	b, _, _ := strings.Cut(e.Origin.ClientID, "/")
+	return b == bare
 }

@@ -252,7 +252,7 @@ func userPasswd(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 const deviceUsage = `Usage:
-  hub device add ID [--protocol mqtt|coap|xmpp] [--password P] [--psk HEX] [--data-dir DIR]
+  hub device add ID [--protocol mqtt|coap|xmpp] [--password P] [--psk HEX] [--commands FILE.json] [--data-dir DIR]
   hub device list [--data-dir DIR]
   hub device delete ID [--data-dir DIR]
 
@@ -288,11 +288,12 @@ at most 64 bytes: it is also an MQTT client id, a topic level and an XMPP
 address.`
 
 func deviceAdd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlags("hub device add", "hub device add ID [--protocol mqtt|coap|xmpp] [--password P] [--psk HEX] [--data-dir DIR]", deviceAddAbout)
+	fs := newFlags("hub device add", "hub device add ID [--protocol mqtt|coap|xmpp] [--password P] [--psk HEX] [--commands FILE.json] [--data-dir DIR]", deviceAddAbout)
 	protocol := fs.String("protocol", devices.ProtocolMQTT, "`PROTOCOL` the device speaks: mqtt, coap or xmpp")
 	name := fs.String("name", "", "display `NAME` (default: the id)")
 	password := fs.String("password", "", "`PASSWORD` the device logs in with (MQTT, XMPP)")
 	pskHex := fs.String("psk", "", "DTLS pre-shared key in `HEX` (CoAP over DTLS)")
+	commandsFile := fs.String("commands", "", "JSON `FILE` declaring the device's commands and their parameters (see README)")
 	dir := fs.String("data-dir", dataDirDefault(), "data `DIR` holding the store (env HUB_DATA_DIR)")
 	id, err := oneName(fs, args, stdout, "ID")
 	if err != nil {
@@ -320,6 +321,10 @@ func deviceAdd(ctx context.Context, args []string, stdout io.Writer) error {
 		// goes into the device's configuration.
 		return fs.usagef("device %q needs a credential: --password P (MQTT, XMPP) or --psk HEX (CoAP over DTLS)", id)
 	}
+	cmds, err := readCommands(*commandsFile)
+	if err != nil {
+		return fs.usagef("%v", err)
+	}
 	st, err := openStore(ctx, *dir)
 	if err != nil {
 		return err
@@ -338,6 +343,11 @@ func deviceAdd(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return plain(err, "device", id, *dir)
 	}
+	if len(cmds) > 0 {
+		if err := reg.SetCommands(ctx, id, cmds); err != nil {
+			return plain(err, "device", id, *dir)
+		}
+	}
 	var creds []string
 	if *password != "" {
 		creds = append(creds, "password")
@@ -345,7 +355,7 @@ func deviceAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	if psk != nil {
 		creds = append(creds, "psk")
 	}
-	fmt.Fprintf(stdout, "device %s added (%s, %s)\n", id, *protocol, strings.Join(creds, " and "))
+	fmt.Fprintf(stdout, "device %s added (%s, %s%s)\n", id, *protocol, strings.Join(creds, " and "), commandCount(cmds))
 	return nil
 }
 

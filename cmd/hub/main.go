@@ -74,7 +74,7 @@ Usage:
   hub serve [--config hub.yaml] [--data-dir ./hub-data] [listener flags]
   hub user add NAME --password P [--role admin|user|device]
   hub user list | delete NAME | passwd NAME --password P
-  hub device add ID [--protocol mqtt|coap|xmpp] [--password P] [--psk HEX]
+  hub device add ID [--protocol mqtt|coap|xmpp] [--password P] [--psk HEX] [--commands FILE.json]
   hub device list | delete ID
   hub config check FILE
   hub version
