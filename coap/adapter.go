@@ -466,6 +466,7 @@ func (o serverOption) common(c *config.Common[*udpClient.Conn]) {
 	c.BlockwiseEnable = true
 	c.BlockwiseSZX = a.szx
 	c.BlockwiseTransferTimeout = 30 * time.Second
+	c.ProcessReceivedMessage = processReceived
 }
 
 func (a *Adapter) goCoAPError(err error) {
