@@ -126,6 +126,13 @@ type Config struct {
 	// (0: DefaultMaxObserve); beyond it a GET with Observe is answered as
 	// a plain GET, as RFC 7641 allows.
 	MaxObservations int
+	// MaxObservationsPerUser bounds the observations of one principal
+	// over all its endpoints, anonymous clients counting as one
+	// (0: DefaultMaxObservePerUser); MaxObservationsTotal bounds those of
+	// the adapter (0: DefaultMaxObserveTotal). Beyond either, a GET with
+	// Observe is answered as a plain GET, as with MaxObservations.
+	MaxObservationsPerUser int
+	MaxObservationsTotal   int
 	// Files serves /files/{name} (block-wise GET and PUT, DELETE); nil:
 	// 4.04. MaxFileUploads bounds the block-wise PUTs in progress (0:
 	// DefaultMaxFileUploads), and one idle for FileUploadTimeout is
@@ -156,6 +163,10 @@ type Adapter struct {
 	online   map[string]int
 	durables map[string]*observation // durable subscription id -> holder
 	up       fileUploads             // block-wise PUTs to /files in progress
+	// obsTotal and obsByUser count observations against
+	// MaxObservationsTotal and MaxObservationsPerUser.
+	obsTotal  int
+	obsByUser map[string]int
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -237,6 +248,9 @@ func New(cfg Config) (*Adapter, error) {
 	if cfg.MaxObservations < 0 {
 		return nil, fmt.Errorf("coap: MaxObservations %d: must be positive", cfg.MaxObservations)
 	}
+	if err := validateObservationCaps(&cfg); err != nil {
+		return nil, err
+	}
 	if cfg.MaxFileUploads == 0 {
 		cfg.MaxFileUploads = DefaultMaxFileUploads
 	}
@@ -260,6 +274,8 @@ func New(cfg Config) (*Adapter, error) {
 		addrs:   make(map[string]string),
 		conns:   make(map[*udpClient.Conn]*connState),
 		online:  make(map[string]int),
+
+		obsByUser: make(map[string]int),
 
 		durables: make(map[string]*observation),
 	}

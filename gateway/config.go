@@ -140,6 +140,11 @@ type CoAPConfig struct {
 	Addr       string `yaml:"addr"`
 	DTLSAddr   string `yaml:"dtls_addr"`
 	MaxPayload int    `yaml:"max_payload"`
+	// Observation caps per endpoint, per principal and in all (0: the
+	// coap package's defaults 256, 1024, 4096).
+	MaxObservations        int `yaml:"max_observations"`
+	MaxObservationsPerUser int `yaml:"max_observations_per_user"`
+	MaxObservationsTotal   int `yaml:"max_observations_total"`
 }
 
 // XMPPConfig configures the XMPP server and component mode.

@@ -181,6 +181,7 @@ func (h *Hub) buildAdapters() error {
 			Addr: offToEmpty(c.CoAP.Addr), DTLSAddr: offToEmpty(c.CoAP.DTLSAddr), PSK: h.Store.DevicePSK,
 			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, RequireTLS: c.RequireTLS, Node: c.Node,
 			Logger: h.log, Registerer: h.Registry, MaxPayload: c.CoAP.MaxPayload,
+			MaxObservations: c.CoAP.MaxObservations, MaxObservationsPerUser: c.CoAP.MaxObservationsPerUser, MaxObservationsTotal: c.CoAP.MaxObservationsTotal,
 			Durables: h.durableIDs,
 			Files:    h.Files, MaxFileUploads: c.Files.MaxCoAPUploads, FileUploadTimeout: c.Files.CoAPUploadTimeout,
 		})
