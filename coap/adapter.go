@@ -133,6 +133,11 @@ type Config struct {
 	// Observe is answered as a plain GET, as with MaxObservations.
 	MaxObservationsPerUser int
 	MaxObservationsTotal   int
+	// VerifyLoopback checks the return routability (see routability.go)
+	// of loopback peers too; by default they are trusted, as only a local
+	// process can send from a loopback address. Other plain UDP peers are
+	// always checked, DTLS sessions never.
+	VerifyLoopback bool
 	// Files serves /files/{name} (block-wise GET and PUT, DELETE); nil:
 	// 4.04. MaxFileUploads bounds the block-wise PUTs in progress (0:
 	// DefaultMaxFileUploads), and one idle for FileUploadTimeout is
@@ -151,6 +156,7 @@ type Adapter struct {
 	szx     blockwise.SZX
 	node    string
 	metrics *metrics
+	echo    echoKey // MAC key of the Echo values the adapter issues
 
 	mu       sync.Mutex
 	started  bool
@@ -260,6 +266,10 @@ func New(cfg Config) (*Adapter, error) {
 	if cfg.MaxFileUploads < 0 || cfg.FileUploadTimeout < 0 {
 		return nil, fmt.Errorf("coap: MaxFileUploads %d, FileUploadTimeout %v: must be positive", cfg.MaxFileUploads, cfg.FileUploadTimeout)
 	}
+	key, err := newEchoKey()
+	if err != nil {
+		return nil, err
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("coap: metrics: %w", err)
@@ -271,6 +281,7 @@ func New(cfg Config) (*Adapter, error) {
 		szx:     szx,
 		node:    cfg.Node,
 		metrics: m,
+		echo:    key,
 		addrs:   make(map[string]string),
 		conns:   make(map[*udpClient.Conn]*connState),
 		online:  make(map[string]int),

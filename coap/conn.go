@@ -22,6 +22,9 @@ type connState struct {
 
 	requests atomic.Uint64 // requests served, for recycling (see handle)
 	recycle  atomic.Bool   // drop this endpoint's state at the next check
+	// verified is set once the endpoint has shown that it receives what
+	// is sent to its address (see routability.go).
+	verified atomic.Bool
 
 	sendMu sync.Mutex // notifications go out one at a time (NSTART = 1)
 
@@ -39,6 +42,7 @@ func (a *Adapter) newConn(cc *udpClient.Conn, secure bool) {
 			}
 		}
 	}
+	cs.verified.Store(a.trusted(secure, cs.remote))
 	a.mu.Lock()
 	a.conns[cc] = cs
 	sink := a.presence

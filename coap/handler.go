@@ -99,7 +99,9 @@ func (a *Adapter) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 		return
 	}
 	start := time.Now()
+	a.checkEcho(cs, r)
 	code := a.serve(w, r, cs)
+	a.boundAmplification(w, r, cs)
 	a.metrics.requests.WithLabelValues(r.Code().String(), codeLabel(code)).Inc()
 	a.metrics.latency.Observe(time.Since(start).Seconds())
 	if !cs.secure && cs.requests.Add(1)%recycleAfter == 0 {

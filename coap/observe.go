@@ -145,6 +145,17 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 		if e == nil {
 			e = &broker.Envelope{Topic: filter}
 		}
+		if limit := a.unverifiedLimit(cs, req.msg); limit > 0 && a.registrationSize(req.msg, e, obsOpt) > limit {
+			// Too large for an endpoint that has not proved its address:
+			// the value follows as the first, confirmable, notification.
+			first := e
+			a.wg.Add(1)
+			go func() {
+				defer a.wg.Done()
+				_ = o.handle(o.ctx, first)
+			}()
+			e = &broker.Envelope{Topic: filter}
+		}
 		return a.respond(w, codes.Content, e, obsOpt)
 	}
 	// A filter's retained values follow the registration as notifications.
@@ -367,8 +378,9 @@ func (o *observation) notify(ctx context.Context, e *broker.Envelope, qos byte) 
 	}
 	a := o.a
 	o.mu.Lock()
-	con := qos >= 1 || time.Since(o.lastAck) > a.cfg.IdleTimeout
+	con := qos >= 1 || time.Since(o.lastAck) > a.cfg.IdleTimeout || !o.cs.verified.Load()
 	o.mu.Unlock()
+	unverified := !o.cs.verified.Load()
 	mctx, cancel := context.WithTimeout(ctx, a.maxTransmitWait()+a.cfg.AckTimeout)
 	defer cancel()
 	stop := context.AfterFunc(o.ctx, cancel)
@@ -412,6 +424,10 @@ func (o *observation) notify(ctx context.Context, e *broker.Envelope, qos byte) 
 	case o.wasReset.Load():
 		o.end("reset by observer", false)
 		return false
+	case err != nil && con && unverified:
+		// The address never answered: every observation made from it ends.
+		o.cs.endAll(fmt.Sprintf("unverified endpoint did not acknowledge: %v", err))
+		return false
 	case err != nil && con:
 		o.end(fmt.Sprintf("confirmable notification failed: %v", err), true)
 		return false
@@ -421,6 +437,7 @@ func (o *observation) notify(ctx context.Context, e *broker.Envelope, qos byte) 
 		o.mu.Lock()
 		o.lastAck = time.Now()
 		o.mu.Unlock()
+		a.verify(o.cs, "ack")
 	}
 	return true
 }
