@@ -5,8 +5,9 @@
 //     with no retained value yet, 2.04 otherwise); DELETE clears the
 //     retained value (2.02).
 //   - GET reads the bus's retained value (2.05; 4.04 when there is none),
-//     as REST and XMPP do; of a filter, the newest retained value the
-//     client may read. GET with Observe: 0 (RFC 7641) subscribes, a filter
+//     as REST and XMPP do; of a filter, every retained value under it the
+//     client may read, as a JSON array of RetainedJSON in topic order
+//     (?limit=, default 100), block-wise when large. GET with Observe: 0 (RFC 7641) subscribes, a filter
 //     with + or # included; notifications of a filter carry their topic in
 //     Location-Path. Every value and notification is checked with
 //     adapters.Auth.CanRead against the client's principal before it is

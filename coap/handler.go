@@ -342,9 +342,10 @@ func (a *Adapter) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 	return a.respond(w, codes.Changed, nil, nil)
 }
 
-// read serves GET without Observe: the topic's retained value, or the
-// newest of a filter's that the client may read; a request for the further
-// blocks of a large notification gets that notification (continuation).
+// read serves GET without Observe: the topic's retained value, or of a
+// filter every retained value the client may read (readFilter); a request
+// for the further blocks of a large notification gets that notification
+// (continuation).
 func (a *Adapter) read(w *responsewriter.ResponseWriter[*udpClient.Conn], req *request) codes.Code {
 	topic, err := topicFromSegments(req.path, true)
 	if err != nil {
@@ -363,6 +364,9 @@ func (a *Adapter) read(w *responsewriter.ResponseWriter[*udpClient.Conn], req *r
 			return a.fail(w, err)
 		}
 		return a.respond(w, codes.Content, e, nil)
+	}
+	if broker.IsFilter(topic) {
+		return a.readFilter(w, req, topic)
 	}
 	e, err := a.retained(req.principal, topic)
 	if err != nil {
