@@ -7,9 +7,9 @@
 //   - GET reads the bus's retained value (2.05; 4.04 when there is none),
 //     as REST and XMPP do; of a filter, every retained value under it the
 //     client may read, as a JSON array of RetainedJSON in topic order
-//     (?limit=, default 100), block-wise when large. GET with Observe: 0 (RFC 7641) subscribes, a filter
-//     with + or # included; notifications of a filter carry their topic in
-//     Location-Path. Every value and notification is checked with
+//     (?limit=, default 100), block-wise when large. GET with Observe: 0
+//     (RFC 7641) subscribes, a filter with + or # included; notifications
+//     of a filter carry their topic in Location-Path. Every value and notification is checked with
 //     adapters.Auth.CanRead against the client's principal before it is
 //     sent, so a revoked right ends what an observation delivers within
 //     adapters.ReadCacheTTL. Observe: 1, a Reset, an unacknowledged CON
