@@ -43,6 +43,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	piondtls "github.com/pion/dtls/v3"
@@ -139,6 +140,15 @@ type Config struct {
 	// process can send from a loopback address. Other plain UDP peers are
 	// always checked, DTLS sessions never.
 	VerifyLoopback bool
+	// MaxUploadBytesPerEndpoint bounds what one endpoint has in
+	// block-wise reassembly to /ps (0: 2 × MaxPayload; beyond: 4.13), and
+	// MaxUploadBytesTotal what all endpoints have (0: 64 × MaxPayload;
+	// beyond: 5.03). See uploads.go.
+	MaxUploadBytesPerEndpoint int64
+	MaxUploadBytesTotal       int64
+	// BlockwiseTimeout is how long go-coap keeps a block-wise transfer
+	// that goes on no further (0: DefaultBlockwiseTimeout).
+	BlockwiseTimeout time.Duration
 	// Files serves /files/{name} (block-wise GET and PUT, DELETE); nil:
 	// 4.04. MaxFileUploads bounds the block-wise PUTs in progress (0:
 	// DefaultMaxFileUploads), and one idle for FileUploadTimeout is
@@ -174,6 +184,8 @@ type Adapter struct {
 	// MaxObservationsTotal and MaxObservationsPerUser.
 	obsTotal  int
 	obsByUser map[string]int
+	// uploadTotal is what all endpoints have in block-wise reassembly.
+	uploadTotal atomic.Int64
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -254,6 +266,21 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.MaxObservations < 0 {
 		return nil, fmt.Errorf("coap: MaxObservations %d: must be positive", cfg.MaxObservations)
+	}
+	if cfg.BlockwiseTimeout == 0 {
+		cfg.BlockwiseTimeout = DefaultBlockwiseTimeout
+	}
+	if cfg.BlockwiseTimeout < 0 {
+		return nil, fmt.Errorf("coap: BlockwiseTimeout %v: must be positive", cfg.BlockwiseTimeout)
+	}
+	if cfg.MaxUploadBytesPerEndpoint == 0 {
+		cfg.MaxUploadBytesPerEndpoint = defaultUploadEndpointFactor * int64(cfg.MaxPayload)
+	}
+	if cfg.MaxUploadBytesTotal == 0 {
+		cfg.MaxUploadBytesTotal = defaultUploadTotalFactor * int64(cfg.MaxPayload)
+	}
+	if cfg.MaxUploadBytesPerEndpoint < 0 || cfg.MaxUploadBytesTotal < 0 {
+		return nil, fmt.Errorf("coap: MaxUploadBytesPerEndpoint %d, MaxUploadBytesTotal %d: must be positive", cfg.MaxUploadBytesPerEndpoint, cfg.MaxUploadBytesTotal)
 	}
 	if err := validateObservationCaps(&cfg); err != nil {
 		return nil, err
@@ -493,7 +520,7 @@ func (o serverOption) common(c *config.Common[*udpClient.Conn]) {
 	c.MaxMessageSize = uint32(max(a.cfg.MaxPayload+1024, 64<<10))
 	c.BlockwiseEnable = true
 	c.BlockwiseSZX = a.szx
-	c.BlockwiseTransferTimeout = 30 * time.Second
+	c.BlockwiseTransferTimeout = a.cfg.BlockwiseTimeout
 	c.ProcessReceivedMessage = processReceived
 }
 

@@ -28,13 +28,15 @@ type connState struct {
 
 	sendMu sync.Mutex // notifications go out one at a time (NSTART = 1)
 
-	mu     sync.Mutex
-	obs    map[string]*observation // by token
-	closed bool
+	mu  sync.Mutex
+	obs map[string]*observation // by token
+	// uploads are the block-wise uploads to /ps in reassembly, by path.
+	uploads map[string]*upload
+	closed  bool
 }
 
 func (a *Adapter) newConn(cc *udpClient.Conn, secure bool) {
-	cs := &connState{cc: cc, secure: secure, remote: cc.RemoteAddr().String(), obs: make(map[string]*observation)}
+	cs := &connState{cc: cc, secure: secure, remote: cc.RemoteAddr().String(), obs: make(map[string]*observation), uploads: make(map[string]*upload)}
 	if secure {
 		if dc, ok := cc.NetConn().(*piondtls.Conn); ok {
 			if st, ok := dc.ConnectionState(); ok {
@@ -76,6 +78,7 @@ func (a *Adapter) connClosed(cs *connState) {
 	for _, o := range obs {
 		o.end("connection closed", true)
 	}
+	a.dropUploads(cs)
 	a.mu.Lock()
 	delete(a.conns, cs.cc)
 	sink := a.presence

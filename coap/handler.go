@@ -538,6 +538,9 @@ func (a *Adapter) monitorRequest(cc *udpClient.Conn, r *pool.Message) (bool, err
 	if a.stashBlock1(r) {
 		return false, nil // the file store bounds /files uploads
 	}
+	if a.guardBlock1(cc, r) {
+		return true, nil
+	}
 	if !r.HasOption(message.Block1) && !r.HasOption(message.Size1) {
 		return false, nil
 	}

@@ -145,6 +145,13 @@ type CoAPConfig struct {
 	MaxObservations        int `yaml:"max_observations"`
 	MaxObservationsPerUser int `yaml:"max_observations_per_user"`
 	MaxObservationsTotal   int `yaml:"max_observations_total"`
+	// Block-wise reassembly bounds per endpoint and in all (0: 2 and 64
+	// times max_payload) and the idle timeout of a transfer (0: 30s).
+	MaxUploadBytesPerEndpoint int64         `yaml:"max_upload_bytes_per_endpoint"`
+	MaxUploadBytesTotal       int64         `yaml:"max_upload_bytes_total"`
+	BlockwiseTimeout          time.Duration `yaml:"blockwise_timeout"`
+	// VerifyLoopback checks return routability of loopback peers too.
+	VerifyLoopback bool `yaml:"verify_loopback"`
 }
 
 // XMPPConfig configures the XMPP server and component mode.

@@ -182,6 +182,7 @@ func (h *Hub) buildAdapters() error {
 			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, RequireTLS: c.RequireTLS, Node: c.Node,
 			Logger: h.log, Registerer: h.Registry, MaxPayload: c.CoAP.MaxPayload,
 			MaxObservations: c.CoAP.MaxObservations, MaxObservationsPerUser: c.CoAP.MaxObservationsPerUser, MaxObservationsTotal: c.CoAP.MaxObservationsTotal,
+			MaxUploadBytesPerEndpoint: c.CoAP.MaxUploadBytesPerEndpoint, MaxUploadBytesTotal: c.CoAP.MaxUploadBytesTotal, BlockwiseTimeout: c.CoAP.BlockwiseTimeout, VerifyLoopback: c.CoAP.VerifyLoopback,
 			Durables: h.durableIDs,
 			Files:    h.Files, MaxFileUploads: c.Files.MaxCoAPUploads, FileUploadTimeout: c.Files.CoAPUploadTimeout,
 		})
