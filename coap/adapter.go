@@ -73,6 +73,9 @@ const (
 	DefaultMaxRetransmit = 4
 	DefaultIdleTimeout   = 5 * time.Minute
 	DefaultMaxObserve    = 256
+	// DefaultEndpointIdleTimeout covers MAX_TRANSMIT_SPAN (45 s), the
+	// time a client may retransmit a request that must be deduplicated.
+	DefaultEndpointIdleTimeout = time.Minute
 )
 
 // PSKFunc returns the DTLS pre-shared key of a device; store.DevicePSK fits.
@@ -124,6 +127,11 @@ type Config struct {
 	// silent this long gets its next notification as CON to check that it
 	// is still there (0: DefaultIdleTimeout).
 	IdleTimeout time.Duration
+	// EndpointIdleTimeout closes the state of a plain UDP endpoint that
+	// observes nothing after this long without traffic (0:
+	// DefaultEndpointIdleTimeout, at most IdleTimeout): a client that went
+	// away costs its state (a goroutine, the response cache) no longer.
+	EndpointIdleTimeout time.Duration
 	// MaxObservations bounds the observations of one client
 	// (0: DefaultMaxObserve); beyond it a GET with Observe is answered as
 	// a plain GET, as RFC 7641 allows.
@@ -260,6 +268,12 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.IdleTimeout < 0 {
 		return nil, fmt.Errorf("coap: IdleTimeout %v: must be positive", cfg.IdleTimeout)
+	}
+	if cfg.EndpointIdleTimeout == 0 {
+		cfg.EndpointIdleTimeout = min(DefaultEndpointIdleTimeout, cfg.IdleTimeout)
+	}
+	if cfg.EndpointIdleTimeout < 0 {
+		return nil, fmt.Errorf("coap: EndpointIdleTimeout %v: must be positive", cfg.EndpointIdleTimeout)
 	}
 	if cfg.MaxObservations == 0 {
 		cfg.MaxObservations = DefaultMaxObserve

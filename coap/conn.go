@@ -130,8 +130,12 @@ func (m *idleMonitor) CheckInactivity(now time.Time, cc *udpClient.Conn) {
 		_ = cc.Close()
 		return
 	}
+	timeout := m.a.cfg.IdleTimeout
+	if cs != nil && !cs.secure {
+		timeout = m.a.cfg.EndpointIdleTimeout
+	}
 	m.mu.Lock()
-	idle := now.Sub(m.last) > m.a.cfg.IdleTimeout
+	idle := now.Sub(m.last) > timeout
 	m.mu.Unlock()
 	if !idle {
 		return

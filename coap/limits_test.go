@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"testing"
+	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -104,5 +105,29 @@ func TestObservationCaps(t *testing.T) {
 				t.Fatalf("no observation after a place was freed: %v", m)
 			}
 		})
+	}
+}
+
+// TestEndpointIdleForgotten: the state of a plain UDP endpoint that
+// observes nothing goes after EndpointIdleTimeout; an observer's stays.
+func TestEndpointIdleForgotten(t *testing.T) {
+	t.Parallel()
+	e := start(t, func(c *Config) { c.EndpointIdleTimeout = 200 * time.Millisecond })
+	endpoints := func() int {
+		e.a.mu.Lock()
+		defer e.a.mu.Unlock()
+		return len(e.a.conns)
+	}
+	gone, observer := e.raw(t), e.raw(t)
+	gone.send(rawMsg{typ: message.Confirmable, code: codes.GET, mid: 1, token: []byte{1}, path: "/ps/idle/x", observe: -1, cf: -1})
+	gone.mustRecv()
+	observer.send(rawMsg{typ: message.Confirmable, code: codes.GET, mid: 2, token: []byte{2}, path: "/ps/idle/y", observe: 0, cf: -1})
+	observer.mustRecv()
+	if n := endpoints(); n != 2 {
+		t.Fatalf("%d endpoints, want 2", n)
+	}
+	waitFor(t, "the idle endpoint to be forgotten", func() bool { return endpoints() == 1 })
+	if e.a.observations() != 1 {
+		t.Fatal("the observer's state went too")
 	}
 }

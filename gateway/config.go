@@ -152,6 +152,12 @@ type CoAPConfig struct {
 	BlockwiseTimeout          time.Duration `yaml:"blockwise_timeout"`
 	// VerifyLoopback checks return routability of loopback peers too.
 	VerifyLoopback bool `yaml:"verify_loopback"`
+	// RFC 7252's ACK_TIMEOUT and MAX_RETRANSMIT (0: 2s and 4).
+	AckTimeout    time.Duration `yaml:"ack_timeout"`
+	MaxRetransmit int           `yaml:"max_retransmit"`
+	// EndpointIdleTimeout forgets a plain UDP endpoint that observes
+	// nothing after this long without traffic (0: 1m).
+	EndpointIdleTimeout time.Duration `yaml:"endpoint_idle_timeout"`
 }
 
 // XMPPConfig configures the XMPP server and component mode.

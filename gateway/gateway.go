@@ -183,6 +183,7 @@ func (h *Hub) buildAdapters() error {
 			Logger: h.log, Registerer: h.Registry, MaxPayload: c.CoAP.MaxPayload,
 			MaxObservations: c.CoAP.MaxObservations, MaxObservationsPerUser: c.CoAP.MaxObservationsPerUser, MaxObservationsTotal: c.CoAP.MaxObservationsTotal,
 			MaxUploadBytesPerEndpoint: c.CoAP.MaxUploadBytesPerEndpoint, MaxUploadBytesTotal: c.CoAP.MaxUploadBytesTotal, BlockwiseTimeout: c.CoAP.BlockwiseTimeout, VerifyLoopback: c.CoAP.VerifyLoopback,
+			AckTimeout: c.CoAP.AckTimeout, MaxRetransmit: c.CoAP.MaxRetransmit, EndpointIdleTimeout: c.CoAP.EndpointIdleTimeout,
 			Durables: h.durableIDs,
 			Files:    h.Files, MaxFileUploads: c.Files.MaxCoAPUploads, FileUploadTimeout: c.Files.CoAPUploadTimeout,
 		})
