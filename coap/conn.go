@@ -25,6 +25,10 @@ type connState struct {
 	// verified is set once the endpoint has shown that it receives what
 	// is sent to its address (see routability.go).
 	verified atomic.Bool
+	// pingMu serialises the routability check of an unverified endpoint
+	// (checkRoutability); unreachable records that it failed.
+	pingMu      sync.Mutex
+	unreachable bool
 
 	sendMu sync.Mutex // notifications go out one at a time (NSTART = 1)
 

@@ -17,7 +17,7 @@ type metrics struct {
 	conns         prometheus.Gauge
 	denied        prometheus.Counter
 	// verified counts endpoints that proved their address, by how (ack,
-	// echo); echoChallenges the 4.01 Echo answers sent instead of a
+	// echo, ping); echoChallenges the 4.01 Echo answers sent instead of a
 	// response too large for an unverified endpoint.
 	verified       *prometheus.CounterVec
 	echoChallenges prometheus.Counter
@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "hub_coap_denied_total", Help: "Values and notifications not sent because the client may not read their topic.",
 		}),
 		verified: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "hub_coap_endpoints_verified_total", Help: "CoAP endpoints whose return routability was checked, by how (ack, echo).",
+			Name: "hub_coap_endpoints_verified_total", Help: "CoAP endpoints whose return routability was checked, by how (ack, echo, ping).",
 		}, []string{"by"}),
 		echoChallenges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hub_coap_echo_challenges_total", Help: "4.01 Echo answers sent instead of a response too large for an unverified endpoint.",

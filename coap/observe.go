@@ -377,10 +377,14 @@ func (o *observation) notify(ctx context.Context, e *broker.Envelope, qos byte) 
 		return false
 	}
 	a := o.a
+	if !a.checkRoutability(ctx, o.cs) {
+		// The address never answered: every observation made from it ends.
+		o.cs.endAll("unverified endpoint did not answer a ping")
+		return false
+	}
 	o.mu.Lock()
-	con := qos >= 1 || time.Since(o.lastAck) > a.cfg.IdleTimeout || !o.cs.verified.Load()
+	con := qos >= 1 || time.Since(o.lastAck) > a.cfg.IdleTimeout
 	o.mu.Unlock()
-	unverified := !o.cs.verified.Load()
 	mctx, cancel := context.WithTimeout(ctx, a.maxTransmitWait()+a.cfg.AckTimeout)
 	defer cancel()
 	stop := context.AfterFunc(o.ctx, cancel)
@@ -423,10 +427,6 @@ func (o *observation) notify(ctx context.Context, e *broker.Envelope, qos byte) 
 	switch {
 	case o.wasReset.Load():
 		o.end("reset by observer", false)
-		return false
-	case err != nil && con && unverified:
-		// The address never answered: every observation made from it ends.
-		o.cs.endAll(fmt.Sprintf("unverified endpoint did not acknowledge: %v", err))
 		return false
 	case err != nil && con:
 		o.end(fmt.Sprintf("confirmable notification failed: %v", err), true)

@@ -1,6 +1,7 @@
 package coap
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -30,13 +31,15 @@ import (
 //     request: a larger error loses its diagnostic payload, a larger
 //     success is answered 4.01 Unauthorized with an Echo option instead
 //     (libcoap's coap-client repeats the request with it by itself);
-//   - notifications are confirmable, and the first one that goes
-//     unacknowledged ends every observation of the endpoint, so a spoofed
-//     observe costs one CON and its retransmissions, never a stream of
-//     NONs;
+//   - no notification goes to it: the first one waits for a CoAP ping
+//     (an empty CON, 4 bytes, RFC 7252 §4.3) to be answered with a Reset
+//     or an ACK, which every CoAP endpoint does (go-coap's client and
+//     libcoap's too); a ping left unanswered after its retransmissions
+//     ends every observation of the endpoint, so a spoofed observe costs
+//     one small CON and its retransmissions, never a stream of NONs;
+//     acknowledging a CON notification verifies an endpoint as well;
 //   - the retained value of an observed topic too large for the
-//     registration response follows it as the first (confirmable)
-//     notification.
+//     registration response follows it as the first notification.
 //
 // DTLS sessions are verified by their handshake, and loopback peers are
 // trusted unless Config.VerifyLoopback is set (only a local process can
@@ -217,6 +220,34 @@ func (a *Adapter) boundAmplification(w *responsewriter.ResponseWriter[*udpClient
 	resp.SetOptionBytes(message.Echo, a.echo.issue(cs.remote, time.Now()))
 	a.metrics.echoChallenges.Inc()
 	a.log.Debug("coap: echo challenge", "remote", cs.remote, "instead_of", codeLabel(code))
+}
+
+// checkRoutability reports whether the endpoint is verified, pinging it
+// first if it is not yet (see above). Concurrent notifications of one
+// endpoint share one ping; a failed one is not tried again.
+func (a *Adapter) checkRoutability(ctx context.Context, cs *connState) bool {
+	if cs.verified.Load() {
+		return true
+	}
+	cs.pingMu.Lock()
+	defer cs.pingMu.Unlock()
+	if cs.verified.Load() {
+		return true
+	}
+	if cs.unreachable {
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, a.maxTransmitWait())
+	defer cancel()
+	stop := context.AfterFunc(a.ctx, cancel)
+	defer stop()
+	if err := cs.cc.Ping(pctx); err != nil {
+		cs.unreachable = true
+		a.log.Info("coap: unverified endpoint did not answer a ping", "remote", cs.remote, "err", err)
+		return false
+	}
+	a.verify(cs, "ping")
+	return true
 }
 
 // registrationSize estimates the response to an observe registration

@@ -75,8 +75,8 @@ func getMsg(t *testing.T, typ message.Type, mid int32, path string, echo []byte)
 
 // TestSpoofedObserverGetsOneCON: an observe from an address that never
 // answers (what a spoofed source looks like) gets its registration
-// response and then one CON notification with its retransmissions, never
-// a stream of NONs, and the observation ends.
+// response and then one CON, a 4-byte ping, with its retransmissions,
+// never a notification, and the observation ends.
 func TestSpoofedObserverGetsOneCON(t *testing.T) {
 	t.Parallel()
 	e := unverified(t)
@@ -97,15 +97,16 @@ func TestSpoofedObserverGetsOneCON(t *testing.T) {
 		t.Fatalf("%d datagrams after the registration, want one CON and at most MaxRetransmit (2) retransmissions", len(got))
 	}
 	for _, m := range got {
-		if m.Type() != message.Confirmable || m.MessageID() != got[0].MessageID() {
-			t.Errorf("datagram %v mid %d, want CON retransmissions of mid %d", m.Type(), m.MessageID(), got[0].MessageID())
+		if m.Type() != message.Confirmable || m.Code() != codes.Empty || m.MessageID() != got[0].MessageID() {
+			t.Errorf("datagram %v %v mid %d, want empty CON retransmissions of mid %d", m.Type(), m.Code(), m.MessageID(), got[0].MessageID())
 		}
 	}
 }
 
-// TestAckVerifies: once the first CON notification is acknowledged, the
-// endpoint is verified and NON notifications follow.
-func TestAckVerifies(t *testing.T) {
+// TestPingVerifies: the first notification to an unverified endpoint
+// waits for its answer to a ping (a Reset, RFC 7252 §4.3); then it and
+// the rest come NON.
+func TestPingVerifies(t *testing.T) {
 	t.Parallel()
 	e := unverified(t)
 	r := e.raw(t)
@@ -113,10 +114,13 @@ func TestAckVerifies(t *testing.T) {
 	r.mustRecv()
 	publish(t, e.bus, "ack/t", "1", "", 0, false)
 	m := r.mustRecv()
-	if m.Type() != message.Confirmable {
-		t.Fatalf("first notification %v, want CON", m.Type())
+	if m.Type() != message.Confirmable || m.Code() != codes.Empty {
+		t.Fatalf("first datagram %v %v, want a ping (empty CON)", m.Type(), m.Code())
 	}
-	r.send(rawMsg{typ: message.Acknowledgement, code: codes.Empty, mid: m.MessageID(), observe: -1, cf: -1})
+	r.send(rawMsg{typ: message.Reset, code: codes.Empty, mid: m.MessageID(), observe: -1, cf: -1})
+	if m := r.mustRecv(); m.Type() != message.NonConfirmable || string(body(t, m)) != "1" {
+		t.Fatalf("first notification after the ping: %v %q", m.Type(), body(t, m))
+	}
 	waitFor(t, "the endpoint to be verified", func() bool {
 		e.a.mu.Lock()
 		defer e.a.mu.Unlock()
@@ -130,7 +134,7 @@ func TestAckVerifies(t *testing.T) {
 	for i := range 3 {
 		publish(t, e.bus, "ack/t", fmt.Sprint(2+i), "", 0, false)
 		if m := r.mustRecv(); m.Type() != message.NonConfirmable || string(body(t, m)) != fmt.Sprint(2+i) {
-			t.Fatalf("notification %d after the ACK: %v %q", i, m.Type(), body(t, m))
+			t.Fatalf("notification %d after the ping: %v %q", i, m.Type(), body(t, m))
 		}
 	}
 }
@@ -194,8 +198,8 @@ func TestAmplificationBound(t *testing.T) {
 }
 
 // TestLargeRetainedFollowsRegistration: an unverified observer of a topic
-// whose retained value is too large for the registration gets it as a
-// CON notification right after.
+// whose retained value is too large for the registration gets it as the
+// first notification, once it has answered the ping.
 func TestLargeRetainedFollowsRegistration(t *testing.T) {
 	t.Parallel()
 	e := unverified(t)
@@ -210,15 +214,19 @@ func TestLargeRetainedFollowsRegistration(t *testing.T) {
 	if m.Code() != codes.Content || !m.HasOption(message.Observe) || len(body(t, m)) != 0 || got > 3*sent {
 		t.Fatalf("registration %v Observe=%v %d bytes (%d sent)", m.Code(), m.HasOption(message.Observe), got, sent)
 	}
-	n := r.mustRecv()
-	if n.Type() != message.Confirmable || string(body(t, n)) != val {
+	ping := r.mustRecv()
+	if ping.Code() != codes.Empty || ping.Type() != message.Confirmable {
+		t.Fatalf("before the value: %v %v, want a ping", ping.Type(), ping.Code())
+	}
+	r.send(rawMsg{typ: message.Reset, code: codes.Empty, mid: ping.MessageID(), observe: -1, cf: -1})
+	if n := r.mustRecv(); string(body(t, n)) != val || !n.HasOption(message.Observe) {
 		t.Fatalf("first notification %v %d bytes", n.Type(), len(body(t, n)))
 	}
 }
 
 // TestGoCoAPObserverUnverified: go-coap's client (no Echo support)
-// observes from an unverified endpoint: its first notification is CON,
-// which it acknowledges, and the rest follow.
+// observes from an unverified endpoint: it answers the hub's ping, and the
+// notifications follow.
 func TestGoCoAPObserverUnverified(t *testing.T) {
 	t.Parallel()
 	e := unverified(t)
@@ -300,4 +308,37 @@ func FuzzEchoCheck(f *testing.F) {
 			t.Fatalf("the issued echo was refused: %v", err)
 		}
 	})
+}
+
+// TestLibcoapObserveUnverified: libcoap's coap-client observing from an
+// unverified endpoint answers the hub's ping and gets the notifications.
+func TestLibcoapObserveUnverified(t *testing.T) {
+	t.Parallel()
+	bin, err := exec.LookPath("coap-client-notls")
+	if err != nil {
+		if bin, err = exec.LookPath("coap-client"); err != nil {
+			t.Skip("no coap-client (libcoap3-bin)")
+		}
+	}
+	e := unverified(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-B", "10", "-s", "3", "coap://"+e.addr+"/ps/lobs/t")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the observation", func() bool { return e.a.observations() == 1 })
+	for i := 0; e.a.observations() == 1 && i < 10; i++ {
+		publish(t, e.bus, "lobs/t", fmt.Sprintf("lnote%d", i), "", 0, false)
+		time.Sleep(100 * time.Millisecond) // a publish every 100 ms while coap-client observes
+	}
+	_ = cmd.Wait()
+	if !strings.Contains(out.String(), "lnote") {
+		t.Fatalf("coap-client got no notification: %q", out.String())
+	}
+	if v := testCounter(t, e.a.metrics.verified.WithLabelValues("ping")); v != 1 {
+		t.Fatalf("%v endpoints verified by ping, want 1", v)
+	}
 }
