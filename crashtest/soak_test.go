@@ -32,11 +32,12 @@ const (
 	soakMaxOps      = 20000 // per worker, whatever the duration
 	// Margins of the end state over the state after warm-up, once every
 	// client has gone: goroutines within soakGoroutineSlack (or 5 %),
-	// descriptors within soakFDSlack, RSS within soakRSSFactor (or
+	// descriptors within soakFDSlack and sockets within soakSocketSlack, RSS within soakRSSFactor (or
 	// soakRSSSlackKB): Go keeps the heap it grew for a while, but a leak
 	// of one state per client over thousands of clients shows.
 	soakGoroutineSlack = 5
-	soakFDSlack        = 3
+	soakFDSlack        = 8 // the store's connection pool may grow (3 files per SQLite connection)
+	soakSocketSlack    = 2
 	soakRSSFactor      = 2.0
 	soakRSSSlackKB     = 60 << 10
 )
@@ -56,16 +57,33 @@ type gauges struct {
 	goroutines int
 	rssKB      int
 	fds        int
+	sockets    int // of fds
 }
 
 func (g gauges) String() string {
-	return fmt.Sprintf("goroutines %d, RSS %.1f MiB, fds %d", g.goroutines, float64(g.rssKB)/1024, g.fds)
+	return fmt.Sprintf("goroutines %d, RSS %.1f MiB, fds %d (sockets %d)", g.goroutines, float64(g.rssKB)/1024, g.fds, g.sockets)
+}
+
+// openSockets counts the process's open socket descriptors.
+func openSockets(pid int) int {
+	dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
 }
 
 // gauges reads go_goroutines from /metrics, VmRSS and the open
 // descriptors from /proc.
 func (h *hubProc) gauges() (gauges, error) {
-	g := gauges{rssKB: h.rssKB(), fds: openFDs(h.pid())}
+	g := gauges{rssKB: h.rssKB(), fds: openFDs(h.pid()), sockets: openSockets(h.pid())}
 	// No keep-alive: a pooled connection would count as the hub's own.
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Get("http://" + h.http + "/metrics")
@@ -417,7 +435,7 @@ func TestSoak(t *testing.T) {
 				continue
 			}
 			peakMu.Lock()
-			peak.goroutines, peak.rssKB, peak.fds = max(peak.goroutines, g.goroutines), max(peak.rssKB, g.rssKB), max(peak.fds, g.fds)
+			peak.goroutines, peak.rssKB, peak.fds, peak.sockets = max(peak.goroutines, g.goroutines), max(peak.rssKB, g.rssKB), max(peak.fds, g.fds), max(peak.sockets, g.sockets)
 			peakMu.Unlock()
 		}
 	}()
@@ -494,7 +512,8 @@ func settle(t *testing.T, h *hubProc, base *gauges, within time.Duration) (gauge
 		case err != nil:
 		case base == nil && last.goroutines != 0 && g.goroutines == last.goroutines && g.fds == last.fds:
 			return g, true
-		case base != nil && g.goroutines <= base.goroutines+max(soakGoroutineSlack, base.goroutines/20) && g.fds <= base.fds+soakFDSlack:
+		case base != nil && g.goroutines <= base.goroutines+max(soakGoroutineSlack, base.goroutines/20) &&
+			g.fds <= base.fds+soakFDSlack && g.sockets <= base.sockets+soakSocketSlack:
 			return g, true
 		}
 		last = g
