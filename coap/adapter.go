@@ -5,10 +5,11 @@
 //     with no retained value yet, 2.04 otherwise); DELETE clears the
 //     retained value (2.02).
 //   - GET reads the bus's retained value (2.05; 4.04 when there is none),
-//     as REST and XMPP do; of a filter, the newest retained value the
-//     client may read. GET with Observe: 0 (RFC 7641) subscribes, a filter
-//     with + or # included; notifications of a filter carry their topic in
-//     Location-Path. Every value and notification is checked with
+//     as REST and XMPP do; of a filter, every retained value under it the
+//     client may read, as a JSON array of RetainedJSON in topic order
+//     (?limit=, default 100), block-wise when large. GET with Observe: 0
+//     (RFC 7641) subscribes, a filter with + or # included; notifications
+//     of a filter carry their topic in Location-Path. Every value and notification is checked with
 //     adapters.Auth.CanRead against the client's principal before it is
 //     sent, so a revoked right ends what an observation delivers within
 //     adapters.ReadCacheTTL. Observe: 1, a Reset, an unacknowledged CON
@@ -42,6 +43,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	piondtls "github.com/pion/dtls/v3"
@@ -71,6 +73,9 @@ const (
 	DefaultMaxRetransmit = 4
 	DefaultIdleTimeout   = 5 * time.Minute
 	DefaultMaxObserve    = 256
+	// DefaultEndpointIdleTimeout covers MAX_TRANSMIT_SPAN (45 s), the
+	// time a client may retransmit a request that must be deduplicated.
+	DefaultEndpointIdleTimeout = time.Minute
 )
 
 // PSKFunc returns the DTLS pre-shared key of a device; store.DevicePSK fits.
@@ -122,10 +127,36 @@ type Config struct {
 	// silent this long gets its next notification as CON to check that it
 	// is still there (0: DefaultIdleTimeout).
 	IdleTimeout time.Duration
+	// EndpointIdleTimeout closes the state of a plain UDP endpoint that
+	// observes nothing after this long without traffic (0:
+	// DefaultEndpointIdleTimeout, at most IdleTimeout): a client that went
+	// away costs its state (a goroutine, the response cache) no longer.
+	EndpointIdleTimeout time.Duration
 	// MaxObservations bounds the observations of one client
 	// (0: DefaultMaxObserve); beyond it a GET with Observe is answered as
 	// a plain GET, as RFC 7641 allows.
 	MaxObservations int
+	// MaxObservationsPerUser bounds the observations of one principal
+	// over all its endpoints, anonymous clients counting as one
+	// (0: DefaultMaxObservePerUser); MaxObservationsTotal bounds those of
+	// the adapter (0: DefaultMaxObserveTotal). Beyond either, a GET with
+	// Observe is answered as a plain GET, as with MaxObservations.
+	MaxObservationsPerUser int
+	MaxObservationsTotal   int
+	// VerifyLoopback checks the return routability (see routability.go)
+	// of loopback peers too; by default they are trusted, as only a local
+	// process can send from a loopback address. Other plain UDP peers are
+	// always checked, DTLS sessions never.
+	VerifyLoopback bool
+	// MaxUploadBytesPerEndpoint bounds what one endpoint has in
+	// block-wise reassembly to /ps (0: 2 × MaxPayload; beyond: 4.13), and
+	// MaxUploadBytesTotal what all endpoints have (0: 64 × MaxPayload;
+	// beyond: 5.03). See uploads.go.
+	MaxUploadBytesPerEndpoint int64
+	MaxUploadBytesTotal       int64
+	// BlockwiseTimeout is how long go-coap keeps a block-wise transfer
+	// that goes on no further (0: DefaultBlockwiseTimeout).
+	BlockwiseTimeout time.Duration
 	// Files serves /files/{name} (block-wise GET and PUT, DELETE); nil:
 	// 4.04. MaxFileUploads bounds the block-wise PUTs in progress (0:
 	// DefaultMaxFileUploads), and one idle for FileUploadTimeout is
@@ -144,6 +175,7 @@ type Adapter struct {
 	szx     blockwise.SZX
 	node    string
 	metrics *metrics
+	echo    echoKey // MAC key of the Echo values the adapter issues
 
 	mu       sync.Mutex
 	started  bool
@@ -156,6 +188,12 @@ type Adapter struct {
 	online   map[string]int
 	durables map[string]*observation // durable subscription id -> holder
 	up       fileUploads             // block-wise PUTs to /files in progress
+	// obsTotal and obsByUser count observations against
+	// MaxObservationsTotal and MaxObservationsPerUser.
+	obsTotal  int
+	obsByUser map[string]int
+	// uploadTotal is what all endpoints have in block-wise reassembly.
+	uploadTotal atomic.Int64
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -231,11 +269,35 @@ func New(cfg Config) (*Adapter, error) {
 	if cfg.IdleTimeout < 0 {
 		return nil, fmt.Errorf("coap: IdleTimeout %v: must be positive", cfg.IdleTimeout)
 	}
+	if cfg.EndpointIdleTimeout == 0 {
+		cfg.EndpointIdleTimeout = min(DefaultEndpointIdleTimeout, cfg.IdleTimeout)
+	}
+	if cfg.EndpointIdleTimeout < 0 {
+		return nil, fmt.Errorf("coap: EndpointIdleTimeout %v: must be positive", cfg.EndpointIdleTimeout)
+	}
 	if cfg.MaxObservations == 0 {
 		cfg.MaxObservations = DefaultMaxObserve
 	}
 	if cfg.MaxObservations < 0 {
 		return nil, fmt.Errorf("coap: MaxObservations %d: must be positive", cfg.MaxObservations)
+	}
+	if cfg.BlockwiseTimeout == 0 {
+		cfg.BlockwiseTimeout = DefaultBlockwiseTimeout
+	}
+	if cfg.BlockwiseTimeout < 0 {
+		return nil, fmt.Errorf("coap: BlockwiseTimeout %v: must be positive", cfg.BlockwiseTimeout)
+	}
+	if cfg.MaxUploadBytesPerEndpoint == 0 {
+		cfg.MaxUploadBytesPerEndpoint = defaultUploadEndpointFactor * int64(cfg.MaxPayload)
+	}
+	if cfg.MaxUploadBytesTotal == 0 {
+		cfg.MaxUploadBytesTotal = defaultUploadTotalFactor * int64(cfg.MaxPayload)
+	}
+	if cfg.MaxUploadBytesPerEndpoint < 0 || cfg.MaxUploadBytesTotal < 0 {
+		return nil, fmt.Errorf("coap: MaxUploadBytesPerEndpoint %d, MaxUploadBytesTotal %d: must be positive", cfg.MaxUploadBytesPerEndpoint, cfg.MaxUploadBytesTotal)
+	}
+	if err := validateObservationCaps(&cfg); err != nil {
+		return nil, err
 	}
 	if cfg.MaxFileUploads == 0 {
 		cfg.MaxFileUploads = DefaultMaxFileUploads
@@ -245,6 +307,10 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.MaxFileUploads < 0 || cfg.FileUploadTimeout < 0 {
 		return nil, fmt.Errorf("coap: MaxFileUploads %d, FileUploadTimeout %v: must be positive", cfg.MaxFileUploads, cfg.FileUploadTimeout)
+	}
+	key, err := newEchoKey()
+	if err != nil {
+		return nil, err
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -257,9 +323,12 @@ func New(cfg Config) (*Adapter, error) {
 		szx:     szx,
 		node:    cfg.Node,
 		metrics: m,
+		echo:    key,
 		addrs:   make(map[string]string),
 		conns:   make(map[*udpClient.Conn]*connState),
 		online:  make(map[string]int),
+
+		obsByUser: make(map[string]int),
 
 		durables: make(map[string]*observation),
 	}
@@ -465,7 +534,8 @@ func (o serverOption) common(c *config.Common[*udpClient.Conn]) {
 	c.MaxMessageSize = uint32(max(a.cfg.MaxPayload+1024, 64<<10))
 	c.BlockwiseEnable = true
 	c.BlockwiseSZX = a.szx
-	c.BlockwiseTransferTimeout = 30 * time.Second
+	c.BlockwiseTransferTimeout = a.cfg.BlockwiseTimeout
+	c.ProcessReceivedMessage = processReceived
 }
 
 func (a *Adapter) goCoAPError(err error) {

@@ -22,16 +22,25 @@ type connState struct {
 
 	requests atomic.Uint64 // requests served, for recycling (see handle)
 	recycle  atomic.Bool   // drop this endpoint's state at the next check
+	// verified is set once the endpoint has shown that it receives what
+	// is sent to its address (see routability.go).
+	verified atomic.Bool
+	// pingMu serialises the routability check of an unverified endpoint
+	// (checkRoutability); unreachable records that it failed.
+	pingMu      sync.Mutex
+	unreachable bool
 
 	sendMu sync.Mutex // notifications go out one at a time (NSTART = 1)
 
-	mu     sync.Mutex
-	obs    map[string]*observation // by token
-	closed bool
+	mu  sync.Mutex
+	obs map[string]*observation // by token
+	// uploads are the block-wise uploads to /ps in reassembly, by path.
+	uploads map[string]*upload
+	closed  bool
 }
 
 func (a *Adapter) newConn(cc *udpClient.Conn, secure bool) {
-	cs := &connState{cc: cc, secure: secure, remote: cc.RemoteAddr().String(), obs: make(map[string]*observation)}
+	cs := &connState{cc: cc, secure: secure, remote: cc.RemoteAddr().String(), obs: make(map[string]*observation), uploads: make(map[string]*upload)}
 	if secure {
 		if dc, ok := cc.NetConn().(*piondtls.Conn); ok {
 			if st, ok := dc.ConnectionState(); ok {
@@ -39,6 +48,7 @@ func (a *Adapter) newConn(cc *udpClient.Conn, secure bool) {
 			}
 		}
 	}
+	cs.verified.Store(a.trusted(secure, cs.remote))
 	a.mu.Lock()
 	a.conns[cc] = cs
 	sink := a.presence
@@ -72,6 +82,7 @@ func (a *Adapter) connClosed(cs *connState) {
 	for _, o := range obs {
 		o.end("connection closed", true)
 	}
+	a.dropUploads(cs)
 	a.mu.Lock()
 	delete(a.conns, cs.cc)
 	sink := a.presence
@@ -123,8 +134,12 @@ func (m *idleMonitor) CheckInactivity(now time.Time, cc *udpClient.Conn) {
 		_ = cc.Close()
 		return
 	}
+	timeout := m.a.cfg.IdleTimeout
+	if cs != nil && !cs.secure {
+		timeout = m.a.cfg.EndpointIdleTimeout
+	}
 	m.mu.Lock()
-	idle := now.Sub(m.last) > m.a.cfg.IdleTimeout
+	idle := now.Sub(m.last) > timeout
 	m.mu.Unlock()
 	if !idle {
 		return

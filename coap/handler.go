@@ -99,7 +99,9 @@ func (a *Adapter) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 		return
 	}
 	start := time.Now()
+	a.checkEcho(cs, r)
 	code := a.serve(w, r, cs)
+	a.boundAmplification(w, r, cs)
 	a.metrics.requests.WithLabelValues(r.Code().String(), codeLabel(code)).Inc()
 	a.metrics.latency.Observe(time.Since(start).Seconds())
 	if !cs.secure && cs.requests.Add(1)%recycleAfter == 0 {
@@ -340,9 +342,10 @@ func (a *Adapter) publish(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 	return a.respond(w, codes.Changed, nil, nil)
 }
 
-// read serves GET without Observe: the topic's retained value, or the
-// newest of a filter's that the client may read; a request for the further
-// blocks of a large notification gets that notification (continuation).
+// read serves GET without Observe: the topic's retained value, or of a
+// filter every retained value the client may read (readFilter); a request
+// for the further blocks of a large notification gets that notification
+// (continuation).
 func (a *Adapter) read(w *responsewriter.ResponseWriter[*udpClient.Conn], req *request) codes.Code {
 	topic, err := topicFromSegments(req.path, true)
 	if err != nil {
@@ -361,6 +364,9 @@ func (a *Adapter) read(w *responsewriter.ResponseWriter[*udpClient.Conn], req *r
 			return a.fail(w, err)
 		}
 		return a.respond(w, codes.Content, e, nil)
+	}
+	if broker.IsFilter(topic) {
+		return a.readFilter(w, req, topic)
 	}
 	e, err := a.retained(req.principal, topic)
 	if err != nil {
@@ -531,6 +537,9 @@ func (a *Adapter) monitorRequest(cc *udpClient.Conn, r *pool.Message) (bool, err
 	}
 	if a.stashBlock1(r) {
 		return false, nil // the file store bounds /files uploads
+	}
+	if a.guardBlock1(cc, r) {
+		return true, nil
 	}
 	if !r.HasOption(message.Block1) && !r.HasOption(message.Size1) {
 		return false, nil

@@ -16,6 +16,11 @@ type metrics struct {
 	observers     prometheus.Gauge
 	conns         prometheus.Gauge
 	denied        prometheus.Counter
+	// verified counts endpoints that proved their address, by how (ack,
+	// echo, ping); echoChallenges the 4.01 Echo answers sent instead of a
+	// response too large for an unverified endpoint.
+	verified       *prometheus.CounterVec
+	echoChallenges prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -42,12 +47,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		denied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hub_coap_denied_total", Help: "Values and notifications not sent because the client may not read their topic.",
 		}),
+		verified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hub_coap_endpoints_verified_total", Help: "CoAP endpoints whose return routability was checked, by how (ack, echo, ping).",
+		}, []string{"by"}),
+		echoChallenges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hub_coap_echo_challenges_total", Help: "4.01 Echo answers sent instead of a response too large for an unverified endpoint.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.published, m.notifications, m.observers, m.conns, m.denied} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.published, m.notifications, m.observers, m.conns, m.denied, m.verified, m.echoChallenges} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)

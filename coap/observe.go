@@ -30,7 +30,8 @@ type observation struct {
 	// principal is the observer's, checked (adapters.Auth.CanRead) on
 	// every notification.
 	principal adapters.Principal
-	con       bool // registered with CON: QoS 1, CON notifications
+	user      string // what the observation counts against (obsKey)
+	con       bool   // registered with CON: QoS 1, CON notifications
 	// durableID names the durable subscription of a DTLS device's CON
 	// observation: what it misses while away waits in the bus's durable
 	// queue until it observes the same filter again ("" otherwise).
@@ -86,11 +87,11 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 	if old != nil {
 		<-old.end("re-registered", true)
 	}
-	if full || closed {
+	if full || closed || !a.reserveObservation(obsKey(req)) {
 		return a.read(w, req)
 	}
 	o := &observation{
-		a: a, cs: cs, token: token, key: string(token), filter: filter, principal: req.principal,
+		a: a, cs: cs, token: token, key: string(token), filter: filter, principal: req.principal, user: obsKey(req),
 		con:   req.msg.Type() == message.Confirmable,
 		ready: make(chan struct{}), lastAck: time.Now(), subDone: make(chan struct{}),
 	}
@@ -108,6 +109,7 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 	sub, err := a.subscribe(ctx, opts, o)
 	if err != nil {
 		o.cancel()
+		a.releaseObservation(o.user)
 		return a.fail(w, fmt.Errorf("observe %q: %w", filter, err))
 	}
 	o.mu.Lock()
@@ -118,6 +120,7 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 		cs.mu.Unlock()
 		o.ended.Store(true)
 		o.cancel()
+		a.releaseObservation(o.user)
 		a.forgetDurable(o)
 		_ = sub.Detach()
 		return a.fail(w, fmt.Errorf("observe %q: %w", filter, broker.ErrClosed))
@@ -140,6 +143,17 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 			return a.fail(w, err)
 		}
 		if e == nil {
+			e = &broker.Envelope{Topic: filter}
+		}
+		if limit := a.unverifiedLimit(cs, req.msg); limit > 0 && a.registrationSize(req.msg, e, obsOpt) > limit {
+			// Too large for an endpoint that has not proved its address:
+			// the value follows as the first, confirmable, notification.
+			first := e
+			a.wg.Add(1)
+			go func() {
+				defer a.wg.Done()
+				_ = o.handle(o.ctx, first)
+			}()
 			e = &broker.Envelope{Topic: filter}
 		}
 		return a.respond(w, codes.Content, e, obsOpt)
@@ -282,6 +296,7 @@ func (o *observation) end(reason string, keep bool) <-chan struct{} {
 	o.cs.mu.Unlock()
 	o.a.forgetDurable(o)
 	o.a.metrics.observers.Dec()
+	o.a.releaseObservation(o.user)
 	o.a.log.Debug("coap: observation ended", "remote", o.cs.remote, "filter", o.filter, "reason", reason)
 	o.mu.Lock()
 	sub := o.sub
@@ -362,6 +377,11 @@ func (o *observation) notify(ctx context.Context, e *broker.Envelope, qos byte) 
 		return false
 	}
 	a := o.a
+	if !a.checkRoutability(ctx, o.cs) {
+		// The address never answered: every observation made from it ends.
+		o.cs.endAll("unverified endpoint did not answer a ping")
+		return false
+	}
 	o.mu.Lock()
 	con := qos >= 1 || time.Since(o.lastAck) > a.cfg.IdleTimeout
 	o.mu.Unlock()
@@ -417,6 +437,7 @@ func (o *observation) notify(ctx context.Context, e *broker.Envelope, qos byte) 
 		o.mu.Lock()
 		o.lastAck = time.Now()
 		o.mu.Unlock()
+		a.verify(o.cs, "ack")
 	}
 	return true
 }

@@ -145,6 +145,24 @@ type CoAPConfig struct {
 	Addr       string `yaml:"addr"`
 	DTLSAddr   string `yaml:"dtls_addr"`
 	MaxPayload int    `yaml:"max_payload"`
+	// Observation caps per endpoint, per principal and in all (0: the
+	// coap package's defaults 256, 1024, 4096).
+	MaxObservations        int `yaml:"max_observations"`
+	MaxObservationsPerUser int `yaml:"max_observations_per_user"`
+	MaxObservationsTotal   int `yaml:"max_observations_total"`
+	// Block-wise reassembly bounds per endpoint and in all (0: 2 and 64
+	// times max_payload) and the idle timeout of a transfer (0: 30s).
+	MaxUploadBytesPerEndpoint int64         `yaml:"max_upload_bytes_per_endpoint"`
+	MaxUploadBytesTotal       int64         `yaml:"max_upload_bytes_total"`
+	BlockwiseTimeout          time.Duration `yaml:"blockwise_timeout"`
+	// VerifyLoopback checks return routability of loopback peers too.
+	VerifyLoopback bool `yaml:"verify_loopback"`
+	// RFC 7252's ACK_TIMEOUT and MAX_RETRANSMIT (0: 2s and 4).
+	AckTimeout    time.Duration `yaml:"ack_timeout"`
+	MaxRetransmit int           `yaml:"max_retransmit"`
+	// EndpointIdleTimeout forgets a plain UDP endpoint that observes
+	// nothing after this long without traffic (0: 1m).
+	EndpointIdleTimeout time.Duration `yaml:"endpoint_idle_timeout"`
 }
 
 // XMPPConfig configures the XMPP server and component mode.

@@ -182,6 +182,9 @@ func (h *Hub) buildAdapters() error {
 			Addr: offToEmpty(c.CoAP.Addr), DTLSAddr: offToEmpty(c.CoAP.DTLSAddr), PSK: h.Store.DevicePSK,
 			Bus: h.Bus, Auth: h.Auth, AllowAnonymous: c.AllowAnonymous, RequireTLS: c.RequireTLS, Node: c.Node,
 			Logger: h.log, Registerer: h.Registry, MaxPayload: c.CoAP.MaxPayload,
+			MaxObservations: c.CoAP.MaxObservations, MaxObservationsPerUser: c.CoAP.MaxObservationsPerUser, MaxObservationsTotal: c.CoAP.MaxObservationsTotal,
+			MaxUploadBytesPerEndpoint: c.CoAP.MaxUploadBytesPerEndpoint, MaxUploadBytesTotal: c.CoAP.MaxUploadBytesTotal, BlockwiseTimeout: c.CoAP.BlockwiseTimeout, VerifyLoopback: c.CoAP.VerifyLoopback,
+			AckTimeout: c.CoAP.AckTimeout, MaxRetransmit: c.CoAP.MaxRetransmit, EndpointIdleTimeout: c.CoAP.EndpointIdleTimeout,
 			Durables: h.durableIDs,
 			Files:    h.Files, MaxFileUploads: c.Files.MaxCoAPUploads, FileUploadTimeout: c.Files.CoAPUploadTimeout,
 		})

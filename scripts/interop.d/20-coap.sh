@@ -37,6 +37,13 @@ out=$(coap -m get "$base/temp")
 [ "$out" = "21.5" ] || fail "GET after a retained POST gave '$out'"
 echo "ok: coap POST then GET reads 21.5"
 
+# A NON request is answered NON (RFC 7252 §5.2.3): libcoap's debug log
+# (-v 7) shows the type of the response it received.
+out=$(coap -N -v 7 -m get "$base/temp")
+resp=$(printf '%s\n' "$out" | grep -A1 'received' | grep -m1 'c:2.05' || true)
+case "$resp" in *"t:NON c:2.05"*) ;; *) fail "NON GET answered '$resp', want a NON 2.05 (log: $out)" ;; esac
+echo "ok: coap NON GET (-N) answered NON"
+
 # PUT retains; the value is listed in /.well-known/core.
 coap -m put -t 50 -e '{"on":true}' "$base/lamp" >/dev/null
 out=$(coap -m get "coap://127.0.0.1:$COAP_PORT/.well-known/core")
