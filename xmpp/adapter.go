@@ -108,6 +108,9 @@ type Config struct {
 	// Archive, when set, answers XEP-0313 queries addressed to topic JIDs
 	// with the topics' archived readings (see mam.go).
 	Archive Archive
+	// Cluster links the c2s server to the other hubs of a cluster (zero:
+	// this hub alone; see cluster.go).
+	Cluster Cluster
 	// Logger receives the adapter's logs (slog.Default() when nil).
 	Logger *slog.Logger
 	// Registerer receives the adapter's metrics (nil: no metrics).
@@ -148,6 +151,7 @@ type Adapter struct {
 	cmds   *commands
 	proxy  *proxy // nil when Config.ProxyAddr is off
 	xfer   *transfers
+	cl     *link // nil without a cluster
 
 	rules     *ruleSet // JIDRules at Domain
 	compRules *ruleSet // JIDRules at ComponentDomain
@@ -273,6 +277,7 @@ func New(cfg Config) (*Adapter, error) {
 	a.topics = &topicService{a: a}
 	a.cmds = newCommands(a)
 	a.xfer = newTransfers(a)
+	a.cl = newLink(a, cfg.Cluster)
 	return a, nil
 }
 
@@ -370,6 +375,7 @@ func (a *Adapter) Stop(ctx context.Context) error {
 		a.xfer.shutdown()
 		a.wg.Wait()
 		a.shutdownSessions()
+		a.cl.close()
 		close(done)
 	}()
 	select {

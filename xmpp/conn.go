@@ -407,6 +407,7 @@ func (c *streamConn) bind(iq *element) (*session, error) {
 	res = c.a.register(s, res)
 	s.resource = res
 	s.jid = s.bare + "/" + res
+	c.a.cl.joined(s)
 	result := newElement(nsClient, "iq", "type", "result", "id", iq.AttrValue("id")).Add(
 		newElement(nsBind, "bind").Add(newElement(nsBind, "jid").AddText(s.jid)))
 	if err := c.writeEl(result); err != nil {
