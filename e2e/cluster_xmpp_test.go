@@ -1,0 +1,270 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	piondtls "github.com/pion/dtls/v3"
+	"github.com/plgd-dev/go-coap/v3/dtls"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/options"
+
+	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/broker/natsbus"
+	"github.com/hubsmith/hub/gateway"
+	"github.com/hubsmith/hub/hubtest"
+)
+
+// natsServer starts one NATS server with JetStream on a loopback port.
+func natsServer(t testing.TB) *server.Server {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() }) // after the hubs stop
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server did not start")
+	}
+	return srv
+}
+
+// twoHubs starts hubs a and b on one NATS server, each with the user bob
+// (users are not shared between the hubs' stores yet).
+func twoHubs(t testing.TB) (*hubtest.Hub, *hubtest.Hub) {
+	t.Helper()
+	srv := natsServer(t)
+	var hubs []*hubtest.Hub
+	for _, name := range []string{"a", "b"} {
+		h := hubtest.Start(t, func(c *gateway.Config) { c.Node = name; c.NATS.URL = srv.ClientURL() })
+		if err := h.Store.AddUser(context.Background(), "bob", "bobpw", adapters.RoleUser); err != nil {
+			t.Fatal(err)
+		}
+		hubs = append(hubs, h)
+	}
+	return hubs[0], hubs[1]
+}
+
+func presenceOf(from, typ string) func(stanza) bool {
+	return func(v stanza) bool {
+		return v.XMLName.Local == "presence" && v.Type == typ && (v.From == from || strings.HasPrefix(v.From, from+"/"))
+	}
+}
+
+// chatBody matches a chat message with a body.
+func chatBody(body string) func(stanza) bool {
+	return func(v stanza) bool { return v.XMLName.Local == "message" && v.Body == body }
+}
+
+// noMore fails if c receives a stanza match accepts within d.
+func (c *xmppClient) noMore(t *testing.T, d time.Duration, match func(stanza) bool) {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case v := <-c.in:
+			if match(v) {
+				t.Fatalf("xmpp: unexpected %+v", v)
+			}
+		case <-deadline:
+			return
+		}
+	}
+}
+
+// befriend makes alice and bob subscribe to each other's presence (RFC
+// 6121 3) and waits until each saw the other available.
+func befriend(t *testing.T, alice, bob *xmppClient) {
+	t.Helper()
+	alice.send(t, `<presence type='subscribe' to='bob@localhost'/>`)
+	bob.expect(t, "alice's subscription request", presenceOf("alice@localhost", "subscribe"))
+	bob.send(t, `<presence type='subscribed' to='alice@localhost'/>`)
+	alice.expect(t, "bob's approval", presenceOf("bob@localhost", "subscribed"))
+	alice.expect(t, "bob's presence after the approval", presenceOf("bob@localhost", ""))
+	bob.send(t, `<presence type='subscribe' to='alice@localhost'/>`)
+	alice.expect(t, "bob's subscription request", presenceOf("bob@localhost", "subscribe"))
+	alice.send(t, `<presence type='subscribed' to='bob@localhost'/>`)
+	bob.expect(t, "alice's approval", presenceOf("alice@localhost", "subscribed"))
+	bob.expect(t, "alice's presence after the approval", presenceOf("alice@localhost", ""))
+}
+
+// TestXMPPChatAcrossHubs: alice on hub A and bob on hub B subscribe to
+// each other's presence, chat both ways (bare and full JID), see each
+// other come and go; a message for bob while he is on no hub is kept once
+// and delivered when he logs in again, and his roster is the same on
+// either hub.
+func TestXMPPChatAcrossHubs(t *testing.T) {
+	a, b := twoHubs(t)
+	alice := dialXMPP(t, a.Addr(t, "xmpp"), "alice", "alicepw")
+	bob := dialXMPP(t, b.Addr(t, "xmpp"), "bob", "bobpw")
+	befriend(t, alice, bob)
+
+	alice.send(t, `<message type='chat' to='bob@localhost'><body>hi bob</body></message>`)
+	m := bob.expect(t, "alice's chat on B", chatBody("hi bob"))
+	if !strings.HasPrefix(m.From, "alice@localhost/") {
+		t.Fatalf("from = %q, want alice's full JID", m.From)
+	}
+	bob.send(t, `<message type='chat' to='`+m.From+`'><body>hi alice</body></message>`)
+	r := alice.expect(t, "bob's answer on A", chatBody("hi alice"))
+	if !strings.HasPrefix(r.From, "bob@localhost/") {
+		t.Fatalf("from = %q, want bob's full JID", r.From)
+	}
+	// A full JID no hub has: a chat message goes to the bare JID (RFC
+	// 6121 8.5.3.2.1), here bob on B.
+	alice.send(t, `<message type='chat' to='bob@localhost/nowhere'><body>to a gone resource</body></message>`)
+	bob.expect(t, "a message for a resource no hub has", chatBody("to a gone resource"))
+
+	// Presence broadcasts: bob changes his, then leaves.
+	bob.send(t, `<presence><show>away</show></presence>`)
+	away := alice.expect(t, "bob away", presenceOf("bob@localhost", ""))
+	if !slices.ContainsFunc(away.Children, func(n xmlNode) bool { return n.XMLName.Local == "show" && n.Text == "away" }) {
+		t.Fatalf("bob's presence on A: %+v", away)
+	}
+	_ = bob.s.Close()
+	<-bob.done
+	alice.expect(t, "bob unavailable", presenceOf("bob@localhost", "unavailable"))
+
+	// Offline: kept once (by A), delivered once when bob logs in on B.
+	alice.send(t, `<message type='chat' to='bob@localhost'><body>while you were away</body></message>`)
+	bob2 := dialXMPP(t, b.Addr(t, "xmpp"), "bob", "bobpw")
+	bob2.expect(t, "the offline message on B", chatBody("while you were away"))
+	bob2.noMore(t, 300*time.Millisecond, chatBody("while you were away"))
+	alice.expect(t, "bob back", presenceOf("bob@localhost", ""))
+
+	// The same roster on A as on B.
+	bob3 := dialXMPPSilent(t, a.Addr(t, "xmpp"), "bob", "bobpw")
+	bob3.send(t, `<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>`)
+	roster := bob3.expect(t, "bob's roster on A", func(v stanza) bool { return v.XMLName.Local == "iq" && v.ID == "r1" })
+	if roster.Type != "result" || len(roster.Children) != 1 || !slices.ContainsFunc(roster.Children[0].Children, func(n xmlNode) bool {
+		return attr(n, "jid") == "alice@localhost" && attr(n, "subscription") == "both"
+	}) {
+		t.Fatalf("bob's roster on A: %+v", roster)
+	}
+}
+
+// TestXMPPTopicSubscriptionAcrossHubs: a topic subscription made on A is
+// resumed on B with what was published meanwhile, in order, once.
+func TestXMPPTopicSubscriptionAcrossHubs(t *testing.T) {
+	a, b := twoHubs(t)
+	alice := dialXMPP(t, a.Addr(t, "xmpp"), "alice", "alicepw")
+	alice.subscribeTopic(t, "garden.soil@topics.localhost")
+	_ = alice.s.Close()
+	<-alice.done
+	eventually(t, "the subscription detached on A", func() bool {
+		return !a.Bus.(*natsbus.Bus).Attached("xmpp:alice:garden/soil")
+	})
+	restA := "http://" + a.Addr(t, "rest") + "/api/v1/topics/garden/soil?qos=1"
+	for i := range 3 {
+		if code, body, _ := httpDo(t, http.MethodPost, restA, "text/plain", fmt.Sprint("moist", i)); code/100 != 2 {
+			t.Fatalf("publish on A: %d %s", code, body)
+		}
+	}
+	back := dialXMPP(t, b.Addr(t, "xmpp"), "alice", "alicepw")
+	for i := range 3 {
+		back.expect(t, fmt.Sprint("queued reading ", i, " on B"), chatBody(fmt.Sprint("moist", i)))
+	}
+	back.noMore(t, 300*time.Millisecond, messageFrom("garden.soil@topics.localhost"))
+	// Live, too.
+	if code, body, _ := httpDo(t, http.MethodPost, restA, "text/plain", "wet"); code/100 != 2 {
+		t.Fatalf("publish on A: %d %s", code, body)
+	}
+	back.expect(t, "a live reading on B", chatBody("wet"))
+}
+
+// TestDeviceCommandsAcrossHubsCoAPAndXMPP: REST commands on hub A reach a
+// CoAP device (observing its command topic over DTLS) and an XMPP device
+// (XEP-0050) connected to hub B, and their answers come back.
+func TestDeviceCommandsAcrossHubsCoAPAndXMPP(t *testing.T) {
+	srv := natsServer(t)
+	var hubs []*hubtest.Hub
+	for _, name := range []string{"a", "b"} {
+		h := hubtest.Start(t, func(c *gateway.Config) {
+			c.Node = name
+			c.NATS.URL = srv.ClientURL()
+			c.CoAP.DTLSAddr = "127.0.0.1:0"
+		})
+		base := "http://" + h.Addr(t, "rest")
+		for _, d := range []string{
+			`{"id":"therm1","protocol":"coap","psk":"746865726d6b6579"}`,
+			`{"id":"valve1","protocol":"xmpp","password":"valvepw"}`,
+		} {
+			if s, body := httpAsBody(t, http.MethodPost, base+"/api/v1/devices", "admin", "adminpw", d); s != http.StatusCreated {
+				t.Fatalf("add device on %s: %d %s", name, s, body)
+			}
+		}
+		hubs = append(hubs, h)
+	}
+	a, b := hubs[0], hubs[1]
+	baseA := "http://" + a.Addr(t, "rest")
+	cmd := func(device string) (int, string) {
+		return httpAsBody(t, http.MethodPost, baseA+"/api/v1/devices/"+device+"/commands/set?timeout=5s", "admin", "adminpw", `{"level":3}`)
+	}
+	for _, d := range []string{"therm1", "valve1"} {
+		if s, body := cmd(d); s != http.StatusServiceUnavailable {
+			t.Fatalf("command to %s online nowhere: %d %s, want 503", d, s, body)
+		}
+	}
+
+	// The CoAP device on B observes its commands and answers each.
+	cc, err := dtls.Dial(b.Addr(t, "coap.coaps"), dtls.NewDTLSClientOptions(
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return []byte("thermkey"), nil }),
+		piondtls.WithPSKIdentityHint([]byte("therm1")),
+		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
+	), options.WithErrors(func(error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close(); <-cc.Done() })
+	reqs := make(chan string, 8)
+	obs, err := cc.Observe(ctx(t), "/ps/devices/therm1/commands/+", observeInto(reqs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = obs.Cancel(ctx(t)) }()
+	go func() {
+		for body := range reqs {
+			var req struct{ ID string }
+			if json.Unmarshal([]byte(body), &req) != nil || req.ID == "" {
+				continue
+			}
+			id := req.ID
+			rctx, cancel := context.WithTimeout(context.Background(), wait)
+			resp, err := cc.Post(rctx, "/ps/devices/therm1/responses/"+id, message.AppJSON, strings.NewReader(`{"coap":"done"}`))
+			cancel()
+			if err != nil || resp.Code() != codes.Changed {
+				t.Logf("CoAP device reply: %v %v", err, resp)
+			}
+		}
+	}()
+	// A POST makes the DTLS device online (its presence reaches A).
+	if resp, err := cc.Post(ctx(t), "/ps/devices/therm1/temp", message.TextPlain, strings.NewReader("20")); err != nil || resp.Code() != codes.Changed {
+		t.Fatalf("CoAP device POST: %v %v", err, resp)
+	}
+
+	// The XMPP device on B answers ad-hoc commands.
+	valve := dialXMPPAnswering(t, b.Addr(t, "xmpp"), "valve1", "valvepw", func(v stanza) string {
+		return `<iq type='result' id='` + v.ID + `' to='` + v.From + `'><command xmlns='http://jabber.org/protocol/commands' node='set' status='completed' sessionid='s1'><x xmlns='jabber:x:data' type='result'><field var='result'><value>{"xmpp":"done"}</value></field></x></command></iq>`
+	})
+	valve.send(t, `<presence/>`)
+
+	for _, tc := range []struct{ device, want string }{{"therm1", `"coap":"done"`}, {"valve1", `"xmpp":"done"`}} {
+		eventually(t, tc.device+" online on A", func() bool {
+			_, body := httpAsBody(t, http.MethodGet, baseA+"/api/v1/devices/"+tc.device, "admin", "adminpw", "")
+			return strings.Contains(body, `"online":true`)
+		})
+		s, body := cmd(tc.device)
+		if s != http.StatusOK || !strings.Contains(body, tc.want) {
+			t.Fatalf("command on A to %s on B: %d %s", tc.device, s, body)
+		}
+	}
+}
