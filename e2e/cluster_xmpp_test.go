@@ -268,3 +268,50 @@ func TestDeviceCommandsAcrossHubsCoAPAndXMPP(t *testing.T) {
 		}
 	}
 }
+
+// TestXMPPChatLatencyFigures measures chat latency (send on alice's
+// connection to receipt on bob's, one message at a time) for 200
+// messages, with both users on one hub and with alice on A and bob on B,
+// and logs median and p99 (figures for the README; nothing is asserted
+// about time).
+func TestXMPPChatLatencyFigures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("figures")
+	}
+	a, b := twoHubs(t)
+	const n = 200
+	for _, tc := range []struct {
+		name   string
+		bobHub *hubtest.Hub
+	}{{"one hub", a}, {"across hubs", b}} {
+		alice := dialXMPP(t, a.Addr(t, "xmpp"), "alice", "alicepw")
+		bob := dialXMPP(t, tc.bobHub.Addr(t, "xmpp"), "bob", "bobpw")
+		// Warm up: the first message also waits for bob's interest.
+		eventually(t, "bob reachable "+tc.name, func() bool {
+			alice.send(t, `<message type='chat' to='bob@localhost'><body>warm</body></message>`)
+			select {
+			case <-bob.in:
+				return true
+			case <-time.After(200 * time.Millisecond):
+				return false
+			}
+		})
+		for len(bob.in) > 0 {
+			<-bob.in
+		}
+		lat := make([]time.Duration, 0, n)
+		for i := range n {
+			body := fmt.Sprint("m", i)
+			start := time.Now()
+			alice.send(t, `<message type='chat' to='bob@localhost'><body>`+body+`</body></message>`)
+			bob.expect(t, "message "+body, chatBody(body))
+			lat = append(lat, time.Since(start))
+		}
+		slices.Sort(lat)
+		t.Logf("%s: %d messages, median %v, p99 %v, max %v", tc.name, n, lat[n/2], lat[n*99/100], lat[n-1])
+		_ = alice.s.Close()
+		_ = bob.s.Close()
+		<-alice.done
+		<-bob.done
+	}
+}
