@@ -315,3 +315,59 @@ func TestXMPPChatLatencyFigures(t *testing.T) {
 		<-bob.done
 	}
 }
+
+// TestXMPPOfflineOnceAcrossHubs: messages kept for bob while he is on no
+// hub reach him once each when he comes online on A and B at once (each
+// is claimed by one hub), in order on the session that takes them.
+func TestXMPPOfflineOnceAcrossHubs(t *testing.T) {
+	a, b := twoHubs(t)
+	alice := dialXMPP(t, a.Addr(t, "xmpp"), "alice", "alicepw")
+	const n = 20
+	for i := range n {
+		alice.send(t, fmt.Sprintf(`<message type='chat' to='bob@localhost'><body>away %d</body></message>`, i))
+	}
+	// A's answer to an iq sent after them: A routed (kept) them all.
+	alice.send(t, `<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`)
+	alice.expect(t, "the ping's answer", func(v stanza) bool { return v.XMLName.Local == "iq" && v.ID == "sync" })
+	onA := dialXMPPSilent(t, a.Addr(t, "xmpp"), "bob", "bobpw")
+	onB := dialXMPPSilent(t, b.Addr(t, "xmpp"), "bob", "bobpw")
+	onA.send(t, `<presence/>`)
+	onB.send(t, `<presence/>`)
+	got := map[string]int{}
+	last := map[*xmppClient]int{onA: -1, onB: -1}
+	deadline := time.After(wait)
+	for total := 0; total < n; {
+		var v stanza
+		var c *xmppClient
+		select {
+		case v = <-onA.in:
+			c = onA
+		case v = <-onB.in:
+			c = onB
+		case <-deadline:
+			t.Fatalf("%d of %d offline messages arrived: %v", total, n, got)
+		}
+		var i int
+		if v.XMLName.Local != "message" || !strings.HasPrefix(v.Body, "away ") {
+			continue
+		}
+		if _, err := fmt.Sscanf(v.Body, "away %d", &i); err != nil {
+			t.Fatalf("body %q", v.Body)
+		}
+		if i <= last[c] {
+			t.Fatalf("offline message %d after %d on one session", i, last[c])
+		}
+		last[c] = i
+		got[v.Body]++
+		total++
+	}
+	for _, c := range []*xmppClient{onA, onB} {
+		c.noMore(t, 300*time.Millisecond, func(v stanza) bool { return strings.HasPrefix(v.Body, "away ") })
+	}
+	for body, k := range got {
+		if k != 1 {
+			t.Errorf("%q arrived %d times", body, k)
+		}
+	}
+	t.Logf("offline messages taken by the two sessions: %d, %d (last index seen)", last[onA], last[onB])
+}

@@ -153,6 +153,16 @@ func (l *link) joined(s *session) {
 	if l == nil {
 		return
 	}
+	l.subscribe(s)
+	// The interest reaches this hub's NATS server before the client is
+	// told it is bound (and from there the cluster's other servers); a
+	// hub cut off from NATS does not wait.
+	if l.nc.IsConnected() {
+		_ = l.nc.FlushTimeout(clusterWait)
+	}
+}
+
+func (l *link) subscribe(s *session) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -177,9 +187,6 @@ func (l *link) joined(s *session) {
 		l.a.log.Warn("xmpp: cluster: subscribe", "jid", s.jid, "err", err)
 	}
 	l.fulls[s.jid] = sub
-	// The interest reaches this hub's NATS server before the client is
-	// told it is bound (and from there the cluster's other servers).
-	_ = l.nc.FlushTimeout(clusterWait)
 }
 
 // left unsubscribes for a session that ended.
