@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -273,18 +274,35 @@ func TestDeviceCommandsAcrossHubsCoAPAndXMPP(t *testing.T) {
 // connection to receipt on bob's, one message at a time) for 200
 // messages, with both users on one hub and with alice on A and bob on B,
 // and logs median and p99 (figures for the README; nothing is asserted
-// about time).
+// about time). HUB_FIGURES=1 adds hubs on two nodes of an embedded
+// three-node cluster.
 func TestXMPPChatLatencyFigures(t *testing.T) {
 	if testing.Short() {
 		t.Skip("figures")
 	}
 	a, b := twoHubs(t)
 	const n = 200
-	for _, tc := range []struct {
-		name   string
-		bobHub *hubtest.Hub
-	}{{"one hub", a}, {"across hubs", b}} {
-		alice := dialXMPP(t, a.Addr(t, "xmpp"), "alice", "alicepw")
+	cases := []struct {
+		name     string
+		aliceHub *hubtest.Hub
+		bobHub   *hubtest.Hub
+	}{{"one hub", a, a}, {"across hubs on one NATS server", a, b}}
+	if os.Getenv("HUB_FIGURES") != "" {
+		// Hubs on different nodes of an embedded three-node cluster: the
+		// NATS route between the nodes is on the path.
+		hubs := startCluster(t, clusterConfigs(t))
+		for _, h := range hubs[:2] {
+			if err := h.Store.AddUser(context.Background(), "bob", "bobpw", adapters.RoleUser); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cases = append(cases, struct {
+			name             string
+			aliceHub, bobHub *hubtest.Hub
+		}{"across an embedded three-node cluster", hubs[0], hubs[1]})
+	}
+	for _, tc := range cases {
+		alice := dialXMPP(t, tc.aliceHub.Addr(t, "xmpp"), "alice", "alicepw")
 		bob := dialXMPP(t, tc.bobHub.Addr(t, "xmpp"), "bob", "bobpw")
 		// Warm up: the first message also waits for bob's interest.
 		eventually(t, "bob reachable "+tc.name, func() bool {
