@@ -101,13 +101,17 @@ func befriend(t *testing.T, alice, bob *xmppClient) {
 
 // TestXMPPChatAcrossHubs: alice on hub A and bob on hub B subscribe to
 // each other's presence, chat both ways (bare and full JID), see each
-// other come and go; a message for bob while he is on no hub is kept once
-// and delivered when he logs in again, and his roster is the same on
-// either hub.
+// other come and go; IQs reach a full JID on the other hub; a message for
+// bob while he is on no hub is kept once and delivered when he logs in
+// again; his roster is the same on either hub and a change made on one is
+// pushed to his resource on the other.
 func TestXMPPChatAcrossHubs(t *testing.T) {
 	a, b := twoHubs(t)
 	alice := dialXMPP(t, a.Addr(t, "xmpp"), "alice", "alicepw")
-	bob := dialXMPP(t, b.Addr(t, "xmpp"), "bob", "bobpw")
+	bob := dialXMPPAnswering(t, b.Addr(t, "xmpp"), "bob", "bobpw", func(v stanza) string {
+		return `<iq type='result' id='` + v.ID + `' to='` + v.From + `'><query xmlns='jabber:iq:version'><name>bob's client</name></query></iq>`
+	})
+	bob.send(t, `<presence/>`)
 	befriend(t, alice, bob)
 
 	alice.send(t, `<message type='chat' to='bob@localhost'><body>hi bob</body></message>`)
@@ -127,9 +131,23 @@ func TestXMPPChatAcrossHubs(t *testing.T) {
 
 	// Presence broadcasts: bob changes his, then leaves.
 	bob.send(t, `<presence><show>away</show></presence>`)
-	away := alice.expect(t, "bob away", presenceOf("bob@localhost", ""))
-	if !slices.ContainsFunc(away.Children, func(n xmlNode) bool { return n.XMLName.Local == "show" && n.Text == "away" }) {
-		t.Fatalf("bob's presence on A: %+v", away)
+	alice.expect(t, "bob away", func(v stanza) bool {
+		return presenceOf("bob@localhost", "")(v) &&
+			slices.ContainsFunc(v.Children, func(n xmlNode) bool { return n.XMLName.Local == "show" && n.Text == "away" })
+	})
+
+	// IQs to a full JID on another hub are relayed, the answer too; one
+	// to a full JID no hub has is answered by the server.
+	alice.send(t, `<iq type='get' id='v1' to='`+r.From+`'><query xmlns='jabber:iq:version'/></iq>`)
+	if v := alice.expect(t, "bob's answer to an iq", func(v stanza) bool { return v.XMLName.Local == "iq" && v.ID == "v1" }); v.From != r.From || v.Type != "result" {
+		t.Fatalf("answer to the iq: %+v", v)
+	}
+	alice.send(t, `<iq type='get' id='v2' to='bob@localhost/nowhere'><query xmlns='jabber:iq:version'/></iq>`)
+	if v := alice.expect(t, "the server's answer", func(v stanza) bool { return v.XMLName.Local == "iq" && v.ID == "v2" }); v.Type != "error" ||
+		!slices.ContainsFunc(v.Children, func(n xmlNode) bool {
+			return n.XMLName.Local == "error" && len(n.Children) > 0 && n.Children[0].XMLName.Local == "service-unavailable"
+		}) {
+		t.Fatalf("iq to a full JID no hub has: %+v", v)
 	}
 	_ = bob.s.Close()
 	<-bob.done
@@ -151,6 +169,13 @@ func TestXMPPChatAcrossHubs(t *testing.T) {
 	}) {
 		t.Fatalf("bob's roster on A: %+v", roster)
 	}
+	// A roster change made on B is pushed to bob's resource on A.
+	bob2.send(t, `<iq type='set' id='r2'><query xmlns='jabber:iq:roster'><item jid='alice@localhost' name='Alice'/></query></iq>`)
+	bob3.expect(t, "the roster push on A", func(v stanza) bool {
+		return v.XMLName.Local == "iq" && v.Type == "set" && len(v.Children) == 1 && slices.ContainsFunc(v.Children[0].Children, func(n xmlNode) bool {
+			return attr(n, "jid") == "alice@localhost" && attr(n, "name") == "Alice" && attr(n, "subscription") == "both"
+		})
+	})
 }
 
 // TestXMPPTopicSubscriptionAcrossHubs: a topic subscription made on A is
