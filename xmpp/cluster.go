@@ -398,10 +398,6 @@ func (l *link) onFull(m *nats.Msg) {
 		answer(m, false)
 		return
 	}
-	if el.Name.Local == "iq" && (el.AttrValue("type") == "result" || el.AttrValue("type") == "error") && a.cmds.handleReply(el) {
-		answer(m, true)
-		return
-	}
 	_, err = s.send(el)
 	answer(m, err == nil)
 }
