@@ -4,7 +4,9 @@
 # B (same domain). They subscribe to each other's presence and see each
 # other available, chat both ways; bob leaves (alice sees him go), alice
 # writes to him while he is on no hub, and he gets it once when he logs in
-# on B again. Needs HUB_BIN, nats-server, python3-slixmpp.
+# on B again. An XMPP device on B (slixmpp answering XEP-0050 ad-hoc
+# commands) is commanded over REST on A and its answer comes back. Needs
+# HUB_BIN, nats-server, python3-slixmpp, curl.
 set -euo pipefail
 
 for bin in nats-server curl python3; do
@@ -44,6 +46,8 @@ start_hub() { # name xmpp http: starts a hub on the NATS, prints its pid
 	for u in alice bob; do
 		"$HUB_BIN" user add "$u" --password "${u}pw" --role user --data-dir "$work/$1" >/dev/null
 	done
+	"$HUB_BIN" user add admin --password adminpw --role admin --data-dir "$work/$1" >/dev/null
+	"$HUB_BIN" device add valve1 --protocol xmpp --password valve1pw --data-dir "$work/$1" >/dev/null
 	"$HUB_BIN" serve --data-dir "$work/$1" --nats "nats://127.0.0.1:$NATS_PORT" \
 		--xmpp-addr "127.0.0.1:$2" --xmpp-domain localhost --xmpp-proxy-addr off --http-addr "127.0.0.1:$3" \
 		--mqtt-addr off --coap-addr off --coaps-addr off >>"$work/$1.log" 2>&1 &
@@ -63,11 +67,11 @@ wait_healthy a "$A_HTTP" "$a_pid"
 wait_healthy b "$B_HTTP" "$b_pid"
 echo "ok: hubs A and B healthy on the NATS"
 
-timeout 90 /usr/bin/python3 - "$A_XMPP" "$B_XMPP" <<'PY'
-import asyncio, logging, ssl, sys
+timeout 90 /usr/bin/python3 - "$A_XMPP" "$B_XMPP" "$A_HTTP" <<'PY'
+import asyncio, json, logging, ssl, subprocess, sys
 import slixmpp
 
-a_port, b_port = int(sys.argv[1]), int(sys.argv[2])
+a_port, b_port, a_http = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 logging.basicConfig(level=logging.ERROR)
 
 
@@ -153,6 +157,35 @@ async def main():
     print("ok: an offline message for bob delivered once when he logs in on B", flush=True)
     alice.disconnect()
     bob.disconnect()
+
+    valve = User("valve1")
+    for p in ("xep_0004", "xep_0030", "xep_0050"):
+        valve.register_plugin(p)
+
+    def on_set(iq, session):
+        form = valve["xep_0004"].make_form(ftype="result")
+        form.add_field(var="result", value=json.dumps({"valve": "open"}))
+        session["payload"] = form
+        session["next"] = None
+        session["has_next"] = False
+        return session
+
+    valve.add_event_handler("session_start", lambda _: valve["xep_0050"].add_command(node="set", name="Set", handler=on_set))
+    valve.connect(("127.0.0.1", b_port))
+    await asyncio.wait_for(valve.started, 20)
+    url = f"http://127.0.0.1:{a_http}/api/v1/devices/valve1/commands/set?timeout=5s"
+    out = ""
+    for _ in range(50):
+        r = await asyncio.to_thread(subprocess.run, ["curl", "-sS", "-u", "admin:adminpw", "-X", "POST", "-H", "Content-Type: application/json",
+                                                     "-d", '{"to":"open"}', "-w", " %{http_code}", url], capture_output=True, text=True, timeout=20)
+        out = r.stdout
+        if out.endswith(" 200"):
+            break
+        await asyncio.sleep(0.2)  # until the device's presence reached A
+    if not out.endswith(" 200") or '"valve":"open"' not in out.replace(" ", ""):
+        fail("REST command on A to the XMPP device on B: " + out)
+    print("ok: a REST command on A reaches an XMPP device (XEP-0050) on B and its answer comes back", flush=True)
+    valve.disconnect()
 
 
 asyncio.run(main())
