@@ -38,8 +38,25 @@ func keyInGroup(k string) (string, error) {
 	return keyOf(rest)
 }
 
+// reachable fails at once while the connection to NATS is down: a
+// request would only time out, and a client of this hub (an XMPP login
+// reading its roster) would wait for each.
+func (k *KV) reachable(op, bucket string) error {
+	if nc := k.js.Conn(); nc != nil && !nc.IsConnected() {
+		return fmt.Errorf("cluster: kv %s %s: %w", op, bucket, ErrUnreachable)
+	}
+	return nil
+}
+
+// ErrUnreachable is the error of a grouped-key operation while this hub
+// is cut off from NATS.
+var ErrUnreachable = errors.New("NATS is out of reach")
+
 // KVPutIn sets key of group in bucket.
 func (k *KV) KVPutIn(ctx context.Context, bucket, group, key string, value []byte) error {
+	if err := k.reachable("put", bucket); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	kv, err := k.bucket(ctx, bucket)
@@ -54,6 +71,9 @@ func (k *KV) KVPutIn(ctx context.Context, bucket, group, key string, value []byt
 
 // KVGetIn reads key of group in bucket (store.ErrNotFound).
 func (k *KV) KVGetIn(ctx context.Context, bucket, group, key string) ([]byte, error) {
+	if err := k.reachable("get", bucket); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	kv, err := k.bucket(ctx, bucket)
@@ -76,6 +96,9 @@ func (k *KV) KVGetIn(ctx context.Context, bucket, group, key string) ([]byte, er
 
 // KVDeleteIn removes key of group from bucket (no error when absent).
 func (k *KV) KVDeleteIn(ctx context.Context, bucket, group, key string) error {
+	if err := k.reachable("delete", bucket); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	kv, err := k.bucket(ctx, bucket)
@@ -93,6 +116,9 @@ func (k *KV) KVDeleteIn(ctx context.Context, bucket, group, key string) error {
 // removed or changed it first (so that, of two hubs delivering the same
 // record, one does).
 func (k *KV) KVClaimIn(ctx context.Context, bucket, group, key string) (bool, error) {
+	if err := k.reachable("claim", bucket); err != nil {
+		return false, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	kv, err := k.bucket(ctx, bucket)
@@ -120,7 +146,10 @@ func (k *KV) KVClaimIn(ctx context.Context, bucket, group, key string) (bool, er
 
 // KVListIn returns the entries of group in bucket, sorted by key.
 func (k *KV) KVListIn(ctx context.Context, bucket, group string) ([]store.KV, error) {
-	ctx, cancel := context.WithTimeout(ctx, 4*opTimeout)
+	if err := k.reachable("list", bucket); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*opTimeout)
 	defer cancel()
 	kv, err := k.bucket(ctx, bucket)
 	if err != nil {

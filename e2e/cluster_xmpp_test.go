@@ -414,3 +414,29 @@ func TestXMPPOfflineOnceAcrossHubs(t *testing.T) {
 	}
 	t.Logf("offline messages taken by the two sessions: %d, %d (last index seen)", last[onA], last[onB])
 }
+
+// TestXMPPHubCutOffFromNATS: when NATS goes away, the users of a hub stay
+// connected and chat with each other; a message that would have to be
+// kept offline is refused with resource-constraint (the KV is out of
+// reach), not lost silently.
+func TestXMPPHubCutOffFromNATS(t *testing.T) {
+	srv := natsServer(t)
+	a := hubtest.Start(t, func(c *gateway.Config) { c.Node = "a"; c.NATS.URL = srv.ClientURL() })
+	if err := a.Store.AddUser(context.Background(), "bob", "bobpw", adapters.RoleUser); err != nil {
+		t.Fatal(err)
+	}
+	alice := dialXMPP(t, a.Addr(t, "xmpp"), "alice", "alicepw")
+	bob := dialXMPP(t, a.Addr(t, "xmpp"), "bob", "bobpw")
+	srv.Shutdown()
+	srv.WaitForShutdown()
+
+	alice.send(t, `<message type='chat' to='bob@localhost'><body>still here</body></message>`)
+	bob.expect(t, "a chat between two users of the cut-off hub", chatBody("still here"))
+	alice.send(t, `<message type='chat' id='off1' to='admin@localhost'><body>for later</body></message>`)
+	alice.expect(t, "the refusal of an offline message", func(v stanza) bool {
+		return v.XMLName.Local == "message" && v.Type == "error" && v.ID == "off1" &&
+			slices.ContainsFunc(v.Children, func(n xmlNode) bool {
+				return n.XMLName.Local == "error" && attr(n, "type") == "wait" && len(n.Children) > 0 && n.Children[0].XMLName.Local == "resource-constraint"
+			})
+	})
+}

@@ -257,8 +257,8 @@ func (l *link) publish(bare string, f frame) {
 // request sends a frame to the hubs holding bare and reports whether one
 // of them took it (delivered to an available resource).
 func (l *link) request(subject string, f frame) bool {
-	if l == nil {
-		return false
+	if l == nil || !l.nc.IsConnected() {
+		return false // cut off: nobody else can take it
 	}
 	msg, err := l.nc.Request(subject, l.encode(f), clusterWait)
 	if err != nil {
