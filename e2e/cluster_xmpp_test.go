@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	piondtls "github.com/pion/dtls/v3"
 	"github.com/plgd-dev/go-coap/v3/dtls"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -438,5 +440,42 @@ func TestXMPPHubCutOffFromNATS(t *testing.T) {
 			slices.ContainsFunc(v.Children, func(n xmlNode) bool {
 				return n.XMLName.Local == "error" && attr(n, "type") == "wait" && len(n.Children) > 0 && n.Children[0].XMLName.Local == "resource-constraint"
 			})
+	})
+}
+
+// TestXMPPUserOfDeadHubGoesUnavailable: a hub that vanishes (here a bare
+// NATS client speaking the hubs' frames: it sends alice the presence of
+// bob@localhost/ghost, answers for that JID, then drops its connection
+// without a word) sends no unavailable presence; alice's hub notices that
+// nobody holds the JID any more and sends it in its stead, and not while
+// the JID is still held.
+func TestXMPPUserOfDeadHubGoesUnavailable(t *testing.T) {
+	srv := natsServer(t)
+	a := hubtest.Start(t, func(c *gateway.Config) {
+		c.Node = "a"
+		c.NATS.URL = srv.ClientURL()
+		c.XMPP.ClusterLiveness = 100 * time.Millisecond
+	})
+	alice := dialXMPP(t, a.Addr(t, "xmpp"), "alice", "alicepw")
+	ghost, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ghost.Close()
+	tok := func(s string) string { return "j" + base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	if _, err := ghost.Subscribe("hub.x.r."+tok("bob@localhost")+"."+tok("ghost"), func(m *nats.Msg) { _ = m.Respond([]byte("1")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := ghost.Publish("hub.x.u."+tok("alice@localhost"),
+		[]byte(`{"kind":"presence","node":"ghosthub","stanza":"<presence xmlns='jabber:client' from='bob@localhost/ghost'/>"}`)); err != nil {
+		t.Fatal(err)
+	}
+	alice.expect(t, "the ghost's presence", func(v stanza) bool {
+		return v.XMLName.Local == "presence" && v.From == "bob@localhost/ghost" && v.Type == ""
+	})
+	alice.noMore(t, 600*time.Millisecond, presenceOf("bob@localhost", "unavailable")) // six checks answered
+	ghost.Close()
+	alice.expect(t, "the ghost's unavailable presence", func(v stanza) bool {
+		return v.XMLName.Local == "presence" && v.From == "bob@localhost/ghost" && v.Type == "unavailable"
 	})
 }

@@ -82,7 +82,7 @@ func (c *Config) validateCluster() error {
 			return err
 		}
 	}
-	return nil
+	return c.validateXMPPCluster()
 }
 
 func splitURLs(s string) []string {

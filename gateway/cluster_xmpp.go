@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/hubsmith/hub/cluster"
@@ -89,6 +90,14 @@ func (x xmppShared) KVClaim(ctx context.Context, bucket, key string) (bool, erro
 	return true, x.Store.KVDelete(ctx, bucket, key)
 }
 
+// validateXMPPCluster checks the XMPP adapter's cluster settings.
+func (c *Config) validateXMPPCluster() error {
+	if c.XMPP.ClusterLiveness < 0 {
+		return fmt.Errorf("xmpp.cluster_liveness %v: must not be negative", c.XMPP.ClusterLiveness)
+	}
+	return nil
+}
+
 // xmppStore is the XMPP adapter's store: shared through the cluster's KV
 // when the bus runs over NATS, else the hub's store.
 func (h *Hub) xmppStore() xmpp.Store {
@@ -103,5 +112,5 @@ func (h *Hub) xmppCluster() xmpp.Cluster {
 	if h.nats == nil {
 		return xmpp.Cluster{}
 	}
-	return xmpp.Cluster{Conn: h.nats.nc, Prefix: h.nats.prefix, Node: h.cfg.Node}
+	return xmpp.Cluster{Conn: h.nats.nc, Prefix: h.nats.prefix, Node: h.cfg.Node, Liveness: h.cfg.XMPP.ClusterLiveness}
 }

@@ -39,6 +39,10 @@ type Cluster struct {
 	Prefix string
 	// Node is this hub's name: a hub ignores the frames it sent itself.
 	Node string
+	// Liveness is how often the hub asks after the users of other hubs
+	// its users see available (0: DefaultLiveness; see
+	// cluster_liveness.go).
+	Liveness time.Duration
 }
 
 // clusterWait bounds the wait for another hub to take a stanza.
@@ -82,7 +86,7 @@ func decodeFrame(b []byte) (frame, error) {
 		return frame{}, fmt.Errorf("xmpp: cluster frame: %w", err)
 	}
 	switch f.Kind {
-	case frameDeliver, framePresence, frameProbe, framePush, frameFull, frameCommand:
+	case frameDeliver, framePresence, frameProbe, framePush, frameFull, frameCommand, framePing:
 	default:
 		return frame{}, fmt.Errorf("xmpp: cluster frame: unknown kind %q", f.Kind)
 	}
@@ -113,17 +117,21 @@ func subjectToken(s string) string { return "j" + base64.RawURLEncoding.EncodeTo
 // link is the adapter's side of the cluster: its subscriptions per bare
 // and full JID of the local sessions.
 type link struct {
-	a      *Adapter
-	nc     *nats.Conn
-	prefix string
-	node   string
+	a        *Adapter
+	nc       *nats.Conn
+	prefix   string
+	node     string
+	liveness time.Duration
+	stop     chan struct{} // closed by close
 
 	wg sync.WaitGroup // commands run for other hubs
 
-	mu     sync.Mutex
-	closed bool
-	bares  map[string]*bareSubs          // bare JID → its subscriptions
-	fulls  map[string]*nats.Subscription // full JID → its subscription
+	mu       sync.Mutex
+	closed   bool
+	sweeping bool                          // the liveness sweep runs
+	remote   map[string]*remotePeer        // full JIDs of other hubs seen available
+	bares    map[string]*bareSubs          // bare JID → its subscriptions
+	fulls    map[string]*nats.Subscription // full JID → its subscription
 }
 
 type bareSubs struct {
@@ -138,8 +146,11 @@ func newLink(a *Adapter, c Cluster) *link {
 	if c.Prefix == "" {
 		c.Prefix = "hub"
 	}
-	return &link{a: a, nc: c.Conn, prefix: c.Prefix, node: c.Node,
-		bares: map[string]*bareSubs{}, fulls: map[string]*nats.Subscription{}}
+	if c.Liveness <= 0 {
+		c.Liveness = DefaultLiveness
+	}
+	return &link{a: a, nc: c.Conn, prefix: c.Prefix, node: c.Node, liveness: c.Liveness, stop: make(chan struct{}),
+		bares: map[string]*bareSubs{}, fulls: map[string]*nats.Subscription{}, remote: map[string]*remotePeer{}}
 }
 
 func (l *link) userSubject(bare string) string { return l.prefix + ".x.u." + subjectToken(bare) }
@@ -220,6 +231,9 @@ func (l *link) close() {
 		return
 	}
 	l.mu.Lock()
+	if !l.closed {
+		close(l.stop)
+	}
 	l.closed = true
 	for _, b := range l.bares {
 		for _, sub := range []*nats.Subscription{b.user, b.cmd} {
@@ -360,6 +374,7 @@ func (l *link) onUser(bare string, m *nats.Msg) {
 		}
 		if _, err := s.send(c); err == nil {
 			delivered = true
+			l.notePresence(el, bare)
 		}
 	}
 	// Nothing available here: no answer, so that a hub where the user is
@@ -376,6 +391,10 @@ func (l *link) onFull(m *nats.Msg) {
 		return
 	}
 	f, err := decodeFrame(m.Data)
+	if err == nil && f.Kind == framePing {
+		answer(m, true) // the subscription exists: the session is bound here
+		return
+	}
 	if err == nil && f.Kind != frameFull {
 		err = fmt.Errorf("xmpp: cluster frame: %s on a full JID", f.Kind)
 	}
@@ -399,6 +418,9 @@ func (l *link) onFull(m *nats.Msg) {
 		return
 	}
 	_, err = s.send(el)
+	if err == nil {
+		l.notePresence(el, s.bare)
+	}
 	answer(m, err == nil)
 }
 

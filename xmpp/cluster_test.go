@@ -14,6 +14,7 @@ func TestDecodeFrame(t *testing.T) {
 		{"probe", `{"kind":"probe","node":"a","from":"alice@localhost/r"}`, ""},
 		{"push", `{"kind":"push","node":"a","item":{"jid":"bob@localhost","subscription":"both"}}`, ""},
 		{"command", `{"kind":"command","node":"a","command":{"id":"1","device":"d","name":"n","params":null}}`, ""},
+		{"ping", `{"kind":"ping","node":"a"}`, ""},
 		{"not JSON", `<x/>`, "cluster frame"},
 		{"unknown kind", `{"kind":"gossip"}`, "unknown kind"},
 		{"push without item", `{"kind":"push"}`, "missing payload"},
