@@ -5,7 +5,9 @@
 # other available, chat both ways; bob leaves (alice sees him go), alice
 # writes to him while he is on no hub, and he gets it once when he logs in
 # on B again. An XMPP device on B (slixmpp answering XEP-0050 ad-hoc
-# commands) is commanded over REST on A and its answer comes back. Needs
+# commands) is commanded over REST on A and its answer comes back. Then
+# kill -9 of hub B: alice sees bob unavailable (hub A notices his JID is
+# held nowhere, xmpp.cluster_liveness, two checks). Needs
 # HUB_BIN, nats-server, python3-slixmpp, curl.
 set -euo pipefail
 
@@ -67,11 +69,11 @@ wait_healthy a "$A_HTTP" "$a_pid"
 wait_healthy b "$B_HTTP" "$b_pid"
 echo "ok: hubs A and B healthy on the NATS"
 
-timeout 90 /usr/bin/python3 - "$A_XMPP" "$B_XMPP" "$A_HTTP" <<'PY'
-import asyncio, json, logging, ssl, subprocess, sys
+timeout 150 /usr/bin/python3 - "$A_XMPP" "$B_XMPP" "$A_HTTP" "$b_pid" <<'PY'
+import asyncio, json, logging, os, signal, ssl, subprocess, sys
 import slixmpp
 
-a_port, b_port, a_http = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+a_port, b_port, a_http, b_pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 logging.basicConfig(level=logging.ERROR)
 
 
@@ -186,6 +188,15 @@ async def main():
         fail("REST command on A to the XMPP device on B: " + out)
     print("ok: a REST command on A reaches an XMPP device (XEP-0050) on B and its answer comes back", flush=True)
     valve.disconnect()
+
+    alice = await login("alice", a_port)
+    bob = await login("bob", b_port)
+    await presence_of(alice, "bob@localhost", "available")
+    os.kill(b_pid, signal.SIGKILL)
+    t0 = asyncio.get_event_loop().time()
+    await presence_of(alice, "bob@localhost", "unavailable", timeout=45)
+    print(f"ok: kill -9 of hub B: alice on A sees bob unavailable after {asyncio.get_event_loop().time() - t0:.0f} s", flush=True)
+    alice.disconnect()
 
 
 asyncio.run(main())
