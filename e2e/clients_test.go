@@ -92,6 +92,14 @@ func dialXMPP(t *testing.T, addr, user, pass string) *xmppClient {
 // XMPP presence would make it an XMPP device).
 func dialXMPPSilent(t *testing.T, addr, user, pass string) *xmppClient {
 	t.Helper()
+	return dialXMPPAnswering(t, addr, user, pass, nil)
+}
+
+// dialXMPPAnswering is dialXMPPSilent with answer writing the reply to
+// each iq get or set it receives (raw XML; "" : the client library's
+// service-unavailable), as a device answering ad-hoc commands does.
+func dialXMPPAnswering(t *testing.T, addr, user, pass string, answer func(stanza) string) *xmppClient {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +123,13 @@ func dialXMPPSilent(t *testing.T, addr, user, pass string) *xmppClient {
 			d := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(*start), xmlstream.Inner(r), xmlstream.Token(start.End())))
 			if err := d.Decode(&v); err != nil {
 				return err
+			}
+			if answer != nil && v.XMLName.Local == "iq" && (v.Type == "get" || v.Type == "set") {
+				if raw := answer(v); raw != "" {
+					if _, err := xmlstream.Copy(r, xml.NewDecoder(strings.NewReader(raw))); err != nil {
+						return err
+					}
+				}
 			}
 			c.in <- v
 			return nil

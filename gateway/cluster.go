@@ -82,7 +82,7 @@ func (c *Config) validateCluster() error {
 			return err
 		}
 	}
-	return nil
+	return c.validateXMPPCluster()
 }
 
 func splitURLs(s string) []string {
@@ -105,6 +105,8 @@ type natsHub struct {
 	node     *cluster.Node
 	nc       *nats.Conn
 	sessions mqtt.SessionStore
+	kv       *cluster.KV // the cluster's key/value buckets
+	prefix   string      // of subjects, stream and buckets
 }
 
 func (n *natsHub) close() {
@@ -186,7 +188,11 @@ func openNATS(cfg Config, log *slog.Logger) (*natsbus.Bus, *natsHub, error) {
 		_ = bus.Close()
 		return nil, nil, fmt.Errorf("nats: %w", err)
 	}
-	n.sessions = kv
+	if err := kv.Ensure(ctx, xmppBuckets...); err != nil {
+		_ = bus.Close()
+		return nil, nil, fmt.Errorf("nats: %w", err)
+	}
+	n.sessions, n.kv, n.prefix = kv, kv, prefix
 	ok = true
 	return bus, n, nil
 }

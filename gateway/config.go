@@ -188,6 +188,10 @@ type XMPPConfig struct {
 	// a.b.c@topics.{domain} rule, e.g. sensors/{room}/temp ↔
 	// {room}-temp@sensors.{domain}.
 	JIDRules []xmpp.JIDRule `yaml:"jid_rules"`
+	// ClusterLiveness is how often, in a cluster, a hub asks whether the
+	// users of other hubs its users see available are still connected
+	// (two misses: unavailable presence; 0: 10s).
+	ClusterLiveness time.Duration `yaml:"cluster_liveness"`
 }
 
 // HTTPConfig configures the REST API listener.

@@ -199,7 +199,7 @@ func (h *Hub) buildAdapters() error {
 			return err
 		}
 		a, err := xmpp.New(xmpp.Config{
-			Addr: offToEmpty(c.XMPP.Addr), Domain: c.XMPP.Domain, Bus: h.Bus, Auth: h.Auth, Store: h.Store,
+			Addr: offToEmpty(c.XMPP.Addr), Domain: c.XMPP.Domain, Bus: h.Bus, Auth: h.Auth, Store: h.xmppStore(), Cluster: h.xmppCluster(),
 			AllowAnonymous: c.AllowAnonymous, DataDir: c.DataDir, TLSConfig: tc, MaxStanza: int64(c.XMPP.MaxStanza),
 			ComponentAddr: offToEmpty(c.XMPP.ComponentAddr), ComponentDomain: c.XMPP.ComponentDomain,
 			ComponentSecret: c.XMPP.ComponentSecret, JIDRules: c.XMPP.JIDRules,

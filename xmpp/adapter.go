@@ -113,6 +113,9 @@ type Config struct {
 	// Archive, when set, answers XEP-0313 queries addressed to topic JIDs
 	// with the topics' archived readings (see mam.go).
 	Archive Archive
+	// Cluster links the c2s server to the other hubs of a cluster (zero:
+	// this hub alone; see cluster.go).
+	Cluster Cluster
 	// Logger receives the adapter's logs (slog.Default() when nil).
 	Logger *slog.Logger
 	// Registerer receives the adapter's metrics (nil: no metrics).
@@ -153,6 +156,7 @@ type Adapter struct {
 	cmds   *commands
 	proxy  *proxy // nil when Config.ProxyAddr is off
 	xfer   *transfers
+	cl     *link // nil without a cluster
 	// carbons are the sessions with XEP-0280 carbons on (carbons.go).
 	carbons carbonSet
 
@@ -280,6 +284,7 @@ func New(cfg Config) (*Adapter, error) {
 	a.topics = &topicService{a: a}
 	a.cmds = newCommands(a)
 	a.xfer = newTransfers(a)
+	a.cl = newLink(a, cfg.Cluster)
 	return a, nil
 }
 
@@ -377,6 +382,7 @@ func (a *Adapter) Stop(ctx context.Context) error {
 		a.xfer.shutdown()
 		a.wg.Wait()
 		a.shutdownSessions()
+		a.cl.close()
 		close(done)
 	}()
 	select {

@@ -59,8 +59,19 @@ func (a *Adapter) Protocol() string { return "xmpp" }
 // form has them) to the device's JID
 // {device}@{domain} and returns the reply: the "result" field of the
 // completed command's form when it holds JSON, or its text as a JSON
-// string. A device with no session is ErrDeviceOffline at once.
+// string. A device with no session is ErrDeviceOffline at once; in a
+// cluster, a device with no session here gets the command from the hub
+// it is on (see Cluster).
 func (a *Adapter) SendCommand(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
+	bare := cmd.DeviceID + "@" + a.cfg.Domain
+	if a.cl != nil && len(a.sessionsOf(bare)) == 0 {
+		return a.cl.command(ctx, cmd, bare)
+	}
+	return a.sendCommandLocal(ctx, cmd)
+}
+
+// sendCommandLocal sends cmd to a device with a session on this hub.
+func (a *Adapter) sendCommandLocal(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
 	sessions := a.sessionsOf(cmd.DeviceID + "@" + a.cfg.Domain)
 	if len(sessions) == 0 {
 		return nil, adapters.ErrDeviceOffline

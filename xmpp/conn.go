@@ -423,6 +423,7 @@ func (c *streamConn) bind(iq *element) (*session, error) {
 	}
 	s.resource = res
 	s.jid = s.bare + "/" + res
+	c.a.cl.joined(s)
 	result := newElement(nsClient, "iq", "type", "result", "id", iq.AttrValue("id")).Add(
 		newElement(nsBind, "bind").Add(newElement(nsBind, "jid").AddText(s.jid)))
 	if err := c.writeEl(result); err != nil {

@@ -88,14 +88,21 @@ func (it rosterItem) element() *element {
 // rosterPush sends a roster push (RFC 6121 2.1.6) to the user's resources
 // that requested the roster.
 func (a *Adapter) rosterPush(user string, it rosterItem) {
-	for _, s := range a.sessionsOf(user + "@" + a.cfg.Domain) {
-		s.mu.Lock()
-		interested := s.interested
-		s.mu.Unlock()
-		if interested {
-			_, _ = s.send(newElement(nsClient, "iq", "type", "set", "id", "push"+randomID()[:8], "to", s.jid).Add(
-				newElement(nsRoster, "query").Add(it.element())))
-		}
+	bare := user + "@" + a.cfg.Domain
+	for _, s := range a.sessionsOf(bare) {
+		s.pushRoster(it)
+	}
+	a.cl.publish(bare, frame{Kind: framePush, Item: &it})
+}
+
+// pushRoster sends the session a roster push if it requested the roster.
+func (s *session) pushRoster(it rosterItem) {
+	s.mu.Lock()
+	interested := s.interested
+	s.mu.Unlock()
+	if interested {
+		_, _ = s.send(newElement(nsClient, "iq", "type", "set", "id", "push"+randomID()[:8], "to", s.jid).Add(
+			newElement(nsRoster, "query").Add(it.element())))
 	}
 }
 
@@ -259,13 +266,15 @@ func (a *Adapter) handleSubscription(s *session, el *element, contact string) {
 			s.mu.Lock()
 			p := s.presence
 			s.mu.Unlock()
-			for _, c := range a.availableOf(contact) {
-				if p != nil {
-					p = p.Copy()
-					p.SetAttr("to", c.jid)
-					_, _ = c.send(p)
-				}
+			if p == nil {
+				return
 			}
+			for _, c := range a.availableOf(contact) {
+				p = p.Copy()
+				p.SetAttr("to", c.jid)
+				_, _ = c.send(p)
+			}
+			a.cl.publish(contact, frame{Kind: framePresence, Stanza: p.String()})
 		}()
 	case "unsubscribe":
 		mine.Subscription, mine.Ask = removeTo(mine.Subscription), ""
@@ -279,6 +288,9 @@ func (a *Adapter) handleSubscription(s *session, el *element, contact string) {
 		_ = a.rosterPut(ctx, contactUser, theirs)
 	}
 	if !deliver {
+		return
+	}
+	if a.cl.toBare(contact, out) {
 		return
 	}
 	a.offlineMu.Lock()
@@ -328,6 +340,10 @@ func (a *Adapter) deliverOffline(s *session) {
 		return
 	}
 	sort.Slice(kvs, func(i, j int) bool { return kvs[i].Key < kvs[j].Key })
+	if c, ok := a.cfg.Store.(Claimer); ok {
+		a.deliverClaimed(ctx, s, c, kvs)
+		return
+	}
 	for _, kv := range kvs {
 		el, err := parseElement(kv.Value)
 		if err == nil {
@@ -338,6 +354,40 @@ func (a *Adapter) deliverOffline(s *session) {
 		}
 		if err := a.cfg.Store.KVDelete(ctx, offlineBucket(s.user), kv.Key); err != nil {
 			a.log.Warn("xmpp: forget offline message", "user", s.user, "err", err)
+		}
+	}
+}
+
+// Claimer is a Store shared by several hubs: KVClaim removes a key and
+// reports whether this call removed it, so that of two hubs where a user
+// logs in at once, one delivers each offline message.
+type Claimer interface {
+	KVClaim(ctx context.Context, bucket, key string) (bool, error)
+}
+
+// deliverClaimed sends s the offline stanzas this hub claims first; one it
+// cannot send is kept again.
+func (a *Adapter) deliverClaimed(ctx context.Context, s *session, c Claimer, kvs []store.KV) {
+	bucket := offlineBucket(s.user)
+	for _, kv := range kvs {
+		ok, err := c.KVClaim(ctx, bucket, kv.Key)
+		if err != nil {
+			a.log.Warn("xmpp: claim offline message", "user", s.user, "err", err)
+			return
+		}
+		if !ok {
+			continue // another hub delivered it
+		}
+		el, err := parseElement(kv.Value)
+		if err != nil {
+			continue
+		}
+		el.SetAttr("to", s.jid)
+		if _, err := s.send(el); err != nil {
+			if err := a.cfg.Store.KVPut(ctx, bucket, kv.Key, kv.Value); err != nil {
+				a.log.Warn("xmpp: offline message lost", "user", s.user, "err", err)
+			}
+			return
 		}
 	}
 }

@@ -54,6 +54,7 @@ func (a *Adapter) unregister(s *session, wasAvailable bool) {
 	}
 	a.mu.Unlock()
 	a.carbons.forget(s)
+	a.cl.left(s)
 	a.xfer.peerGone(s.jid)
 	if wasAvailable {
 		a.broadcastPresence(s, newElement(nsClient, "presence", "type", "unavailable", "from", s.jid))
@@ -221,6 +222,9 @@ func (a *Adapter) broadcastPresence(s *session, el *element) {
 			p.SetAttr("to", c.jid)
 			_, _ = c.send(p)
 		}
+		if _, domain, _ := splitJID(it.JID); domain == a.cfg.Domain {
+			a.cl.publish(it.JID, frame{Kind: framePresence, Stanza: el.String()})
+		}
 	}
 	for _, c := range a.availableOf(s.bare) {
 		if c != s {
@@ -229,6 +233,7 @@ func (a *Adapter) broadcastPresence(s *session, el *element) {
 			_, _ = c.send(p)
 		}
 	}
+	a.cl.publish(s.bare, frame{Kind: framePresence, Stanza: el.String()})
 }
 
 // sendContactPresences sends a newly available session the presence of
@@ -255,7 +260,11 @@ func (a *Adapter) sendContactPresences(s *session) {
 				_, _ = s.send(p)
 			}
 		}
+		if domain == a.cfg.Domain {
+			a.cl.publish(it.JID, frame{Kind: frameProbe, From: s.jid})
+		}
 	}
+	a.cl.publish(s.bare, frame{Kind: frameProbe, From: s.jid})
 	for _, c := range a.availableOf(s.bare) {
 		c.mu.Lock()
 		p := c.presence
@@ -285,7 +294,11 @@ func (a *Adapter) routeLocal(s *session, el *element, bare, res string) {
 			targets = nil
 			if t := a.sessionOf(bare, res); t != nil {
 				targets = append(targets, t)
+			} else {
+				a.cl.sendFull(bare, res, el)
 			}
+		} else {
+			a.cl.publish(bare, frame{Kind: frameDeliver, Stanza: el.String()})
 		}
 		for _, t := range targets {
 			_, _ = t.send(el)
@@ -297,6 +310,12 @@ func (a *Adapter) routeLocal(s *session, el *element, bare, res string) {
 				a.carbonReceived(t, el) // carbons.go
 				return
 			}
+			if a.cl.deliverFull(bare, res, el) {
+				return
+			}
+		}
+		if a.cl.toBare(bare, el) {
+			return
 		}
 		a.offlineMu.Lock()
 		targets := a.availableOf(bare)
@@ -326,6 +345,9 @@ func (a *Adapter) routeLocal(s *session, el *element, bare, res string) {
 		if res != "" {
 			if t := a.sessionOf(bare, res); t != nil {
 				_, _ = t.send(el)
+				return
+			}
+			if a.cl.deliverFull(bare, res, el) {
 				return
 			}
 		}

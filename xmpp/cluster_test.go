@@ -1,0 +1,56 @@
+package xmpp
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestDecodeFrame: frames of other hubs are taken or refused with a reason.
+func TestDecodeFrame(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, err string
+	}{
+		{"deliver", `{"kind":"deliver","node":"a","stanza":"<message xmlns='jabber:client' to='bob@localhost'><body>x</body></message>"}`, ""},
+		{"probe", `{"kind":"probe","node":"a","from":"alice@localhost/r"}`, ""},
+		{"push", `{"kind":"push","node":"a","item":{"jid":"bob@localhost","subscription":"both"}}`, ""},
+		{"command", `{"kind":"command","node":"a","command":{"id":"1","device":"d","name":"n","params":null}}`, ""},
+		{"ping", `{"kind":"ping","node":"a"}`, ""},
+		{"not JSON", `<x/>`, "cluster frame"},
+		{"unknown kind", `{"kind":"gossip"}`, "unknown kind"},
+		{"push without item", `{"kind":"push"}`, "missing payload"},
+		{"command without command", `{"kind":"command"}`, "missing payload"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decodeFrame([]byte(tc.in))
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("decodeFrame(%s) = %v, want %q", tc.in, err, tc.err)
+			}
+		})
+	}
+	for _, tc := range []struct{ stanza, err string }{
+		{"<message xmlns='jabber:client'/>", ""},
+		{"", "no stanza"},
+		{"<message xmlns='jabber:server'/>", "namespace"},
+		{"<message", "stanza"},
+	} {
+		_, err := frame{Kind: frameDeliver, Stanza: tc.stanza}.stanza()
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("stanza %q: %v, want %q", tc.stanza, err, tc.err)
+		}
+	}
+}
+
+// FuzzClusterFrame: any bytes from NATS are a frame or an error, never a
+// panic, and a frame's stanza parses or fails cleanly.
+func FuzzClusterFrame(f *testing.F) {
+	f.Add([]byte(`{"kind":"deliver","stanza":"<message xmlns='jabber:client'/>"}`))
+	f.Add([]byte(`{"kind":"push","item":{"jid":"x"}}`))
+	f.Add([]byte(`{"kind":"command","command":{}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, err := decodeFrame(b)
+		if err != nil {
+			return
+		}
+		_, _ = fr.stanza()
+	})
+}
