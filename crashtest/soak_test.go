@@ -275,14 +275,8 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // in warm-up, so her presence brings its messages); reading, it waits for
 // one message and closes the TCP connection without ending the stream;
 // stalling, it reads nothing for two seconds first.
-//
-// alice's sessions run one at a time: the hub attaches a user's topic
-// subscriptions to the first of its available resources only (xmpp
-// router.go, availabilityChanged), so a second concurrent session gets no
-// topic messages, and none move to it when the first goes.
+// Several of alice's sessions may run at once, as resources of one user.
 func xmppSoakSession(ctx context.Context, h *hubProc, read bool) error {
-	aliceMu.Lock()
-	defer aliceMu.Unlock()
 	lctx, cancel := context.WithTimeout(ctx, ackTimeout)
 	defer cancel()
 	s, err := xmppLogin(lctx, h, "alice", "alicepw")
@@ -321,9 +315,6 @@ func xmppSoakSession(ctx context.Context, h *hubProc, read bool) error {
 	<-done
 	return err
 }
-
-// aliceMu serialises alice's sessions (see xmppSoakSession).
-var aliceMu sync.Mutex
 
 // sseSoak opens an SSE stream on soak/#; reading, it waits for an event;
 // stalling, it reads nothing for two seconds. Then it closes.

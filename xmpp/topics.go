@@ -566,11 +566,29 @@ func (a *Adapter) deliverEnvelope(ctx context.Context, p peer, e *broker.Envelop
 	if delivered {
 		return nil
 	}
+	// The first resource to acknowledge counts: a detached XEP-0198
+	// session (its client vanished, the session awaits resumption) must
+	// not hold the delivery while another resource has acked it.
+	got := make(chan bool, len(waits))
+	stop := make(chan struct{})
+	defer close(stop)
 	for _, w := range waits {
+		go func() {
+			select {
+			case <-w.ack:
+				got <- true
+			case <-w.closed:
+				got <- false
+			case <-stop:
+			}
+		}()
+	}
+	for range waits {
 		select {
-		case <-w.ack:
-			return nil
-		case <-w.closed:
+		case ok := <-got:
+			if ok {
+				return nil
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
