@@ -41,6 +41,9 @@ type MemoryConfig struct {
 	// publish with Retain is delivered as such but stores nothing (a
 	// clustered bus keeps them in a replicated store, in its order).
 	ExternalRetained bool
+	// Quotas bound the retained values and queued bytes per principal and
+	// in all (zero: no bounds; see Quotas).
+	Quotas Quotas
 }
 
 // Memory is the in-process Bus: a trie of subscriptions, a bounded queue and
@@ -74,6 +77,8 @@ type Memory struct {
 	downgrades map[Downgrade]uint64
 
 	flow flows // traffic by protocol and QoS (flow.go)
+
+	quota quotaState // storage quotas and their accounting (quota.go)
 }
 
 // Downgrade names a route on which envelopes were delivered below their
@@ -106,6 +111,13 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		downgrades:  make(map[Downgrade]uint64),
 		extRetained: cfg.ExternalRetained,
 	}
+	if err := cfg.Quotas.validate(); err != nil {
+		return nil, err
+	}
+	q := cfg.Quotas
+	m.quota.q.Store(&q)
+	m.quota.retained = make(map[string]retainedUse)
+	m.quota.queued = make(map[string]*atomic.Int64)
 	if m.log == nil {
 		m.log = slog.Default()
 	}
@@ -134,6 +146,7 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		return nil, fmt.Errorf("broker: load retained: %w", err)
 	}
 	for _, e := range rs {
+		m.quota.retainedAccount(m.retained[e.Topic], e)
 		m.retained[e.Topic] = e
 	}
 	ds, err := m.spool.LoadSubscriptions(ctx)
@@ -141,7 +154,7 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		return nil, fmt.Errorf("broker: load subscriptions: %w", err)
 	}
 	for _, d := range ds {
-		s := m.newSub(SubscribeOptions{ID: d.ID, Specs: d.Specs, Filters: d.Filters, QoS: d.QoS, Durable: true})
+		s := m.newSub(SubscribeOptions{ID: d.ID, Specs: d.Specs, Filters: d.Filters, QoS: d.QoS, Durable: true, Principal: d.Principal})
 		s.spilling = true // whatever is queued goes first once it attaches
 		s.nextSeq = d.LastSeq + 1
 		if m.trimmer != nil {
@@ -151,6 +164,7 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 			}
 			s.stored.Store(int64(n))
 			s.storedBytes.Store(size)
+			s.charge(size)
 		}
 		m.subs[d.ID] = s
 		m.index(s, specsOf(s.opts))
@@ -213,7 +227,10 @@ func (m *Memory) publish(ctx context.Context, e *Envelope) (func(context.Context
 	if e.Origin.Node == "" {
 		e.Origin.Node = m.node
 	}
-	ms, refs, err := m.route(ctx, e)
+	ms, refs, over, err := m.route(ctx, e)
+	for _, s := range over {
+		m.reportDrops(s, 1) // without the bus's lock: it publishes
+	}
 	if err != nil || len(refs) == 0 {
 		return nil, err
 	}
@@ -221,22 +238,15 @@ func (m *Memory) publish(ctx context.Context, e *Envelope) (func(context.Context
 }
 
 // route stores the retained value and offers e to every matching
-// subscription, in order; it returns the matches and the durable queue
-// entries still to write (see store).
-func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, error) {
+// subscription, in order; it returns the matches, the durable queue
+// entries still to write (see store) and the subscriptions e was dropped
+// for by their owner's quota (to report).
+func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, []*memSub, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.closed {
-		return nil, nil, ErrClosed
+		return nil, nil, nil, ErrClosed
 	}
-	if e.Retain && !m.extRetained {
-		if err := m.retain(ctx, e); err != nil {
-			return nil, nil, err
-		}
-	}
-	m.published.Add(1)
-	m.flow.get(e.Origin.Protocol, e.QoS).in.Add(1)
-
 	var ms []match
 	m.idx.match(e.Topic, func(fe *fentry) {
 		s := fe.s
@@ -265,6 +275,17 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, e
 	if len(ms) > 0 {
 		ms = slices.DeleteFunc(ms, func(mt match) bool { return mt.s.opts.LiveQoS0Only && mt.qos >= 1 })
 	}
+	ms, over, err := m.checkQueued(e, ms)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if e.Retain && !m.extRetained {
+		if err := m.retain(ctx, e); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	m.published.Add(1)
+	m.flow.get(e.Origin.Protocol, e.QoS).in.Add(1)
 	// When the envelope must be stored, every delivery waits for the
 	// write: a publish the store refuses is delivered to nobody.
 	hold := false
@@ -288,7 +309,7 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, e
 			refs = append(refs, QueueRef{Subscriber: mt.s.opts.ID, Seq: mt.seq})
 		}
 	}
-	return ms, refs, nil
+	return ms, refs, over, nil
 }
 
 // store writes e once, with its place in each durable queue, then lets
@@ -362,6 +383,7 @@ func (m *Memory) bound(ctx context.Context, s *memSub) {
 	}
 	s.stored.Add(-int64(n))
 	s.storedBytes.Add(-size)
+	s.charge(-size)
 	s.drop(uint64(n), 1) // a durable queue holds QoS >= 1
 	m.reportDrops(s, n)
 }
@@ -406,10 +428,14 @@ func (m *Memory) flushDrops(s *memSub) {
 	if s.dropNewest() {
 		policy = DropNewest
 	}
+	var quota int64
+	if s.owner.Load() != nil {
+		quota = m.quota.get().QueuedBytesPerPrincipal
+	}
 	m.log.Warn("broker: durable queue full, dropped envelopes", "subscriber", opts.ID, "dropped", n, "total", total,
-		"policy", policy, "limit", maxN, "limit_bytes", maxB)
+		"policy", policy, "limit", maxN, "limit_bytes", maxB, "principal", opts.Principal, "quota_bytes", quota)
 	b, _ := json.Marshal(DroppedEvent{Subscriber: opts.ID, Dropped: n, Total: total, Limit: maxN,
-		LimitBytes: maxB, Policy: policy})
+		LimitBytes: maxB, Policy: policy, QuotaBytes: quota})
 	topic := opts.DroppedTopic
 	if topic == "" {
 		topic = DroppedTopic(opts.ID)
@@ -423,6 +449,13 @@ func (m *Memory) flushDrops(s *memSub) {
 
 func (m *Memory) retain(ctx context.Context, e *Envelope) error {
 	clear := len(e.Payload) == 0
+	m.rmu.RLock()
+	err := m.quota.checkRetained(m.retained[e.Topic], e)
+	m.rmu.RUnlock()
+	if err != nil {
+		m.quota.refused.Add(1)
+		return fmt.Errorf("broker: retain %q: %w", e.Topic, err)
+	}
 	if m.spool != nil {
 		var err error
 		if clear {
@@ -435,6 +468,7 @@ func (m *Memory) retain(ctx context.Context, e *Envelope) error {
 		}
 	}
 	m.rmu.Lock()
+	m.quota.retainedAccount(m.retained[e.Topic], e)
 	if clear {
 		delete(m.retained, e.Topic)
 	} else {
@@ -449,6 +483,7 @@ func (m *Memory) retain(ctx context.Context, e *Envelope) error {
 func (m *Memory) SetRetained(e *Envelope) {
 	m.rmu.Lock()
 	defer m.rmu.Unlock()
+	m.quota.retainedAccount(m.retained[e.Topic], e)
 	if len(e.Payload) == 0 {
 		delete(m.retained, e.Topic)
 		return
@@ -460,6 +495,7 @@ func (m *Memory) SetRetained(e *Envelope) {
 func (m *Memory) ClearRetained(topic string) {
 	m.rmu.Lock()
 	defer m.rmu.Unlock()
+	m.quota.retainedAccount(m.retained[topic], nil)
 	delete(m.retained, topic)
 }
 
@@ -617,10 +653,10 @@ func (m *Memory) consume(ctx context.Context, opts SubscribeOptions, h DeliveryH
 			fs = append(fs, e.f)
 		}
 		opts.Specs = fs
-		unchanged = s.opts.QoS == opts.QoS
+		unchanged = s.opts.QoS == opts.QoS && s.opts.Principal == opts.Principal
 	}
 	if opts.Durable && !unchanged {
-		d := DurableSubscription{ID: opts.ID, QoS: opts.QoS, Specs: fs}
+		d := DurableSubscription{ID: opts.ID, QoS: opts.QoS, Specs: fs, Principal: opts.Principal}
 		if err := m.spool.SaveSubscription(ctx, d); err != nil {
 			return nil, fmt.Errorf("broker: subscribe %q: %w: %w", opts.ID, ErrStorage, err)
 		}
@@ -641,9 +677,11 @@ func (m *Memory) consume(ctx context.Context, opts SubscribeOptions, h DeliveryH
 		}
 		s.opts = opts
 		if !opts.Durable {
+			s.charge(-s.storedBytes.Load())
 			s.stored.Store(0)
 			s.storedBytes.Store(0)
 		}
+		s.setOwner(opts)
 		s.mu.Unlock()
 	} else {
 		s = m.newSub(opts)
@@ -805,6 +843,8 @@ func (m *Memory) unsubscribe(h *handle, keep bool) error {
 	}
 	delete(m.subs, s.opts.ID)
 	m.unindex(s)
+	s.charge(-s.storedBytes.Load())
+	s.owner.Store(nil)
 	if s.opts.Durable && !m.closed {
 		if err := m.spool.DeleteSubscription(context.Background(), s.opts.ID); err != nil {
 			return fmt.Errorf("broker: unsubscribe %q: %w", s.opts.ID, err)
@@ -834,6 +874,7 @@ func (m *Memory) Import(ctx context.Context, id string, e *Envelope) error {
 	s.writing = append(s.writing, mt.seq)
 	s.spilling = true
 	s.mu.Unlock()
+	s.charge(int64(e.Size()))
 	err := m.spool.Enqueue(ctx, e, []QueueRef{{Subscriber: id, Seq: mt.seq}})
 	s.storedAs(mt, err == nil, e.Size())
 	if err != nil {

@@ -183,6 +183,9 @@ CREATE INDEX files_uploader ON files(uploader);
 CREATE INDEX files_expires ON files(expires) WHERE expires > 0;
 CREATE UNIQUE INDEX files_share ON files(share) WHERE share != '';
 `,
+	// the principal a durable subscription belongs to, whose queued-bytes
+	// quota its queue counts against ('': nobody's).
+	`ALTER TABLE subscriptions ADD COLUMN principal TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrate brings the schema up to len(ms) in one transaction, refusing a
