@@ -93,6 +93,8 @@ type Config struct {
 	// History keeps numeric readings as time series, with retention per
 	// topic filter (see history.Config; default history.Defaults()).
 	History history.Config `yaml:"history"`
+	// Limits bound what clients may hold (gateway/quota.go).
+	Limits LimitsConfig `yaml:"limits"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
 	// ShutdownTimeout bounds a graceful stop.
@@ -344,6 +346,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: mqtt.max_inflight %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxInflight, mqtt.DefaultMaxInflight)
 	}
 	if err := c.HTTP.validate(); err != nil {
+		return err
+	}
+	if err := c.Limits.Storage.validate(); err != nil {
 		return err
 	}
 	if err := c.History.Validate(); err != nil {

@@ -97,11 +97,12 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	if nb != nil {
 		bus, h.nats = nb, nh
 	} else if bus, err = broker.NewMemory(broker.MemoryConfig{Spool: st, Node: cfg.Node, Logger: log, WriteThrough: cfg.WriteThrough,
-		MaxQueued: cfg.MaxQueued, MaxQueuedBytes: cfg.MaxQueuedBytes, QueuePolicy: cfg.QueuePolicy}); err != nil {
+		MaxQueued: cfg.MaxQueued, MaxQueuedBytes: cfg.MaxQueuedBytes, QueuePolicy: cfg.QueuePolicy,
+		Quotas: cfg.Limits.Storage.quotas(cfg.DataDir)}); err != nil {
 		return nil, fmt.Errorf("bus: %w", err)
 	}
 	h.Bus = bus
-	h.Registry.MustRegister(busCollector{bus})
+	h.Registry.MustRegister(busCollector{bus}, quotaCollector{h})
 	h.Auth = adapters.NewAuth(st, cfg.ACL)
 	if err := h.Auth.SetPeerPolicy(cfg.XMPP.ComponentPeers); err != nil {
 		return nil, fmt.Errorf("config: xmpp.component_peers: %w", err)
@@ -488,8 +489,12 @@ func (h *Hub) HealthReport() adapters.HealthReport {
 		c := h.Store.Check()
 		r.Store = &adapters.StoreHealth{IntegrityOK: c.OK, Problems: c.Problems}
 	}
-	if len(r.Errors) > 0 {
+	h.storageHealth(&r)
+	switch {
+	case len(r.Errors) > 0:
 		r.Status = adapters.HealthUnavailable
+	case len(r.Warnings) > 0:
+		r.Status = adapters.HealthDegraded
 	}
 	return r
 }

@@ -508,7 +508,7 @@ func (a *Adapter) healthz(c *gin.Context) {
 		r.Listeners = []adapters.ListenerStatus{}
 	}
 	code := http.StatusOK
-	if r.Status != adapters.HealthOK {
+	if r.Status != adapters.HealthOK && r.Status != adapters.HealthDegraded {
 		code = http.StatusServiceUnavailable
 	}
 	c.Header("Cache-Control", "no-store")
