@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -17,8 +18,8 @@ var ErrQuota = errors.New("storage quota exceeded")
 
 // Quotas bound what the bus keeps for each principal and in all. A zero
 // field is no bound of that kind. Envelopes of the hub itself (Origin
-// Protocol ProtoHub) and bridges are never refused, but count in the
-// totals.
+// Protocol ProtoHub, topics starting with $) and of bridges are never
+// refused, and count in the totals only.
 type Quotas struct {
 	// RetainedPerPrincipal and RetainedBytesPerPrincipal bound the
 	// retained values owned by one principal (the Origin.Principal of the
@@ -91,8 +92,11 @@ type quotaState struct {
 	refused, dropped atomic.Uint64
 }
 
-// exempt reports whether envelopes from o are never refused by a quota.
-func exempt(o Origin) bool { return o.Protocol == ProtoHub || o.Protocol == ProtoBridge }
+// exempt reports whether e is the hub's own (a $ topic, the hub's or a
+// bridge's publish): never refused by a quota, counted in the totals only.
+func exempt(e *Envelope) bool {
+	return e.Origin.Protocol == ProtoHub || e.Origin.Protocol == ProtoBridge || strings.HasPrefix(e.Topic, "$")
+}
 
 // queuedOf returns the queued-bytes counter of principal p (nil for "",
 // which is charged nothing).
@@ -111,25 +115,30 @@ func (qs *quotaState) queuedOf(p string) *atomic.Int64 {
 }
 
 // retainedAccount moves the accounting from old (nil: none) to e (nil or
-// empty payload: cleared); Memory.rmu held for writing.
+// empty payload: cleared); Memory.rmu held for writing. The hub's own
+// values count in the total only.
 func (qs *quotaState) retainedAccount(old, e *Envelope) {
 	if old != nil {
-		u := qs.retained[old.Origin.Principal]
-		u.n--
-		u.bytes -= int64(old.Size())
-		if u.n <= 0 {
-			delete(qs.retained, old.Origin.Principal)
-		} else {
-			qs.retained[old.Origin.Principal] = u
+		if !exempt(old) {
+			u := qs.retained[old.Origin.Principal]
+			u.n--
+			u.bytes -= int64(old.Size())
+			if u.n <= 0 {
+				delete(qs.retained, old.Origin.Principal)
+			} else {
+				qs.retained[old.Origin.Principal] = u
+			}
 		}
 		qs.retainedTotal.n--
 		qs.retainedTotal.bytes -= int64(old.Size())
 	}
 	if e != nil && len(e.Payload) > 0 {
-		u := qs.retained[e.Origin.Principal]
-		u.n++
-		u.bytes += int64(e.Size())
-		qs.retained[e.Origin.Principal] = u
+		if !exempt(e) {
+			u := qs.retained[e.Origin.Principal]
+			u.n++
+			u.bytes += int64(e.Size())
+			qs.retained[e.Origin.Principal] = u
+		}
 		qs.retainedTotal.n++
 		qs.retainedTotal.bytes += int64(e.Size())
 	}
@@ -138,7 +147,7 @@ func (qs *quotaState) retainedAccount(old, e *Envelope) {
 // checkRetained says whether e may become its topic's retained value in
 // place of old (Memory.rmu held for reading).
 func (qs *quotaState) checkRetained(old, e *Envelope) error {
-	if len(e.Payload) == 0 || exempt(e.Origin) {
+	if len(e.Payload) == 0 || exempt(e) {
 		return nil
 	}
 	p := e.Origin.Principal
@@ -146,7 +155,7 @@ func (qs *quotaState) checkRetained(old, e *Envelope) error {
 	if old != nil {
 		tu.n--
 		tu.bytes -= int64(old.Size())
-		if old.Origin.Principal == p {
+		if old.Origin.Principal == p && !exempt(old) {
 			pu.n--
 			pu.bytes -= int64(old.Size())
 		}
@@ -264,7 +273,7 @@ func (m *Memory) checkQueued(e *Envelope, ms []match) ([]match, []*memSub, error
 			add[j].n += size
 			continue
 		}
-		if !exempt(e.Origin) && e.Origin.Principal != "" && s.opts.Principal == e.Origin.Principal {
+		if !exempt(e) && e.Origin.Principal != "" && s.opts.Principal == e.Origin.Principal {
 			m.quota.refused.Add(1)
 			return nil, nil, fmt.Errorf("broker: publish %q: principal %q would queue more than %d bytes for its subscriptions: %w: %w",
 				e.Topic, e.Origin.Principal, lim, ErrQuota, ErrStorage)

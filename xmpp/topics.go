@@ -431,6 +431,9 @@ func (t *topicService) publish(ctx context.Context, p peer, el *element, topic s
 		switch {
 		case errors.Is(err, broker.ErrInvalidTopic), errors.Is(err, broker.ErrWildcardTopic):
 			_ = p.send(errorReply(el, "modify", "jid-malformed"))
+		case errors.Is(err, broker.ErrQuota):
+			// The sender's storage quota (limits.*): its own doing.
+			_ = p.send(errorReply(el, "wait", "policy-violation"))
 		case errors.Is(err, broker.ErrStorage):
 			_ = p.send(errorReply(el, "wait", "resource-constraint"))
 		default:
