@@ -22,6 +22,12 @@ const tmpfsSize = "4m"
 // skips the test where mounting is not permitted.
 func mountTmpfs(t *testing.T) string {
 	t.Helper()
+	return mountTmpfsSize(t, tmpfsSize)
+}
+
+// mountTmpfsSize is mountTmpfs with a size of its own ("48m").
+func mountTmpfsSize(t *testing.T, tmpfsSize string) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
