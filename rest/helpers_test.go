@@ -43,6 +43,7 @@ type hubOpts struct {
 	metrics                                     http.Handler
 	publicMetrics, allowAnonymous               bool
 	streamWriteTimeout                          time.Duration
+	streamMaxPending                            int64
 	// files, when set, gives the adapter a file store whose config it
 	// may change.
 	files     func(*files.Config)
@@ -87,7 +88,7 @@ func startHub(t testing.TB, o hubOpts) *testHub {
 		MaxBody: o.maxBody, Heartbeat: 200 * time.Millisecond, Logger: quietLogger(), Node: "test",
 		ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout, IdleTimeout: o.idleTimeout, MaxHeaderBytes: o.maxHeaderBytes,
 		Metrics: o.metrics, PublicMetrics: o.publicMetrics, AllowAnonymous: o.allowAnonymous,
-		StreamWriteTimeout: o.streamWriteTimeout, Dashboard: o.dashboard})
+		StreamWriteTimeout: o.streamWriteTimeout, StreamMaxPending: o.streamMaxPending, Dashboard: o.dashboard})
 	if err != nil {
 		t.Fatal(err)
 	}
