@@ -128,7 +128,8 @@ type Adapter struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	timers sync.WaitGroup // resumption timers
+	timers sync.WaitGroup // resumption timers, presence bursts
+	smUse  smUsage        // unacknowledged XEP-0198 bytes per user (smbound.go)
 	// offlineMu orders "user becomes available" against "store a stanza
 	// because the user is not", so nothing is stored after the user's
 	// offline stanzas were fetched.
