@@ -75,17 +75,20 @@ func TestUnackedBytesBound(t *testing.T) {
 		}
 	}
 	// The 100 envelopes are handed to the session one at a time; wait
-	// until the bus has offered them all.
+	// until the bus has offered them all: each is buffered or refused
+	// (dropped, at QoS 0).
 	for {
 		s.mu.Lock()
 		n := len(s.sm.unacked)
 		s.mu.Unlock()
-		if n >= 60 || time.Now().After(deadline) {
+		if uint64(n)+h.bus.Stats().Dropped >= 100 {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d buffered, %d dropped of 100", n, h.bus.Stats().Dropped)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(200 * time.Millisecond) // let any further offers fail
 	s.mu.Lock()
 	n, bytes := len(s.sm.unacked), s.sm.bytes
 	s.mu.Unlock()
