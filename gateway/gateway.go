@@ -201,7 +201,7 @@ func (h *Hub) buildAdapters() error {
 			ComponentAddr: offToEmpty(c.XMPP.ComponentAddr), ComponentDomain: c.XMPP.ComponentDomain,
 			ComponentSecret: c.XMPP.ComponentSecret, JIDRules: c.XMPP.JIDRules,
 			ProxyAddr: proxyAddr(c.XMPP), ProxyHost: c.XMPP.ProxyHost, Files: h.xmppFiles(),
-			Archive: h.Store,
+			Archive: h.Store, OfflineMaxBytes: c.Limits.Storage.offlineMaxBytes(),
 			DeviceCommand: func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
 				return h.Devices.SendCommand(ctx, cmd.DeviceID, cmd.Name, cmd.Params)
 			},

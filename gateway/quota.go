@@ -37,6 +37,10 @@ type StorageLimits struct {
 	// space of the data directory's file system at start, between 1 MiB
 	// and 4 GiB, so that one user's quota runs out before the disk does.
 	QueuedBytesPerUser int64 `yaml:"queued_bytes_per_user"`
+	// OfflineBytesPerUser bounds the bytes of the XMPP chat messages kept
+	// for one offline user (xmpp.DefaultOfflineMaxBytes, 16 MiB), beside
+	// the count bound of 1,000.
+	OfflineBytesPerUser int64 `yaml:"offline_bytes_per_user"`
 	// DiskFreeMin is the free space of the data directory's file system
 	// under which /healthz reports disk pressure (status "degraded").
 	// Default: 64 MiB or 5% of the file system, whichever is smaller.
@@ -67,6 +71,7 @@ func (l StorageLimits) validate() error {
 		"limits.retained_per_user": int64(l.RetainedPerUser), "limits.retained_bytes_per_user": l.RetainedBytesPerUser,
 		"limits.retained_total": int64(l.RetainedTotal), "limits.retained_bytes_total": l.RetainedBytesTotal,
 		"limits.queued_bytes_per_user": l.QueuedBytesPerUser, "limits.disk_free_min": l.DiskFreeMin,
+		"limits.offline_bytes_per_user": l.OfflineBytesPerUser,
 	} {
 		if v < -1 {
 			return fmt.Errorf("%s %d: want a size, 0 for the default or -1 for no bound", name, v)
@@ -101,6 +106,9 @@ func (l StorageLimits) quotas(dataDir string) broker.Quotas {
 		QueuedBytesPerPrincipal:   pick(l.QueuedBytesPerUser, def),
 	}
 }
+
+// offlineMaxBytes is xmpp.Config.OfflineMaxBytes: 0 the default, -1 none.
+func (l StorageLimits) offlineMaxBytes() int64 { return l.OfflineBytesPerUser }
 
 // diskFreeMin is the disk-pressure threshold for a file system of total
 // bytes.

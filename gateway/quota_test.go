@@ -41,9 +41,10 @@ func TestStorageLimits(t *testing.T) {
 		}
 	}
 	for key, l := range map[string]StorageLimits{
-		"limits.retained_per_user":     {RetainedPerUser: -2},
-		"limits.queued_bytes_per_user": {QueuedBytesPerUser: -7},
-		"limits.disk_free_min":         {DiskFreeMin: -2},
+		"limits.retained_per_user":      {RetainedPerUser: -2},
+		"limits.queued_bytes_per_user":  {QueuedBytesPerUser: -7},
+		"limits.disk_free_min":          {DiskFreeMin: -2},
+		"limits.offline_bytes_per_user": {OfflineBytesPerUser: -3},
 	} {
 		c := Defaults()
 		c.Limits.Storage = l

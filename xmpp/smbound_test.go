@@ -145,3 +145,25 @@ func TestPresenceBurstPaced(t *testing.T) {
 		t.Errorf("%d burst stanzas unacknowledged at once, want at most %d", maxOut, burstWindow)
 	}
 }
+
+// TestOfflineBytes: chat messages for an offline user are kept up to
+// OfflineMaxBytes; the one past it is refused with resource-constraint,
+// and bob gets the ones kept when he comes online.
+func TestOfflineBytes(t *testing.T) {
+	h := startHub(t, func(c *Config) { c.OfflineMaxBytes = 64 << 10 })
+	alice := connect(t, h, "alice", "alicepw")
+	body := strings.Repeat("b", 20_000) // 3 fit in 64 KiB, the fourth does not
+	for i := range 4 {
+		alice.send(t, `<message to='bob@localhost' type='chat' id='m`+strconv.Itoa(i)+`'><body>`+body+`</body></message>`)
+	}
+	got := alice.expect(t, "resource-constraint", func(v rx) bool { return v.Type == "error" })
+	if got.ID != "m3" || !strings.Contains(got.Inner, "resource-constraint") {
+		t.Errorf("error %+v, want m3 refused with resource-constraint", got)
+	}
+	bob := connect(t, h, "bob", "bobpw")
+	for i := range 3 {
+		if m := bob.expect(t, "offline message", isMessageFrom(alice.jid)); len(m.Body) != len(body) {
+			t.Errorf("offline message %d: %d bytes", i, len(m.Body))
+		}
+	}
+}
