@@ -255,7 +255,7 @@ type StoreHealth struct {
 	ReadOnly     bool   `json:"read_only"`
 	// DiskFree and DiskTotal are the store's file system in bytes;
 	// DiskPressure says DiskFree is under DiskFreeMin (limits.disk_free_min).
-	DiskFree     uint64 `json:"disk_free,omitempty"`
+	DiskFree     uint64 `json:"disk_free"`
 	DiskTotal    uint64 `json:"disk_total,omitempty"`
 	DiskFreeMin  uint64 `json:"disk_free_min,omitempty"`
 	DiskPressure bool   `json:"disk_pressure"`

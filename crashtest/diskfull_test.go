@@ -3,6 +3,7 @@ package crashtest
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -305,8 +306,14 @@ func runStoreFault(t *testing.T, dir string, f storeFault) {
 	if resp, err := http.Get("http://" + h.http + "/healthz"); err != nil {
 		t.Errorf("healthz, store %s: %v", f.name, err)
 	} else {
+		b, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
-		t.Logf("healthz, store %s: %d", f.name, resp.StatusCode)
+		t.Logf("healthz, store %s: %d %s", f.name, resp.StatusCode, b)
+		// The store's writes fail: the hub says so, by name.
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), `"write_failing":true`) ||
+			!strings.Contains(string(b), "store: ") {
+			t.Errorf("healthz, store %s: %d, want 503 naming the store's write error", f.name, resp.StatusCode)
+		}
 	}
 
 	f.repair(t, h)

@@ -150,9 +150,17 @@ func (h *Hub) storageHealth(r *adapters.HealthReport) {
 	r.Store.DiskFree, r.Store.DiskTotal, r.Store.DiskFreeMin = free, total, minFree
 	if free < minFree {
 		r.Store.DiskPressure = true
-		r.Warnings = append(r.Warnings, fmt.Sprintf("disk: %d MiB free on the store's file system (%s), under limits.disk_free_min %d MiB",
-			free>>20, h.cfg.DataDir, minFree>>20))
+		r.Warnings = append(r.Warnings, fmt.Sprintf("disk: %s free on the store's file system (%s), under limits.disk_free_min %s",
+			sizeOf(free), h.cfg.DataDir, sizeOf(minFree)))
 	}
+}
+
+// sizeOf says n bytes in KiB or MiB.
+func sizeOf(n uint64) string {
+	if n < 1<<20 {
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
 }
 
 // quotaCollector exports the storage quotas' figures and the disk's.

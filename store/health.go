@@ -16,13 +16,18 @@ type WriteHealth struct {
 	// LastErrorAt its time.
 	LastError   string
 	LastErrorAt time.Time
-	// Failing is true while no write has succeeded since LastError.
+	// Failing is true while no write has succeeded since LastError, and
+	// for FaultWindow after it whatever succeeded since (on a full disk
+	// small writes may still fit while the others fail).
 	Failing bool
 	// ReadOnly is true when that failure said the database is read-only.
 	ReadOnly bool
 	// Failed counts the writes that failed, for whatever reason.
 	Failed uint64
 }
+
+// FaultWindow is how long a store fault keeps WriteHealth.Failing set.
+const FaultWindow = 30 * time.Second
 
 // writeHealth is the writer's record behind WriteHealth.
 type writeHealth struct {
@@ -104,6 +109,7 @@ func (s *Store) WriteHealth() WriteHealth {
 	h := &s.wr.health
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return WriteHealth{LastError: h.last, LastErrorAt: h.at, Failing: h.failing, ReadOnly: h.readOnly,
+	failing := h.failing || !h.at.IsZero() && time.Since(h.at) < FaultWindow
+	return WriteHealth{LastError: h.last, LastErrorAt: h.at, Failing: failing, ReadOnly: h.readOnly,
 		Failed: s.wr.failed.Load()}
 }
