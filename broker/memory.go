@@ -44,6 +44,10 @@ type MemoryConfig struct {
 	// Quotas bound the retained values and queued bytes per principal and
 	// in all (zero: no bounds; see Quotas).
 	Quotas Quotas
+	// ColdRetainedAbove keeps the payloads of retained values larger than
+	// this many bytes in the spool only, read back when asked for, when
+	// the Spool is a ColdSpool (0: all in memory). See cold.go.
+	ColdRetainedAbove int
 }
 
 // Memory is the in-process Bus: a trie of subscriptions, a bounded queue and
@@ -66,6 +70,11 @@ type Memory struct {
 	rmu         sync.RWMutex
 	retained    map[string]*Envelope
 	extRetained bool
+	// Cold retained values (cold.go): their payloads are in the spool
+	// only; coldSize holds their Size by topic.
+	coldStore ColdSpool
+	coldAbove int
+	coldSize  map[string]int
 
 	published atomic.Uint64
 	// dropped, denied and redelivered sum those of every subscription,
@@ -94,6 +103,9 @@ type MemoryStats struct {
 	Published     uint64
 	Subscriptions int
 	Retained      int
+	// RetainedCold counts the retained values whose payload is in the
+	// spool only (MemoryConfig.ColdRetainedAbove).
+	RetainedCold int
 	// Dropped, Denied and Redelivered add up every subscription's.
 	Dropped, Denied, Redelivered uint64
 }
@@ -108,6 +120,7 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		idx:         newIndex(),
 		subs:        make(map[string]*memSub),
 		retained:    make(map[string]*Envelope),
+		coldSize:    make(map[string]int),
 		downgrades:  make(map[Downgrade]uint64),
 		extRetained: cfg.ExternalRetained,
 	}
@@ -141,13 +154,8 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		m.trimmer, m.maxQueued, m.maxBytes = t, cfg.MaxQueued, cfg.MaxQueuedBytes
 	}
 	ctx := context.Background()
-	rs, err := m.spool.LoadRetained(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("broker: load retained: %w", err)
-	}
-	for _, e := range rs {
-		m.quota.retainedAccount(m.retained[e.Topic], e)
-		m.retained[e.Topic] = e
+	if err := m.loadRetained(ctx, cfg.ColdRetainedAbove); err != nil {
+		return nil, err
 	}
 	ds, err := m.spool.LoadSubscriptions(ctx)
 	if err != nil {
@@ -178,9 +186,9 @@ func (m *Memory) Stats() MemoryStats {
 	n := len(m.subs)
 	m.mu.RUnlock()
 	m.rmu.RLock()
-	r := len(m.retained)
+	r, cold := len(m.retained), len(m.coldSize)
 	m.rmu.RUnlock()
-	return MemoryStats{Published: m.published.Load(), Subscriptions: n, Retained: r,
+	return MemoryStats{Published: m.published.Load(), Subscriptions: n, Retained: r, RetainedCold: cold,
 		Dropped: m.dropped.Load(), Denied: m.denied.Load(), Redelivered: m.redelivered.Load()}
 }
 
@@ -450,7 +458,7 @@ func (m *Memory) flushDrops(s *memSub) {
 func (m *Memory) retain(ctx context.Context, e *Envelope) error {
 	clear := len(e.Payload) == 0
 	m.rmu.RLock()
-	err := m.quota.checkRetained(m.retained[e.Topic], e)
+	err := m.quota.checkRetained(m.retained[e.Topic], m.sizeLocked(e.Topic), e)
 	m.rmu.RUnlock()
 	if err != nil {
 		m.quota.refused.Add(1)
@@ -468,10 +476,14 @@ func (m *Memory) retain(ctx context.Context, e *Envelope) error {
 		}
 	}
 	m.rmu.Lock()
-	m.quota.retainedAccount(m.retained[e.Topic], e)
-	if clear {
+	m.quota.retainedAccount(m.retained[e.Topic], m.sizeLocked(e.Topic), e, e.Size())
+	delete(m.coldSize, e.Topic)
+	switch {
+	case clear:
 		delete(m.retained, e.Topic)
-	} else {
+	case m.coldStore != nil && len(e.Payload) > m.coldAbove:
+		m.retained[e.Topic] = m.stub(e)
+	default:
 		m.retained[e.Topic] = e
 	}
 	m.rmu.Unlock()
@@ -483,7 +495,8 @@ func (m *Memory) retain(ctx context.Context, e *Envelope) error {
 func (m *Memory) SetRetained(e *Envelope) {
 	m.rmu.Lock()
 	defer m.rmu.Unlock()
-	m.quota.retainedAccount(m.retained[e.Topic], e)
+	m.quota.retainedAccount(m.retained[e.Topic], m.sizeLocked(e.Topic), e, e.Size())
+	delete(m.coldSize, e.Topic)
 	if len(e.Payload) == 0 {
 		delete(m.retained, e.Topic)
 		return
@@ -495,24 +508,31 @@ func (m *Memory) SetRetained(e *Envelope) {
 func (m *Memory) ClearRetained(topic string) {
 	m.rmu.Lock()
 	defer m.rmu.Unlock()
-	m.quota.retainedAccount(m.retained[topic], nil)
+	m.quota.retainedAccount(m.retained[topic], m.sizeLocked(topic), nil, 0)
+	delete(m.coldSize, topic)
 	delete(m.retained, topic)
 }
 
 // Retained implements Bus.
-func (m *Memory) Retained(_ context.Context, filter string) ([]*Envelope, error) {
+func (m *Memory) Retained(ctx context.Context, filter string) ([]*Envelope, error) {
 	if err := ValidateFilter(filter); err != nil {
 		return nil, fmt.Errorf("broker: retained: %w", err)
 	}
 	now := time.Now()
 	var out []*Envelope
+	var cold []string
 	m.rmu.RLock()
 	for t, e := range m.retained {
 		if Match(filter, t) && !e.Expired(now) {
+			if _, ok := m.coldSize[t]; ok {
+				cold = append(cold, t)
+				continue
+			}
 			out = append(out, e)
 		}
 	}
 	m.rmu.RUnlock()
+	out = append(out, m.readCold(ctx, cold)...)
 	slices.SortFunc(out, func(a, b *Envelope) int {
 		switch {
 		case a.Topic < b.Topic:

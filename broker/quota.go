@@ -115,14 +115,15 @@ func (qs *quotaState) queuedOf(p string) *atomic.Int64 {
 }
 
 // retainedAccount moves the accounting from old (nil: none) to e (nil or
-// empty payload: cleared); Memory.rmu held for writing. The hub's own
+// empty payload: cleared), of Size oldSize and newSize (a cold value's
+// stub does not carry its payload); Memory.rmu held for writing. The hub's own
 // values count in the total only.
-func (qs *quotaState) retainedAccount(old, e *Envelope) {
+func (qs *quotaState) retainedAccount(old *Envelope, oldSize int, e *Envelope, newSize int) {
 	if old != nil {
 		if !exempt(old) {
 			u := qs.retained[old.Origin.Principal]
 			u.n--
-			u.bytes -= int64(old.Size())
+			u.bytes -= int64(oldSize)
 			if u.n <= 0 {
 				delete(qs.retained, old.Origin.Principal)
 			} else {
@@ -130,23 +131,23 @@ func (qs *quotaState) retainedAccount(old, e *Envelope) {
 			}
 		}
 		qs.retainedTotal.n--
-		qs.retainedTotal.bytes -= int64(old.Size())
+		qs.retainedTotal.bytes -= int64(oldSize)
 	}
-	if e != nil && len(e.Payload) > 0 {
+	if e != nil && newSize > len(e.Topic) { // a payload (a cold stub has none in memory)
 		if !exempt(e) {
 			u := qs.retained[e.Origin.Principal]
 			u.n++
-			u.bytes += int64(e.Size())
+			u.bytes += int64(newSize)
 			qs.retained[e.Origin.Principal] = u
 		}
 		qs.retainedTotal.n++
-		qs.retainedTotal.bytes += int64(e.Size())
+		qs.retainedTotal.bytes += int64(newSize)
 	}
 }
 
 // checkRetained says whether e may become its topic's retained value in
 // place of old (Memory.rmu held for reading).
-func (qs *quotaState) checkRetained(old, e *Envelope) error {
+func (qs *quotaState) checkRetained(old *Envelope, oldSize int, e *Envelope) error {
 	if len(e.Payload) == 0 || exempt(e) {
 		return nil
 	}
@@ -154,10 +155,10 @@ func (qs *quotaState) checkRetained(old, e *Envelope) error {
 	pu, tu := qs.retained[p], qs.retainedTotal
 	if old != nil {
 		tu.n--
-		tu.bytes -= int64(old.Size())
+		tu.bytes -= int64(oldSize)
 		if old.Origin.Principal == p && !exempt(old) {
 			pu.n--
-			pu.bytes -= int64(old.Size())
+			pu.bytes -= int64(oldSize)
 		}
 	}
 	pu.n++

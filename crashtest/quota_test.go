@@ -208,8 +208,9 @@ func TestDiskFairness(t *testing.T) {
 
 // TestRetainedMemoryBound: one user publishes 300 retained values of 512
 // KiB. Its retained bytes quota (64 MiB by default) refuses them past it
-// with PUBACK 0x97, the hub's RSS stays bounded while it runs and after a
-// restart, and another user can still retain a value.
+// with PUBACK 0x97, the hub's RSS stays bounded while it runs, and after a
+// restart the values (above retained_cold_above) stay on disk: the RSS is
+// far below their size. Another user can still retain a value.
 func TestRetainedMemoryBound(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 64 MiB of retained values")
@@ -247,8 +248,8 @@ func TestRetainedMemoryBound(t *testing.T) {
 	if accepted == 0 || accepted > 128 || refused == 0 {
 		t.Errorf("%d accepted, %d refused; want at most 128 (64 MiB) accepted and the rest refused", accepted, refused)
 	}
-	const boundKB = 400 << 10
-	if rss1 > boundKB || rss2 > boundKB {
-		t.Errorf("RSS %d KiB running, %d KiB after a restart: over the %d KiB bound", rss1, rss2, boundKB)
+	const boundKB, restartKB = 400 << 10, 100 << 10 // 64 MiB are retained
+	if rss1 > boundKB || rss2 > restartKB {
+		t.Errorf("RSS %d KiB running, %d KiB after a restart: over the %d and %d KiB bounds", rss1, rss2, boundKB, restartKB)
 	}
 }

@@ -98,7 +98,7 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 		bus, h.nats = nb, nh
 	} else if bus, err = broker.NewMemory(broker.MemoryConfig{Spool: st, Node: cfg.Node, Logger: log, WriteThrough: cfg.WriteThrough,
 		MaxQueued: cfg.MaxQueued, MaxQueuedBytes: cfg.MaxQueuedBytes, QueuePolicy: cfg.QueuePolicy,
-		Quotas: cfg.Limits.Storage.quotas(cfg.DataDir)}); err != nil {
+		Quotas: cfg.Limits.Storage.quotas(cfg.DataDir), ColdRetainedAbove: pick(cfg.Limits.Storage.RetainedColdAbove, DefaultRetainedColdAbove)}); err != nil {
 		return nil, fmt.Errorf("bus: %w", err)
 	}
 	h.Bus = bus

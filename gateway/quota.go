@@ -31,6 +31,11 @@ type StorageLimits struct {
 	RetainedBytesPerUser int64 `yaml:"retained_bytes_per_user"`
 	RetainedTotal        int   `yaml:"retained_total"`
 	RetainedBytesTotal   int64 `yaml:"retained_bytes_total"`
+	// RetainedColdAbove keeps the payloads of retained values larger than
+	// this many bytes on disk only, read back from the store when a
+	// subscriber or a read asks for them (default 16 KiB; -1: all in
+	// memory), so large values cost no memory and no read at start.
+	RetainedColdAbove int `yaml:"retained_cold_above"`
 	// QueuedBytesPerUser bounds the bytes in the durable queues of all of
 	// one principal's sessions and subscriptions (MQTT persistent
 	// sessions, XMPP topic subscriptions). Default: a quarter of the free
@@ -53,6 +58,7 @@ const (
 	DefaultRetainedBytesPerUser = 64 << 20
 	DefaultRetainedTotal        = 100000
 	DefaultRetainedBytesTotal   = 256 << 20
+	DefaultRetainedColdAbove    = 16 << 10
 	// The default queued-bytes quota is QueuedShareOfFree of the free
 	// space at start, clamped to [MinQueuedBytesPerUser,
 	// MaxQueuedBytesPerUser].
@@ -71,7 +77,7 @@ func (l StorageLimits) validate() error {
 		"limits.retained_per_user": int64(l.RetainedPerUser), "limits.retained_bytes_per_user": l.RetainedBytesPerUser,
 		"limits.retained_total": int64(l.RetainedTotal), "limits.retained_bytes_total": l.RetainedBytesTotal,
 		"limits.queued_bytes_per_user": l.QueuedBytesPerUser, "limits.disk_free_min": l.DiskFreeMin,
-		"limits.offline_bytes_per_user": l.OfflineBytesPerUser,
+		"limits.offline_bytes_per_user": l.OfflineBytesPerUser, "limits.retained_cold_above": int64(l.RetainedColdAbove),
 	} {
 		if v < -1 {
 			return fmt.Errorf("%s %d: want a size, 0 for the default or -1 for no bound", name, v)
