@@ -458,7 +458,8 @@ func (h *Hub) Healthy() error {
 // HealthReport is the body of GET /healthz: every listener of every
 // adapter with its state, the store's integrity, and what is unhealthy.
 // Its status is "unavailable" while the hub starts, when an adapter is
-// unhealthy and when a listener does not accept (out of descriptors, say).
+// unhealthy, when a listener does not accept (out of descriptors, say) and
+// when the store's writes fail; "degraded" under disk pressure (quota.go).
 func (h *Hub) HealthReport() adapters.HealthReport {
 	r := adapters.HealthReport{Status: adapters.HealthOK, Listeners: []adapters.ListenerStatus{}}
 	h.mu.Lock()
