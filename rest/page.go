@@ -36,13 +36,22 @@ type page struct {
 func parsePage(c *gin.Context) (page, error) {
 	p := page{limit: DefaultPageLimit, after: c.Query("after")}
 	if s, ok := c.GetQuery("limit"); ok {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxPageLimit {
-			return page{}, badRequest("limit %q: must be 1..%d (default %d)", trunc(s), MaxPageLimit, DefaultPageLimit)
+		n, err := parsePageLimit(s)
+		if err != nil {
+			return page{}, err
 		}
 		p.limit = n
 	}
 	return p, nil
+}
+
+// parsePageLimit reads a `limit` value: 1..MaxPageLimit in decimal.
+func parsePageLimit(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > MaxPageLimit || strconv.Itoa(n) != s {
+		return 0, badRequest("limit %q: must be 1..%d (default %d)", trunc(s), MaxPageLimit, DefaultPageLimit)
+	}
+	return n, nil
 }
 
 // setNext names the page after the one answered, whose last key is last.

@@ -134,3 +134,23 @@ func TestListPages(t *testing.T) {
 		t.Errorf("devices limit=5000: %d, want 400", status)
 	}
 }
+
+// FuzzParsePageLimit: a limit is accepted only as the decimal form of
+// 1..MaxPageLimit, and a refusal is a bad request naming limit.
+func FuzzParsePageLimit(f *testing.F) {
+	for _, s := range []string{"1", "100", "1000", "0", "1001", "-1", "+5", "05", "x", "", "99999999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parsePageLimit(s)
+		if err != nil {
+			if httpStatus(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "limit") {
+				t.Fatalf("%q: %v is not a 400 naming limit", s, err)
+			}
+			return
+		}
+		if n < 1 || n > MaxPageLimit || fmt.Sprint(n) != s {
+			t.Fatalf("%q accepted as %d", s, n)
+		}
+	})
+}
