@@ -3,6 +3,9 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
+	"time"
 )
 
 // ColdSpool is implemented by a Spool that can keep the payloads of large
@@ -96,3 +99,56 @@ func (m *Memory) readCold(ctx context.Context, topics []string) []*Envelope {
 	}
 	return out
 }
+
+// RetainedPager is implemented by a bus that reads a filter's retained
+// values a page at a time, so that a read of many large (cold) values
+// holds one page of them at once.
+type RetainedPager interface {
+	// RetainedPage returns, sorted by topic, the retained envelopes whose
+	// topics match filter and sort after `after`: at most limit of them,
+	// and no more once their payloads pass maxBytes (at least one). more
+	// says whether others follow.
+	RetainedPage(ctx context.Context, filter, after string, limit, maxBytes int) (page []*Envelope, more bool, err error)
+}
+
+// RetainedPage implements RetainedPager.
+func (m *Memory) RetainedPage(ctx context.Context, filter, after string, limit, maxBytes int) ([]*Envelope, bool, error) {
+	if err := ValidateFilter(filter); err != nil {
+		return nil, false, fmt.Errorf("broker: retained: %w", err)
+	}
+	type head struct {
+		e    *Envelope
+		size int
+		cold bool
+	}
+	now := time.Now()
+	var hs []head
+	m.rmu.RLock()
+	for t, e := range m.retained {
+		if t > after && Match(filter, t) && !e.Expired(now) {
+			n, cold := m.coldSize[t]
+			if !cold {
+				n = e.Size()
+			}
+			hs = append(hs, head{e, n, cold})
+		}
+	}
+	m.rmu.RUnlock()
+	slices.SortFunc(hs, func(a, b head) int { return strings.Compare(a.e.Topic, b.e.Topic) })
+	var out []*Envelope
+	bytes := 0
+	for _, h := range hs {
+		if len(out) == limit || len(out) > 0 && bytes+h.size-len(h.e.Topic) > maxBytes {
+			return out, true, nil
+		}
+		bytes += h.size - len(h.e.Topic)
+		if !h.cold {
+			out = append(out, h.e)
+			continue
+		}
+		out = append(out, m.readCold(ctx, []string{h.e.Topic})...)
+	}
+	return out, false, nil
+}
+
+var _ RetainedPager = (*Memory)(nil)

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/hubsmith/hub/broker"
@@ -65,6 +66,30 @@ func TestColdRetained(t *testing.T) {
 			t.Errorf("%s: replayed %d bytes, want %d", when, len(e.Payload), len(big))
 		}
 		_ = sub.Unsubscribe()
+		for _, pc := range []struct {
+			after        string
+			limit, bytes int
+			want         string
+			more         bool
+		}{
+			{"", 1, 1 << 20, "c/big", true},
+			{"", 5, 1 << 20, "c/big c/small", false},
+			{"", 5, 10, "c/big", true}, // the first always comes
+			{"c/big", 5, 10, "c/small", false},
+			{"c/small", 5, 10, "", false},
+		} {
+			page, more, err := b.RetainedPage(ctx, "c/#", pc.after, pc.limit, pc.bytes)
+			var topics []string
+			for _, e := range page {
+				topics = append(topics, e.Topic)
+				if e.Topic == "c/big" && !bytes.Equal(e.Payload, big) {
+					t.Errorf("%s: page: c/big with %d bytes", when, len(e.Payload))
+				}
+			}
+			if got := strings.Join(topics, " "); got != pc.want || more != pc.more || err != nil {
+				t.Errorf("%s: page after %q limit %d bytes %d: %q more %v %v; want %q more %v", when, pc.after, pc.limit, pc.bytes, got, more, err, pc.want, pc.more)
+			}
+		}
 	}
 	check(b, "running")
 	b.Close()

@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"net/http"
 	"net/url"
 	"strconv"
 
@@ -101,4 +102,26 @@ func (a *Adapter) retainedPage(c *gin.Context, p adapters.Principal, pg page, rs
 		}
 	}
 	return out
+}
+
+// retainedPaged answers the page pg of filter's retained values from a
+// bus that reads them a page at a time (the in-process bus, whose large
+// values are on disk: only this page of them is read).
+func (a *Adapter) retainedPaged(c *gin.Context, p adapters.Principal, pg page, filter string, pager broker.RetainedPager) {
+	ctx := c.Request.Context()
+	rs, more, err := pager.RetainedPage(ctx, filter, pg.after, pg.limit, MaxPageBytes)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	out := make([]EnvelopeJSON, 0, len(rs))
+	for _, e := range rs {
+		if a.readable(ctx, p, e) {
+			out = append(out, envelopeJSON(e, 2, originShown(p, e)))
+		}
+	}
+	if more && len(rs) > 0 {
+		setNext(c, pg, rs[len(rs)-1].Topic)
+	}
+	c.JSON(http.StatusOK, out)
 }

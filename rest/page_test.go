@@ -54,7 +54,15 @@ func walk[T any](t *testing.T, h *testHub, path, auth string, key func(T) string
 // refused with 400.
 func TestRetainedFilterPages(t *testing.T) {
 	t.Parallel()
-	h := startHub(t, hubOpts{})
+	for _, plain := range []bool{false, true} {
+		t.Run(fmt.Sprintf("plain bus %v", plain), func(t *testing.T) {
+			t.Parallel()
+			testRetainedFilterPages(t, startHub(t, hubOpts{plainBus: plain}))
+		})
+	}
+}
+
+func testRetainedFilterPages(t *testing.T, h *testHub) {
 	ctx := context.Background()
 	for i := range 250 {
 		if err := h.bus.Publish(ctx, &broker.Envelope{Topic: fmt.Sprintf("p/%03d", i), Payload: []byte("v"), Retain: true}); err != nil {

@@ -165,6 +165,10 @@ func (a *Adapter) readTopic(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
+	if pager, ok := a.cfg.Bus.(broker.RetainedPager); ok && broker.IsFilter(topic) {
+		a.retainedPaged(c, p, pg, topic, pager)
+		return
+	}
 	rs, err := a.cfg.Bus.Retained(ctx, topic)
 	if err != nil {
 		a.fail(c, err)
