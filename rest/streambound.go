@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -121,4 +122,41 @@ func truncReason(s string) string {
 		return s[:123]
 	}
 	return s
+}
+
+// eachRetained calls f for the retained values of each filter in turn,
+// read a page at a time from a bus that can (so a stream on "#" holds one
+// page of large values at once, not all of them), all at once otherwise.
+func (a *Adapter) eachRetained(ctx context.Context, filters []string, f func(*broker.Envelope) error) error {
+	pager, _ := a.cfg.Bus.(broker.RetainedPager)
+	for _, filter := range filters {
+		if pager == nil {
+			rs, err := a.cfg.Bus.Retained(ctx, filter)
+			if err != nil {
+				return fmt.Errorf("rest: subscribe: retained: %w", err)
+			}
+			for _, e := range rs {
+				if err := f(e); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		for after := ""; ; {
+			rs, more, err := pager.RetainedPage(ctx, filter, after, DefaultPageLimit, MaxPageBytes)
+			if err != nil {
+				return fmt.Errorf("rest: subscribe: retained: %w", err)
+			}
+			for _, e := range rs {
+				if err := f(e); err != nil {
+					return err
+				}
+			}
+			if !more || len(rs) == 0 {
+				break
+			}
+			after = rs[len(rs)-1].Topic
+		}
+	}
+	return nil
 }

@@ -3,7 +3,9 @@ package rest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -142,5 +144,33 @@ func TestSlowStreamReason(t *testing.T) {
 			return
 		}
 		time.Sleep(2 * time.Millisecond) // slower than the flood
+	}
+}
+
+// TestStreamRetainedPages: a stream's retained values, read a page at a
+// time from the bus, all come first, each once, in topic order, for two
+// overlapping filters.
+func TestStreamRetainedPages(t *testing.T) {
+	t.Parallel()
+	h := startHub(t, hubOpts{})
+	for i := range 250 {
+		if err := h.bus.Publish(context.Background(), &broker.Envelope{Topic: fmt.Sprintf("pg/%03d", i), Payload: []byte("v"), Retain: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ch, _ := h.sseStream(ctx, "filter=pg/%23&filter=pg/%2B", "")
+	var topics []string
+	for len(topics) < 250 {
+		ev := nextMessage(t, ch)
+		var e EnvelopeJSON
+		if err := json.Unmarshal([]byte(ev.data), &e); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(topics); n > 0 && e.Topic <= topics[n-1] {
+			t.Fatalf("retained %q after %q: out of order or twice", e.Topic, topics[n-1])
+		}
+		topics = append(topics, e.Topic)
 	}
 }

@@ -89,9 +89,11 @@ func isUpgrade(r *http.Request) bool {
 // connection drains. Its handler never blocks, so Unsubscribe cannot wait
 // on a departed client and the bus's queue for it stays empty.
 type stream struct {
-	sub      broker.Subscription
-	pend     *pending
-	retained []*broker.Envelope
+	sub  broker.Subscription
+	pend *pending
+	// retained are the filters whose retained values go first (none with
+	// retained=false), read a page at a time as they are written.
+	retained []string
 }
 
 // open subscribes to the bus and collects the retained values to send
@@ -111,20 +113,7 @@ func (a *Adapter) open(ctx context.Context, s subscription) (*stream, error) {
 	}
 	st.sub = sub
 	if s.retained {
-		seen := make(map[string]bool)
-		for _, f := range s.filters {
-			rs, err := a.cfg.Bus.Retained(ctx, f)
-			if err != nil {
-				st.close(a)
-				return nil, fmt.Errorf("rest: subscribe: retained: %w", err)
-			}
-			for _, e := range rs {
-				if !seen[e.Topic] {
-					seen[e.Topic] = true
-					st.retained = append(st.retained, e)
-				}
-			}
-		}
+		st.retained = s.filters
 	}
 	return st, nil
 }
@@ -279,13 +268,19 @@ func (a *Adapter) pump(ctx context.Context, st *stream, qos byte, p adapters.Pri
 		}
 		return send(data, e)
 	}
-	for _, e := range st.retained {
-		if err := write(e); err != nil {
-			if isPassed(st.pend) {
-				return errSlowConsumer
-			}
-			return err
+	seen := make(map[string]bool)
+	err := a.eachRetained(ctx, st.retained, func(e *broker.Envelope) error {
+		if seen[e.Topic] {
+			return nil
 		}
+		seen[e.Topic] = true
+		return write(e)
+	})
+	if err != nil {
+		if isPassed(st.pend) {
+			return errSlowConsumer
+		}
+		return err
 	}
 	tick := time.NewTicker(a.cfg.Heartbeat)
 	defer tick.Stop()
