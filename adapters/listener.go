@@ -231,6 +231,10 @@ type HealthReport struct {
 	Listeners []ListenerStatus `json:"listeners"`
 	// Store is the store's state, when the hub has one.
 	Store *StoreHealth `json:"store,omitempty"`
+	// Warnings say what does not make the hub unavailable but needs the
+	// operator (disk pressure); with no Errors they make Status
+	// "degraded", still answered 200.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // StoreHealth is the store's part of a HealthReport.
@@ -241,10 +245,26 @@ type StoreHealth struct {
 	IntegrityOK bool `json:"integrity_ok"`
 	// Problems are the integrity check's findings.
 	Problems []string `json:"problems,omitempty"`
+	// WriteError is the last write that failed for the store's own reason
+	// (disk full, I/O error, read-only), at WriteErrorAt (RFC 3339);
+	// WriteFailing says no write has succeeded since (the hub is then
+	// unavailable), ReadOnly that the database is read-only.
+	WriteError   string `json:"write_error,omitempty"`
+	WriteErrorAt string `json:"write_error_at,omitempty"`
+	WriteFailing bool   `json:"write_failing"`
+	ReadOnly     bool   `json:"read_only"`
+	// DiskFree and DiskTotal are the store's file system in bytes;
+	// DiskPressure says DiskFree is under DiskFreeMin (limits.disk_free_min).
+	DiskFree     uint64 `json:"disk_free"`
+	DiskTotal    uint64 `json:"disk_total,omitempty"`
+	DiskFreeMin  uint64 `json:"disk_free_min,omitempty"`
+	DiskPressure bool   `json:"disk_pressure"`
 }
 
 // Health status values of HealthReport.Status.
 const (
 	HealthOK          = "ok"
 	HealthUnavailable = "unavailable"
+	// HealthDegraded: everything serves, with Warnings (answered 200).
+	HealthDegraded = "degraded"
 )

@@ -104,6 +104,10 @@ type SubscribeOptions struct {
 	// read is skipped (acknowledged, counted as Denied). It is how a
 	// revoked right stops an open subscription.
 	Allow func(e *Envelope) bool
+	// Principal is the user or device the subscription belongs to: the
+	// bytes in its durable queue count against that principal's
+	// Quotas.QueuedBytesPerPrincipal ("": charged to nobody).
+	Principal string
 	// SendRetained replays the retained values matched by the initial
 	// filters as the first deliveries (filters with a Group excepted).
 	SendRetained bool
@@ -298,6 +302,10 @@ type DroppedEvent struct {
 	// envelopes went (DropOldest or DropNewest).
 	LimitBytes int64  `json:"limit_bytes,omitempty"`
 	Policy     string `json:"policy"`
+	// QuotaBytes is the queued-bytes quota of the subscription's owner
+	// (Quotas.QueuedBytesPerPrincipal; 0: none): envelopes past it are
+	// dropped for all of the owner's subscriptions.
+	QuotaBytes int64 `json:"quota_bytes,omitempty"`
 }
 
 // DroppedTopic is where the bus reports a durable queue overflow.
@@ -313,6 +321,9 @@ type DurableSubscription struct {
 	// LastSeq is the highest sequence number in its queue (set by
 	// LoadSubscriptions; 0 when empty).
 	LastSeq int64
+	// Principal owns the queue: its bytes count against that principal's
+	// queued-bytes quota (SubscribeOptions.Principal).
+	Principal string
 }
 
 // Queued is an envelope in a durable queue.

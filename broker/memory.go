@@ -41,6 +41,13 @@ type MemoryConfig struct {
 	// publish with Retain is delivered as such but stores nothing (a
 	// clustered bus keeps them in a replicated store, in its order).
 	ExternalRetained bool
+	// Quotas bound the retained values and queued bytes per principal and
+	// in all (zero: no bounds; see Quotas).
+	Quotas Quotas
+	// ColdRetainedAbove keeps the payloads of retained values larger than
+	// this many bytes in the spool only, read back when asked for, when
+	// the Spool is a ColdSpool (0: all in memory). See cold.go.
+	ColdRetainedAbove int
 }
 
 // Memory is the in-process Bus: a trie of subscriptions, a bounded queue and
@@ -63,6 +70,11 @@ type Memory struct {
 	rmu         sync.RWMutex
 	retained    map[string]*Envelope
 	extRetained bool
+	// Cold retained values (cold.go): their payloads are in the spool
+	// only; coldSize holds their Size by topic.
+	coldStore ColdSpool
+	coldAbove int
+	coldSize  map[string]int
 
 	published atomic.Uint64
 	// dropped, denied and redelivered sum those of every subscription,
@@ -74,6 +86,8 @@ type Memory struct {
 	downgrades map[Downgrade]uint64
 
 	flow flows // traffic by protocol and QoS (flow.go)
+
+	quota quotaState // storage quotas and their accounting (quota.go)
 }
 
 // Downgrade names a route on which envelopes were delivered below their
@@ -89,6 +103,9 @@ type MemoryStats struct {
 	Published     uint64
 	Subscriptions int
 	Retained      int
+	// RetainedCold counts the retained values whose payload is in the
+	// spool only (MemoryConfig.ColdRetainedAbove).
+	RetainedCold int
 	// Dropped, Denied and Redelivered add up every subscription's.
 	Dropped, Denied, Redelivered uint64
 }
@@ -103,9 +120,17 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		idx:         newIndex(),
 		subs:        make(map[string]*memSub),
 		retained:    make(map[string]*Envelope),
+		coldSize:    make(map[string]int),
 		downgrades:  make(map[Downgrade]uint64),
 		extRetained: cfg.ExternalRetained,
 	}
+	if err := cfg.Quotas.validate(); err != nil {
+		return nil, err
+	}
+	q := cfg.Quotas
+	m.quota.q.Store(&q)
+	m.quota.retained = make(map[string]retainedUse)
+	m.quota.queued = make(map[string]*atomic.Int64)
 	if m.log == nil {
 		m.log = slog.Default()
 	}
@@ -129,19 +154,15 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		m.trimmer, m.maxQueued, m.maxBytes = t, cfg.MaxQueued, cfg.MaxQueuedBytes
 	}
 	ctx := context.Background()
-	rs, err := m.spool.LoadRetained(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("broker: load retained: %w", err)
-	}
-	for _, e := range rs {
-		m.retained[e.Topic] = e
+	if err := m.loadRetained(ctx, cfg.ColdRetainedAbove); err != nil {
+		return nil, err
 	}
 	ds, err := m.spool.LoadSubscriptions(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("broker: load subscriptions: %w", err)
 	}
 	for _, d := range ds {
-		s := m.newSub(SubscribeOptions{ID: d.ID, Specs: d.Specs, Filters: d.Filters, QoS: d.QoS, Durable: true})
+		s := m.newSub(SubscribeOptions{ID: d.ID, Specs: d.Specs, Filters: d.Filters, QoS: d.QoS, Durable: true, Principal: d.Principal})
 		s.spilling = true // whatever is queued goes first once it attaches
 		s.nextSeq = d.LastSeq + 1
 		if m.trimmer != nil {
@@ -151,6 +172,7 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 			}
 			s.stored.Store(int64(n))
 			s.storedBytes.Store(size)
+			s.charge(size)
 		}
 		m.subs[d.ID] = s
 		m.index(s, specsOf(s.opts))
@@ -164,9 +186,9 @@ func (m *Memory) Stats() MemoryStats {
 	n := len(m.subs)
 	m.mu.RUnlock()
 	m.rmu.RLock()
-	r := len(m.retained)
+	r, cold := len(m.retained), len(m.coldSize)
 	m.rmu.RUnlock()
-	return MemoryStats{Published: m.published.Load(), Subscriptions: n, Retained: r,
+	return MemoryStats{Published: m.published.Load(), Subscriptions: n, Retained: r, RetainedCold: cold,
 		Dropped: m.dropped.Load(), Denied: m.denied.Load(), Redelivered: m.redelivered.Load()}
 }
 
@@ -213,7 +235,10 @@ func (m *Memory) publish(ctx context.Context, e *Envelope) (func(context.Context
 	if e.Origin.Node == "" {
 		e.Origin.Node = m.node
 	}
-	ms, refs, err := m.route(ctx, e)
+	ms, refs, over, err := m.route(ctx, e)
+	for _, s := range over {
+		m.reportDrops(s, 1) // without the bus's lock: it publishes
+	}
 	if err != nil || len(refs) == 0 {
 		return nil, err
 	}
@@ -221,22 +246,15 @@ func (m *Memory) publish(ctx context.Context, e *Envelope) (func(context.Context
 }
 
 // route stores the retained value and offers e to every matching
-// subscription, in order; it returns the matches and the durable queue
-// entries still to write (see store).
-func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, error) {
+// subscription, in order; it returns the matches, the durable queue
+// entries still to write (see store) and the subscriptions e was dropped
+// for by their owner's quota (to report).
+func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, []*memSub, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.closed {
-		return nil, nil, ErrClosed
+		return nil, nil, nil, ErrClosed
 	}
-	if e.Retain && !m.extRetained {
-		if err := m.retain(ctx, e); err != nil {
-			return nil, nil, err
-		}
-	}
-	m.published.Add(1)
-	m.flow.get(e.Origin.Protocol, e.QoS).in.Add(1)
-
 	var ms []match
 	m.idx.match(e.Topic, func(fe *fentry) {
 		s := fe.s
@@ -265,6 +283,17 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, e
 	if len(ms) > 0 {
 		ms = slices.DeleteFunc(ms, func(mt match) bool { return mt.s.opts.LiveQoS0Only && mt.qos >= 1 })
 	}
+	ms, over, err := m.checkQueued(e, ms)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if e.Retain && !m.extRetained {
+		if err := m.retain(ctx, e); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	m.published.Add(1)
+	m.flow.get(e.Origin.Protocol, e.QoS).in.Add(1)
 	// When the envelope must be stored, every delivery waits for the
 	// write: a publish the store refuses is delivered to nobody.
 	hold := false
@@ -288,7 +317,7 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, e
 			refs = append(refs, QueueRef{Subscriber: mt.s.opts.ID, Seq: mt.seq})
 		}
 	}
-	return ms, refs, nil
+	return ms, refs, over, nil
 }
 
 // store writes e once, with its place in each durable queue, then lets
@@ -362,6 +391,7 @@ func (m *Memory) bound(ctx context.Context, s *memSub) {
 	}
 	s.stored.Add(-int64(n))
 	s.storedBytes.Add(-size)
+	s.charge(-size)
 	s.drop(uint64(n), 1) // a durable queue holds QoS >= 1
 	m.reportDrops(s, n)
 }
@@ -406,10 +436,14 @@ func (m *Memory) flushDrops(s *memSub) {
 	if s.dropNewest() {
 		policy = DropNewest
 	}
+	var quota int64
+	if s.owner.Load() != nil {
+		quota = m.quota.get().QueuedBytesPerPrincipal
+	}
 	m.log.Warn("broker: durable queue full, dropped envelopes", "subscriber", opts.ID, "dropped", n, "total", total,
-		"policy", policy, "limit", maxN, "limit_bytes", maxB)
+		"policy", policy, "limit", maxN, "limit_bytes", maxB, "principal", opts.Principal, "quota_bytes", quota)
 	b, _ := json.Marshal(DroppedEvent{Subscriber: opts.ID, Dropped: n, Total: total, Limit: maxN,
-		LimitBytes: maxB, Policy: policy})
+		LimitBytes: maxB, Policy: policy, QuotaBytes: quota})
 	topic := opts.DroppedTopic
 	if topic == "" {
 		topic = DroppedTopic(opts.ID)
@@ -423,6 +457,13 @@ func (m *Memory) flushDrops(s *memSub) {
 
 func (m *Memory) retain(ctx context.Context, e *Envelope) error {
 	clear := len(e.Payload) == 0
+	m.rmu.RLock()
+	err := m.quota.checkRetained(m.retained[e.Topic], m.sizeLocked(e.Topic), e)
+	m.rmu.RUnlock()
+	if err != nil {
+		m.quota.refused.Add(1)
+		return fmt.Errorf("broker: retain %q: %w", e.Topic, err)
+	}
 	if m.spool != nil {
 		var err error
 		if clear {
@@ -435,9 +476,14 @@ func (m *Memory) retain(ctx context.Context, e *Envelope) error {
 		}
 	}
 	m.rmu.Lock()
-	if clear {
+	m.quota.retainedAccount(m.retained[e.Topic], m.sizeLocked(e.Topic), e, e.Size())
+	delete(m.coldSize, e.Topic)
+	switch {
+	case clear:
 		delete(m.retained, e.Topic)
-	} else {
+	case m.coldStore != nil && len(e.Payload) > m.coldAbove:
+		m.retained[e.Topic] = m.stub(e)
+	default:
 		m.retained[e.Topic] = e
 	}
 	m.rmu.Unlock()
@@ -449,6 +495,8 @@ func (m *Memory) retain(ctx context.Context, e *Envelope) error {
 func (m *Memory) SetRetained(e *Envelope) {
 	m.rmu.Lock()
 	defer m.rmu.Unlock()
+	m.quota.retainedAccount(m.retained[e.Topic], m.sizeLocked(e.Topic), e, e.Size())
+	delete(m.coldSize, e.Topic)
 	if len(e.Payload) == 0 {
 		delete(m.retained, e.Topic)
 		return
@@ -460,23 +508,31 @@ func (m *Memory) SetRetained(e *Envelope) {
 func (m *Memory) ClearRetained(topic string) {
 	m.rmu.Lock()
 	defer m.rmu.Unlock()
+	m.quota.retainedAccount(m.retained[topic], m.sizeLocked(topic), nil, 0)
+	delete(m.coldSize, topic)
 	delete(m.retained, topic)
 }
 
 // Retained implements Bus.
-func (m *Memory) Retained(_ context.Context, filter string) ([]*Envelope, error) {
+func (m *Memory) Retained(ctx context.Context, filter string) ([]*Envelope, error) {
 	if err := ValidateFilter(filter); err != nil {
 		return nil, fmt.Errorf("broker: retained: %w", err)
 	}
 	now := time.Now()
 	var out []*Envelope
+	var cold []string
 	m.rmu.RLock()
 	for t, e := range m.retained {
 		if Match(filter, t) && !e.Expired(now) {
+			if _, ok := m.coldSize[t]; ok {
+				cold = append(cold, t)
+				continue
+			}
 			out = append(out, e)
 		}
 	}
 	m.rmu.RUnlock()
+	out = append(out, m.readCold(ctx, cold)...)
 	slices.SortFunc(out, func(a, b *Envelope) int {
 		switch {
 		case a.Topic < b.Topic:
@@ -617,10 +673,10 @@ func (m *Memory) consume(ctx context.Context, opts SubscribeOptions, h DeliveryH
 			fs = append(fs, e.f)
 		}
 		opts.Specs = fs
-		unchanged = s.opts.QoS == opts.QoS
+		unchanged = s.opts.QoS == opts.QoS && s.opts.Principal == opts.Principal
 	}
 	if opts.Durable && !unchanged {
-		d := DurableSubscription{ID: opts.ID, QoS: opts.QoS, Specs: fs}
+		d := DurableSubscription{ID: opts.ID, QoS: opts.QoS, Specs: fs, Principal: opts.Principal}
 		if err := m.spool.SaveSubscription(ctx, d); err != nil {
 			return nil, fmt.Errorf("broker: subscribe %q: %w: %w", opts.ID, ErrStorage, err)
 		}
@@ -641,9 +697,11 @@ func (m *Memory) consume(ctx context.Context, opts SubscribeOptions, h DeliveryH
 		}
 		s.opts = opts
 		if !opts.Durable {
+			s.charge(-s.storedBytes.Load())
 			s.stored.Store(0)
 			s.storedBytes.Store(0)
 		}
+		s.setOwner(opts)
 		s.mu.Unlock()
 	} else {
 		s = m.newSub(opts)
@@ -805,6 +863,8 @@ func (m *Memory) unsubscribe(h *handle, keep bool) error {
 	}
 	delete(m.subs, s.opts.ID)
 	m.unindex(s)
+	s.charge(-s.storedBytes.Load())
+	s.owner.Store(nil)
 	if s.opts.Durable && !m.closed {
 		if err := m.spool.DeleteSubscription(context.Background(), s.opts.ID); err != nil {
 			return fmt.Errorf("broker: unsubscribe %q: %w", s.opts.ID, err)
@@ -834,6 +894,7 @@ func (m *Memory) Import(ctx context.Context, id string, e *Envelope) error {
 	s.writing = append(s.writing, mt.seq)
 	s.spilling = true
 	s.mu.Unlock()
+	s.charge(int64(e.Size()))
 	err := m.spool.Enqueue(ctx, e, []QueueRef{{Subscriber: id, Seq: mt.seq}})
 	s.storedAs(mt, err == nil, e.Size())
 	if err != nil {

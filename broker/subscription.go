@@ -86,13 +86,36 @@ type memSub struct {
 	// stored and storedBytes approximate the length and Size total of the
 	// durable queue in the spool, for the queue bounds.
 	stored, storedBytes atomic.Int64
+	// owner is the queued-bytes counter of opts.Principal (nil: none),
+	// charged from the offer of a durable delivery until its removal.
+	owner atomic.Pointer[atomic.Int64]
 }
 
 func (m *Memory) newSub(opts SubscribeOptions) *memSub {
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = DefaultQueueLen
 	}
-	return &memSub{m: m, opts: opts, kick: make(chan struct{}, 1), nextSeq: 1, sent: make(map[int64]struct{})}
+	s := &memSub{m: m, opts: opts, kick: make(chan struct{}, 1), nextSeq: 1, sent: make(map[int64]struct{})}
+	s.setOwner(opts)
+	return s
+}
+
+// setOwner charges s's durable queue to opts.Principal, moving what it
+// holds from a previous owner.
+func (s *memSub) setOwner(opts SubscribeOptions) {
+	var c *atomic.Int64
+	if opts.Durable {
+		c = s.m.quota.queuedOf(opts.Principal)
+	}
+	if old := s.owner.Swap(c); old != c {
+		held := s.storedBytes.Load()
+		if old != nil {
+			old.Add(-held)
+		}
+		if c != nil {
+			c.Add(held)
+		}
+	}
 }
 
 func (s *memSub) ID() string { return s.opts.ID }
@@ -221,6 +244,7 @@ func (s *memSub) offer(e *Envelope, mt *match, hold bool) {
 	it.order = s.order
 	if s.opts.Durable && mt.qos >= 1 && s.m.spool != nil {
 		mt.durable = true
+		s.charge(int64(e.Size()))
 		mt.seq = s.nextSeq
 		s.nextSeq++
 		it.seq = mt.seq
@@ -271,6 +295,7 @@ func (s *memSub) storedAs(mt *match, ok bool, size int) {
 		s.stored.Add(1)
 		s.storedBytes.Add(int64(size))
 	} else {
+		s.charge(-int64(size))
 		s.drop(1, mt.qos)
 	}
 	s.wake()
@@ -660,6 +685,7 @@ func (s *memSub) flushAcks(ctx context.Context) {
 	}
 	s.stored.Add(-int64(len(acks)))
 	s.storedBytes.Add(-size)
+	s.charge(-size)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

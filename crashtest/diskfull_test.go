@@ -3,6 +3,7 @@ package crashtest
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +22,12 @@ const tmpfsSize = "4m"
 // mountTmpfs mounts a small tmpfs and unmounts it when the test ends; it
 // skips the test where mounting is not permitted.
 func mountTmpfs(t *testing.T) string {
+	t.Helper()
+	return mountTmpfsSize(t, tmpfsSize)
+}
+
+// mountTmpfsSize is mountTmpfs with a size of its own ("48m").
+func mountTmpfsSize(t *testing.T, tmpfsSize string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -299,8 +306,14 @@ func runStoreFault(t *testing.T, dir string, f storeFault) {
 	if resp, err := http.Get("http://" + h.http + "/healthz"); err != nil {
 		t.Errorf("healthz, store %s: %v", f.name, err)
 	} else {
+		b, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
-		t.Logf("healthz, store %s: %d", f.name, resp.StatusCode)
+		t.Logf("healthz, store %s: %d %s", f.name, resp.StatusCode, b)
+		// The store's writes fail: the hub says so, by name.
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), `"write_failing":true`) ||
+			!strings.Contains(string(b), "store: ") {
+			t.Errorf("healthz, store %s: %d, want 503 naming the store's write error", f.name, resp.StatusCode)
+		}
 	}
 
 	f.repair(t, h)

@@ -93,11 +93,12 @@ type Config struct {
 	// History keeps numeric readings as time series, with retention per
 	// topic filter (see history.Config; default history.Defaults()).
 	History history.Config `yaml:"history"`
-	// Limits bound connections, subscriptions, sessions, resources,
-	// pending writes and topic length (adapters.LimitsConfig; 0: the
-	// default, negative: no limit). A reload applies them to what comes
-	// next; nobody connected is dropped.
-	Limits adapters.LimitsConfig `yaml:"limits"`
+	// Limits bound what clients may hold: connections, subscriptions,
+	// sessions, resources, pending writes and topic length
+	// (adapters.LimitsConfig, reloaded: applied to what comes next, nobody
+	// connected is dropped) and the storage quotas (StorageLimits, read at
+	// start). 0: the default, negative: no limit.
+	Limits LimitsConfig `yaml:"limits"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
 	// ShutdownTimeout bounds a graceful stop.
@@ -374,6 +375,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.HTTP.validate(); err != nil {
+		return err
+	}
+	if err := c.Limits.Storage.validate(); err != nil {
 		return err
 	}
 	if err := c.History.Validate(); err != nil {

@@ -97,11 +97,12 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 	if nb != nil {
 		bus, h.nats = nb, nh
 	} else if bus, err = broker.NewMemory(broker.MemoryConfig{Spool: st, Node: cfg.Node, Logger: log, WriteThrough: cfg.WriteThrough,
-		MaxQueued: cfg.MaxQueued, MaxQueuedBytes: cfg.MaxQueuedBytes, QueuePolicy: cfg.QueuePolicy}); err != nil {
+		MaxQueued: cfg.MaxQueued, MaxQueuedBytes: cfg.MaxQueuedBytes, QueuePolicy: cfg.QueuePolicy,
+		Quotas: cfg.Limits.Storage.quotas(cfg.DataDir), ColdRetainedAbove: pick(cfg.Limits.Storage.RetainedColdAbove, DefaultRetainedColdAbove)}); err != nil {
 		return nil, fmt.Errorf("bus: %w", err)
 	}
 	h.Bus = bus
-	h.Registry.MustRegister(busCollector{bus})
+	h.Registry.MustRegister(busCollector{bus}, quotaCollector{h})
 	h.Auth = adapters.NewAuth(st, cfg.ACL)
 	if err := h.Auth.SetPeerPolicy(cfg.XMPP.ComponentPeers); err != nil {
 		return nil, fmt.Errorf("config: xmpp.component_peers: %w", err)
@@ -204,7 +205,7 @@ func (h *Hub) buildAdapters() error {
 			ComponentAddr: offToEmpty(c.XMPP.ComponentAddr), ComponentDomain: c.XMPP.ComponentDomain,
 			ComponentSecret: c.XMPP.ComponentSecret, JIDRules: c.XMPP.JIDRules,
 			ProxyAddr: proxyAddr(c.XMPP), ProxyHost: c.XMPP.ProxyHost, Files: h.xmppFiles(),
-			Archive: h.Store,
+			Archive: h.Store, OfflineMaxBytes: c.Limits.Storage.offlineMaxBytes(),
 			DeviceCommand: func(ctx context.Context, cmd adapters.Command) (json.RawMessage, error) {
 				return h.Devices.SendCommand(ctx, cmd.DeviceID, cmd.Name, cmd.Params)
 			},
@@ -462,7 +463,8 @@ func (h *Hub) Healthy() error {
 // HealthReport is the body of GET /healthz: every listener of every
 // adapter with its state, the store's integrity, and what is unhealthy.
 // Its status is "unavailable" while the hub starts, when an adapter is
-// unhealthy and when a listener does not accept (out of descriptors, say).
+// unhealthy, when a listener does not accept (out of descriptors, say) and
+// when the store's writes fail; "degraded" under disk pressure (quota.go).
 func (h *Hub) HealthReport() adapters.HealthReport {
 	r := adapters.HealthReport{Status: adapters.HealthOK, Listeners: []adapters.ListenerStatus{}}
 	h.mu.Lock()
@@ -493,8 +495,12 @@ func (h *Hub) HealthReport() adapters.HealthReport {
 		c := h.Store.Check()
 		r.Store = &adapters.StoreHealth{IntegrityOK: c.OK, Problems: c.Problems}
 	}
-	if len(r.Errors) > 0 {
+	h.storageHealth(&r)
+	switch {
+	case len(r.Errors) > 0:
 		r.Status = adapters.HealthUnavailable
+	case len(r.Warnings) > 0:
+		r.Status = adapters.HealthDegraded
 	}
 	return r
 }

@@ -9,7 +9,7 @@ import (
 // setupLimits gives every adapter the configured limits (through Auth)
 // and serves their counters on /metrics.
 func (h *Hub) setupLimits() {
-	l := adapters.NewLimits(h.cfg.Limits)
+	l := adapters.NewLimits(h.cfg.Limits.LimitsConfig)
 	h.Auth.SetLimits(l)
 	h.Registry.MustRegister(limitsCollector{l})
 }

@@ -157,8 +157,8 @@ func (h *Hub) Reload(ctx context.Context, cfg Config) ([]string, error) {
 		_ = h.Auth.SetPeerPolicy(cfg.XMPP.ComponentPeers)
 		changes = append(changes, "xmpp.component_peers: "+peerPolicyName(cfg.XMPP.ComponentPeers))
 	}
-	if old.Limits != cfg.Limits {
-		h.Auth.Limits().SetConfig(cfg.Limits)
+	if old.Limits.LimitsConfig != cfg.Limits.LimitsConfig {
+		h.Auth.Limits().SetConfig(cfg.Limits.LimitsConfig)
 		changes = append(changes, "limits: applied to new connections and subscriptions")
 	}
 	if applyJIDRules != nil {
@@ -211,7 +211,7 @@ func (h *Hub) Reload(ctx context.Context, cfg Config) ([]string, error) {
 	h.cfg.XMPP.ComponentPeers = cfg.XMPP.ComponentPeers
 	h.cfg.XMPP.JIDRules = cfg.XMPP.JIDRules
 	h.cfg.Security.SCRAMIterations = cfg.Security.SCRAMIterations
-	h.cfg.Limits = cfg.Limits
+	h.cfg.Limits.LimitsConfig = cfg.Limits.LimitsConfig
 	h.mu.Unlock()
 	for _, c := range changes {
 		h.log.Info("reload: " + c)
@@ -254,7 +254,7 @@ func restartOnly(old, cfg Config) []string {
 		"security.login_backoff": old.Security.LoginBackoff != cfg.Security.LoginBackoff,
 		"require_tls":            old.RequireTLS != cfg.RequireTLS, "allow_anonymous": old.AllowAnonymous != cfg.AllowAnonymous,
 		"max_queued, max_queued_bytes, queue_policy": old.MaxQueued != cfg.MaxQueued || old.MaxQueuedBytes != cfg.MaxQueuedBytes || old.QueuePolicy != cfg.QueuePolicy,
-		"log": old.Log != cfg.Log,
+		"log": old.Log != cfg.Log, "limits (storage quotas)": old.Limits.Storage != cfg.Limits.Storage,
 	} {
 		if differs {
 			keys = append(keys, key)

@@ -186,6 +186,7 @@ func (a *Adapter) attach(cl *mochi.Client, clean bool) error {
 		QueuePolicy:    a.cfg.QueuePolicy,
 		DroppedTopic:   DroppedTopic(cl.ID),
 		Self:           broker.Origin{Protocol: broker.ProtoMQTT, ClientID: cl.ID},
+		Principal:      p.Name, // its queue counts against the user's quota
 		Protocol:       broker.ProtoMQTT,
 		Allow:          a.reader(p, cl.ID),
 	}

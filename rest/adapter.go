@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -100,6 +101,10 @@ type Config struct {
 	// (0: DefaultStreamWriteTimeout); a client that does not read for that
 	// long loses its stream.
 	StreamWriteTimeout time.Duration
+	// StreamMaxPending bounds the bytes waiting for one SSE or WebSocket
+	// stream (0: DefaultStreamMaxPending); past it the stream is closed
+	// with a final event saying why (rest/streambound.go).
+	StreamMaxPending int64
 	// Reload reads the configuration again and applies it, for POST
 	// /api/v1/admin/reload (gateway.Hub.ReloadFromSource; nil: 404). It
 	// returns what changed.
@@ -154,6 +159,8 @@ type Adapter struct {
 	// live are the running streams by principal, for Revoke.
 	smu  sync.Mutex
 	live map[string]map[*liveStream]struct{}
+	// slowCut counts the streams closed for passing StreamMaxPending.
+	slowCut atomic.Uint64
 }
 
 var (
@@ -201,6 +208,9 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.StreamWriteTimeout <= 0 {
 		cfg.StreamWriteTimeout = DefaultStreamWriteTimeout
+	}
+	if cfg.StreamMaxPending <= 0 {
+		cfg.StreamMaxPending = DefaultStreamMaxPending
 	}
 	if cfg.ReadHeaderTimeout == 0 {
 		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
@@ -511,7 +521,7 @@ func (a *Adapter) healthz(c *gin.Context) {
 		r.Listeners = []adapters.ListenerStatus{}
 	}
 	code := http.StatusOK
-	if r.Status != adapters.HealthOK {
+	if r.Status != adapters.HealthOK && r.Status != adapters.HealthDegraded {
 		code = http.StatusServiceUnavailable
 	}
 	c.Header("Cache-Control", "no-store")

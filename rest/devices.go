@@ -56,12 +56,17 @@ func parsePSK(s string) ([]byte, error) {
 }
 
 func (a *Adapter) listDevices(c *gin.Context) {
+	pg, err := parsePage(c)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
 	ds, err := a.cfg.Devices.List(c.Request.Context())
 	if err != nil {
 		a.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, ds)
+	c.JSON(http.StatusOK, paginate(c, pg, ds, func(d store.Device) string { return d.ID }))
 }
 
 func (a *Adapter) addDevice(c *gin.Context) {

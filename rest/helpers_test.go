@@ -43,6 +43,10 @@ type hubOpts struct {
 	metrics                                     http.Handler
 	publicMetrics, allowAnonymous               bool
 	streamWriteTimeout                          time.Duration
+	streamMaxPending                            int64
+	// plainBus hides the bus's optional interfaces (a clustered bus has
+	// no RetainedPager).
+	plainBus bool
 	// files, when set, gives the adapter a file store whose config it
 	// may change.
 	files     func(*files.Config)
@@ -83,11 +87,15 @@ func startHub(t testing.TB, o hubOpts) *testHub {
 			t.Fatal(err)
 		}
 	}
-	a, err := New(Config{Addr: o.addr, Bus: bus, Store: st, Auth: auth, Devices: reg, Files: fs,
+	var abus broker.Bus = bus
+	if o.plainBus {
+		abus = struct{ broker.Bus }{bus}
+	}
+	a, err := New(Config{Addr: o.addr, Bus: abus, Store: st, Auth: auth, Devices: reg, Files: fs,
 		MaxBody: o.maxBody, Heartbeat: 200 * time.Millisecond, Logger: quietLogger(), Node: "test",
 		ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout, IdleTimeout: o.idleTimeout, MaxHeaderBytes: o.maxHeaderBytes,
 		Metrics: o.metrics, PublicMetrics: o.publicMetrics, AllowAnonymous: o.allowAnonymous,
-		StreamWriteTimeout: o.streamWriteTimeout, Dashboard: o.dashboard})
+		StreamWriteTimeout: o.streamWriteTimeout, StreamMaxPending: o.streamMaxPending, Dashboard: o.dashboard})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ type metrics struct {
 	published prometheus.Counter
 	accept    prometheus.Counter
 	denied    prometheus.Counter
+	slow      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -49,12 +50,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "hub", Subsystem: "rest", Name: "denied_total",
 			Help: "Envelopes left out of a filter read or a stream because the reader may not read their topic.",
 		}),
+		slow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "hub", Subsystem: "rest", Name: "streams_slow_closed_total",
+			Help: "SSE and WebSocket streams closed because more than the pending bound waited for them.",
+		}, []string{"kind"}),
 		accept: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "hub", Subsystem: "rest", Name: "accept_errors_total",
 			Help: "Temporary accept errors (out of descriptors and the like) retried on the HTTP listener.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.streams, m.published, m.denied, m.accept} {
+	for _, c := range []prometheus.Collector{m.requests, m.streams, m.published, m.denied, m.accept, m.slow} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("rest: register metrics: %w", err)
 		}

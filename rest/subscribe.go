@@ -16,11 +16,6 @@ import (
 	"github.com/hubsmith/hub/broker"
 )
 
-// streamBuffer is how many envelopes wait between the bus and a slow
-// stream; beyond it the bus's own bounded queue takes over (and drops, as
-// for any slow subscriber).
-const streamBuffer = 64
-
 // subscription is what subscribe parsed from its query.
 type subscription struct {
 	filters  []string
@@ -100,29 +95,27 @@ func isUpgrade(r *http.Request) bool {
 	return false
 }
 
-// stream is a bus subscription feeding a channel that one connection
-// drains. Its handler never blocks past close, so Unsubscribe cannot wait
-// on a departed client.
+// stream is a bus subscription feeding a byte-bounded queue that one
+// connection drains. Its handler never blocks, so Unsubscribe cannot wait
+// on a departed client and the bus's queue for it stays empty.
 type stream struct {
-	sub      broker.Subscription
-	ch       chan *broker.Envelope
-	done     chan struct{}
-	retained []*broker.Envelope
+	sub  broker.Subscription
+	pend *pending
+	// retained are the filters whose retained values go first (none with
+	// retained=false), read a page at a time as they are written.
+	retained []string
 }
 
 // open subscribes to the bus and collects the retained values to send
 // first.
 func (a *Adapter) open(ctx context.Context, s subscription) (*stream, error) {
-	st := &stream{ch: make(chan *broker.Envelope, streamBuffer), done: make(chan struct{})}
+	st := &stream{pend: newPending(a.cfg.StreamMaxPending)}
 	sub, err := a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{Protocol: broker.ProtoREST,
 		ID:      "rest-" + broker.NewID(),
 		Filters: s.filters,
 		QoS:     s.qos,
 	}, func(_ context.Context, e *broker.Envelope) error {
-		select {
-		case st.ch <- e:
-		case <-st.done:
-		}
+		st.pend.push(e)
 		return nil
 	})
 	if err != nil {
@@ -130,26 +123,12 @@ func (a *Adapter) open(ctx context.Context, s subscription) (*stream, error) {
 	}
 	st.sub = sub
 	if s.retained {
-		seen := make(map[string]bool)
-		for _, f := range s.filters {
-			rs, err := a.cfg.Bus.Retained(ctx, f)
-			if err != nil {
-				st.close(a)
-				return nil, fmt.Errorf("rest: subscribe: retained: %w", err)
-			}
-			for _, e := range rs {
-				if !seen[e.Topic] {
-					seen[e.Topic] = true
-					st.retained = append(st.retained, e)
-				}
-			}
-		}
+		st.retained = s.filters
 	}
 	return st, nil
 }
 
 func (st *stream) close(a *Adapter) {
-	close(st.done)
 	if err := st.sub.Unsubscribe(); err != nil {
 		a.log.Warn("rest: unsubscribe stream", "id", st.sub.ID(), "err", err)
 	}
@@ -193,7 +172,9 @@ func (a *Adapter) serveSSE(c *gin.Context, s subscription, p adapters.Principal)
 	// subscription) forever: each write has StreamWriteTimeout.
 	rc := http.NewResponseController(w)
 	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(a.cfg.StreamWriteTimeout)) }
-	_ = a.pump(ctx, st, s.qos, p, func(data []byte, e *broker.Envelope) error {
+	// Past the pending bound a write blocked on the client returns at once.
+	st.pend.setOnPass(func() { _ = rc.SetWriteDeadline(time.Now()) })
+	err = a.pump(ctx, st, s.qos, p, func(data []byte, e *broker.Envelope) error {
 		deadline()
 		if _, err := fmt.Fprintf(w, "event: message\nid: %s\ndata: %s\n\n", e.ID, data); err != nil {
 			return err
@@ -206,6 +187,25 @@ func (a *Adapter) serveSSE(c *gin.Context, s subscription, p adapters.Principal)
 		}
 		return rc.Flush()
 	})
+	if errors.Is(err, errSlowConsumer) {
+		a.cutSlow("sse")
+		// The final event, if the client reads it within a second.
+		_ = rc.SetWriteDeadline(time.Now().Add(time.Second))
+		b, _ := json.Marshal(errorBody{Error: a.slowReason()})
+		if _, err := fmt.Fprintf(w, "event: error\ndata: %s\n\n", b); err == nil {
+			_ = rc.Flush()
+		}
+		// The connection goes too, rather than waiting for another request
+		// the client is not reading the answer to.
+		// (gin refuses a hijack once the body is written: go under it).
+		var under http.ResponseWriter = w
+		if u, ok := under.(interface{ Unwrap() http.ResponseWriter }); ok {
+			under = u.Unwrap()
+		}
+		if conn, _, err := http.NewResponseController(under).Hijack(); err == nil {
+			_ = conn.Close()
+		}
+	}
 }
 
 // serveWebSocket sends one JSON text message (EnvelopeJSON) per envelope
@@ -236,8 +236,13 @@ func (a *Adapter) serveWebSocket(c *gin.Context, s subscription, p adapters.Prin
 	defer stop(nil)
 	unhook := context.AfterFunc(peer, func() { stop(context.Cause(peer)) })
 	defer unhook()
+	// Past the pending bound a write blocked on the client ends at once
+	// (websocket then closes the connection: no close frame can follow).
+	wctx, wstop := context.WithCancel(ctx)
+	defer wstop()
+	st.pend.setOnPass(wstop)
 	err = a.pump(ctx, st, s.qos, p, func(data []byte, _ *broker.Envelope) error {
-		wctx, cancel := context.WithTimeout(ctx, a.cfg.StreamWriteTimeout)
+		wctx, cancel := context.WithTimeout(wctx, a.cfg.StreamWriteTimeout)
 		defer cancel()
 		return conn.Write(wctx, websocket.MessageText, data)
 	}, func() error {
@@ -246,6 +251,9 @@ func (a *Adapter) serveWebSocket(c *gin.Context, s subscription, p adapters.Prin
 		return conn.Ping(pctx)
 	})
 	switch {
+	case errors.Is(err, errSlowConsumer):
+		a.cutSlow("websocket")
+		_ = conn.Close(websocket.StatusTryAgainLater, truncReason(a.slowReason()))
 	case errors.Is(context.Cause(ctx), errRevoked):
 		_ = conn.Close(websocket.StatusPolicyViolation, "not authorized")
 	case err == nil:
@@ -270,10 +278,19 @@ func (a *Adapter) pump(ctx context.Context, st *stream, qos byte, p adapters.Pri
 		}
 		return send(data, e)
 	}
-	for _, e := range st.retained {
-		if err := write(e); err != nil {
-			return err
+	seen := make(map[string]bool)
+	err := a.eachRetained(ctx, st.retained, func(e *broker.Envelope) error {
+		if seen[e.Topic] {
+			return nil
 		}
+		seen[e.Topic] = true
+		return write(e)
+	})
+	if err != nil {
+		if isPassed(st.pend) {
+			return errSlowConsumer
+		}
+		return err
 	}
 	tick := time.NewTicker(a.cfg.Heartbeat)
 	defer tick.Stop()
@@ -281,9 +298,16 @@ func (a *Adapter) pump(ctx context.Context, st *stream, qos byte, p adapters.Pri
 		select {
 		case <-ctx.Done():
 			return nil
-		case e := <-st.ch:
-			if err := write(e); err != nil {
-				return err
+		case <-st.pend.passed:
+			return errSlowConsumer
+		case <-st.pend.ready:
+			for e := st.pend.pop(); e != nil; e = st.pend.pop() {
+				if err := write(e); err != nil {
+					if isPassed(st.pend) {
+						return errSlowConsumer
+					}
+					return err
+				}
 			}
 		case <-tick.C:
 			if err := heartbeat(); err != nil {

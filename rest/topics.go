@@ -139,7 +139,9 @@ func (a *Adapter) origin(c *gin.Context, p adapters.Principal) broker.Origin {
 // readTopic handles GET /api/v1/topics/{topic}: the retained payload with
 // its Content-Type and X-Hub-* metadata headers, 404 when there is none. A
 // filter ("a/+/c") answers a JSON array of the matching retained values
-// instead, each as in the subscribe stream.
+// instead, each as in the subscribe stream, one page at a time (see
+// page.go: `limit` values, at most MaxPageBytes of payload, after the
+// topic `after`).
 func (a *Adapter) readTopic(c *gin.Context) {
 	topic := topicFromPath(c.Param("topic"))
 	ctx := c.Request.Context()
@@ -148,7 +150,13 @@ func (a *Adapter) readTopic(c *gin.Context) {
 		return
 	}
 	p := principal(c)
+	var pg page
 	if broker.IsFilter(topic) {
+		var err error
+		if pg, err = parsePage(c); err != nil {
+			a.fail(c, err)
+			return
+		}
 		if err := a.cfg.Auth.Authorize(ctx, p, adapters.ActionSubscribe, topic); err != nil {
 			a.fail(c, err)
 			return
@@ -157,19 +165,17 @@ func (a *Adapter) readTopic(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
+	if pager, ok := a.cfg.Bus.(broker.RetainedPager); ok && broker.IsFilter(topic) {
+		a.retainedPaged(c, p, pg, topic, pager)
+		return
+	}
 	rs, err := a.cfg.Bus.Retained(ctx, topic)
 	if err != nil {
 		a.fail(c, err)
 		return
 	}
 	if broker.IsFilter(topic) {
-		out := make([]EnvelopeJSON, 0, len(rs))
-		for _, e := range rs {
-			if a.readable(ctx, p, e) {
-				out = append(out, envelopeJSON(e, 2, originShown(p, e)))
-			}
-		}
-		c.JSON(http.StatusOK, out)
+		c.JSON(http.StatusOK, a.retainedPage(c, p, pg, rs))
 		return
 	}
 	var e *broker.Envelope

@@ -43,6 +43,11 @@ type userRequest struct {
 }
 
 func (a *Adapter) listUsers(c *gin.Context) {
+	pg, err := parsePage(c)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
 	us, err := a.cfg.Store.ListUsers(c.Request.Context())
 	if err != nil {
 		a.fail(c, err)
@@ -51,7 +56,7 @@ func (a *Adapter) listUsers(c *gin.Context) {
 	if us == nil {
 		us = []store.User{}
 	}
-	c.JSON(http.StatusOK, us)
+	c.JSON(http.StatusOK, paginate(c, pg, us, func(u store.User) string { return u.Name }))
 }
 
 func (a *Adapter) addUser(c *gin.Context) {

@@ -186,6 +186,9 @@ CREATE UNIQUE INDEX files_share ON files(share) WHERE share != '';
 	// 8: the commands a device declares (package devices: a JSON array of
 	// {name, description, params}; '' when none were declared).
 	`ALTER TABLE devices ADD COLUMN commands TEXT NOT NULL DEFAULT '';`,
+	// 9: the principal a durable subscription belongs to, whose queued-bytes
+	// quota its queue counts against ('': nobody's).
+	`ALTER TABLE subscriptions ADD COLUMN principal TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrate brings the schema up to len(ms) in one transaction, refusing a

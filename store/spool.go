@@ -126,9 +126,10 @@ func (s *Store) SaveSubscription(ctx context.Context, d broker.DurableSubscripti
 		}
 	}
 	if err := s.exec(ctx,
-		`INSERT INTO subscriptions(id, filters, qos, specs) VALUES (?, ?, ?, ?)
-		 ON CONFLICT(id) DO UPDATE SET filters = excluded.filters, qos = excluded.qos, specs = excluded.specs`,
-		d.ID, string(filters), d.QoS, string(specs)); err != nil {
+		`INSERT INTO subscriptions(id, filters, qos, specs, principal) VALUES (?, ?, ?, ?, ?)
+		 ON CONFLICT(id) DO UPDATE SET filters = excluded.filters, qos = excluded.qos, specs = excluded.specs,
+		 principal = excluded.principal`,
+		d.ID, string(filters), d.QoS, string(specs), d.Principal); err != nil {
 		return fmt.Errorf("store: save subscription %q: %w", d.ID, err)
 	}
 	return nil
@@ -192,7 +193,7 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
 
 // LoadSubscriptions implements broker.Spool, sorted by id.
 func (s *Store) LoadSubscriptions(ctx context.Context) ([]broker.DurableSubscription, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT s.id, s.filters, s.qos, s.specs,
+	rows, err := s.r.QueryContext(ctx, `SELECT s.id, s.filters, s.qos, s.specs, s.principal,
 		(SELECT COALESCE(MAX(seq), 0) FROM queue q WHERE q.subscriber = s.id)
 		FROM subscriptions s ORDER BY s.id`)
 	if err != nil {
@@ -205,7 +206,7 @@ func (s *Store) LoadSubscriptions(ctx context.Context) ([]broker.DurableSubscrip
 			d              broker.DurableSubscription
 			filters, specs string
 		)
-		if err := rows.Scan(&d.ID, &filters, &d.QoS, &specs, &d.LastSeq); err != nil {
+		if err := rows.Scan(&d.ID, &filters, &d.QoS, &specs, &d.Principal, &d.LastSeq); err != nil {
 			return nil, fmt.Errorf("store: load subscriptions: %w", err)
 		}
 		if err := json.Unmarshal([]byte(filters), &d.Filters); err != nil {

@@ -36,6 +36,7 @@ type writer struct {
 	failed  atomic.Uint64 // writes that failed
 	obsMu   sync.Mutex
 	observe func(time.Duration) // observes batch latency; may be nil
+	health  writeHealth         // the last store fault (health.go)
 }
 
 func (w *writer) setObserver(f func(time.Duration)) {
@@ -174,6 +175,7 @@ func (w *writer) commit(batch []*writeOp) {
 	results := make([]error, len(live))
 	start := time.Now()
 	err := w.runBatch(live, results)
+	w.health.note(err, results)
 	if obs := w.observer(); obs != nil {
 		obs(time.Since(start))
 	}

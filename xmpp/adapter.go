@@ -27,8 +27,11 @@ const (
 	DefaultDomain        = "localhost"
 	DefaultResumeTimeout = 60 * time.Second
 	DefaultOfflineLimit  = 1000
-	DefaultRateStanzas   = 200     // per second, burst twice that
-	DefaultRateBytes     = 1 << 20 // per second, burst twice that
+	// DefaultOfflineMaxBytes bounds the bytes of the chat messages kept
+	// for one offline user.
+	DefaultOfflineMaxBytes = 16 << 20
+	DefaultRateStanzas     = 200     // per second, burst twice that
+	DefaultRateBytes       = 1 << 20 // per second, burst twice that
 )
 
 // Store is what the adapter needs from the hub's store: SCRAM credentials,
@@ -79,8 +82,12 @@ type Config struct {
 	RateStanzas, RateBytes float64
 	// ResumeTimeout is how long a XEP-0198 session waits to be resumed.
 	ResumeTimeout time.Duration
-	// OfflineLimit bounds the chat messages kept for an offline user.
-	OfflineLimit int
+	// OfflineLimit bounds the chat messages kept for an offline user, and
+	// OfflineMaxBytes their bytes (0: DefaultOfflineMaxBytes, negative:
+	// no byte bound); past either a message is refused with
+	// resource-constraint.
+	OfflineLimit    int
+	OfflineMaxBytes int64
 	// ComponentAddr, ComponentDomain and ComponentSecret connect the hub as
 	// an XEP-0114 component to an existing server; the topic JIDs then live
 	// at ComponentDomain.
@@ -136,7 +143,8 @@ type Adapter struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	timers sync.WaitGroup // resumption timers
+	timers sync.WaitGroup // resumption timers, presence bursts
+	smUse  smUsage        // unacknowledged XEP-0198 bytes per user (smbound.go)
 	// offlineMu orders "user becomes available" against "store a stanza
 	// because the user is not", so nothing is stored after the user's
 	// offline stanzas were fetched.
@@ -260,6 +268,9 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.OfflineLimit == 0 {
 		cfg.OfflineLimit = DefaultOfflineLimit
+	}
+	if cfg.OfflineMaxBytes == 0 {
+		cfg.OfflineMaxBytes = DefaultOfflineMaxBytes
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

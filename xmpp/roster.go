@@ -327,7 +327,17 @@ func (a *Adapter) storeOffline(ctx context.Context, bare string, el *element) er
 	}
 	c := el.Copy()
 	c.Add(newElement("urn:xmpp:delay", "delay", "from", a.cfg.Domain, "stamp", time.Now().UTC().Format(time.RFC3339)))
-	return a.cfg.Store.KVPut(ctx, offlineBucket(user), broker.NewID(), []byte(c.String()))
+	b := []byte(c.String())
+	if max := a.cfg.OfflineMaxBytes; max > 0 {
+		held := int64(len(b))
+		for _, kv := range kvs {
+			held += int64(len(kv.Value))
+		}
+		if held > max {
+			return fmt.Errorf("xmpp: offline storage of %q is full (%d bytes with this one, limit %d)", user, held, max)
+		}
+	}
+	return a.cfg.Store.KVPut(ctx, offlineBucket(user), broker.NewID(), b)
 }
 
 // deliverOffline sends a newly available session what was kept for it, in

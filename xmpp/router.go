@@ -241,13 +241,17 @@ func (a *Adapter) broadcastPresence(s *session, el *element) {
 func (a *Adapter) sendContactPresences(s *session) {
 	ctx := context.WithoutCancel(a.ctx)
 	items, _ := a.rosterList(ctx, s.user)
+	// The topic and device JIDs' presences are the burst: thousands for a
+	// big roster, paced by the client's acknowledgements (smbound.go).
+	var burst []*element
+	defer func() { s.sendBurst(burst) }()
 	for _, it := range items {
 		if it.Subscription != "to" && it.Subscription != "both" {
 			continue
 		}
 		_, domain, _ := splitJID(it.JID)
 		if domain == a.topicDomain() || a.rules.hasDomain(domain) {
-			_, _ = s.send(newElement(nsClient, "presence", "from", it.JID, "to", s.jid))
+			burst = append(burst, newElement(nsClient, "presence", "from", it.JID, "to", s.jid))
 			continue
 		}
 		for _, c := range a.availableOf(it.JID) {

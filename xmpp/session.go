@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// maxUnacked bounds the stanzas a XEP-0198 session keeps for resending.
+// maxUnacked bounds the stanzas a XEP-0198 session keeps for resending
+// (the login presence burst aside); smbound.go bounds their bytes.
 const maxUnacked = 1000
 
 var errSessionClosed = errors.New("xmpp: session closed")
@@ -47,11 +48,17 @@ type smState struct {
 	in        uint32 // stanzas handled from the client
 	acked     uint32 // stanzas the client acknowledged
 	unacked   []smItem
+	// burst counts the presence burst's stanzas among unacked, bytes the
+	// others' bytes (smbound.go); ackSignal is signalled on every ack.
+	burst     int
+	bytes     int64
+	ackSignal chan struct{}
 }
 
 type smItem struct {
-	b   []byte
-	ack chan struct{} // closed when acknowledged
+	b     []byte
+	ack   chan struct{} // closed when acknowledged
+	burst bool          // of the login presence burst: not counted
 }
 
 // serve reads the session's stanzas until the connection ends.
@@ -139,6 +146,17 @@ func (s *session) connLost(conn net.Conn, err error) {
 // kept for resending until acknowledged when XEP-0198 is on. The returned
 // channel (nil without XEP-0198) is closed on acknowledgement.
 func (s *session) send(el *element) (<-chan struct{}, error) {
+	return s.sendAck(el, false, true)
+}
+
+// sendItem is send for the login presence burst (burst) and without the
+// <r/> after each stanza (ask false).
+func (s *session) sendItem(el *element, burst, ask bool) error {
+	_, err := s.sendAck(el, burst, ask)
+	return err
+}
+
+func (s *session) sendAck(el *element, burst, ask bool) (<-chan struct{}, error) {
 	b := el.Bytes(nsClient)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -147,15 +165,22 @@ func (s *session) send(el *element) (<-chan struct{}, error) {
 	}
 	var ack chan struct{}
 	if s.sm != nil {
-		if len(s.sm.unacked) >= maxUnacked {
-			if s.conn != nil {
-				_ = s.conn.Close()
+		if !burst {
+			if err := s.reserveLocked(len(b)); err != nil {
+				if s.conn != nil {
+					_ = s.conn.Close()
+				}
+				s.a.log.Info("xmpp: session cut: unacknowledged stanzas", "jid", s.jid, "err", err)
+				return nil, err
 			}
-			return nil, errors.New("xmpp: too many unacknowledged stanzas")
+		} else {
+			s.sm.burst++
 		}
 		ack = make(chan struct{})
-		s.sm.unacked = append(s.sm.unacked, smItem{b: b, ack: ack})
-		b = append(b, "<r xmlns='urn:xmpp:sm:3'/>"...)
+		s.sm.unacked = append(s.sm.unacked, smItem{b: b, ack: ack, burst: burst})
+		if ask {
+			b = append(b, "<r xmlns='urn:xmpp:sm:3'/>"...)
+		}
 	}
 	if s.conn != nil {
 		_ = s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
@@ -191,7 +216,8 @@ func (s *session) handleSM(el *element) error {
 			s.mu.Unlock()
 			return s.writeRaw("<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>")
 		}
-		st := &smState{id: randomID(), resumable: el.AttrValue("resume") == "true" || el.AttrValue("resume") == "1"}
+		st := &smState{id: randomID(), resumable: el.AttrValue("resume") == "true" || el.AttrValue("resume") == "1",
+			ackSignal: make(chan struct{}, 1)}
 		s.sm = st
 		s.mu.Unlock()
 		resume := ""
@@ -237,6 +263,7 @@ func (s *session) ackLocked(h uint32) error {
 	for _, it := range s.sm.unacked[:n] {
 		close(it.ack)
 	}
+	s.releaseLocked(s.sm.unacked[:n])
 	s.sm.unacked = append(s.sm.unacked[:0:0], s.sm.unacked[n:]...)
 	s.sm.acked = h
 	return nil
@@ -259,6 +286,9 @@ func (s *session) terminate() {
 	}
 	wasAvailable := s.available
 	s.available = false
+	if s.sm != nil {
+		s.releaseLocked(s.sm.unacked) // the user's bytes; waiters see done
+	}
 	s.mu.Unlock()
 	if conn != nil {
 		_ = conn.Close()

@@ -323,7 +323,7 @@ func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, 
 	// An anonymous user's JID is gone with its session: nothing is kept.
 	durable := !p.principal().Anonymous
 	sub, err := t.a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{Protocol: broker.ProtoXMPP,
-		ID: id, Filters: []string{filter}, QoS: 1, Durable: durable,
+		ID: id, Filters: []string{filter}, QoS: 1, Durable: durable, Principal: pr.Name,
 	}, h)
 	if err != nil {
 		close(ready)
@@ -467,6 +467,9 @@ func (t *topicService) publish(ctx context.Context, p peer, el *element, topic s
 		switch {
 		case errors.Is(err, broker.ErrInvalidTopic), errors.Is(err, broker.ErrWildcardTopic):
 			_ = p.send(errorReply(el, "modify", "jid-malformed"))
+		case errors.Is(err, broker.ErrQuota):
+			// The sender's storage quota (limits.*): its own doing.
+			_ = p.send(errorReply(el, "wait", "policy-violation"))
 		case errors.Is(err, broker.ErrStorage):
 			_ = p.send(errorReply(el, "wait", "resource-constraint"))
 		default:
