@@ -105,12 +105,19 @@ type natsHub struct {
 	node     *cluster.Node
 	nc       *nats.Conn
 	sessions mqtt.SessionStore
+	// js, prefix and replicas are the JetStream the bus runs on, for
+	// what cluster_principals.go keeps there.
+	js       jetstream.JetStream
+	prefix   string
+	replicas int
+	shared   clusterShared // cluster_principals.go
 }
 
 func (n *natsHub) close() {
 	if n == nil {
 		return
 	}
+	n.shared.stop()
 	if n.nc != nil {
 		n.nc.Close()
 	}
@@ -187,6 +194,7 @@ func openNATS(cfg Config, log *slog.Logger) (*natsbus.Bus, *natsHub, error) {
 		return nil, nil, fmt.Errorf("nats: %w", err)
 	}
 	n.sessions = kv
+	n.js, n.prefix, n.replicas = js, prefix, replicas
 	ok = true
 	return bus, n, nil
 }

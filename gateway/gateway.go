@@ -289,6 +289,9 @@ func offToEmpty(addr string) string {
 // Start starts the adapters in order; if one fails, those started are
 // stopped again.
 func (h *Hub) Start(ctx context.Context) error {
+	if err := h.startShared(ctx); err != nil { // cluster_principals.go
+		return err
+	}
 	// Presence recorded before a crash is stale: every device is offline
 	// until its adapter reports it again.
 	if err := h.Devices.ResetPresence(ctx); err != nil {

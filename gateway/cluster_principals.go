@@ -1,0 +1,56 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hubsmith/hub/cluster"
+)
+
+// clusterShared is what a hub on NATS runs beside the bus to act as one
+// with the other hubs: the principal replicator.
+type clusterShared struct {
+	principals *cluster.Principals
+}
+
+func (c *clusterShared) stop() {
+	if c.principals != nil {
+		c.principals.Stop()
+	}
+}
+
+// startShared starts, on a NATS bus, the sharing of users, devices, ACL
+// rules and tokens with the other hubs (cluster.Principals); it returns
+// once this hub's store and the cluster agree, before any listener opens.
+func (h *Hub) startShared(ctx context.Context) error {
+	if h.nats == nil {
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, clusterStartTimeout)
+	defer cancel()
+	p, err := cluster.StartPrincipals(sctx, cluster.PrincipalsConfig{
+		JS: h.nats.js, Prefix: h.nats.prefix, Replicas: h.nats.replicas, Store: h.Store,
+		Applied: h.principalApplied, Logger: h.log.With("component", "cluster"),
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	h.nats.shared.principals = p
+	return nil
+}
+
+// revokeTimeout bounds the revocation of a principal another hub deleted.
+const revokeTimeout = 10 * time.Second
+
+// principalApplied follows a change another hub made to a principal: the
+// cached access decisions go, and a removed principal's sessions end here
+// as they did on the hub it was deleted on.
+func (h *Hub) principalApplied(ctx context.Context, name string, removed bool) {
+	h.Auth.Forget(name)
+	if removed {
+		rctx, cancel := context.WithTimeout(ctx, revokeTimeout)
+		defer cancel()
+		h.Revoke(rctx, name)
+	}
+}
