@@ -3,8 +3,11 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -236,4 +239,131 @@ func TestPrincipalsWhileStopped(t *testing.T) {
 	within(t, "frank, deleted with B stopped, is refused on A", 5*time.Second, func() bool {
 		return xmppTry(t, xmppA, "frank", "frankpw", sasl.ScramSha256) != nil
 	})
+}
+
+// cutProxy is a TCP proxy between a hub and its NATS server, so that a
+// test can cut the hub off the network (Cut) and join it again (Heal).
+type cutProxy struct {
+	t      *testing.T
+	addr   string
+	target string
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	p := &cutProxy{t: t, target: target}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	p.serve(ln)
+	t.Cleanup(func() { p.Cut(); p.wg.Wait() })
+	return p
+}
+
+func (p *cutProxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", p.target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			for _, pair := range [][2]net.Conn{{c, u}, {u, c}} {
+				p.wg.Add(1)
+				go func() {
+					defer p.wg.Done()
+					_, _ = io.Copy(pair[0], pair[1])
+					_ = pair[0].Close()
+					_ = pair[1].Close()
+				}()
+			}
+		}
+	}()
+}
+
+// Cut closes the listener and every connection through it.
+func (p *cutProxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		_ = p.ln.Close()
+		p.ln = nil
+	}
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+// Heal listens again on the same address.
+func (p *cutProxy) Heal() {
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		p.t.Fatalf("proxy listen again on %s: %v", p.addr, err)
+	}
+	p.serve(ln)
+}
+
+// TestDeadHubsDevicesGoOffline: a device connected to hub B is online on
+// A; when B is cut off from NATS (as good as dead to the others), A marks
+// it offline within HubTTL and a heartbeat, and a command to it on A
+// answers 503 as to any offline device; when B comes back, A shows the
+// device online again.
+func TestDeadHubsDevicesGoOffline(t *testing.T) {
+	srv := startNATS(t)
+	proxy := newCutProxy(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	a := hubtest.Start(t, func(c *gateway.Config) { c.Node = "a"; c.NATS.URL = srv.ClientURL() })
+	b := hubtest.Start(t, func(c *gateway.Config) { c.Node = "b"; c.NATS.URL = "nats://" + proxy.addr })
+	baseA := "http://" + a.Addr(t, "rest")
+	if s, body := httpAsBody(t, http.MethodPost, baseA+"/api/v1/devices", "admin", "adminpw",
+		`{"id":"lamp1","protocol":"mqtt","password":"lamppw"}`); s != http.StatusCreated {
+		t.Fatalf("add device on A: %d %s", s, body)
+	}
+	eventually(t, "lamp1 registered on B", func() bool {
+		_, err := b.Store.GetDevice(t.Context(), "lamp1")
+		return err == nil
+	})
+	dev := startACLDevice(t, b)
+	online := func() bool {
+		_, body := httpAsBody(t, http.MethodGet, baseA+"/api/v1/devices/lamp1", "admin", "adminpw", "")
+		return strings.Contains(body, `"online":true`)
+	}
+	eventually(t, "lamp1 online on A", online)
+
+	proxy.Cut()
+	d := within(t, "lamp1 offline on A after B was cut off", 3*gateway.HubTTL, func() bool { return !online() })
+	if d > gateway.HubTTL+2*gateway.Heartbeat {
+		t.Errorf("presence expired after %v, want at most HubTTL + 2 heartbeats (%v)", d, gateway.HubTTL+2*gateway.Heartbeat)
+	}
+	if s, body := httpAsBody(t, http.MethodPost, baseA+"/api/v1/devices/lamp1/commands/toggle?timeout=2s", "admin", "adminpw", ""); s != http.StatusServiceUnavailable {
+		t.Fatalf("command to the device of a dead hub: %d %s, want 503", s, body)
+	}
+	if !dev.c.IsConnectionOpen() {
+		t.Fatal("B dropped its local client when cut off from NATS")
+	}
+
+	proxy.Heal()
+	within(t, "lamp1 online on A again once B is back", 15*time.Second, online)
+	if s, body := httpAsBody(t, http.MethodPost, baseA+"/api/v1/devices/lamp1/commands/toggle?timeout=5s", "admin", "adminpw", `{"on":true}`); s != http.StatusOK {
+		t.Fatalf("command once B is back: %d %s", s, body)
+	}
 }

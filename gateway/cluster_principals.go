@@ -9,20 +9,26 @@ import (
 )
 
 // clusterShared is what a hub on NATS runs beside the bus to act as one
-// with the other hubs: the principal replicator.
+// with the other hubs: the principal replicator and the liveness
+// heartbeat (cluster_liveness.go).
 type clusterShared struct {
-	principals *cluster.Principals
+	principals   *cluster.Principals
+	stopLiveness func()
 }
 
 func (c *clusterShared) stop() {
+	if c.stopLiveness != nil {
+		c.stopLiveness()
+	}
 	if c.principals != nil {
 		c.principals.Stop()
 	}
 }
 
 // startShared starts, on a NATS bus, the sharing of users, devices, ACL
-// rules and tokens with the other hubs (cluster.Principals); it returns
-// once this hub's store and the cluster agree, before any listener opens.
+// rules and tokens with the other hubs (cluster.Principals), and the
+// heartbeat that tells the hubs which of them are alive; it returns once
+// this hub's store and the cluster agree, before any listener opens.
 func (h *Hub) startShared(ctx context.Context) error {
 	if h.nats == nil {
 		return nil
@@ -37,7 +43,7 @@ func (h *Hub) startShared(ctx context.Context) error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	h.nats.shared.principals = p
-	return nil
+	return h.startLiveness(sctx)
 }
 
 // revokeTimeout bounds the revocation of a principal another hub deleted.
