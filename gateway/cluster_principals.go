@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hubsmith/hub/bridge"
 	"github.com/hubsmith/hub/cluster"
 )
 
@@ -14,6 +15,7 @@ import (
 type clusterShared struct {
 	principals   *cluster.Principals
 	stopLiveness func()
+	leases       *cluster.Leases
 }
 
 func (c *clusterShared) stop() {
@@ -43,6 +45,10 @@ func (h *Hub) startShared(ctx context.Context) error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	h.nats.shared.principals = p
+	if h.nats.shared.leases, err = cluster.NewLeases(sctx, cluster.LeasesConfig{JS: h.nats.js, Prefix: h.nats.prefix,
+		Replicas: h.nats.replicas, Node: h.cfg.Node, Logger: h.log.With("component", "cluster")}); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
 	return h.startLiveness(sctx)
 }
 
@@ -58,5 +64,19 @@ func (h *Hub) principalApplied(ctx context.Context, name string, removed bool) {
 		rctx, cancel := context.WithTimeout(ctx, revokeTimeout)
 		defer cancel()
 		h.Revoke(rctx, name)
+	}
+}
+
+// bridgeLease is the lease a bridge runs under on a NATS bus, so that a
+// bridge configured on several hubs of a cluster runs on one of them at
+// a time (cluster.Leases); nil on the in-process bus.
+func (h *Hub) bridgeLease() bridge.LeaseFunc {
+	if h.nats == nil {
+		return nil
+	}
+	return func(ctx context.Context, name string, held func(context.Context)) {
+		if l := h.nats.shared.leases; l != nil {
+			l.Run(ctx, name, held)
+		}
 	}
 }

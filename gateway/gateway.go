@@ -212,7 +212,8 @@ func (h *Hub) buildAdapters() error {
 		h.adapters = append(h.adapters, a)
 	}
 	for _, bc := range c.Bridges {
-		b, err := bridge.New(bridge.Options{Config: bc, Bus: h.Bus, Node: c.Node, Logger: h.log, Registerer: h.Registry})
+		b, err := bridge.New(bridge.Options{Config: bc, Bus: h.Bus, Node: c.Node, Logger: h.log, Registerer: h.Registry,
+			Lease: h.bridgeLease()})
 		if err != nil {
 			return err
 		}
