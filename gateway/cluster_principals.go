@@ -80,3 +80,13 @@ func (h *Hub) bridgeLease() bridge.LeaseFunc {
 		}
 	}
 }
+
+// NATSNode is the NATS server this hub embeds (cluster:), nil without
+// one: for tests and tools that stop the node alone, as if its machine's
+// NATS died while the hub's listeners stay up.
+func (h *Hub) NATSNode() *cluster.Node {
+	if h.nats == nil {
+		return nil
+	}
+	return h.nats.node
+}
