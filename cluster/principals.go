@@ -121,10 +121,21 @@ func StartPrincipals(ctx context.Context, cfg PrincipalsConfig) (*Principals, er
 		cancel()
 		return nil, err
 	}
-	if err := p.pass(ctx, initial, true); err != nil {
-		_ = w.Stop()
-		cancel()
-		return nil, err
+	// A bucket just made may not take writes until its leader is
+	// elected: the first pass is tried again until ctx ends.
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		err := p.pass(ctx, initial, true)
+		if err == nil {
+			break
+		}
+		p.log.Debug("cluster: principals: first pass, trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			_ = w.Stop()
+			cancel()
+			return nil, fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-time.After(wait):
+		}
 	}
 	cfg.Store.SetPrincipalHook(p.changed)
 	go p.run(runCtx, w)

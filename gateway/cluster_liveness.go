@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -100,7 +101,8 @@ func (h *Hub) heartbeat(ctx context.Context, kv jetstream.KeyValue) {
 		}
 		alive := map[string]bool{}
 		for _, k := range keys {
-			if b, err := base64.RawURLEncoding.DecodeString(k[1:]); err == nil && k[0] == 'n' {
+			rest, ok := strings.CutPrefix(k, "n")
+			if b, err := base64.RawURLEncoding.DecodeString(rest); ok && err == nil {
 				alive[string(b)] = true
 			}
 		}

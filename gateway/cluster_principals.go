@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hubsmith/hub/bridge"
@@ -35,21 +37,37 @@ func (h *Hub) startShared(ctx context.Context) error {
 	if h.nats == nil {
 		return nil
 	}
+	t0 := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, clusterStartTimeout)
 	defer cancel()
+	// Each new replicated bucket waits for its leader: make them side by
+	// side.
+	var wg sync.WaitGroup
+	var lerr, verr error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		h.nats.shared.leases, lerr = cluster.NewLeases(sctx, cluster.LeasesConfig{JS: h.nats.js, Prefix: h.nats.prefix,
+			Replicas: h.nats.replicas, Node: h.cfg.Node, Logger: h.log.With("component", "cluster")})
+	}()
+	go func() {
+		defer wg.Done()
+		verr = h.startLiveness(sctx)
+	}()
 	p, err := cluster.StartPrincipals(sctx, cluster.PrincipalsConfig{
 		JS: h.nats.js, Prefix: h.nats.prefix, Replicas: h.nats.replicas, Store: h.Store,
 		Applied: h.principalApplied, Logger: h.log.With("component", "cluster"),
 	})
+	wg.Wait()
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	h.nats.shared.principals = p
-	if h.nats.shared.leases, err = cluster.NewLeases(sctx, cluster.LeasesConfig{JS: h.nats.js, Prefix: h.nats.prefix,
-		Replicas: h.nats.replicas, Node: h.cfg.Node, Logger: h.log.With("component", "cluster")}); err != nil {
+	if err := errors.Join(lerr, verr); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	return h.startLiveness(sctx)
+	h.log.Info("cluster: principals, leases and liveness shared", "took", time.Since(t0).Round(time.Millisecond))
+	return nil
 }
 
 // revokeTimeout bounds the revocation of a principal another hub deleted.
