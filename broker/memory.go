@@ -238,7 +238,11 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, e
 	m.flow.get(e.Origin.Protocol, e.QoS).in.Add(1)
 
 	var ms []match
+	gr := groupRouteOf(ctx) // grouproute.go
 	m.idx.match(e.Topic, func(fe *fentry) {
+		if !gr.takes(fe.f) {
+			return
+		}
 		s := fe.s
 		if fe.f.NoLocal && s.self(e) {
 			return
