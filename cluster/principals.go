@@ -121,10 +121,19 @@ func StartPrincipals(ctx context.Context, cfg PrincipalsConfig) (*Principals, er
 		cancel()
 		return nil, err
 	}
+	// A hub that never agreed on anything with the cluster joins it: the
+	// cluster's version of a record wins over its own.
+	stored, err := cfg.Store.KVList(ctx, principalState)
+	if err != nil {
+		_ = w.Stop()
+		cancel()
+		return nil, fmt.Errorf("cluster: principals: state: %w", err)
+	}
+	joining := len(stored) == 0 && len(initial) > 0
 	// A bucket just made may not take writes until its leader is
 	// elected: the first pass is tried again until ctx ends.
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		err := p.pass(ctx, initial, true)
+		err := p.pass(ctx, initial, joining)
 		if err == nil {
 			break
 		}
@@ -252,9 +261,10 @@ func kindOrder(key string) int {
 }
 
 // pass compares the store, the remembered state and the KV entries in
-// remote (the whole bucket when first is set, else what changed), and
-// pushes or applies each record that differs.
-func (p *Principals) pass(ctx context.Context, remote map[string]jetstream.KeyValueEntry, first bool) error {
+// remote (the whole bucket at start, else what changed), and pushes or
+// applies each record that differs; joining (a hub's first pass ever)
+// takes the bucket's version of a record both hold.
+func (p *Principals) pass(ctx context.Context, remote map[string]jetstream.KeyValueEntry, joining bool) error {
 	st := p.cfg.Store
 	local, err := st.PrincipalRecords(ctx)
 	if err != nil {
@@ -271,9 +281,6 @@ func (p *Principals) pass(ctx context.Context, remote map[string]jetstream.KeyVa
 			state[kv.Key] = s
 		}
 	}
-	// A hub that never agreed on anything with the cluster joins it:
-	// the cluster's version of a record wins over its own.
-	joining := first && len(state) == 0 && len(remote) > 0
 	byKey := map[string]jetstream.KeyValueEntry{}
 	for k, e := range p.retry {
 		byKey[k] = e
