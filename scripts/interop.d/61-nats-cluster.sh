@@ -51,6 +51,7 @@ cluster {
 CONF
 	nats-server -c "$work/n$i.conf" >"$work/n$i.log" 2>&1 &
 	n_pids[$i]=$!
+	disown "${n_pids[$i]}" # no job notice when one is killed
 done
 for i in 0 1 2; do
 	for _ in $(seq 50); do
