@@ -327,7 +327,8 @@ func (p *cutProxy) Heal() {
 // A; when B is cut off from NATS (as good as dead to the others), A marks
 // it offline within HubTTL and a heartbeat, and a command to it on A
 // answers 503 as to any offline device; when B comes back, A shows the
-// device online again.
+// device online again; when A restarts, it does not take the device on B
+// for a leftover of its own last run.
 func TestDeadHubsDevicesGoOffline(t *testing.T) {
 	srv := startNATS(t)
 	proxy := newCutProxy(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
@@ -365,5 +366,20 @@ func TestDeadHubsDevicesGoOffline(t *testing.T) {
 	within(t, "lamp1 online on A again once B is back", 15*time.Second, online)
 	if s, body := httpAsBody(t, http.MethodPost, baseA+"/api/v1/devices/lamp1/commands/toggle?timeout=5s", "admin", "adminpw", `{"on":true}`); s != http.StatusOK {
 		t.Fatalf("command once B is back: %d %s", s, body)
+	}
+
+	// A restarts: a device online on B stays online, on A and on B.
+	a.Close(t)
+	a2 := hubtest.StartConfig(t, a.Config)
+	baseA2, baseB := "http://"+a2.Addr(t, "rest"), "http://"+b.Addr(t, "rest")
+	eventually(t, "lamp1 online on A after its restart", func() bool {
+		_, body := httpAsBody(t, http.MethodGet, baseA2+"/api/v1/devices/lamp1", "admin", "adminpw", "")
+		return strings.Contains(body, `"online":true`)
+	})
+	if _, body := httpAsBody(t, http.MethodGet, baseB+"/api/v1/devices/lamp1", "admin", "adminpw", ""); !strings.Contains(body, `"online":true`) {
+		t.Fatalf("lamp1 on B after A restarted: %s", body)
+	}
+	if s, body := httpAsBody(t, http.MethodPost, baseA2+"/api/v1/devices/lamp1/commands/toggle?timeout=5s", "admin", "adminpw", `{"on":false}`); s != http.StatusOK {
+		t.Fatalf("command from the restarted A: %d %s", s, body)
 	}
 }
