@@ -43,6 +43,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the bridge's metrics (nil: no metrics).
 	Registerer prometheus.Registerer
+	// Lease, when set, runs the bridge only while this hub holds it
+	// (lease.go): in a cluster, one hub at a time.
+	Lease LeaseFunc
 }
 
 // Bridge links the bus to one upstream MQTT broker. It implements
@@ -69,6 +72,8 @@ type Bridge struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	lost    chan struct{}
+
+	leased leaseState // lease.go
 }
 
 // New validates the options and returns a bridge; Start connects it.
@@ -87,7 +92,7 @@ func New(o Options) (*Bridge, error) {
 	b := &Bridge{
 		cfg: o.Config, bus: o.Bus, node: o.Node, log: o.Logger, reg: o.Registerer, tls: tc,
 		remote: u.Host, in: o.Config.In, out: o.Config.Out, echo: newEchoFilter(),
-		lost: make(chan struct{}, 1),
+		lost: make(chan struct{}, 1), leased: leaseState{run: o.Lease},
 	}
 	if b.node == "" {
 		b.node = broker.NodeID()
@@ -120,6 +125,9 @@ func Forget(ctx context.Context, bus broker.Bus, name string) error {
 // Healthy returns nil while the bridge is connected and subscribed
 // upstream.
 func (b *Bridge) Healthy() error {
+	if err := b.standby(); err != nil {
+		return err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.up {
@@ -135,6 +143,14 @@ func (b *Bridge) Healthy() error {
 // in the background, retrying with back-off: an upstream that is down does
 // not fail Start.
 func (b *Bridge) Start(ctx context.Context) error {
+	if b.leased.run != nil {
+		return b.startLeased()
+	}
+	return b.activate(ctx)
+}
+
+// activate is Start without a lease.
+func (b *Bridge) activate(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.started {
@@ -172,6 +188,14 @@ func (b *Bridge) Start(ctx context.Context) error {
 // for the next start), disconnects from the upstream and waits for the
 // bridge's goroutines.
 func (b *Bridge) Stop(ctx context.Context) error {
+	if b.leased.run != nil {
+		return b.stopLeased(ctx)
+	}
+	return b.deactivate(ctx)
+}
+
+// deactivate is Stop without a lease.
+func (b *Bridge) deactivate(ctx context.Context) error {
 	b.mu.Lock()
 	if !b.started {
 		b.mu.Unlock()

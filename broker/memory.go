@@ -256,7 +256,11 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 		return nil, nil, nil, ErrClosed
 	}
 	var ms []match
+	gr := groupRouteOf(ctx) // grouproute.go
 	m.idx.match(e.Topic, func(fe *fentry) {
+		if !gr.takes(fe.f) {
+			return
+		}
 		s := fe.s
 		if fe.f.NoLocal && s.self(e) {
 			return

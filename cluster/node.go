@@ -1,6 +1,12 @@
 // Package cluster runs the NATS server a hub embeds in cluster mode:
 // JetStream on, clustered with the other hubs' nodes when routes are
-// given, the hub's bus connected to it in process.
+// given, the hub's bus connected to it in process. It also holds what the
+// hubs of a cluster share in JetStream KV beside the bus: store buckets
+// (KV: MQTT session records), principals (Principals: users, devices, ACL
+// rules and tokens, each hub's SQLite store being its local copy, kept in
+// step through the bucket hub_principals, last writer wins by KV
+// revision) and leases (Leases: a bridge configured on several hubs runs
+// on the one holding its lease in hub_leases).
 package cluster
 
 import (

@@ -31,6 +31,7 @@ func (r *Registry) FollowPresence(ctx context.Context) (broker.Subscription, err
 	if err != nil {
 		return nil, fmt.Errorf("devices: follow presence: %w", err)
 	}
+	r.following.Store(true)
 	return sub, nil
 }
 
@@ -64,6 +65,7 @@ func (r *Registry) remotePresence(ctx context.Context, e *broker.Envelope) error
 		return nil
 	}
 	r.last[p.ID] = at
+	r.remote.set(p.ID, e.Origin.Node, p.Online) // liveness.go
 	r.log.Debug("devices: presence from another hub", "device", p.ID, "online", p.Online, "hub", e.Origin.Node)
 	return nil
 }

@@ -51,6 +51,7 @@ func (r *Registry) DevicePresence(ctx context.Context, deviceID, protocol string
 		return
 	}
 	r.last[deviceID] = at
+	r.remote.set(deviceID, "", false) // reported here: not on another hub
 	if r.bus == nil {
 		return
 	}
@@ -78,8 +79,9 @@ func (r *Registry) DevicePresence(ctx context.Context, deviceID, protocol string
 // connected yet; without this, devices online when the previous run ended
 // (a crash, kill -9) would stay online until they reconnect and leave.
 // cmd/hub calls it once before starting the adapters. It assumes this hub
-// is the only one reporting presence for the devices of its store: on a
-// clustered bus, another hub may hold the device's connection.
+// is the only one reporting presence for the devices of its store; on a
+// clustered bus (FollowPresence), a device online on another hub is left
+// as it is.
 func (r *Registry) ResetPresence(ctx context.Context) error {
 	ds, err := r.st.ListDevices(ctx)
 	if err != nil {
@@ -87,7 +89,7 @@ func (r *Registry) ResetPresence(ctx context.Context) error {
 	}
 	now := time.Now()
 	for _, d := range ds {
-		if d.Online {
+		if d.Online && !r.onAnotherHub(ctx, d.ID) {
 			r.DevicePresence(ctx, d.ID, d.Protocol, false, now)
 		}
 	}

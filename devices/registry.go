@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hubsmith/hub/adapters"
@@ -92,6 +93,11 @@ type Registry struct {
 	// event per device, so that a late event cannot undo a newer one.
 	pmu  sync.Mutex
 	last map[string]time.Time
+
+	// remote and following are liveness.go's: the hub each device online
+	// elsewhere is on, and whether FollowPresence runs.
+	remote    remoteNodes
+	following atomic.Bool
 }
 
 var _ adapters.PresenceSink = (*Registry)(nil)

@@ -236,8 +236,8 @@ func TestHubsOnExternalNATS(t *testing.T) {
 
 // TestDeviceCommandAcrossHubs: a device connected to hub B is online on
 // hub A too, and a command sent over REST on A reaches it on B and its
-// reply comes back. (Devices are not shared between hubs' stores yet: it
-// is registered on both.)
+// reply comes back. The device is registered on A only: the cluster
+// shares it.
 func TestDeviceCommandAcrossHubs(t *testing.T) {
 	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
 		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
@@ -251,16 +251,18 @@ func TestDeviceCommandAcrossHubs(t *testing.T) {
 	}
 	var hubs []*hubtest.Hub
 	for _, name := range []string{"a", "b"} {
-		h := hubtest.Start(t, func(c *gateway.Config) { c.Node = name; c.NATS.URL = srv.ClientURL() })
-		base := "http://" + h.Addr(t, "rest")
-		if s, b := httpAsBody(t, http.MethodPost, base+"/api/v1/devices", "admin", "adminpw",
-			`{"id":"lamp1","protocol":"mqtt","password":"lamppw"}`); s != http.StatusCreated {
-			t.Fatalf("add device on %s: %d %s", name, s, b)
-		}
-		hubs = append(hubs, h)
+		hubs = append(hubs, hubtest.Start(t, func(c *gateway.Config) { c.Node = name; c.NATS.URL = srv.ClientURL() }))
 	}
 	a, b := hubs[0], hubs[1]
 	baseA := "http://" + a.Addr(t, "rest")
+	if s, body := httpAsBody(t, http.MethodPost, baseA+"/api/v1/devices", "admin", "adminpw",
+		`{"id":"lamp1","protocol":"mqtt","password":"lamppw"}`); s != http.StatusCreated {
+		t.Fatalf("add device on a: %d %s", s, body)
+	}
+	eventually(t, "lamp1 registered on B", func() bool {
+		_, err := b.Store.GetDevice(t.Context(), "lamp1")
+		return err == nil
+	})
 	if s, _ := httpAsBody(t, http.MethodPost, baseA+"/api/v1/devices/lamp1/commands/toggle?timeout=2s", "admin", "adminpw", ""); s != http.StatusServiceUnavailable {
 		t.Fatalf("command to a device online nowhere: %d, want 503", s)
 	}

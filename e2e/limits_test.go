@@ -39,7 +39,7 @@ func startLimitsHub(t *testing.T, lim adapters.LimitsConfig, more ...hubtest.Opt
 	t.Helper()
 	opts := append([]hubtest.Option{func(c *gateway.Config) {
 		c.MQTT.Addr, c.CoAP.Addr, c.HTTP.Addr, c.XMPP.Addr = "0.0.0.0:0", "0.0.0.0:0", "0.0.0.0:0", "0.0.0.0:0"
-		c.Limits = lim
+		c.Limits.LimitsConfig = lim
 	}}, more...)
 	h := hubtest.Start(t, opts...)
 	for _, u := range []string{"bob", "carol"} {

@@ -106,13 +106,20 @@ type natsHub struct {
 	nc       *nats.Conn
 	sessions mqtt.SessionStore
 	kv       *cluster.KV // the cluster's key/value buckets
-	prefix   string      // of subjects, stream and buckets
+	// js, prefix and replicas are the JetStream the bus runs on, for
+	// what cluster_principals.go keeps there; prefix also names the
+	// subjects, stream and buckets.
+	js       jetstream.JetStream
+	prefix   string
+	replicas int
+	shared   clusterShared // cluster_principals.go
 }
 
 func (n *natsHub) close() {
 	if n == nil {
 		return
 	}
+	n.shared.stop()
 	if n.nc != nil {
 		n.nc.Close()
 	}
@@ -192,7 +199,8 @@ func openNATS(cfg Config, log *slog.Logger) (*natsbus.Bus, *natsHub, error) {
 		_ = bus.Close()
 		return nil, nil, fmt.Errorf("nats: %w", err)
 	}
-	n.sessions, n.kv, n.prefix = kv, kv, prefix
+	n.sessions, n.kv = kv, kv
+	n.js, n.prefix, n.replicas = js, prefix, replicas
 	ok = true
 	return bus, n, nil
 }

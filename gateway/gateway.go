@@ -218,7 +218,8 @@ func (h *Hub) buildAdapters() error {
 		h.adapters = append(h.adapters, a)
 	}
 	for _, bc := range c.Bridges {
-		b, err := bridge.New(bridge.Options{Config: bc, Bus: h.Bus, Node: c.Node, Logger: h.log, Registerer: h.Registry})
+		b, err := bridge.New(bridge.Options{Config: bc, Bus: h.Bus, Node: c.Node, Logger: h.log, Registerer: h.Registry,
+			Lease: h.bridgeLease()})
 		if err != nil {
 			return err
 		}
@@ -295,6 +296,9 @@ func offToEmpty(addr string) string {
 // Start starts the adapters in order; if one fails, those started are
 // stopped again.
 func (h *Hub) Start(ctx context.Context) error {
+	if err := h.startShared(ctx); err != nil { // cluster_principals.go
+		return err
+	}
 	// Presence recorded before a crash is stale: every device is offline
 	// until its adapter reports it again.
 	if err := h.Devices.ResetPresence(ctx); err != nil {

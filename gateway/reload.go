@@ -133,7 +133,8 @@ func (h *Hub) Reload(ctx context.Context, cfg Config) ([]string, error) {
 		if ob, ok := oldBridges[bc.Name]; ok && reflect.DeepEqual(ob, bc) {
 			continue
 		}
-		b, err := bridge.New(bridge.Options{Config: bc, Bus: h.Bus, Node: h.cfg.Node, Logger: h.log, Registerer: h.Registry})
+		b, err := bridge.New(bridge.Options{Config: bc, Bus: h.Bus, Node: h.cfg.Node, Logger: h.log, Registerer: h.Registry,
+			Lease: h.bridgeLease()})
 		if err != nil {
 			return nil, fmt.Errorf("reload: bridge %s: %w (the running configuration is kept)", bc.Name, err)
 		}

@@ -40,6 +40,8 @@ type impl struct {
 	// iterations is the PBKDF2 count of new credentials (0: SCRAMIterations).
 	iterations atomic.Int64
 	check      CheckResult // of the integrity check at Open
+	// onPrincipal is called after principal changes (replica.go).
+	onPrincipal atomic.Pointer[func()]
 	// insQueued is the hot path's statement (an envelope queued for one
 	// subscriber), prepared once on the write connection.
 	insQueued *sql.Stmt

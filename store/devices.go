@@ -68,6 +68,7 @@ func (s *Store) AddDevice(ctx context.Context, d Device) error {
 // in one transaction: either both exist afterwards or neither. ErrExists
 // when the device or the user name is taken.
 func (s *Store) AddDeviceWithLogin(ctx context.Context, d Device, password string) error {
+	defer s.principalsChanged() // replica.go
 	if err := validateDevice(d); err != nil {
 		return fmt.Errorf("store: add device %q: %w", d.ID, err)
 	}
@@ -177,6 +178,7 @@ func (s *Store) ListDevices(ctx context.Context) ([]Device, error) {
 // UpdateDevice replaces name, protocol, metadata (and PSK when non-nil).
 // A non-nil empty PSK removes the key. ErrNotFound when absent.
 func (s *Store) UpdateDevice(ctx context.Context, d Device) error {
+	defer s.principalsChanged() // replica.go
 	if err := validateDevice(d); err != nil {
 		return fmt.Errorf("store: update device %q: %w", d.ID, err)
 	}
@@ -203,6 +205,7 @@ func (s *Store) UpdateDevice(ctx context.Context, d Device) error {
 // DeleteDevice removes a device (ErrNotFound). Its login user, if any, is
 // the caller's to delete with DeleteUser.
 func (s *Store) DeleteDevice(ctx context.Context, id string) error {
+	defer s.principalsChanged() // replica.go
 	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if err := mustAffect(tx.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, id)); err != nil {
 			return err

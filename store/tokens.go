@@ -55,6 +55,7 @@ func ValidateACLRule(r adapters.ACLRule) error {
 // yet (rules may be set before the user or device is created); DeleteUser
 // removes them. An empty rules list clears them.
 func (s *Store) SetACL(ctx context.Context, name string, rules []adapters.ACLRule) error {
+	defer s.principalsChanged() // replica.go
 	if err := ValidateName(name); err != nil {
 		return fmt.Errorf("store: set acl of %q: %w", name, err)
 	}
@@ -89,6 +90,7 @@ func tokenHash(token string) []byte {
 
 // CreateToken issues an opaque bearer token for user valid for ttl (0: no expiry).
 func (s *Store) CreateToken(ctx context.Context, user string, ttl time.Duration) (string, error) {
+	defer s.principalsChanged() // replica.go
 	if ttl < 0 {
 		return "", fmt.Errorf("store: create token for %q: negative ttl %v", user, ttl)
 	}
@@ -148,6 +150,7 @@ func (s *Store) VerifyToken(ctx context.Context, token string) (User, error) {
 
 // DeleteToken revokes a token (ErrNotFound when it is unknown).
 func (s *Store) DeleteToken(ctx context.Context, token string) error {
+	defer s.principalsChanged() // replica.go
 	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		return mustAffect(tx.ExecContext(ctx, `DELETE FROM tokens WHERE hash = ?`, tokenHash(token)))
 	})

@@ -131,6 +131,7 @@ func putCredentials(ctx context.Context, tx *sql.Tx, name string, creds []SCRAMC
 // A device that logs in with a password (MQTT, XMPP) is a user of role
 // adapters.RoleDevice named like the device; AddDevice does not create it.
 func (s *Store) AddUser(ctx context.Context, name, password, role string) error {
+	defer s.principalsChanged() // replica.go
 	if err := errors.Join(ValidateName(name), validatePassword(password), validateRole(role)); err != nil {
 		return fmt.Errorf("store: add user %q: %w", name, err)
 	}
@@ -156,6 +157,7 @@ func insertUser(ctx context.Context, tx *sql.Tx, name, role string, creds []SCRA
 
 // SetPassword replaces a user's password (ErrNotFound).
 func (s *Store) SetPassword(ctx context.Context, name, password string) error {
+	defer s.principalsChanged() // replica.go
 	if err := validatePassword(password); err != nil {
 		return fmt.Errorf("store: set password of %q: %w", name, err)
 	}
@@ -179,6 +181,7 @@ func (s *Store) SetPassword(ctx context.Context, name, password string) error {
 
 // SetRole changes a user's role (ErrNotFound, ErrInvalidRole).
 func (s *Store) SetRole(ctx context.Context, name, role string) error {
+	defer s.principalsChanged() // replica.go
 	if err := validateRole(role); err != nil {
 		return fmt.Errorf("store: set role of %q: %w", name, err)
 	}
@@ -201,6 +204,7 @@ func (s *Store) SetRole(ctx context.Context, name, role string) error {
 
 // DeleteUser removes a user, its tokens and ACL rules (ErrNotFound).
 func (s *Store) DeleteUser(ctx context.Context, name string) error {
+	defer s.principalsChanged() // replica.go
 	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		// scram and tokens rows go by ON DELETE CASCADE.
 		if err := mustAffect(tx.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name)); err != nil {
@@ -323,6 +327,7 @@ func (s *Store) VerifyPassword(ctx context.Context, name, password string) (stri
 // upgradeCredentials replaces name's credentials with ones at the current
 // iteration count, unless they changed since old was read.
 func (s *Store) upgradeCredentials(ctx context.Context, name, password string, old []byte) error {
+	defer s.principalsChanged() // replica.go
 	creds, err := s.newCredentials(password)
 	if err != nil {
 		return err

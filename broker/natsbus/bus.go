@@ -105,6 +105,8 @@ type Bus struct {
 	// fault, when set (tests), is asked before every JetStream write: a
 	// non-nil error is that write failing.
 	fault func() error
+
+	groups groupSubs // groups.go
 }
 
 // New connects the bus to NATS: it creates or updates the stream and the
@@ -270,7 +272,7 @@ func (b *Bus) onLive(m *nats.Msg) {
 		b.log.Warn("natsbus: undecodable envelope", "subject", m.Subject, "err", err)
 		return
 	}
-	if err := b.mem.Publish(b.ctx, e); err != nil && !errors.Is(err, broker.ErrClosed) {
+	if err := b.mem.Publish(broker.WithoutGroups(b.ctx), e); err != nil && !errors.Is(err, broker.ErrClosed) {
 		b.log.Warn("natsbus: route envelope", "topic", e.Topic, "err", err)
 	}
 }
@@ -327,7 +329,7 @@ func (b *Bus) checkFault() error {
 // sendLive routes e to this hub's live subscribers and hands it to the
 // other hubs for theirs.
 func (b *Bus) sendLive(ctx context.Context, e *broker.Envelope) error {
-	if err := b.mem.Publish(ctx, e); err != nil {
+	if err := b.mem.Publish(b.localRoute(ctx), e); err != nil {
 		return err
 	}
 	m, err := b.msg(b.liveSubj, e)
@@ -455,7 +457,7 @@ func (b *Bus) Subscribe(ctx context.Context, opts broker.SubscribeOptions, h bro
 		return nil, errors.New("natsbus: subscribe: nil handler")
 	}
 	if !opts.Durable {
-		return b.mem.Subscribe(ctx, opts, h)
+		return b.trackGroups(b.mem.Subscribe(ctx, opts, h))
 	}
 	opts.MaxAckPending = 1
 	return b.attachDurable(ctx, opts, handlerDeliveries(b.log, opts.ID, h))
@@ -467,7 +469,7 @@ func (b *Bus) Consume(ctx context.Context, opts broker.SubscribeOptions, h broke
 		return nil, errors.New("natsbus: consume: nil handler")
 	}
 	if !opts.Durable {
-		return b.mem.Consume(ctx, opts, h)
+		return b.trackGroups(b.mem.Consume(ctx, opts, h))
 	}
 	if opts.MaxAckPending <= 0 {
 		opts.MaxAckPending = broker.DefaultMaxAckPending
@@ -522,6 +524,7 @@ func (b *Bus) Close() error {
 		_ = d.Detach()
 	}
 	_ = b.live.Unsubscribe()
+	b.closeGroups()
 	b.cancel()
 	b.wg.Wait()
 	return b.mem.Close()

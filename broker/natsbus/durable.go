@@ -246,7 +246,7 @@ func (b *Bus) attachDurable(ctx context.Context, opts broker.SubscribeOptions, h
 	popts := opts
 	popts.Durable, popts.KeepFilters, popts.LiveQoS0Only = false, false, true
 	popts.Specs, popts.Filters = specs, nil
-	d.part, err = b.mem.Consume(ctx, popts, d.handle)
+	d.part, err = b.trackGroups(b.mem.Consume(ctx, popts, d.handle)) // groups.go
 	if err != nil {
 		return fail(err)
 	}

@@ -1,0 +1,79 @@
+package natsbus
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hubsmith/hub/broker"
+)
+
+// TestGroupAcrossHubs: members of one consumer group on two hubs share
+// the publishes of both: each publish is delivered once in all, at QoS 0
+// and 1, and both members get some; a plain subscriber on each hub gets
+// every one. When one member leaves, the other gets all.
+func TestGroupAcrossHubs(t *testing.T) {
+	a := newBus(t, "groups", Config{Node: "a"})
+	defer a.Close()
+	b := newBus(t, "groups", Config{Node: "b"})
+	defer b.Close()
+	ctx := context.Background()
+	var onA, onB, plainA, plainB atomic.Int64
+	count := func(n *atomic.Int64) broker.Handler {
+		return func(context.Context, *broker.Envelope) error { n.Add(1); return nil }
+	}
+	subs := map[*atomic.Int64]broker.Subscription{}
+	for _, c := range []struct {
+		bus   *Bus
+		n     *atomic.Int64
+		group string
+	}{{a, &onA, "g"}, {b, &onB, "g"}, {a, &plainA, ""}, {b, &plainB, ""}} {
+		s, err := c.bus.Subscribe(ctx, broker.SubscribeOptions{QoS: 1,
+			Specs: []broker.Filter{{Topic: "t/#", QoS: 1, Group: c.group}}}, count(c.n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = s.Unsubscribe() }()
+		subs[c.n] = s
+	}
+	// The queue subscriptions reach the server before the publishes.
+	if err := a.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	for i := range n {
+		pub := a
+		if i%2 == 1 {
+			pub = b
+		}
+		if err := pub.Publish(ctx, &broker.Envelope{Topic: fmt.Sprint("t/", i), Payload: []byte("x"), QoS: byte(i % 2)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every publish at both plain subscribers", func() bool { return plainA.Load() == n && plainB.Load() == n })
+	waitFor(t, "every publish at the group", func() bool { return onA.Load()+onB.Load() >= n })
+	time.Sleep(100 * time.Millisecond) // a second delivery would show now
+	if got := onA.Load() + onB.Load(); got != n || onA.Load() == 0 || onB.Load() == 0 {
+		t.Fatalf("group deliveries: %d on A, %d on B, want %d in all, some on each", onA.Load(), onB.Load(), n)
+	}
+	t.Logf("group deliveries: %d on A, %d on B", onA.Load(), onB.Load())
+
+	if _, err := subs[&onB].RemoveFilter(ctx, "t/#", "g"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	before := onA.Load()
+	for i := range 10 {
+		if err := b.Publish(ctx, &broker.Envelope{Topic: fmt.Sprint("t/x", i), Payload: []byte("y")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the remaining member gets all", func() bool { return onA.Load()-before == 10 })
+}
