@@ -177,12 +177,14 @@ func TestPrincipalsAcrossHubs(t *testing.T) {
 	within(t, "carol's MQTT session on B ended", 5*time.Second, func() bool { return !mq.IsConnectionOpen() })
 	within(t, "lamp9's MQTT connection on B ended", 5*time.Second, func() bool { return !dev.IsConnectionOpen() })
 	t.Logf("revoked on B %v after the deletion on A", time.Since(t0).Round(time.Millisecond))
-	if err := xmppTry(t, xmppB, "carol", "carolpw", sasl.ScramSha256); err == nil {
-		t.Fatal("carol logs in on B after her deletion on A")
-	}
-	if rc := mqttConnack(t, mqttB, nil, "lamp9", "lamp9", "lamp9pw"); rc == 0 {
-		t.Fatal("lamp9 logs in on B after its deletion on A")
-	}
+	// The sessions may end (revocation mark) a moment before B's store
+	// has applied the deletion: the logins are refused once it has.
+	within(t, "carol's XMPP login refused on B", 5*time.Second, func() bool {
+		return xmppTry(t, xmppB, "carol", "carolpw", sasl.ScramSha256) != nil
+	})
+	within(t, "lamp9's MQTT login refused on B", 5*time.Second, func() bool {
+		return mqttConnack(t, mqttB, nil, "lamp9", "lamp9", "lamp9pw") != 0
+	})
 	if s := bearer(baseB); s != http.StatusUnauthorized {
 		t.Fatalf("carol's token on B after her deletion: %d, want 401", s)
 	}

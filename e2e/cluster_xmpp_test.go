@@ -42,20 +42,37 @@ func natsServer(t testing.TB) *server.Server {
 	return srv
 }
 
-// twoHubs starts hubs a and b on one NATS server, each with the user bob
-// (users are not shared between the hubs' stores yet).
+// twoHubs starts hubs a and b on one NATS server, with the user bob
+// added on a and known on both (the principal records are shared).
 func twoHubs(t testing.TB) (*hubtest.Hub, *hubtest.Hub) {
 	t.Helper()
 	srv := natsServer(t)
 	var hubs []*hubtest.Hub
 	for _, name := range []string{"a", "b"} {
-		h := hubtest.Start(t, func(c *gateway.Config) { c.Node = name; c.NATS.URL = srv.ClientURL() })
-		if err := h.Store.AddUser(context.Background(), "bob", "bobpw", adapters.RoleUser); err != nil {
-			t.Fatal(err)
-		}
-		hubs = append(hubs, h)
+		hubs = append(hubs, hubtest.Start(t, func(c *gateway.Config) { c.Node = name; c.NATS.URL = srv.ClientURL() }))
 	}
+	addUserEverywhere(t, "bob", "bobpw", hubs...)
 	return hubs[0], hubs[1]
+}
+
+// addUserEverywhere adds a user on the first hub and waits until every
+// other hub of the cluster has its record.
+func addUserEverywhere(t testing.TB, name, password string, hubs ...*hubtest.Hub) {
+	t.Helper()
+	ctx := context.Background()
+	if err := hubs[0].Store.AddUser(ctx, name, password, adapters.RoleUser); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hubs[1:] {
+		for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if _, err := h.Store.GetUser(ctx, name); err == nil {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("user %q added on one hub is not known on another after 10 s", name)
+			}
+		}
+	}
 }
 
 func presenceOf(from, typ string) func(stanza) bool {
@@ -221,18 +238,28 @@ func TestDeviceCommandsAcrossHubsCoAPAndXMPP(t *testing.T) {
 			c.NATS.URL = srv.ClientURL()
 			c.CoAP.DTLSAddr = "127.0.0.1:0"
 		})
-		base := "http://" + h.Addr(t, "rest")
-		for _, d := range []string{
-			`{"id":"therm1","protocol":"coap","psk":"746865726d6b6579"}`,
-			`{"id":"valve1","protocol":"xmpp","password":"valvepw"}`,
-		} {
-			if s, body := httpAsBody(t, http.MethodPost, base+"/api/v1/devices", "admin", "adminpw", d); s != http.StatusCreated {
-				t.Fatalf("add device on %s: %d %s", name, s, body)
-			}
-		}
 		hubs = append(hubs, h)
 	}
 	a, b := hubs[0], hubs[1]
+	// Registered on A only: the device records are shared.
+	for _, d := range []string{
+		`{"id":"therm1","protocol":"coap","psk":"746865726d6b6579"}`,
+		`{"id":"valve1","protocol":"xmpp","password":"valvepw"}`,
+	} {
+		if s, body := httpAsBody(t, http.MethodPost, "http://"+a.Addr(t, "rest")+"/api/v1/devices", "admin", "adminpw", d); s != http.StatusCreated {
+			t.Fatalf("add device on a: %d %s", s, body)
+		}
+	}
+	for _, id := range []string{"therm1", "valve1"} {
+		for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if _, err := b.Store.GetDevice(context.Background(), id); err == nil {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("device %s added on a is not known on b after 10 s", id)
+			}
+		}
+	}
 	baseA := "http://" + a.Addr(t, "rest")
 	cmd := func(device string) (int, string) {
 		return httpAsBody(t, http.MethodPost, baseA+"/api/v1/devices/"+device+"/commands/set?timeout=5s", "admin", "adminpw", `{"level":3}`)
@@ -318,11 +345,7 @@ func TestXMPPChatLatencyFigures(t *testing.T) {
 		// Hubs on different nodes of an embedded three-node cluster: the
 		// NATS route between the nodes is on the path.
 		hubs := startCluster(t, clusterConfigs(t))
-		for _, h := range hubs[:2] {
-			if err := h.Store.AddUser(context.Background(), "bob", "bobpw", adapters.RoleUser); err != nil {
-				t.Fatal(err)
-			}
-		}
+		addUserEverywhere(t, "bob", "bobpw", hubs[:2]...)
 		cases = append(cases, struct {
 			name             string
 			aliceHub, bobHub *hubtest.Hub
