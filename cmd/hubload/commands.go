@@ -264,7 +264,8 @@ func cmdIdle(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	xmppURL := fs.String("xmpp-url", "xmpp://127.0.0.1:5222", "XMPP c2s URL")
 	nXMPP := fs.Int("xmpp", 0, fmt.Sprintf("idle XMPP sessions (0..%d)", maxIdleXMPP))
 	fs.StringVar(&c.domain, "domain", "localhost", "XMPP domain")
-	fs.StringVar(&c.xmppUser, "xmpp-user", "load%d", "XMPP user names; %d becomes the session number")
+	fs.StringVar(&c.xmppUser, "xmpp-user", "load%d", "XMPP user names; %d becomes the session number modulo --xmpp-users")
+	xmppUsers := fs.Int("xmpp-users", 0, "spread the XMPP sessions over this many users, each with several resources (0: a user per session)")
 	fs.StringVar(&c.xmppPassword, "xmpp-password", "loadpw", "password of every XMPP user")
 	fs.StringVar(&c.username, "username", "", "MQTT username")
 	fs.StringVar(&c.password, "password", "", "MQTT password")
@@ -293,6 +294,8 @@ func cmdIdle(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, fmt.Errorf("--settle %s: must be more than 0 and at most %s", *settle, maxDrain))
 	case c.connectTimeout <= 0 || c.connectTimeout > maxDuration:
 		return usageError(stderr, fmt.Errorf("--connect-timeout %s: must be more than 0 and at most %s", c.connectTimeout, maxDuration))
+	case *xmppUsers < 0:
+		return usageError(stderr, fmt.Errorf("--xmpp-users %d: must not be negative", *xmppUsers))
 	}
 	mqttAddr, err := mqttHostPort(*mqttURL)
 	if err != nil {
@@ -309,7 +312,7 @@ func cmdIdle(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	res, err := runIdle(ctx, c, mqttAddr, *nMQTT, xAddr, *nXMPP, *settle, *hold)
+	res, err := runIdle(ctx, c, mqttAddr, *nMQTT, xAddr, *nXMPP, *xmppUsers, *settle, *hold)
 	if err != nil {
 		fmt.Fprintln(stderr, "hubload idle:", err)
 		return 1
@@ -330,7 +333,10 @@ func cmdIdle(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // runIdle opens the sessions, measures and closes them.
-func runIdle(ctx context.Context, c *config, mqttAddr string, nMQTT int, xmppAddr string, nXMPP int, settle, hold time.Duration) (*IdleResult, error) {
+func runIdle(ctx context.Context, c *config, mqttAddr string, nMQTT int, xmppAddr string, nXMPP, xmppUsers int, settle, hold time.Duration) (*IdleResult, error) {
+	if xmppUsers <= 0 {
+		xmppUsers = max(nXMPP, 1)
+	}
 	before, err := settleRSS(ctx, c.pid, settle)
 	if err != nil {
 		return nil, err
@@ -369,7 +375,7 @@ func runIdle(ctx context.Context, c *config, mqttAddr string, nMQTT int, xmppAdd
 	}
 	var streamErrs errorLog
 	if err := connectAll(connectCtx, nXMPP, func(ctx context.Context, i int) error {
-		x, err := serveXMPP(ctx, c, xmppAddr, xmppUser(c.xmppUser, i), func(xmppStanza) {}, streamErrs.add)
+		x, err := serveXMPP(ctx, c, xmppAddr, xmppUser(c.xmppUser, i%xmppUsers), func(xmppStanza) {}, streamErrs.add)
 		if err != nil {
 			return fmt.Errorf("xmpp session %d: %w", i, err)
 		}

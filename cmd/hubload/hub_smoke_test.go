@@ -78,7 +78,7 @@ func TestSmokeHubXMPPAndSSE(t *testing.T) {
 func TestSmokeHubIdleAndLogin(t *testing.T) {
 	_, mqttURL, xmppURL, _ := startLoadHub(t, 3)
 	var out, errOut bytes.Buffer
-	args := []string{"--mqtt-url", mqttURL, "--mqtt", "20", "--xmpp-url", xmppURL, "--xmpp", "3",
+	args := []string{"--mqtt-url", mqttURL, "--mqtt", "20", "--xmpp-url", xmppURL, "--xmpp", "4", "--xmpp-users", "2",
 		"--pid", fmt.Sprint(os.Getpid()), "--settle", "1s", "--json"}
 	if code := execute(context.Background(), append([]string{"idle"}, args...), &out, &errOut); code != 0 {
 		t.Fatalf("idle: status %d: %s", code, errOut.String())
@@ -87,7 +87,7 @@ func TestSmokeHubIdleAndLogin(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &ir); err != nil {
 		t.Fatalf("idle JSON %q: %v", out.String(), err)
 	}
-	if ir.MQTT != 20 || ir.XMPP != 3 || ir.RSSBefore == 0 || ir.RSSAfter == 0 || ir.RSSPeak < ir.RSSAfter {
+	if ir.MQTT != 20 || ir.XMPP != 4 || ir.RSSBefore == 0 || ir.RSSAfter == 0 || ir.RSSPeak < ir.RSSAfter {
 		t.Errorf("idle result %+v", ir)
 	}
 
