@@ -28,14 +28,16 @@ for path in glob.glob(os.path.join(out, "*.json")):
     except (OSError, ValueError):
         pass
 
-figures = {}
+figures = {}  # name -> median of its values
 if os.path.exists(os.path.join(out, "figures.txt")):
+    values = {}
     for line in open(os.path.join(out, "figures.txt")):
         k, _, v = line.strip().partition(" ")
         try:
-            figures[k] = float(v)
+            values.setdefault(k, []).append(float(v))
         except ValueError:
             pass
+    figures = {k: statistics.median(v) for k, v in values.items()}
 
 
 def runs_of(t, case):
@@ -166,7 +168,7 @@ all_targets = ["hub", "mochi", "mosquitto", "prosody", "ejabberd"]
 print("| footprint | " + " | ".join(all_targets) + " |")
 print("|---|" + "---|" * len(all_targets))
 startup = [figures.get(f"{t}.startup_ms") for t in all_targets]
-print("| start-up to ready, ms | " + " | ".join(fmt(v) for v in startup) + " |")
+print("| start-up to ready (median of every start), ms | " + " | ".join(fmt(v) for v in startup) + " |")
 idle_rss = [figures.get(f"{t}.idle_rss_kib") for t in all_targets]
 print("| idle RSS, MiB | " + " | ".join(fmt(v / 1024 if v else None) for v in idle_rss) + " |")
 print("| RSS per idle MQTT connection, KB | " + " | ".join(fmt(kb_per(t, "mqtt")) for t in all_targets) + " |")
