@@ -208,6 +208,10 @@ start_ejabberd() {
 	c=$(free_port) m=$(free_port) h=$(free_port)
 	grep -v '^EJABBERD_CONFIG_PATH\|^EJABBERD_PID_PATH\|^INET_DIST_INTERFACE\|^ERL_EPMD_ADDRESS' /etc/ejabberd/ejabberdctl.cfg >"$d/ejabberdctl.cfg"
 	printf 'INET_DIST_INTERFACE=127.0.0.1\nERL_EPMD_ADDRESS=127.0.0.1\nexport ERL_EPMD_ADDRESS\n' >>"$d/ejabberdctl.cfg"
+	# ejabberdctl runs the VM through su, which resets the open-files
+	# limit to 1024: ejabberd then stopped accepting at about 1,000
+	# connections. The file is sourced by that shell too.
+	echo 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true' >>"$d/ejabberdctl.cfg"
 	cat >"$d/ejabberd.yml" <<EOF
 hosts:
   - localhost
