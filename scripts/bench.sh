@@ -209,8 +209,9 @@ start_ejabberd() {
 	grep -v '^EJABBERD_CONFIG_PATH\|^EJABBERD_PID_PATH\|^INET_DIST_INTERFACE\|^ERL_EPMD_ADDRESS' /etc/ejabberd/ejabberdctl.cfg >"$d/ejabberdctl.cfg"
 	printf 'INET_DIST_INTERFACE=127.0.0.1\nERL_EPMD_ADDRESS=127.0.0.1\nexport ERL_EPMD_ADDRESS\n' >>"$d/ejabberdctl.cfg"
 	# ejabberdctl runs the VM through su, which resets the open-files
-	# limit to 1024: ejabberd then stopped accepting at about 1,000
-	# connections. The file is sourced by that shell too.
+	# limit to 1024; raise it (the file is sourced by that shell too).
+	# ejabberd still stops accepting at about 1,000 connections here, for
+	# a reason not found: its idle cases then fail and show "-".
 	echo 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true' >>"$d/ejabberdctl.cfg"
 	cat >"$d/ejabberd.yml" <<EOF
 hosts:
