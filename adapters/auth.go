@@ -290,6 +290,11 @@ func (a *Auth) Authorize(ctx context.Context, p Principal, action Action, topic 
 	if err != nil {
 		return err
 	}
+	return authorizeState(st, p, action, topic)
+}
+
+// authorizeState decides action on topic by p given p's current state.
+func authorizeState(st principalState, p Principal, action Action, topic string) error {
 	if st.err != nil {
 		return fmt.Errorf("%w: %s %q by %q: %w", ErrForbidden, action, topic, p.Name, st.err)
 	}

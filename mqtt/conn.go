@@ -66,6 +66,12 @@ type asyncConn struct {
 	limitErr error
 }
 
+// idleWriteBuffer is the most write buffer a connection keeps when its
+// flusher finds nothing more to write: the buffer of the last burst (up to
+// 64 KiB, the flusher's spare) would otherwise stay with an idle
+// connection for as long as it lasts.
+const idleWriteBuffer = 512
+
 // newAsyncConn wraps c. Its flusher goroutine runs only while there are
 // bytes to write (an idle connection costs no goroutine for it); done is
 // called once, when the connection has been closed and what was pending
@@ -155,6 +161,9 @@ func (c *asyncConn) flush() {
 		if len(c.buf) == 0 {
 			if !c.closing {
 				c.flushing = false
+				if cap(c.buf) > idleWriteBuffer {
+					c.buf = nil // a connection going idle keeps no burst's buffer
+				}
 				c.mu.Unlock()
 				return
 			}
@@ -190,7 +199,7 @@ func (c *asyncConn) flush() {
 			return
 		}
 		if cap(out) > 64<<10 {
-			out = nil // a burst's buffer is not kept for an idle connection
+			out = nil // a burst's buffer is not kept
 		}
 	}
 }

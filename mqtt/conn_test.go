@@ -123,3 +123,52 @@ func TestNoDisconnectToV3(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleConnKeepsNoBurstBuffer: once a burst is written, the connection
+// keeps at most idleWriteBuffer bytes of write buffer; small writes keep
+// theirs (no allocation per message when the flusher keeps up).
+func TestIdleConnKeepsNoBurstBuffer(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		size    int
+		maxKept int
+	}{
+		{"burst", 8 << 10, idleWriteBuffer},
+		{"small", 100, idleWriteBuffer},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			server, client := net.Pipe()
+			defer client.Close()
+			ac := newAsyncConn(server, time.Second, func(net.Conn, error) {}, func() {})
+			defer ac.Close()
+			// One write at a time, each read before the next: the flusher
+			// swaps its two buffers, so the second write leaves the
+			// first's buffer behind.
+			for range 3 {
+				if _, err := ac.Write(make([]byte, tt.size)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(client, make([]byte, tt.size)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(wait)
+			for {
+				ac.mu.Lock()
+				flushing, kept := ac.flushing, cap(ac.buf)
+				ac.mu.Unlock()
+				if !flushing {
+					if kept > tt.maxKept {
+						t.Fatalf("idle connection keeps %d bytes of buffer, want at most %d", kept, tt.maxKept)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the flusher did not go idle")
+				}
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+}

@@ -374,9 +374,13 @@ func (a *Adapter) inflight() int {
 // topics are readable besides (ownClientTopic).
 func (a *Adapter) reader(p adapters.Principal, clientID string) func(*broker.Envelope) bool {
 	return func(e *broker.Envelope) bool {
-		ctx, cancel := context.WithTimeout(a.ctx, authTimeout)
-		defer cancel()
-		err := a.auth.CanRead(ctx, p, e.Topic)
+		// Per delivery: a cached decision costs no context and timer.
+		err, ok := a.auth.CanReadCached(p, e.Topic)
+		if !ok {
+			ctx, cancel := context.WithTimeout(a.ctx, authTimeout)
+			err = a.auth.CanRead(ctx, p, e.Topic)
+			cancel()
+		}
 		if errors.Is(err, adapters.ErrForbidden) && ownClientTopic(p, clientID, e.Topic) {
 			return true
 		}

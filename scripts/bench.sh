@@ -1,71 +1,90 @@
 #!/usr/bin/env bash
-# Benchmark: the hub's MQTT listener against Debian's Mosquitto, side by
-# side, with cmd/hubload. Builds hub and hubload, starts the hub on free
-# loopback ports with a fresh data dir (CoAP and XMPP off), starts
-# Mosquitto on another loopback port with a throw-away config, runs the same
-# scenarios against each (alternating, BENCH_RUNS times) and prints the
-# medians.
+# Benchmark: the hub against the servers a user would pick instead, side
+# by side on this machine, with cmd/hubload. Targets:
+#   hub        the hub binary (fresh data dir, default configuration)
+#   mochi      a bare mochi-mqtt broker at the hub's go.mod version, default
+#              options (`hubload mochi`)
+#   mosquitto  Debian's Mosquitto (persistence off, Debian's defaults)
+#   prosody    Debian's Prosody (STARTTLS, internal_plain accounts)
+#   ejabberd   Debian's ejabberd (STARTTLS, SCRAM accounts; mod_mqtt as an
+#              MQTT peer)
+# A target whose binary is missing or that does not start is skipped with a
+# note; its column shows "-".
 #
-# Scenarios, each at QoS 0 and QoS 1:
-#   1->1     one publisher, one subscriber, as fast as it goes: msg/s
-#   1->100   one publisher, 100 subscribers on one topic: deliveries/s
-#   and the same two paced at a moderate rate (BENCH_RATE_1TO1,
-#   BENCH_RATE_FANOUT msg/s) for latency, since unpaced latency mostly
-#   measures the queue the load generator builds up.
-#
-# With BENCH_CROSS=1 the hub also gets a CoAP listener and hub-only cases
-# publish over CoAP (POST /ps/{topic}, NON/CON) and HTTP (POST
-# /api/v1/topics/{topic}) to MQTT subscribers.
+# The table (every case alternates targets, BENCH_RUNS times; medians):
+#   MQTT QoS 0/1 throughput 1->1, 1->100, 100->1   hub mochi mosquitto ejabberd
+#   QoS 1 1->1 paced at 5,000 msg/s (p99)          hub mochi mosquitto ejabberd
+#   QoS 1 1->1 to a persistent session (hub: durable, every copy fsynced
+#     before its PUBACK) against the others' clean QoS 1 1->1
+#   XMPP chat: 20 pairs at 3,000 msg/s; 50 pairs at 9,000 msg/s (180 per
+#     connection: the hub's default c2s limit is 200 stanzas/s)   hub prosody ejabberd
+#   XMPP c2s logins (STARTTLS + SASL + bind), 4 workers            hub prosody ejabberd
+#   topic JID delivery (MQTT publish -> XMPP subscriber), cross-protocol p99
+#     at 1,000 msg/s (CoAP->MQTT, MQTT->XMPP, MQTT->SSE)            hub only
+# and, once per target on a freshly started process:
+#   start-up to ready (hub: /healthz answers; others: the port accepts;
+#   the median over every start, the hub's first on a new data dir),
+#   idle RSS, RSS per idle MQTT connection (BENCH_IDLE_MQTT of them), per
+#   idle XMPP c2s session (BENCH_IDLE_XMPP), and for the hub 10,000 idle
+#   MQTT + 1,000 XMPP sessions together; peak RSS of the fan-out runs.
 #
 # Usage: scripts/bench.sh [--quick]
 # Environment (defaults in brackets):
-#   BENCH_RUNS [3]            runs of each case per target; medians are printed
-#   BENCH_MESSAGES [20000]    messages per 1->1 throughput case
-#   BENCH_FANOUT_MESSAGES [1000]  messages per 1->100 throughput case (x100 deliveries)
-#   BENCH_RATE_1TO1 [1000]    msg/s of the paced 1->1 cases (3 s long)
-#   BENCH_RATE_FANOUT [20]    msg/s of the paced 1->100 cases (3 s long; x100 deliveries)
-#   BENCH_SIZE [64]           payload bytes
-#   BENCH_TARGETS ["hub mosquitto"]
-#   BENCH_CROSS [0]           1: add the hub-only CoAP and HTTP cases
-#   BENCH_OUT [temp dir]      where the JSON of every run is kept
-#   MOSQUITTO [mosquitto]     the Mosquitto binary
-# Only loopback addresses are used. Each hubload run is bounded by
-# --duration 30s plus its drain time.
+#   BENCH_RUNS [3]              runs of each case per target
+#   BENCH_TARGETS ["hub mochi mosquitto prosody ejabberd"]
+#   BENCH_MESSAGES [20000]      messages of the 1->1 and 100->1 cases
+#   BENCH_FANOUT_MESSAGES [1000]  messages of the 1->100 cases (x100 deliveries)
+#   BENCH_IDLE_MQTT [2000]      idle MQTT connections per target
+#   BENCH_IDLE_XMPP [1000]      idle XMPP sessions per target (over BENCH_USERS accounts)
+#   BENCH_BIG_MQTT [10000] BENCH_BIG_XMPP [1000]  the hub's big idle case
+#   BENCH_USERS [100]           XMPP accounts load0.. (password loadpw) per target
+#   BENCH_SIZE [64]             payload bytes
+#   BENCH_OUT [temp dir]        where the JSON of every run is kept
+# --quick: one run, small counts (a smoke run of the whole script).
+# Only loopback addresses are used; every hubload run is bounded by
+# --duration and its drain time.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${BENCH_RUNS:-3}
+targets=${BENCH_TARGETS:-hub mochi mosquitto prosody ejabberd}
 messages=${BENCH_MESSAGES:-20000}
 fanout_messages=${BENCH_FANOUT_MESSAGES:-1000}
-rate_1to1=${BENCH_RATE_1TO1:-1000}
-rate_fanout=${BENCH_RATE_FANOUT:-20}
+idle_mqtt=${BENCH_IDLE_MQTT:-2000}
+idle_xmpp=${BENCH_IDLE_XMPP:-1000}
+big_mqtt=${BENCH_BIG_MQTT:-10000}
+big_xmpp=${BENCH_BIG_XMPP:-1000}
+users=${BENCH_USERS:-100}
 size=${BENCH_SIZE:-64}
-targets=${BENCH_TARGETS:-hub mosquitto}
-cross=${BENCH_CROSS:-0}
+chat_pairs=20 chat_rate=3000 max_pairs=50 max_rate=9000 paced_secs=3 rate_5k=5000 cross_rate=1000
 if [ "${1:-}" = "--quick" ]; then
-	runs=1 messages=2000 fanout_messages=200 rate_1to1=1000 rate_fanout=20
+	runs=1 messages=2000 fanout_messages=100 idle_mqtt=200 idle_xmpp=50 big_mqtt=500 big_xmpp=50 users=20
+	chat_pairs=4 chat_rate=400 max_pairs=10 max_rate=1000 paced_secs=1 rate_5k=2000 cross_rate=500
 elif [ -n "${1:-}" ]; then
 	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
 	exit 2
 fi
-mosquitto_bin=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
+[ "$users" -ge $((2 * max_pairs)) ] || users=$((2 * max_pairs))
 
 work=$(mktemp -d)
 out=${BENCH_OUT:-$work/results}
 mkdir -p "$out"
-hub_pid="" mosq_pid=""
+declare -A pid mqtt xmpp http coap
+epmd_before=$(pgrep -x epmd || true)
+
 stop_pid() { # pid: TERM, wait up to 5 s, then KILL
-	local pid=$1
-	[ -n "$pid" ] || return 0
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-	kill -KILL "$pid" 2>/dev/null || true
+	local p=$1
+	[ -n "$p" ] || return 0
+	kill -0 "$p" 2>/dev/null || return 0
+	kill -TERM "$p" 2>/dev/null || true
+	for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+	kill -KILL "$p" 2>/dev/null || true
 }
 cleanup() {
-	stop_pid "$hub_pid"
-	stop_pid "$mosq_pid"
-	rm -rf "$work/data" "$work/mosquitto.conf"
+	for t in "${!pid[@]}"; do stop_target "$t"; done
+	if [ -z "$epmd_before" ]; then
+		for p in $(pgrep -x epmd || true); do stop_pid "$p"; done
+	fi
 	[ -n "${BENCH_OUT:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -73,115 +92,302 @@ trap cleanup EXIT
 free_port() {
 	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
-tcp_open() { # port: true once something accepts on 127.0.0.1:port
-	timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+free_udp_port() {
+	python3 -c 'import socket; s = socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
-wait_tcp() { # port pid: wait up to 10 s for the port while pid lives
-	for _ in $(seq 100); do
-		tcp_open "$1" && return 0
-		kill -0 "$2" 2>/dev/null || return 1
-		sleep 0.1
-	done
-	return 1
-}
+tcp_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+now_ms() { date +%s%3N; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+note() { echo "note: $*" | tee -a "$out/notes.txt"; }
+# record name value: one figure of the memory/start-up part
+record() { echo "$1 $2" >>"$out/figures.txt"; }
 
 echo "building hub and hubload ..."
-(cd "$root" && go build -o "$work/hubload" ./cmd/hubload)
-hub_built=""
-if (cd "$root" && go build -o "$work/hub" ./cmd/hub) 2>"$work/hub-build.log"; then
-	hub_built=1
-else
-	echo "note: cmd/hub does not build; benchmarking Mosquitto only"; cat "$work/hub-build.log"
+(cd "$root" && go build -o "$work/hubload" ./cmd/hubload && go build -o "$work/hub" ./cmd/hub)
+hubload=$work/hubload
+
+# Accounts load0..load{users-1}, password loadpw, for each XMPP target.
+mkdir -p "$work/hub-template"
+if [[ " $targets " == *" hub "* ]]; then
+	for i in $(seq 0 $((users - 1))); do
+		"$work/hub" user add "load$i" --password loadpw --data-dir "$work/hub-template" >/dev/null
+	done
 fi
 
-declare -A url pid
-if [[ " $targets " == *" hub "* ]] && [ -n "$hub_built" ]; then
-	mqtt_port=$(free_port) http_port=$(free_port) coap_addr=off
-	if [ "$cross" = 1 ]; then
-		coap_port=$(python3 -c 'import socket; s = socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-		coap_addr=127.0.0.1:$coap_port
-	fi
-	"$work/hub" serve --data-dir "$work/data" \
-		--mqtt-addr "127.0.0.1:$mqtt_port" --coap-addr "$coap_addr" --xmpp-addr off \
-		--http-addr "127.0.0.1:$http_port" >"$work/hub.log" 2>&1 &
-	hub_pid=$!
-	healthy=""
-	for _ in $(seq 100); do
-		if curl -fsS "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1; then healthy=1; break; fi
-		kill -0 "$hub_pid" 2>/dev/null || break
-		sleep 0.1
+# start_TARGET sets pid[t] and the URLs, and prints the start-up time in
+# ms; it returns non-zero when the target cannot start.
+start_hub() {
+	# The first start initialises the data dir (its XMPP certificate);
+	# later ones are restarts, as after a reboot.
+	[ -d "$work/hub-data" ] || cp -a "$work/hub-template" "$work/hub-data"
+	local m x h px c
+	m=$(free_port) x=$(free_port) h=$(free_port) px=$(free_port) c=$(free_udp_port)
+	local t0
+	t0=$(now_ms)
+	"$work/hub" serve --data-dir "$work/hub-data" --mqtt-addr "127.0.0.1:$m" --xmpp-addr "127.0.0.1:$x" \
+		--xmpp-proxy-addr "127.0.0.1:$px" --http-addr "127.0.0.1:$h" --coap-addr "127.0.0.1:$c" \
+		--log-level warn >>"$work/hub.log" 2>&1 &
+	pid[hub]=$!
+	for _ in $(seq 1000); do
+		if curl -fsS "http://127.0.0.1:$h/healthz" >/dev/null 2>&1; then
+			echo $(($(now_ms) - t0))
+			mqtt[hub]=tcp://127.0.0.1:$m xmpp[hub]=xmpp://127.0.0.1:$x http[hub]=http://127.0.0.1:$h coap[hub]=coap://127.0.0.1:$c
+			return 0
+		fi
+		kill -0 "${pid[hub]}" 2>/dev/null || break
+		sleep 0.005
 	done
-	if [ -n "$healthy" ] && wait_tcp "$mqtt_port" "$hub_pid"; then
-		url[hub]="tcp://127.0.0.1:$mqtt_port" pid[hub]=$hub_pid
-		echo "hub: pid $hub_pid, mqtt 127.0.0.1:$mqtt_port, data dir $work/data"
-	else
-		echo "note: the hub did not come up with an MQTT listener; benchmarking Mosquitto only"
-		tail -n 20 "$work/hub.log"
-		stop_pid "$hub_pid"; hub_pid=""
-	fi
-fi
-if [[ " $targets " == *" mosquitto "* ]]; then
-	mosq_port=$(free_port)
+	tail -n 20 "$work/hub.log" >&2
+	return 1
+}
+start_mochi() {
+	local m t0
+	m=$(free_port)
+	t0=$(now_ms)
+	"$hubload" mochi --addr "127.0.0.1:$m" >>"$work/mochi.log" 2>&1 &
+	pid[mochi]=$!
+	wait_ready mochi "$m" "$t0" && mqtt[mochi]=tcp://127.0.0.1:$m
+}
+start_mosquitto() {
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || return 1
+	local m t0
+	m=$(free_port)
 	cat >"$work/mosquitto.conf" <<EOF
 # Debian's defaults otherwise (max_inflight_messages 20, max_queued_messages 1000)
-listener $mosq_port 127.0.0.1
+listener $m 127.0.0.1
 allow_anonymous true
 persistence false
 log_dest stderr
 log_type error
 log_type warning
 EOF
-	"$mosquitto_bin" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-	mosq_pid=$!
-	if wait_tcp "$mosq_port" "$mosq_pid"; then
-		url[mosquitto]="tcp://127.0.0.1:$mosq_port" pid[mosquitto]=$mosq_pid
-		echo "mosquitto: pid $mosq_pid, $("$mosquitto_bin" -h 2>&1 | head -1), 127.0.0.1:$mosq_port"
-	else
-		echo "note: mosquitto did not start"; cat "$work/mosquitto.log"
-		stop_pid "$mosq_pid"; mosq_pid=""
+	t0=$(now_ms)
+	"$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 &
+	pid[mosquitto]=$!
+	wait_ready mosquitto "$m" "$t0" && mqtt[mosquitto]=tcp://127.0.0.1:$m
+}
+start_prosody() {
+	command -v prosody >/dev/null || return 1
+	local d=$work/prosody c t0
+	rm -rf "$d" && mkdir -p "$d/data/localhost/accounts"
+	[ -f "$work/cert.pem" ] || openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" \
+		-days 2 -subj /CN=localhost 2>/dev/null
+	c=$(free_port)
+	cat >"$d/prosody.cfg.lua" <<EOF
+pidfile = "$d/prosody.pid"
+data_path = "$d/data"
+run_as_root = true
+daemonize = false
+log = { { levels = { min = "error" }, to = "file", filename = "$d/prosody.log" } }
+interfaces = { "127.0.0.1" }
+c2s_ports = { $c }
+s2s_ports = { }
+http_ports = { }
+https_ports = { }
+modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix" }
+modules_disabled = { "s2s" }
+authentication = "internal_plain"
+c2s_require_encryption = true
+ssl = { certificate = "$work/cert.pem"; key = "$work/key.pem"; }
+VirtualHost "localhost"
+EOF
+	for i in $(seq 0 $((users - 1))); do
+		echo 'return { ["password"] = "loadpw"; };' >"$d/data/localhost/accounts/load$i.dat"
+	done
+	t0=$(now_ms)
+	prosody --config "$d/prosody.cfg.lua" -F >>"$d/out.log" 2>&1 &
+	pid[prosody]=$!
+	wait_ready prosody "$c" "$t0" && xmpp[prosody]=xmpp://127.0.0.1:$c
+}
+ej_ctl() { ejabberdctl --config "$work/ejabberd/ejabberd.yml" --ctl-config "$work/ejabberd/ejabberdctl.cfg" \
+	--spool "$work/ejabberd/spool" --logs "$work/ejabberd/logs" --node "hubbench$$@localhost" "$@"; }
+start_ejabberd() {
+	command -v ejabberdctl >/dev/null || return 1
+	local d=$work/ejabberd c m h t0
+	rm -rf "$d" && mkdir -p "$d/spool" "$d/logs"
+	c=$(free_port) m=$(free_port) h=$(free_port)
+	grep -v '^EJABBERD_CONFIG_PATH\|^EJABBERD_PID_PATH\|^INET_DIST_INTERFACE\|^ERL_EPMD_ADDRESS' /etc/ejabberd/ejabberdctl.cfg >"$d/ejabberdctl.cfg"
+	printf 'INET_DIST_INTERFACE=127.0.0.1\nERL_EPMD_ADDRESS=127.0.0.1\nexport ERL_EPMD_ADDRESS\n' >>"$d/ejabberdctl.cfg"
+	# ejabberdctl runs the VM through su, which resets the open-files
+	# limit to 1024; raise it (the file is sourced by that shell too).
+	# ejabberd still stops accepting at about 1,000 connections here, for
+	# a reason not found: its idle cases then fail and show "-".
+	echo 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true' >>"$d/ejabberdctl.cfg"
+	cat >"$d/ejabberd.yml" <<EOF
+hosts:
+  - localhost
+loglevel: error
+certfiles:
+  - /etc/ejabberd/ejabberd.pem
+listen:
+  - {port: $c, ip: "127.0.0.1", module: ejabberd_c2s, starttls: true, starttls_required: true, max_stanza_size: 262144, access: c2s}
+  - {port: $m, ip: "127.0.0.1", module: mod_mqtt, backlog: 1000}
+  - {port: $h, ip: "127.0.0.1", module: ejabberd_http, request_handlers: {/api: mod_http_api}}
+acl:
+  loopback:
+    ip: [127.0.0.0/8]
+access_rules:
+  c2s:
+    allow: all
+api_permissions:
+  "loopback admin":
+    from: [ejabberd_ctl, mod_http_api]
+    who:
+      ip: 127.0.0.0/8
+    what: "*"
+auth_method: internal
+auth_password_format: scram
+modules:
+  mod_mqtt:
+    access_publish: {"#": [allow: all]}
+    access_subscribe: {"#": [allow: all]}
+  mod_roster: {}
+  mod_disco: {}
+  mod_ping: {}
+  mod_stream_mgmt: {}
+EOF
+	chmod 755 "$work" "$d"
+	chmod 644 "$d/ejabberd.yml" "$d/ejabberdctl.cfg"
+	chown -R ejabberd: "$d/spool" "$d/logs" 2>/dev/null || true
+	t0=$(now_ms)
+	ERL_EPMD_ADDRESS=127.0.0.1 ej_ctl foreground >>"$d/out.log" 2>&1 &
+	pid[ejabberd]=$!
+	# ejabberdctl runs beam through su: measure the Erlang VM itself.
+	wait_ready ejabberd "$h" "$t0" || return 1
+	local beam
+	beam=$(pgrep -f "beam.smp.*hubbench$$@localhost" | head -1)
+	[ -n "$beam" ] || return 1
+	pid[ejabberd]=$beam
+	for i in $(seq 0 $((users - 1))); do
+		curl -fsS -X POST -d "{\"user\":\"load$i\",\"host\":\"localhost\",\"password\":\"loadpw\"}" \
+			"http://127.0.0.1:$h/api/register" >/dev/null || { note "ejabberd: registering load$i failed"; return 1; }
+	done
+	tcp_open "$c" && tcp_open "$m" || return 1
+	xmpp[ejabberd]=xmpp://127.0.0.1:$c mqtt[ejabberd]=tcp://127.0.0.1:$m
+}
+# wait_ready target port t0: wait up to 30 s for the port; prints ms.
+wait_ready() {
+	for _ in $(seq 3000); do
+		if tcp_open "$2"; then echo $(($(now_ms) - $3)); return 0; fi
+		kill -0 "${pid[$1]}" 2>/dev/null || return 1
+		sleep 0.01
+	done
+	return 1
+}
+stop_target() {
+	local t=$1
+	[ -n "${pid[$t]:-}" ] || return 0
+	if [ "$t" = ejabberd ]; then
+		ej_ctl stop >/dev/null 2>&1 || true
 	fi
-fi
-if [ ${#url[@]} -eq 0 ]; then
-	echo "FAIL: nothing to benchmark"; exit 1
-fi
+	stop_pid "${pid[$t]}"
+	unset "pid[$t]"
+	unset "mqtt[$t]" "xmpp[$t]" "http[$t]" "coap[$t]"
+}
+start_target() { # target: start it, record its start-up time once
+	local ms
+	# Not in $(...): the start functions set pid[] and the URLs.
+	if ! "start_$1" >"$work/start.ms"; then
+		note "$1 did not start; its cells show -"
+		stop_target "$1"
+		return 1
+	fi
+	ms=$(tail -n 1 "$work/start.ms")
+	record "$1.startup_ms" "$ms"
+	return 0
+}
+available=()
+for t in $targets; do
+	if start_target "$t"; then available+=("$t"); fi
+	stop_target "$t"
+done
+echo "targets: ${available[*]}"
+has() { [[ " ${available[*]} " == *" $1 "* ]]; }
+ej_user=(--username load0 --password loadpw) # mod_mqtt logs in with an XMPP account
 
-# name|mode|hubload flags; coap and http cases run against the hub only
+# ---- memory, each on a freshly started process ----
+idle_json() { # target name hubload-idle-args...
+	local t=$1 name=$2
+	shift 2
+	sleep 1
+	record "$t.idle_rss_kib" "$(rss_kib "${pid[$t]}")"
+	if "$hubload" idle --pid "${pid[$t]}" --json "$@" >"$out/$t.$name.idle.json" 2>"$out/$t.$name.idle.err"; then
+		:
+	else
+		note "$t $name: $(tail -n 2 "$out/$t.$name.idle.err")"
+		rm -f "$out/$t.$name.idle.json"
+	fi
+}
+echo "memory: idle RSS, $idle_mqtt idle MQTT connections, $idle_xmpp idle XMPP sessions"
+for t in "${available[@]}"; do
+	if [ "$t" != prosody ]; then
+		start_target "$t" >/dev/null || continue
+		args=(--mqtt-url "${mqtt[$t]}" --mqtt "$idle_mqtt")
+		[ "$t" = ejabberd ] && args+=("${ej_user[@]}")
+		idle_json "$t" mqtt "${args[@]}"
+		stop_target "$t"
+	fi
+	if [ "$t" = hub ] || [ "$t" = prosody ] || [ "$t" = ejabberd ]; then
+		start_target "$t" >/dev/null || continue
+		idle_json "$t" xmpp --xmpp-url "${xmpp[$t]}" --xmpp "$idle_xmpp" --xmpp-users "$users"
+		stop_target "$t"
+	fi
+	if [ "$t" = hub ]; then
+		start_target hub >/dev/null || continue
+		idle_json hub big --mqtt-url "${mqtt[hub]}" --mqtt "$big_mqtt" --xmpp-url "${xmpp[hub]}" --xmpp "$big_xmpp" --xmpp-users "$users" --connect-timeout 3m
+		stop_target hub
+	fi
+	printf '.'
+done
+echo
+
+# ---- throughput and latency, all targets running, alternating ----
+for t in "${available[@]}"; do start_target "$t" >/dev/null || true; done
+q1_paced_msgs=$((rate_5k * paced_secs))
+# name|mode|targets|hubload flags
 cases=(
-	"q0-1to1|mqtt|--qos 0 --publishers 1 --subscribers 1 --messages $messages"
-	"q1-1to1|mqtt|--qos 1 --publishers 1 --subscribers 1 --messages $messages"
-	"q0-1to100|mqtt|--qos 0 --publishers 1 --subscribers 100 --fanout --messages $fanout_messages"
-	"q1-1to100|mqtt|--qos 1 --publishers 1 --subscribers 100 --fanout --messages $fanout_messages"
-	"q0-1to1-paced|mqtt|--qos 0 --publishers 1 --subscribers 1 --messages $((rate_1to1 * 3)) --rate $rate_1to1"
-	"q1-1to1-paced|mqtt|--qos 1 --publishers 1 --subscribers 1 --messages $((rate_1to1 * 3)) --rate $rate_1to1"
-	"q0-1to100-paced|mqtt|--qos 0 --publishers 1 --subscribers 100 --fanout --messages $((rate_fanout * 3)) --rate $rate_fanout"
-	"q1-1to100-paced|mqtt|--qos 1 --publishers 1 --subscribers 100 --fanout --messages $((rate_fanout * 3)) --rate $rate_fanout"
+	"mqtt-q0-1to1|mqtt|hub mochi mosquitto ejabberd|--qos 0 --publishers 1 --subscribers 1 --messages $messages"
+	"mqtt-q1-1to1|mqtt|hub mochi mosquitto ejabberd|--qos 1 --publishers 1 --subscribers 1 --messages $messages"
+	"mqtt-q0-1to100|mqtt|hub mochi mosquitto ejabberd|--qos 0 --publishers 1 --subscribers 100 --fanout --messages $fanout_messages"
+	"mqtt-q1-1to100|mqtt|hub mochi mosquitto ejabberd|--qos 1 --publishers 1 --subscribers 100 --fanout --messages $fanout_messages"
+	"mqtt-q0-100to1|mqtt|hub mochi mosquitto ejabberd|--qos 0 --publishers 100 --subscribers 1 --messages $messages"
+	"mqtt-q1-100to1|mqtt|hub mochi mosquitto ejabberd|--qos 1 --publishers 100 --subscribers 1 --messages $messages"
+	"mqtt-q1-1to1-paced|mqtt|hub mochi mosquitto ejabberd|--qos 1 --publishers 1 --subscribers 1 --messages $q1_paced_msgs --rate $rate_5k"
+	"mqtt-q1-1to1-persistent|mqtt|hub|--qos 1 --publishers 1 --subscribers 1 --messages $messages --persistent"
+	"xmpp-chat-paced|xmpp|hub prosody ejabberd|--publishers $chat_pairs --subscribers $chat_pairs --messages $((chat_rate * paced_secs)) --rate $chat_rate"
+	"xmpp-chat-max|xmpp|hub prosody ejabberd|--publishers $max_pairs --subscribers $max_pairs --messages $((max_rate * paced_secs)) --rate $max_rate"
+	"xmpp-login|login|hub prosody ejabberd|--workers 4 --logins $((runs > 1 ? 200 : 40))"
+	"topic-jid-1to10|xmpp-topic|hub|--qos 0 --publishers 1 --subscribers 10 --fanout --messages $((messages / 10))"
+	"cross-coap-mqtt|coap|hub|--qos 0 --publishers 1 --subscribers 1 --messages $((cross_rate * paced_secs)) --rate $cross_rate"
+	"cross-mqtt-xmpp|xmpp-topic|hub|--qos 0 --publishers 1 --subscribers 1 --messages $((cross_rate * paced_secs)) --rate $cross_rate"
+	"cross-mqtt-sse|sse|hub|--qos 0 --publishers 1 --subscribers 1 --messages $((cross_rate * paced_secs)) --rate $cross_rate"
 )
-if [ "$cross" = 1 ] && [ -n "${url[hub]:-}" ]; then
-	cases+=(
-		"coap-q0-paced|coap|--qos 0 --publishers 1 --subscribers 1 --messages $((rate_1to1 * 3)) --rate $rate_1to1"
-		"coap-q1|coap|--qos 1 --publishers 4 --subscribers 4 --messages $((messages / 4))"
-		"http-q0|http|--qos 0 --publishers 4 --subscribers 4 --messages $((messages / 4))"
-		"http-q1|http|--qos 1 --publishers 4 --subscribers 4 --messages $((messages / 4))"
-	)
-fi
-
 echo "runs: $runs of each case per target, payload $size bytes; JSON in $out"
 for c in "${cases[@]}"; do
-	name=${c%%|*} rest=${c#*|}
-	mode=${rest%%|*} flags=${rest#*|}
+	IFS='|' read -r name mode ctargets flags <<<"$c"
 	for r in $(seq "$runs"); do
-		for t in hub mosquitto; do
-			[ -n "${url[$t]:-}" ] || continue
-			target=(--url "${url[$t]}")
+		for t in $ctargets; do
+			[ -n "${pid[$t]:-}" ] || continue
+			base=(--pid "${pid[$t]}" --json)
 			case $mode in
-			coap) [ "$t" = hub ] || continue; target=(--url "coap://$coap_addr" --mqtt-url "${url[hub]}") ;;
-			http) [ "$t" = hub ] || continue; target=(--url "http://127.0.0.1:$http_port" --mqtt-url "${url[hub]}") ;;
+			mqtt)
+				[ -n "${mqtt[$t]:-}" ] || continue
+				base+=(--url "${mqtt[$t]}" --size "$size" --duration 30s --drain 3s --topic "bench/$name/$r/%d")
+				[ "$t" = ejabberd ] && base+=("${ej_user[@]}") ;;
+			xmpp)
+				base+=(--url "${xmpp[$t]}" --size "$size" --duration 30s --drain 3s --topic "bench/$name/$r/%d") ;;
+			login)
+				base+=(--url "${xmpp[$t]}" --duration 60s) ;;
+			xmpp-topic)
+				base+=(--url "${xmpp[$t]}" --mqtt-url "${mqtt[$t]}" --size "$size" --duration 30s --drain 3s --topic "bench/$name/$r/%d") ;;
+			coap)
+				base+=(--url "${coap[$t]}" --mqtt-url "${mqtt[$t]}" --size "$size" --duration 30s --drain 3s --topic "bench/$name/$r/%d") ;;
+			sse)
+				base+=(--url "${http[$t]}" --mqtt-url "${mqtt[$t]}" --size "$size" --duration 30s --drain 3s --topic "bench/$name/$r/%d") ;;
 			esac
 			# shellcheck disable=SC2086 # flags are words on purpose
-			if ! "$work/hubload" "$mode" "${target[@]}" --pid "${pid[$t]}" --size "$size" \
-				--topic "bench/$name/%d" --duration 30s --drain 3s --json $flags \
-				>"$out/$t.$name.$r.json" 2>"$out/$t.$name.$r.err"; then
-				echo "  $t $name run $r failed: $(tail -n 3 "$out/$t.$name.$r.err")"
+			if ! "$hubload" "$mode" "${base[@]}" $flags >"$out/$t.$name.$r.json" 2>"$out/$t.$name.$r.err"; then
+				note "$t $name run $r failed: $(tail -n 2 "$out/$t.$name.$r.err")"
 				rm -f "$out/$t.$name.$r.json"
 			fi
 		done
@@ -189,67 +395,14 @@ for c in "${cases[@]}"; do
 	done
 	echo " $name"
 done
-for t in hub mosquitto; do
+for t in "${available[@]}"; do
 	if [ -n "${pid[$t]:-}" ] && ! kill -0 "${pid[$t]}" 2>/dev/null; then
-		echo "FAIL: $t died during the benchmark"
+		note "$t died during the benchmark"
 	fi
 done
 
-python3 - "$out" "${cases[@]%%|*}" <<'PY'
-import glob, json, os, statistics, sys
-
-out, cases = sys.argv[1], sys.argv[2:]
-targets = ["hub", "mosquitto"]
-res = {}
-for path in glob.glob(os.path.join(out, "*.json")):
-    t, case, _run, _ = os.path.basename(path).split(".")
-    with open(path) as f:
-        res.setdefault((t, case), []).append(json.load(f))
-
-def med(rs, f):
-    return statistics.median(f(r) for r in rs)
-
-def cell(rs):
-    if not rs:
-        return f"{'-':>9} {'':>8} {'':>8} {'':>7}", ""
-    rate = med(rs, lambda r: r["receive_rate_msg_s"])
-    p50 = med(rs, lambda r: r["latency"]["p50_ms"])
-    p99 = med(rs, lambda r: r["latency"]["p99_ms"])
-    cpu = med(rs, lambda r: (r.get("target") or {}).get("cpu_us_per_delivery", 0))
-    lost = sum(r["lost"] for r in rs)
-    dup = sum(r["duplicates"] for r in rs)
-    errs = sum(r["error_count"] for r in rs)
-    note = f"lost {lost} dup {dup} err {errs} over {len(rs)} runs" if lost or dup or errs else ""
-    return f"{rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {cpu:>7.1f}", note
-
-print()
-print("medians over runs. msg/s: deliveries received per second; p50/p99: publish-to-delivery")
-print("latency in ms; cpu: server CPU microseconds per delivery (user+sys, /proc/PID/stat)")
-head = f"{'msg/s':>9} {'p50':>8} {'p99':>8} {'cpu':>7}"
-print(f"{'':<17} | {'hub':<35} | {'mosquitto':<35}")
-print(f"{'case':<17} | {head} | {head}")
-notes = []
-for case in cases:
-    cells = []
-    for t in targets:
-        c, note = cell(res.get((t, case), []))
-        cells.append(c)
-        if note:
-            notes.append(f"  {case} {t}: {note}")
-    print(f"{case:<17} | " + " | ".join(cells))
-if notes:
-    print("loss, duplicates, errors:")
-    print("\n".join(notes))
-client = [r["client_cpu_seconds"] / r["wall_seconds"] for v in res.values() for r in v if r["wall_seconds"] > 0]
-if client:
-    print(f"hubload's own CPU: median {statistics.median(client):.2f}, max {max(client):.2f} cores "
-          f"(of {os.cpu_count()}); near the core count, the figures measure hubload, not the server")
-print()
-print("memory of the server (KiB): lifetime peak VmHWM at the end, largest VmRSS sampled during any run")
-for t in targets:
-    rs = [r for (tt, _), v in res.items() if tt == t for r in v if r.get("target")]
-    if rs:
-        hwm = max(r["target"]["vm_hwm_kib"] for r in rs)
-        mx = max(r["target"]["max_rss_kib"] for r in rs)
-        print(f"  {t:<10} VmHWM {hwm} KiB ({hwm/1024:.1f} MiB), max sampled RSS {mx} KiB ({mx/1024:.1f} MiB)")
-PY
+{
+	echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "versions: mochi-mqtt $(grep 'mochi-mqtt/server' "$root/go.mod" | awk '{print $2}'), $( (mosquitto -h 2>&1 || true) | head -1), prosody $(dpkg-query -W -f '${Version}' prosody 2>/dev/null || echo none), ejabberd $(dpkg-query -W -f '${Version}' ejabberd 2>/dev/null || echo none)"
+} >"$out/machine.txt"
+python3 "$root/scripts/bench_report.py" "$out" "$runs"

@@ -59,6 +59,13 @@ type config struct {
 	failOnLoss     bool
 	persistent     bool
 	clientPrefix   string
+	// XMPP modes: the server's domain and the accounts (the first %d of
+	// xmppUser becomes the client number).
+	domain       string
+	xmppUser     string
+	xmppPassword string
+	// textPayload: payloads use the text header (XMPP bodies, SSE).
+	textPayload bool
 }
 
 // Limits on a run, so that a typo cannot start an unbounded one.
@@ -71,22 +78,35 @@ const (
 )
 
 var defaultURL = map[string]string{
-	"mqtt": "tcp://127.0.0.1:1883",
-	"coap": "coap://127.0.0.1:5683",
-	"http": "http://127.0.0.1:8080",
+	"mqtt":       "tcp://127.0.0.1:1883",
+	"coap":       "coap://127.0.0.1:5683",
+	"http":       "http://127.0.0.1:8080",
+	"xmpp":       "xmpp://127.0.0.1:5222",
+	"xmpp-topic": "xmpp://127.0.0.1:5222",
+	"sse":        "http://127.0.0.1:8080",
 }
 
 // errUsage marks a command-line error (exit status 2).
 var errUsage = errors.New("usage")
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `usage: hubload mqtt|coap|http [flags]
+	fmt.Fprint(w, `usage: hubload mqtt|coap|http|xmpp|xmpp-topic|sse [flags]
+       hubload idle|login|mochi [flags]
 
-  mqtt  MQTT publishers and subscribers on --url
-  coap  CoAP publishers (POST --url/ps/{topic}, CON for qos>=1, NON for qos 0),
-        MQTT subscribers on --mqtt-url
-  http  HTTP publishers (POST --url/api/v1/topics/{topic}?qos=N),
-        MQTT subscribers on --mqtt-url
+  mqtt        MQTT publishers and subscribers on --url
+  coap        CoAP publishers (POST --url/ps/{topic}, CON for qos>=1, NON for qos 0),
+              MQTT subscribers on --mqtt-url
+  http        HTTP publishers (POST --url/api/v1/topics/{topic}?qos=N),
+              MQTT subscribers on --mqtt-url
+  xmpp        XMPP users chatting on --url (xmpp://host:port; STARTTLS, SASL):
+              publisher i sends to the subscriber of its topic (pairs or fan-in)
+  xmpp-topic  MQTT publishers on --mqtt-url, XMPP subscribers on --url
+              subscribed to the topic's JID (topic a/b is a.b@topics.DOMAIN)
+  sse         MQTT publishers on --mqtt-url, SSE subscribers on --url
+              (GET /api/v1/subscribe?filter={topic})
+  idle        open idle MQTT and XMPP sessions, report the server's RSS per session
+  login       repeated XMPP c2s logins (STARTTLS, SASL, bind): logins/s and latency
+  mochi       run a bare mochi-mqtt broker (default options) until interrupted
 
 Topics: with --fanout every client uses one topic; otherwise there are
 min(publishers, subscribers) topics and client k uses topic k mod that
@@ -100,12 +120,12 @@ Run "hubload MODE -h" for the flags.
 func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		usage(stderr)
-		return nil, fmt.Errorf("%w: missing mode (mqtt, coap or http)", errUsage)
+		return nil, fmt.Errorf("%w: missing mode (mqtt, coap, http, xmpp, xmpp-topic, sse, idle, login or mochi)", errUsage)
 	}
 	c := &config{mode: args[0]}
 	if _, ok := defaultURL[c.mode]; !ok {
 		usage(stderr)
-		return nil, fmt.Errorf("%w: unknown mode %q (want mqtt, coap or http)", errUsage, c.mode)
+		return nil, fmt.Errorf("%w: unknown mode %q (want mqtt, coap, http, xmpp, xmpp-topic, sse, idle, login or mochi)", errUsage, c.mode)
 	}
 	fs := flag.NewFlagSet("hubload "+c.mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -133,6 +153,9 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.persistent, "persistent", false, "MQTT subscribers keep a persistent session (clean session false), removed when the run ends")
 	fs.BoolVar(&c.failOnLoss, "fail-on-loss", false, "exit with status 3 when a message was lost or not sent")
 	fs.StringVar(&c.clientPrefix, "client-prefix", fmt.Sprintf("hubload-%08x", rand.Uint32()), "prefix of MQTT client ids")
+	fs.StringVar(&c.domain, "domain", "localhost", "XMPP domain (xmpp, xmpp-topic)")
+	fs.StringVar(&c.xmppUser, "xmpp-user", "load%d", "XMPP user names; %d becomes the client number (publishers 0..P-1, subscribers P..P+S-1)")
+	fs.StringVar(&c.xmppPassword, "xmpp-password", "loadpw", "password of every XMPP user")
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -143,6 +166,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("%w: --qos %d: must be 0, 1 or 2", errUsage, qos)
 	}
 	c.qos = byte(qos)
+	c.textPayload = c.mode == "xmpp" || c.mode == "xmpp-topic" || c.mode == "sse"
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -158,6 +182,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("--subscribers %d: must be 1..%d", c.subscribers, maxClients)
 	case c.messages < 1 || c.messages > maxMessages:
 		return fmt.Errorf("--messages %d: must be 1..%d", c.messages, maxMessages)
+	case c.textPayload && (c.size < textHeaderSize || c.size > maxPayloadSize):
+		return fmt.Errorf("--size %d: must be %d..%d in mode %s (the payload carries a %d-byte text header)", c.size, textHeaderSize, maxPayloadSize, c.mode, textHeaderSize)
 	case c.size < headerSize || c.size > maxPayloadSize:
 		return fmt.Errorf("--size %d: must be %d..%d (the payload carries a %d-byte header)", c.size, headerSize, maxPayloadSize, headerSize)
 	case c.duration <= 0 || c.duration > maxDuration:
@@ -181,6 +207,25 @@ func (c *config) validate() error {
 	case strings.Count(c.topic, "%") != strings.Count(c.topic, "%d"):
 		return fmt.Errorf("--topic %q: %%d is the only verb allowed", c.topic)
 	}
+	if c.mode == "xmpp" {
+		switch {
+		case c.fanout || c.subscribers > c.publishers:
+			return errors.New("mode xmpp: chat is one to one: want --subscribers <= --publishers (pairs or fan-in) and no --fanout")
+		case !strings.Contains(c.topic, "%d") && c.subscribers > 1:
+			return fmt.Errorf("mode xmpp: --topic %q needs %%d for more than one subscriber", c.topic)
+		}
+	}
+	if c.textPayload && c.qos > 0 && c.mode != "sse" && c.mode != "xmpp-topic" {
+		return fmt.Errorf("--qos %d: mode %s sends plain stanzas (QoS 0)", c.qos, c.mode)
+	}
+	if c.mode == "xmpp" || c.mode == "xmpp-topic" {
+		if !strings.Contains(c.xmppUser, "%d") {
+			return fmt.Errorf("--xmpp-user %q: must contain %%d (each client logs in as its own user)", c.xmppUser)
+		}
+		if c.domain == "" {
+			return errors.New("--domain: must not be empty")
+		}
+	}
 	topics := min(c.publishers, c.subscribers)
 	if c.fanout || !strings.Contains(c.topic, "%d") {
 		topics = 1
@@ -200,12 +245,23 @@ func transportFor(c *config) (transport, error) {
 		return coapTransport(c)
 	case "http":
 		return httpTransport(c)
+	case "xmpp":
+		return xmppChatTransport(c)
+	case "xmpp-topic":
+		return xmppTopicTransport(c)
+	case "sse":
+		return sseTransport(c)
 	}
 	return transport{}, fmt.Errorf("unknown mode %q", c.mode)
 }
 
 // execute runs the command and returns the exit status.
 func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		if cmd, ok := commands[args[0]]; ok {
+			return cmd(ctx, args[1:], stdout, stderr)
+		}
+	}
 	c, err := parseArgs(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -216,7 +272,7 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if !c.allowRemote {
 		targets := []string{c.url}
-		if c.mode != "mqtt" {
+		if c.mode != "mqtt" && c.mode != "xmpp" {
 			targets = append(targets, c.mqttURL)
 		}
 		if c.subURL != "" {

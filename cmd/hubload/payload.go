@@ -52,8 +52,76 @@ func encodePayload(h header, size int) []byte {
 	return b
 }
 
-// decodeHeader reads the header of a payload made by encodePayload.
+// The text form of the header, for protocols whose messages are text (XMPP
+// chat bodies, SSE events): "HLt", then run id, publisher index, sequence
+// number and send time as 8, 8, 16 and 16 lower-case hex digits, then 'x'
+// filler up to --size bytes.
+const textHeaderSize = 3 + 8 + 8 + 16 + 16
+
+// encodeTextPayload is encodePayload in the text form.
+func encodeTextPayload(h header, size int) []byte {
+	size = max(size, textHeaderSize)
+	b := make([]byte, 0, size)
+	b = append(b, 'H', 'L', 't')
+	b = appendHex(b, uint64(h.Run), 8)
+	b = appendHex(b, uint64(h.Pub), 8)
+	b = appendHex(b, h.Seq, 16)
+	b = appendHex(b, uint64(h.SentNs), 16)
+	for len(b) < size {
+		b = append(b, 'x')
+	}
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendHex appends v as exactly n lower-case hex digits.
+func appendHex(b []byte, v uint64, n int) []byte {
+	for i := n - 1; i >= 0; i-- {
+		b = append(b, hexDigits[(v>>(4*uint(i)))&0xf])
+	}
+	return b
+}
+
+// parseHex reads s, lower-case hex digits only, as a number.
+func parseHex(s []byte) (uint64, error) {
+	var v uint64
+	for _, c := range s {
+		switch {
+		case c >= '0' && c <= '9':
+			v = v<<4 | uint64(c-'0')
+		case c >= 'a' && c <= 'f':
+			v = v<<4 | uint64(c-'a'+10)
+		default:
+			return 0, fmt.Errorf("%w: %q is not a hex digit", errBadPayload, c)
+		}
+	}
+	return v, nil
+}
+
+// decodeTextHeader reads the header of a payload made by encodeTextPayload.
+func decodeTextHeader(b []byte) (header, error) {
+	if len(b) < textHeaderSize {
+		return header{}, fmt.Errorf("%w: %d bytes of text, need at least %d", errBadPayload, len(b), textHeaderSize)
+	}
+	var f [4]uint64
+	off := 3
+	for i, n := range []int{8, 8, 16, 16} {
+		v, err := parseHex(b[off : off+n])
+		if err != nil {
+			return header{}, err
+		}
+		f[i], off = v, off+n
+	}
+	return header{Run: uint32(f[0]), Pub: uint32(f[1]), Seq: f[2], SentNs: int64(f[3])}, nil
+}
+
+// decodeHeader reads the header of a payload made by encodePayload or
+// encodeTextPayload.
 func decodeHeader(b []byte) (header, error) {
+	if len(b) >= 3 && b[0] == 'H' && b[1] == 'L' && b[2] == 't' {
+		return decodeTextHeader(b)
+	}
 	if len(b) < headerSize {
 		return header{}, fmt.Errorf("%w: %d bytes, need at least %d", errBadPayload, len(b), headerSize)
 	}

@@ -112,8 +112,8 @@ func writeText(w io.Writer, r *Result) {
 	fmt.Fprintf(w, "  received   %d of %d expected in %.3fs  %.0f msg/s\n", r.Received, r.Expected, r.ReceiveSeconds, r.ReceiveRate)
 	fmt.Fprintf(w, "  lost       %d (%.2f%%)  duplicates %d  invalid %d  unexpected %d\n", r.Lost, r.LossPct, r.Duplicates, r.Invalid, r.Unexpected)
 	l := r.Latency
-	fmt.Fprintf(w, "  latency    p50 %s  p90 %s  p99 %s  max %s  (min %s, mean %s, n=%d)\n",
-		ms(l.P50Ms), ms(l.P90Ms), ms(l.P99Ms), ms(l.MaxMs), ms(l.MinMs), ms(l.MeanMs), l.Count)
+	fmt.Fprintf(w, "  latency    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (min %s, mean %s, n=%d)\n",
+		ms(l.P50Ms), ms(l.P90Ms), ms(l.P99Ms), ms(l.P999Ms), ms(l.MaxMs), ms(l.MinMs), ms(l.MeanMs), l.Count)
 	fmt.Fprintf(w, "  cpu        hubload %.2fs in %.2fs wall", r.ClientCPUSeconds, r.WallSeconds)
 	if t := r.Target; t != nil {
 		fmt.Fprintf(w, "  target %.2fs (%.1fµs per delivery)", t.CPUSeconds, t.CPUMicrosPerDelivery)

@@ -312,6 +312,10 @@ func publishLoop(ctx, ackCtx context.Context, c *config, pb publisher, idx int, 
 		return true
 	}
 	failed := false
+	encode := encodePayload
+	if c.textPayload {
+		encode = encodeTextPayload
+	}
 	for seq := uint64(0); seq < n && !failed; seq++ {
 		if interval > 0 {
 			next := start.Add(time.Duration(seq) * interval)
@@ -338,7 +342,7 @@ func publishLoop(ctx, ackCtx context.Context, c *config, pb publisher, idx int, 
 		if failed {
 			break
 		}
-		payload := encodePayload(header{Run: run, Pub: uint32(idx), Seq: seq, SentNs: time.Now().UnixNano()}, c.size)
+		payload := encode(header{Run: run, Pub: uint32(idx), Seq: seq, SentNs: time.Now().UnixNano()}, c.size)
 		attempted++
 		w, err := pb.publish(ctx, topic, payload)
 		if err != nil {

@@ -127,6 +127,7 @@ type LatencySummary struct {
 	P50Ms  float64 `json:"p50_ms"`
 	P90Ms  float64 `json:"p90_ms"`
 	P99Ms  float64 `json:"p99_ms"`
+	P999Ms float64 `json:"p999_ms"`
 	MaxMs  float64 `json:"max_ms"`
 }
 
@@ -143,6 +144,7 @@ func (h *histogram) summary() LatencySummary {
 		P50Ms:  nsToMs(h.percentile(50)),
 		P90Ms:  nsToMs(h.percentile(90)),
 		P99Ms:  nsToMs(h.percentile(99)),
+		P999Ms: nsToMs(h.percentile(99.9)),
 		MaxMs:  nsToMs(h.max),
 	}
 }

@@ -1,0 +1,67 @@
+package mqtt
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// idleConnect is an MQTT 3.1.1 CONNECT: clean session, keepalive 900 s,
+// client id "idle-NNNNNN".
+func idleConnect(i int) []byte {
+	id := fmt.Sprintf("idle-%06d", i)
+	body := append([]byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0x03, 0x84, 0, byte(len(id))}, id...)
+	return append([]byte{0x10, byte(len(body))}, body...)
+}
+
+// BenchmarkIdleConnection measures what an idle MQTT connection costs the
+// adapter: b.N connections are opened (raw sockets sending CONNECT and
+// reading CONNACK, so the client side costs almost nothing) and the Go
+// heap, goroutine stacks and goroutines they added are reported per
+// connection after a GC. Run with -benchtime 2000x; the figure is the
+// in-process part of what `hubload idle` sees as RSS.
+func BenchmarkIdleConnection(b *testing.B) {
+	h := newHub(b, nil)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
+	conns := make([]net.Conn, 0, b.N)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	b.ResetTimer()
+	for i := range b.N {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Write(idleConnect(i)); err != nil {
+			b.Fatal(err)
+		}
+		ack := make([]byte, 4)
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+			b.Fatalf("connection %d: CONNACK % x, %v", i, ack, err)
+		}
+	}
+	b.StopTimer()
+	// Let the sessions finish attaching before measuring.
+	deadline := time.Now().Add(wait)
+	for h.a.srv.Clients.Len() < b.N && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	n := float64(b.N)
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n, "heap-B/conn")
+	b.ReportMetric(float64(int64(after.StackInuse)-int64(before.StackInuse))/n, "stack-B/conn")
+	b.ReportMetric(float64(runtime.NumGoroutine()-g0)/n, "goroutines/conn")
+}
