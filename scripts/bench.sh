@@ -122,9 +122,19 @@ start_hub() {
 	[ -d "$work/hub-data" ] || cp -a "$work/hub-template" "$work/hub-data"
 	local m x h px c
 	m=$(free_port) x=$(free_port) h=$(free_port) px=$(free_port) c=$(free_udp_port)
+	# The per-address and per-user limits would refuse the load
+	# generator's thousands of connections from one address and account.
+	cat >"$work/hub.yaml" <<-'EOF'
+		limits:
+		  max_connections: -1
+		  max_connections_per_address: -1
+		  max_connections_per_user: -1
+		  max_resources_per_user: -1
+		  max_persistent_sessions_per_user: -1
+	EOF
 	local t0
 	t0=$(now_ms)
-	"$work/hub" serve --data-dir "$work/hub-data" --mqtt-addr "127.0.0.1:$m" --xmpp-addr "127.0.0.1:$x" \
+	"$work/hub" serve --config "$work/hub.yaml" --data-dir "$work/hub-data" --mqtt-addr "127.0.0.1:$m" --xmpp-addr "127.0.0.1:$x" \
 		--xmpp-proxy-addr "127.0.0.1:$px" --http-addr "127.0.0.1:$h" --coap-addr "127.0.0.1:$c" \
 		--log-level warn >>"$work/hub.log" 2>&1 &
 	pid[hub]=$!
