@@ -55,6 +55,9 @@ func TestSmokeHubXMPPAndSSE(t *testing.T) {
 			c.mqttURL = mqttURL
 			c.publishers, c.subscribers, c.messages, c.qos, c.fanout = tc.pubs, tc.subs, tc.messages, tc.qos, tc.fanout
 			c.topic = "smoke/" + strings.ReplaceAll(tc.name, " ", "-") + "/%d"
+			// Client ids of their own: a broker may still be ending the
+			// previous case's connections of the same ids.
+			c.clientPrefix = "smoke-" + strings.ReplaceAll(tc.name, " ", "-")
 			c.domain, c.xmppUser, c.xmppPassword = "localhost", "load%d", "loadpw"
 			c.textPayload = true
 			if err := c.validate(); err != nil {

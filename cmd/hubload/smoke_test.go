@@ -105,6 +105,9 @@ func TestSmokeMQTT(t *testing.T) {
 			c := testConfig("mqtt", url)
 			c.publishers, c.subscribers, c.messages, c.qos, c.fanout = tc.pubs, tc.subs, tc.messages, tc.qos, tc.fanout
 			c.topic = "smoke/" + strings.ReplaceAll(tc.name, " ", "-") + "/%d"
+			// Client ids of their own: a broker may still be ending the
+			// previous case's connections of the same ids.
+			c.clientPrefix = "smoke-" + strings.ReplaceAll(tc.name, " ", "-")
 			c.pid = os.Getpid()
 			r, err := runLoad(context.Background(), c, mqttTransport(c))
 			if err != nil {
