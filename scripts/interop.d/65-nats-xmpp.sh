@@ -10,6 +10,9 @@
 # held nowhere, xmpp.cluster_liveness, two checks). Needs
 # HUB_BIN, nats-server, python3-slixmpp, curl.
 set -euo pipefail
+# shellcheck source=../lib/nats.sh
+. "$(dirname "$0")/../lib/nats.sh"
+
 
 for bin in nats-server curl python3; do
 	command -v "$bin" >/dev/null || { echo "FAIL: $bin not installed"; exit 1; }
@@ -17,12 +20,6 @@ done
 
 work=$(mktemp -d)
 nats_pid="" a_pid="" b_pid=""
-stop_pid() { # pid: TERM, then KILL after 5 s
-	[ -n "$1" ] || return 0
-	kill -TERM "$1" 2>/dev/null || return 0
-	for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-	kill -KILL "$1" 2>/dev/null || true
-}
 cleanup() {
 	stop_pid "$a_pid"
 	stop_pid "$b_pid"
@@ -31,18 +28,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 NATS_PORT=$(free_port) A_XMPP=$(free_port) A_HTTP=$(free_port) B_XMPP=$(free_port) B_HTTP=$(free_port)
 
-nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$work/nats" >"$work/nats.log" 2>&1 &
-nats_pid=$!
-for _ in $(seq 50); do
-	python3 -c "import socket; socket.create_connection(('127.0.0.1', $NATS_PORT), 1)" 2>/dev/null && break
-	sleep 0.1
-done
-echo "ok: $(nats-server --version) with JetStream on $NATS_PORT"
+start_nats "$NATS_PORT" "$work"
 
 start_hub() { # name xmpp http: starts a hub on the NATS, prints its pid
 	for u in alice bob; do
@@ -54,14 +42,6 @@ start_hub() { # name xmpp http: starts a hub on the NATS, prints its pid
 		--xmpp-addr "127.0.0.1:$2" --xmpp-domain localhost --xmpp-proxy-addr off --http-addr "127.0.0.1:$3" \
 		--mqtt-addr off --coap-addr off --coaps-addr off >>"$work/$1.log" 2>&1 &
 	echo $!
-}
-wait_healthy() { # name http pid
-	for _ in $(seq 150); do
-		curl -fsS "http://127.0.0.1:$2/healthz" >/dev/null 2>&1 && return 0
-		kill -0 "$3" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "FAIL: hub $1 did not become healthy"; cat "$work/$1.log"; exit 1
 }
 a_pid=$(start_hub a "$A_XMPP" "$A_HTTP")
 b_pid=$(start_hub b "$B_XMPP" "$B_HTTP")
