@@ -29,7 +29,8 @@ type PendingConn struct {
 
 	mu     sync.Mutex
 	n      int64
-	killed bool // cut off: its bytes no longer count
+	killed bool  // cut off: its bytes no longer count
+	cause  error // why it was cut off
 	closed bool
 }
 
@@ -52,15 +53,15 @@ func (p *PendingConn) Pending() int64 {
 	return p.n
 }
 
-// cutOff marks the account killed and takes its bytes off the total; false
-// when it was already.
-func (p *PendingConn) cutOff() bool {
+// cutOff marks the account killed for cause and takes its bytes off the
+// total; false when it was already.
+func (p *PendingConn) cutOff(cause error) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.killed || p.closed {
 		return false
 	}
-	p.killed = true
+	p.killed, p.cause = true, cause
 	p.l.pend.total.Add(-p.n)
 	p.n = 0
 	return true
@@ -76,14 +77,21 @@ func (p *PendingConn) Add(n int) error {
 	c := p.l.cfg.Load()
 	p.mu.Lock()
 	if p.killed || p.closed {
+		// The cause, so that a writer racing the kill from another
+		// connection's Add reports the same reason (server busy).
+		cause := p.cause
 		p.mu.Unlock()
-		return fmt.Errorf("%w (already cut off)", ErrSlowConsumer)
+		if cause == nil {
+			cause = ErrSlowConsumer
+		}
+		return fmt.Errorf("%w (already cut off)", cause)
 	}
 	if c.MaxPendingBytes >= 0 && p.n+int64(n) > c.MaxPendingBytes {
 		p.mu.Unlock()
-		p.cutOff()
+		err := fmt.Errorf("%w (%d bytes per connection)", ErrSlowConsumer, c.MaxPendingBytes)
+		p.cutOff(err)
 		p.l.refused[kindSlow].Add(1)
-		return fmt.Errorf("%w (%d bytes per connection)", ErrSlowConsumer, c.MaxPendingBytes)
+		return err
 	}
 	p.n += int64(n)
 	total := p.l.pend.total.Add(int64(n))
@@ -93,7 +101,7 @@ func (p *PendingConn) Add(n int) error {
 	}
 	busy := fmt.Errorf("%w: %w: among the largest when all connections pass %d bytes", ErrSlowConsumer, ErrServerBusy, c.MaxPendingBytesTotal)
 	self := false
-	for _, v := range p.l.pend.evict(total - c.MaxPendingBytesTotal) {
+	for _, v := range p.l.pend.evict(total-c.MaxPendingBytesTotal, busy) {
 		p.l.refused[kindSlow].Add(1)
 		if v == p {
 			self = true
@@ -138,7 +146,7 @@ func (p *PendingConn) Close() {
 
 // evict cuts off the connections with the most pending until they free
 // excess bytes, and returns them.
-func (b *pendingBudget) evict(excess int64) []*PendingConn {
+func (b *pendingBudget) evict(excess int64, cause error) []*PendingConn {
 	b.mu.Lock()
 	all := make([]*PendingConn, 0, len(b.conns))
 	size := make(map[*PendingConn]int64, len(b.conns))
@@ -155,7 +163,7 @@ func (b *pendingBudget) evict(excess int64) []*PendingConn {
 		if excess <= 0 {
 			break
 		}
-		if c.cutOff() {
+		if c.cutOff(cause) {
 			excess -= size[c]
 			out = append(out, c)
 		}
