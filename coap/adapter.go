@@ -199,6 +199,11 @@ type Adapter struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	serving sync.WaitGroup
+	// spawnMu and draining order spawn's wg.Add before Stop's wg.Wait:
+	// go-coap may still run a handler (ending an observation) while Stop
+	// waits, and an Add racing a Wait at zero is not allowed.
+	spawnMu  sync.Mutex
+	draining bool
 }
 
 var (
@@ -458,6 +463,9 @@ func (a *Adapter) Stop(ctx context.Context) error {
 			_ = cs.cc.Close()
 			a.connClosed(cs)
 		}
+		a.spawnMu.Lock()
+		a.draining = true
+		a.spawnMu.Unlock()
 		a.wg.Wait()
 		close(done)
 	}()
@@ -542,10 +550,33 @@ func (a *Adapter) goCoAPError(err error) {
 	a.log.Debug("coap: transport", "err", err)
 }
 
+// spawn runs f on a goroutine Stop waits for; once Stop is waiting for
+// them, f runs in the caller instead.
+func (a *Adapter) spawn(f func()) {
+	a.spawnMu.Lock()
+	if a.draining {
+		a.spawnMu.Unlock()
+		f()
+		return
+	}
+	a.wg.Add(1)
+	a.spawnMu.Unlock()
+	go func() {
+		defer a.wg.Done()
+		f()
+	}()
+}
+
 // periodic runs go-coap's housekeeping (retransmissions, expirations)
 // on a ticker owned by the adapter, so that it ends with Stop.
 func (a *Adapter) periodic(f func(now time.Time) bool) {
+	a.spawnMu.Lock()
+	if a.draining {
+		a.spawnMu.Unlock()
+		return // stopping: nothing left to retransmit
+	}
 	a.wg.Add(1)
+	a.spawnMu.Unlock()
 	go func() {
 		defer a.wg.Done()
 		t := time.NewTicker(tick(a.cfg.AckTimeout))

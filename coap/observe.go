@@ -149,11 +149,7 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 			// Too large for an endpoint that has not proved its address:
 			// the value follows as the first, confirmable, notification.
 			first := e
-			a.wg.Add(1)
-			go func() {
-				defer a.wg.Done()
-				_ = o.handle(o.ctx, first)
-			}()
+			a.spawn(func() { _ = o.handle(o.ctx, first) })
 			e = &broker.Envelope{Topic: filter}
 		}
 		return a.respond(w, codes.Content, e, obsOpt)
@@ -165,15 +161,13 @@ func (a *Adapter) observe(w *responsewriter.ResponseWriter[*udpClient.Conn], req
 		return a.fail(w, fmt.Errorf("retained %q: %w", filter, err))
 	}
 	if len(ret) > 0 {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
+		a.spawn(func() {
 			for _, e := range ret {
 				if o.handle(o.ctx, e) != nil || o.ended.Load() {
 					return
 				}
 			}
-		}()
+		})
 	}
 	return a.respond(w, codes.Content, &broker.Envelope{Topic: filter}, obsOpt)
 }
@@ -301,9 +295,7 @@ func (o *observation) end(reason string, keep bool) <-chan struct{} {
 	o.mu.Lock()
 	sub := o.sub
 	o.mu.Unlock()
-	o.a.wg.Add(1)
-	go func() {
-		defer o.a.wg.Done()
+	o.a.spawn(func() {
 		defer close(o.subDone)
 		if sub == nil {
 			return
@@ -317,7 +309,7 @@ func (o *observation) end(reason string, keep bool) <-chan struct{} {
 		if err != nil {
 			o.a.log.Debug("coap: end subscription", "err", err)
 		}
-	}()
+	})
 	return o.subDone
 }
 
