@@ -251,7 +251,7 @@ func (a *Adapter) runCommand(p peer, iq *element, device string, cmd *element) {
 		_ = p.send(resultOf(iq).Add(newElement(nsCommands, "command", "node", name, "sessionid", sid, "status", "completed").Add(
 			newElement(nsData, "x", "type", "result").Add(
 				newElement(nsData, "title").AddText(name+" on "+device),
-				newElement(nsData, "field", "var", "result", "label", "reply").Add(newElement(nsData, "value").AddText(string(reply)))))))
+				newElement(nsData, "field", "type", "text-single", "var", "result", "label", "reply").Add(newElement(nsData, "value").AddText(string(reply)))))))
 	}()
 }
 
