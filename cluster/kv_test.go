@@ -7,28 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/hubsmith/hub/store"
 )
 
 // TestKV: the store's key/value calls over a one-node embedded cluster:
 // any key, ErrNotFound, a sorted list, deletion.
 func TestKV(t *testing.T) {
-	n, err := Start(Config{Name: "kvtest", Listen: "127.0.0.1:0", StoreDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown()
-	nc, err := n.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testJetStream(t, "kvtest")
 	kv := NewKV(js, "hub", 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -89,20 +74,7 @@ func FuzzKVKey(f *testing.F) {
 // TestKVGroups: grouped keys of one bucket are listed per group, any
 // group and key name, and a record is claimed once.
 func TestKVGroups(t *testing.T) {
-	n, err := Start(Config{Name: "kvgroups", Listen: "127.0.0.1:0", StoreDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown()
-	nc, err := n.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testJetStream(t, "kvgroups")
 	kv := NewKV(js, "hub", 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

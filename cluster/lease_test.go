@@ -6,28 +6,13 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestLeases: of three hubs running the same lease, one holds it at a
 // time; when the holder stops, another takes it within a third of the
 // TTL, and no two ever hold it at once.
 func TestLeases(t *testing.T) {
-	n, err := Start(Config{Name: "leasetest", Listen: "127.0.0.1:0", StoreDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown()
-	nc, err := n.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testJetStream(t, "leasetest")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const ttl = 600 * time.Millisecond

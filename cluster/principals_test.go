@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/store"
 )
@@ -16,20 +14,7 @@ import (
 // and removals on either side reach the other, and a removal is reported
 // for revocation.
 func TestPrincipalsJoinAndFollow(t *testing.T) {
-	n, err := Start(Config{Name: "princtest", Listen: "127.0.0.1:0", StoreDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown()
-	nc, err := n.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testJetStream(t, "princtest")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	open := func() *store.Store {
