@@ -48,14 +48,22 @@ func (s *Store) DeleteRetained(ctx context.Context, topic string) error {
 // LoadRetained implements broker.Spool. Envelopes are sorted by topic; a
 // row that does not decode is logged, deleted and left out.
 func (s *Store) LoadRetained(ctx context.Context) ([]*broker.Envelope, error) {
+	var out []*broker.Envelope
+	if err := s.eachRetained(ctx, func(e *broker.Envelope) { out = append(out, e) }); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// eachRetained calls f with every retained envelope, sorted by topic, one
+// row at a time; a row that does not decode is logged, deleted and left
+// out.
+func (s *Store) eachRetained(ctx context.Context, f func(*broker.Envelope)) error {
 	rows, err := s.r.QueryContext(ctx, `SELECT topic, envelope FROM retained ORDER BY topic`)
 	if err != nil {
-		return nil, fmt.Errorf("store: load retained: %w", err)
+		return fmt.Errorf("store: load retained: %w", err)
 	}
-	var (
-		out     []*broker.Envelope
-		corrupt []string
-	)
+	var corrupt []string
 	for rows.Next() {
 		var (
 			topic string
@@ -63,7 +71,7 @@ func (s *Store) LoadRetained(ctx context.Context) ([]*broker.Envelope, error) {
 		)
 		if err := rows.Scan(&topic, &b); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("store: load retained: %w", err)
+			return fmt.Errorf("store: load retained: %w", err)
 		}
 		e, err := broker.UnmarshalEnvelope(b)
 		if err != nil {
@@ -71,19 +79,19 @@ func (s *Store) LoadRetained(ctx context.Context) ([]*broker.Envelope, error) {
 			corrupt = append(corrupt, topic)
 			continue
 		}
-		out = append(out, e)
+		f(e)
 	}
 	err = rows.Err()
 	rows.Close()
 	if err != nil {
-		return nil, fmt.Errorf("store: load retained: %w", err)
+		return fmt.Errorf("store: load retained: %w", err)
 	}
 	for _, t := range corrupt {
 		if err := s.DeleteRetained(ctx, t); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func validateSubscription(d broker.DurableSubscription) error {
