@@ -8,11 +8,10 @@
 # profanity says "reboot completed"), then runs set, fills the required
 # field of its form (/fieldN min) and submits it (/form submit): the device
 # gets {"unit":"min","interval":60} and profanity says "set completed".
-# Not checked on screen: the device's reply text. profanity 0.13 shows a
-# result form's fields only when they carry a type attribute, and the hub's
-# "result" field has none (XEP-0004's default, text-single), so the window
-# shows "reply:" without the value; the reply is checked in profanity's own
-# debug log (the stanza it received) instead.
+# The device's reply text is checked in profanity's own debug log (the
+# stanza it received), not on screen: profanity 0.13 shows a result form's
+# fields only when they carry a type attribute, which the hub's "result"
+# field has had only since this case was written.
 set -euo pipefail
 : "${XMPP_PORT:?}" "${MQTT_PORT:?}" "${HTTP_PORT:?}" "${XMPP_DOMAIN:=localhost}"
 if ! command -v profanity >/dev/null || ! command -v tmux >/dev/null; then
