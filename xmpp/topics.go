@@ -569,6 +569,16 @@ func (a *Adapter) deliverEnvelope(ctx context.Context, p peer, e *broker.Envelop
 	if delivered {
 		return nil
 	}
+	if len(waits) == 1 { // the usual case: no goroutine per delivery
+		select {
+		case <-waits[0].ack:
+			return nil
+		case <-waits[0].closed:
+			return errOffline
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	// The first resource to acknowledge counts: a detached XEP-0198
 	// session (its client vanished, the session awaits resumption) must
 	// not hold the delivery while another resource has acked it.
