@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -107,6 +108,10 @@ type Bus struct {
 	fault func() error
 
 	groups groupSubs // groups.go
+	// gkv holds the members of the groups (groups_durable.go).
+	gkv    jetstream.KeyValue
+	hbOnce sync.Once
+	hbOn   atomic.Bool
 }
 
 // New connects the bus to NATS: it creates or updates the stream and the
@@ -188,6 +193,18 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: retained bucket: %w", err)
+	}
+	err = retry(ctx, func(ctx context.Context) (err error) {
+		b.gkv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      cfg.Prefix + "_groups",
+			Description: "hub consumer-group members, and the heartbeats of the hubs with members",
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: groups bucket: %w", err)
 	}
 	b.mem, err = broker.NewMemory(broker.MemoryConfig{Node: cfg.Node, Logger: cfg.Logger, ExternalRetained: true})
 	if err != nil {
@@ -329,7 +346,7 @@ func (b *Bus) checkFault() error {
 // sendLive routes e to this hub's live subscribers and hands it to the
 // other hubs for theirs.
 func (b *Bus) sendLive(ctx context.Context, e *broker.Envelope) error {
-	if err := b.mem.Publish(b.localRoute(ctx), e); err != nil {
+	if err := b.mem.Publish(b.localRoute(ctx, e), e); err != nil {
 		return err
 	}
 	m, err := b.msg(b.liveSubj, e)
@@ -457,7 +474,16 @@ func (b *Bus) Subscribe(ctx context.Context, opts broker.SubscribeOptions, h bro
 		return nil, errors.New("natsbus: subscribe: nil handler")
 	}
 	if !opts.Durable {
-		return b.trackGroups(b.mem.Subscribe(ctx, opts, h))
+		// Group deliveries come from a consumer's puller too: one handler
+		// call at a time.
+		var mu sync.Mutex
+		hs := func(ctx context.Context, e *broker.Envelope) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return h(ctx, e)
+		}
+		s, err := b.mem.Subscribe(ctx, opts, hs)
+		return b.trackGroups(s, err, memberOf{opts: opts, h: handlerDeliveries(b.log, opts.ID, hs), window: 1})
 	}
 	opts.MaxAckPending = 1
 	return b.attachDurable(ctx, opts, handlerDeliveries(b.log, opts.ID, h))
@@ -469,7 +495,14 @@ func (b *Bus) Consume(ctx context.Context, opts broker.SubscribeOptions, h broke
 		return nil, errors.New("natsbus: consume: nil handler")
 	}
 	if !opts.Durable {
-		return b.trackGroups(b.mem.Consume(ctx, opts, h))
+		var mu sync.Mutex
+		hs := func(d *broker.Delivery) {
+			mu.Lock()
+			defer mu.Unlock()
+			h(d)
+		}
+		s, err := b.mem.Consume(ctx, opts, hs)
+		return b.trackGroups(s, err, memberOf{opts: opts, h: hs, window: opts.MaxAckPending})
 	}
 	if opts.MaxAckPending <= 0 {
 		opts.MaxAckPending = broker.DefaultMaxAckPending

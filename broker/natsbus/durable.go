@@ -246,17 +246,20 @@ func (b *Bus) attachDurable(ctx context.Context, opts broker.SubscribeOptions, h
 	popts := opts
 	popts.Durable, popts.KeepFilters, popts.LiveQoS0Only = false, false, true
 	popts.Specs, popts.Filters = specs, nil
-	d.part, err = b.trackGroups(b.mem.Consume(ctx, popts, d.handle)) // groups.go
+	d.ctx, d.cancel = context.WithCancel(b.ctx)
+	part, err := b.mem.Consume(ctx, popts, d.handle)
+	d.part, err = b.trackGroups(part, err, memberOf{opts: opts, h: d.handle, d: d}) // groups.go
 	if err != nil {
+		d.cancel()
 		return fail(err)
 	}
 	d.inbox, err = b.nc.SubscribeSync(nats.NewInbox())
 	if err != nil {
 		_ = d.part.Unsubscribe()
+		d.cancel()
 		return fail(fmt.Errorf("natsbus: subscribe %q: inbox: %w", opts.ID, err))
 	}
 	_ = d.inbox.SetPendingLimits(-1, -1)
-	d.ctx, d.cancel = context.WithCancel(b.ctx)
 	b.wg.Add(1)
 	go d.run()
 	return d, nil
@@ -310,33 +313,8 @@ func (d *durable) run() {
 	}
 }
 
-// receive delivers what one pull request of n brings, until it is
-// filled, ends (a status from JetStream) or expires.
-func (d *durable) receive(n int) error {
-	ctx, cancel := context.WithTimeout(d.ctx, fetchWait+time.Second)
-	defer cancel()
-	for n > 0 {
-		m, err := d.inbox.NextMsgWithContext(ctx)
-		if err != nil {
-			if d.ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
-				return nil
-			}
-			return err
-		}
-		if st := m.Header.Get("Status"); st != "" {
-			switch st {
-			case "100": // heartbeat
-				continue
-			case "404", "408":
-				return nil
-			}
-			return fmt.Errorf("status %s %s", st, m.Header.Get("Description"))
-		}
-		n--
-		d.deliver(m)
-	}
-	return nil
-}
+// receive delivers what one pull request of n brings.
+func (d *durable) receive(n int) error { return pullReceive(d.ctx, d.inbox, n, d.deliver) }
 
 // route says how an envelope from the consumer is delivered: at what QoS,
 // with which subscription identifiers and retain flag; ok is false when
@@ -446,20 +424,7 @@ func (d *durable) settle(dl *broker.Delivery, reply, body string, sync bool) {
 
 // reply sends an acknowledgement body to a JetStream reply subject; sync
 // waits for JetStream to confirm it.
-func (d *durable) reply(subject, body string, sync bool) {
-	if subject == "" {
-		return
-	}
-	var err error
-	if sync {
-		_, err = d.b.nc.Request(subject, []byte(body), ackTimeout)
-	} else {
-		err = d.b.nc.Publish(subject, []byte(body))
-	}
-	if err != nil {
-		d.b.log.Debug("natsbus: acknowledge", "subscriber", d.opts.ID, "ack", body, "err", err)
-	}
-}
+func (d *durable) reply(subject, body string, sync bool) { d.b.ack(subject, body, sync) }
 
 // ID implements broker.Subscription.
 func (d *durable) ID() string { return d.opts.ID }
@@ -580,6 +545,7 @@ func (d *durable) Unsubscribe() error {
 	if err := d.b.stream.DeleteConsumer(ctx, d.name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("natsbus: unsubscribe %q: %w", d.opts.ID, err)
 	}
+	d.b.forgetMember(d.opts.ID) // groups_durable.go
 	return nil
 }
 

@@ -2,12 +2,15 @@ package natsbus
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/broker/bustest"
 )
 
 // TestGroupAcrossHubs: members of one consumer group on two hubs share
@@ -77,3 +80,17 @@ func TestGroupAcrossHubs(t *testing.T) {
 	}
 	waitFor(t, "the remaining member gets all", func() bool { return onA.Load()-before == 10 })
 }
+
+// clusterHub makes the hubs of bustest.RunCluster: buses of one prefix on
+// the test server, each on a connection of its own, with a short AckWait
+// so that a dead hub's deliveries come again soon.
+func clusterHub(t *testing.T, cluster string) bustest.Hub {
+	sum := sha256.Sum256([]byte(t.Name() + "/" + cluster))
+	b := newBus(t, "c"+hex.EncodeToString(sum[:6]), Config{Node: cluster, AckWait: time.Second})
+	return bustest.Hub{Bus: b, Kill: func() {
+		b.nc.Close()
+		_ = b.Close()
+	}}
+}
+
+func TestCluster(t *testing.T) { bustest.RunCluster(t, clusterHub) }
