@@ -501,11 +501,14 @@ func (m *Memory) SetRetained(e *Envelope) {
 	defer m.rmu.Unlock()
 	m.quota.retainedAccount(m.retained[e.Topic], m.sizeLocked(e.Topic), e, e.Size())
 	delete(m.coldSize, e.Topic)
-	if len(e.Payload) == 0 {
+	switch {
+	case len(e.Payload) == 0:
 		delete(m.retained, e.Topic)
-		return
+	case m.coldStore != nil && len(e.Payload) > m.coldAbove:
+		m.retained[e.Topic] = m.stub(e) // SetColdReader
+	default:
+		m.retained[e.Topic] = e
 	}
-	m.retained[e.Topic] = e
 }
 
 // ClearRetained clears topic's retained value without a publish.

@@ -49,6 +49,8 @@ func Run(t *testing.T, newBus Factory) {
 		{"SubscriptionIdentifiers", testSubscriptionIdentifiers},
 		{"PublishAsync", testPublishAsync},
 		{"PublishAsyncStorageFull", testPublishAsyncStorageFull},
+		{"QuotaRetained", testQuotaRetained},
+		{"QuotaQueued", testQuotaQueued},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newBus) })

@@ -65,6 +65,14 @@ type Config struct {
 	PublishTimeout time.Duration
 	// Logger receives warnings (nil: slog.Default()).
 	Logger *slog.Logger
+	// Quotas bound the retained values and queued bytes per principal
+	// and in all, as on the in-process bus (zero: no bounds); quota.go
+	// says how they are counted across the cluster.
+	Quotas broker.Quotas
+	// ColdRetainedAbove keeps the payloads of retained values larger
+	// than this many bytes in the KV bucket only, read back when asked
+	// for (0: every payload in memory too).
+	ColdRetainedAbove int
 }
 
 // Bus is the NATS bus. It implements broker.Bus.
@@ -112,6 +120,8 @@ type Bus struct {
 	gkv    jetstream.KeyValue
 	hbOnce sync.Once
 	hbOn   atomic.Bool
+
+	queued queuedQuota // quota.go
 }
 
 // New connects the bus to NATS: it creates or updates the stream and the
@@ -206,11 +216,14 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: groups bucket: %w", err)
 	}
-	b.mem, err = broker.NewMemory(broker.MemoryConfig{Node: cfg.Node, Logger: cfg.Logger, ExternalRetained: true})
+	b.mem, err = broker.NewMemory(broker.MemoryConfig{Node: cfg.Node, Logger: cfg.Logger, ExternalRetained: true, Quotas: cfg.Quotas})
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: %w", err)
 	}
+	b.mem.SetColdReader(kvCold{b}, cfg.ColdRetainedAbove) // retained.go
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.wg.Add(1)
+	go b.pollQueued() // quota.go
 	if err := b.watchRetained(ctx); err != nil {
 		_ = b.mem.Close()
 		b.cancel()
@@ -410,6 +423,9 @@ func (b *Bus) PublishAsync(ctx context.Context, e *broker.Envelope, done func(er
 // publishDurable writes e to the stream and, once JetStream has it, routes
 // it to the live subscribers, in publish order, then calls done.
 func (b *Bus) publishDurable(ctx context.Context, e *broker.Envelope, done func(error)) error {
+	if err := b.checkQueued(e); err != nil { // quota.go
+		return err
+	}
 	if e.Retain {
 		if err := b.retain(ctx, e); err != nil {
 			return err

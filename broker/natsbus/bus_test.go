@@ -21,6 +21,7 @@ import (
 var srv *server.Server
 
 func TestMain(m *testing.M) {
+	quotaPoll = 200 * time.Millisecond // the quota cases wait for a list of the consumers
 	dir, err := os.MkdirTemp("", "natsbus")
 	if err != nil {
 		panic(err)

@@ -33,6 +33,8 @@ const ackTimeout = 2 * time.Second
 type storedSpecs struct {
 	QoS   byte            `json:"qos"`
 	Specs []broker.Filter `json:"specs"`
+	// Principal owns the subscription, for the queued-bytes quota.
+	Principal string `json:"principal,omitempty"`
 }
 
 // durable is one attachment of a durable subscription: deliveries at QoS
@@ -152,12 +154,12 @@ func subjectSubset(a, b string) bool {
 }
 
 // consumerConfig is the JetStream consumer of a durable subscription.
-func (b *Bus) consumerConfig(name string, specs []broker.Filter, qos byte, window int) (jetstream.ConsumerConfig, error) {
+func (b *Bus) consumerConfig(name, principal string, specs []broker.Filter, qos byte, window int) (jetstream.ConsumerConfig, error) {
 	subjects, err := b.subjectsOf(specs, qos)
 	if err != nil {
 		return jetstream.ConsumerConfig{}, err
 	}
-	meta, err := json.Marshal(storedSpecs{QoS: qos, Specs: specs})
+	meta, err := json.Marshal(storedSpecs{QoS: qos, Specs: specs, Principal: principal})
 	if err != nil {
 		return jetstream.ConsumerConfig{}, fmt.Errorf("natsbus: filters: %w", err)
 	}
@@ -234,7 +236,7 @@ func (b *Bus) attachDurable(ctx context.Context, opts broker.SubscribeOptions, h
 		}
 	}
 	d.specs = specs
-	cfg, err := b.consumerConfig(d.name, specs, opts.QoS, d.window)
+	cfg, err := b.consumerConfig(d.name, opts.Principal, specs, opts.QoS, d.window)
 	if err != nil {
 		return fail(err)
 	}
@@ -242,6 +244,7 @@ func (b *Bus) attachDurable(ctx context.Context, opts broker.SubscribeOptions, h
 	if err != nil {
 		return fail(fmt.Errorf("natsbus: subscribe %q: consumer: %w: %w", opts.ID, broker.ErrStorage, err))
 	}
+	b.queued.setSub(opts.Principal, d.name, specs, opts.QoS, true) // quota.go
 
 	popts := opts
 	popts.Durable, popts.KeepFilters, popts.LiveQoS0Only = false, false, true
@@ -474,7 +477,7 @@ func (d *durable) saveFilters(ctx context.Context) error {
 	d.specs = specs
 	window := d.window
 	d.mu.Unlock()
-	cfg, err := d.b.consumerConfig(d.name, specs, d.opts.QoS, window)
+	cfg, err := d.b.consumerConfig(d.name, d.opts.Principal, specs, d.opts.QoS, window)
 	if err != nil {
 		return err
 	}
@@ -483,6 +486,7 @@ func (d *durable) saveFilters(ctx context.Context) error {
 	if _, err := d.b.stream.UpdateConsumer(ctx, cfg); err != nil {
 		return fmt.Errorf("natsbus: filters of %q: %w: %w", d.opts.ID, broker.ErrStorage, err)
 	}
+	d.b.queued.setSub(d.opts.Principal, d.name, specs, d.opts.QoS, true)
 	return nil
 }
 
@@ -533,6 +537,7 @@ func (d *durable) Detach() error {
 		delete(d.b.durables, d.opts.ID)
 	}
 	d.b.mu.Unlock()
+	d.b.queued.setPulled(d.name, false)
 	return nil
 }
 
@@ -545,6 +550,7 @@ func (d *durable) Unsubscribe() error {
 	if err := d.b.stream.DeleteConsumer(ctx, d.name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("natsbus: unsubscribe %q: %w", d.opts.ID, err)
 	}
+	d.b.queued.setSub(d.opts.Principal, d.name, nil, 0, false)
 	d.b.forgetMember(d.opts.ID) // groups_durable.go
 	return nil
 }

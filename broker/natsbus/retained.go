@@ -2,6 +2,7 @@ package natsbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -20,6 +21,9 @@ import (
 func (b *Bus) retain(ctx context.Context, e *broker.Envelope) error {
 	if err := b.checkFault(); err != nil {
 		return fmt.Errorf("natsbus: retain %q: %w: %w", e.Topic, broker.ErrStorage, err)
+	}
+	if err := b.mem.CheckRetained(e); err != nil { // the quotas
+		return fmt.Errorf("natsbus: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
 	defer cancel()
@@ -130,4 +134,39 @@ func retainedKey(topic string) (string, error) {
 // topicOfKey is the topic of a KV key made by retainedKey.
 func topicOfKey(key string) (string, error) {
 	return broker.SubjectToTopic("", strings.ReplaceAll(key, "=", "~"))
+}
+
+// kvCold reads the payloads of cold retained values back from the KV
+// bucket (Config.ColdRetainedAbove): the in-process part holds their
+// stubs only.
+type kvCold struct{ b *Bus }
+
+// ReadRetained implements broker.ColdSpool.
+func (c kvCold) ReadRetained(ctx context.Context, topic string) (*broker.Envelope, error) {
+	key, err := retainedKey(topic)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.b.cfg.PublishTimeout)
+	defer cancel()
+	ent, err := c.b.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("natsbus: read retained %q: %w", topic, err)
+	case len(ent.Value()) == 0:
+		return nil, nil
+	}
+	e, err := broker.UnmarshalEnvelope(ent.Value())
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: read retained %q: %w", topic, err)
+	}
+	return e, nil
+}
+
+// LoadRetainedHeads implements broker.ColdSpool; the KV watch loads the
+// values instead.
+func (kvCold) LoadRetainedHeads(context.Context, int) ([]broker.RetainedHead, error) {
+	return nil, errors.New("natsbus: retained values come from the KV watch")
 }
