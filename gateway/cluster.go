@@ -37,6 +37,11 @@ type NATSConfig struct {
 	// Prefix names the bus's subjects, stream and buckets ("" : "hub"),
 	// for several hub clusters on one NATS.
 	Prefix string `yaml:"prefix"`
+	// AckWait is how long JetStream waits for a delivery's
+	// acknowledgement before it delivers it again, to a member of the
+	// same consumer group on another hub when the hub it was out to died
+	// (0: 30 s).
+	AckWait time.Duration `yaml:"ack_wait"`
 }
 
 // NATSTLS are the TLS files of a NATS client connection.
@@ -76,6 +81,9 @@ func (c *Config) validateCluster() error {
 		if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
 			return fmt.Errorf("nats.replicas %d: want 1..5", c.NATS.Replicas)
 		}
+	}
+	if c.NATS.AckWait < 0 {
+		return fmt.Errorf("nats.ack_wait %v: must not be negative (0: 30s)", c.NATS.AckWait)
 	}
 	if c.Cluster.Enabled() {
 		if err := c.Cluster.Validate(); err != nil {
@@ -178,7 +186,9 @@ func openNATS(cfg Config, log *slog.Logger) (*natsbus.Bus, *natsHub, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), clusterStartTimeout)
 	defer cancel()
-	bus, err := natsbus.New(ctx, natsbus.Config{Conn: n.nc, Prefix: prefix, Replicas: replicas, Node: cfg.Node, Logger: log})
+	bus, err := natsbus.New(ctx, natsbus.Config{Conn: n.nc, Prefix: prefix, Replicas: replicas, Node: cfg.Node, Logger: log,
+		AckWait: cfg.NATS.AckWait, Quotas: cfg.Limits.Storage.quotas(cfg.DataDir),
+		ColdRetainedAbove: pick(cfg.Limits.Storage.RetainedColdAbove, DefaultRetainedColdAbove)})
 	if err != nil {
 		return nil, nil, err
 	}

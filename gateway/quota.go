@@ -191,7 +191,7 @@ func (quotaCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c quotaCollector) Collect(ch chan<- prometheus.Metric) {
-	if m, ok := c.h.Bus.(*broker.Memory); ok {
+	if m, ok := c.h.Bus.(interface{ QuotaStats() broker.QuotaStats }); ok { // the in-process bus, the NATS bus
 		s := m.QuotaStats()
 		ch <- prometheus.MustNewConstMetric(quotaRefused, prometheus.CounterValue, float64(s.Refused))
 		ch <- prometheus.MustNewConstMetric(quotaDropped, prometheus.CounterValue, float64(s.Dropped))

@@ -97,6 +97,7 @@ type Bus struct {
 	mu       sync.Mutex
 	durables map[string]*durable // attached durable subscriptions
 	closed   bool
+	waiting  bool // Close waits for wg: no more goroutines (background)
 
 	// chain orders the completions of QoS >= 1 publishes: each waits for
 	// the one before it, so that envelopes reach live subscribers in the
@@ -575,6 +576,9 @@ func (b *Bus) Close() error {
 	_ = b.live.Unsubscribe()
 	b.closeGroups()
 	b.cancel()
+	b.mu.Lock()
+	b.waiting = true
+	b.mu.Unlock()
 	b.wg.Wait()
 	return b.mem.Close()
 }

@@ -163,11 +163,33 @@ func (b *Bus) groupLeave(k groupKey, m *groupMember, forGood bool) {
 		gs.pull.stop()
 	}
 	if forGood {
-		b.dropMember(k, m.g.ID())
-		if last {
-			b.groupGone(k)
-		}
+		// In the background: an unsubscribe (a client going) does not wait
+		// on the bucket, which may be slow to answer, or not at all when
+		// NATS has just gone.
+		b.background(func() {
+			b.dropMember(k, m.g.ID())
+			if last {
+				b.groupGone(k)
+			}
+		})
 	}
+}
+
+// background runs fn on a goroutine of the bus, or at once (with the
+// bus's context done) once Close waits for them.
+func (b *Bus) background(fn func()) {
+	b.mu.Lock()
+	if b.waiting {
+		b.mu.Unlock()
+		fn()
+		return
+	}
+	b.wg.Add(1)
+	b.mu.Unlock()
+	go func() {
+		defer b.wg.Done()
+		fn()
+	}()
 }
 
 // hasMembers reports whether this hub has members of k.
@@ -188,8 +210,11 @@ func (b *Bus) closeGroups() {
 		left = append(left, gs.members...)
 	}
 	g.mu.Unlock()
+	// Cut off from NATS, the hub leaves its records for the others to
+	// find stale (by its heartbeat) rather than wait on each.
+	connected := b.nc.Status() == nats.CONNECTED
 	for _, m := range left {
-		b.groupLeave(m.gs.k, m, m.g.d == nil)
+		b.groupLeave(m.gs.k, m, m.g.d == nil && connected)
 	}
 	b.stopHeartbeat()
 }

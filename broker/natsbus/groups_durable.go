@@ -360,6 +360,9 @@ func (b *Bus) ack(subject, body string, sync bool) {
 	if subject == "" {
 		return
 	}
+	if sync && !b.online() {
+		sync = false // nobody would answer: a hub cut off does not wait for each
+	}
 	var err error
 	if sync {
 		_, err = b.nc.Request(subject, []byte(body), ackTimeout)
@@ -399,9 +402,14 @@ func pullReceive(ctx context.Context, inbox *nats.Subscription, n int, fn func(*
 	return nil
 }
 
+// online reports whether the bus is connected to NATS: a hub cut off
+// skips the groups bucket rather than wait on it (its records of
+// non-durable members go stale with its heartbeat).
+func (b *Bus) online() bool { return b.nc.Status() == nats.CONNECTED }
+
 // kvCtx bounds one request to the groups bucket.
 func (b *Bus) kvCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), b.cfg.PublishTimeout)
+	return context.WithTimeout(b.ctx, b.cfg.PublishTimeout)
 }
 
 // putMember writes m's record in the groups bucket.
@@ -409,6 +417,9 @@ func (b *Bus) putMember(k groupKey, m *groupMember) {
 	durable := m.g.d != nil
 	if !durable {
 		b.startHeartbeat()
+	}
+	if !b.online() {
+		return
 	}
 	rec, _ := json.Marshal(memberRecord{Node: b.self, Durable: durable, Group: k.group, Topic: k.topic})
 	ctx, cancel := b.kvCtx()
@@ -420,6 +431,9 @@ func (b *Bus) putMember(k groupKey, m *groupMember) {
 
 // dropMember deletes subscriber id's record in k.
 func (b *Bus) dropMember(k groupKey, id string) {
+	if !b.online() {
+		return
+	}
 	ctx, cancel := b.kvCtx()
 	defer cancel()
 	if err := b.gkv.Delete(ctx, memberKey(id, k)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -455,6 +469,9 @@ func (b *Bus) records(ctx context.Context, keys string) (map[string]memberRecord
 // durable member's record (away or not), no record of a non-durable
 // member on a live hub. Records of hubs whose heartbeat stopped go.
 func (b *Bus) groupGone(k groupKey) {
+	if !b.online() {
+		return
+	}
 	ctx, cancel := b.kvCtx()
 	defer cancel()
 	recs, err := b.records(ctx, "m.*."+k.queueName())
@@ -494,6 +511,9 @@ func (b *Bus) beating(ctx context.Context, node string) bool {
 // forgetMember ends durable subscriber id's memberships for good (its
 // Unsubscribe: the session ended, or expired).
 func (b *Bus) forgetMember(id string) {
+	if !b.online() {
+		return
+	}
 	ctx, cancel := b.kvCtx()
 	defer cancel()
 	recs, err := b.records(ctx, "m."+memberHash(id)+".*")
@@ -515,6 +535,9 @@ func (b *Bus) forgetMember(id string) {
 func (b *Bus) startHeartbeat() {
 	b.hbOnce.Do(func() {
 		beat := func() {
+			if !b.online() {
+				return
+			}
 			ctx, cancel := b.kvCtx()
 			defer cancel()
 			if _, err := b.gkv.Put(ctx, "n."+b.self, []byte(b.cfg.Node)); err != nil {
@@ -542,7 +565,7 @@ func (b *Bus) startHeartbeat() {
 
 // stopHeartbeat deletes n.<hub> (Close).
 func (b *Bus) stopHeartbeat() {
-	if !b.hbOn.Load() {
+	if !b.hbOn.Load() || !b.online() {
 		return
 	}
 	ctx, cancel := b.kvCtx()

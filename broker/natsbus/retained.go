@@ -74,7 +74,14 @@ func (b *Bus) watchRetained(ctx context.Context) error {
 	b.wg.Add(1)
 	go func(ready chan struct{}) {
 		defer b.wg.Done()
-		defer func() { _ = w.Stop() }()
+		defer func() {
+			// Stopping deletes the watch's consumer, a request that waits
+			// its whole timeout when NATS is away: a hub closing while cut
+			// off leaves that to the server (it is ephemeral).
+			if b.online() {
+				_ = w.Stop()
+			}
+		}()
 		for {
 			select {
 			case <-b.ctx.Done():

@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/hubsmith/hub/gateway"
+	"github.com/hubsmith/hub/hubtest"
+)
+
+// TestSharedSubscriptionHubDies: MQTT members of $share/g/t on hubs A and
+// B at QoS 1, a publisher on A. While nothing fails every publish reaches
+// the group exactly once. Then B's hub dies mid-load: its NATS connection
+// goes first (a cut: nothing it had out is acknowledged or handed back),
+// then its MQTT sessions. Every publish A acknowledged reaches the group
+// at least once: what B had out comes again to A after nats.ack_wait;
+// the ones B's member had received before its hub could acknowledge them
+// to JetStream are the duplicates, counted.
+func TestSharedSubscriptionHubDies(t *testing.T) {
+	srv := startNATS(t)
+	proxy := newCutProxy(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	const ackWait = 2 * time.Second
+	a := hubtest.Start(t, func(c *gateway.Config) { c.Node = "a"; c.NATS.URL = srv.ClientURL(); c.NATS.AckWait = ackWait })
+	b := hubtest.Start(t, func(c *gateway.Config) { c.Node = "b"; c.NATS.URL = "nats://" + proxy.addr; c.NATS.AckWait = ackWait })
+	memA := dialMQTT(t, a.Addr(t, "mqtt.mqtt"), "worker-a", "", "", true)
+	memA.subscribe(t, "$share/g/t", 1)
+	memB := dialMQTT(t, b.Addr(t, "mqtt.mqtt"), "worker-b", "", "", true)
+	memB.subscribe(t, "$share/g/t", 1)
+	pub := dialMQTT(t, a.Addr(t, "mqtt.mqtt"), "producer", "", "", true)
+
+	got := map[string]int{} // payload → deliveries to the group
+	onB := 0
+	var killed time.Time
+	var redone []time.Duration // after the kill, at A, of what was published before it
+	var before map[string]bool // published before the kill
+	drain := func() {
+		for {
+			select {
+			case m := <-memA.msgs:
+				got[m.Payload]++
+				if before[m.Payload] {
+					redone = append(redone, time.Since(killed))
+				}
+			case m := <-memB.msgs:
+				got[m.Payload]++
+				onB++
+			default:
+				return
+			}
+		}
+	}
+	// Phase 1, nothing fails: each publish once.
+	const phase1 = 100
+	for i := range phase1 {
+		pub.publish(t, "t", 1, false, fmt.Sprint("p1-", i))
+	}
+	within(t, "phase 1 delivered to the group", 10*time.Second, func() bool { drain(); return len(got) == phase1 })
+	memA.none(t, 200*time.Millisecond)
+	memB.none(t, 50*time.Millisecond)
+	for p, n := range got {
+		if n != 1 {
+			t.Fatalf("while nothing failed %s reached the group %d times", p, n)
+		}
+	}
+	if onB == 0 || onB == phase1 {
+		t.Fatalf("phase 1: %d of %d on B, want the group to spread", onB, phase1)
+	}
+	t.Logf("phase 1: %d publishes, each delivered once (%d on B)", phase1, onB)
+	phase1B := onB
+
+	// Phase 2: B dies after a third of the load.
+	const total, killAt = 300, 100
+	acked := map[string]bool{}
+	var stopB time.Duration
+	stopped := make(chan struct{})
+	bBefore := 0
+	// The publishes go out without waiting for each PUBACK, so that B
+	// has deliveries out, unacknowledged, when it dies.
+	toks := make([]paho.Token, total)
+	for i := range total {
+		if i == killAt {
+			// B's member is taking its share when its hub dies.
+			for end := time.Now().Add(5 * time.Second); onB-phase1B < 10 && time.Now().Before(end); {
+				drain()
+				time.Sleep(time.Millisecond)
+			}
+			bBefore = onB
+			before = map[string]bool{}
+			for j := range killAt {
+				if p := fmt.Sprint("p2-", j); got[p] == 0 {
+					before[p] = true // not delivered yet: out to B, or on its way
+				}
+			}
+			proxy.Cut()
+			killed = time.Now()
+			go func() {
+				defer close(stopped)
+				b.Close(t)
+				stopB = time.Since(killed)
+			}()
+		}
+		toks[i] = pub.Publish("t", 1, false, fmt.Sprint("p2-", i))
+		drain()
+	}
+	for i, tok := range toks {
+		if tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
+			acked[fmt.Sprint("p2-", i)] = true
+		}
+	}
+	drain()
+	missing := func() int {
+		drain()
+		n := 0
+		for p := range acked {
+			if got[p] == 0 {
+				n++
+			}
+		}
+		return n
+	}
+	d := within(t, "every acknowledged publish at the group", 30*time.Second, func() bool { return missing() == 0 })
+	dups := 0
+	for p := range acked {
+		dups += got[p] - 1
+	}
+	<-stopped
+	last := time.Duration(0)
+	for _, r := range redone {
+		last = max(last, r)
+	}
+	t.Logf("phase 2: B took %d before its hub died (stopped in %v); %d of %d publishes acknowledged, all reached the group "+
+		"(the last %v after the load); %d published before the kill came to A after it, the last %v after it; %d twice",
+		bBefore-phase1B, stopB.Round(time.Millisecond), len(acked), total, d.Round(time.Millisecond), len(redone), last.Round(time.Millisecond), dups)
+}
