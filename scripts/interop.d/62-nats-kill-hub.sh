@@ -104,13 +104,13 @@ wait_online() { # hub-http device want tenths: waits until its online field is w
 # coap-client observing its command topics over DTLS PSK. Each prints a
 # command's JSON as a line; answer() replies as the device.
 mqtt_device() { # mqtt-port outfile
-	mosquitto_sub -h 127.0.0.1 -p "$1" -u meter1 -P meter1pw -i meter1 -q 1 -t 'devices/meter1/commands/+' >"$2" 2>&1 &
+	stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$1" -u meter1 -P meter1pw -i meter1 -q 1 -t 'devices/meter1/commands/+' >"$2" 2>&1 &
 	meter_pid=$!
 	bg+=("$meter_pid")
 	disown "$meter_pid" # no job notice when it is killed
 }
 coap_device() { # coaps-port outfile
-	coap-client-openssl -u cam1 -k cam1key -s 600 -B 600 -m get \
+	stdbuf -oL coap-client-openssl -u cam1 -k cam1key -s 600 -B 600 -m get \
 		"coaps://127.0.0.1:$1/ps/devices/cam1/commands/+" >"$2" 2>&1 &
 	cam_pid=$!
 	bg+=("$cam_pid")
@@ -174,7 +174,7 @@ echo "ok: REST commands on A reach meter1 and cam1 on C and their replies come b
 load_sub() {
 	local run=$1 id="keeper$1" topic="load$1"
 	: >"$work/got.c"
-	mosquitto_sub -V 5 -h 127.0.0.1 -p "$C_MQTT" -c -x 3600 -i "$id" -q 1 -t "$topic/#" >"$work/got.c" 2>/dev/null &
+	stdbuf -oL mosquitto_sub -V 5 -h 127.0.0.1 -p "$C_MQTT" -c -x 3600 -i "$id" -q 1 -t "$topic/#" >"$work/got.c" 2>/dev/null &
 	local sp=$!
 	bg+=("$sp")
 	disown "$sp"
@@ -189,7 +189,7 @@ load_sub() {
 for i in range(1, int(sys.argv[1]) + 1):
     print(f"n{i}", flush=True)
     time.sleep(float(sys.argv[2]))' "$total" "$pace" 2>/dev/null |
-		timeout 120 mosquitto_pub -V 5 -h 127.0.0.1 -p "$A_MQTT" -i "loader$run" -q 1 -t "$topic/x" -l -d >"$work/pub.log" 2>&1 &
+		timeout 120 stdbuf -oL mosquitto_pub -V 5 -h 127.0.0.1 -p "$A_MQTT" -i "loader$run" -q 1 -t "$topic/x" -l -d >"$work/pub.log" 2>&1 &
 	local loader=$!
 	bg+=("$loader")
 	for _ in $(seq 300); do
@@ -218,7 +218,7 @@ for i in range(1, int(sys.argv[1]) + 1):
 	fi
 	# The session resumes on B (same client ID, clean start off).
 	: >"$work/got.b"
-	mosquitto_sub -V 5 -h 127.0.0.1 -p "$B_MQTT" -c -x 3600 -i "$id" -q 1 -t "$topic/#" >"$work/got.b" 2>/dev/null &
+	stdbuf -oL mosquitto_sub -V 5 -h 127.0.0.1 -p "$B_MQTT" -c -x 3600 -i "$id" -q 1 -t "$topic/#" >"$work/got.b" 2>/dev/null &
 	sp=$!
 	bg+=("$sp")
 	disown "$sp"
@@ -257,7 +257,7 @@ for i in range(1, int(sys.argv[1]) + 1):
 load_pub() {
 	local run=$1 id="collector$1" topic="cload$1"
 	: >"$work/got.a"
-	mosquitto_sub -V 5 -h 127.0.0.1 -p "$A_MQTT" -c -x 3600 -i "$id" -q 1 -t "$topic/#" >"$work/got.a" 2>/dev/null &
+	stdbuf -oL mosquitto_sub -V 5 -h 127.0.0.1 -p "$A_MQTT" -c -x 3600 -i "$id" -q 1 -t "$topic/#" >"$work/got.a" 2>/dev/null &
 	local sp=$!
 	bg+=("$sp")
 	disown "$sp"
@@ -271,7 +271,7 @@ load_pub() {
 for i in range(1, int(sys.argv[1]) + 1):
     print(f"n{i}", flush=True)
     time.sleep(float(sys.argv[2]))' "$total" "$pace" 2>/dev/null |
-		timeout 120 mosquitto_pub -V 5 -h 127.0.0.1 -p "$C_MQTT" -i "cloader$run" -q 1 -t "$topic/x" -l -d >"$work/cpub.log" 2>&1 &
+		timeout 120 stdbuf -oL mosquitto_pub -V 5 -h 127.0.0.1 -p "$C_MQTT" -i "cloader$run" -q 1 -t "$topic/x" -l -d >"$work/cpub.log" 2>&1 &
 	local loader=$!
 	bg+=("$loader")
 	for _ in $(seq 300); do
