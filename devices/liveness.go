@@ -38,6 +38,21 @@ func (m *remoteNodes) node(id string) string {
 	return m.on[id]
 }
 
+// RemoteHubs returns the hubs, other than this one, that devices are
+// online on as far as this registry knows, sorted, each once.
+func (r *Registry) RemoteHubs() []string {
+	r.remote.mu.Lock()
+	defer r.remote.mu.Unlock()
+	var hubs []string
+	for _, n := range r.remote.on {
+		if !slices.Contains(hubs, n) {
+			hubs = append(hubs, n)
+		}
+	}
+	slices.Sort(hubs)
+	return hubs
+}
+
 // onAnotherHub reports whether the device is online on another hub: as
 // its presence events said, or as the retained presence says when no
 // event came yet (a hub that starts while the device is connected

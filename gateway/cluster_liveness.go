@@ -113,6 +113,27 @@ func (h *Hub) heartbeat(ctx context.Context, kv jetstream.KeyValue) {
 		slices.Sort(names)
 		// The first live hub by name announces the expiry once for all.
 		announce := len(names) > 0 && names[0] == h.cfg.Node
+		confirmAlive(ctx, kv, alive, h.Devices.RemoteHubs())
 		h.Devices.ExpireHubs(ctx, alive, announce)
+	}
+}
+
+// confirmAlive adds to alive each of hubs whose entry a direct read still
+// finds, or whose entry cannot be read now. A key listing is no proof
+// that a hub is gone: it is an ordered consumer over the bucket, and
+// misses a key whose entry another Put replaces while it runs (with
+// three hubs beating once a second, live hubs were taken for gone and
+// their devices marked offline). Only a read that finds no entry is.
+func confirmAlive(ctx context.Context, kv jetstream.KeyValue, alive map[string]bool, hubs []string) {
+	for _, n := range hubs {
+		if alive[n] {
+			continue
+		}
+		gctx, cancel := context.WithTimeout(ctx, Heartbeat)
+		_, err := kv.Get(gctx, nodeKey(n))
+		cancel()
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			alive[n] = true // there, or cannot tell now: ask again next beat
+		}
 	}
 }
