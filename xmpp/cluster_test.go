@@ -15,6 +15,8 @@ func TestDecodeFrame(t *testing.T) {
 		{"push", `{"kind":"push","node":"a","item":{"jid":"bob@localhost","subscription":"both"}}`, ""},
 		{"command", `{"kind":"command","node":"a","command":{"id":"1","device":"d","name":"n","params":null}}`, ""},
 		{"ping", `{"kind":"ping","node":"a"}`, ""},
+		{"topic", `{"kind":"topic","node":"a","stanza":"<message xmlns='jabber:client'><body>x</body></message>"}`, ""},
+		{"carbon", `{"kind":"carbon","node":"a","from":"bob@localhost/r1","stanza":"<message xmlns='jabber:client'/>"}`, ""},
 		{"not JSON", `<x/>`, "cluster frame"},
 		{"unknown kind", `{"kind":"gossip"}`, "unknown kind"},
 		{"push without item", `{"kind":"push"}`, "missing payload"},
