@@ -1,10 +1,19 @@
 package e2e
 
 import (
+	"context"
+	"crypto/tls"
+	"encoding/xml"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
+
+	"mellium.im/sasl"
+	mxmpp "mellium.im/xmpp"
+	"mellium.im/xmpp/jid"
 
 	"github.com/hubsmith/hub/broker/natsbus"
 )
@@ -194,4 +203,176 @@ func TestXMPPCarbonsAcrossHubs(t *testing.T) {
 		c.expect(t, "the message to the bare JID", chatBody("to both"))
 		c.noMore(t, 200*time.Millisecond, func(v stanza) bool { return chatBody("to both")(v) || carbonOf("received", "to both")(v) })
 	}
+}
+
+// smConn speaks XEP-0198 by hand over a stream mellium negotiated (TLS,
+// SASL and, for a new session, binding).
+type smConn struct {
+	conn net.Conn
+	d    *xml.Decoder
+	jid  string
+	h    int // stanzas received
+}
+
+// smResume ends mellium's negotiation at the <sm/> feature after SASL,
+// so that the client sends <resume/> instead of binding.
+var smResume = mxmpp.StreamFeature{
+	Name:       xml.Name{Space: "urn:xmpp:sm:3", Local: "sm"},
+	Necessary:  mxmpp.Authn,
+	Prohibited: mxmpp.Ready,
+	Parse: func(_ context.Context, d *xml.Decoder, _ *xml.StartElement) (bool, interface{}, error) {
+		return true, nil, d.Skip()
+	},
+	Negotiate: func(context.Context, *mxmpp.Session, interface{}) (mxmpp.SessionState, io.ReadWriter, error) {
+		return mxmpp.Ready, nil, nil
+	},
+}
+
+func dialSM(t *testing.T, addr, user, pass string, bind bool) *smConn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feats := []mxmpp.StreamFeature{
+		mxmpp.StartTLS(&tls.Config{InsecureSkipVerify: true, ServerName: "localhost"}),
+		mxmpp.SASL("", pass, sasl.ScramSha256),
+		smResume,
+	}
+	if bind {
+		feats[2] = mxmpp.BindResource()
+	}
+	s, err := mxmpp.NewClientSession(ctx(t), jid.MustParse(user+"@localhost"), conn, feats...)
+	if err != nil {
+		_ = conn.Close()
+		t.Fatalf("xmpp login %s: %v", user, err)
+	}
+	c := &smConn{conn: s.Conn(), jid: s.LocalAddr().String()}
+	c.d = xml.NewDecoder(c.conn)
+	t.Cleanup(func() { _ = c.conn.Close() })
+	return c
+}
+
+func (c *smConn) write(t *testing.T, raw string) {
+	t.Helper()
+	if _, err := io.WriteString(c.conn, raw); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// until reads elements until match accepts one, counting stanzas.
+func (c *smConn) until(t *testing.T, what string, match func(xmlNode) bool) xmlNode {
+	t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(wait))
+	for {
+		tok, err := c.d.Token()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		start, ok := tok.(xml.StartElement)
+		if !ok {
+			continue
+		}
+		var n xmlNode
+		if err := c.d.DecodeElement(&n, &start); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if n.XMLName.Space != "urn:xmpp:sm:3" {
+			c.h++
+		}
+		if match(n) {
+			return n
+		}
+	}
+}
+
+func smElement(local string) func(xmlNode) bool {
+	return func(n xmlNode) bool { return n.XMLName.Space == "urn:xmpp:sm:3" && n.XMLName.Local == local }
+}
+
+func messageBody(body string) func(xmlNode) bool {
+	return func(n xmlNode) bool {
+		if n.XMLName.Local != "message" {
+			return false
+		}
+		for _, c := range n.Children {
+			if c.XMLName.Local == "body" && c.Text == body {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// TestXMPPResumeOnAnotherHub: bob's XEP-0198 stream on A breaks and he
+// resumes it on B: B takes the session from A with what bob had not
+// acknowledged, and messages to his full JID follow him. When the hub
+// holding the session is gone, resuming fails with item-not-found and
+// bob binds anew, finding what was sent meanwhile.
+func TestXMPPResumeOnAnotherHub(t *testing.T) {
+	a, b := twoHubs(t)
+	alice := dialXMPP(t, a.Addr(t, "xmpp"), "alice", "alicepw")
+	// routed waits until A routed what alice sent before.
+	routed := func(id string) {
+		t.Helper()
+		alice.send(t, `<iq type='get' id='`+id+`'><ping xmlns='urn:xmpp:ping'/></iq>`)
+		alice.expect(t, "ping answer", func(v stanza) bool { return v.XMLName.Local == "iq" && v.ID == id })
+	}
+	chat := func(to, body string) {
+		t.Helper()
+		alice.send(t, `<message type='chat' to='`+to+`'><body>`+body+`</body></message>`)
+	}
+
+	bob := dialSM(t, a.Addr(t, "xmpp"), "bob", "bobpw", true)
+	bob.write(t, `<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
+	id := attr(bob.until(t, "enabled", smElement("enabled")), "id")
+	bob.write(t, `<presence/>`)
+	// bob's other resource, on A, sees the first one come and, when the
+	// session moves to B, not go.
+	other := dialXMPP(t, a.Addr(t, "xmpp"), "bob", "bobpw")
+	other.expect(t, "the presence of the resource that moves", func(v stanza) bool {
+		return v.XMLName.Local == "presence" && v.Type == "" && v.From == bob.jid
+	})
+	chat(bob.jid, "m1")
+	bob.until(t, "m1", messageBody("m1"))
+	acked := bob.h
+	chat(bob.jid, "m2")
+	bob.until(t, "m2", messageBody("m2"))
+	_ = bob.conn.Close() // m2 not acknowledged
+	chat(bob.jid, "m3")  // kept by the session on A, for resending
+	routed("p1")
+
+	onB := dialSM(t, b.Addr(t, "xmpp"), "bob", "bobpw", false)
+	onB.write(t, fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, id, acked))
+	resumed := onB.until(t, "the answer to resume on B", func(n xmlNode) bool { return n.XMLName.Space == "urn:xmpp:sm:3" })
+	if resumed.XMLName.Local != "resumed" || attr(resumed, "h") != "1" || attr(resumed, "previd") != id {
+		t.Fatalf("resume on B: %+v", resumed)
+	}
+	onB.h = acked
+	onB.until(t, "m2 resent on B", messageBody("m2"))
+	onB.until(t, "m3 resent on B", messageBody("m3"))
+	onB.write(t, fmt.Sprintf(`<a xmlns='urn:xmpp:sm:3' h='%d'/>`, onB.h))
+	chat(bob.jid, "m4")
+	onB.until(t, "m4 to bob's full JID, now on B", messageBody("m4"))
+	onB.write(t, `<r xmlns='urn:xmpp:sm:3'/>`)
+	if got := attr(onB.until(t, "ack", smElement("a")), "h"); got != "1" {
+		t.Errorf("B counts %s stanzas from bob, want 1 (A's count carried over)", got)
+	}
+
+	other.noMore(t, 200*time.Millisecond, func(v stanza) bool { return v.XMLName.Local == "presence" && v.From == bob.jid })
+	_ = other.s.Close()
+	<-other.done
+
+	// B dies with the session: resuming on A fails, bob binds anew.
+	b.Close(t)
+	again := dialSM(t, a.Addr(t, "xmpp"), "bob", "bobpw", false)
+	again.write(t, fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, id, onB.h))
+	failed := again.until(t, "the answer to resume on A", func(n xmlNode) bool { return n.XMLName.Space == "urn:xmpp:sm:3" })
+	if failed.XMLName.Local != "failed" || len(failed.Children) != 1 || failed.Children[0].XMLName.Local != "item-not-found" {
+		t.Fatalf("resume of a session of a dead hub: %+v", failed)
+	}
+	chat("bob@localhost", "m5") // bob is nowhere: kept offline
+	routed("p2")
+	fresh := dialXMPP(t, a.Addr(t, "xmpp"), "bob", "bobpw")
+	fresh.expect(t, "the message kept while bob was nowhere", chatBody("m5"))
 }

@@ -128,11 +128,12 @@ type link struct {
 
 	mu       sync.Mutex
 	closed   bool
-	sweeping bool                           // the liveness sweep runs
-	remote   map[string]*remotePeer         // full JIDs of other hubs seen available
-	own      map[string]map[string]struct{} // bare JID here → its full JIDs on other hubs (cluster_fanout.go)
-	bares    map[string]*bareSubs           // bare JID → its subscriptions
-	fulls    map[string]*nats.Subscription  // full JID → its subscription
+	sweeping bool                            // the liveness sweep runs
+	remote   map[string]*remotePeer          // full JIDs of other hubs seen available
+	own      map[string]map[string]struct{}  // bare JID here → its full JIDs on other hubs (cluster_fanout.go)
+	resumes  map[*session]*nats.Subscription // resumable sessions' subscriptions (cluster_resume.go)
+	bares    map[string]*bareSubs            // bare JID → its subscriptions
+	fulls    map[string]*nats.Subscription   // full JID → its subscription
 }
 
 type bareSubs struct {
@@ -152,7 +153,7 @@ func newLink(a *Adapter, c Cluster) *link {
 	}
 	return &link{a: a, nc: c.Conn, prefix: c.Prefix, node: c.Node, liveness: c.Liveness, stop: make(chan struct{}),
 		bares: map[string]*bareSubs{}, fulls: map[string]*nats.Subscription{}, remote: map[string]*remotePeer{},
-		own: map[string]map[string]struct{}{}}
+		own: map[string]map[string]struct{}{}, resumes: map[*session]*nats.Subscription{}}
 }
 
 func (l *link) userSubject(bare string) string { return l.prefix + ".x.u." + subjectToken(bare) }
@@ -213,6 +214,7 @@ func (l *link) left(s *session) {
 		_ = sub.Unsubscribe()
 	}
 	delete(l.fulls, s.jid)
+	l.dropResumableLocked(s)
 	b := l.bares[s.bare]
 	if b == nil {
 		return
@@ -249,6 +251,9 @@ func (l *link) close() {
 		if sub != nil {
 			_ = sub.Unsubscribe()
 		}
+	}
+	for s := range l.resumes {
+		l.dropResumableLocked(s)
 	}
 	l.bares, l.fulls = map[string]*bareSubs{}, map[string]*nats.Subscription{}
 	l.own = map[string]map[string]struct{}{}
