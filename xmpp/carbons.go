@@ -111,7 +111,19 @@ func (a *Adapter) sendCarbons(except *session, el *element, kind string) {
 		if c == except || !a.carbons.enabled(c) {
 			continue
 		}
-		_, _ = c.send(newElement(nsClient, "message", "from", except.bare, "to", c.jid, "type", el.AttrValue("type")).Add(
-			newElement(nsCarbons, kind).Add(newElement(nsForward, "forwarded").Add(el.Copy()))))
+		_, _ = c.send(carbonOf(except, el, kind, c.jid))
 	}
+	if a.cl.elsewhere(except.bare) { // the resources on other hubs (cluster_fanout.go)
+		a.cl.carbon(except, carbonOf(except, el, kind, ""))
+	}
+}
+
+// carbonOf wraps el in a carbon of kind for the resource to ("": set by
+// the hub that delivers it).
+func carbonOf(except *session, el *element, kind, to string) *element {
+	m := newElement(nsClient, "message", "from", except.bare, "type", el.AttrValue("type"))
+	if to != "" {
+		m.SetAttr("to", to)
+	}
+	return m.Add(newElement(nsCarbons, kind).Add(newElement(nsForward, "forwarded").Add(el.Copy())))
 }

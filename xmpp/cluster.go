@@ -86,7 +86,7 @@ func decodeFrame(b []byte) (frame, error) {
 		return frame{}, fmt.Errorf("xmpp: cluster frame: %w", err)
 	}
 	switch f.Kind {
-	case frameDeliver, framePresence, frameProbe, framePush, frameFull, frameCommand, framePing:
+	case frameDeliver, framePresence, frameProbe, framePush, frameFull, frameCommand, framePing, frameTopic, frameCarbon, frameSubs:
 	default:
 		return frame{}, fmt.Errorf("xmpp: cluster frame: unknown kind %q", f.Kind)
 	}
@@ -128,10 +128,12 @@ type link struct {
 
 	mu       sync.Mutex
 	closed   bool
-	sweeping bool                          // the liveness sweep runs
-	remote   map[string]*remotePeer        // full JIDs of other hubs seen available
-	bares    map[string]*bareSubs          // bare JID → its subscriptions
-	fulls    map[string]*nats.Subscription // full JID → its subscription
+	sweeping bool                            // the liveness sweep runs
+	remote   map[string]*remotePeer          // full JIDs of other hubs seen available
+	own      map[string]map[string]struct{}  // bare JID here → its full JIDs on other hubs (cluster_fanout.go)
+	resumes  map[*session]*nats.Subscription // resumable sessions' subscriptions (cluster_resume.go)
+	bares    map[string]*bareSubs            // bare JID → its subscriptions
+	fulls    map[string]*nats.Subscription   // full JID → its subscription
 }
 
 type bareSubs struct {
@@ -150,7 +152,8 @@ func newLink(a *Adapter, c Cluster) *link {
 		c.Liveness = DefaultLiveness
 	}
 	return &link{a: a, nc: c.Conn, prefix: c.Prefix, node: c.Node, liveness: c.Liveness, stop: make(chan struct{}),
-		bares: map[string]*bareSubs{}, fulls: map[string]*nats.Subscription{}, remote: map[string]*remotePeer{}}
+		bares: map[string]*bareSubs{}, fulls: map[string]*nats.Subscription{}, remote: map[string]*remotePeer{},
+		own: map[string]map[string]struct{}{}, resumes: map[*session]*nats.Subscription{}}
 }
 
 func (l *link) userSubject(bare string) string { return l.prefix + ".x.u." + subjectToken(bare) }
@@ -211,6 +214,7 @@ func (l *link) left(s *session) {
 		_ = sub.Unsubscribe()
 	}
 	delete(l.fulls, s.jid)
+	l.dropResumableLocked(s)
 	b := l.bares[s.bare]
 	if b == nil {
 		return
@@ -222,6 +226,7 @@ func (l *link) left(s *session) {
 			}
 		}
 		delete(l.bares, s.bare)
+		delete(l.own, s.bare) // learnt again from the next login's probe
 	}
 }
 
@@ -247,7 +252,11 @@ func (l *link) close() {
 			_ = sub.Unsubscribe()
 		}
 	}
+	for s := range l.resumes {
+		l.dropResumableLocked(s)
+	}
 	l.bares, l.fulls = map[string]*bareSubs{}, map[string]*nats.Subscription{}
+	l.own = map[string]map[string]struct{}{}
 	l.mu.Unlock()
 	l.wg.Wait()
 }
@@ -356,6 +365,12 @@ func (l *link) onUser(bare string, m *nats.Msg) {
 			l.sendFull(plocal+"@"+pdomain, pres, p)
 		}
 		return
+	case frameTopic, frameCarbon:
+		l.onFanOut(bare, f) // cluster_fanout.go
+		return
+	case frameSubs:
+		l.onSubs(bare) // cluster_topics.go
+		return
 	case frameDeliver, framePresence:
 	default:
 		return
@@ -420,6 +435,9 @@ func (l *link) onFull(m *nats.Msg) {
 	_, err = s.send(el)
 	if err == nil {
 		l.notePresence(el, s.bare)
+		if el.Name.Local == "message" {
+			a.carbonReceived(s, el) // as for a message from this hub (router.go)
+		}
 	}
 	answer(m, err == nil)
 }

@@ -2,6 +2,7 @@ package xmpp
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -52,6 +53,9 @@ func (l *link) notePresence(el *element, watcher string) {
 		return
 	}
 	p := l.remote[from]
+	if b, _, _ := strings.Cut(from, "/"); b == watcher {
+		l.noteOwnLocked(watcher, from, typ == "")
+	}
 	if typ == "unavailable" {
 		if p != nil {
 			delete(p.watchers, watcher)
@@ -119,6 +123,9 @@ func (l *link) checked(j string, missing bool) {
 		return
 	}
 	delete(l.remote, j)
+	if b, _, _ := strings.Cut(j, "/"); b != "" {
+		l.noteOwnLocked(b, j, false)
+	}
 	watchers := p.watchers
 	l.mu.Unlock()
 	l.a.log.Info("xmpp: cluster: user of another hub gone without presence", "jid", j)

@@ -227,7 +227,9 @@ func (a *Adapter) handlePubSubFor(p peer, iq *element) {
 		if err := a.topics.attach(ctx, p, node, "", true, true, confirm); err != nil {
 			a.log.Warn("xmpp: pubsub subscribe", "node", node, "err", err)
 			fail(err)
+			return
 		}
+		a.cl.subsChanged(p.bareJID()) // cluster_topics.go
 	case op.Name.Local == "unsubscribe" && typ == "set":
 		a.topics.mu.Lock()
 		sub := a.topics.subs[p.bareJID()]["p "+node]
@@ -237,6 +239,7 @@ func (a *Adapter) handlePubSubFor(p peer, iq *element) {
 			_ = sub.Unsubscribe()
 		}
 		_ = a.cfg.Store.KVDelete(ctx, pubsubBucket, p.bareJID()+" "+node)
+		a.cl.subsChanged(p.bareJID()) // cluster_topics.go
 		_ = p.send(resultOf(iq))
 	case op.Name.Local == "publish" && typ == "set":
 		payload, ctype, err := itemPayload(op.Child(nsPubSub, "item")) // payload.go

@@ -225,6 +225,7 @@ func (s *session) handleSM(el *element) error {
 			s.a.mu.Lock()
 			s.a.resume[st.id] = s
 			s.a.mu.Unlock()
+			s.a.cl.resumable(s, st.id) // on another hub too (cluster_resume.go)
 			resume = " resume='true' max='" + strconv.Itoa(int(s.a.cfg.ResumeTimeout/time.Second)) + "'"
 		}
 		return s.writeRaw("<enabled xmlns='urn:xmpp:sm:3' id='" + st.id + "'" + resume + "/>")

@@ -15,6 +15,9 @@ func (a *Adapter) resumeSession(c *streamConn, el *element) (*session, error) {
 	s := a.resume[prev]
 	a.mu.Unlock()
 	bare := c.user + "@" + a.cfg.Domain
+	if s == nil && herr == nil && a.cl != nil {
+		return a.resumeRemote(c, prev, uint32(h)) // held by another hub, if any (cluster_resume.go)
+	}
 	if s == nil || herr != nil || s.bare != bare || c.anon {
 		return nil, c.write("<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>")
 	}

@@ -215,7 +215,9 @@ func (t *topicService) subscribe(ctx context.Context, p peer, topic, from, tjid 
 		_ = t.a.cfg.Store.KVDelete(ctx, bucket, topicKey(p.bareJID(), name))
 		p.rosterSet(from, "none")
 		_ = p.send(newElement(nsClient, "presence", "type", "unsubscribed", "from", from, "to", p.bareJID()))
+		return
 	}
+	t.a.cl.subsChanged(p.bareJID()) // cluster_topics.go
 }
 
 // unsubscribe ends a topic subscription (through the topic JID tjid, ""
@@ -234,6 +236,7 @@ func (t *topicService) unsubscribe(ctx context.Context, bare, topic, tjid string
 	}
 	bucket, k := record(bare, topic, tjid)
 	_ = t.a.cfg.Store.KVDelete(ctx, bucket, k)
+	t.a.cl.subsChanged(bare) // cluster_topics.go
 }
 
 // unsubscribeJID ends the subscription of bare to the topic JID
@@ -548,6 +551,9 @@ func (a *Adapter) deliverEnvelope(ctx context.Context, p peer, e *broker.Envelop
 	targets := a.availableOf(cp.s.bare)
 	if len(targets) == 0 {
 		return errOffline
+	}
+	if e.QoS > 0 { // from the durable consumer, to this hub alone: the user's resources elsewhere get it from here (cluster_fanout.go)
+		a.cl.fanOut(cp.s.bare, func() *element { return build(cp.s.bare, e) })
 	}
 	type waiter struct {
 		ack    <-chan struct{}
