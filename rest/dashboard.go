@@ -13,6 +13,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 
@@ -45,14 +46,41 @@ type dashFile struct {
 // needs the token the sign-in page got, which it keeps in the hub_token
 // cookie (or an Authorization header). Its data needs the token in every
 // API call in any case.
+//
+// The files are read, hashed and compressed on the first request for
+// one, not at start-up: a hub nobody opens the dashboard of keeps none of
+// it in memory (about 0.6 MB, and 2 MB of garbage from compressing it at
+// start).
 type dashboard struct {
+	fsys  fs.FS
+	once  sync.Once
 	files map[string]*dashFile
+	err   error
 }
 
 var assetRef = regexp.MustCompile(`(?:src|href)="/(assets/[^"]+)"`)
 
+// newDashboard checks that fsys has the two pages the dashboard needs;
+// its files are loaded on first use (see dashboard.get).
 func newDashboard(fsys fs.FS) (*dashboard, error) {
-	d := &dashboard{files: map[string]*dashFile{}}
+	for _, p := range []string{dashIndex, dashLogin} {
+		if st, err := fs.Stat(fsys, p); err != nil || st.IsDir() {
+			return nil, fmt.Errorf("rest: dashboard: %s is missing", p)
+		}
+	}
+	return &dashboard{fsys: fsys}, nil
+}
+
+// get returns the dashboard's files, loading them the first time.
+func (d *dashboard) get() (map[string]*dashFile, error) {
+	d.once.Do(func() { d.files, d.err = loadDashboard(d.fsys) })
+	return d.files, d.err
+}
+
+// loadDashboard reads every file of fsys, with its type, ETag and gzip
+// form, and marks the sign-in page and its assets public.
+func loadDashboard(fsys fs.FS) (map[string]*dashFile, error) {
+	files := map[string]*dashFile{}
 	err := fs.WalkDir(fsys, ".", func(p string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err
@@ -75,25 +103,25 @@ func newDashboard(fsys fs.FS) (*dashboard, error) {
 				f.gz = buf.Bytes()
 			}
 		}
-		d.files[p] = f
+		files[p] = f
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rest: dashboard: %w", err)
 	}
 	for _, p := range []string{dashIndex, dashLogin} {
-		if d.files[p] == nil {
+		if files[p] == nil {
 			return nil, fmt.Errorf("rest: dashboard: %s is missing", p)
 		}
 	}
-	login := d.files[dashLogin]
+	login := files[dashLogin]
 	login.public = true
 	for _, m := range assetRef.FindAllSubmatch(login.body, -1) {
-		if f := d.files[string(m[1])]; f != nil {
+		if f := files[string(m[1])]; f != nil {
 			f.public = true
 		}
 	}
-	return d, nil
+	return files, nil
 }
 
 // serveDashboard answers GET and HEAD requests no route took, outside
@@ -101,18 +129,22 @@ func newDashboard(fsys fs.FS) (*dashboard, error) {
 // the app (its own router reads the rest), or, without credentials where
 // they are needed, a redirect to /login. It reports whether it answered.
 func (a *Adapter) serveDashboard(c *gin.Context) bool {
-	d := a.dash
 	r := c.Request
 	p := r.URL.Path
-	if d == nil || (r.Method != http.MethodGet && r.Method != http.MethodHead) || p == "/api" || strings.HasPrefix(p, "/api/") {
+	if a.dash == nil || (r.Method != http.MethodGet && r.Method != http.MethodHead) || p == "/api" || strings.HasPrefix(p, "/api/") {
 		return false
+	}
+	files, err := a.dash.get()
+	if err != nil {
+		a.fail(c, err)
+		return true
 	}
 	w := c.Writer
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "same-origin")
 	if strings.HasPrefix(p, "/assets/") {
-		f := d.files[strings.TrimPrefix(p, "/")]
+		f := files[strings.TrimPrefix(p, "/")]
 		if f == nil {
 			return false
 		}
@@ -136,7 +168,7 @@ func (a *Adapter) serveDashboard(c *gin.Context) bool {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("Content-Security-Policy", dashCSP)
 	h.Set("X-Frame-Options", "DENY")
-	sendDashFile(c, d.files[page])
+	sendDashFile(c, files[page])
 	return true
 }
 

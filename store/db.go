@@ -110,7 +110,7 @@ func open(ctx context.Context, dir string) (*Store, error) {
 	// A damaged database still opens: an edge hub that refused to start
 	// would lose everything instead of what is damaged. The damage is
 	// logged, reported by Check and in the metrics.
-	check, err := quickCheck(ctx, w)
+	check, err := quickCheckOnce(ctx, path)
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
