@@ -86,6 +86,8 @@ type memSub struct {
 	// stored and storedBytes approximate the length and Size total of the
 	// durable queue in the spool, for the queue bounds.
 	stored, storedBytes atomic.Int64
+	// tmu serialises the trims of the durable queue (Memory.bound).
+	tmu sync.Mutex
 	// owner is the queued-bytes counter of opts.Principal (nil: none),
 	// charged from the offer of a durable delivery until its removal.
 	owner atomic.Pointer[atomic.Int64]
@@ -340,6 +342,25 @@ func (s *memSub) bounds() (int, int64) {
 		b = opts.MaxQueuedBytes
 	}
 	return n, b
+}
+
+// excess returns how far the durable queue is past its bounds, in
+// envelopes and bytes.
+func (s *memSub) excess() (n int, bytes int64) {
+	maxN, maxB := s.bounds()
+	if maxN > 0 {
+		n = int(max(0, s.stored.Load()-int64(maxN)))
+	}
+	if maxB > 0 {
+		bytes = max(0, s.storedBytes.Load()-maxB)
+	}
+	return n, bytes
+}
+
+// overBound reports whether the durable queue is past a bound.
+func (s *memSub) overBound() bool {
+	n, b := s.excess()
+	return n > 0 || b > 0
 }
 
 // options returns the subscription's options; a publisher's store write
