@@ -269,6 +269,6 @@ func sweepOrphans(ctx context.Context, db *sql.DB) error {
 	if _, err := db.ExecContext(ctx, `DELETE FROM queue WHERE subscriber NOT IN (SELECT id FROM subscriptions)`); err != nil {
 		return err
 	}
-	_, err := db.ExecContext(ctx, `DELETE FROM messages WHERE id NOT IN (SELECT msg FROM queue)`)
+	_, err := db.ExecContext(ctx, `DELETE FROM messages WHERE id NOT IN (SELECT msg FROM queue WHERE msg <> 0)`)
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/hubsmith/hub/broker"
@@ -111,5 +112,80 @@ func TestEnqueueAsync(t *testing.T) {
 	s.EnqueueAsync(ctx, &broker.Envelope{Topic: "t/x"}, []broker.QueueRef{{Subscriber: "q", Seq: n + 1}}, func(err error) { res <- err })
 	if err := <-res; !errors.Is(err, ErrClosed) {
 		t.Errorf("after Close: %v, want ErrClosed", err)
+	}
+}
+
+// BenchmarkQueueRows measures the durable hot path of the store: 64
+// one-subscriber envelopes queued together (EnqueueAsync, merged into
+// multi-row inserts, one commit), then removed as acknowledged (Remove).
+func BenchmarkQueueRows(b *testing.B) {
+	s := openTest(b)
+	ctx := context.Background()
+	if err := s.SaveSubscription(ctx, broker.DurableSubscription{ID: "q", Filters: []string{"t/#"}, QoS: 1}); err != nil {
+		b.Fatal(err)
+	}
+	const batch = 64
+	payload := make([]byte, 64)
+	res := make(chan error, batch)
+	seqs := make([]int64, 0, batch)
+	var seq int64
+	b.ReportAllocs()
+	for b.Loop() {
+		seqs = seqs[:0]
+		for range batch {
+			seq++
+			seqs = append(seqs, seq)
+			e := &broker.Envelope{ID: "id", Topic: "t/x", Payload: payload, QoS: 1}
+			s.EnqueueAsync(ctx, e, []broker.QueueRef{{Subscriber: "q", Seq: seq}}, func(err error) { res <- err })
+		}
+		for range batch {
+			if err := <-res; err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := s.Remove(ctx, "q", seqs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// TestQueueMsgIndexUsed checks that the queries looking for the queue rows
+// of a shared envelope use the partial index of queue.msg (migration 10)
+// instead of scanning the queue.
+func TestQueueMsgIndexUsed(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	for _, q := range []string{
+		`DELETE FROM messages WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM queue WHERE msg = 1 AND msg <> 0)`,
+		`DELETE FROM messages WHERE id IN (1, 2) AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.msg = messages.id AND queue.msg <> 0)`,
+		`DELETE FROM messages WHERE id NOT IN (SELECT msg FROM queue WHERE msg <> 0)`,
+	} {
+		rows, err := s.r.Query(`EXPLAIN QUERY PLAN ` + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		found := false
+		for _, d := range plan {
+			if strings.Contains(d, "queue") && strings.Contains(d, "queue_msg") {
+				found = true
+			}
+			if strings.Contains(d, "SCAN queue") && !strings.Contains(d, "queue_msg") {
+				t.Errorf("%s: scans the queue: %q", q, plan)
+			}
+		}
+		if !found {
+			t.Errorf("%s: queue_msg unused: %q", q, plan)
+		}
 	}
 }

@@ -145,7 +145,7 @@ func (s *Store) SaveSubscription(ctx context.Context, d broker.DurableSubscripti
 
 // gcMessages deletes the envelopes among ids no queue refers to any more.
 func gcMessages(ctx context.Context, tx *sql.Tx, ids []int64) error {
-	st, err := tx.PrepareContext(ctx, `DELETE FROM messages WHERE id = ? AND NOT EXISTS (SELECT 1 FROM queue WHERE msg = ?)`)
+	st, err := tx.PrepareContext(ctx, `DELETE FROM messages WHERE id = ? AND NOT EXISTS (SELECT 1 FROM queue WHERE msg = ? AND msg <> 0)`)
 	if err != nil {
 		return err
 	}
@@ -439,7 +439,7 @@ func removeSeqs(ctx context.Context, tx *sql.Tx, id string, seqs []int64) error 
 		return nil
 	}
 	_, err = tx.ExecContext(ctx, `DELETE FROM messages WHERE id IN (?`+strings.Repeat(",?", len(msgs)-1)+
-		`) AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.msg = messages.id)`, msgs...)
+		`) AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.msg = messages.id AND queue.msg <> 0)`, msgs...)
 	return err
 }
 
