@@ -269,7 +269,10 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 	if m.closed {
 		return nil, nil, nil, ErrClosed
 	}
-	var ms []match
+	// Most publishes match a few subscriptions: their matches live on
+	// the stack unless they must outlive route (a store write).
+	var buf [4]match
+	ms := buf[:0]
 	gr := groupRouteOf(ctx) // grouproute.go
 	m.idx.match(e.Topic, func(fe *fentry) {
 		if !gr.takes(fe.f) {
@@ -335,7 +338,10 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 			refs = append(refs, QueueRef{Subscriber: mt.s.opts.ID, Seq: mt.seq})
 		}
 	}
-	return ms, refs, over, nil
+	if len(refs) == 0 {
+		return nil, nil, over, nil // nothing waits for a store write
+	}
+	return slices.Clone(ms), refs, over, nil
 }
 
 // store writes e once, with its place in each durable queue, then lets

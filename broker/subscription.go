@@ -29,6 +29,11 @@ type item struct {
 	retFlag  bool
 	redo     bool
 	ids      []int
+	// d is the item's first Delivery, in it so that a delivery costs no
+	// allocation of its own; a redelivery gets a new one, as a handler
+	// may still hold (and ack) the first.
+	d     Delivery
+	dUsed bool
 }
 
 // memSub is a subscription of the in-process bus.
@@ -589,7 +594,12 @@ func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done ch
 // deliver hands it to the handler, unless it expired or the subscriber
 // may no longer read it.
 func (s *memSub) deliver(ctx context.Context, h DeliveryHandler, it *item, gen uint64) {
-	d := &Delivery{Envelope: it.e, QoS: it.qos, Retained: it.retained, RetainFlag: it.retFlag,
+	d := &it.d
+	if it.dUsed {
+		d = new(Delivery)
+	}
+	it.dUsed = true
+	*d = Delivery{Envelope: it.e, QoS: it.qos, Retained: it.retained, RetainFlag: it.retFlag,
 		Redelivered: it.redo, IDs: it.ids, sub: s, it: it, gen: gen, ctx: ctx}
 	if it.e.Expired(time.Now()) {
 		s.drop(1, it.qos)
