@@ -192,7 +192,9 @@ type Bus interface {
 	// so one publisher's envelopes keep theirs, and calls done once e is
 	// durable (ErrStorage when it cannot be made so), from another
 	// goroutine or, when there is nothing to wait for, before it returns.
-	// An error it returns means done is not called.
+	// done must not block nor write to the bus's store: it may run on the
+	// store's own writer (AsyncSpool). An error it returns means done is
+	// not called.
 	PublishAsync(ctx context.Context, e *Envelope, done func(error)) error
 	// Subscribe attaches a subscription whose envelopes go to h, one at a
 	// time. Retained values are replayed only with opts.SendRetained.

@@ -194,37 +194,54 @@ func (m *Memory) Stats() MemoryStats {
 
 // Publish implements Bus.
 func (m *Memory) Publish(ctx context.Context, e *Envelope) error {
-	store, err := m.publish(ctx, e)
-	if err != nil || store == nil {
+	ms, refs, err := m.publish(ctx, e)
+	if err != nil || len(refs) == 0 {
 		return err
 	}
-	return store(ctx)
+	return m.store(ctx, e, ms, refs)
 }
 
 // PublishAsync implements Bus: the routing is done when it returns, the
-// store write (when there is one) goes on in a goroutine of its own.
+// store write (when there is one) goes on without the caller: through the
+// spool's EnqueueAsync when it has one (AsyncSpool), else in a goroutine.
 func (m *Memory) PublishAsync(ctx context.Context, e *Envelope, done func(error)) error {
-	store, err := m.publish(ctx, e)
+	ms, refs, err := m.publish(ctx, e)
 	if err != nil {
 		return err
 	}
-	if store == nil {
+	if len(refs) == 0 {
 		done(nil)
 		return nil
 	}
 	ctx = context.WithoutCancel(ctx)
-	go func() { done(store(ctx)) }()
+	as, ok := m.spool.(AsyncSpool)
+	if !ok {
+		go func() { done(m.store(ctx, e, ms, refs)) }()
+		return nil
+	}
+	as.EnqueueAsync(ctx, e, refs, func(err error) {
+		err = m.stored(e, ms, refs, err)
+		if err != nil || m.trimmer == nil || !m.overBounds(ms) {
+			done(err)
+			return
+		}
+		// Trimming writes to the spool: not on the spool's goroutine.
+		go func() {
+			m.trim(ctx, ms)
+			done(nil)
+		}()
+	})
 	return nil
 }
 
-// publish validates and routes e; it returns the store write still owed
-// (nil when none).
-func (m *Memory) publish(ctx context.Context, e *Envelope) (func(context.Context) error, error) {
+// publish validates and routes e; it returns the matches and the durable
+// queue entries still to write (see store).
+func (m *Memory) publish(ctx context.Context, e *Envelope) ([]match, []QueueRef, error) {
 	if err := ValidateTopic(e.Topic); err != nil {
-		return nil, fmt.Errorf("broker: publish: %w", err)
+		return nil, nil, fmt.Errorf("broker: publish: %w", err)
 	}
 	if e.QoS > 2 {
-		return nil, fmt.Errorf("broker: publish %q: qos %d out of range 0..2", e.Topic, e.QoS)
+		return nil, nil, fmt.Errorf("broker: publish %q: qos %d out of range 0..2", e.Topic, e.QoS)
 	}
 	if e.ID == "" {
 		e.ID = NewID()
@@ -239,10 +256,7 @@ func (m *Memory) publish(ctx context.Context, e *Envelope) (func(context.Context
 	for _, s := range over {
 		m.reportDrops(s, 1) // without the bus's lock: it publishes
 	}
-	if err != nil || len(refs) == 0 {
-		return nil, err
-	}
-	return func(ctx context.Context) error { return m.store(ctx, e, ms, refs) }, nil
+	return ms, refs, err
 }
 
 // route stores the retained value and offers e to every matching
@@ -255,7 +269,10 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 	if m.closed {
 		return nil, nil, nil, ErrClosed
 	}
-	var ms []match
+	// Most publishes match a few subscriptions: their matches live on
+	// the stack unless they must outlive route (a store write).
+	var buf [4]match
+	ms := buf[:0]
 	gr := groupRouteOf(ctx) // grouproute.go
 	m.idx.match(e.Topic, func(fe *fentry) {
 		if !gr.takes(fe.f) {
@@ -321,7 +338,10 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 			refs = append(refs, QueueRef{Subscriber: mt.s.opts.ID, Seq: mt.seq})
 		}
 	}
-	return ms, refs, over, nil
+	if len(refs) == 0 {
+		return nil, nil, over, nil // nothing waits for a store write
+	}
+	return slices.Clone(ms), refs, over, nil
 }
 
 // store writes e once, with its place in each durable queue, then lets
@@ -329,7 +349,16 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 // applies the queue bounds. It runs without the bus's lock, so that a
 // subscribe never waits for a publisher's fsync.
 func (m *Memory) store(ctx context.Context, e *Envelope, ms []match, refs []QueueRef) error {
-	err := m.spool.Enqueue(ctx, e, refs)
+	err := m.stored(e, ms, refs, m.spool.Enqueue(ctx, e, refs))
+	if err == nil && m.trimmer != nil {
+		m.trim(ctx, ms)
+	}
+	return err
+}
+
+// stored lets the deliveries of e go once its spool write ended with err
+// (all dropped when it failed), and returns the publish's error.
+func (m *Memory) stored(e *Envelope, ms []match, refs []QueueRef, err error) error {
 	for i := range ms {
 		switch {
 		case ms[i].durable:
@@ -341,14 +370,26 @@ func (m *Memory) store(ctx context.Context, e *Envelope, ms []match, refs []Queu
 	if err != nil {
 		return fmt.Errorf("broker: publish %q: queue for %d subscribers: %w: %w", e.Topic, len(refs), ErrStorage, err)
 	}
-	if m.trimmer != nil {
-		for i := range ms {
-			if ms[i].durable {
-				m.bound(ctx, ms[i].s)
-			}
+	return nil
+}
+
+// trim applies the queue bounds to the durable queues e was written to.
+func (m *Memory) trim(ctx context.Context, ms []match) {
+	for i := range ms {
+		if ms[i].durable {
+			m.bound(ctx, ms[i].s)
 		}
 	}
-	return nil
+}
+
+// overBounds reports whether a durable queue among ms is past a bound.
+func (m *Memory) overBounds(ms []match) bool {
+	for i := range ms {
+		if ms[i].durable && ms[i].s.overBound() {
+			return true
+		}
+	}
+	return false
 }
 
 // downgraded counts a delivery below the publish QoS.
@@ -372,19 +413,15 @@ func (m *Memory) Downgrades() map[Downgrade]uint64 {
 // bound trims s's durable queue back to its bounds when a write took it
 // past either, as QueuePolicy says, and reports the drop.
 func (m *Memory) bound(ctx context.Context, s *memSub) {
-	maxN, maxB := s.bounds()
-	id := s.options().ID
-	var dropN int
-	var dropBytes int64
-	if maxN > 0 {
-		dropN = int(max(0, s.stored.Load()-int64(maxN)))
-	}
-	if maxB > 0 {
-		dropBytes = max(0, s.storedBytes.Load()-maxB)
-	}
+	// One trim at a time, each seeing what the previous one left:
+	// concurrent ones would each drop the whole excess.
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	dropN, dropBytes := s.excess()
 	if dropN == 0 && dropBytes == 0 {
 		return
 	}
+	id := s.options().ID
 	n, size, err := m.trimmer.TrimQueue(context.WithoutCancel(ctx), id, dropN, dropBytes, s.dropNewest())
 	if err != nil {
 		m.log.Warn("broker: trim durable queue", "subscriber", id, "err", err)

@@ -29,6 +29,11 @@ type item struct {
 	retFlag  bool
 	redo     bool
 	ids      []int
+	// d is the item's first Delivery, in it so that a delivery costs no
+	// allocation of its own; a redelivery gets a new one, as a handler
+	// may still hold (and ack) the first.
+	d     Delivery
+	dUsed bool
 }
 
 // memSub is a subscription of the in-process bus.
@@ -86,6 +91,8 @@ type memSub struct {
 	// stored and storedBytes approximate the length and Size total of the
 	// durable queue in the spool, for the queue bounds.
 	stored, storedBytes atomic.Int64
+	// tmu serialises the trims of the durable queue (Memory.bound).
+	tmu sync.Mutex
 	// owner is the queued-bytes counter of opts.Principal (nil: none),
 	// charged from the offer of a durable delivery until its removal.
 	owner atomic.Pointer[atomic.Int64]
@@ -342,6 +349,25 @@ func (s *memSub) bounds() (int, int64) {
 	return n, b
 }
 
+// excess returns how far the durable queue is past its bounds, in
+// envelopes and bytes.
+func (s *memSub) excess() (n int, bytes int64) {
+	maxN, maxB := s.bounds()
+	if maxN > 0 {
+		n = int(max(0, s.stored.Load()-int64(maxN)))
+	}
+	if maxB > 0 {
+		bytes = max(0, s.storedBytes.Load()-maxB)
+	}
+	return n, bytes
+}
+
+// overBound reports whether the durable queue is past a bound.
+func (s *memSub) overBound() bool {
+	n, b := s.excess()
+	return n > 0 || b > 0
+}
+
 // options returns the subscription's options; a publisher's store write
 // reads them while a returning subscriber may be replacing them.
 func (s *memSub) options() SubscribeOptions {
@@ -568,7 +594,12 @@ func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done ch
 // deliver hands it to the handler, unless it expired or the subscriber
 // may no longer read it.
 func (s *memSub) deliver(ctx context.Context, h DeliveryHandler, it *item, gen uint64) {
-	d := &Delivery{Envelope: it.e, QoS: it.qos, Retained: it.retained, RetainFlag: it.retFlag,
+	d := &it.d
+	if it.dUsed {
+		d = new(Delivery)
+	}
+	it.dUsed = true
+	*d = Delivery{Envelope: it.e, QoS: it.qos, Retained: it.retained, RetainFlag: it.retFlag,
 		Redelivered: it.redo, IDs: it.ids, sub: s, it: it, gen: gen, ctx: ctx}
 	if it.e.Expired(time.Now()) {
 		s.drop(1, it.qos)

@@ -144,14 +144,15 @@ func parseNumber(b []byte) (float64, bool) {
 	if len(b) > 64 {
 		return 0, false
 	}
-	s := string(b)
 	// ParseFloat takes "inf", "nan" and hex; a reading is a plain number.
-	for _, c := range s {
+	// Checked on the bytes: a payload that is no number (most of them)
+	// costs no string.
+	for _, c := range b {
 		if !(c >= '0' && c <= '9' || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E') {
 			return 0, false
 		}
 	}
-	v, err := strconv.ParseFloat(s, 64)
+	v, err := strconv.ParseFloat(string(b), 64)
 	if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
 		return 0, false
 	}

@@ -20,18 +20,29 @@ const maxPendingAcks = 1024
 // the store writes of many messages share one commit instead of each
 // PUBLISH waiting for its own fsync. It holds acknowledgements only: the
 // messages themselves are on the bus, in order, before it sees them.
+//
+// No goroutine waits for the bus: whoever reports a message durable (the
+// bus inline when nothing is stored, else the store's writer) sends the
+// acknowledgements now due at the head of the queue, one sender at a
+// time, so they leave in order.
 type ackQueue struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
-	items   []*pendingAck
-	running bool // a sendAcks goroutine owns the queue
+	items   []pendingAck // items[head:] wait, oldest first
+	head    int
+	first   uint64 // the number of items[head]
+	sending bool   // someone is sending what is due
+	due     []pendingAck
 }
 
 // pendingAck is the PUBACK (QoS 1) or PUBREC (QoS 2) of one PUBLISH, to
-// send once done reports nil.
+// send once the bus has answered (done) without an error.
 type pendingAck struct {
-	pk   packets.Packet // the PUBLISH (topic, QoS, packet id)
-	done chan error
+	topic string
+	pid   uint16
+	qos   byte
+	done  bool
+	err   error
 }
 
 // publishAsync puts a client's QoS 1/2 PUBLISH on the bus and queues its
@@ -44,55 +55,113 @@ func (a *Adapter) publishAsync(cl *mochi.Client, pk packets.Packet) {
 		v, _ = a.ackQueues.LoadOrStore(cl, q)
 	}
 	q := v.(*ackQueue)
-	pa := &pendingAck{pk: pk, done: make(chan error, 1)}
 	q.mu.Lock()
-	for len(q.items) >= maxPendingAcks {
+	for len(q.items)-q.head >= maxPendingAcks {
 		q.cond.Wait()
 	}
-	q.items = append(q.items, pa)
-	if !q.running {
-		q.running = true
-		a.ackWG.Add(1)
-		go a.sendAcks(cl, q)
+	if q.head > 0 && q.head >= len(q.items)/2 {
+		// What was sent goes, so that a queue that never empties does
+		// not grow.
+		k := copy(q.items, q.items[q.head:])
+		clear(q.items[k:])
+		q.items, q.head = q.items[:k], 0
 	}
+	n := q.first + uint64(len(q.items)-q.head)
+	q.items = append(q.items, pendingAck{topic: pk.TopicName, pid: pk.PacketID, qos: pk.FixedHeader.Qos})
 	q.mu.Unlock()
+	a.ackWG.Add(1) // Stop waits until the bus has answered for it
 	// Queued first, published second: the bus orders this message after
 	// the earlier ones, and its acknowledgement follows theirs.
-	if err := a.publishEnvelope(cl, &pk, func(err error) { pa.done <- err }); err != nil {
-		pa.done <- err
+	if err := a.publishEnvelope(cl, &pk, func(err error) { a.acked(cl, q, n, err) }); err != nil {
+		a.acked(cl, q, n, err)
 	}
 }
 
-// sendAcks sends the queued acknowledgements of cl in order and ends when
-// the queue is empty. A message the bus could not make durable is refused
-// as OnPublish refuses one (MQTT 5 reason code, 3.1.1 disconnect).
-func (a *Adapter) sendAcks(cl *mochi.Client, q *ackQueue) {
-	defer a.ackWG.Done()
+// acked records the bus's answer for the message numbered n and sends
+// the acknowledgements now due, unless another caller is sending.
+func (a *Adapter) acked(cl *mochi.Client, q *ackQueue, n uint64, err error) {
+	q.mu.Lock()
+	it := &q.items[q.head+int(n-q.first)]
+	it.done, it.err = true, err
+	if q.sending {
+		q.mu.Unlock()
+		return
+	}
+	q.sending = true
+	a.sendDue(cl, q, false)
+}
+
+// sendDue sends, in order, the acknowledgements at the head of q whose
+// answer came, until none is due; q.mu is held on entry and released on
+// return. A QoS 2 acknowledgement of a persistent session writes the
+// store, and the caller may be the store's writer: unless own (a
+// goroutine of its own already), the sending goes on in a goroutine from
+// there.
+func (a *Adapter) sendDue(cl *mochi.Client, q *ackQueue, own bool) {
 	for {
-		q.mu.Lock()
-		if len(q.items) == 0 {
-			q.running = false
+		q.due = q.due[:0]
+		for q.head < len(q.items) && q.items[q.head].done {
+			it := q.items[q.head]
+			if !own && it.qos == 2 && it.err == nil && a.pubrecStored(cl) {
+				if len(q.due) > 0 {
+					break // these first
+				}
+				q.mu.Unlock()
+				a.ackWG.Add(1)
+				go func() {
+					defer a.ackWG.Done()
+					q.mu.Lock()
+					a.sendDue(cl, q, true)
+				}()
+				return
+			}
+			q.due = append(q.due, it)
+			q.items[q.head] = pendingAck{}
+			q.head++
+			q.first++
+		}
+		if q.head == len(q.items) {
+			q.items, q.head = q.items[:0], 0
+		}
+		if len(q.due) == 0 {
+			q.sending = false
 			q.mu.Unlock()
 			return
 		}
-		pa := q.items[0]
-		q.items[0] = nil
-		q.items = q.items[1:]
 		q.cond.Broadcast()
+		due := q.due
 		q.mu.Unlock()
-		if err := <-pa.done; err != nil {
-			a.metrics.busErrors.Add(1)
-			a.refuse(cl, pa.pk, err)
-			continue
+		for _, it := range due {
+			a.sendAck(cl, it)
 		}
-		// A closed connection fails here; the client sends the message
-		// again, as it would have without an acknowledgement.
-		if pa.pk.FixedHeader.Qos == 2 {
-			a.pubrec(cl, pa.pk.PacketID)
-			continue
-		}
-		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pa.pk.PacketID})
+		clear(due)
+		q.mu.Lock()
 	}
+}
+
+// sendAck sends one acknowledgement, or the refusal of a message the bus
+// could not make durable (as OnPublish refuses one: MQTT 5 reason code,
+// 3.1.1 disconnect).
+func (a *Adapter) sendAck(cl *mochi.Client, it pendingAck) {
+	defer a.ackWG.Done()
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: it.qos}, TopicName: it.topic, PacketID: it.pid}
+	if it.err != nil {
+		a.metrics.busErrors.Add(1)
+		a.refuse(cl, pk, it.err)
+		return
+	}
+	// A closed connection fails here; the client sends the message
+	// again, as it would have without an acknowledgement.
+	if it.qos == 2 {
+		a.pubrec(cl, it.pid)
+		return
+	}
+	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: it.pid})
+}
+
+// pubrecStored reports whether cl's PUBRECs are stored (see pubrec).
+func (a *Adapter) pubrecStored(cl *mochi.Client) bool {
+	return persistent(cl) && a.cfg.Sessions != nil
 }
 
 // pubrec does what mochi does for a QoS 2 PUBLISH it takes: the PUBREC
@@ -100,7 +169,7 @@ func (a *Adapter) sendAcks(cl *mochi.Client, q *ackQueue) {
 // in the store, so that a resend after a restart is recognised), then the
 // PUBREC; mochi's PUBREL handling completes the flow.
 func (a *Adapter) pubrec(cl *mochi.Client, pid uint16) {
-	if persistent(cl) && a.cfg.Sessions != nil {
+	if a.pubrecStored(cl) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), storeTimeout)
 		err := a.cfg.Sessions.KVPut(ctx, bucketPubrec, pubrecKey(cl.ID, pid), []byte{1})
 		cancel()

@@ -109,13 +109,13 @@ type session struct {
 	mu      sync.Mutex
 	cl      *mochi.Client // the connection delivering, nil while away
 	sub     broker.Subscription
-	out     map[uint16]*outbound
+	out     map[uint16]outbound // by value: no allocation per delivery
 	byEnv   map[string]uint16 // envelope id -> packet id, for resends with the same id
 	nextPID uint16
 }
 
 func (a *Adapter) newSession(id string, durable bool) *session {
-	return &session{a: a, id: id, durable: durable, out: make(map[uint16]*outbound), byEnv: make(map[string]uint16)}
+	return &session{a: a, id: id, durable: durable, out: make(map[uint16]outbound), byEnv: make(map[string]uint16)}
 }
 
 // conn returns the connection deliveries go to, nil while away.
@@ -264,8 +264,9 @@ func (s *session) deliver(d *broker.Delivery) {
 	if d.QoS > 0 {
 		pid, again := s.byEnv[d.Envelope.ID]
 		if again && d.Redelivered {
-			if o := s.out[pid]; o != nil && o.rel {
+			if o, ok := s.out[pid]; ok && o.rel {
 				o.d = d
+				s.out[pid] = o
 				s.mu.Unlock()
 				a.writePacket(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pid})
 				return
@@ -282,7 +283,7 @@ func (s *session) deliver(d *broker.Delivery) {
 			s.byEnv[d.Envelope.ID] = pid
 		}
 		pk.PacketID = pid
-		s.out[pid] = &outbound{d: d}
+		s.out[pid] = outbound{d: d}
 	}
 	s.mu.Unlock()
 	a.metrics.delivered.Add(1)
@@ -324,13 +325,14 @@ func (s *session) allocate() (uint16, bool) {
 // acked handles a PUBACK, PUBREC or PUBCOMP from the client.
 func (s *session) acked(cl *mochi.Client, pk packets.Packet) {
 	s.mu.Lock()
-	o := s.out[pk.PacketID]
+	o, found := s.out[pk.PacketID]
 	var done *broker.Delivery
 	var rel bool
 	switch {
-	case o == nil:
+	case !found:
 	case pk.FixedHeader.Type == packets.Pubrec && pk.ReasonCode < packets.ErrUnspecifiedError.Code:
 		o.rel, rel = true, true
+		s.out[pk.PacketID] = o
 	default: // PUBACK, PUBCOMP, or a PUBREC refusing the message
 		done = o.d
 		delete(s.out, pk.PacketID)
@@ -340,7 +342,7 @@ func (s *session) acked(cl *mochi.Client, pk packets.Packet) {
 	}
 	s.mu.Unlock()
 	switch {
-	case o == nil && pk.FixedHeader.Type == packets.Pubrec:
+	case !found && pk.FixedHeader.Type == packets.Pubrec:
 		// Unknown id: answer as the spec says, so the client's flow ends.
 		code := packets.ErrPacketIdentifierNotFound.Code
 		if cl.Properties.ProtocolVersion < 5 {

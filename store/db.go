@@ -128,11 +128,16 @@ func open(ctx context.Context, dir string) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	rows, err := prepareRowInserts(ctx, w)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
 	if err := sweepOrphans(ctx, w); err != nil {
 		// Not fatal: what is left costs disk, never a wrong delivery.
 		s.log().Warn("store: sweep queue entries of removed subscriptions", "path", path, "err", err)
 	}
-	s.wr = newWriter(w)
+	s.wr = newWriter(w, rows)
 	r, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
 		s.wr.close()
@@ -195,7 +200,7 @@ func (s *Store) tx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx)
 	if s.wr == nil {
 		return directTx(ctx, s.w, fn)
 	}
-	return s.wr.do(ctx, fn)
+	return s.wr.do(ctx, fn, nil)
 }
 
 // exec runs one write statement through the writer.
@@ -264,6 +269,6 @@ func sweepOrphans(ctx context.Context, db *sql.DB) error {
 	if _, err := db.ExecContext(ctx, `DELETE FROM queue WHERE subscriber NOT IN (SELECT id FROM subscriptions)`); err != nil {
 		return err
 	}
-	_, err := db.ExecContext(ctx, `DELETE FROM messages WHERE id NOT IN (SELECT msg FROM queue)`)
+	_, err := db.ExecContext(ctx, `DELETE FROM messages WHERE id NOT IN (SELECT msg FROM queue WHERE msg <> 0)`)
 	return err
 }

@@ -145,7 +145,7 @@ func (s *Store) SaveSubscription(ctx context.Context, d broker.DurableSubscripti
 
 // gcMessages deletes the envelopes among ids no queue refers to any more.
 func gcMessages(ctx context.Context, tx *sql.Tx, ids []int64) error {
-	st, err := tx.PrepareContext(ctx, `DELETE FROM messages WHERE id = ? AND NOT EXISTS (SELECT 1 FROM queue WHERE msg = ?)`)
+	st, err := tx.PrepareContext(ctx, `DELETE FROM messages WHERE id = ? AND NOT EXISTS (SELECT 1 FROM queue WHERE msg = ? AND msg <> 0)`)
 	if err != nil {
 		return err
 	}
@@ -237,26 +237,71 @@ func (s *Store) LoadSubscriptions(ctx context.Context) ([]broker.DurableSubscrip
 // subscriber referring to it, all in one transaction, fsynced before it
 // returns.
 func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, refs []broker.QueueRef) error {
-	if e == nil {
-		return errors.New("store: enqueue: nil envelope")
-	}
-	if len(refs) == 0 {
+	if len(refs) == 0 && e != nil {
 		return nil
+	}
+	op, err := s.enqueueOp(e, refs)
+	if err == nil {
+		if s.wr == nil {
+			err = directTx(ctx, s.w, op.fn)
+		} else {
+			err = s.wr.do(ctx, op.fn, op.row)
+		}
+	}
+	return enqueueErr(e, refs, err)
+}
+
+// EnqueueAsync implements broker.AsyncSpool: Enqueue without a goroutine
+// waiting for the commit. done runs on the store's writer goroutine.
+func (s *Store) EnqueueAsync(ctx context.Context, e *broker.Envelope, refs []broker.QueueRef, done func(error)) {
+	if len(refs) == 0 && e != nil {
+		done(nil)
+		return
+	}
+	op, err := s.enqueueOp(e, refs)
+	if err != nil || s.wr == nil {
+		done(s.Enqueue(ctx, e, refs))
+		return
+	}
+	op.ctx = ctx
+	op.cb = func(err error) { done(enqueueErr(e, refs, err)) }
+	s.wr.doAsync(op)
+}
+
+// enqueueErr wraps an error of Enqueue.
+func enqueueErr(e *broker.Envelope, refs []broker.QueueRef, err error) error {
+	if err == nil {
+		return nil
+	}
+	if e == nil {
+		return err
+	}
+	return fmt.Errorf("store: enqueue %q for %d subscribers: %w", e.Topic, len(refs), err)
+}
+
+// enqueueOp is the write of Enqueue.
+func (s *Store) enqueueOp(e *broker.Envelope, refs []broker.QueueRef) (*writeOp, error) {
+	if e == nil {
+		return nil, errors.New("store: enqueue: nil envelope")
+	}
+	for _, r := range refs {
+		if r.Subscriber == "" {
+			return nil, fmt.Errorf("%w: empty subscriber id", ErrInvalidSubscription)
+		}
 	}
 	b, err := e.MarshalBinary()
 	if err != nil {
-		return fmt.Errorf("store: enqueue %q: %w", e.Topic, err)
+		return nil, err
 	}
-	err = s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if len(refs) == 1 {
-			// Stored once either way; one subscriber's copy lives in its row.
-			r := refs[0]
-			if r.Subscriber == "" {
-				return fmt.Errorf("%w: empty subscriber id", ErrInvalidSubscription)
-			}
-			_, err := tx.StmtContext(ctx, s.insQueued).ExecContext(ctx, r.Subscriber, r.Seq, e.Size(), b)
+	if len(refs) == 1 {
+		// Stored once either way; one subscriber's copy lives in its row.
+		r := &queueRow{subscriber: refs[0].Subscriber, seq: refs[0].Seq, size: e.Size(), envelope: b}
+		return &writeOp{row: r, fn: func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.StmtContext(ctx, s.insQueued).ExecContext(ctx, r.subscriber, r.seq, r.size, r.envelope)
 			return err
-		}
+		}}, nil
+	}
+	return &writeOp{fn: func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO messages(envelope) VALUES (?)`, b)
 		if err != nil {
 			return err
@@ -271,9 +316,6 @@ func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, refs []broker.Q
 			rest = rest[len(chunk):]
 			args := make([]any, 0, 4*len(chunk))
 			for _, r := range chunk {
-				if r.Subscriber == "" {
-					return fmt.Errorf("%w: empty subscriber id", ErrInvalidSubscription)
-				}
 				args = append(args, r.Subscriber, r.Seq, msg, e.Size())
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO queue(subscriber, seq, msg, size) VALUES (?, ?, ?, ?)`+
@@ -282,11 +324,7 @@ func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, refs []broker.Q
 			}
 		}
 		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("store: enqueue %q for %d subscribers: %w", e.Topic, len(refs), err)
-	}
-	return nil
+	}}, nil
 }
 
 // Dequeue implements broker.Spool. Entries stay queued until Remove. A
@@ -401,7 +439,7 @@ func removeSeqs(ctx context.Context, tx *sql.Tx, id string, seqs []int64) error 
 		return nil
 	}
 	_, err = tx.ExecContext(ctx, `DELETE FROM messages WHERE id IN (?`+strings.Repeat(",?", len(msgs)-1)+
-		`) AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.msg = messages.id)`, msgs...)
+		`) AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.msg = messages.id AND queue.msg <> 0)`, msgs...)
 	return err
 }
 

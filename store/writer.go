@@ -37,6 +37,7 @@ type writer struct {
 	obsMu   sync.Mutex
 	observe func(time.Duration) // observes batch latency; may be nil
 	health  writeHealth         // the last store fault (health.go)
+	rows    rowInserts          // prepared multi-row queue inserts
 }
 
 func (w *writer) setObserver(f func(time.Duration)) {
@@ -64,14 +65,31 @@ type writeOp struct {
 	fn    func(ctx context.Context, tx *sql.Tx) error
 	state atomic.Int32
 	res   chan error // buffered: the writer never blocks on it
+	// cb, when set, takes the result instead of res (doAsync).
+	cb func(error)
+	// row, when set, is the one queue row fn inserts: consecutive row
+	// ops of a batch share one INSERT (queuebatch.go).
+	row *queueRow
 }
 
-func newWriter(db *sql.DB) *writer {
+// answer hands op its result.
+func (op *writeOp) answer(err error) {
+	if op.cb != nil {
+		op.cb(err)
+		return
+	}
+	op.res <- err
+}
+
+// newWriter starts the writer of db; rows are its multi-row queue
+// inserts (prepareRowInserts).
+func newWriter(db *sql.DB, rows rowInserts) *writer {
 	w := &writer{
 		db:   db,
 		ops:  make(chan *writeOp, maxBatch),
 		quit: make(chan struct{}),
 		done: make(chan struct{}),
+		rows: rows,
 	}
 	go w.run()
 	return w
@@ -79,11 +97,13 @@ func newWriter(db *sql.DB) *writer {
 
 // do runs fn in a write transaction and returns once it is committed (or
 // has failed, leaving nothing behind).
-func (w *writer) do(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+//
+// row, when not nil, is the one queue row fn inserts (see queueRow).
+func (w *writer) do(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error, row *queueRow) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	op := &writeOp{ctx: ctx, fn: fn, res: make(chan error, 1)}
+	op := &writeOp{ctx: ctx, fn: fn, row: row, res: make(chan error, 1)}
 	w.mu.RLock()
 	if w.closed {
 		w.mu.RUnlock()
@@ -106,6 +126,21 @@ func (w *writer) do(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx
 		// Already running: its outcome is what happened.
 		return <-op.res
 	}
+}
+
+// doAsync is do without the wait: op.cb is called with the result once
+// the write is committed or has failed, from the writer's goroutine (so it
+// must not block, nor write to the store itself). Submitting blocks while
+// the writer's queue is full.
+func (w *writer) doAsync(op *writeOp) {
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		op.cb(ErrClosed)
+		return
+	}
+	w.ops <- op
+	w.mu.RUnlock()
 }
 
 // close stops accepting writes, lets the queued ones finish and waits for
@@ -161,7 +196,7 @@ func (w *writer) commit(batch []*writeOp) {
 	for _, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			if op.state.CompareAndSwap(opPending, opAbandoned) {
-				op.res <- err
+				op.answer(err)
 				continue
 			}
 		}
@@ -188,7 +223,7 @@ func (w *writer) commit(batch []*writeOp) {
 		} else {
 			w.writes.Add(1)
 		}
-		op.res <- results[i]
+		op.answer(results[i])
 	}
 }
 
@@ -214,7 +249,9 @@ func (w *writer) runBatch(ops []*writeOp, results []error) error {
 			return err
 		}
 	}
-	for i, op := range ops {
+	plain := 0 // ops below it run one by one
+	for i := 0; i < len(ops); i++ {
+		op := ops[i]
 		if single {
 			results[i] = safeRun(op, tx)
 			if results[i] != nil {
@@ -222,6 +259,25 @@ func (w *writer) runBatch(ops []*writeOp, results []error) error {
 				return nil
 			}
 			break
+		}
+		if op.row != nil && i >= plain {
+			j := i + 1
+			for j < len(ops) && ops[j].row != nil {
+				j++
+			}
+			if j-i > 1 {
+				ok, err := w.insertRows(tx, save, undo, release, ops[i:j])
+				if err != nil {
+					_ = tx.Rollback()
+					return err
+				}
+				if ok {
+					i = j - 1
+					continue
+				}
+				// One of them failed: each alone, to fail only that one.
+				plain = j
+			}
 		}
 		if _, err := save.Exec(); err != nil {
 			_ = tx.Rollback()
