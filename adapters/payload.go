@@ -1,7 +1,6 @@
 package adapters
 
 import (
-	"mime"
 	"strings"
 	"unicode/utf8"
 )
@@ -13,8 +12,7 @@ import (
 // whitespace.
 func IsText(contentType string, payload []byte) bool {
 	if contentType != "" {
-		mt, _, err := mime.ParseMediaType(contentType)
-		if err == nil {
+		if mt, ok := MediaType(contentType); ok {
 			switch {
 			case strings.HasPrefix(mt, "text/"),
 				mt == "application/json", strings.HasSuffix(mt, "+json"),

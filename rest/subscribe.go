@@ -174,9 +174,13 @@ func (a *Adapter) serveSSE(c *gin.Context, s subscription, p adapters.Principal)
 	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(a.cfg.StreamWriteTimeout)) }
 	// Past the pending bound a write blocked on the client returns at once.
 	st.pend.setOnPass(func() { _ = rc.SetWriteDeadline(time.Now()) })
+	var ev []byte // the event's bytes, reused (scratch)
 	err = a.pump(ctx, st, s.qos, p, func(data []byte, e *broker.Envelope) error {
 		deadline()
-		if _, err := fmt.Fprintf(w, "event: message\nid: %s\ndata: %s\n\n", e.ID, data); err != nil {
+		ev = appendSSEEvent(ev[:0], e.ID, data)
+		_, err := w.Write(ev)
+		ev = scratch(ev)
+		if err != nil {
 			return err
 		}
 		return rc.Flush()
@@ -268,15 +272,18 @@ func (a *Adapter) serveWebSocket(c *gin.Context, s subscription, p adapters.Prin
 // within adapters.ReadCacheTTL. It returns nil when ctx ends and the error
 // of a failed write otherwise.
 func (a *Adapter) pump(ctx context.Context, st *stream, qos byte, p adapters.Principal, send func([]byte, *broker.Envelope) error, heartbeat func() error) error {
+	var buf []byte // the JSON of each envelope, reused (scratch)
 	write := func(e *broker.Envelope) error {
 		if e.Expired(time.Now()) || !a.readable(ctx, p, e) {
 			return nil
 		}
-		data, err := json.Marshal(envelopeJSON(e, qos, originShown(p, e)))
+		data, err := appendEnvelopeJSON(buf[:0], e, qos, originShown(p, e))
 		if err != nil {
 			return err
 		}
-		return send(data, e)
+		err = send(data, e)
+		buf = scratch(data)
+		return err
 	}
 	seen := make(map[string]bool)
 	err := a.eachRetained(ctx, st.retained, func(e *broker.Envelope) error {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -337,8 +336,8 @@ func isText(contentType string, payload []byte) bool {
 	if adapters.IsText(contentType, payload) {
 		return true
 	}
-	mt, _, err := mime.ParseMediaType(contentType)
-	return err == nil && mt == "application/x-www-form-urlencoded" && utf8.Valid(payload)
+	mt, ok := adapters.MediaType(contentType)
+	return ok && mt == "application/x-www-form-urlencoded" && utf8.Valid(payload)
 }
 
 func trunc(s string) string {

@@ -32,8 +32,8 @@ const nsJSON = "urn:xmpp:json:0"
 // its bytes when it has none.
 func isJSON(e *broker.Envelope) bool {
 	if e.ContentType != "" {
-		mt, _, err := mime.ParseMediaType(e.ContentType)
-		return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json")) && json.Valid(e.Payload)
+		mt, ok := adapters.MediaType(e.ContentType)
+		return ok && (mt == "application/json" || strings.HasSuffix(mt, "+json")) && json.Valid(e.Payload)
 	}
 	t := bytes.TrimSpace(e.Payload)
 	return len(t) > 0 && (t[0] == '{' || t[0] == '[') && json.Valid(t)

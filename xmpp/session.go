@@ -1,6 +1,7 @@
 package xmpp
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -157,7 +158,18 @@ func (s *session) sendItem(el *element, burst, ask bool) error {
 }
 
 func (s *session) sendAck(el *element, burst, ask bool) (<-chan struct{}, error) {
-	b := el.Bytes(nsClient)
+	return s.sendBytesAck(el.Bytes(nsClient), true, burst, ask)
+}
+
+// sendBytes is send for a stanza already serialised, in a buffer the
+// caller reuses once it returns (stanzaenc.go).
+func (s *session) sendBytes(b []byte) (<-chan struct{}, error) {
+	return s.sendBytesAck(b, false, false, true)
+}
+
+// sendBytesAck queues the stanza b; owned says b is the session's to
+// keep (else it is copied when XEP-0198 keeps it for resending).
+func (s *session) sendBytesAck(b []byte, owned, burst, ask bool) (<-chan struct{}, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.done {
@@ -175,6 +187,9 @@ func (s *session) sendAck(el *element, burst, ask bool) (<-chan struct{}, error)
 			}
 		} else {
 			s.sm.burst++
+		}
+		if !owned {
+			b = bytes.Clone(b)
 		}
 		ack = make(chan struct{})
 		s.sm.unacked = append(s.sm.unacked, smItem{b: b, ack: ack, burst: burst})

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hubsmith/hub/adapters"
@@ -302,6 +303,30 @@ func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, 
 		}
 		return m
 	}
+	// encode is build written straight into a buffer (stanzaenc.go), for
+	// all but file descriptors; the topic's JID is kept from one delivery
+	// to the next, as a subscription's envelopes mostly share a topic.
+	psDomain, jidDomain := t.a.pubsubDomainFor(p), t.domainFor(p)
+	var lastJID atomic.Pointer[[2]string]
+	encode := func(dst []byte, to string, e *broker.Envelope) ([]byte, bool) {
+		if _, ok := fileDescriptor(e); ok {
+			return dst, false
+		}
+		delayed := !e.Time.IsZero() && e.Time.Before(attached)
+		if pubsub {
+			return appendEventMessage(dst, psDomain, to, filter, e, delayed), true
+		}
+		from := tjid
+		if from == "" {
+			if l := lastJID.Load(); l != nil && l[0] == e.Topic {
+				from = l[1]
+			} else {
+				from = TopicToJID(e.Topic, jidDomain)
+				lastJID.Store(&[2]string{e.Topic, from})
+			}
+		}
+		return appendEnvelopeMessage(dst, from, to, e, delayed), true
+	}
 	ready := make(chan struct{})
 	pr := p.principal()
 	h := func(ctx context.Context, e *broker.Envelope) error {
@@ -321,7 +346,7 @@ func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, 
 			// the bus tries again.
 			return fmt.Errorf("xmpp: read check of %q for %s: %w", e.Topic, bare, err)
 		}
-		return t.a.deliverEnvelope(ctx, p, e, build)
+		return t.a.deliverEnvelope(ctx, p, e, build, encode)
 	}
 	// An anonymous user's JID is gone with its session: nothing is kept.
 	durable := !p.principal().Anonymous
@@ -540,10 +565,12 @@ func (a *Adapter) readable(ctx context.Context, p adapters.Principal, topic stri
 	return false
 }
 
-// deliverEnvelope sends e to p as built by build. With XEP-0198 and
-// delivery QoS 1 it returns only once a resource acknowledged it, so that
-// the bus keeps it queued otherwise.
-func (a *Adapter) deliverEnvelope(ctx context.Context, p peer, e *broker.Envelope, build func(to string, e *broker.Envelope) *element) error {
+// deliverEnvelope sends e to p as encoded by encode (its bytes written
+// into a buffer; nil, or false from it, for build), else as built by
+// build. With XEP-0198 and delivery QoS 1 it returns only once a resource
+// acknowledged it, so that the bus keeps it queued otherwise.
+func (a *Adapter) deliverEnvelope(ctx context.Context, p peer, e *broker.Envelope, build func(to string, e *broker.Envelope) *element,
+	encode func(dst []byte, to string, e *broker.Envelope) ([]byte, bool)) error {
 	cp, ok := p.(clientPeer)
 	if !ok {
 		return p.send(build(p.bareJID(), e))
@@ -562,7 +589,7 @@ func (a *Adapter) deliverEnvelope(ctx context.Context, p peer, e *broker.Envelop
 	var waits []waiter
 	delivered := false
 	for _, s := range targets {
-		ack, err := s.send(build(s.jid, e))
+		ack, err := sendEncoded(s, e, build, encode)
 		if err != nil {
 			continue
 		}
