@@ -171,3 +171,46 @@ func dialHolding(t *testing.T, addr, id string) (*mqttClient, *atomic.Bool) {
 	t.Cleanup(func() { close(release); c.Disconnect(100) })
 	return c, hold
 }
+
+// TestSharedSubscriptionPersistentMembers: the members of $share/g/p/#
+// are MQTT persistent sessions, one made on A and one on B. While both
+// are away, 20 QoS 1 publishes wait for the group; the first member back,
+// reconnecting to the other hub, gets each of them once.
+func TestSharedSubscriptionPersistentMembers(t *testing.T) {
+	srv := startNATS(t)
+	hubs := natsHubs(t, srv, "a", "b")
+	a, b := hubs[0], hubs[1]
+	for _, m := range []struct {
+		h  *hubtest.Hub
+		id string
+	}{{a, "member-1"}, {b, "member-2"}} {
+		c := dialMQTT(t, m.h.Addr(t, "mqtt.mqtt"), m.id, "", "", false)
+		c.subscribe(t, "$share/g/p/#", 1)
+		c.Disconnect(100)
+	}
+	pub := dialMQTT(t, a.Addr(t, "mqtt.mqtt"), "producer", "", "", true)
+	const n = 20
+	for i := range n {
+		pub.publish(t, fmt.Sprint("p/", i%3), 1, false, fmt.Sprint(i))
+	}
+	back := dialMQTT(t, b.Addr(t, "mqtt.mqtt"), "member-1", "", "", false)
+	got := map[string]int{}
+	end := time.After(10 * time.Second)
+	for len(got) < n {
+		select {
+		case m := <-back.msgs:
+			got[m.Payload]++
+			if m.QoS != 1 {
+				t.Errorf("queued group delivery %q at QoS %d, want 1", m.Payload, m.QoS)
+			}
+		case <-end:
+			t.Fatalf("member-1, back on B, got %d of the %d publishes made while the group was away", len(got), n)
+		}
+	}
+	back.none(t, 300*time.Millisecond)
+	for p, k := range got {
+		if k != 1 {
+			t.Errorf("%s delivered %d times", p, k)
+		}
+	}
+}
