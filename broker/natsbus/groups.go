@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 
@@ -278,6 +279,29 @@ type grouped struct {
 
 	mu     sync.Mutex
 	joined map[groupKey]*groupMember
+
+	// The group deliveries of a non-durable subscription (a durable
+	// one's count among its own).
+	delivered, redelivered atomic.Uint64
+}
+
+// Stats implements broker.Subscription: the in-process part's counters
+// with the group deliveries.
+func (g *grouped) Stats() broker.SubscriptionStats {
+	st := g.Subscription.Stats()
+	if g.d != nil {
+		return st
+	}
+	st.Delivered += g.delivered.Load()
+	st.Redelivered += g.redelivered.Load()
+	g.mu.Lock()
+	for _, m := range g.joined {
+		m.mu.Lock()
+		st.Pending += len(m.pending)
+		m.mu.Unlock()
+	}
+	g.mu.Unlock()
+	return st
 }
 
 // trackGroups makes the group filters of s (now and as they change)
