@@ -3,6 +3,7 @@ package gateway
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -17,6 +18,7 @@ func TestNATSConfigYAML(t *testing.T) {
 		{"nats: nats://n1:4222", NATSConfig{URL: "nats://n1:4222"}},
 		{"nats: {url: 'nats://n1:4222,nats://n2:4222', credentials: /etc/hub.creds, replicas: 3, tls: {ca_file: ca.pem}}",
 			NATSConfig{URL: "nats://n1:4222,nats://n2:4222", Credentials: "/etc/hub.creds", Replicas: 3, TLS: NATSTLS{CAFile: "ca.pem"}}},
+		{"nats: {url: 'nats://n1:4222', ack_wait: 5s}", NATSConfig{URL: "nats://n1:4222", AckWait: 5 * time.Second}},
 	} {
 		var c Config
 		if err := yaml.Unmarshal([]byte(tc.in), &c); err != nil {
@@ -43,6 +45,7 @@ func TestClusterConfigErrors(t *testing.T) {
 		{"no listen", func(c *Config) { c.Cluster = ok; c.Cluster.Listen = "" }, "listen is required"},
 		{"bad route", func(c *Config) { c.Cluster = ok; c.Cluster.Routes = []string{"nohost"} }, `route "nohost"`},
 		{"replicas", func(c *Config) { c.Cluster = ok; c.Cluster.Replicas = 9 }, "replicas 9"},
+		{"negative ack wait", func(c *Config) { c.NATS.URL = "nats://x:4222"; c.NATS.AckWait = -time.Second }, "nats.ack_wait -1s"},
 		{"fine", func(c *Config) { c.Cluster = ok }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 
@@ -129,8 +130,19 @@ func (b *Bus) groupJoin(k groupKey, m *groupMember) error {
 // unsubscribes the queue and stops pulling. What was out to m and not
 // acknowledged goes back to the consumer, for another member. forGood
 // (an unsubscribe, not a persistent session going away) deletes m's
-// record, and the consumer once no member is left on any hub.
+// record, and the consumer once no member is left on any hub, in the
+// background: an unsubscribe (a client going) does not wait on the
+// bucket, which may be slow to answer, or not at all when NATS has just
+// gone.
 func (b *Bus) groupLeave(k groupKey, m *groupMember, forGood bool) {
+	if fn := b.groupOut(k, m, forGood); fn != nil {
+		b.background(fn)
+	}
+}
+
+// groupOut is groupLeave, returning the bucket's part (nil: none) for
+// the caller to run.
+func (b *Bus) groupOut(k groupKey, m *groupMember, forGood bool) func() {
 	g := &b.groups
 	g.mu.Lock()
 	gs := g.m[k]
@@ -162,16 +174,14 @@ func (b *Bus) groupLeave(k groupKey, m *groupMember, forGood bool) {
 	if last {
 		gs.pull.stop()
 	}
-	if forGood {
-		// In the background: an unsubscribe (a client going) does not wait
-		// on the bucket, which may be slow to answer, or not at all when
-		// NATS has just gone.
-		b.background(func() {
-			b.dropMember(k, m.g.ID())
-			if last {
-				b.groupGone(k)
-			}
-		})
+	if !forGood {
+		return nil
+	}
+	return func() {
+		b.dropMember(k, m.g.ID())
+		if last {
+			b.groupGone(k)
+		}
 	}
 }
 
@@ -214,7 +224,9 @@ func (b *Bus) closeGroups() {
 	// find stale (by its heartbeat) rather than wait on each.
 	connected := b.nc.Status() == nats.CONNECTED
 	for _, m := range left {
-		b.groupLeave(m.gs.k, m, m.g.d == nil && connected)
+		if fn := b.groupOut(m.gs.k, m, m.g.d == nil && connected); fn != nil {
+			fn() // now, while the bus's context lives
+		}
 	}
 	b.stopHeartbeat()
 }
@@ -267,6 +279,29 @@ type grouped struct {
 
 	mu     sync.Mutex
 	joined map[groupKey]*groupMember
+
+	// The group deliveries of a non-durable subscription (a durable
+	// one's count among its own).
+	delivered, redelivered atomic.Uint64
+}
+
+// Stats implements broker.Subscription: the in-process part's counters
+// with the group deliveries.
+func (g *grouped) Stats() broker.SubscriptionStats {
+	st := g.Subscription.Stats()
+	if g.d != nil {
+		return st
+	}
+	st.Delivered += g.delivered.Load()
+	st.Redelivered += g.redelivered.Load()
+	g.mu.Lock()
+	for _, m := range g.joined {
+		m.mu.Lock()
+		st.Pending += len(m.pending)
+		m.mu.Unlock()
+	}
+	g.mu.Unlock()
+	return st
 }
 
 // trackGroups makes the group filters of s (now and as they change)

@@ -294,6 +294,12 @@ func (m *groupMember) deliver(e *broker.Envelope, reply string, redo bool, kick 
 		ids = []int{f.ID}
 	}
 	proto := &broker.Delivery{Envelope: e, QoS: qos, RetainFlag: e.Retain && f.RetainAsPublished, Redelivered: redo, IDs: ids}
+	if g.d == nil {
+		g.delivered.Add(1)
+		if redo {
+			g.redelivered.Add(1)
+		}
+	}
 	if qos == 0 {
 		b.ack(reply, "+ACK", false)
 		g.h(broker.NewDelivery(m.ctx, proto, broker.DeliveryFuncs{}))

@@ -94,3 +94,59 @@ func clusterHub(t *testing.T, cluster string) bustest.Hub {
 }
 
 func TestCluster(t *testing.T) { bustest.RunCluster(t, clusterHub) }
+
+// TestGroupConsumerLifetime: a group's durable consumer lives while a
+// member is left on any hub: one member leaving keeps it, the last
+// unsubscribing deletes it (and its record); a group whose last member
+// goes with its hub's Close loses it too.
+func TestGroupConsumerLifetime(t *testing.T) {
+	a := newBus(t, "life", Config{Node: "a"})
+	defer a.Close()
+	b := newBus(t, "life", Config{Node: "b"})
+	ctx := context.Background()
+	k := groupKey{"g", "l/#"}
+	exists := func() bool {
+		_, err := a.stream.Consumer(ctx, k.consumerName())
+		return err == nil
+	}
+	spec := []broker.Filter{{Topic: "l/#", QoS: 1, Group: "g"}}
+	sa, err := a.Subscribe(ctx, broker.SubscribeOptions{QoS: 1, Specs: spec}, func(context.Context, *broker.Envelope) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := b.Subscribe(ctx, broker.SubscribeOptions{QoS: 1, Specs: spec}, func(context.Context, *broker.Envelope) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !exists() {
+		t.Fatal("no consumer for a group with members")
+	}
+	if err := sa.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A's record gone", func() bool {
+		recs, err := a.records(ctx, "m.*."+k.queueName())
+		return err == nil && len(recs) == 1
+	})
+	if !exists() {
+		t.Fatal("the consumer went while B still has a member")
+	}
+	if err := sb.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the consumer deleted after the last member left", func() bool { return !exists() })
+
+	// The last member goes with its hub.
+	if _, err := b.Subscribe(ctx, broker.SubscribeOptions{QoS: 1, Specs: spec}, func(context.Context, *broker.Envelope) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !exists() {
+		t.Fatal("no consumer for the group made again")
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if exists() {
+		t.Fatal("the consumer outlived the hub of its last member")
+	}
+}

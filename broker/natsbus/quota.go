@@ -35,7 +35,7 @@ import (
 
 // quotaPoll is how often a hub lists the consumers for the queued-bytes
 // quota.
-var quotaPoll = 2 * time.Second
+var quotaPoll = 5 * time.Second
 
 // principalSub is a durable subscription of a principal, as the quota
 // sees it.
