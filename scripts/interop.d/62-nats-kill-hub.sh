@@ -64,7 +64,11 @@ start_c() {
 	c_pid=$(start_hub c "$C_MQTT" "$C_HTTP" "127.0.0.1:$C_COAPS")
 	wait_healthy c "$C_HTTP" "$c_pid"
 }
-kill_c() { kill -KILL "$c_pid"; c_pid=""; }
+kill_c() { # kill -9 of C; returns once the process is gone
+	kill -KILL "$c_pid"
+	for _ in $(seq 100); do kill -0 "$c_pid" 2>/dev/null || break; sleep 0.05; done
+	c_pid=""
+}
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
 
@@ -281,8 +285,7 @@ for i in range(1, int(sys.argv[1]) + 1):
 	local t0
 	t0=$(now)
 	kill_c
-	# mosquitto_pub would retry C for ever: stop it once C is gone.
-	sleep 0.5
+	# mosquitto_pub would retry C for ever: stop it, C is gone.
 	kill -TERM "$loader" 2>/dev/null || true # timeout passes it on
 	wait "$loader" 2>/dev/null || true
 	grep -E 'received PUBACK \(Mid: [0-9]+, RC:([0-9]|[1-9][0-9]|1[01][0-9]|12[0-7])\)' "$work/cpub.log" |
