@@ -332,10 +332,13 @@ for run in $(seq "$runs"); do
 	if [ "$run" = 1 ]; then
 		# C's store still shows the devices online as of its last run; it
 		# must neither take them back nor mark them offline.
-		sleep 4 # past HubTTL: an expiry C would cause has happened
-		for dev in meter1 cam1; do
-			for hub in "$A_HTTP" "$C_HTTP"; do
-				[ "$(online "$hub" "$dev")" = True ] || fail "$dev on B shown offline (hub port $hub) after C restarted: $(cat "$work/body")"
+		# Watched for 4 s, past HubTTL and a heartbeat.
+		end=$(($(date +%s) + 4))
+		while [ "$(date +%s)" -le "$end" ]; do
+			for dev in meter1 cam1; do
+				for hub in "$A_HTTP" "$C_HTTP"; do
+					[ "$(online "$hub" "$dev")" = True ] || fail "$dev on B shown offline (hub port $hub) after C restarted: $(cat "$work/body")"
+				done
 			done
 		done
 		command_via_a meter1 "$work/meter.b" reply_mqtt "$B_MQTT"
@@ -343,7 +346,7 @@ for run in $(seq "$runs"); do
 		got=$(timeout 10 mosquitto_sub -h 127.0.0.1 -p "$C_MQTT" -t room/state -C 1 -W 5 2>/dev/null || true)
 		[ "$got" = while-c-was-down ] || fail "retained value set on A while C was down, read on restarted C: '$got'"
 		: >"$work/live.c"
-		mosquitto_sub -h 127.0.0.1 -p "$C_MQTT" -q 1 -t 'live/#' >"$work/live.c" 2>/dev/null &
+		stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$C_MQTT" -q 1 -t 'live/#' >"$work/live.c" 2>/dev/null &
 		lp=$!
 		bg+=("$lp")
 		disown "$lp"
