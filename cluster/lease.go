@@ -25,9 +25,10 @@ const DefaultLeaseTTL = 3 * time.Second
 // update; the others try to create it every TTL/3. A holder that stops
 // deletes the key (another takes over within TTL/3); one that dies or is
 // cut off stops renewing, and another takes over once the key expired
-// (within TTL and TTL/3). A holder that cannot renew for TTL stops its
-// task on its own, so two hubs hold a lease at once only for as long as
-// their clocks and the expiry differ.
+// (within TTL and TTL/3). A holder that cannot renew stops its task on
+// its own TTL/3 before its last write can expire, so that it has stopped
+// before another can create the key: two hubs hold a lease at once only
+// when a hub is stalled for longer than that.
 type Leases struct {
 	kv   jetstream.KeyValue
 	node string
@@ -94,11 +95,12 @@ func (l *Leases) Run(ctx context.Context, name string, held func(ctx context.Con
 	every := l.ttl / 3
 	for {
 		octx, cancel := context.WithTimeout(ctx, every)
+		sent := time.Now()
 		rev, err := l.kv.Create(octx, key, []byte(l.node))
 		cancel()
 		if err == nil {
 			l.log.Debug("cluster: lease acquired", "lease", name)
-			l.hold(ctx, name, key, rev, held)
+			l.hold(ctx, name, key, rev, sent, held)
 		}
 		select {
 		case <-ctx.Done():
@@ -108,8 +110,11 @@ func (l *Leases) Run(ctx context.Context, name string, held func(ctx context.Con
 	}
 }
 
-// hold runs held while the lease is renewed, then gives it up.
-func (l *Leases) hold(ctx context.Context, name, key string, rev uint64, held func(ctx context.Context)) {
+// hold runs held while the lease is renewed, then gives it up. written
+// is when the write that made rev was sent: the entry expires TTL after
+// it at the earliest, and hold ends held TTL/3 before that unless a
+// renewal succeeded meanwhile.
+func (l *Leases) hold(ctx context.Context, name, key string, rev uint64, written time.Time, held func(ctx context.Context)) {
 	hctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -118,7 +123,10 @@ func (l *Leases) hold(ctx context.Context, name, key string, rev uint64, held fu
 	}()
 	tick := time.NewTicker(l.ttl / 3)
 	defer tick.Stop()
-	renewed := time.Now()
+	safe := l.ttl - l.ttl/3 // after the last write, the lease is surely ours this long
+	deadline := time.NewTimer(time.Until(written.Add(safe)))
+	defer deadline.Stop()
+	var lastErr error
 renew:
 	for {
 		select {
@@ -126,20 +134,24 @@ renew:
 			break renew
 		case <-done:
 			break renew
+		case <-deadline.C:
+			l.log.Warn("cluster: lease not renewed in time, giving it up", "lease", name, "err", lastErr)
+			break renew
 		case <-tick.C:
 		}
-		octx, ocancel := context.WithTimeout(ctx, l.ttl/3)
+		octx, ocancel := context.WithDeadline(ctx, written.Add(safe))
+		sent := time.Now()
 		next, err := l.kv.Update(octx, key, []byte(l.node), rev)
 		ocancel()
 		switch {
 		case err == nil:
-			rev, renewed = next, time.Now()
+			rev, written = next, sent
+			deadline.Reset(time.Until(written.Add(safe)))
 		case isWrongRevision(err):
 			l.log.Warn("cluster: lease taken by another hub", "lease", name)
 			break renew
-		case time.Since(renewed) >= l.ttl:
-			l.log.Warn("cluster: lease not renewed in time, giving it up", "lease", name, "err", err)
-			break renew
+		default:
+			lastErr = err
 		}
 	}
 	cancel()

@@ -97,7 +97,7 @@ func deviceOnline(h *hubProc, id string) (bool, string) {
 // command with {"on": hub}.
 func dialDevice(t *testing.T, h *hubProc, hub string) paho.Client {
 	t.Helper()
-	opts := paho.NewClientOptions().AddBroker("tcp://"+h.mqtt).SetClientID("meter1").
+	opts := paho.NewClientOptions().AddBroker("tcp://" + h.mqtt).SetClientID("meter1").
 		SetUsername("meter1").SetPassword("meter1pw").SetCleanSession(true).
 		SetAutoReconnect(false).SetConnectTimeout(ackTimeout)
 	c := paho.NewClient(opts)

@@ -55,13 +55,25 @@ func (r *Registry) DevicePresence(ctx context.Context, deviceID, protocol string
 	if r.bus == nil {
 		return
 	}
-	body, err := json.Marshal(Presence{ID: deviceID, Online: online, LastSeen: at, Protocol: protocol})
-	if err != nil {
-		r.log.Warn("devices: presence: encode", "device", deviceID, "err", err)
+	p := Presence{ID: deviceID, Online: online, LastSeen: at, Protocol: protocol}
+	if err := r.publishPresence(ctx, p); err != nil {
+		// The other hubs of a cluster would go on showing the device as
+		// it was: RetryPresence sends it again.
+		r.unsent[deviceID] = p
+		r.log.Warn("devices: presence: publish failed", "device", deviceID, "online", online, "err", err)
 		return
 	}
+	delete(r.unsent, deviceID)
+}
+
+// publishPresence publishes p, retained at QoS 1, on its PresenceTopic.
+func (r *Registry) publishPresence(ctx context.Context, p Presence) error {
+	body, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("devices: presence of %s: %w", p.ID, err)
+	}
 	e := &broker.Envelope{
-		Topic:       PresenceTopic(deviceID),
+		Topic:       PresenceTopic(p.ID),
 		Payload:     body,
 		ContentType: "application/json",
 		QoS:         1,
@@ -70,8 +82,32 @@ func (r *Registry) DevicePresence(ctx context.Context, deviceID, protocol string
 		Origin:      broker.Origin{Protocol: broker.ProtoHub, ClientID: "devices", Node: r.node},
 	}
 	if err := r.bus.Publish(ctx, e); err != nil {
-		r.log.Warn("devices: presence: publish failed", "device", deviceID, "online", online, "err", err)
+		return fmt.Errorf("devices: presence of %s: %w", p.ID, err)
 	}
+	return nil
+}
+
+// RetryPresence publishes again the presence events whose publish
+// failed (a QoS 1 publish refused while a clustered bus elects a stream
+// leader, or while this hub is cut off), unless a newer event for the
+// device came meanwhile. It returns how many are still unsent. The
+// cluster heartbeat calls it every beat.
+func (r *Registry) RetryPresence(ctx context.Context) int {
+	r.pmu.Lock()
+	defer r.pmu.Unlock()
+	for id, p := range r.unsent {
+		if last, ok := r.last[id]; ok && last.After(p.LastSeen) {
+			delete(r.unsent, id) // superseded
+			continue
+		}
+		if err := r.publishPresence(ctx, p); err != nil {
+			r.log.Debug("devices: presence: publish failed again", "device", id, "err", err)
+			continue
+		}
+		delete(r.unsent, id)
+		r.log.Info("devices: presence published after a failure", "device", id, "online", p.Online)
+	}
+	return len(r.unsent)
 }
 
 // ResetPresence marks every device that the store still shows online as

@@ -93,6 +93,9 @@ type Registry struct {
 	// event per device, so that a late event cannot undo a newer one.
 	pmu  sync.Mutex
 	last map[string]time.Time
+	// unsent holds, per device, the newest presence whose publish failed
+	// (presence.go's RetryPresence sends it again).
+	unsent map[string]Presence
 
 	// remote and following are liveness.go's: the hub each device online
 	// elsewhere is on, and whether FollowPresence runs.
@@ -114,6 +117,7 @@ func New(cfg Config) (*Registry, error) {
 		node:       cfg.Node,
 		commanders: make(map[string]adapters.Commander),
 		last:       make(map[string]time.Time),
+		unsent:     make(map[string]Presence),
 	}
 	if r.log == nil {
 		r.log = slog.Default()

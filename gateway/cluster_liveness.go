@@ -115,6 +115,11 @@ func (h *Hub) heartbeat(ctx context.Context, kv jetstream.KeyValue) {
 		announce := len(names) > 0 && names[0] == h.cfg.Node
 		confirmAlive(ctx, kv, alive, h.Devices.RemoteHubs())
 		h.Devices.ExpireHubs(ctx, alive, announce)
+		// Presence events the bus refused (a stream electing its leader
+		// after a node died) would leave the others with a stale view.
+		rctx, rcancel := context.WithTimeout(ctx, 2*Heartbeat)
+		h.Devices.RetryPresence(rctx)
+		rcancel()
 	}
 }
 

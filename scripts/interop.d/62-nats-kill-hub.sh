@@ -64,7 +64,11 @@ start_c() {
 	c_pid=$(start_hub c "$C_MQTT" "$C_HTTP" "127.0.0.1:$C_COAPS")
 	wait_healthy c "$C_HTTP" "$c_pid"
 }
-kill_c() { kill -KILL "$c_pid"; c_pid=""; }
+kill_c() { # kill -9 of C; returns once the process is gone
+	kill -KILL "$c_pid"
+	for _ in $(seq 100); do kill -0 "$c_pid" 2>/dev/null || break; sleep 0.05; done
+	c_pid=""
+}
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
 
@@ -281,8 +285,7 @@ for i in range(1, int(sys.argv[1]) + 1):
 	local t0
 	t0=$(now)
 	kill_c
-	# mosquitto_pub would retry C for ever: stop it once C is gone.
-	sleep 0.5
+	# mosquitto_pub would retry C for ever: stop it, C is gone.
 	kill -TERM "$loader" 2>/dev/null || true # timeout passes it on
 	wait "$loader" 2>/dev/null || true
 	grep -E 'received PUBACK \(Mid: [0-9]+, RC:([0-9]|[1-9][0-9]|1[01][0-9]|12[0-7])\)' "$work/cpub.log" |
@@ -329,10 +332,13 @@ for run in $(seq "$runs"); do
 	if [ "$run" = 1 ]; then
 		# C's store still shows the devices online as of its last run; it
 		# must neither take them back nor mark them offline.
-		sleep 4 # past HubTTL: an expiry C would cause has happened
-		for dev in meter1 cam1; do
-			for hub in "$A_HTTP" "$C_HTTP"; do
-				[ "$(online "$hub" "$dev")" = True ] || fail "$dev on B shown offline (hub port $hub) after C restarted: $(cat "$work/body")"
+		# Watched for 4 s, past HubTTL and a heartbeat.
+		end=$(($(date +%s) + 4))
+		while [ "$(date +%s)" -le "$end" ]; do
+			for dev in meter1 cam1; do
+				for hub in "$A_HTTP" "$C_HTTP"; do
+					[ "$(online "$hub" "$dev")" = True ] || fail "$dev on B shown offline (hub port $hub) after C restarted: $(cat "$work/body")"
+				done
 			done
 		done
 		command_via_a meter1 "$work/meter.b" reply_mqtt "$B_MQTT"
@@ -340,7 +346,7 @@ for run in $(seq "$runs"); do
 		got=$(timeout 10 mosquitto_sub -h 127.0.0.1 -p "$C_MQTT" -t room/state -C 1 -W 5 2>/dev/null || true)
 		[ "$got" = while-c-was-down ] || fail "retained value set on A while C was down, read on restarted C: '$got'"
 		: >"$work/live.c"
-		mosquitto_sub -h 127.0.0.1 -p "$C_MQTT" -q 1 -t 'live/#' >"$work/live.c" 2>/dev/null &
+		stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$C_MQTT" -q 1 -t 'live/#' >"$work/live.c" 2>/dev/null &
 		lp=$!
 		bg+=("$lp")
 		disown "$lp"
