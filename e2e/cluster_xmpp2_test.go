@@ -326,7 +326,8 @@ func TestXMPPResumeOnAnotherHub(t *testing.T) {
 	bob := dialSM(t, a.Addr(t, "xmpp"), "bob", "bobpw", true)
 	bob.write(t, `<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
 	id := attr(bob.until(t, "enabled", smElement("enabled")), "id")
-	bob.write(t, `<presence/>`)
+	bob.write(t, `<presence/><presence type='subscribe' to='garden.soil@topics.localhost'/>`)
+	bob.until(t, "the topic subscription", func(n xmlNode) bool { return n.XMLName.Local == "presence" && attr(n, "type") == "subscribed" })
 	// bob's other resource, on A, sees the first one come and, when the
 	// session moves to B, not go.
 	other := dialXMPP(t, a.Addr(t, "xmpp"), "bob", "bobpw")
@@ -345,7 +346,7 @@ func TestXMPPResumeOnAnotherHub(t *testing.T) {
 	onB := dialSM(t, b.Addr(t, "xmpp"), "bob", "bobpw", false)
 	onB.write(t, fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, id, acked))
 	resumed := onB.until(t, "the answer to resume on B", func(n xmlNode) bool { return n.XMLName.Space == "urn:xmpp:sm:3" })
-	if resumed.XMLName.Local != "resumed" || attr(resumed, "h") != "1" || attr(resumed, "previd") != id {
+	if resumed.XMLName.Local != "resumed" || attr(resumed, "h") != "2" || attr(resumed, "previd") != id {
 		t.Fatalf("resume on B: %+v", resumed)
 	}
 	onB.h = acked
@@ -355,11 +356,24 @@ func TestXMPPResumeOnAnotherHub(t *testing.T) {
 	chat(bob.jid, "m4")
 	onB.until(t, "m4 to bob's full JID, now on B", messageBody("m4"))
 	onB.write(t, `<r xmlns='urn:xmpp:sm:3'/>`)
-	if got := attr(onB.until(t, "ack", smElement("a")), "h"); got != "1" {
-		t.Errorf("B counts %s stanzas from bob, want 1 (A's count carried over)", got)
+	if got := attr(onB.until(t, "ack", smElement("a")), "h"); got != "2" {
+		t.Errorf("B counts %s stanzas from bob, want 2 (A's count carried over)", got)
 	}
-
-	other.noMore(t, 200*time.Millisecond, func(v stanza) bool { return v.XMLName.Local == "presence" && v.From == bob.jid })
+	// Topic deliveries reach both of bob's resources, whichever hub takes
+	// them from the queue.
+	for i := range 4 {
+		body := fmt.Sprint("reading ", i)
+		url := "http://" + a.Addr(t, "rest") + "/api/v1/topics/garden/soil?qos=1"
+		if code, resp, _ := httpDo(t, http.MethodPost, url, "text/plain", body); code/100 != 2 {
+			t.Fatalf("publish: %d %s", code, resp)
+		}
+		onB.until(t, body+" on B", messageBody(body))
+		onB.write(t, fmt.Sprintf(`<a xmlns='urn:xmpp:sm:3' h='%d'/>`, onB.h)) // as a client answers the hub's <r/>
+		other.expect(t, body+" on A", chatBody(body))
+	}
+	other.noMore(t, 200*time.Millisecond, func(v stanza) bool {
+		return v.XMLName.Local == "presence" && v.Type == "unavailable" || chatBody("reading")(v)
+	})
 	_ = other.s.Close()
 	<-other.done
 
