@@ -344,8 +344,10 @@ func TestXMPPResumeOnAnotherHub(t *testing.T) {
 	routed("p1")
 
 	onB := dialSM(t, b.Addr(t, "xmpp"), "bob", "bobpw", false)
+	start := time.Now()
 	onB.write(t, fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, id, acked))
 	resumed := onB.until(t, "the answer to resume on B", func(n xmlNode) bool { return n.XMLName.Space == "urn:xmpp:sm:3" })
+	t.Logf("resumed on B from A in %v", time.Since(start))
 	if resumed.XMLName.Local != "resumed" || attr(resumed, "h") != "2" || attr(resumed, "previd") != id {
 		t.Fatalf("resume on B: %+v", resumed)
 	}
