@@ -96,6 +96,25 @@ func TestXMPPTopicDeliveriesReachEveryHub(t *testing.T) {
 		}
 	}
 
+	// PubSub (XEP-0060) events alike, for a node subscribed on A.
+	onA.send(t, `<iq type='set' id='ps1' to='pubsub.localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><subscribe node='garden/leaf' jid='bob@localhost'/></pubsub></iq>`)
+	if r := onA.expect(t, "the pubsub subscription", func(v stanza) bool { return v.XMLName.Local == "iq" && v.ID == "ps1" }); r.Type != "result" {
+		t.Fatalf("pubsub subscribe: %+v", r)
+	}
+	eventually(t, "the pubsub subscription attached on B", func() bool { return onBAttached("xmpp-ps:bob:garden/leaf") })
+	for _, qos := range []int{0, 1} {
+		url := fmt.Sprintf("http://%s/api/v1/topics/garden/leaf?qos=%d", b.Addr(t, "rest"), qos)
+		if code, resp, _ := httpDo(t, http.MethodPost, url, "text/plain", fmt.Sprint("leaf", qos)); code/100 != 2 {
+			t.Fatalf("publish: %d %s", code, resp)
+		}
+	}
+	event := func(v stanza) bool { return v.XMLName.Local == "message" && v.From == "pubsub.localhost" }
+	for name, c := range map[string]*xmppClient{"on A": onA, "on B": onB} {
+		c.expect(t, "a pubsub event "+name, event)
+		c.expect(t, "a second pubsub event "+name, event)
+		c.noMore(t, 300*time.Millisecond, event)
+	}
+
 	// One resource left (on B): the deliveries go there.
 	_ = onA.s.Close()
 	<-onA.done
