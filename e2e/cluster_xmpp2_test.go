@@ -203,6 +203,7 @@ func TestXMPPCarbonsAcrossHubs(t *testing.T) {
 				to = "alice@localhost"
 			}
 			body := "hi: " + tc.name
+			start := time.Now()
 			tc.from.send(t, `<message type='chat' to='`+to+`'><body>`+body+`</body></message>`)
 			if tc.gets != nil {
 				tc.gets.expect(t, "the message", chatBody(body))
@@ -211,6 +212,7 @@ func TestXMPPCarbonsAcrossHubs(t *testing.T) {
 				aliceB.expect(t, "bob's message on B", chatBody(body))
 			}
 			tc.other.expect(t, "the "+tc.kind+" carbon on the other hub", carbonOf(tc.kind, body))
+			t.Logf("%s carbon on the other hub after %v", tc.kind, time.Since(start))
 			for _, c := range []*xmppClient{onA, onB} {
 				c.noMore(t, 200*time.Millisecond, func(v stanza) bool { return chatBody(body)(v) || carbonOf(tc.kind, body)(v) })
 			}
