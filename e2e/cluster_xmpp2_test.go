@@ -96,6 +96,25 @@ func TestXMPPTopicDeliveriesReachEveryHub(t *testing.T) {
 		}
 	}
 
+	// PubSub (XEP-0060) events alike, for a node subscribed on A.
+	onA.send(t, `<iq type='set' id='ps1' to='pubsub.localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><subscribe node='garden/leaf' jid='bob@localhost'/></pubsub></iq>`)
+	if r := onA.expect(t, "the pubsub subscription", func(v stanza) bool { return v.XMLName.Local == "iq" && v.ID == "ps1" }); r.Type != "result" {
+		t.Fatalf("pubsub subscribe: %+v", r)
+	}
+	eventually(t, "the pubsub subscription attached on B", func() bool { return onBAttached("xmpp-ps:bob:garden/leaf") })
+	for _, qos := range []int{0, 1} {
+		url := fmt.Sprintf("http://%s/api/v1/topics/garden/leaf?qos=%d", b.Addr(t, "rest"), qos)
+		if code, resp, _ := httpDo(t, http.MethodPost, url, "text/plain", fmt.Sprint("leaf", qos)); code/100 != 2 {
+			t.Fatalf("publish: %d %s", code, resp)
+		}
+	}
+	event := func(v stanza) bool { return v.XMLName.Local == "message" && v.From == "pubsub.localhost" }
+	for name, c := range map[string]*xmppClient{"on A": onA, "on B": onB} {
+		c.expect(t, "a pubsub event "+name, event)
+		c.expect(t, "a second pubsub event "+name, event)
+		c.noMore(t, 300*time.Millisecond, event)
+	}
+
 	// One resource left (on B): the deliveries go there.
 	_ = onA.s.Close()
 	<-onA.done
@@ -184,6 +203,7 @@ func TestXMPPCarbonsAcrossHubs(t *testing.T) {
 				to = "alice@localhost"
 			}
 			body := "hi: " + tc.name
+			start := time.Now()
 			tc.from.send(t, `<message type='chat' to='`+to+`'><body>`+body+`</body></message>`)
 			if tc.gets != nil {
 				tc.gets.expect(t, "the message", chatBody(body))
@@ -192,6 +212,7 @@ func TestXMPPCarbonsAcrossHubs(t *testing.T) {
 				aliceB.expect(t, "bob's message on B", chatBody(body))
 			}
 			tc.other.expect(t, "the "+tc.kind+" carbon on the other hub", carbonOf(tc.kind, body))
+			t.Logf("%s carbon on the other hub after %v", tc.kind, time.Since(start))
 			for _, c := range []*xmppClient{onA, onB} {
 				c.noMore(t, 200*time.Millisecond, func(v stanza) bool { return chatBody(body)(v) || carbonOf(tc.kind, body)(v) })
 			}
@@ -326,7 +347,8 @@ func TestXMPPResumeOnAnotherHub(t *testing.T) {
 	bob := dialSM(t, a.Addr(t, "xmpp"), "bob", "bobpw", true)
 	bob.write(t, `<enable xmlns='urn:xmpp:sm:3' resume='true'/>`)
 	id := attr(bob.until(t, "enabled", smElement("enabled")), "id")
-	bob.write(t, `<presence/>`)
+	bob.write(t, `<presence/><presence type='subscribe' to='garden.soil@topics.localhost'/>`)
+	bob.until(t, "the topic subscription", func(n xmlNode) bool { return n.XMLName.Local == "presence" && attr(n, "type") == "subscribed" })
 	// bob's other resource, on A, sees the first one come and, when the
 	// session moves to B, not go.
 	other := dialXMPP(t, a.Addr(t, "xmpp"), "bob", "bobpw")
@@ -343,9 +365,11 @@ func TestXMPPResumeOnAnotherHub(t *testing.T) {
 	routed("p1")
 
 	onB := dialSM(t, b.Addr(t, "xmpp"), "bob", "bobpw", false)
+	start := time.Now()
 	onB.write(t, fmt.Sprintf(`<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>`, id, acked))
 	resumed := onB.until(t, "the answer to resume on B", func(n xmlNode) bool { return n.XMLName.Space == "urn:xmpp:sm:3" })
-	if resumed.XMLName.Local != "resumed" || attr(resumed, "h") != "1" || attr(resumed, "previd") != id {
+	t.Logf("resumed on B from A in %v", time.Since(start))
+	if resumed.XMLName.Local != "resumed" || attr(resumed, "h") != "2" || attr(resumed, "previd") != id {
 		t.Fatalf("resume on B: %+v", resumed)
 	}
 	onB.h = acked
@@ -355,11 +379,24 @@ func TestXMPPResumeOnAnotherHub(t *testing.T) {
 	chat(bob.jid, "m4")
 	onB.until(t, "m4 to bob's full JID, now on B", messageBody("m4"))
 	onB.write(t, `<r xmlns='urn:xmpp:sm:3'/>`)
-	if got := attr(onB.until(t, "ack", smElement("a")), "h"); got != "1" {
-		t.Errorf("B counts %s stanzas from bob, want 1 (A's count carried over)", got)
+	if got := attr(onB.until(t, "ack", smElement("a")), "h"); got != "2" {
+		t.Errorf("B counts %s stanzas from bob, want 2 (A's count carried over)", got)
 	}
-
-	other.noMore(t, 200*time.Millisecond, func(v stanza) bool { return v.XMLName.Local == "presence" && v.From == bob.jid })
+	// Topic deliveries reach both of bob's resources, whichever hub takes
+	// them from the queue.
+	for i := range 4 {
+		body := fmt.Sprint("reading ", i)
+		url := "http://" + a.Addr(t, "rest") + "/api/v1/topics/garden/soil?qos=1"
+		if code, resp, _ := httpDo(t, http.MethodPost, url, "text/plain", body); code/100 != 2 {
+			t.Fatalf("publish: %d %s", code, resp)
+		}
+		onB.until(t, body+" on B", messageBody(body))
+		onB.write(t, fmt.Sprintf(`<a xmlns='urn:xmpp:sm:3' h='%d'/>`, onB.h)) // as a client answers the hub's <r/>
+		other.expect(t, body+" on A", chatBody(body))
+	}
+	other.noMore(t, 200*time.Millisecond, func(v stanza) bool {
+		return v.XMLName.Local == "presence" && v.Type == "unavailable" || chatBody("reading")(v)
+	})
 	_ = other.s.Close()
 	<-other.done
 

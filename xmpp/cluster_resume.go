@@ -21,7 +21,8 @@ import (
 // the stanzas the client has not acknowledged, its last presence, roster
 // interest and carbons. The asking hub binds the same full JID, resends
 // the stanzas after <resumed/> and takes the session on; its topic
-// subscriptions attach there. No responders (the hub is dead or never had
+// subscriptions attach there, and the user's other resources get its
+// presence again (so that their hubs know where it is now). No responders (the hub is dead or never had
 // it) or no answer within resumeWait: <failed/> with <item-not-found/>,
 // and the client binds anew (its offline messages wait in the cluster's
 // KV).
@@ -299,6 +300,12 @@ func (a *Adapter) resumeRemote(c *streamConn, prev string, h uint32) (*session, 
 	}
 	if pres != nil {
 		a.availabilityChanged(s, true) // its topic subscriptions attach here
+		// The user's resources on other hubs learn where this one is now,
+		// and this hub where they are (topic deliveries and carbons go to
+		// them from here, cluster_fanout.go): its presence again, and a
+		// probe.
+		l.publish(bare, frame{Kind: framePresence, Stanza: pres.String()})
+		l.publish(bare, frame{Kind: frameProbe, From: s.jid})
 	}
 	a.log.Debug("xmpp: session resumed from another hub", "jid", s.jid, "resent", len(st.unacked))
 	return s, nil

@@ -76,4 +76,7 @@ func (t *topicService) resync(p peer) {
 		_ = sub.Detach() // its consumer went with the record, on the hub that ended it
 	}
 	t.userOnline(p)
+	if len(t.a.availableOf(bare)) == 0 {
+		t.userOffline(bare) // he left meanwhile: nothing stays attached for him here
+	}
 }
