@@ -29,6 +29,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer lock.release()
 	log := newLogger(cfg.Log, stderr)
+	applyMemoryLimit(log, os.Getenv, os.ReadFile)
 	if lock.warning != nil {
 		log.Warn("hub: " + lock.warning.Error())
 	}
