@@ -49,7 +49,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log.Info("hub: serving", "version", shortVersion(), "listeners", h.Addrs(), "data_dir", cfg.DataDir)
-	releaseStartupMemory()
 	serveHangups(ctx, hup, h, log)
 	<-ctx.Done()
 	log.Info("hub: shutting down")

@@ -137,10 +137,3 @@ func applyMemoryLimit(log *slog.Logger, getenv func(string) string, readFile fun
 	}
 	return l
 }
-
-// releaseStartupMemory runs a garbage collection and returns the freed
-// pages to the operating system. Start-up leaves a few megabytes of
-// garbage (migrations, the TLS certificate, the adapters' set-up) that the
-// runtime would otherwise keep resident until its background scavenger
-// got to them, minutes later or never on an idle hub.
-func releaseStartupMemory() { debug.FreeOSMemory() }
