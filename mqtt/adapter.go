@@ -352,9 +352,14 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 	// properties in.
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	srv := mochi.New(&mochi.Options{
-		Capabilities:           caps,
-		Logger:                 a.log.With("component", "mochi"),
-		SysTopicResendInterval: int64(a.cfg.SysInterval / time.Second),
+		Capabilities: caps,
+		// mochi gives every client a read buffer of this size for as long
+		// as it is connected (its default, 2 KiB, was a quarter of an idle
+		// connection's heap). A packet body at least this large is read
+		// straight into the packet; smaller packets share a read(2).
+		ClientNetReadBufferSize: clientReadBuffer,
+		Logger:                  a.log.With("component", "mochi"),
+		SysTopicResendInterval:  int64(a.cfg.SysInterval / time.Second),
 	})
 	if err := srv.AddHook(&hook{a: a}, nil); err != nil {
 		return fmt.Errorf("mqtt: add hook: %w", err)

@@ -256,3 +256,7 @@ func (c *asyncConn) cutOff(err error) {
 	c.mu.Unlock()
 	c.slow(c.Conn, err)
 }
+
+// clientReadBuffer is the read buffer mochi gives each client (see
+// Adapter.Start).
+const clientReadBuffer = 512

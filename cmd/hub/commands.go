@@ -29,6 +29,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer lock.release()
 	log := newLogger(cfg.Log, stderr)
+	applyMemoryLimit(log, os.Getenv, os.ReadFile)
 	if lock.warning != nil {
 		log.Warn("hub: " + lock.warning.Error())
 	}
@@ -48,7 +49,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log.Info("hub: serving", "version", shortVersion(), "listeners", h.Addrs(), "data_dir", cfg.DataDir)
-	releaseStartupMemory()
 	serveHangups(ctx, hup, h, log)
 	<-ctx.Done()
 	log.Info("hub: shutting down")
