@@ -46,8 +46,9 @@ type pendingAck struct {
 }
 
 // publishAsync puts a client's QoS 1/2 PUBLISH on the bus and queues its
-// acknowledgement behind the earlier ones.
-func (a *Adapter) publishAsync(cl *mochi.Client, pk packets.Packet) {
+// acknowledgement behind the earlier ones; principal is the envelope's
+// Origin.Principal (see envelopeOf).
+func (a *Adapter) publishAsync(cl *mochi.Client, pk packets.Packet, principal string) {
 	v, ok := a.ackQueues.Load(cl)
 	if !ok {
 		q := &ackQueue{}
@@ -72,7 +73,7 @@ func (a *Adapter) publishAsync(cl *mochi.Client, pk packets.Packet) {
 	a.ackWG.Add(1) // Stop waits until the bus has answered for it
 	// Queued first, published second: the bus orders this message after
 	// the earlier ones, and its acknowledgement follows theirs.
-	if err := a.publishEnvelope(cl, &pk, func(err error) { a.acked(cl, q, n, err) }); err != nil {
+	if err := a.publishEnvelope(cl, &pk, principal, func(err error) { a.acked(cl, q, n, err) }); err != nil {
 		a.acked(cl, q, n, err)
 	}
 }

@@ -316,22 +316,23 @@ func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
 // OnClientExpired forgets a session whose expiry interval has passed.
 func (h *hook) OnClientExpired(cl *mochi.Client) { h.a.forget(cl.ID) }
 
-// envelopeOf is the bus envelope of a client's PUBLISH.
-func (a *Adapter) envelopeOf(cl *mochi.Client, pk *packets.Packet) *broker.Envelope {
+// envelopeOf is the bus envelope of a client's PUBLISH; principal is the
+// client's user name (string(cl.Properties.Username), made once a publish).
+func (a *Adapter) envelopeOf(cl *mochi.Client, pk *packets.Packet, principal string) *broker.Envelope {
 	return envelopeFromPacket(pk, broker.Origin{
 		Protocol:  broker.ProtoMQTT,
 		ClientID:  cl.ID,
 		Remote:    cl.Net.Remote,
-		Principal: string(cl.Properties.Username),
+		Principal: principal,
 		Node:      a.cfg.Node,
 	}, time.Now())
 }
 
 // toBus publishes a client's message on the bus and waits until it is
 // durable.
-func (h *hook) toBus(cl *mochi.Client, pk *packets.Packet) error {
+func (h *hook) toBus(cl *mochi.Client, pk *packets.Packet, principal string) error {
 	a := h.a
-	if err := a.cfg.Bus.Publish(a.ctx, a.envelopeOf(cl, pk)); err != nil {
+	if err := a.cfg.Bus.Publish(a.ctx, a.envelopeOf(cl, pk, principal)); err != nil {
 		a.metrics.busErrors.Add(1)
 		return err
 	}
@@ -340,17 +341,17 @@ func (h *hook) toBus(cl *mochi.Client, pk *packets.Packet) error {
 
 // publishEnvelope puts a client's message on the bus, in order, and calls
 // done once it is durable.
-func (a *Adapter) publishEnvelope(cl *mochi.Client, pk *packets.Packet, done func(error)) error {
-	return a.cfg.Bus.PublishAsync(a.ctx, a.envelopeOf(cl, pk), done)
+func (a *Adapter) publishEnvelope(cl *mochi.Client, pk *packets.Packet, principal string, done func(error)) error {
+	return a.cfg.Bus.PublishAsync(a.ctx, a.envelopeOf(cl, pk, principal), done)
 }
 
 // mayPublish checks a client's publish: the ACL, and $SYS, which only the
 // hub writes.
-func (a *Adapter) mayPublish(cl *mochi.Client, topic string) error {
+func (a *Adapter) mayPublish(cl *mochi.Client, p adapters.Principal, topic string) error {
 	if topic == "$SYS" || strings.HasPrefix(topic, "$SYS/") {
 		return fmt.Errorf("%w: $SYS topics are the hub's", adapters.ErrForbidden)
 	}
-	err := a.authorize(a.principal(cl), adapters.ActionPublish, topic)
+	err := a.authorize(p, adapters.ActionPublish, topic)
 	if err != nil && !errors.Is(err, adapters.ErrForbidden) {
 		a.log.Warn("mqtt: authorization failed", "client", cl.ID, "err", err)
 	}
@@ -381,7 +382,8 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		a.refuse(cl, pk, err)
 		return pk, packets.ErrRejectPacket
 	}
-	if err := a.mayPublish(cl, pk.TopicName); err != nil {
+	p := a.principal(cl)
+	if err := a.mayPublish(cl, p, pk.TopicName); err != nil {
 		a.metrics.denied.Add(1)
 		if cl.Properties.ProtocolVersion == 5 {
 			a.refuse(cl, pk, err)
@@ -399,14 +401,18 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 			return pk, packets.CodeSuccessIgnore // taken before a restart
 		}
 	}
+	name := "" // the envelope's Origin.Principal: the user name, "" when anonymous
+	if len(cl.Properties.Username) > 0 {
+		name = p.Name
+	}
 	if pk.FixedHeader.Qos == 0 {
-		if err := h.toBus(cl, &pk); err != nil {
+		if err := h.toBus(cl, &pk, name); err != nil {
 			a.refuse(cl, pk, err)
 		}
 		return pk, packets.CodeSuccessIgnore
 	}
 	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
-	a.publishAsync(cl, pk)
+	a.publishAsync(cl, pk, name)
 	return pk, packets.ErrRejectPacket
 }
 
@@ -483,7 +489,7 @@ func reasonFor(err error) packets.Code {
 // OnWillSent puts a will message on the bus, which delivers it to every
 // subscriber (mochi's own delivery reaches nobody: see OnACLCheck).
 func (h *hook) OnWillSent(cl *mochi.Client, pk packets.Packet) {
-	if err := h.toBus(cl, &pk); err != nil {
+	if err := h.toBus(cl, &pk, string(cl.Properties.Username)); err != nil {
 		h.a.log.Warn("mqtt: will refused by the bus", "client", cl.ID, "topic", pk.TopicName, "err", err)
 	}
 }

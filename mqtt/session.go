@@ -110,7 +110,7 @@ type session struct {
 	cl      *mochi.Client // the connection delivering, nil while away
 	sub     broker.Subscription
 	out     map[uint16]outbound // by value: no allocation per delivery
-	byEnv   map[string]uint16 // envelope id -> packet id, for resends with the same id
+	byEnv   map[string]uint16   // envelope id -> packet id, for resends with the same id
 	nextPID uint16
 }
 

@@ -189,3 +189,81 @@ func TestQueueMsgIndexUsed(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveRuns removes sets of queue entries that mix runs of
+// consecutive sequence numbers (range deletes), lone ones, repeats and
+// disorder: exactly the named entries go, and a shared envelope goes with
+// its last entry.
+func TestRemoveRuns(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		remove []int64
+	}{
+		{"one run", []int64{1, 2, 3, 4, 5, 6, 7, 8}},
+		{"run and singles", []int64{1, 3, 5, 6, 7, 8, 9, 12}},
+		{"unsorted with repeats", []int64{9, 2, 4, 3, 3, 5, 20, 1, 9}},
+		{"short runs", []int64{1, 2, 4, 5, 7, 8, 10, 11, 12}},
+		{"beyond the queue", []int64{18, 19, 20, 21, 22, 23}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := openTest(t)
+			ctx := context.Background()
+			for _, id := range []string{"a", "b"} {
+				if err := s.SaveSubscription(ctx, broker.DurableSubscription{ID: id, Filters: []string{"t/#"}, QoS: 1}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// 1..20 in a; the even ones are shared with b (messages table).
+			for i := int64(1); i <= 20; i++ {
+				refs := []broker.QueueRef{{Subscriber: "a", Seq: i}}
+				if i%2 == 0 {
+					refs = append(refs, broker.QueueRef{Subscriber: "b", Seq: i})
+				}
+				if err := s.Enqueue(ctx, &broker.Envelope{Topic: "t/x", Payload: []byte{byte(i)}}, refs); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Remove(ctx, "a", tc.remove); err != nil {
+				t.Fatal(err)
+			}
+			gone := map[int64]bool{}
+			for _, q := range tc.remove {
+				gone[q] = true
+			}
+			got, err := s.Dequeue(ctx, "a", 0, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []int64
+			for i := int64(1); i <= 20; i++ {
+				if !gone[i] {
+					want = append(want, i)
+				}
+			}
+			var have []int64
+			for _, q := range got {
+				have = append(have, q.Seq)
+			}
+			if fmt.Sprint(have) != fmt.Sprint(want) {
+				t.Fatalf("left in a: %v, want %v", have, want)
+			}
+			// b still has every shared envelope; removing them there
+			// empties the messages table.
+			if l, err := s.QueueLen(ctx, "b"); err != nil || l != 10 {
+				t.Fatalf("b holds %d (%v), want 10", l, err)
+			}
+			if err := s.Remove(ctx, "a", want); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Remove(ctx, "b", []int64{2, 4, 6, 8, 10, 12, 14, 16, 18, 20}); err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			if err := s.r.QueryRow(`SELECT COUNT(*) FROM messages`).Scan(&n); err != nil || n != 0 {
+				t.Fatalf("messages left: %d (%v), want 0", n, err)
+			}
+		})
+	}
+}

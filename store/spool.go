@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/hubsmith/hub/broker"
@@ -384,18 +385,34 @@ func (s *Store) dropQueued(ctx context.Context, id string, seqs []int64) error {
 
 // Remove implements broker.Spool: the named entries of a subscriber's
 // queue go, and so do envelopes no queue refers to any more. A batch is a
-// few statements whatever its size (acknowledgements come in batches).
+// few statements whatever its size (acknowledgements come in batches): a
+// run of consecutive sequence numbers, what in-order acknowledgements
+// make, is one range delete.
 func (s *Store) Remove(ctx context.Context, id string, seqs []int64) error {
 	if len(seqs) == 0 {
 		return nil
 	}
+	sorted := slices.Compact(slices.Sorted(slices.Values(seqs)))
 	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		for len(seqs) > 0 {
-			n := min(len(seqs), removeChunk)
-			if err := removeSeqs(ctx, tx, id, seqs[:n]); err != nil {
+		var single []int64
+		for rest := sorted; len(rest) > 0; {
+			n := 1
+			for n < len(rest) && rest[n] == rest[n-1]+1 {
+				n++
+			}
+			if n < minRangeRemove {
+				single = append(single, rest[:n]...)
+			} else if err := removeRange(ctx, tx, id, rest[0], rest[n-1]); err != nil {
 				return err
 			}
-			seqs = seqs[n:]
+			rest = rest[n:]
+		}
+		for len(single) > 0 {
+			n := min(len(single), removeChunk)
+			if err := removeSeqs(ctx, tx, id, single[:n]); err != nil {
+				return err
+			}
+			single = single[n:]
 		}
 		return nil
 	})
@@ -409,6 +426,17 @@ func (s *Store) Remove(ctx context.Context, id string, seqs []int64) error {
 // 32766).
 const removeChunk = 500
 
+// minRangeRemove is the shortest run of consecutive sequence numbers
+// Remove deletes as a range.
+const minRangeRemove = 4
+
+// removeRange deletes a subscriber's queue entries from seq first to last
+// and the envelopes left without one.
+func removeRange(ctx context.Context, tx *sql.Tx, id string, first, last int64) error {
+	return deleteEntries(ctx, tx, `DELETE FROM queue WHERE subscriber = ? AND seq BETWEEN ? AND ? RETURNING msg`,
+		[]any{id, first, last})
+}
+
 // removeSeqs deletes queue entries and the envelopes left without one.
 func removeSeqs(ctx context.Context, tx *sql.Tx, id string, seqs []int64) error {
 	args := make([]any, 0, len(seqs)+1)
@@ -416,12 +444,18 @@ func removeSeqs(ctx context.Context, tx *sql.Tx, id string, seqs []int64) error 
 	for _, q := range seqs {
 		args = append(args, q)
 	}
-	rows, err := tx.QueryContext(ctx, `DELETE FROM queue WHERE subscriber = ? AND seq IN (?`+
-		strings.Repeat(",?", len(seqs)-1)+`) RETURNING msg`, args...)
+	return deleteEntries(ctx, tx, `DELETE FROM queue WHERE subscriber = ? AND seq IN (?`+
+		strings.Repeat(",?", len(seqs)-1)+`) RETURNING msg`, args)
+}
+
+// deleteEntries runs query, a DELETE of queue entries RETURNING msg, and
+// deletes the shared envelopes left without an entry.
+func deleteEntries(ctx context.Context, tx *sql.Tx, query string, args []any) error {
+	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return err
 	}
-	msgs := args[:0]
+	var msgs []any
 	for rows.Next() {
 		var m int64
 		if err := rows.Scan(&m); err != nil {
@@ -435,12 +469,15 @@ func removeSeqs(ctx context.Context, tx *sql.Tx, id string, seqs []int64) error 
 	if err := rows.Close(); err != nil {
 		return err
 	}
-	if len(msgs) == 0 {
-		return nil
+	for len(msgs) > 0 {
+		chunk := msgs[:min(len(msgs), removeChunk)]
+		msgs = msgs[len(chunk):]
+		if _, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE id IN (?`+strings.Repeat(",?", len(chunk)-1)+
+			`) AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.msg = messages.id AND queue.msg <> 0)`, chunk...); err != nil {
+			return err
+		}
 	}
-	_, err = tx.ExecContext(ctx, `DELETE FROM messages WHERE id IN (?`+strings.Repeat(",?", len(msgs)-1)+
-		`) AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.msg = messages.id AND queue.msg <> 0)`, msgs...)
-	return err
+	return nil
 }
 
 // QueueLen returns the number of envelopes in a subscriber's durable queue.
