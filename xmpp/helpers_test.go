@@ -103,6 +103,11 @@ func dialSession(ctx context.Context, addr, user, pass string, mech sasl.Mechani
 	if err != nil {
 		return nil, err
 	}
+	return loginOn(ctx, conn, user, pass, mech, bind)
+}
+
+// loginOn is dialSession on a connection already made.
+func loginOn(ctx context.Context, conn net.Conn, user, pass string, mech sasl.Mechanism, bind bool) (*mxmpp.Session, error) {
 	feats := []mxmpp.StreamFeature{
 		mxmpp.StartTLS(&tls.Config{InsecureSkipVerify: true, ServerName: "localhost"}),
 		mxmpp.SASL("", pass, mech),

@@ -31,6 +31,7 @@ func (a *Adapter) Revoke(ctx context.Context, principal string) int {
 	for _, s := range a.sessionsOf(bare) {
 		s.mu.Lock()
 		if s.conn != nil && !s.done {
+			s.closeOutLocked(s.conn)
 			_ = s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 			_, _ = s.conn.Write(append(se.bytes(), "</stream:stream>"...))
 			n++

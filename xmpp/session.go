@@ -40,6 +40,7 @@ type session struct {
 	presence    *element // last available presence broadcast
 	interested  bool     // requested the roster
 	resumeTimer *time.Timer
+	out         outQueue // what is written to conn (outq.go)
 }
 
 // smState is the XEP-0198 state of a session.
@@ -114,11 +115,13 @@ func (s *session) connLost(conn net.Conn, err error) {
 		s.a.metrics.streamErrors.WithLabelValues(se.Condition).Inc()
 		s.a.log.Info("xmpp: stream error", "jid", s.jid, "err", err)
 		s.mu.Lock()
+		s.closeOutLocked(conn)
 		_, _ = conn.Write(append(se.bytes(), "</stream:stream>"...))
 		s.mu.Unlock()
 		clean = true
 	case clean:
 		s.mu.Lock()
+		s.closeOutLocked(conn)
 		_, _ = io.WriteString(conn, "</stream:stream>")
 		s.mu.Unlock()
 	}
@@ -172,6 +175,7 @@ func (s *session) sendBytes(b []byte) (<-chan struct{}, error) {
 func (s *session) sendBytesAck(b []byte, owned, burst, ask bool) (<-chan struct{}, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.waitOutLocked() // before the XEP-0198 count: stanzas queue in the order they are counted
 	if s.done {
 		return nil, errSessionClosed
 	}
@@ -198,13 +202,7 @@ func (s *session) sendBytesAck(b []byte, owned, burst, ask bool) (<-chan struct{
 		}
 	}
 	if s.conn != nil {
-		_ = s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-		if _, err := s.conn.Write(b); err != nil {
-			_ = s.conn.Close()
-			if s.sm == nil {
-				return nil, err
-			}
-		}
+		s.queueOutLocked(b)
 	}
 	s.a.metrics.stanzasOut.Inc()
 	return ack, nil
@@ -217,9 +215,8 @@ func (s *session) writeRaw(b string) error {
 	if s.conn == nil {
 		return errSessionClosed
 	}
-	_ = s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-	_, err := io.WriteString(s.conn, b)
-	return err
+	s.queueOutLocked([]byte(b)) // in order with the stanzas
+	return nil
 }
 
 // handleSM handles a XEP-0198 element.
@@ -297,6 +294,7 @@ func (s *session) terminate() {
 	close(s.closed)
 	conn := s.conn
 	s.conn = nil
+	s.closeOutLocked(s.out.conn) // its pending bytes no longer count
 	if s.resumeTimer != nil && s.resumeTimer.Stop() {
 		s.a.timers.Done()
 	}

@@ -24,9 +24,15 @@ type smClient struct {
 
 func newSMClient(t *testing.T, h *testHub, bind bool) *smClient {
 	t.Helper()
+	return newRawClient(t, h, "alice", "alicepw", bind)
+}
+
+// newRawClient is newSMClient for another user.
+func newRawClient(t *testing.T, h *testHub, user, pass string, bind bool) *smClient {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := dialSession(ctx, h.addr, "alice", "alicepw", sasl.ScramSha256, bind)
+	s, err := dialSession(ctx, h.addr, user, pass, sasl.ScramSha256, bind)
 	if err != nil {
 		t.Fatalf("login: %v", err)
 	}

@@ -351,7 +351,7 @@ func (t *topicService) attach(ctx context.Context, p peer, filter, tjid string, 
 	// An anonymous user's JID is gone with its session: nothing is kept.
 	durable := !p.principal().Anonymous
 	sub, err := t.a.cfg.Bus.Subscribe(ctx, broker.SubscribeOptions{Protocol: broker.ProtoXMPP,
-		ID: id, Filters: []string{filter}, QoS: 1, Durable: durable, Principal: pr.Name,
+		ID: id, Filters: []string{filter}, QoS: 1, Durable: durable, Principal: pr.Name, QueueLen: topicQueueLen,
 	}, h)
 	if err != nil {
 		close(ready)
