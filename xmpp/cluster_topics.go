@@ -50,6 +50,9 @@ func (l *link) onSubs(bare string) {
 func (t *topicService) resync(p peer) {
 	ctx := context.WithoutCancel(t.a.ctx)
 	bare := p.bareJID()
+	mu := t.userLock(bare)
+	mu.Lock()
+	defer mu.Unlock()
 	want := map[string]bool{}
 	for _, b := range []struct{ bucket, kind string }{{topicBucket, "t "}, {pubsubBucket, "p "}, {jidBucket, "j "}} {
 		kvs, err := t.a.cfg.Store.KVList(ctx, b.bucket)

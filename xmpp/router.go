@@ -111,14 +111,24 @@ func (a *Adapter) shutdownSessions() {
 // availabilityChanged reacts to a session becoming available or not: topic
 // subscriptions attach while the user has an available resource, and a
 // device's presence goes to the presence sink.
+//
+// The changes of one user are taken one at a time, each on the count of
+// available resources it finds then, so that a resource leaving while
+// another arrives leaves the subscriptions attached.
 func (a *Adapter) availabilityChanged(s *session, online bool) {
+	mu := a.topics.userLock(s.bare)
+	mu.Lock()
 	others := len(a.availableOf(s.bare))
-	if online && others == 1 || !online && others == 0 {
+	change := online && others == 1 || !online && others == 0
+	if change {
 		if online {
 			a.topics.userOnline(clientPeer{s})
 		} else {
 			a.topics.userOffline(s.bare)
 		}
+	}
+	mu.Unlock()
+	if change {
 		a.mu.Lock()
 		sink := a.sink
 		a.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"mime"
 	"strings"
 	"sync"
@@ -51,6 +52,20 @@ type topicService struct {
 
 	mu   sync.Mutex
 	subs map[string]map[string]broker.Subscription // bare JID → topic → attached subscription
+
+	// users serialises a user's attach and detach (userLock): without it a
+	// resource leaving while another arrives could detach, after the fact,
+	// what the newcomer had just attached, and the user got nothing more
+	// until all his resources had left.
+	users [32]sync.Mutex
+}
+
+// userLock is the lock that serialises the attaching and detaching of the
+// subscriptions of bare.
+func (t *topicService) userLock(bare string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(bare))
+	return &t.users[h.Sum32()%uint32(len(t.users))]
 }
 
 // topicRecord is a persisted topic subscription: KV bucket "xmpp-topics",
