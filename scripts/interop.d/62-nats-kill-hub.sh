@@ -173,29 +173,46 @@ command_via_a meter1 "$work/meter.c" reply_mqtt "$C_MQTT"
 command_via_a cam1 "$work/cam.c" reply_coap "$C_COAPS"
 echo "ok: REST commands on A reach meter1 and cam1 on C and their replies come back"
 
-# load_sub RUN: the persistent session on C, the paced publisher on A,
-# kill -9 of C mid-load, the session resumed on B.
-load_sub() {
-	local run=$1 id="keeper$1" topic="load$1"
-	: >"$work/got.c"
-	stdbuf -oL mosquitto_sub -V 5 -h 127.0.0.1 -p "$C_MQTT" -c -x 3600 -i "$id" -q 1 -t "$topic/#" >"$work/got.c" 2>/dev/null &
-	local sp=$!
-	bg+=("$sp")
-	disown "$sp"
-	# The session routes from A once a first message reached it.
+# start_session SUB_PORT PUB_PORT ID TOPIC OUT: a persistent MQTT 5
+# session ID (QoS 1, expiry 1 h) on the hub at SUB_PORT subscribed to
+# TOPIC/#, its messages in OUT; sets session_pid. It succeeds once a
+# message published on the hub at PUB_PORT reached it (the session then
+# routes from there), and fails after 20 s without.
+start_session() {
+	: >"$5"
+	stdbuf -oL mosquitto_sub -V 5 -h 127.0.0.1 -p "$1" -c -x 3600 -i "$3" -q 1 -t "$4/#" >"$5" 2>/dev/null &
+	session_pid=$!
+	bg+=("$session_pid")
+	disown "$session_pid"
 	for _ in $(seq 100); do
-		grep -q '^ready$' "$work/got.c" && break
-		mosquitto_pub -V 5 -h 127.0.0.1 -p "$A_MQTT" -q 1 -t "$topic/ready" -m ready 2>/dev/null || true
+		grep -q '^ready$' "$5" && return 0
+		mosquitto_pub -V 5 -h 127.0.0.1 -p "$2" -q 1 -t "$4/ready" -m ready 2>/dev/null || true
 		sleep 0.2
 	done
-	grep -q '^ready$' "$work/got.c" || fail "the persistent session on C got nothing from A"
+	grep -q '^ready$' "$5"
+}
+
+# start_loader PORT ID TOPIC LOG: mosquitto_pub ID sends $total numbered
+# QoS 1 publishes ("n1", "n2", ...), $pace seconds apart, to TOPIC/x on
+# the hub at PORT, logging its PUBACKs in LOG; sets loader_pid.
+start_loader() {
 	python3 -u -c 'import sys, time
 for i in range(1, int(sys.argv[1]) + 1):
     print(f"n{i}", flush=True)
     time.sleep(float(sys.argv[2]))' "$total" "$pace" 2>/dev/null |
-		timeout 120 stdbuf -oL mosquitto_pub -V 5 -h 127.0.0.1 -p "$A_MQTT" -i "loader$run" -q 1 -t "$topic/x" -l -d >"$work/pub.log" 2>&1 &
-	local loader=$!
-	bg+=("$loader")
+		timeout 120 stdbuf -oL mosquitto_pub -V 5 -h 127.0.0.1 -p "$1" -i "$2" -q 1 -t "$3/x" -l -d >"$4" 2>&1 &
+	loader_pid=$!
+	bg+=("$loader_pid")
+}
+
+# load_sub RUN: the persistent session on C, the paced publisher on A,
+# kill -9 of C mid-load, the session resumed on B.
+load_sub() {
+	local run=$1 id="keeper$1" topic="load$1"
+	start_session "$C_MQTT" "$A_MQTT" "$id" "$topic" "$work/got.c" || fail "the persistent session on C got nothing from A"
+	local sp=$session_pid
+	start_loader "$A_MQTT" "loader$run" "$topic" "$work/pub.log"
+	local loader=$loader_pid
 	for _ in $(seq 300); do
 		[ "$(grep -c '^n' "$work/got.c" || true)" -ge $((total * 3 / 10)) ] && break
 		sleep 0.05
@@ -260,24 +277,10 @@ for i in range(1, int(sys.argv[1]) + 1):
 # persistent session on A gets every publish C acknowledged.
 load_pub() {
 	local run=$1 id="collector$1" topic="cload$1"
-	: >"$work/got.a"
-	stdbuf -oL mosquitto_sub -V 5 -h 127.0.0.1 -p "$A_MQTT" -c -x 3600 -i "$id" -q 1 -t "$topic/#" >"$work/got.a" 2>/dev/null &
-	local sp=$!
-	bg+=("$sp")
-	disown "$sp"
-	for _ in $(seq 100); do
-		grep -q '^ready$' "$work/got.a" && break
-		mosquitto_pub -V 5 -h 127.0.0.1 -p "$C_MQTT" -q 1 -t "$topic/ready" -m ready 2>/dev/null || true
-		sleep 0.2
-	done
-	grep -q '^ready$' "$work/got.a" || fail "the persistent session on A got nothing from C"
-	python3 -u -c 'import sys, time
-for i in range(1, int(sys.argv[1]) + 1):
-    print(f"n{i}", flush=True)
-    time.sleep(float(sys.argv[2]))' "$total" "$pace" 2>/dev/null |
-		timeout 120 stdbuf -oL mosquitto_pub -V 5 -h 127.0.0.1 -p "$C_MQTT" -i "cloader$run" -q 1 -t "$topic/x" -l -d >"$work/cpub.log" 2>&1 &
-	local loader=$!
-	bg+=("$loader")
+	start_session "$A_MQTT" "$C_MQTT" "$id" "$topic" "$work/got.a" || fail "the persistent session on A got nothing from C"
+	local sp=$session_pid
+	start_loader "$C_MQTT" "cloader$run" "$topic" "$work/cpub.log"
+	local loader=$loader_pid
 	for _ in $(seq 300); do
 		[ "$(grep -c 'received PUBACK' "$work/cpub.log" || true)" -ge $((total * 3 / 10)) ] && break
 		sleep 0.05

@@ -13,10 +13,7 @@ set -euo pipefail
 # shellcheck source=../lib/nats.sh
 . "$(dirname "$0")/../lib/nats.sh"
 
-
-for bin in nats-server curl python3; do
-	command -v "$bin" >/dev/null || { echo "FAIL: $bin not installed"; exit 1; }
-done
+need_bins nats-server curl python3
 
 work=$(mktemp -d)
 nats_pid="" a_pid="" b_pid=""
@@ -32,19 +29,11 @@ NATS_PORT=$(free_port) A_XMPP=$(free_port) A_HTTP=$(free_port) B_XMPP=$(free_por
 
 start_nats "$NATS_PORT" "$work"
 
-start_hub() { # name xmpp http: starts a hub on the NATS, prints its pid
-	for u in alice bob; do
-		"$HUB_BIN" user add "$u" --password "${u}pw" --role user --data-dir "$work/$1" >/dev/null
-	done
-	"$HUB_BIN" user add admin --password adminpw --role admin --data-dir "$work/$1" >/dev/null
-	"$HUB_BIN" device add valve1 --protocol xmpp --password valve1pw --data-dir "$work/$1" >/dev/null
-	"$HUB_BIN" serve --data-dir "$work/$1" --nats "nats://127.0.0.1:$NATS_PORT" \
-		--xmpp-addr "127.0.0.1:$2" --xmpp-domain localhost --xmpp-proxy-addr off --http-addr "127.0.0.1:$3" \
-		--mqtt-addr off --coap-addr off --coaps-addr off >>"$work/$1.log" 2>&1 &
-	echo $!
+hub_setup() { # the XMPP device the REST command case drives
+	"$HUB_BIN" device add valve1 --protocol xmpp --password valve1pw --data-dir "$1" >/dev/null
 }
-a_pid=$(start_hub a "$A_XMPP" "$A_HTTP")
-b_pid=$(start_hub b "$B_XMPP" "$B_HTTP")
+a_pid=$(start_xmpp_hub a "$A_XMPP" "$A_HTTP")
+b_pid=$(start_xmpp_hub b "$B_XMPP" "$B_HTTP")
 wait_healthy a "$A_HTTP" "$a_pid"
 wait_healthy b "$B_HTTP" "$b_pid"
 echo "ok: hubs A and B healthy on the NATS"

@@ -42,3 +42,27 @@ wait_healthy() {
 	done
 	echo "FAIL: hub $1 did not become healthy"; cat "$work/$1.log"; exit 1
 }
+
+# need_bins BIN...: fails the case when one of them is not installed.
+need_bins() {
+	for bin in "$@"; do
+		command -v "$bin" >/dev/null || { echo "FAIL: $bin not installed"; exit 1; }
+	done
+}
+
+# start_xmpp_hub NAME XMPP_PORT HTTP_PORT: a hub on the NATS at
+# $NATS_PORT serving XMPP (domain localhost) and HTTP only, its data dir
+# $work/NAME holding the users alice and bob (passwords alicepw, bobpw)
+# and admin (adminpw), and whatever the function hub_setup DIR adds when
+# the case defines it; prints the hub's pid.
+start_xmpp_hub() {
+	for u in alice bob; do
+		"$HUB_BIN" user add "$u" --password "${u}pw" --role user --data-dir "$work/$1" >/dev/null
+	done
+	"$HUB_BIN" user add admin --password adminpw --role admin --data-dir "$work/$1" >/dev/null
+	if declare -F hub_setup >/dev/null; then hub_setup "$work/$1"; fi
+	"$HUB_BIN" serve --data-dir "$work/$1" --nats "nats://127.0.0.1:$NATS_PORT" \
+		--xmpp-addr "127.0.0.1:$2" --xmpp-domain localhost --xmpp-proxy-addr off --http-addr "127.0.0.1:$3" \
+		--mqtt-addr off --coap-addr off --coaps-addr off >>"$work/$1.log" 2>&1 &
+	echo $!
+}
