@@ -35,6 +35,7 @@ func Run(t *testing.T, newBus Factory) {
 		{"SlowQoS0Drops", testSlowQoS0},
 		{"SlowDurableKeepsOrder", testSlowDurable},
 		{"DetachAndResume", testDetachResume},
+		{"DetachWhilePublishing", testDetachWhilePublishing},
 		{"Restart", testRestart},
 		{"Expiry", testExpiry},
 		{"StorageFull", testStorageFull},
@@ -379,6 +380,59 @@ func testDetachResume(t *testing.T, f Factory) {
 	got = c2.Wait(t, 11)
 	if string(got[10].Payload) != "live" {
 		t.Fatalf("after resume got %s", got[10].Payload)
+	}
+}
+
+// testDetachWhilePublishing detaches a durable subscriber while
+// envelopes stream to it: whatever was on its way at that moment comes on
+// the next attachment, not only after a redelivery timeout.
+func testDetachWhilePublishing(t *testing.T, f Factory) {
+	b := open(t, f, NewMemSpool())
+	opts := broker.SubscribeOptions{ID: "dw", Durable: true, Filters: []string{"dw/#"}, QoS: 1}
+	const n = 400
+	for round := range 3 {
+		c := NewCollector()
+		s := sub(t, b, opts, c.Handle)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := range n {
+				e := &broker.Envelope{Topic: "dw/x", Payload: []byte(fmt.Sprint(round, "-", i)), QoS: 1}
+				if err := b.Publish(context.Background(), e); err != nil {
+					t.Errorf("publish: %v", err)
+					return
+				}
+			}
+		}()
+		c.Wait(t, n/4)
+		if err := s.Detach(); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		c2 := NewCollector()
+		s = sub(t, b, opts, c2.Handle)
+		// At least once: every envelope, in either attachment.
+		missing := func() []int {
+			seen := map[string]bool{}
+			for _, e := range append(c.Wait(t, 0), c2.Wait(t, 0)...) {
+				seen[string(e.Payload)] = true
+			}
+			var miss []int
+			for i := range n {
+				if !seen[fmt.Sprint(round, "-", i)] {
+					miss = append(miss, i)
+				}
+			}
+			return miss
+		}
+		for deadline := time.Now().Add(wait); len(missing()) > 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %d envelopes before the detach, %d after; never delivered: %v", round, c.Len(), c2.Len(), missing())
+			}
+		}
+		if err := s.Detach(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

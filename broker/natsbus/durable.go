@@ -509,20 +509,9 @@ func (d *durable) Detach() error {
 	d.cancel()
 	<-d.done
 	_ = d.part.Unsubscribe()
-	// What a pull request brought and nobody read is handed back; then
-	// the inbox goes, and JetStream (which has processed that once the
-	// flush returns) sends its pull requests nothing more. An envelope in
-	// flight at that very moment comes again after AckWait.
-	for {
-		m, err := d.inbox.NextMsg(time.Millisecond)
-		if err != nil {
-			break
-		}
-		if m.Header.Get("Status") == "" {
-			d.reply(m.Reply, "-NAK", true)
-		}
-	}
-	_ = d.inbox.Unsubscribe()
+	// What a pull request brought and nobody read is handed back, and
+	// JetStream sends its pull requests nothing more (pull.go).
+	d.b.releaseInbox(d.inbox)
 	_ = d.b.nc.Flush()
 	d.mu.Lock()
 	out := d.pending

@@ -143,19 +143,7 @@ func (p *groupPuller) kickNow() {
 func (p *groupPuller) stop() {
 	p.cancel()
 	<-p.done
-	if p.inbox == nil {
-		return
-	}
-	for {
-		m, err := p.inbox.NextMsg(time.Millisecond)
-		if err != nil {
-			break
-		}
-		if m.Header.Get("Status") == "" {
-			p.b.ack(m.Reply, "-NAK", true)
-		}
-	}
-	_ = p.inbox.Unsubscribe()
+	p.b.releaseInbox(p.inbox)
 }
 
 func (p *groupPuller) run() {
