@@ -280,12 +280,13 @@ func retry(ctx context.Context, fn func(context.Context) error) error {
 }
 
 // Attached reports whether the durable subscription id is attached on
-// this hub (an MQTT session whose client is connected here).
+// this hub (an MQTT session whose client is connected here): wholly, so
+// that what is published from then on reaches it.
 func (b *Bus) Attached(id string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	_, ok := b.durables[id]
-	return ok
+	d, ok := b.durables[id]
+	return ok && d.attached.Load()
 }
 
 // Memory returns the in-process bus that routes to this hub's live

@@ -61,6 +61,10 @@ type durable struct {
 	pending  map[*broker.Delivery]pendingMsg // out and not acknowledged
 	seq      uint64                          // deliveries so far, for their order
 	detached bool
+	// attached is set once the attachment is whole (its consumer made
+	// and its in-process part subscribed); its entry in b.durables is
+	// made first, to keep the ID for it.
+	attached atomic.Bool
 
 	delivered, redelivered, dropped, denied, downgraded atomic.Uint64
 }
@@ -263,6 +267,7 @@ func (b *Bus) attachDurable(ctx context.Context, opts broker.SubscribeOptions, h
 		return fail(fmt.Errorf("natsbus: subscribe %q: inbox: %w", opts.ID, err))
 	}
 	_ = d.inbox.SetPendingLimits(-1, -1)
+	d.attached.Store(true)
 	b.wg.Add(1)
 	go d.run()
 	return d, nil
