@@ -18,7 +18,7 @@ import (
 // and a third of it, and when that one stops, the next takes over within
 // a third of the TTL.
 func TestBridgeOncePerCluster(t *testing.T) {
-	srv := startNATS(t)
+	srv := natsServer(t)
 	up := startUpstream(t)
 	qos := byte(1)
 	withBridge := func(name, url string) hubtest.Option {

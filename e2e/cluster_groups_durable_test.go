@@ -23,7 +23,7 @@ import (
 // ones B's member had received before its hub could acknowledge them to
 // JetStream are the duplicates, counted.
 func TestSharedSubscriptionHubDies(t *testing.T) {
-	srv := startNATS(t)
+	srv := natsServer(t)
 	proxy := newCutProxy(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
 	const ackWait = 2 * time.Second
 	a := hubtest.Start(t, func(c *gateway.Config) { c.Node = "a"; c.NATS.URL = srv.ClientURL(); c.NATS.AckWait = ackWait })
@@ -177,7 +177,7 @@ func dialHolding(t *testing.T, addr, id string) (*mqttClient, *atomic.Bool) {
 // are away, 20 QoS 1 publishes wait for the group; the first member back,
 // reconnecting to the other hub, gets each of them once.
 func TestSharedSubscriptionPersistentMembers(t *testing.T) {
-	srv := startNATS(t)
+	srv := natsServer(t)
 	hubs := natsHubs(t, srv, "a", "b")
 	a, b := hubs[0], hubs[1]
 	for _, m := range []struct {

@@ -10,7 +10,7 @@ import (
 // 100 publishes (QoS 0 and 1, from both hubs) make 100 deliveries in all,
 // some on each hub.
 func TestSharedSubscriptionAcrossHubs(t *testing.T) {
-	srv := startNATS(t)
+	srv := natsServer(t)
 	hubs := natsHubs(t, srv, "a", "b")
 	a, b := hubs[0], hubs[1]
 	memA := dialMQTT(t, a.Addr(t, "mqtt.mqtt"), "worker-a", "", "", true)

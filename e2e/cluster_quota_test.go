@@ -15,7 +15,7 @@ import (
 // refuses the next one with MQTT 5 PUBACK 0x97 and REST 507, as one hub
 // alone does; another user goes on.
 func TestRetainedQuotaAcrossHubs(t *testing.T) {
-	srv := startNATS(t)
+	srv := natsServer(t)
 	var hubs []*hubtest.Hub
 	for _, name := range []string{"a", "b"} {
 		hubs = append(hubs, hubtest.Start(t, func(c *gateway.Config) {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
@@ -197,16 +196,7 @@ func TestClusterOfThree(t *testing.T) {
 // (JetStream on) share the bus: an MQTT publish on A reaches B once, and
 // a persistent session made on A resumes on B.
 func TestHubsOnExternalNATS(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
-		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() }) // after the hubs stop
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server did not start")
-	}
+	srv := natsServer(t)
 	var hubs []*hubtest.Hub
 	for _, name := range []string{"a", "b"} {
 		hubs = append(hubs, hubtest.Start(t, func(c *gateway.Config) { c.Node = name; c.NATS.URL = srv.ClientURL() }))
@@ -239,16 +229,7 @@ func TestHubsOnExternalNATS(t *testing.T) {
 // reply comes back. The device is registered on A only: the cluster
 // shares it.
 func TestDeviceCommandAcrossHubs(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
-		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server did not start")
-	}
+	srv := natsServer(t)
 	var hubs []*hubtest.Hub
 	for _, name := range []string{"a", "b"} {
 		hubs = append(hubs, hubtest.Start(t, func(c *gateway.Config) { c.Node = name; c.NATS.URL = srv.ClientURL() }))

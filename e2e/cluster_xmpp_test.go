@@ -26,7 +26,8 @@ import (
 	"github.com/hubsmith/hub/hubtest"
 )
 
-// natsServer starts one NATS server with JetStream on a loopback port.
+// natsServer starts one NATS server with JetStream on a loopback port,
+// stopped after the hubs of the test (its cleanup is registered first).
 func natsServer(t testing.TB) *server.Server {
 	t.Helper()
 	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
