@@ -327,10 +327,7 @@ func TestDeadHubsDevicesGoOffline(t *testing.T) {
 		`{"id":"lamp1","protocol":"mqtt","password":"lamppw"}`); s != http.StatusCreated {
 		t.Fatalf("add device on A: %d %s", s, body)
 	}
-	eventually(t, "lamp1 registered on B", func() bool {
-		_, err := b.Store.GetDevice(t.Context(), "lamp1")
-		return err == nil
-	})
+	waitDeviceOn(t, b, "lamp1")
 	dev := startACLDevice(t, b)
 	online := func() bool {
 		_, body := httpAsBody(t, http.MethodGet, baseA+"/api/v1/devices/lamp1", "admin", "adminpw", "")

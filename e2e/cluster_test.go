@@ -224,6 +224,17 @@ func TestHubsOnExternalNATS(t *testing.T) {
 	}
 }
 
+// waitDeviceOn waits until hub h has the device id added on another hub
+// and its login user: two changes, applied one after the other.
+func waitDeviceOn(t *testing.T, h *hubtest.Hub, id string) {
+	t.Helper()
+	eventually(t, id+" and its login registered on the other hub", func() bool {
+		_, err := h.Store.GetDevice(t.Context(), id)
+		_, uerr := h.Store.GetUser(t.Context(), id)
+		return err == nil && uerr == nil
+	})
+}
+
 // TestDeviceCommandAcrossHubs: a device connected to hub B is online on
 // hub A too, and a command sent over REST on A reaches it on B and its
 // reply comes back. The device is registered on A only: the cluster
@@ -240,10 +251,7 @@ func TestDeviceCommandAcrossHubs(t *testing.T) {
 		`{"id":"lamp1","protocol":"mqtt","password":"lamppw"}`); s != http.StatusCreated {
 		t.Fatalf("add device on a: %d %s", s, body)
 	}
-	eventually(t, "lamp1 registered on B", func() bool {
-		_, err := b.Store.GetDevice(t.Context(), "lamp1")
-		return err == nil
-	})
+	waitDeviceOn(t, b, "lamp1")
 	if s, _ := httpAsBody(t, http.MethodPost, baseA+"/api/v1/devices/lamp1/commands/toggle?timeout=2s", "admin", "adminpw", ""); s != http.StatusServiceUnavailable {
 		t.Fatalf("command to a device online nowhere: %d, want 503", s)
 	}
