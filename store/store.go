@@ -42,8 +42,13 @@ type Store struct {
 }
 
 // Open opens (creating when needed) the database hub.db in dir, applies
-// the schema migrations and returns the store.
-func Open(ctx context.Context, dir string) (*Store, error) { return open(ctx, dir) }
+// the schema migrations and returns the store, with the default Options.
+func Open(ctx context.Context, dir string) (*Store, error) { return open(ctx, dir, Options{}) }
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, dir string, opts Options) (*Store, error) {
+	return open(ctx, dir, opts)
+}
 
 // User is a principal that logs in with a password: a person, an app or a
 // device (Role adapters.RoleDevice).
