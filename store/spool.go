@@ -235,8 +235,8 @@ func (s *Store) LoadSubscriptions(ctx context.Context) ([]broker.DurableSubscrip
 }
 
 // Enqueue implements broker.Spool: the envelope once, a row per
-// subscriber referring to it, all in one transaction, fsynced before it
-// returns.
+// subscriber referring to it, all in one transaction, committed before it
+// returns (and fsynced as Options.SyncInterval says).
 func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, refs []broker.QueueRef) error {
 	if len(refs) == 0 && e != nil {
 		return nil
