@@ -46,6 +46,9 @@ type impl struct {
 	// insQueued is the hot path's statement (an envelope queued for one
 	// subscriber), prepared once on the write connection.
 	insQueued *sql.Stmt
+	// rmRange deletes a run of acknowledged queue entries (removeRange),
+	// the other half of the hot path, prepared once too.
+	rmRange *sql.Stmt
 	// hist caches the history's topic and series ids (series.go).
 	hist histIDs
 	// syncInterval is Options.SyncInterval, validated; syncer fsyncs the
@@ -141,6 +144,10 @@ func open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	if s.insQueued, err = w.PrepareContext(ctx, `INSERT INTO queue(subscriber, seq, msg, size, envelope) VALUES (?, ?, 0, ?, ?)`); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if s.rmRange, err = w.PrepareContext(ctx, rangeDelete); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
