@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -305,5 +306,39 @@ func TestWALSyncFaultInHealth(t *testing.T) {
 	waitUntil(t, "the sync failure in WriteHealth", func() bool { return s.WriteHealth().Failing })
 	if h := s.WriteHealth(); h.LastError == "" || s.syncer.failures.Load() == 0 {
 		t.Errorf("health %+v, %d failures counted", h, s.syncer.failures.Load())
+	}
+}
+
+// BenchmarkEnqueueSync: one QoS 1 envelope queued for one subscriber per
+// op, by GOMAXPROCS (par=1) and 16×GOMAXPROCS (par=16) writers at once
+// (group commit), in each mode: with always every commit waits for its
+// fsync.
+func BenchmarkEnqueueSync(b *testing.B) {
+	e := env("sensors/kitchen/temp", strings.Repeat("x", 64), 1)
+	for _, mode := range []struct {
+		name     string
+		interval time.Duration
+	}{{"always", SyncAlways}, {"1s", time.Second}} {
+		for _, writers := range []int{1, 16} {
+			b.Run(fmt.Sprintf("%s/par=%d", mode.name, writers), func(b *testing.B) {
+				s, err := OpenWith(context.Background(), b.TempDir(), Options{SyncInterval: mode.interval})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				ctx := context.Background()
+				b.ReportAllocs()
+				b.SetParallelism(writers)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := s.Enqueue(ctx, e, refs("sub")); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			})
+		}
 	}
 }
