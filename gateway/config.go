@@ -39,10 +39,21 @@ type Config struct {
 	// WriteThrough stores every QoS >= 1 envelope for its durable
 	// subscribers (MQTT sessions behind the MQTT adapter, XMPP topic
 	// subscribers) before the publisher is acknowledged, so an
-	// acknowledged message survives kill -9 and power loss. Turning it off
-	// trades that for throughput: the store is then used only for
-	// subscribers that are away or fall behind.
+	// acknowledged message survives kill -9 (and a power loss as
+	// SyncInterval says). Turning it off trades that for throughput: the
+	// store is then used only for subscribers that are away or fall
+	// behind.
 	WriteThrough bool `yaml:"write_through"`
+	// SyncInterval is when the store's commits reach the disk, named as
+	// NATS JetStream's sync_interval: "always" fsyncs every commit before
+	// it returns (SQLite synchronous=FULL), so what the hub acknowledged
+	// survives a power loss too; a duration (default 1s) returns once the
+	// commit is in SQLite's WAL, which survives kill -9 of the hub, and
+	// fsyncs the WAL at most that long later, so a power loss or kernel
+	// crash can take the last interval's acknowledged messages (the
+	// database stays consistent). See store.DefaultSyncInterval for why a
+	// second. Read at start.
+	SyncInterval string `yaml:"sync_interval"`
 	// MaxQueued and MaxQueuedBytes bound each durable subscriber queue in
 	// the store (XMPP topic subscribers, returning CoAP observers,
 	// bridges, the MQTT adapter's feed) by envelopes and by topic and
@@ -266,6 +277,7 @@ func Defaults() Config {
 		DataDir:        "./hub-data",
 		PprofAddr:      Off,
 		WriteThrough:   true,
+		SyncInterval:   "1s",
 		MaxQueued:      100000,
 		MaxQueuedBytes: 64 << 20,
 		QueuePolicy:    broker.DropOldest,
@@ -352,6 +364,9 @@ func (c *Config) Validate() error {
 	}
 	if err := bridge.ValidateAll(c.Bridges); err != nil {
 		return fmt.Errorf("bridges: %w", err)
+	}
+	if _, err := store.ParseSyncInterval(c.SyncInterval); err != nil {
+		return fmt.Errorf("sync_interval %w", err)
 	}
 	switch c.QueuePolicy {
 	case "", broker.DropOldest, broker.DropNewest:

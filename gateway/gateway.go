@@ -77,7 +77,11 @@ func New(cfg Config, log *slog.Logger) (*Hub, error) {
 			h.closeCore()
 		}
 	}()
-	st, err := store.Open(context.Background(), cfg.DataDir)
+	syncEvery, err := store.ParseSyncInterval(cfg.SyncInterval)
+	if err != nil {
+		return nil, fmt.Errorf("config: sync_interval %w", err)
+	}
+	st, err := store.OpenWith(context.Background(), cfg.DataDir, store.Options{SyncInterval: syncEvery})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}

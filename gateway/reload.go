@@ -255,7 +255,7 @@ func restartOnly(old, cfg Config) []string {
 		"security.login_backoff": old.Security.LoginBackoff != cfg.Security.LoginBackoff,
 		"require_tls":            old.RequireTLS != cfg.RequireTLS, "allow_anonymous": old.AllowAnonymous != cfg.AllowAnonymous,
 		"max_queued, max_queued_bytes, queue_policy": old.MaxQueued != cfg.MaxQueued || old.MaxQueuedBytes != cfg.MaxQueuedBytes || old.QueuePolicy != cfg.QueuePolicy,
-		"log": old.Log != cfg.Log, "limits (storage quotas)": old.Limits.Storage != cfg.Limits.Storage,
+		"log": old.Log != cfg.Log, "sync_interval": old.SyncInterval != cfg.SyncInterval, "limits (storage quotas)": old.Limits.Storage != cfg.Limits.Storage,
 	} {
 		if differs {
 			keys = append(keys, key)

@@ -19,7 +19,8 @@ func (s *Store) Backup(ctx context.Context, path string) error {
 	}
 	// A connection of its own: VACUUM cannot run inside the writer's
 	// transactions, and the reader pool is query-only.
-	db, err := sql.Open("sqlite", dsn(s.path, false))
+	// FULL, as before sync_interval: the copy is synced as it is written.
+	db, err := sql.Open("sqlite", dsn(s.path, false, SyncAlways))
 	if err != nil {
 		return fmt.Errorf("store: backup to %s: %w", path, err)
 	}

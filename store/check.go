@@ -30,8 +30,8 @@ const checkCacheKiB = 256
 
 // quickCheckOnce runs quickCheck on a connection of its own with a small
 // page cache (checkCacheKiB), closed afterwards.
-func quickCheckOnce(ctx context.Context, path string) (CheckResult, error) {
-	db, err := sql.Open("sqlite", dsn(path, false))
+func quickCheckOnce(ctx context.Context, path string, interval time.Duration) (CheckResult, error) {
+	db, err := sql.Open("sqlite", dsn(path, false, interval))
 	if err != nil {
 		return CheckResult{}, fmt.Errorf("integrity check: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -45,8 +46,15 @@ type impl struct {
 	// insQueued is the hot path's statement (an envelope queued for one
 	// subscriber), prepared once on the write connection.
 	insQueued *sql.Stmt
+	// rmRange deletes a run of acknowledged queue entries (removeRange),
+	// the other half of the hot path, prepared once too.
+	rmRange *sql.Stmt
 	// hist caches the history's topic and series ids (series.go).
 	hist histIDs
+	// syncInterval is Options.SyncInterval, validated; syncer fsyncs the
+	// WAL unless it is SyncAlways (sync.go).
+	syncInterval time.Duration
+	syncer       *walSyncer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -54,13 +62,19 @@ type impl struct {
 
 // dsn builds the connection string. The pragmas in it run on every new
 // connection of the pool, not just the first.
-func dsn(path string, readOnly bool) string {
+func dsn(path string, readOnly bool, interval time.Duration) string {
+	// FULL: a commit is fsynced before it returns, so an acknowledged
+	// QoS >= 1 message survives a power loss. NORMAL: a commit returns
+	// once it is written to the WAL, which survives kill -9; the WAL is
+	// fsynced by walSyncer (and by SQLite before each checkpoint).
+	sync := "NORMAL"
+	if interval == SyncAlways {
+		sync = "FULL"
+	}
 	q := []string{
 		fmt.Sprintf("_pragma=busy_timeout(%d)", busyTimeoutMS),
 		"_pragma=journal_mode(WAL)",
-		// FULL: a commit is fsynced before it returns, so an
-		// acknowledged QoS >= 1 message survives a power loss.
-		"_pragma=synchronous(FULL)",
+		"_pragma=synchronous(" + sync + ")",
 		"_pragma=foreign_keys(1)",
 		// IMMEDIATE takes the write lock at BEGIN, so a transaction
 		// never fails half-way with SQLITE_BUSY on lock upgrade.
@@ -72,7 +86,11 @@ func dsn(path string, readOnly bool) string {
 	return path + "?" + strings.Join(q, "&")
 }
 
-func open(ctx context.Context, dir string) (*Store, error) {
+func open(ctx context.Context, dir string, opts Options) (*Store, error) {
+	interval, err := opts.interval()
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
 	if dir == "" {
 		return nil, errors.New("store: open: empty data directory")
 	}
@@ -91,10 +109,11 @@ func open(ctx context.Context, dir string) (*Store, error) {
 	path := filepath.Join(abs, FileName)
 	s := &Store{}
 	s.path = path
+	s.syncInterval = interval
 	s.logger.Store(slog.Default().With("component", "store"))
 	s.auth.init()
 
-	w, err := sql.Open("sqlite", dsn(path, false))
+	w, err := sql.Open("sqlite", dsn(path, false, interval))
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -110,7 +129,7 @@ func open(ctx context.Context, dir string) (*Store, error) {
 	// A damaged database still opens: an edge hub that refused to start
 	// would lose everything instead of what is damaged. The damage is
 	// logged, reported by Check and in the metrics.
-	check, err := quickCheckOnce(ctx, path)
+	check, err := quickCheckOnce(ctx, path, interval)
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -128,6 +147,10 @@ func open(ctx context.Context, dir string) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	if s.rmRange, err = w.PrepareContext(ctx, rangeDelete); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
 	rows, err := prepareRowInserts(ctx, w)
 	if err != nil {
 		w.Close()
@@ -138,9 +161,12 @@ func open(ctx context.Context, dir string) (*Store, error) {
 		s.log().Warn("store: sweep queue entries of removed subscriptions", "path", path, "err", err)
 	}
 	s.wr = newWriter(w, rows)
-	r, err := sql.Open("sqlite", dsn(path, true))
+	if interval != SyncAlways {
+		s.syncer = newWALSyncer(path+"-wal", interval, s.wr.batches.Load, opts.syncFile, s.log, s.wr.health.fault)
+	}
+	r, err := sql.Open("sqlite", dsn(path, true, interval))
 	if err != nil {
-		s.wr.close()
+		s.stopWriter()
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -148,7 +174,7 @@ func open(ctx context.Context, dir string) (*Store, error) {
 	r.SetMaxIdleConns(maxReaders)
 	s.r = r
 	if err := r.PingContext(ctx); err != nil {
-		s.wr.close()
+		s.stopWriter()
 		w.Close()
 		r.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -176,9 +202,7 @@ func (s *Store) Close() error {
 		if s.r != nil {
 			errs = append(errs, s.r.Close())
 		}
-		if s.wr != nil {
-			s.wr.close()
-		}
+		s.stopWriter()
 		if s.w != nil {
 			// The last connection to close checkpoints the WAL into
 			// hub.db and removes it (SQLite does that itself), so a
@@ -191,6 +215,21 @@ func (s *Store) Close() error {
 	})
 	return s.closeErr
 }
+
+// stopWriter lets the queued writes finish, ends the writer and then
+// the WAL syncer, which syncs what they committed.
+func (s *Store) stopWriter() {
+	if s.wr != nil {
+		s.wr.close()
+	}
+	if s.syncer != nil {
+		s.syncer.close()
+	}
+}
+
+// SyncInterval returns the store's Options.SyncInterval in effect:
+// SyncAlways or a positive duration.
+func (s *Store) SyncInterval() time.Duration { return s.syncInterval }
 
 // tx runs fn in a write transaction, returning once it is committed (fn
 // returned nil) or undone (fn failed). fn may share its transaction with

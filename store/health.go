@@ -100,6 +100,16 @@ func (h *writeHealth) note(batchErr error, results []error) {
 	}
 }
 
+// fault records a failure of the store outside any write: a WAL sync
+// that failed (sync.go), after which acknowledged writes may not survive
+// a power loss.
+func (h *writeHealth) fault(err error) {
+	_, readOnly := storeFault(err)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last, h.at, h.failing, h.readOnly = err.Error(), time.Now(), true, readOnly
+}
+
 // WriteHealth returns the writer's health (the zero value for a store
 // opened read-only).
 func (s *Store) WriteHealth() WriteHealth {

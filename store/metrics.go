@@ -21,6 +21,12 @@ var (
 		"Size of the database files on disk.", []string{"file"}, nil)
 	descIntegrity = prometheus.NewDesc("hub_store_integrity_ok",
 		"1 when the database passed its integrity check at start, 0 when it did not (see the log).", nil, nil)
+	descSyncInterval = prometheus.NewDesc("hub_store_sync_interval_seconds",
+		"sync_interval: the longest a commit waits for its fsync after it returned; 0 for always (fsynced before it returns).", nil, nil)
+	descWALSyncs = prometheus.NewDesc("hub_store_wal_syncs_total",
+		"Periodic fsyncs of the WAL (sync_interval other than always).", nil, nil)
+	descWALSyncFailures = prometheus.NewDesc("hub_store_wal_sync_failures_total",
+		"Periodic fsyncs of the WAL that failed: what was committed since the last good one may not survive a power loss.", nil, nil)
 )
 
 // Collector returns a Prometheus collector for the store: writes,
@@ -29,7 +35,7 @@ var (
 func (s *Store) Collector() prometheus.Collector {
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "hub_store_commit_seconds",
-		Help:    "Time to run and fsync one write transaction.",
+		Help:    "Time to run and commit one write transaction (with its fsync when sync_interval is always).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12),
 	})
 	s.wr.setObserver(func(d time.Duration) { h.Observe(d.Seconds()) })
@@ -49,6 +55,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descQueued
 	ch <- descBytes
 	ch <- descIntegrity
+	ch <- descSyncInterval
+	ch <- descWALSyncs
+	ch <- descWALSyncFailures
 	c.commit.Describe(ch)
 }
 
@@ -77,5 +86,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ok = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descIntegrity, prometheus.GaugeValue, ok)
+	interval := 0.0
+	var syncs, failures uint64
+	if sy := c.s.syncer; sy != nil {
+		interval = c.s.syncInterval.Seconds()
+		syncs, failures = sy.syncs.Load(), sy.failures.Load()
+	}
+	ch <- prometheus.MustNewConstMetric(descSyncInterval, prometheus.GaugeValue, interval)
+	ch <- prometheus.MustNewConstMetric(descWALSyncs, prometheus.CounterValue, float64(syncs))
+	ch <- prometheus.MustNewConstMetric(descWALSyncFailures, prometheus.CounterValue, float64(failures))
 	c.commit.Collect(ch)
 }

@@ -51,6 +51,8 @@ func TestCollector(t *testing.T) {
 		"hub_store_writes_total":       4,
 		"hub_store_write_errors_total": 1,
 		"hub_store_integrity_ok":       1,
+		// The default sync_interval.
+		"hub_store_sync_interval_seconds": 1,
 	} {
 		if got[name] != want {
 			t.Errorf("%s = %v, want %v", name, got[name], want)
@@ -60,8 +62,8 @@ func TestCollector(t *testing.T) {
 		t.Errorf("transactions %v, commit observations %v", got["hub_store_transactions_total"], got["hub_store_commit_seconds"])
 	}
 	// writes, errors, transactions, queued, 2 file sizes, integrity,
-	// commit histogram.
-	if series != 8 {
-		t.Errorf("%d series, want 8", series)
+	// sync interval, WAL syncs and their failures, commit histogram.
+	if series != 11 {
+		t.Errorf("%d series, want 11", series)
 	}
 }

@@ -235,8 +235,8 @@ func (s *Store) LoadSubscriptions(ctx context.Context) ([]broker.DurableSubscrip
 }
 
 // Enqueue implements broker.Spool: the envelope once, a row per
-// subscriber referring to it, all in one transaction, fsynced before it
-// returns.
+// subscriber referring to it, all in one transaction, committed before it
+// returns (and fsynced as Options.SyncInterval says).
 func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, refs []broker.QueueRef) error {
 	if len(refs) == 0 && e != nil {
 		return nil
@@ -402,7 +402,7 @@ func (s *Store) Remove(ctx context.Context, id string, seqs []int64) error {
 			}
 			if n < minRangeRemove {
 				single = append(single, rest[:n]...)
-			} else if err := removeRange(ctx, tx, id, rest[0], rest[n-1]); err != nil {
+			} else if err := s.removeRange(ctx, tx, id, rest[0], rest[n-1]); err != nil {
 				return err
 			}
 			rest = rest[n:]
@@ -430,11 +430,18 @@ const removeChunk = 500
 // Remove deletes as a range.
 const minRangeRemove = 4
 
+// rangeDelete is the statement of removeRange.
+const rangeDelete = `DELETE FROM queue WHERE subscriber = ? AND seq BETWEEN ? AND ? RETURNING msg`
+
 // removeRange deletes a subscriber's queue entries from seq first to last
-// and the envelopes left without one.
-func removeRange(ctx context.Context, tx *sql.Tx, id string, first, last int64) error {
-	return deleteEntries(ctx, tx, `DELETE FROM queue WHERE subscriber = ? AND seq BETWEEN ? AND ? RETURNING msg`,
-		[]any{id, first, last})
+// and the envelopes left without one, through the statement prepared at
+// Open (parsing it was 3 % of the hub's CPU in the persistent QoS 1 case).
+func (s *Store) removeRange(ctx context.Context, tx *sql.Tx, id string, first, last int64) error {
+	rows, err := tx.StmtContext(ctx, s.rmRange).QueryContext(ctx, id, first, last)
+	if err != nil {
+		return err
+	}
+	return deleteReturned(ctx, tx, rows)
 }
 
 // removeSeqs deletes queue entries and the envelopes left without one.
@@ -455,6 +462,12 @@ func deleteEntries(ctx context.Context, tx *sql.Tx, query string, args []any) er
 	if err != nil {
 		return err
 	}
+	return deleteReturned(ctx, tx, rows)
+}
+
+// deleteReturned reads the msg column of the rows a queue DELETE
+// returned and deletes the shared envelopes left without an entry.
+func deleteReturned(ctx context.Context, tx *sql.Tx, rows *sql.Rows) error {
 	var msgs []any
 	for rows.Next() {
 		var m int64

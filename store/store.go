@@ -5,9 +5,15 @@
 // implements broker.Spool and adapters.Credentials.
 //
 // The database is {data-dir}/hub.db. Every write goes through one writer
-// goroutine that commits concurrent writes together (group commit) with
-// synchronous=FULL, so a write returns only once it is on disk: a QoS >= 1
-// message acknowledged after Enqueue survives a crash or power loss.
+// goroutine that commits concurrent writes together (group commit); a
+// write returns once its transaction is committed, so a QoS >= 1 message
+// acknowledged after Enqueue survives kill -9 of the hub. Whether it also
+// survives a power loss or a kernel crash is Options.SyncInterval:
+// SyncAlways commits with synchronous=FULL (fsynced before the write
+// returns); a duration (the default, DefaultSyncInterval) commits with
+// synchronous=NORMAL into the WAL, fsynced at most that long later, so a
+// power loss takes at most that interval's commits and leaves the
+// database consistent (SQLite's WAL checksums every frame).
 // Reads use a separate pool of read-only connections beside it (WAL).
 // Another process (hub user add) may open the same directory while the
 // hub runs.
@@ -42,8 +48,13 @@ type Store struct {
 }
 
 // Open opens (creating when needed) the database hub.db in dir, applies
-// the schema migrations and returns the store.
-func Open(ctx context.Context, dir string) (*Store, error) { return open(ctx, dir) }
+// the schema migrations and returns the store, with the default Options.
+func Open(ctx context.Context, dir string) (*Store, error) { return open(ctx, dir, Options{}) }
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, dir string, opts Options) (*Store, error) {
+	return open(ctx, dir, opts)
+}
 
 // User is a principal that logs in with a password: a person, an app or a
 // device (Role adapters.RoleDevice).

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // openTest opens a store in a fresh temporary directory and closes it at
@@ -62,7 +63,28 @@ func TestOpenBadDir(t *testing.T) {
 
 func TestPragmas(t *testing.T) {
 	t.Parallel()
-	s := openTest(t)
+	for _, mode := range []struct {
+		name string
+		opts Options
+		sync string // PRAGMA synchronous: 1 NORMAL, 2 FULL
+	}{
+		{"default", Options{}, "1"},
+		{"always", Options{SyncInterval: SyncAlways}, "2"},
+		{"250ms", Options{SyncInterval: 250 * time.Millisecond}, "1"},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			s, err := OpenWith(context.Background(), t.TempDir(), mode.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			checkPragmas(t, s, mode.sync)
+		})
+	}
+}
+
+func checkPragmas(t *testing.T, s *Store, sync string) {
 	ctx := context.Background()
 	for _, db := range []struct {
 		name string
@@ -79,7 +101,7 @@ func TestPragmas(t *testing.T) {
 	} {
 		for _, c := range []struct{ pragma, want string }{
 			{"journal_mode", "wal"},
-			{"synchronous", "2"},
+			{"synchronous", sync},
 			{"foreign_keys", "1"},
 			{"busy_timeout", "10000"},
 		} {
@@ -196,7 +218,7 @@ func TestMigrationUpgrade(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	ctx := context.Background()
-	db, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), false))
+	db, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), false, DefaultSyncInterval))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,9 +19,10 @@ const maxBatch = 256
 // writer is the only goroutine that writes. It runs the writes queued
 // while the previous transaction committed as one transaction, each inside
 // its own savepoint, so that concurrent writers (publishers at QoS >= 1,
-// MQTT session updates) share one fsync instead of queueing for one each:
-// group commit. Every write still returns only after the commit that made
-// it durable.
+// MQTT session updates) share one commit (and, with SyncAlways, one
+// fsync) instead of queueing for one each: group commit. Every write
+// still returns only after the commit that made it durable (see
+// Options.SyncInterval for against what).
 type writer struct {
 	db   *sql.DB
 	ops  chan *writeOp

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -117,6 +118,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"stray argument", []string{"extra"}, nil, "unexpected argument"},
 		{"bad bridge", []string{"--config", badBridge}, nil, "bridges"},
 		{"bad queue policy", []string{"--config", yamlFile("p.yaml", "queue_policy: drop_random\n")}, nil, "queue_policy"},
+		{"bad sync interval", []string{"--config", yamlFile("s.yaml", "sync_interval: sometimes\n")}, nil,
+			`s.yaml: sync_interval "sometimes": want always or a positive duration such as 1s or 250ms`},
+		{"zero sync interval", []string{"--config", yamlFile("s0.yaml", "sync_interval: 0s\n")}, nil, `sync_interval "0s"`},
 		{"negative byte bound", []string{"--config", yamlFile("b.yaml", "max_queued_bytes: -1\n")}, nil, "max_queued_bytes"},
 		{"acl rule with a bad action", []string{"--config", yamlFile("a1.yaml", "acl:\n  alice:\n    - {action: publish, filter: \"home/#\", allow: true}\n    - {action: fly, filter: \"home/#\", allow: true}\n")}, nil,
 			`a1.yaml:4: acl.alice rule 2 {action: "fly", filter: "home/#", allow: true}: action "fly": must be publish, subscribe, command or all`},
@@ -176,5 +180,29 @@ func TestLoadConfigQueueBounds(t *testing.T) {
 	if cfg.MaxQueued != 10 || cfg.MaxQueuedBytes != 1000 || cfg.QueuePolicy != "drop_newest" ||
 		cfg.MQTT.MaxQueued != 20 || cfg.MQTT.MaxQueuedBytes != 500 {
 		t.Fatalf("queue bounds = %d %d %q, mqtt %d %d", cfg.MaxQueued, cfg.MaxQueuedBytes, cfg.QueuePolicy, cfg.MQTT.MaxQueued, cfg.MQTT.MaxQueuedBytes)
+	}
+}
+
+func TestLoadConfigSyncInterval(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, c := range []struct{ file, want string }{
+		{"", "1s"},
+		{"sync_interval: always\n", "always"},
+		{"sync_interval: 200ms\n", "200ms"},
+	} {
+		var args []string
+		if c.file != "" {
+			p := filepath.Join(dir, fmt.Sprintf("s%d.yaml", len(c.want)))
+			_ = os.WriteFile(p, []byte(c.file), 0o600)
+			args = []string{"--config", p}
+		}
+		cfg, err := loadConfig(args, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			t.Fatalf("%q: %v", c.file, err)
+		}
+		if cfg.SyncInterval != c.want {
+			t.Errorf("%q: sync_interval %q, want %q", c.file, cfg.SyncInterval, c.want)
+		}
 	}
 }

@@ -209,6 +209,7 @@ bridges:
 		{"two errors", file("two.yaml", "mqtt:\n  adr: x\n  max_queued: many\n"), result{"", "hub: config $DIR/two.yaml: line 2: unknown key adr; line 3: \"many\" is a string, which does not fit here (expected int)\n", 1}},
 		{"bad address", file("addr.yaml", "http:\n  addr: nonsense\n"), result{"", "hub: config $DIR/addr.yaml: http.addr \"nonsense\": want host:port or \"off\": address nonsense: missing port in address\n", 1}},
 		{"bad policy", file("policy.yaml", "queue_policy: drop_random\n"), result{"", "hub: config $DIR/policy.yaml: queue_policy \"drop_random\": want drop_oldest or drop_newest\n", 1}},
+		{"bad sync interval", file("sync.yaml", "sync_interval: 0\n"), result{"", "hub: config $DIR/sync.yaml: sync_interval \"0\": want always or a positive duration such as 1s or 250ms\n", 1}},
 		{"missing tls file", file("tls.yaml", "tls: {cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem}\nmqtt: {tls_addr: \"127.0.0.1:8883\"}\n"),
 			result{"", "hub: config $DIR/tls.yaml: tls: open /nonexistent/c.pem: no such file or directory\n", 1}},
 		{"missing file", filepath.Join(dir, "none.yaml"), result{"", "hub: config: open $DIR/none.yaml: no such file or directory\n", 1}},
