@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -41,14 +40,12 @@ const (
 // documents them.
 var Protocols = []string{ProtocolMQTT, ProtocolCoAP, ProtocolXMPP}
 
-// idPattern keeps device ids usable everywhere they appear: as one topic
-// level (devices/{id}/...), an MQTT username, a DTLS PSK identity and the
+// ValidateID checks a device id (also used for command names). The rule
+// keeps ids usable everywhere they appear: as one topic level
+// (devices/{id}/...), an MQTT username, a DTLS PSK identity and the
 // localpart of a JID.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
-// ValidateID checks a device id (also used for command names).
 func ValidateID(id string) error {
-	if !idPattern.MatchString(id) {
+	if !validID(id) {
 		return fmt.Errorf("%w: id %q: must be 1..128 letters, digits, '.', '_' or '-', starting with a letter or digit", ErrInvalid, trunc(id))
 	}
 	return nil

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,10 +31,6 @@ const (
 )
 
 var paramTypes = []string{TypeString, TypeNumber, TypeInteger, TypeBoolean}
-
-// paramName keeps a parameter name usable as a data form field var and a
-// JSON key anyone can type.
-var paramName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,63}$`)
 
 // Command is a command a device declares: its name, what it does, and its
 // parameters as a small JSON Schema (an object of simple-typed
@@ -224,7 +219,8 @@ func (s *Schema) validate() error {
 	}
 	seen := map[string]bool{}
 	for _, p := range s.Properties {
-		if !paramName.MatchString(p.Name) {
+		// A data form field var and a JSON key anyone can type.
+		if !validParamName(p.Name) {
 			return fmt.Errorf("parameter %q: name must be 1..64 letters, digits, '_', '.' or '-', starting with a letter or '_'", trunc(p.Name))
 		}
 		if seen[p.Name] {

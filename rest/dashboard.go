@@ -58,7 +58,9 @@ type dashboard struct {
 	err   error
 }
 
-var assetRef = regexp.MustCompile(`(?:src|href)="/(assets/[^"]+)"`)
+// assetRef finds the assets a page refers to. It is compiled when the
+// dashboard's files are first loaded, not in every hub's initialisation.
+var assetRef = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?:src|href)="/(assets/[^"]+)"`) })
 
 // newDashboard checks that fsys has the two pages the dashboard needs;
 // its files are loaded on first use (see dashboard.get).
@@ -116,7 +118,7 @@ func loadDashboard(fsys fs.FS) (map[string]*dashFile, error) {
 	}
 	login := files[dashLogin]
 	login.public = true
-	for _, m := range assetRef.FindAllSubmatch(login.body, -1) {
+	for _, m := range assetRef().FindAllSubmatch(login.body, -1) {
 		if f := files[string(m[1])]; f != nil {
 			f.public = true
 		}

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -114,8 +115,10 @@ func loadConfig(args []string, getenv func(string) string, stdout io.Writer) (ga
 	return cfg, nil
 }
 
-// aclRuleRef finds the ACL rule a validation error names: "acl.alice rule 2".
-var aclRuleRef = regexp.MustCompile(`^acl\.(\S+) rule (\d+) `)
+// aclRuleRef finds the ACL rule a validation error names: "acl.alice rule
+// 2". This and the other expressions that reword configuration errors are
+// compiled on the first error, not in every hub's initialisation.
+var aclRuleRef = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^acl\.(\S+) rule (\d+) `) })
 
 // located prefixes a validation error with the configuration file and,
 // for an ACL rule, the line it is on: "config hub.yaml:12: acl.alice rule
@@ -124,7 +127,7 @@ func located(path string, err error) error {
 	if path == "" {
 		return fmt.Errorf("config: %w", err)
 	}
-	if m := aclRuleRef.FindStringSubmatch(err.Error()); m != nil {
+	if m := aclRuleRef().FindStringSubmatch(err.Error()); m != nil {
 		n, _ := strconv.Atoi(m[2])
 		if line := aclRuleLine(path, m[1], n); line > 0 {
 			return fmt.Errorf("config %s:%d: %w", path, line, err)
@@ -190,11 +193,15 @@ func applyFileAndEnv(cfg *gateway.Config, path string, getenv func(string) strin
 
 // yamlUnknownField is how yaml.v3 names a key that has no field: "field
 // adr not found in type gateway.MQTTConfig".
-var yamlUnknownField = regexp.MustCompile(`field ([^\s;]+) not found in type [\w.*\[\]]+`)
+var yamlUnknownField = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`field ([^\s;]+) not found in type [\w.*\[\]]+`)
+})
 
 // yamlMismatch is how yaml.v3 reports a value of the wrong kind: "cannot
 // unmarshal !!str `abc` into int".
-var yamlMismatch = regexp.MustCompile("cannot unmarshal !!(\\w+) `([^`]*)` into ([\\w.*\\[\\]]+)")
+var yamlMismatch = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile("cannot unmarshal !!(\\w+) `([^`]*)` into ([\\w.*\\[\\]]+)")
+})
 
 // yamlKinds names YAML's tags for people.
 var yamlKinds = map[string]string{"str": "a string", "int": "a number", "float": "a number", "bool": "true or false",
@@ -207,9 +214,9 @@ func yamlMessage(err error) string {
 	if errors.As(err, &te) {
 		msg = strings.Join(te.Errors, "; ")
 	}
-	msg = yamlUnknownField.ReplaceAllString(msg, "unknown key $1")
-	return yamlMismatch.ReplaceAllStringFunc(msg, func(m string) string {
-		sub := yamlMismatch.FindStringSubmatch(m)
+	msg = yamlUnknownField().ReplaceAllString(msg, "unknown key $1")
+	return yamlMismatch().ReplaceAllStringFunc(msg, func(m string) string {
+		sub := yamlMismatch().FindStringSubmatch(m)
 		kind := yamlKinds[sub[1]]
 		if kind == "" {
 			kind = sub[1]
