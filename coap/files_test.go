@@ -101,7 +101,11 @@ func TestFileBlockwiseGet(t *testing.T) {
 	}
 	for _, szx := range []blockwise.SZX{blockwise.SZX16, blockwise.SZX64, blockwise.SZX1024} {
 		cc := e.dialSZX(t, szx)
-		resp, err := cc.Get(ctx5(t), "/files/fw/esp32/v1.bin")
+		// 16-byte blocks are 1,250 exchanges: more than 5 s on a busy
+		// machine with -race.
+		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		defer cancel()
+		resp, err := cc.Get(ctx, "/files/fw/esp32/v1.bin")
 		if err != nil {
 			t.Fatalf("block size %d: %v", szx.Size(), err)
 		}
