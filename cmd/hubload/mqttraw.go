@@ -30,6 +30,12 @@ const (
 	// leanAckBatch is how many acknowledgement bytes the reader gathers at
 	// most before queueing them, when the socket keeps it busy.
 	leanAckBatch = 16 << 10
+	// leanFlushSize is how many bytes a publisher queues at most before it
+	// has them written, when nothing makes it wait.
+	leanFlushSize = 32 << 10
+	// leanReleaseBatch is how many PUBACKs the reader handles at most
+	// before it wakes the publisher, when the socket keeps it busy.
+	leanReleaseBatch = 256
 	// leanKeepalive is the CONNECT keepalive; the writer pings after half
 	// of it without writing.
 	leanKeepalive = 60 * time.Second
@@ -60,6 +66,8 @@ type leanConn struct {
 	readerDone chan struct{}
 	writerDone chan struct{}
 
+	wmu sync.Mutex // held while writing to conn
+
 	mu      sync.Mutex
 	out     []byte // queued output
 	outMsgs uint64 // publications in out
@@ -68,6 +76,8 @@ type leanConn struct {
 	// Publications in flight, by packet id (QoS >= 1), and the counters
 	// settle reads.
 	inflight  int
+	refill    int  // free slots a full window waits for: window/4, at least 1
+	refilling bool // the window filled and has not yet freed refill slots
 	used      [1 << 16 / 64]uint64
 	nextID    uint16
 	attempted uint64
@@ -118,7 +128,7 @@ func dialLean(ctx context.Context, addr string, spec connectSpec) (net.Conn, *bu
 // newLeanConn returns the client of a connected conn; start starts it.
 func newLeanConn(conn net.Conn, br *bufio.Reader, deliver func([]byte), onLost func(error)) *leanConn {
 	return &leanConn{
-		conn: conn, br: br, deliver: deliver, onLost: onLost, nextID: 1, window: 1,
+		conn: conn, br: br, deliver: deliver, onLost: onLost, nextID: 1, window: 1, refill: 1,
 		wake: make(chan struct{}, 1), space: make(chan struct{}, 1), progress: make(chan struct{}, 1),
 		suback: make(chan []byte, 1), done: make(chan struct{}),
 		readerDone: make(chan struct{}), writerDone: make(chan struct{}),
@@ -155,9 +165,7 @@ func (c *leanConn) fail(err error) {
 	}
 }
 
-// queue appends control packets to the output, without a bound: the
-// reader must never wait for the writer, or a server blocked writing to
-// us would never read our acknowledgements.
+// queue appends control packets to the output, without a bound.
 func (c *leanConn) queue(b []byte) {
 	c.mu.Lock()
 	wasEmpty := len(c.out) == 0
@@ -168,35 +176,66 @@ func (c *leanConn) queue(b []byte) {
 	}
 }
 
-// readLoop reads and handles packets until the connection ends.
+// write writes b to the socket, between the writer's writes.
+func (c *leanConn) write(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if _, err := c.conn.Write(b); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// readLoop reads and handles packets until the connection ends. What a
+// read batch calls for is done once the reader has nothing more buffered:
+// the acknowledgements it owes are written together, by the reader itself
+// (handing them to the writer would cost a goroutine wake-up per batch),
+// and the publisher waiting for its window is woken once for all the
+// PUBACKs read.
 func (c *leanConn) readLoop() {
 	defer close(c.readerDone)
 	var scratch, acks []byte
+	released := 0
 	for {
-		if len(acks) > 0 && (c.br.Buffered() == 0 || len(acks) >= leanAckBatch) {
-			c.queue(acks)
-			acks = acks[:0]
+		if c.br.Buffered() == 0 || len(acks) >= leanAckBatch || released >= leanReleaseBatch {
+			if len(acks) > 0 {
+				if err := c.write(acks); err != nil {
+					c.fail(err)
+					return
+				}
+				acks = acks[:0]
+			}
+			if released > 0 {
+				notify(c.progress)
+				released = 0
+			}
 		}
 		p, err := readPacket(c.br, &scratch)
 		if err != nil {
 			c.fail(fmt.Errorf("read: %w", err))
 			return
 		}
-		if acks, err = c.handle(p, acks); err != nil {
+		var freed bool
+		if acks, freed, err = c.handle(p, acks); err != nil {
 			c.fail(err)
 			return
+		}
+		if freed {
+			released++
 		}
 	}
 }
 
 // handle acts on one packet from the server, appending the
-// acknowledgements it needs to acks.
-func (c *leanConn) handle(p packet, acks []byte) ([]byte, error) {
+// acknowledgements it needs to acks; freed says a publication was
+// acknowledged and enough of the window is free to wake the publisher.
+func (c *leanConn) handle(p packet, acks []byte) (_ []byte, freed bool, err error) {
 	switch p.typ {
 	case pktPublish:
-		v, err := parsePublish(p)
+		var v publishView
+		v, err = parsePublish(p)
 		if err != nil {
-			return acks, err
+			return acks, false, err
 		}
 		if c.deliver != nil {
 			c.deliver(v.payload)
@@ -208,29 +247,32 @@ func (c *leanConn) handle(p packet, acks []byte) ([]byte, error) {
 			acks = appendAck(acks, pktPubrec, v.id)
 		}
 	case pktPubrel:
-		id, err := parseAckID(p)
+		var id uint16
+		id, err = parseAckID(p)
 		if err != nil {
-			return acks, err
+			return acks, false, err
 		}
 		acks = appendAck(acks, pktPubcomp, id)
 	case pktPuback, pktPubcomp:
-		id, err := parseAckID(p)
+		var id uint16
+		id, err = parseAckID(p)
 		if err != nil {
-			return acks, err
+			return acks, false, err
 		}
-		if err := c.release(id); err != nil {
-			return acks, err
-		}
+		wake, err := c.release(id)
+		return acks, wake, err
 	case pktPubrec:
-		id, err := parseAckID(p)
+		var id uint16
+		id, err = parseAckID(p)
 		if err != nil {
-			return acks, err
+			return acks, false, err
 		}
 		acks = appendAck(acks, pktPubrel, id)
 	case pktSuback:
-		_, codes, err := parseSuback(p)
+		var codes []byte
+		_, codes, err = parseSuback(p)
 		if err != nil {
-			return acks, err
+			return acks, false, err
 		}
 		select {
 		case c.suback <- append([]byte(nil), codes...):
@@ -238,25 +280,25 @@ func (c *leanConn) handle(p packet, acks []byte) ([]byte, error) {
 		}
 	case pktPingresp:
 	default:
-		return acks, fmt.Errorf("%w: unexpected packet type %d from the server", errMalformed, p.typ)
+		return acks, false, fmt.Errorf("%w: unexpected packet type %d from the server", errMalformed, p.typ)
 	}
-	return acks, nil
+	return acks, false, nil
 }
 
 // release frees packet id once its publication is acknowledged.
-func (c *leanConn) release(id uint16) error {
+func (c *leanConn) release(id uint16) (wake bool, err error) {
 	c.mu.Lock()
 	w, bit := id/64, uint64(1)<<(id%64)
 	if c.used[w]&bit == 0 {
 		c.mu.Unlock()
-		return fmt.Errorf("%w: acknowledgement of packet id %d, which is not in flight", errMalformed, id)
+		return false, fmt.Errorf("%w: acknowledgement of packet id %d, which is not in flight", errMalformed, id)
 	}
 	c.used[w] &^= bit
 	c.inflight--
 	c.acked++
+	wake = c.inflight <= c.window-c.refill
 	c.mu.Unlock()
-	notify(c.progress)
-	return nil
+	return wake, nil
 }
 
 // writeLoop writes the queued output, each time all of it in one write,
@@ -285,8 +327,8 @@ func (c *leanConn) writeLoop() {
 		c.mu.Unlock()
 		notify(c.space)
 		if len(buf) > 0 {
-			if _, err := c.conn.Write(buf); err != nil {
-				c.fail(fmt.Errorf("write: %w", err))
+			if err := c.write(buf); err != nil {
+				c.fail(err)
 				return
 			}
 			wrote = true
@@ -321,9 +363,15 @@ func (c *leanConn) publishFrame(ctx context.Context, topic string, h header) err
 			c.mu.Unlock()
 			return err
 		}
+		if c.qos > 0 && c.inflight >= c.window {
+			c.refilling = true
+		}
+		if c.refilling && c.inflight <= c.window-c.refill {
+			c.refilling = false
+		}
 		var wait chan struct{}
 		switch {
-		case c.qos > 0 && c.inflight >= c.window:
+		case c.refilling:
 			wait = c.progress
 		case len(c.out) >= leanMaxQueued:
 			wait = c.space
@@ -331,7 +379,12 @@ func (c *leanConn) publishFrame(ctx context.Context, topic string, h header) err
 		if wait == nil {
 			break
 		}
+		// About to wait: what is queued goes out first.
+		wasQueued := len(c.out) > 0
 		c.mu.Unlock()
+		if wasQueued {
+			notify(c.wake)
+		}
 		select {
 		case <-wait:
 		case <-c.done:
@@ -355,7 +408,6 @@ func (c *leanConn) publishFrame(ctx context.Context, topic string, h header) err
 		}
 		c.inflight++
 	}
-	wasEmpty := len(c.out) == 0
 	h.SentNs = time.Now().UnixNano()
 	if c.text {
 		c.out = appendPublishHead(c.out, topic, c.qos, id, max(c.size, textHeaderSize))
@@ -366,17 +418,24 @@ func (c *leanConn) publishFrame(ctx context.Context, topic string, h header) err
 	}
 	c.outMsgs++
 	c.attempted++
+	full := len(c.out) >= leanFlushSize
 	c.mu.Unlock()
-	if wasEmpty {
+	if full {
 		notify(c.wake)
 	}
 	return nil
 }
 
+// flush has the writer write what publishFrame queued. publishFrame
+// itself only does so once leanFlushSize bytes are queued or before it
+// waits, so that an unpaced publisher writes in batches.
+func (c *leanConn) flush() { notify(c.wake) }
+
 // settle waits until every publication is acknowledged (QoS >= 1) or
 // written to the socket (QoS 0), or ctx or the connection ends, and
 // returns how many were.
 func (c *leanConn) settle(ctx context.Context) (uint64, error) {
+	c.flush()
 	for {
 		c.mu.Lock()
 		n, all := c.acked, c.inflight == 0
@@ -506,6 +565,7 @@ func leanTransport(c *config) transport {
 			}
 			lc := newLeanConn(conn, br, nil, onLost)
 			lc.qos, lc.window, lc.size, lc.text = c.qos, c.inflight, c.size, c.textPayload
+			lc.refill = max(1, c.inflight/4)
 			return lc.start(), nil
 		},
 	}

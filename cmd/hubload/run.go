@@ -36,8 +36,11 @@ type framePublisher interface {
 	// it is encoded), waiting while the window is full; an error means it
 	// was not sent.
 	publishFrame(ctx context.Context, topic string, h header) error
-	// settle waits until every message sent is acknowledged (or, at QoS 0,
-	// written), or ctx ends, and returns how many were.
+	// flush has what publishFrame queued sent now: publishFrame may hold
+	// messages back to send several at once until it has to wait.
+	flush()
+	// settle flushes, then waits until every message sent is acknowledged
+	// (or, at QoS 0, written), or ctx ends, and returns how many were.
 	settle(ctx context.Context) (uint64, error)
 }
 
@@ -378,6 +381,9 @@ func framePublishLoop(ctx, ackCtx context.Context, c *config, pb framePublisher,
 			break
 		}
 		o.attempted++
+		if interval > 0 {
+			pb.flush() // paced: each message goes out as it is due
+		}
 	}
 	sent, err := pb.settle(ackCtx)
 	if err != nil {
