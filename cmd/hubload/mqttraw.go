@@ -479,7 +479,8 @@ func (c *leanConn) subscribe(ctx context.Context, filter string, qos byte) error
 }
 
 // close sends DISCONNECT, waits up to leanCloseTimeout for it to be
-// written and ends the connection and both goroutines.
+// written and for the server to close the connection, and ends the
+// connection and both goroutines.
 func (c *leanConn) close() {
 	c.mu.Lock()
 	c.closing = true
@@ -489,9 +490,19 @@ func (c *leanConn) close() {
 	c.mu.Unlock()
 	notify(c.wake)
 	_ = c.conn.SetWriteDeadline(time.Now().Add(leanCloseTimeout))
+	t := time.NewTimer(leanCloseTimeout)
+	defer t.Stop()
 	select {
 	case <-c.writerDone:
-	case <-time.After(leanCloseTimeout):
+	case <-t.C:
+	}
+	// The server closes the connection on DISCONNECT: wait for that, as
+	// paho does, so that the server is done with the client when close
+	// returns (mochi can deadlock closing while clients are still
+	// being removed).
+	select {
+	case <-c.readerDone:
+	case <-t.C:
 	}
 	c.fail(errConnClosed)
 	<-c.writerDone
@@ -517,10 +528,8 @@ func (p leanPersistentSub) close() {
 	p.leanConn.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if conn, _, err := dialLean(ctx, p.addr, p.spec); err == nil {
-		_ = conn.SetWriteDeadline(time.Now().Add(leanCloseTimeout))
-		_, _ = conn.Write([]byte{pktDisconnect << 4, 0})
-		_ = conn.Close()
+	if conn, br, err := dialLean(ctx, p.addr, p.spec); err == nil {
+		newLeanConn(conn, br, nil, nil).start().close()
 	}
 }
 
