@@ -24,15 +24,17 @@ func TestClientsAgainstHub(t *testing.T) {
 		fanout       bool
 		persistent   bool
 		rate         float64
+		splitURL     bool // publishers on localhost, subscribers on --sub-url 127.0.0.1
 		wantExpected uint64
 	}{
-		{"qos0 1to1", 1, 1, 500, 0, false, false, 0, 500},
-		{"qos1 1to1", 1, 1, 500, 1, false, false, 0, 500},
-		{"qos1 fan-out", 1, 10, 100, 1, true, false, 0, 1000},
-		{"qos0 fan-in", 10, 1, 300, 0, false, false, 0, 300},
-		{"qos2 pairs", 2, 2, 200, 2, false, false, 0, 200},
-		{"qos1 persistent", 1, 1, 300, 1, false, true, 0, 300},
-		{"qos1 paced", 1, 1, 100, 1, false, false, 1000, 100},
+		{"qos0 1to1", 1, 1, 500, 0, false, false, 0, false, 500},
+		{"qos1 1to1", 1, 1, 500, 1, false, false, 0, false, 500},
+		{"qos1 fan-out", 1, 10, 100, 1, true, false, 0, false, 1000},
+		{"qos0 fan-in", 10, 1, 300, 0, false, false, 0, false, 300},
+		{"qos2 pairs", 2, 2, 200, 2, false, false, 0, false, 200},
+		{"qos1 persistent", 1, 1, 300, 1, false, true, 0, false, 300},
+		{"qos1 paced", 1, 1, 100, 1, false, false, 1000, false, 100},
+		{"qos1 sub-url", 1, 2, 100, 1, true, false, 0, true, 200},
 	}
 	for _, client := range []string{mqttClientLean, mqttClientPaho} {
 		for _, tc := range tests {
@@ -41,6 +43,9 @@ func TestClientsAgainstHub(t *testing.T) {
 				c.mqttClient = client
 				c.publishers, c.subscribers, c.messages, c.qos, c.fanout = tc.pubs, tc.subs, tc.messages, tc.qos, tc.fanout
 				c.persistent, c.rate = tc.persistent, tc.rate
+				if tc.splitURL {
+					c.subURL, c.url = mqttURL, strings.Replace(mqttURL, "127.0.0.1", "localhost", 1)
+				}
 				name := strings.ReplaceAll(client+"-"+tc.name, " ", "-")
 				c.topic, c.clientPrefix = "lean/"+name+"/%d", "lean-"+name
 				if err := c.validate(); err != nil {
