@@ -495,6 +495,7 @@ func (c *leanConn) close() {
 	select {
 	case <-c.writerDone:
 	case <-t.C:
+		c.fail(errConnClosed) // the reader then ends too
 	}
 	// The server closes the connection on DISCONNECT: wait for that, as
 	// paho does, so that the server is done with the client when close

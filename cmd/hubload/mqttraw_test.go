@@ -334,3 +334,30 @@ func TestLeanWindow(t *testing.T) {
 		t.Errorf("%d still in flight", lc.inflight)
 	}
 }
+
+// TestLeanCloseSilentBroker: close returns, within its bound, even when
+// the broker never hangs up after the DISCONNECT.
+func TestLeanCloseSilentBroker(t *testing.T) {
+	t.Parallel()
+	hold := make(chan struct{})
+	addr := fakeBroker(t, func(conn net.Conn, br *bufio.Reader) {
+		if expectConnect(t, br, conn, []byte{0x20, 2, 0, 0}) {
+			<-hold
+		}
+	})
+	defer close(hold)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, br, err := dialLean(ctx, addr, connectSpec{clientID: "silent", clean: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := newLeanConn(conn, br, nil, nil).start()
+	done := make(chan struct{})
+	go func() { lc.close(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("close did not return within 5 s")
+	}
+}
