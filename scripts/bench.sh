@@ -39,7 +39,11 @@
 #   BENCH_BIG_MQTT [10000] BENCH_BIG_XMPP [1000]  the hub's big idle case
 #   BENCH_USERS [100]           XMPP accounts load0.. (password loadpw) per target
 #   BENCH_SIZE [64]             payload bytes
+#   BENCH_MQTT_CLIENT [lean]    hubload's MQTT client (lean or paho) in every case with MQTT
 #   BENCH_OUT [temp dir]        where the JSON of every run is kept
+# Every throughput case also reads the server's utime+stime (/proc/PID/stat)
+# before and after its hubload run (TARGET.CASE.RUN.cpu: ticks, CLK_TCK):
+# the report's "cpu µs/msg" is that over the deliveries received.
 # --quick: one run, small counts (a smoke run of the whole script).
 # Only loopback addresses are used; every hubload run is bounded by
 # --duration and its drain time.
@@ -56,6 +60,7 @@ big_mqtt=${BENCH_BIG_MQTT:-10000}
 big_xmpp=${BENCH_BIG_XMPP:-1000}
 users=${BENCH_USERS:-100}
 size=${BENCH_SIZE:-64}
+mqtt_client=${BENCH_MQTT_CLIENT:-lean}
 chat_pairs=20 chat_rate=3000 max_pairs=50 max_rate=9000 paced_secs=3 rate_5k=5000 cross_rate=1000
 if [ "${1:-}" = "--quick" ]; then
 	runs=1 messages=2000 fanout_messages=100 idle_mqtt=200 idle_xmpp=50 big_mqtt=500 big_xmpp=50 users=20
@@ -98,6 +103,10 @@ free_udp_port() {
 tcp_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 now_ms() { date +%s%3N; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# cpu_ticks pid: utime + stime of pid in clock ticks (fields 14 and 15 of
+# /proc/PID/stat, counted after the parenthesised command name).
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0; }
+clk_tck=$(getconf CLK_TCK)
 note() { echo "note: $*" | tee -a "$out/notes.txt"; }
 # record name value: one figure of the memory/start-up part
 record() { echo "$1 $2" >>"$out/figures.txt"; }
@@ -382,6 +391,7 @@ for c in "${cases[@]}"; do
 		for t in $ctargets; do
 			[ -n "${pid[$t]:-}" ] || continue
 			base=(--pid "${pid[$t]}" --json)
+			[ "$mode" = login ] || [ "$mode" = xmpp ] || base+=(--mqtt-client "$mqtt_client")
 			case $mode in
 			mqtt)
 				[ -n "${mqtt[$t]:-}" ] || continue
@@ -398,10 +408,13 @@ for c in "${cases[@]}"; do
 			sse)
 				base+=(--url "${http[$t]}" --mqtt-url "${mqtt[$t]}" --size "$size" --duration 30s --drain 3s --topic "bench/$name/$r/%d") ;;
 			esac
+			cpu0=$(cpu_ticks "${pid[$t]}")
 			# shellcheck disable=SC2086 # flags are words on purpose
 			if ! "$hubload" "$mode" "${base[@]}" $flags >"$out/$t.$name.$r.json" 2>"$out/$t.$name.$r.err"; then
 				note "$t $name run $r failed: $(tail -n 2 "$out/$t.$name.$r.err")"
 				rm -f "$out/$t.$name.$r.json"
+			else
+				echo "$(($(cpu_ticks "${pid[$t]}") - cpu0)) $clk_tck" >"$out/$t.$name.$r.cpu"
 			fi
 		done
 		printf '.'
@@ -416,6 +429,7 @@ done
 
 {
 	echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "hubload MQTT client: $mqtt_client"
 	echo "versions: mochi-mqtt $(grep 'mochi-mqtt/server' "$root/go.mod" | awk '{print $2}'), $( (mosquitto -h 2>&1 || true) | head -1), prosody $(dpkg-query -W -f '${Version}' prosody 2>/dev/null || echo none), ejabberd $(dpkg-query -W -f '${Version}' ejabberd 2>/dev/null || echo none)"
 } >"$out/machine.txt"
 python3 "$root/scripts/bench_report.py" "$out" "$runs"

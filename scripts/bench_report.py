@@ -3,7 +3,9 @@
 
 usage: bench_report.py DIR RUNS
 
-DIR holds TARGET.CASE.RUN.json (hubload runs), TARGET.NAME.idle.json
+DIR holds TARGET.CASE.RUN.json (hubload runs), TARGET.CASE.RUN.cpu (the
+server's utime+stime ticks over that run and the tick rate, read by
+bench.sh from /proc/PID/stat), TARGET.NAME.idle.json
 (hubload idle), figures.txt ("name value" lines), notes.txt and
 machine.txt. Every cell is the median over the runs; ratios are the hub's
 figure over the other target's (above 1: the hub is ahead, for latency and
@@ -25,6 +27,18 @@ for path in glob.glob(os.path.join(out, "*.json")):
     try:
         with open(path) as f:
             res.setdefault((t, case), {})[run] = json.load(f)
+    except (OSError, ValueError):
+        pass
+
+server_cpu = {}  # (target, case) -> {run: CPU seconds over the whole hubload run}
+for path in glob.glob(os.path.join(out, "*.cpu")):
+    parts = os.path.basename(path)[: -len(".cpu")].split(".")
+    if len(parts) != 3:
+        continue
+    t, case, run = parts
+    try:
+        ticks, hz = open(path).read().split()
+        server_cpu.setdefault((t, case), {})[run] = int(ticks) / int(hz)
     except (OSError, ValueError):
         pass
 
@@ -67,6 +81,17 @@ def cpu(t, case):
     return med(t, case, lambda r: (r.get("target") or {}).get("cpu_us_per_delivery"))
 
 
+def server_us(t, case):
+    """Median of the server's CPU µs per delivery over the whole hubload run
+    (bench.sh's /proc/PID/stat readings), or None."""
+    vals = []
+    for run, r in res.get((t, case), {}).items():
+        secs = server_cpu.get((t, case), {}).get(run)
+        if secs is not None and r.get("received"):
+            vals.append(secs * 1e6 / r["received"])
+    return statistics.median(vals) if vals else None
+
+
 def fmt(v, unit=""):
     if v is None:
         return "-"
@@ -105,20 +130,29 @@ mqtt_cases = [
     ("mqtt-q1-100to1", "QoS 1, 100→1"),
     ("mqtt-q1-1to1-paced", "QoS 1, 1→1 paced (p99)"),
 ]
-print("| MQTT case | hub msg/s (p99) | mochi | Mosquitto | ejabberd | hub/mochi | hub/Mosquitto | hub/ejabberd |")
-print("|---|---|---|---|---|---|---|---|")
+print("| MQTT case | hub msg/s (p99) | mochi | Mosquitto | ejabberd | hub/mochi | hub/Mosquitto | hub/ejabberd "
+      "| cpu µs/msg hub / mochi / Mosquitto / ejabberd | cpu hub/Mosquitto |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for case, label in mqtt_cases:
     cells = [f"{fmt(rate(t, case))} ({fmt(p99(t, case), 'ms')}){losses(t, case)}" for t in mqtt_targets]
     if case.endswith("paced"):
         rs = [ratio(p99("hub", case), p99(t, case)) + " p99" for t in mqtt_targets[1:]]
     else:
         rs = [ratio(rate("hub", case), rate(t, case)) for t in mqtt_targets[1:]]
-    print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(rs) + " |")
+    cpus = " / ".join(fmt(server_us(t, case)) for t in mqtt_targets)
+    print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(rs)
+          + f" | {cpus} | {ratio(server_us('hub', case), server_us('mosquitto', case))} |")
 case = "mqtt-q1-1to1-persistent"
 hp = rate("hub", case)
 print(f"| QoS 1, 1→1, persistent session, durable (hub) vs clean QoS 1 (others) | {fmt(hp)} ({fmt(p99('hub', case), 'ms')}){losses('hub', case)} | "
       + " | ".join(fmt(rate(t, "mqtt-q1-1to1")) for t in mqtt_targets[1:]) + " | "
-      + " | ".join(ratio(hp, rate(t, "mqtt-q1-1to1")) for t in mqtt_targets[1:]) + " |")
+      + " | ".join(ratio(hp, rate(t, "mqtt-q1-1to1")) for t in mqtt_targets[1:])
+      + f" | {fmt(server_us('hub', case))} / " + " / ".join(fmt(server_us(t, "mqtt-q1-1to1")) for t in mqtt_targets[1:])
+      + f" | {ratio(server_us('hub', case), server_us('mosquitto', 'mqtt-q1-1to1'))} |")
+print()
+print("cpu µs/msg: the server process's user+system CPU (/proc/PID/stat) over the whole hubload run,")
+print("connecting and disconnecting included, over the deliveries received; mochi's is the `hubload mochi`")
+print("process, which runs the broker only. cpu hub/Mosquitto below 1: the hub spends less per message.")
 print()
 
 xmpp_targets = ["hub", "prosody", "ejabberd"]
@@ -188,6 +222,14 @@ client = [r["client_cpu_seconds"] / r["wall_seconds"] for v in res.values() for 
 if client:
     print(f"hubload's own CPU: median {statistics.median(client):.2f}, max {max(client):.2f} cores of {os.cpu_count()} "
           "(near the core count, a figure measures hubload as much as the server)")
+mqtt_client = [r for (t, c), v in res.items() if c.startswith("mqtt-") for r in v.values()
+               if r.get("client_cpu_us_per_delivery")]
+if mqtt_client:
+    names = sorted({r.get("mqtt_client", "paho") for r in mqtt_client})
+    per = statistics.median(r["client_cpu_us_per_delivery"] for r in mqtt_client)
+    srv = [server_us(t, c) for (t, c) in res if c.startswith("mqtt-") and server_us(t, c)]
+    print(f"hubload's own CPU per delivery in the MQTT cases (client {', '.join(names)}): median {per:.2f} µs"
+          + (f", against the servers' median {statistics.median(srv):.2f} µs" if srv else ""))
 notes = os.path.join(out, "notes.txt")
 if os.path.exists(notes):
     print("\nnotes:")

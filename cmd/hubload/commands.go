@@ -127,37 +127,7 @@ type IdleResult struct {
 // mqttConnectPacket is an MQTT 3.1.1 CONNECT with a clean session and
 // the given keepalive, client id and optional username/password.
 func mqttConnectPacket(clientID, username, password string, keepalive uint16) []byte {
-	str := func(b []byte, s string) []byte { return append(append(b, byte(len(s)>>8), byte(len(s))), s...) }
-	var flags byte = 0x02 // clean session
-	body := str(nil, "MQTT")
-	body = append(body, 4) // protocol level 4: 3.1.1
-	if username != "" {
-		flags |= 0x80
-		if password != "" {
-			flags |= 0x40
-		}
-	}
-	body = append(body, flags, byte(keepalive>>8), byte(keepalive))
-	body = str(body, clientID)
-	if username != "" {
-		body = str(body, username)
-		if password != "" {
-			body = str(body, password)
-		}
-	}
-	pkt := []byte{0x10}
-	for n := len(body); ; {
-		b := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			b |= 0x80
-		}
-		pkt = append(pkt, b)
-		if n == 0 {
-			break
-		}
-	}
-	return append(pkt, body...)
+	return appendConnect(nil, connectSpec{clientID: clientID, username: username, password: password, keepalive: keepalive, clean: true})
 }
 
 // checkConnack reads a CONNACK from b: 0x20 0x02 flags code; it wants

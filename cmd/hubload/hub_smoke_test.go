@@ -123,7 +123,8 @@ func TestSmokeHubIdleAndLogin(t *testing.T) {
 	}
 }
 
-// TestMochiCommand runs the bare mochi broker and an MQTT load through it.
+// TestMochiCommand runs the bare mochi broker and MQTT loads through it,
+// with both clients.
 func TestMochiCommand(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -143,13 +144,18 @@ func TestMochiCommand(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	c := testConfig("mqtt", "tcp://"+addr)
-	c.qos = 1
-	r, err := runLoad(context.Background(), c, mqttTransport(c))
-	if err != nil {
-		t.Fatal(err)
+	for _, client := range []string{mqttClientLean, mqttClientPaho} {
+		for _, qos := range []byte{0, 1} {
+			c := testConfig("mqtt", "tcp://"+addr)
+			c.qos, c.mqttClient, c.subscribers, c.fanout = qos, client, 3, true
+			c.clientPrefix = fmt.Sprintf("mochi-%s-%d", client, qos)
+			r, err := runLoad(context.Background(), c, mqttTransport(c))
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkClean(t, r, 300)
+		}
 	}
-	checkClean(t, r, 100)
 	cancel()
 	if code := <-done; code != 0 {
 		t.Fatalf("mochi: status %d: %s", code, errOut.String())

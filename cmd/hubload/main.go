@@ -28,6 +28,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -59,6 +60,11 @@ type config struct {
 	failOnLoss     bool
 	persistent     bool
 	clientPrefix   string
+	// mqttClient is the MQTT client of every MQTT connection of a run:
+	// mqttClientLean (the default) or mqttClientPaho.
+	mqttClient string
+	// cpuProfile is where to write hubload's own CPU profile of the run.
+	cpuProfile string
 	// XMPP modes: the server's domain and the accounts (the first %d of
 	// xmppUser becomes the client number).
 	domain       string
@@ -152,6 +158,8 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.json, "json", false, "print the result as JSON")
 	fs.BoolVar(&c.persistent, "persistent", false, "MQTT subscribers keep a persistent session (clean session false), removed when the run ends")
 	fs.BoolVar(&c.failOnLoss, "fail-on-loss", false, "exit with status 3 when a message was lost or not sent")
+	fs.StringVar(&c.mqttClient, "mqtt-client", mqttClientLean, "MQTT client of every MQTT connection: lean (hubload's own, one reader and one batching writer per connection) or paho (the Eclipse Paho Go client), to compare")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write hubload's own CPU profile of the run to this file (go tool pprof)")
 	fs.StringVar(&c.clientPrefix, "client-prefix", fmt.Sprintf("hubload-%08x", rand.Uint32()), "prefix of MQTT client ids")
 	fs.StringVar(&c.domain, "domain", "localhost", "XMPP domain (xmpp, xmpp-topic)")
 	fs.StringVar(&c.xmppUser, "xmpp-user", "load%d", "XMPP user names; %d becomes the client number (publishers 0..P-1, subscribers P..P+S-1)")
@@ -198,6 +206,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("--inflight %d: must be 1..65535", c.inflight)
 	case c.pid < 0:
 		return fmt.Errorf("--pid %d: must be a process id", c.pid)
+	case c.mqttClient != "" && c.mqttClient != mqttClientLean && c.mqttClient != mqttClientPaho:
+		return fmt.Errorf("--mqtt-client %q: must be lean or paho", c.mqttClient)
 	case c.topic == "":
 		return errors.New("--topic: must not be empty")
 	case strings.ContainsAny(c.topic, "+#\x00"):
@@ -290,6 +300,14 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hubload:", err)
 		return 2
 	}
+	if c.cpuProfile != "" {
+		stop, err := startCPUProfile(c.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "hubload:", err)
+			return 1
+		}
+		defer stop()
+	}
 	res, err := runLoad(ctx, c, tr)
 	if err != nil {
 		fmt.Fprintln(stderr, "hubload:", err)
@@ -308,6 +326,22 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 3
 	}
 	return 0
+}
+
+// startCPUProfile profiles this process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("cpu profile %s: %w", path, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 func main() {

@@ -53,9 +53,33 @@ func connectMQTT(ctx context.Context, o *paho.ClientOptions) (paho.Client, error
 	return cl, nil
 }
 
+// MQTT clients hubload can use (--mqtt-client).
+const (
+	mqttClientLean = "lean"
+	mqttClientPaho = "paho"
+)
+
 // newMQTTSubscriber returns a transport.newSubscriber for MQTT subscribers
-// on url at c.qos.
+// on url at c.qos, of the client c.mqttClient names.
 func newMQTTSubscriber(c *config, url string) func(context.Context, int, string, func([]byte), func(error)) (subscriber, error) {
+	if c.mqttClient == mqttClientPaho {
+		return newPahoSubscriber(c, url)
+	}
+	return newLeanSubscriber(c, url)
+}
+
+// mqttTransport publishes and subscribes over MQTT at c.url with the client
+// c.mqttClient names.
+func mqttTransport(c *config) transport {
+	if c.mqttClient == mqttClientPaho {
+		return pahoTransport(c)
+	}
+	return leanTransport(c)
+}
+
+// newPahoSubscriber returns a transport.newSubscriber for paho MQTT
+// subscribers on url at c.qos.
+func newPahoSubscriber(c *config, url string) func(context.Context, int, string, func([]byte), func(error)) (subscriber, error) {
 	return func(ctx context.Context, idx int, topic string, deliver func([]byte), onLost func(error)) (subscriber, error) {
 		id := fmt.Sprintf("%s-sub-%d", c.clientPrefix, idx)
 		o := mqttOptions(c, url, id, onLost)
@@ -111,10 +135,10 @@ func (p mqttPublisher) publish(_ context.Context, topic string, payload []byte) 
 	return func(ctx context.Context) error { return waitToken(ctx, tok) }, nil
 }
 
-// mqttTransport publishes and subscribes over MQTT at c.url.
-func mqttTransport(c *config) transport {
+// pahoTransport publishes and subscribes over MQTT at c.url with paho.
+func pahoTransport(c *config) transport {
 	return transport{
-		newSubscriber: newMQTTSubscriber(c, cmp.Or(c.subURL, c.url)),
+		newSubscriber: newPahoSubscriber(c, cmp.Or(c.subURL, c.url)),
 		newPublisher: func(ctx context.Context, idx int, onLost func(error)) (publisher, error) {
 			cl, err := connectMQTT(ctx, mqttOptions(c, c.url, fmt.Sprintf("%s-pub-%d", c.clientPrefix, idx), onLost))
 			if err != nil {

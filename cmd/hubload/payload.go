@@ -37,19 +37,39 @@ type header struct {
 // encodePayload returns a payload of exactly size bytes (size >= headerSize)
 // carrying h.
 func encodePayload(h header, size int) []byte {
-	if size < headerSize {
-		size = headerSize
-	}
-	b := make([]byte, size)
-	b[0], b[1], b[2] = 'H', 'L', payloadVersion
-	binary.BigEndian.PutUint32(b[4:], h.Run)
-	binary.BigEndian.PutUint32(b[8:], h.Pub)
-	binary.BigEndian.PutUint64(b[12:], h.Seq)
-	binary.BigEndian.PutUint64(b[20:], uint64(h.SentNs))
-	for i := headerSize; i < size; i++ {
+	return appendPayload(make([]byte, 0, max(size, headerSize)), h, size)
+}
+
+// filler is what pads a payload past its header.
+var filler = func() []byte {
+	b := make([]byte, 4096)
+	for i := range b {
 		b[i] = 'x'
 	}
 	return b
+}()
+
+// appendFiller appends n filler bytes to b.
+func appendFiller(b []byte, n int) []byte {
+	for n > 0 {
+		k := min(n, len(filler))
+		b = append(b, filler[:k]...)
+		n -= k
+	}
+	return b
+}
+
+// appendPayload appends the payload encodePayload returns to b, so that a
+// client can build it straight into its output buffer.
+func appendPayload(b []byte, h header, size int) []byte {
+	size = max(size, headerSize)
+	var hd [headerSize]byte
+	hd[0], hd[1], hd[2] = 'H', 'L', payloadVersion
+	binary.BigEndian.PutUint32(hd[4:], h.Run)
+	binary.BigEndian.PutUint32(hd[8:], h.Pub)
+	binary.BigEndian.PutUint64(hd[12:], h.Seq)
+	binary.BigEndian.PutUint64(hd[20:], uint64(h.SentNs))
+	return appendFiller(append(b, hd[:]...), size-headerSize)
 }
 
 // The text form of the header, for protocols whose messages are text (XMPP
@@ -60,17 +80,18 @@ const textHeaderSize = 3 + 8 + 8 + 16 + 16
 
 // encodeTextPayload is encodePayload in the text form.
 func encodeTextPayload(h header, size int) []byte {
+	return appendTextPayload(make([]byte, 0, max(size, textHeaderSize)), h, size)
+}
+
+// appendTextPayload appends the payload encodeTextPayload returns to b.
+func appendTextPayload(b []byte, h header, size int) []byte {
 	size = max(size, textHeaderSize)
-	b := make([]byte, 0, size)
 	b = append(b, 'H', 'L', 't')
 	b = appendHex(b, uint64(h.Run), 8)
 	b = appendHex(b, uint64(h.Pub), 8)
 	b = appendHex(b, h.Seq, 16)
 	b = appendHex(b, uint64(h.SentNs), 16)
-	for len(b) < size {
-		b = append(b, 'x')
-	}
-	return b
+	return appendFiller(b, size-textHeaderSize)
 }
 
 const hexDigits = "0123456789abcdef"

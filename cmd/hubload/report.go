@@ -42,9 +42,15 @@ type Result struct {
 	Latency        LatencySummary `json:"latency"`
 	// WallSeconds runs from the first publication to the end of the drain;
 	// the CPU figures cover the same window.
-	WallSeconds      float64      `json:"wall_seconds"`
-	ClientCPUSeconds float64      `json:"client_cpu_seconds"`
-	Target           *TargetUsage `json:"target,omitempty"`
+	WallSeconds      float64 `json:"wall_seconds"`
+	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
+	// ClientCPUMicrosPerDelivery is hubload's own CPU over the deliveries
+	// received: what the load generator cost per message.
+	ClientCPUMicrosPerDelivery float64 `json:"client_cpu_us_per_delivery"`
+	// MQTTClient is the MQTT client of the run's MQTT connections (lean or
+	// paho); empty in modes without MQTT.
+	MQTTClient string       `json:"mqtt_client,omitempty"`
+	Target     *TargetUsage `json:"target,omitempty"`
 }
 
 // TargetUsage is what the process under test (--pid) used: memory in KiB
@@ -114,7 +120,11 @@ func writeText(w io.Writer, r *Result) {
 	l := r.Latency
 	fmt.Fprintf(w, "  latency    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (min %s, mean %s, n=%d)\n",
 		ms(l.P50Ms), ms(l.P90Ms), ms(l.P99Ms), ms(l.P999Ms), ms(l.MaxMs), ms(l.MinMs), ms(l.MeanMs), l.Count)
-	fmt.Fprintf(w, "  cpu        hubload %.2fs in %.2fs wall", r.ClientCPUSeconds, r.WallSeconds)
+	client := ""
+	if r.MQTTClient != "" {
+		client = ", MQTT client " + r.MQTTClient
+	}
+	fmt.Fprintf(w, "  cpu        hubload %.2fs in %.2fs wall (%.1fµs per delivery%s)", r.ClientCPUSeconds, r.WallSeconds, r.ClientCPUMicrosPerDelivery, client)
 	if t := r.Target; t != nil {
 		fmt.Fprintf(w, "  target %.2fs (%.1fµs per delivery)", t.CPUSeconds, t.CPUMicrosPerDelivery)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,12 +13,35 @@ import (
 	"time"
 )
 
-// publisher sends payloads for one publishing client. publish may return a
-// wait function that completes once the message is acknowledged (MQTT QoS 1
-// PUBACK); a nil wait means publish already finished.
+// publisher is one publishing client: a messagePublisher or a
+// framePublisher; close disconnects it.
 type publisher interface {
-	publish(ctx context.Context, topic string, payload []byte) (wait func(context.Context) error, err error)
 	close()
+}
+
+// messagePublisher sends payloads built by the publish loop. publish may
+// return a wait function that completes once the message is acknowledged
+// (MQTT QoS 1 PUBACK); a nil wait means publish already finished.
+type messagePublisher interface {
+	publisher
+	publish(ctx context.Context, topic string, payload []byte) (wait func(context.Context) error, err error)
+}
+
+// framePublisher builds each payload itself, from the header, straight
+// into its output (the lean MQTT client), and keeps its own window of
+// unacknowledged messages.
+type framePublisher interface {
+	publisher
+	// publishFrame sends one message carrying h (its send time is set as
+	// it is encoded), waiting while the window is full; an error means it
+	// was not sent.
+	publishFrame(ctx context.Context, topic string, h header) error
+	// flush has what publishFrame queued sent now: publishFrame may hold
+	// messages back to send several at once until it has to wait.
+	flush()
+	// settle flushes, then waits until every message sent is acknowledged
+	// (or, at QoS 0, written), or ctx ends, and returns how many were.
+	settle(ctx context.Context) (uint64, error)
 }
 
 // subscriber is one subscribing client; close disconnects it.
@@ -28,7 +52,8 @@ type subscriber interface {
 // transport connects the clients of one mode.
 type transport struct {
 	// newSubscriber connects subscriber idx, subscribes to topic and returns
-	// once the subscription is acknowledged; deliver is called per message.
+	// once the subscription is acknowledged; deliver is called per message,
+	// with a payload it must not keep after it returns.
 	// onError reports trouble after connecting, such as a dropped connection.
 	newSubscriber func(ctx context.Context, idx int, topic string, deliver func(payload []byte), onError func(error)) (subscriber, error)
 	// newPublisher connects publisher idx; onError as for newSubscriber.
@@ -260,6 +285,12 @@ func runLoad(ctx context.Context, c *config, tr transport) (*Result, error) {
 		WallSeconds:      end.Sub(start).Seconds(),
 		ClientCPUSeconds: clientCPU.Seconds(),
 	}
+	if tot.unique > 0 {
+		res.ClientCPUMicrosPerDelivery = res.ClientCPUSeconds * 1e6 / float64(tot.unique)
+	}
+	if c.mode != "xmpp" {
+		res.MQTTClient = cmp.Or(c.mqttClient, mqttClientLean)
+	}
 	if expected > tot.unique {
 		res.Lost = expected - tot.unique
 		res.LossPct = 100 * float64(res.Lost) / float64(expected)
@@ -292,16 +323,82 @@ type pubOutcome struct {
 	cut       bool   // the deadline stopped it
 }
 
+// paceInterval is the time between two messages of one publisher at
+// c.rate (0: unpaced).
+func paceInterval(c *config) time.Duration {
+	if c.rate > 0 {
+		return time.Duration(float64(time.Second) * float64(c.publishers) / c.rate)
+	}
+	return 0
+}
+
+// pace waits until message seq is due, interval after interval from start.
+func pace(ctx context.Context, start time.Time, seq uint64, interval time.Duration) {
+	if interval <= 0 {
+		return
+	}
+	if d := time.Until(start.Add(time.Duration(seq) * interval)); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
 // publishLoop sends n messages for publisher idx, paced by c.rate, with at
 // most c.inflight unacknowledged at a time. It stops at the first error,
 // which is logged: the connection is then usually gone.
 func publishLoop(ctx, ackCtx context.Context, c *config, pb publisher, idx int, run uint32, topic string, n uint64, start time.Time, errs *errorLog) pubOutcome {
+	switch p := pb.(type) {
+	case framePublisher:
+		return framePublishLoop(ctx, ackCtx, c, p, idx, run, topic, n, start, errs)
+	case messagePublisher:
+		return messagePublishLoop(ctx, ackCtx, c, p, idx, run, topic, n, start, errs)
+	}
+	errs.add(fmt.Errorf("publisher %d: %T cannot publish", idx, pb))
+	return pubOutcome{}
+}
+
+// framePublishLoop is publishLoop for a framePublisher, which keeps the
+// c.inflight window itself.
+func framePublishLoop(ctx, ackCtx context.Context, c *config, pb framePublisher, idx int, run uint32, topic string, n uint64, start time.Time, errs *errorLog) pubOutcome {
+	var o pubOutcome
+	interval := paceInterval(c)
+	for seq := uint64(0); seq < n; seq++ {
+		pace(ctx, start, seq, interval)
+		if ctx.Err() != nil {
+			o.cut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+			break
+		}
+		if err := pb.publishFrame(ctx, topic, header{Run: run, Pub: uint32(idx), Seq: seq}); err != nil {
+			if ctx.Err() != nil {
+				o.cut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+				break
+			}
+			errs.add(fmt.Errorf("publisher %d: message %d: %w", idx, seq, err))
+			break
+		}
+		o.attempted++
+		if interval > 0 {
+			pb.flush() // paced: each message goes out as it is due
+		}
+	}
+	sent, err := pb.settle(ackCtx)
+	if err != nil {
+		errs.add(fmt.Errorf("publisher %d: acknowledgement: %w", idx, err))
+	}
+	o.sent = sent
+	return o
+}
+
+// messagePublishLoop is publishLoop for a messagePublisher: it builds each
+// payload and keeps the window of wait functions.
+func messagePublishLoop(ctx, ackCtx context.Context, c *config, pb messagePublisher, idx int, run uint32, topic string, n uint64, start time.Time, errs *errorLog) pubOutcome {
 	var sent, attempted uint64
 	cut := false
-	var interval time.Duration
-	if c.rate > 0 {
-		interval = time.Duration(float64(time.Second) * float64(c.publishers) / c.rate)
-	}
+	interval := paceInterval(c)
 	var pending []func(context.Context) error
 	settle := func(ctx context.Context, w func(context.Context) error) bool {
 		if err := w(ctx); err != nil {
@@ -317,17 +414,7 @@ func publishLoop(ctx, ackCtx context.Context, c *config, pb publisher, idx int, 
 		encode = encodeTextPayload
 	}
 	for seq := uint64(0); seq < n && !failed; seq++ {
-		if interval > 0 {
-			next := start.Add(time.Duration(seq) * interval)
-			if d := time.Until(next); d > 0 {
-				t := time.NewTimer(d)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-				case <-t.C:
-				}
-			}
-		}
+		pace(ctx, start, seq, interval)
 		if ctx.Err() != nil {
 			cut = errors.Is(ctx.Err(), context.DeadlineExceeded)
 			break

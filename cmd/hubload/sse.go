@@ -64,6 +64,7 @@ func sseTransport(c *config) (transport, error) {
 	mq := mqttTransport(&config{
 		url: c.mqttURL, connectTimeout: c.connectTimeout, qos: c.qos,
 		username: c.username, password: c.password, clientPrefix: c.clientPrefix,
+		mqttClient: c.mqttClient, inflight: c.inflight, size: c.size, textPayload: c.textPayload,
 	})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c.subscribers}}
 	return transport{

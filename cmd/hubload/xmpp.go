@@ -264,6 +264,7 @@ func xmppTopicTransport(c *config) (transport, error) {
 	mq := mqttTransport(&config{
 		url: c.mqttURL, connectTimeout: c.connectTimeout, qos: c.qos,
 		username: c.username, password: c.password, clientPrefix: c.clientPrefix,
+		mqttClient: c.mqttClient, inflight: c.inflight, size: c.size, textPayload: c.textPayload,
 	})
 	return transport{
 		newPublisher: mq.newPublisher,
