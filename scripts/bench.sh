@@ -14,8 +14,9 @@
 # The table (every case alternates targets, BENCH_RUNS times; medians):
 #   MQTT QoS 0/1 throughput 1->1, 1->100, 100->1   hub mochi mosquitto ejabberd
 #   QoS 1 1->1 paced at 5,000 msg/s (p99)          hub mochi mosquitto ejabberd
-#   QoS 1 1->1 to a persistent session (hub: durable, every copy fsynced
-#     before its PUBACK) against the others' clean QoS 1 1->1
+#   QoS 1 1->1 to a persistent session (hub: durable, every copy in the
+#     store's WAL before its PUBACK, the default sync_interval of 1s) against
+#     the others' clean QoS 1 1->1
 #   XMPP chat: 20 pairs at 3,000 msg/s; 50 pairs at 9,000 msg/s (180 per
 #     connection: the hub's default c2s limit is 200 stanzas/s)   hub prosody ejabberd
 #   XMPP c2s logins (STARTTLS + SASL + bind), 4 workers            hub prosody ejabberd
