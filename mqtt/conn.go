@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -42,16 +44,24 @@ var errSlowConsumer = errors.New("mqtt: client does not read: pending writes ove
 // persistent session keeps its in-flight messages and gets them again when
 // the client returns.
 //
+// A write that finds nothing queued and no flusher running goes straight
+// to the socket with one non-blocking write (see writeNow), on the
+// writer's goroutine: a delivery at a steady rate costs no goroutine
+// start and hand-off per packet. What the socket does not take at once
+// is queued for the flusher as before, so a write never blocks.
+//
 // SetDeadline sets only the read deadline (mochi's keepalive); writes have
 // their own.
 type asyncConn struct {
 	net.Conn
 	timeout time.Duration         // of one socket write
 	slow    func(net.Conn, error) // told once when the connection is closed for a bound
+	raw     syscall.RawConn       // the socket under Conn for writeNow (nil: TLS, WebSocket, pipes)
 
 	mu         sync.Mutex
 	buf        []byte
 	flushing   bool // the flusher goroutine runs
+	queuing    int  // writers between their bound check and their append (see queue)
 	closing    bool // Close called: flush, then close
 	closed     bool
 	done       chan struct{} // closed once the connection is closed and flushed
@@ -77,7 +87,53 @@ const idleWriteBuffer = 512
 // called once, when the connection has been closed and what was pending
 // written (or given up on).
 func newAsyncConn(c net.Conn, timeout time.Duration, slow func(net.Conn, error), done func()) *asyncConn {
-	return &asyncConn{Conn: c, timeout: timeout, slow: slow, done: make(chan struct{}), onDone: done}
+	return &asyncConn{Conn: c, raw: rawSocket(c), timeout: timeout, slow: slow, done: make(chan struct{}), onDone: done}
+}
+
+// rawSocket is the plain socket c writes to unchanged, under a
+// reasonConn, or nil when the bytes are transformed on the way (TLS, a
+// WebSocket) or c is no socket.
+func rawSocket(c net.Conn) syscall.RawConn {
+	if rc, ok := c.(*reasonConn); ok {
+		c = rc.Conn
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// writeNow writes b to the socket with one non-blocking write and returns
+// how much it took (c.mu held, nothing queued, no flusher running). A
+// socket whose buffer is full takes less or nothing; an error is left to
+// the flusher, which meets it again and closes the connection.
+func (c *asyncConn) writeNow(b []byte) int {
+	var n int
+	var werr error
+	write := func(fd uintptr) bool {
+		for {
+			n, werr = syscall.Write(int(fd), b)
+			if werr != syscall.EINTR {
+				return true // never wait for the socket: the flusher does
+			}
+		}
+	}
+	err := c.raw.Write(write)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The deadline of the flusher's last write has passed: it bounds
+		// that write only.
+		_ = c.Conn.SetWriteDeadline(time.Time{})
+		err = c.raw.Write(write)
+	}
+	if err != nil || werr != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 // startFlush runs the flusher unless it runs (c.mu held).
@@ -102,7 +158,8 @@ func (c *asyncConn) finish() {
 	})
 }
 
-// Write queues b for the flusher. A DISCONNECT to an MQTT 3.1.1 (or 3.1)
+// Write writes b now when the socket takes it at once (see writeNow),
+// else queues it for the flusher. A DISCONNECT to an MQTT 3.1.1 (or 3.1)
 // client is dropped: that version has no server DISCONNECT (a client may
 // take the packet for a protocol error), the connection is just closed,
 // as Mosquitto does; mochi writes one in a few paths (an ACL refusal at
@@ -120,22 +177,44 @@ func (c *asyncConn) Write(b []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, net.ErrClosed
 	}
+	if c.raw != nil && !c.flushing && len(c.buf) == 0 && c.queuing == 0 {
+		n := c.writeNow(b)
+		if n == len(b) {
+			c.mu.Unlock()
+			return n, nil
+		}
+		// The rest waits for the flusher, as a whole write would.
+		rest, err := c.queue(b[n:])
+		return n + rest, err
+	}
+	return c.queue(b)
+}
+
+// queue adds b to what the flusher writes, within the pending bounds;
+// c.mu is held on entry and released on return.
+func (c *asyncConn) queue(b []byte) (int, error) {
 	if c.pend == nil && len(c.buf)+len(b) > maxPendingWrite {
 		c.mu.Unlock()
 		err := fmt.Errorf("%w (%d bytes)", errSlowConsumer, maxPendingWrite)
 		c.cutOff(err)
 		return 0, err
 	}
+	// No write goes straight to the socket ahead of b meanwhile.
+	c.queuing++
 	c.mu.Unlock()
 	if c.pend != nil {
 		// Not under c.mu: the budget may cut off other connections.
 		if err := c.pend.Add(len(b)); err != nil {
 			err = fmt.Errorf("mqtt: %w", err)
+			c.mu.Lock()
+			c.queuing--
+			c.mu.Unlock()
 			c.cutOff(err)
 			return 0, err
 		}
 	}
 	c.mu.Lock()
+	c.queuing--
 	if c.closed || c.closing {
 		c.mu.Unlock()
 		return 0, net.ErrClosed
