@@ -189,6 +189,9 @@ func (a *Adapter) attach(cl *mochi.Client, clean bool) error {
 		Principal:      p.Name, // its queue counts against the user's quota
 		Protocol:       broker.ProtoMQTT,
 		Allow:          a.reader(p, cl.ID),
+		// deliver only encodes and queues the packet (asyncConn never
+		// blocks a writer): a publisher may call it itself.
+		Inline: true,
 	}
 	opts.KeepFilters = resume
 	s.mu.Lock()
