@@ -56,7 +56,7 @@ func (s *memSub) deliverInline(it *item) {
 	live := s.attached && gen == s.inlineGen
 	s.mu.Unlock()
 	if live {
-		s.deliver(ctx, h, it, gen)
+		s.deliver(ctx, h, it, gen, false)
 	} else {
 		s.drop(1, it.qos)
 	}

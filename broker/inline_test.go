@@ -185,3 +185,53 @@ func eventually(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestDeliveryMore: deliveries of a burst that waited say More, all but
+// the last; a delivery with nothing behind it does not.
+func TestDeliveryMore(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		inline bool
+	}{{"goroutine", false}, {"inline", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := newMemory(t, nil)
+			entered, release := make(chan struct{}), make(chan struct{})
+			var mu sync.Mutex
+			var more []bool
+			_, err := b.Consume(context.Background(), broker.SubscribeOptions{ID: "m", Filters: []string{"m"}, Inline: tt.inline},
+				func(d *broker.Delivery) {
+					mu.Lock()
+					more = append(more, d.More)
+					n := len(more)
+					mu.Unlock()
+					if n == 1 {
+						close(entered)
+						<-release
+					}
+					d.Ack()
+				})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub := func(i int) {
+				if err := b.Publish(context.Background(), &broker.Envelope{Topic: "m", Payload: []byte{byte(i)}}); err != nil {
+					t.Error(err)
+				}
+			}
+			go pub(0)
+			<-entered
+			for i := 1; i <= 4; i++ {
+				pub(i)
+			}
+			close(release)
+			eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(more) == 5 })
+			mu.Lock()
+			defer mu.Unlock()
+			if want := []bool{false, true, true, true, false}; fmt.Sprint(more) != fmt.Sprint(want) {
+				t.Fatalf("More = %v, want %v", more, want)
+			}
+		})
+	}
+}

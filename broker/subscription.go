@@ -519,23 +519,24 @@ func cmpUint(a, b uint64) int {
 
 // next takes the next item to deliver, or says why there is none: the
 // window is full, the head is being stored, or the spool must be read.
-func (s *memSub) next(gen uint64) (it *item, readSpool bool) {
+// more says another is ready behind it (Delivery.More).
+func (s *memSub) next(gen uint64) (it *item, more, readSpool bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for {
 		if s.gen != gen || s.pending >= s.window {
-			return nil, false
+			return nil, false, false
 		}
 		if len(s.redo) > 0 {
 			it = s.redo[0]
 			s.redo = s.redo[1:]
 			s.pending++
-			return it, false
+			return it, s.moreLocked(), false
 		}
 		if len(s.mem) > 0 {
 			head := s.mem[0]
 			if !head.ready {
-				return nil, false
+				return nil, false, false
 			}
 			s.mem[0] = nil
 			s.mem = s.mem[1:]
@@ -543,11 +544,17 @@ func (s *memSub) next(gen uint64) (it *item, readSpool bool) {
 				continue
 			}
 			s.pending++
-			return head, false
+			return head, s.moreLocked(), false
 		}
 		s.mem = nil
-		return nil, s.spilling
+		return nil, false, s.spilling
 	}
+}
+
+// moreLocked reports whether a delivery is ready to follow the one just
+// taken (s.mu held).
+func (s *memSub) moreLocked() bool {
+	return s.pending < s.window && (len(s.redo) > 0 || len(s.mem) > 0 && s.mem[0].ready)
 }
 
 func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done chan struct{}) {
@@ -571,9 +578,9 @@ func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done ch
 		}
 	}()
 	for ctx.Err() == nil {
-		it, read := s.next(gen)
+		it, more, read := s.next(gen)
 		if it != nil {
-			s.deliver(ctx, h, it, gen)
+			s.deliver(ctx, h, it, gen, more)
 			continue
 		}
 		if read {
@@ -641,14 +648,14 @@ func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done ch
 
 // deliver hands it to the handler, unless it expired or the subscriber
 // may no longer read it.
-func (s *memSub) deliver(ctx context.Context, h DeliveryHandler, it *item, gen uint64) {
+func (s *memSub) deliver(ctx context.Context, h DeliveryHandler, it *item, gen uint64, more bool) {
 	d := &it.d
 	if it.dUsed {
 		d = new(Delivery)
 	}
 	it.dUsed = true
 	*d = Delivery{Envelope: it.e, QoS: it.qos, Retained: it.retained, RetainFlag: it.retFlag,
-		Redelivered: it.redo, IDs: it.ids, sub: s, it: it, gen: gen, ctx: ctx}
+		Redelivered: it.redo, IDs: it.ids, More: more, sub: s, it: it, gen: gen, ctx: ctx}
 	if it.e.Expired(time.Now()) {
 		s.drop(1, it.qos)
 		d.Ack()

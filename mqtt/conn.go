@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,6 +58,10 @@ type asyncConn struct {
 	timeout time.Duration         // of one socket write
 	slow    func(net.Conn, error) // told once when the connection is closed for a bound
 	raw     syscall.RawConn       // the socket under Conn for writeNow (nil: TLS, WebSocket, pipes)
+	// gather makes the write under way wait for the flusher even when
+	// the socket would take it now: more are coming (a burst), and the
+	// flusher writes them together (see writeGathered).
+	gather atomic.Bool
 
 	mu         sync.Mutex
 	buf        []byte
@@ -88,6 +93,19 @@ const idleWriteBuffer = 512
 // written (or given up on).
 func newAsyncConn(c net.Conn, timeout time.Duration, slow func(net.Conn, error), done func()) *asyncConn {
 	return &asyncConn{Conn: c, raw: rawSocket(c), timeout: timeout, slow: slow, done: make(chan struct{}), onDone: done}
+}
+
+// writeGathered runs write (one packet written through c) as one of a
+// burst when more is true: it is queued for the flusher, which writes
+// what gathers meanwhile in one go, instead of a system call each.
+func writeGathered(conn net.Conn, more bool, write func() error) error {
+	c, ok := conn.(*asyncConn)
+	if !ok || !more {
+		return write()
+	}
+	c.gather.Store(true)
+	defer c.gather.Store(false)
+	return write()
 }
 
 // rawSocket is the plain socket c writes to unchanged, under a
@@ -177,7 +195,7 @@ func (c *asyncConn) Write(b []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, net.ErrClosed
 	}
-	if c.raw != nil && !c.flushing && len(c.buf) == 0 && c.queuing == 0 {
+	if c.raw != nil && !c.flushing && len(c.buf) == 0 && c.queuing == 0 && !c.gather.Load() {
 		n := c.writeNow(b)
 		if n == len(b) {
 			c.mu.Unlock()

@@ -290,7 +290,9 @@ func (s *session) deliver(d *broker.Delivery) {
 	}
 	s.mu.Unlock()
 	a.metrics.delivered.Add(1)
-	if err := a.writePacket(cl, pk); err != nil && d.QoS == 0 {
+	// In a burst the packets gather for the flusher's one write.
+	err := writeGathered(cl.Net.Conn, d.More, func() error { return a.writePacket(cl, pk) })
+	if err != nil && d.QoS == 0 {
 		d.Ack()
 		return
 	}
