@@ -1,8 +1,11 @@
 package broker
 
+import "time"
+
 // Inline delivery (SubscribeOptions.Inline): a publisher that finds a
 // subscription idle (no delivery goroutine, nothing queued or to redo,
-// room in the window) delivers to it on its own goroutine. A steady flow
+// room in the window) and not flooded (inlineGap) delivers to it on its
+// own goroutine. A steady flow
 // to one subscriber then costs no goroutine wake-up and hand-off per
 // envelope between the publisher's reader and the subscriber's writer.
 //
@@ -11,6 +14,13 @@ package broker
 // until it is done, later envelopes queue behind it and wake nobody, and a
 // detach waits for it. Once it has delivered, it hands whatever came
 // meanwhile to a delivery goroutine (endInline).
+
+// inlineGap is how far apart (by Envelope.Time) envelopes to one
+// subscription must come for the publisher to deliver them itself: up to
+// 10,000 msg/s. Faster, the publisher leaves them to the subscription's
+// goroutine, which runs beside it on another core and writes bursts
+// together, as throughput wants.
+const inlineGap = 100 * time.Microsecond
 
 // maxInline bounds the deliveries one publish makes itself (a client and
 // the history, say): the rest of a fan-out goes on in parallel, in the

@@ -5,14 +5,15 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hubsmith/hub/broker"
 )
 
 // BenchmarkConsumeOneByOne measures one publish, its delivery and its ack
 // to one Consume subscriber, the publisher waiting for each delivery
-// before the next publish (a paced flow: the subscription is idle at
-// every publish), with the delivery made by the subscription's goroutine
+// before the next publish and the envelopes stamped 200 µs apart (a
+// paced flow of 5,000 msg/s: the subscription is idle at every publish), with the delivery made by the subscription's goroutine
 // or inline by the publisher, and how many goroutines that starts.
 func BenchmarkConsumeOneByOne(b *testing.B) {
 	for _, inline := range []bool{false, true} {
@@ -36,8 +37,11 @@ func BenchmarkConsumeOneByOne(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
-			for range b.N {
-				if err := bus.Publish(ctx, &broker.Envelope{Topic: "bench/x", QoS: 1, Payload: payload}); err != nil {
+			t0 := time.Now()
+			for i := range b.N {
+				// Stamped 200 µs apart, as at 5,000 msg/s.
+				e := &broker.Envelope{Topic: "bench/x", QoS: 1, Payload: payload, Time: t0.Add(time.Duration(i) * 200 * time.Microsecond)}
+				if err := bus.Publish(ctx, e); err != nil {
 					b.Fatal(err)
 				}
 				<-delivered

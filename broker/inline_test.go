@@ -27,8 +27,10 @@ func TestMemoryInlineConformance(t *testing.T) {
 	})
 }
 
-// TestInlineDelivery: an idle inline subscription gets each envelope on
-// the publisher's goroutine, before Publish returns; under concurrent
+// TestInlineDelivery: an idle inline subscription gets each envelope of a
+// steady flow on the publisher's goroutine, before Publish returns; a
+// flood (envelopes closer than inlineGap) goes by the subscription's
+// goroutine; under concurrent
 // publishers and a small window every envelope still arrives once, in
 // each publisher's order.
 func TestInlineDelivery(t *testing.T) {
@@ -38,11 +40,13 @@ func TestInlineDelivery(t *testing.T) {
 		publishers int
 		window     int
 		asyncAck   bool
+		flood      bool // envelopes stamped 1 µs apart
 	}{
-		{"one publisher", 1, 100, false},
-		{"one publisher window 1 acks later", 1, 1, true},
-		{"eight publishers", 8, 100, false},
-		{"eight publishers window 2 acks later", 8, 2, true},
+		{"one publisher", 1, 100, false, false},
+		{"one publisher window 1 acks later", 1, 1, true, false},
+		{"eight publishers", 8, 100, false, false},
+		{"eight publishers window 2 acks later", 8, 2, true, false},
+		{"one publisher flooding", 1, 100, false, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -55,6 +59,8 @@ func TestInlineDelivery(t *testing.T) {
 			}
 			var got atomic.Int64
 			var bad atomic.Value
+			var inlined atomic.Bool // every publish of the flood delivered before it returned
+			inlined.Store(true)
 			acks, stop := make(chan *broker.Delivery, 1024), make(chan struct{})
 			defer close(stop)
 			go func() {
@@ -92,19 +98,32 @@ func TestInlineDelivery(t *testing.T) {
 			var wg sync.WaitGroup
 			for p := range tt.publishers {
 				wg.Go(func() {
+					t0, step := time.Now(), time.Millisecond
+					if tt.flood {
+						step = time.Microsecond
+					}
 					for i := range n {
-						e := &broker.Envelope{Topic: "in/x", QoS: 1, Payload: fmt.Appendf(nil, "%d %d", p, i)}
+						// Stamped as a steady flow of 1,000 msg/s (inline), or
+						// a flood.
+						e := &broker.Envelope{Topic: "in/x", QoS: 1, Payload: fmt.Appendf(nil, "%d %d", p, i),
+							Time: t0.Add(time.Duration(i) * step)}
 						if err := b.Publish(context.Background(), e); err != nil {
 							bad.Store(err.Error())
 							return
 						}
-						if tt.publishers == 1 && !tt.asyncAck && got.Load() != int64(i+1) {
+						if tt.publishers == 1 && !tt.asyncAck && !tt.flood && got.Load() != int64(i+1) {
 							bad.Store(fmt.Sprintf("publish %d returned before its delivery (%d delivered)", i, got.Load()))
+						}
+						if tt.flood && i > 0 {
+							inlined.Store(inlined.Load() && got.Load() == int64(i+1))
 						}
 					}
 				})
 			}
 			wg.Wait()
+			if tt.flood && inlined.Load() {
+				t.Error("a flood was delivered inline, each before its Publish returned")
+			}
 			eventually(t, func() bool { return got.Load() >= int64(n*tt.publishers) })
 			if v := bad.Load(); v != nil {
 				t.Fatal(v)

@@ -68,6 +68,7 @@ type memSub struct {
 	running   bool            // a delivery goroutine runs (done is its), or a publisher delivers inline
 	inlining  bool            // a publisher delivers inline (inline.go); idle is signalled when it ends
 	inlineGen uint64          // the attachment the inline delivery belongs to
+	lastOffer time.Time       // the Time of the envelope offered last (see inlineGap)
 	idle      *sync.Cond      // on mu
 	done      chan struct{}
 	gen       uint64 // bumped by every attach and detach
@@ -283,7 +284,12 @@ func (s *memSub) offer(e *Envelope, mt *match, hold, inline bool) {
 		s.drop(1, it.qos)
 		return
 	}
-	if inline && !hold && s.claimInline() {
+	// Inline only while envelopes come apart: in a flood the delivery
+	// goroutine, on the other core, takes them in bursts (Delivery.More)
+	// while the publisher reads on.
+	apart := e.Time.Sub(s.lastOffer) >= inlineGap
+	s.lastOffer = e.Time
+	if inline && !hold && apart && s.claimInline() {
 		mt.it, mt.inline = it, true
 		return
 	}
