@@ -45,8 +45,8 @@ var errSlowConsumer = errors.New("mqtt: client does not read: pending writes ove
 // persistent session keeps its in-flight messages and gets them again when
 // the client returns.
 //
-// A write that finds nothing queued and no flusher running goes straight
-// to the socket with one non-blocking write (see writeNow), on the
+// A small write that finds nothing queued and no flusher running goes
+// straight to the socket with one non-blocking write (see writeNow), on the
 // writer's goroutine: a delivery at a steady rate costs no goroutine
 // start and hand-off per packet. What the socket does not take at once
 // is queued for the flusher as before, so a write never blocks.
@@ -67,6 +67,7 @@ type asyncConn struct {
 	buf        []byte
 	flushing   bool // the flusher goroutine runs
 	queuing    int  // writers between their bound check and their append (see queue)
+	partial    int  // the first bytes of buf: the rest of a packet writeNow began, not in pend
 	closing    bool // Close called: flush, then close
 	closed     bool
 	done       chan struct{} // closed once the connection is closed and flushed
@@ -125,6 +126,12 @@ func rawSocket(c net.Conn) syscall.RawConn {
 	}
 	return raw
 }
+
+// maxWriteNow is the largest write writeNow takes: the hand-off to the
+// flusher costs little beside a larger packet's copy, and a flood of
+// large packets to a client that reads slowly stays in the flusher's
+// hands, inside the pending bounds, as before.
+const maxWriteNow = 4 << 10
 
 // writeNow writes b to the socket with one non-blocking write and returns
 // how much it took (c.mu held, nothing queued, no flusher running). A
@@ -195,15 +202,23 @@ func (c *asyncConn) Write(b []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, net.ErrClosed
 	}
-	if c.raw != nil && !c.flushing && len(c.buf) == 0 && c.queuing == 0 && !c.gather.Load() {
+	if c.raw != nil && len(b) <= maxWriteNow && !c.flushing && len(c.buf) == 0 && c.queuing == 0 && !c.gather.Load() {
 		n := c.writeNow(b)
 		if n == len(b) {
 			c.mu.Unlock()
 			return n, nil
 		}
-		// The rest waits for the flusher, as a whole write would.
-		rest, err := c.queue(b[n:])
-		return n + rest, err
+		if n > 0 {
+			// The packet is partly on the wire: the rest goes next,
+			// whatever the bounds (they count whole packets), and a
+			// cut-off keeps it, so that the DISCONNECT after it is read
+			// as one (see cutOff).
+			c.buf = append(c.buf, b[n:]...)
+			c.partial = len(b) - n
+			c.startFlush()
+			c.mu.Unlock()
+			return len(b), nil
+		}
 	}
 	return c.queue(b)
 }
@@ -271,6 +286,8 @@ func (c *asyncConn) flush() {
 			return
 		}
 		out, c.buf = c.buf, out[:0]
+		unaccounted := c.partial
+		c.partial = 0
 		timeout := c.timeout
 		if c.closing {
 			timeout = closeFlushTimeout
@@ -279,7 +296,7 @@ func (c *asyncConn) flush() {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
 		n, err := c.Conn.Write(out)
 		if c.pend != nil {
-			c.pend.Done(n)
+			c.pend.Done(max(0, n-unaccounted))
 		}
 		c.mu.Lock()
 		if err != nil {
@@ -341,9 +358,11 @@ func (c *asyncConn) cutOff(err error) {
 		c.mu.Unlock()
 		return
 	}
-	c.buf = nil
+	// What is pending is dropped, but for the rest of a packet partly
+	// written: the DISCONNECT must follow whole packets.
+	c.buf = c.buf[:c.partial]
 	if rc, ok := c.Conn.(*reasonConn); ok && rc.protocolVersion() == 5 {
-		c.buf = []byte{packets.Disconnect << 4, 2, code.Code, 0}
+		c.buf = append(c.buf, packets.Disconnect<<4, 2, code.Code, 0)
 	}
 	c.closing = true
 	// The packet being written, if any, gets the time of any write; the
