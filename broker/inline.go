@@ -23,8 +23,8 @@ import "time"
 const inlineGap = 100 * time.Microsecond
 
 // maxInline bounds the deliveries one publish makes itself (a client and
-// the history, say): the rest of a fan-out goes on in parallel, in the
-// subscriptions' goroutines.
+// the history, say); a publish matching more subscriptions makes none: a
+// fan-out goes on in parallel, in the subscriptions' goroutines.
 const maxInline = 2
 
 // inlined are the deliveries route left to the publisher, in order.

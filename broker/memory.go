@@ -328,6 +328,10 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 		}
 	}
 	var refs []QueueRef
+	// A fan-out is delivered by the subscriptions' goroutines, in
+	// parallel: only a publish to a few subscriptions may be delivered
+	// inline (the client and the history, say).
+	fewMatches := len(ms) <= maxInline
 	for i := range ms {
 		mt := &ms[i]
 		if len(mt.ids) > 1 {
@@ -336,7 +340,7 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 		if mt.qos < e.QoS {
 			m.downgraded(e, mt)
 		}
-		mt.s.offer(e, mt, hold, !in.full() && mt.s.opts.Inline)
+		mt.s.offer(e, mt, hold, fewMatches && !in.full() && mt.s.opts.Inline)
 		if mt.inline {
 			in.add(mt.s, mt.it)
 		}

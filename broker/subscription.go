@@ -17,12 +17,6 @@ const spoolBatch = 64
 // wait to be removed from the spool together.
 const ackFlushDelay = 5 * time.Millisecond
 
-// lingerDelay is how long an idle delivery goroutine waits for more
-// before it ends: longer than the gap between envelopes of a steady flow
-// (200 µs at 5,000 msg/s), short enough that an idle subscription soon
-// holds no goroutine.
-const lingerDelay = 2 * time.Millisecond
-
 // item is one envelope waiting for, or out on, delivery to a subscription.
 type item struct {
 	e        *Envelope
@@ -574,13 +568,10 @@ func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done ch
 		s.mu.Unlock()
 	}()
 	var flush <-chan time.Time
-	var timer, linger *time.Timer
+	var timer *time.Timer
 	defer func() {
 		if timer != nil {
 			timer.Stop()
-		}
-		if linger != nil {
-			linger.Stop()
 		}
 	}()
 	for ctx.Err() == nil {
@@ -619,24 +610,8 @@ func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done ch
 			}
 			continue
 		}
-		// Nothing to do: wait a little for more (a subscription with a
-		// steady flow keeps its goroutine and its grown stack instead of
-		// starting one per envelope), then end, unless a wake came
-		// meanwhile (the next one starts a new goroutine).
-		if linger == nil {
-			linger = time.NewTimer(lingerDelay)
-		} else {
-			linger.Reset(lingerDelay)
-		}
-		select {
-		case <-s.kick:
-			linger.Stop()
-			continue
-		case <-linger.C:
-		case <-ctx.Done():
-			linger.Stop()
-			continue
-		}
+		// Nothing to do: end, unless a wake came meanwhile (the next one
+		// starts a new goroutine).
 		s.mu.Lock()
 		select {
 		case <-s.kick:
