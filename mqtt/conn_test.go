@@ -172,3 +172,108 @@ func TestIdleConnKeepsNoBurstBuffer(t *testing.T) {
 		})
 	}
 }
+
+// tcpPair is a connected loopback TCP pair.
+func tcpPair(t *testing.T) (server, client *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-accepted
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { _ = c.Close(); _ = s.Close() })
+	return s.(*net.TCPConn), c.(*net.TCPConn)
+}
+
+// TestWriteNow: on a TCP socket a write the socket takes at once goes out
+// on the writer's goroutine (no flusher runs after it), and a peer that
+// stops reading makes writes queue, partly written or not at all, with
+// the stream still whole and in order once it reads again. A deadline
+// the flusher left behind, passed, does not stop a write.
+func TestWriteNow(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		size    int
+		n       int
+		stalled bool // the peer reads only once everything is written
+	}{
+		{"small, peer reading", 64, 200, false},
+		{"large, peer stalled", 32 << 10, 100, true},
+		{"mixed, peer stalled", 3000, 1000, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			server, client := tcpPair(t)
+			// A small send buffer (not a small receive window, where TCP
+			// itself stalls) fills at once.
+			_ = server.SetWriteBuffer(4096)
+			ac := newAsyncConn(newReasonConn(server, 0), wait, func(net.Conn, error) {}, func() {})
+			defer ac.Close()
+			if ac.raw == nil {
+				t.Fatal("no raw socket under a TCP connection")
+			}
+			var want bytes.Buffer
+			queued := false // a write was left to the flusher
+			got := make(chan []byte, 1)
+			read := func(n int) {
+				b := make([]byte, n)
+				_ = client.SetReadDeadline(time.Now().Add(wait))
+				_, err := io.ReadFull(client, b)
+				if err != nil {
+					t.Errorf("read: %v", err)
+				}
+				got <- b
+			}
+			for i := range tt.n {
+				b := bytes.Repeat([]byte{byte(i)}, tt.size-i%7)
+				want.Write(b)
+				if _, err := ac.Write(b); err != nil {
+					t.Fatalf("write %d: %v", i, err)
+				}
+				ac.mu.Lock()
+				queued = queued || ac.flushing
+				ac.mu.Unlock()
+				if !tt.stalled {
+					ac.mu.Lock()
+					flushing := ac.flushing
+					ac.mu.Unlock()
+					if flushing {
+						t.Fatalf("write %d: a flusher runs after a write the socket took", i)
+					}
+					go read(len(b))
+					if r := <-got; !bytes.Equal(r, b) {
+						t.Fatalf("write %d: the peer read something else", i)
+					}
+				}
+				if i == tt.n/2 && !tt.stalled {
+					// The flusher's last deadline has passed (no flusher
+					// runs now): writes still go.
+					_ = server.SetWriteDeadline(time.Now().Add(-time.Second))
+				}
+			}
+			if tt.stalled {
+				if !queued {
+					t.Fatal("no write was queued for the flusher")
+				}
+				go read(want.Len())
+				if r := <-got; !bytes.Equal(r, want.Bytes()) {
+					t.Fatal("the stream the peer read is not what was written, in order")
+				}
+			}
+		})
+	}
+}
