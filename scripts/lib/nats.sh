@@ -40,7 +40,10 @@ wait_healthy() {
 		kill -0 "$3" 2>/dev/null || break
 		sleep 0.1
 	done
-	echo "FAIL: hub $1 did not become healthy"; cat "$work/$1.log"; exit 1
+	echo "FAIL: hub $1 did not become healthy"; cat "$work/$1.log"
+	curl -sS "http://127.0.0.1:$2/healthz" 2>&1 | head -c 2000; echo
+	[ -f "$work/nats.log" ] && { echo "--- nats-server's log (tail)"; tail -n 40 "$work/nats.log"; }
+	exit 1
 }
 
 # need_bins BIN...: fails the case when one of them is not installed.
