@@ -123,13 +123,6 @@ type SubscribeOptions struct {
 	// deliveries come from a JetStream consumer instead, so that each
 	// publish is delivered once.
 	LiveQoS0Only bool
-	// Inline says the handler never waits (it encodes and queues, as an
-	// MQTT session's does): a bus may then call it on the publisher's
-	// goroutine, Allow included, for a delivery the subscription can take
-	// at once (nothing waiting before it, room in the window), instead of
-	// handing it to the subscription's delivery goroutine. Order and the
-	// window are as without it. A hint: a bus may ignore it.
-	Inline bool
 }
 
 // DefaultQueueLen is the in-memory queue length of a subscription when

@@ -27,11 +27,6 @@ type Delivery struct {
 	Redelivered bool
 	// IDs are the subscription identifiers of the filters that matched.
 	IDs []int
-	// More says that further deliveries to this subscriber are ready
-	// right behind this one (a burst): a handler may let its writes
-	// gather instead of writing each at once. A hint; false is always
-	// correct.
-	More bool
 
 	sub  *memSub
 	it   *item
@@ -56,7 +51,7 @@ type DeliveryFuncs struct {
 // as for the in-process bus) call fs.
 func NewDelivery(ctx context.Context, d *Delivery, fs DeliveryFuncs) *Delivery {
 	return &Delivery{Envelope: d.Envelope, QoS: d.QoS, Retained: d.Retained, RetainFlag: d.RetainFlag,
-		Redelivered: d.Redelivered, IDs: d.IDs, More: d.More, ctx: ctx, ext: &fs}
+		Redelivered: d.Redelivered, IDs: d.IDs, ctx: ctx, ext: &fs}
 }
 
 // Context returns the context of the attachment the delivery belongs

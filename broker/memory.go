@@ -252,25 +252,22 @@ func (m *Memory) publish(ctx context.Context, e *Envelope) ([]match, []QueueRef,
 	if e.Origin.Node == "" {
 		e.Origin.Node = m.node
 	}
-	ms, refs, over, in, err := m.route(ctx, e)
+	ms, refs, over, err := m.route(ctx, e)
 	for _, s := range over {
 		m.reportDrops(s, 1) // without the bus's lock: it publishes
 	}
-	in.deliver()
 	return ms, refs, err
 }
 
 // route stores the retained value and offers e to every matching
 // subscription, in order; it returns the matches, the durable queue
-// entries still to write (see store), the subscriptions e was dropped
-// for by their owner's quota (to report) and the delivery, if any, left
-// to the caller to make (see deliverInline).
-func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, []*memSub, inlined, error) {
+// entries still to write (see store) and the subscriptions e was dropped
+// for by their owner's quota (to report).
+func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, []*memSub, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	var in inlined
 	if m.closed {
-		return nil, nil, nil, in, ErrClosed
+		return nil, nil, nil, ErrClosed
 	}
 	// Most publishes match a few subscriptions: their matches live on
 	// the stack unless they must outlive route (a store write).
@@ -309,11 +306,11 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 	}
 	ms, over, err := m.checkQueued(e, ms)
 	if err != nil {
-		return nil, nil, nil, in, err
+		return nil, nil, nil, err
 	}
 	if e.Retain && !m.extRetained {
 		if err := m.retain(ctx, e); err != nil {
-			return nil, nil, nil, in, err
+			return nil, nil, nil, err
 		}
 	}
 	m.published.Add(1)
@@ -328,10 +325,6 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 		}
 	}
 	var refs []QueueRef
-	// A fan-out is delivered by the subscriptions' goroutines, in
-	// parallel: only a publish to a few subscriptions may be delivered
-	// inline (the client and the history, say).
-	fewMatches := len(ms) <= maxInline
 	for i := range ms {
 		mt := &ms[i]
 		if len(mt.ids) > 1 {
@@ -340,18 +333,15 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 		if mt.qos < e.QoS {
 			m.downgraded(e, mt)
 		}
-		mt.s.offer(e, mt, hold, fewMatches && !in.full() && mt.s.opts.Inline)
-		if mt.inline {
-			in.add(mt.s, mt.it)
-		}
+		mt.s.offer(e, mt, hold)
 		if mt.durable {
 			refs = append(refs, QueueRef{Subscriber: mt.s.opts.ID, Seq: mt.seq})
 		}
 	}
 	if len(refs) == 0 {
-		return nil, nil, over, in, nil // nothing waits for a store write
+		return nil, nil, over, nil // nothing waits for a store write
 	}
-	return slices.Clone(ms), refs, over, in, nil
+	return slices.Clone(ms), refs, over, nil
 }
 
 // store writes e once, with its place in each durable queue, then lets

@@ -53,21 +53,17 @@ type memSub struct {
 	opts SubscribeOptions
 	kick chan struct{}
 
-	mu        sync.Mutex
-	entries   []*fentry // the filters in the index
-	attached  bool
-	h         DeliveryHandler
-	cancel    context.CancelFunc
-	runCtx    context.Context // the attachment's, for the delivery goroutines
-	running   bool            // a delivery goroutine runs (done is its), or a publisher delivers inline
-	inlining  bool            // a publisher delivers inline (inline.go); idle is signalled when it ends
-	inlineGen uint64          // the attachment the inline delivery belongs to
-	lastOffer time.Time       // the Time of the envelope offered last (see inlineGap)
-	idle      *sync.Cond      // on mu
-	done      chan struct{}
-	gen       uint64 // bumped by every attach and detach
-	attaches  uint64 // attachments so far
-	window    int
+	mu       sync.Mutex
+	entries  []*fentry // the filters in the index
+	attached bool
+	h        DeliveryHandler
+	cancel   context.CancelFunc
+	runCtx   context.Context // the attachment's, for the delivery goroutines
+	running  bool            // a delivery goroutine runs (done is its)
+	done     chan struct{}
+	gen      uint64 // bumped by every attach and detach
+	attaches uint64 // attachments so far
+	window   int
 
 	mem      []*item
 	redo     []*item
@@ -107,7 +103,6 @@ func (m *Memory) newSub(opts SubscribeOptions) *memSub {
 		opts.QueueLen = DefaultQueueLen
 	}
 	s := &memSub{m: m, opts: opts, kick: make(chan struct{}, 1), nextSeq: 1, sent: make(map[int64]struct{})}
-	s.idle = sync.NewCond(&s.mu)
 	s.setOwner(opts)
 	return s
 }
@@ -242,16 +237,13 @@ type match struct {
 	it      *item
 	seq     int64
 	durable bool
-	inline  bool // it is the publisher's to deliver (inline.go)
 }
 
 // offer queues m's envelope for the subscription. For a durable
 // delivery it assigns the sequence number the caller must write it at
 // (then calling storedAs); the item waits in mem, not ready, meanwhile.
 // With hold, a delivery that is not stored waits too, until release.
-// With inline, a delivery the subscription can take at once may be left
-// to the caller to make (mt.inline; see deliverInline).
-func (s *memSub) offer(e *Envelope, mt *match, hold, inline bool) {
+func (s *memSub) offer(e *Envelope, mt *match, hold bool) {
 	it := &item{e: e, qos: mt.qos, ids: mt.ids, retFlag: e.Retain && mt.rap}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -276,15 +268,6 @@ func (s *memSub) offer(e *Envelope, mt *match, hold, inline bool) {
 	it.ready = !hold
 	if !s.attached || len(s.mem) >= s.opts.QueueLen {
 		s.drop(1, it.qos)
-		return
-	}
-	// Inline only while envelopes come apart: in a flood the delivery
-	// goroutine, on the other core, takes them in bursts (Delivery.More)
-	// while the publisher reads on.
-	apart := e.Time.Sub(s.lastOffer) >= inlineGap
-	s.lastOffer = e.Time
-	if inline && !hold && apart && s.claimInline() {
-		mt.it, mt.inline = it, true
 		return
 	}
 	s.mem = append(s.mem, it)
@@ -430,13 +413,7 @@ func (s *memSub) detach() {
 	s.gen++
 	gen := s.gen
 	s.cancel()
-	for s.inlining {
-		s.idle.Wait() // a publisher's delivery in progress ends first
-	}
-	var done chan struct{}
-	if s.gen == gen { // else attached again meanwhile: that goroutine is not ours
-		done = s.done
-	}
+	done := s.done
 	s.mu.Unlock()
 	if done != nil {
 		<-done
@@ -478,18 +455,12 @@ func (s *memSub) ack(d *Delivery) {
 	if live {
 		s.pending--
 	}
-	// The delivery goroutine is needed only for what waits (perhaps for
-	// this room in the window) or for the acks to remove from the spool:
-	// an ack of the last delivery out starts none.
-	work := d.it.seq > 0 || len(s.mem) > 0 || len(s.redo) > 0 || s.spilling
 	s.mu.Unlock()
 	if !live && d.it.seq > 0 {
 		// No delivery goroutine of that attachment will flush it.
 		s.flushAcks(context.Background())
 	}
-	if work {
-		s.wake()
-	}
+	s.wake()
 }
 
 func (s *memSub) nack(d *Delivery) {
@@ -519,24 +490,23 @@ func cmpUint(a, b uint64) int {
 
 // next takes the next item to deliver, or says why there is none: the
 // window is full, the head is being stored, or the spool must be read.
-// more says another is ready behind it (Delivery.More).
-func (s *memSub) next(gen uint64) (it *item, more, readSpool bool) {
+func (s *memSub) next(gen uint64) (it *item, readSpool bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for {
 		if s.gen != gen || s.pending >= s.window {
-			return nil, false, false
+			return nil, false
 		}
 		if len(s.redo) > 0 {
 			it = s.redo[0]
 			s.redo = s.redo[1:]
 			s.pending++
-			return it, s.moreLocked(), false
+			return it, false
 		}
 		if len(s.mem) > 0 {
 			head := s.mem[0]
 			if !head.ready {
-				return nil, false, false
+				return nil, false
 			}
 			s.mem[0] = nil
 			s.mem = s.mem[1:]
@@ -544,17 +514,11 @@ func (s *memSub) next(gen uint64) (it *item, more, readSpool bool) {
 				continue
 			}
 			s.pending++
-			return head, s.moreLocked(), false
+			return head, false
 		}
 		s.mem = nil
-		return nil, false, s.spilling
+		return nil, s.spilling
 	}
-}
-
-// moreLocked reports whether a delivery is ready to follow the one just
-// taken (s.mu held).
-func (s *memSub) moreLocked() bool {
-	return s.pending < s.window && (len(s.redo) > 0 || len(s.mem) > 0 && s.mem[0].ready)
 }
 
 func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done chan struct{}) {
@@ -575,9 +539,9 @@ func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done ch
 		}
 	}()
 	for ctx.Err() == nil {
-		it, more, read := s.next(gen)
+		it, read := s.next(gen)
 		if it != nil {
-			s.deliver(ctx, h, it, gen, more)
+			s.deliver(ctx, h, it, gen)
 			continue
 		}
 		if read {
@@ -629,14 +593,14 @@ func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done ch
 
 // deliver hands it to the handler, unless it expired or the subscriber
 // may no longer read it.
-func (s *memSub) deliver(ctx context.Context, h DeliveryHandler, it *item, gen uint64, more bool) {
+func (s *memSub) deliver(ctx context.Context, h DeliveryHandler, it *item, gen uint64) {
 	d := &it.d
 	if it.dUsed {
 		d = new(Delivery)
 	}
 	it.dUsed = true
 	*d = Delivery{Envelope: it.e, QoS: it.qos, Retained: it.retained, RetainFlag: it.retFlag,
-		Redelivered: it.redo, IDs: it.ids, More: more, sub: s, it: it, gen: gen, ctx: ctx}
+		Redelivered: it.redo, IDs: it.ids, sub: s, it: it, gen: gen, ctx: ctx}
 	if it.e.Expired(time.Now()) {
 		s.drop(1, it.qos)
 		d.Ack()

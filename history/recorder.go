@@ -136,10 +136,6 @@ func (r *Recorder) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	sub, err := r.bus.Subscribe(ctx, broker.SubscribeOptions{
 		ID: SubscriberID, Filters: []string{"#"}, QueueLen: queueLen, Protocol: "history",
-		// handle decodes and appends under a short lock, never waiting
-		// for the writer: a publisher may call it itself instead of
-		// waking the recorder's delivery goroutine for every envelope.
-		Inline: true,
 	}, r.handle)
 	if err != nil {
 		cancel()

@@ -4,10 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -45,29 +42,16 @@ var errSlowConsumer = errors.New("mqtt: client does not read: pending writes ove
 // persistent session keeps its in-flight messages and gets them again when
 // the client returns.
 //
-// A small write that finds nothing queued and no flusher running goes
-// straight to the socket with one non-blocking write (see writeNow), on the
-// writer's goroutine: a delivery at a steady rate costs no goroutine
-// start and hand-off per packet. What the socket does not take at once
-// is queued for the flusher as before, so a write never blocks.
-//
 // SetDeadline sets only the read deadline (mochi's keepalive); writes have
 // their own.
 type asyncConn struct {
 	net.Conn
 	timeout time.Duration         // of one socket write
 	slow    func(net.Conn, error) // told once when the connection is closed for a bound
-	raw     syscall.RawConn       // the socket under Conn for writeNow (nil: TLS, WebSocket, pipes)
-	// gather makes the write under way wait for the flusher even when
-	// the socket would take it now: more are coming (a burst), and the
-	// flusher writes them together (see writeGathered).
-	gather atomic.Bool
 
 	mu         sync.Mutex
 	buf        []byte
 	flushing   bool // the flusher goroutine runs
-	queuing    int  // writers between their bound check and their append (see queue)
-	partial    int  // the first bytes of buf: the rest of a packet writeNow began, not in pend
 	closing    bool // Close called: flush, then close
 	closed     bool
 	done       chan struct{} // closed once the connection is closed and flushed
@@ -93,72 +77,7 @@ const idleWriteBuffer = 512
 // called once, when the connection has been closed and what was pending
 // written (or given up on).
 func newAsyncConn(c net.Conn, timeout time.Duration, slow func(net.Conn, error), done func()) *asyncConn {
-	return &asyncConn{Conn: c, raw: rawSocket(c), timeout: timeout, slow: slow, done: make(chan struct{}), onDone: done}
-}
-
-// writeGathered runs write (one packet written through c) as one of a
-// burst when more is true: it is queued for the flusher, which writes
-// what gathers meanwhile in one go, instead of a system call each.
-func writeGathered(conn net.Conn, more bool, write func() error) error {
-	c, ok := conn.(*asyncConn)
-	if !ok || !more {
-		return write()
-	}
-	c.gather.Store(true)
-	defer c.gather.Store(false)
-	return write()
-}
-
-// rawSocket is the plain socket c writes to unchanged, under a
-// reasonConn, or nil when the bytes are transformed on the way (TLS, a
-// WebSocket) or c is no socket.
-func rawSocket(c net.Conn) syscall.RawConn {
-	if rc, ok := c.(*reasonConn); ok {
-		c = rc.Conn
-	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return raw
-}
-
-// maxWriteNow is the largest write writeNow takes: the hand-off to the
-// flusher costs little beside a larger packet's copy, and a flood of
-// large packets to a client that reads slowly stays in the flusher's
-// hands, inside the pending bounds, as before.
-const maxWriteNow = 4 << 10
-
-// writeNow writes b to the socket with one non-blocking write and returns
-// how much it took (c.mu held, nothing queued, no flusher running). A
-// socket whose buffer is full takes less or nothing; an error is left to
-// the flusher, which meets it again and closes the connection.
-func (c *asyncConn) writeNow(b []byte) int {
-	var n int
-	var werr error
-	write := func(fd uintptr) bool {
-		for {
-			n, werr = syscall.Write(int(fd), b)
-			if werr != syscall.EINTR {
-				return true // never wait for the socket: the flusher does
-			}
-		}
-	}
-	err := c.raw.Write(write)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		// The deadline of the flusher's last write has passed: it bounds
-		// that write only.
-		_ = c.Conn.SetWriteDeadline(time.Time{})
-		err = c.raw.Write(write)
-	}
-	if err != nil || werr != nil || n < 0 {
-		return 0
-	}
-	return n
+	return &asyncConn{Conn: c, timeout: timeout, slow: slow, done: make(chan struct{}), onDone: done}
 }
 
 // startFlush runs the flusher unless it runs (c.mu held).
@@ -183,8 +102,7 @@ func (c *asyncConn) finish() {
 	})
 }
 
-// Write writes b now when the socket takes it at once (see writeNow),
-// else queues it for the flusher. A DISCONNECT to an MQTT 3.1.1 (or 3.1)
+// Write queues b for the flusher. A DISCONNECT to an MQTT 3.1.1 (or 3.1)
 // client is dropped: that version has no server DISCONNECT (a client may
 // take the packet for a protocol error), the connection is just closed,
 // as Mosquitto does; mochi writes one in a few paths (an ACL refusal at
@@ -202,52 +120,22 @@ func (c *asyncConn) Write(b []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, net.ErrClosed
 	}
-	if c.raw != nil && len(b) <= maxWriteNow && !c.flushing && len(c.buf) == 0 && c.queuing == 0 && !c.gather.Load() {
-		n := c.writeNow(b)
-		if n == len(b) {
-			c.mu.Unlock()
-			return n, nil
-		}
-		if n > 0 {
-			// The packet is partly on the wire: the rest goes next,
-			// whatever the bounds (they count whole packets), and a
-			// cut-off keeps it, so that the DISCONNECT after it is read
-			// as one (see cutOff).
-			c.buf = append(c.buf, b[n:]...)
-			c.partial = len(b) - n
-			c.startFlush()
-			c.mu.Unlock()
-			return len(b), nil
-		}
-	}
-	return c.queue(b)
-}
-
-// queue adds b to what the flusher writes, within the pending bounds;
-// c.mu is held on entry and released on return.
-func (c *asyncConn) queue(b []byte) (int, error) {
 	if c.pend == nil && len(c.buf)+len(b) > maxPendingWrite {
 		c.mu.Unlock()
 		err := fmt.Errorf("%w (%d bytes)", errSlowConsumer, maxPendingWrite)
 		c.cutOff(err)
 		return 0, err
 	}
-	// No write goes straight to the socket ahead of b meanwhile.
-	c.queuing++
 	c.mu.Unlock()
 	if c.pend != nil {
 		// Not under c.mu: the budget may cut off other connections.
 		if err := c.pend.Add(len(b)); err != nil {
 			err = fmt.Errorf("mqtt: %w", err)
-			c.mu.Lock()
-			c.queuing--
-			c.mu.Unlock()
 			c.cutOff(err)
 			return 0, err
 		}
 	}
 	c.mu.Lock()
-	c.queuing--
 	if c.closed || c.closing {
 		c.mu.Unlock()
 		return 0, net.ErrClosed
@@ -286,8 +174,6 @@ func (c *asyncConn) flush() {
 			return
 		}
 		out, c.buf = c.buf, out[:0]
-		unaccounted := c.partial
-		c.partial = 0
 		timeout := c.timeout
 		if c.closing {
 			timeout = closeFlushTimeout
@@ -296,7 +182,7 @@ func (c *asyncConn) flush() {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
 		n, err := c.Conn.Write(out)
 		if c.pend != nil {
-			c.pend.Done(max(0, n-unaccounted))
+			c.pend.Done(n)
 		}
 		c.mu.Lock()
 		if err != nil {
@@ -358,11 +244,9 @@ func (c *asyncConn) cutOff(err error) {
 		c.mu.Unlock()
 		return
 	}
-	// What is pending is dropped, but for the rest of a packet partly
-	// written: the DISCONNECT must follow whole packets.
-	c.buf = c.buf[:c.partial]
+	c.buf = nil
 	if rc, ok := c.Conn.(*reasonConn); ok && rc.protocolVersion() == 5 {
-		c.buf = append(c.buf, packets.Disconnect<<4, 2, code.Code, 0)
+		c.buf = []byte{packets.Disconnect << 4, 2, code.Code, 0}
 	}
 	c.closing = true
 	// The packet being written, if any, gets the time of any write; the

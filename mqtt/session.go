@@ -189,9 +189,6 @@ func (a *Adapter) attach(cl *mochi.Client, clean bool) error {
 		Principal:      p.Name, // its queue counts against the user's quota
 		Protocol:       broker.ProtoMQTT,
 		Allow:          a.reader(p, cl.ID),
-		// deliver only encodes and queues the packet (asyncConn never
-		// blocks a writer): a publisher may call it itself.
-		Inline: true,
 	}
 	opts.KeepFilters = resume
 	s.mu.Lock()
@@ -290,9 +287,7 @@ func (s *session) deliver(d *broker.Delivery) {
 	}
 	s.mu.Unlock()
 	a.metrics.delivered.Add(1)
-	// In a burst the packets gather for the flusher's one write.
-	err := writeGathered(cl.Net.Conn, d.More, func() error { return a.writePacket(cl, pk) })
-	if err != nil && d.QoS == 0 {
+	if err := a.writePacket(cl, pk); err != nil && d.QoS == 0 {
 		d.Ack()
 		return
 	}
