@@ -517,7 +517,6 @@ func (d *durable) Detach() error {
 	// What a pull request brought and nobody read is handed back, and
 	// JetStream sends its pull requests nothing more (pull.go).
 	d.b.releaseInbox(d.inbox)
-	_ = d.b.nc.Flush()
 	d.mu.Lock()
 	out := d.pending
 	d.pending = map[*broker.Delivery]pendingMsg{}
