@@ -162,7 +162,7 @@ func open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	}
 	s.wr = newWriter(w, rows)
 	if interval != SyncAlways {
-		s.syncer = newWALSyncer(path+"-wal", interval, s.wr.batches.Load, opts.syncFile, s.log, s.wr.health.fault)
+		s.syncer = newWALSyncer(path+"-wal", interval, s.wr.batches.Load, s.wr.committed, opts.syncFile, s.log, s.wr.health.fault)
 	}
 	r, err := sql.Open("sqlite", dsn(path, true, interval))
 	if err != nil {

@@ -81,7 +81,8 @@ func FormatSyncInterval(d time.Duration) string {
 
 // walSyncer makes the commits of synchronous=NORMAL durable: from its own
 // goroutine it fsyncs the WAL file at most interval after the writer
-// committed something, and once more at close.
+// committed something, and once more at close. It sleeps until a commit
+// (no ticker: an idle hub on a battery or an SD card wakes for nothing).
 //
 // Under NORMAL SQLite syncs the WAL only inside a checkpoint, before it
 // copies frames into the database file (wal.c, walCheckpoint), and a
@@ -95,7 +96,8 @@ func FormatSyncInterval(d time.Duration) string {
 type walSyncer struct {
 	path      string // hub.db-wal
 	interval  time.Duration
-	committed func() uint64 // the writer's committed transactions
+	committed func() uint64   // the writer's committed transactions
+	wake      <-chan struct{} // a token after each commit (writer.committed)
 	syncFile  func(*os.File) error
 	log       func() *slog.Logger
 	onFault   func(error) // reports a failed sync to the writer's health
@@ -112,15 +114,15 @@ type walSyncer struct {
 }
 
 // newWALSyncer starts the syncer of the WAL at walPath.
-func newWALSyncer(walPath string, interval time.Duration, committed func() uint64, syncFile func(*os.File) error,
+func newWALSyncer(walPath string, interval time.Duration, committed func() uint64, wake <-chan struct{}, syncFile func(*os.File) error,
 	log func() *slog.Logger, onFault func(error)) *walSyncer {
 	if syncFile == nil {
 		syncFile = (*os.File).Sync
 	}
-	s := &walSyncer{path: walPath, interval: interval, committed: committed, syncFile: syncFile, log: log, onFault: onFault,
+	s := &walSyncer{path: walPath, interval: interval, committed: committed, wake: wake, syncFile: syncFile, log: log, onFault: onFault,
 		quit: make(chan struct{}), done: make(chan struct{})}
 	// Migrations and the sweep at Open wrote before the writer counted
-	// anything: the first tick syncs them.
+	// anything: the first sync takes them.
 	s.synced = ^uint64(0)
 	go s.run()
 	return s
@@ -128,15 +130,34 @@ func newWALSyncer(walPath string, interval time.Duration, committed func() uint6
 
 func (s *walSyncer) run() {
 	defer close(s.done)
-	t := time.NewTicker(s.interval)
-	defer t.Stop()
 	for {
 		select {
-		case <-t.C:
-			s.syncIfDirty()
+		case <-s.wake:
 		case <-s.quit:
 			return
 		}
+		// Commits until then ride along with this sync; a failed one is
+		// tried again an interval on, commits or not.
+		for {
+			if !s.sleep() {
+				return // close syncs
+			}
+			if s.syncIfDirty() {
+				break
+			}
+		}
+	}
+}
+
+// sleep waits an interval; false when quit came first.
+func (s *walSyncer) sleep() bool {
+	t := time.NewTimer(s.interval)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.quit:
+		return false
 	}
 }
 
@@ -153,11 +174,11 @@ func (s *walSyncer) close() {
 }
 
 // syncIfDirty fsyncs the WAL when a transaction committed since the last
-// sync that succeeded.
-func (s *walSyncer) syncIfDirty() {
+// sync that succeeded, and reports false when that sync failed.
+func (s *walSyncer) syncIfDirty() bool {
 	n := s.committed()
 	if n == s.synced {
-		return
+		return true
 	}
 	// Read before the sync: a commit after it is synced again next time.
 	did, err := s.sync()
@@ -170,7 +191,7 @@ func (s *walSyncer) syncIfDirty() {
 		if s.onFault != nil {
 			s.onFault(err)
 		}
-		return
+		return false
 	}
 	if s.failed {
 		s.log().Info("store: the WAL syncs again", "path", s.path)
@@ -180,6 +201,7 @@ func (s *walSyncer) syncIfDirty() {
 	if did {
 		s.syncs.Add(1)
 	}
+	return true
 }
 
 // sync fsyncs the WAL file, reopening it if SQLite replaced it, and

@@ -340,3 +340,51 @@ func BenchmarkEnqueueSync(b *testing.B) {
 		}
 	}
 }
+
+// TestWALSyncerSleepsWhenIdle runs the syncer's goroutine: it syncs an
+// interval after a commit, does not look again while nothing commits (an
+// idle hub wakes for nothing), and retries a failed sync with no commit
+// to wake it.
+func TestWALSyncerSleepsWhenIdle(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	wal := filepath.Join(dir, "x.db-wal")
+	mustWrite(t, wal, "a")
+	var committed, looks atomic.Uint64
+	var fail atomic.Bool
+	rec := &syncRecorder{}
+	wake := make(chan struct{}, 1)
+	s := newWALSyncer(wal, time.Millisecond, func() uint64 { looks.Add(1); return committed.Load() }, wake,
+		func(f *os.File) error {
+			if fail.Load() {
+				return errors.New("input/output error")
+			}
+			return rec.sync(f)
+		}, func() *slog.Logger { return slog.New(slog.DiscardHandler) }, nil)
+	defer s.close()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+		}
+	}
+	commit := func() { committed.Add(1); wake <- struct{}{} }
+
+	commit()
+	waitFor("no sync after a commit", func() bool { return s.syncs.Load() == 1 })
+	n := looks.Load()
+	// 50 intervals with nothing committed: a ticker would have looked
+	// about 50 times.
+	time.Sleep(50 * time.Millisecond)
+	if got := looks.Load() - n; got != 0 {
+		t.Errorf("the syncer looked %d times while nothing committed", got)
+	}
+
+	fail.Store(true)
+	commit()
+	waitFor("the failing sync was not tried", func() bool { return s.failures.Load() >= 1 })
+	fail.Store(false)
+	waitFor("a failed sync was not retried without a commit", func() bool { return s.syncs.Load() == 2 })
+}

@@ -39,6 +39,10 @@ type writer struct {
 	observe func(time.Duration) // observes batch latency; may be nil
 	health  writeHealth         // the last store fault (health.go)
 	rows    rowInserts          // prepared multi-row queue inserts
+
+	// committed gets a token after a commit (dropped when one waits): the
+	// WAL syncer's wake-up, so an idle store wakes nobody.
+	committed chan struct{}
 }
 
 func (w *writer) setObserver(f func(time.Duration)) {
@@ -91,7 +95,11 @@ func newWriter(db *sql.DB, rows rowInserts) *writer {
 		quit: make(chan struct{}),
 		done: make(chan struct{}),
 		rows: rows,
+		// committed starts with a token: what Open wrote before the
+		// writer ran (migrations, the sweep) is synced too.
+		committed: make(chan struct{}, 1),
 	}
+	w.committed <- struct{}{}
 	go w.run()
 	return w
 }
@@ -299,6 +307,10 @@ func (w *writer) runBatch(ops []*writeOp, results []error) error {
 		return err
 	}
 	w.batches.Add(1)
+	select {
+	case w.committed <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
