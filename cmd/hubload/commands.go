@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hubsmith/hub/mqttwire"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -127,7 +128,7 @@ type IdleResult struct {
 // mqttConnectPacket is an MQTT 3.1.1 CONNECT with a clean session and
 // the given keepalive, client id and optional username/password.
 func mqttConnectPacket(clientID, username, password string, keepalive uint16) []byte {
-	return appendConnect(nil, connectSpec{clientID: clientID, username: username, password: password, keepalive: keepalive, clean: true})
+	return mqttwire.AppendConnect(nil, mqttwire.ConnectSpec{ClientID: clientID, Username: username, Password: password, KeepAlive: keepalive, Clean: true})
 }
 
 // checkConnack reads a CONNACK from b: 0x20 0x02 flags code; it wants

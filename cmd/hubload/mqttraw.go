@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hubsmith/hub/mqttwire"
 )
 
 // The lean MQTT 3.1.1 client, hubload's default (--mqtt-client lean). A
@@ -21,6 +23,10 @@ import (
 // publications are encoded straight into that output buffer, and the
 // acknowledgements a read batch needs (PUBACK, PUBREC, PUBREL, PUBCOMP) are
 // gathered and queued together once the reader has nothing more buffered.
+
+// maxPacketSize bounds the packets the lean client accepts: a payload of
+// the largest --size plus a generous topic.
+const maxPacketSize = maxPayloadSize + 1<<16
 
 const (
 	leanReadBuffer = 64 << 10
@@ -87,7 +93,7 @@ type leanConn struct {
 
 // dialLean connects to addr and completes the MQTT handshake, bounded by
 // ctx; the connection is then handed to newLeanConn.
-func dialLean(ctx context.Context, addr string, spec connectSpec) (net.Conn, *bufio.Reader, error) {
+func dialLean(ctx context.Context, addr string, spec mqttwire.ConnectSpec) (net.Conn, *bufio.Reader, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -105,16 +111,20 @@ func dialLean(ctx context.Context, addr string, spec connectSpec) (net.Conn, *bu
 		}
 		return nil, nil, fmt.Errorf(format, err)
 	}
-	if _, err := conn.Write(appendConnect(nil, spec)); err != nil {
+	if _, err := conn.Write(mqttwire.AppendConnect(nil, spec)); err != nil {
 		return fail("write CONNECT: %w", err)
 	}
 	br := bufio.NewReaderSize(conn, leanReadBuffer)
 	var scratch []byte
-	p, err := readPacket(br, &scratch)
+	p, err := mqttwire.ReadPacket(br, &scratch, maxPacketSize)
 	if err != nil {
 		return fail("read CONNACK: %w", err)
 	}
-	if _, err := parseConnack(p); err != nil {
+	ack, err := mqttwire.ParseConnack(p, mqttwire.V311)
+	if err == nil {
+		err = ack.Err()
+	}
+	if err != nil {
 		return fail("connect: %w", err)
 	}
 	if !stop() {
@@ -210,7 +220,7 @@ func (c *leanConn) readLoop() {
 				released = 0
 			}
 		}
-		p, err := readPacket(c.br, &scratch)
+		p, err := mqttwire.ReadPacket(c.br, &scratch, maxPacketSize)
 		if err != nil {
 			c.fail(fmt.Errorf("read: %w", err))
 			return
@@ -229,48 +239,48 @@ func (c *leanConn) readLoop() {
 // handle acts on one packet from the server, appending the
 // acknowledgements it needs to acks; freed says a publication was
 // acknowledged and enough of the window is free to wake the publisher.
-func (c *leanConn) handle(p packet, acks []byte) (_ []byte, freed bool, err error) {
-	switch p.typ {
-	case pktPublish:
-		var v publishView
-		v, err = parsePublish(p)
+func (c *leanConn) handle(p mqttwire.Packet, acks []byte) (_ []byte, freed bool, err error) {
+	switch p.Type {
+	case mqttwire.Publish:
+		var v mqttwire.PublishView
+		v, err = mqttwire.ParsePublish(p, mqttwire.V311)
 		if err != nil {
 			return acks, false, err
 		}
 		if c.deliver != nil {
-			c.deliver(v.payload)
+			c.deliver(v.Payload)
 		}
-		switch v.qos {
+		switch v.QoS {
 		case 1:
-			acks = appendAck(acks, pktPuback, v.id)
+			acks = mqttwire.AppendAck(acks, mqttwire.Puback, v.ID)
 		case 2:
-			acks = appendAck(acks, pktPubrec, v.id)
+			acks = mqttwire.AppendAck(acks, mqttwire.Pubrec, v.ID)
 		}
-	case pktPubrel:
-		var id uint16
-		id, err = parseAckID(p)
+	case mqttwire.Pubrel:
+		var a mqttwire.AckView
+		a, err = mqttwire.ParseAck(p, mqttwire.V311)
 		if err != nil {
 			return acks, false, err
 		}
-		acks = appendAck(acks, pktPubcomp, id)
-	case pktPuback, pktPubcomp:
-		var id uint16
-		id, err = parseAckID(p)
+		acks = mqttwire.AppendAck(acks, mqttwire.Pubcomp, a.ID)
+	case mqttwire.Puback, mqttwire.Pubcomp:
+		var a mqttwire.AckView
+		a, err = mqttwire.ParseAck(p, mqttwire.V311)
 		if err != nil {
 			return acks, false, err
 		}
-		wake, err := c.release(id)
+		wake, err := c.release(a.ID)
 		return acks, wake, err
-	case pktPubrec:
-		var id uint16
-		id, err = parseAckID(p)
+	case mqttwire.Pubrec:
+		var a mqttwire.AckView
+		a, err = mqttwire.ParseAck(p, mqttwire.V311)
 		if err != nil {
 			return acks, false, err
 		}
-		acks = appendAck(acks, pktPubrel, id)
-	case pktSuback:
+		acks = mqttwire.AppendAck(acks, mqttwire.Pubrel, a.ID)
+	case mqttwire.Suback:
 		var codes []byte
-		_, codes, err = parseSuback(p)
+		_, codes, err = mqttwire.ParseSuback(p, mqttwire.V311)
 		if err != nil {
 			return acks, false, err
 		}
@@ -278,9 +288,9 @@ func (c *leanConn) handle(p packet, acks []byte) (_ []byte, freed bool, err erro
 		case c.suback <- append([]byte(nil), codes...):
 		default:
 		}
-	case pktPingresp:
+	case mqttwire.Pingresp:
 	default:
-		return acks, false, fmt.Errorf("%w: unexpected packet type %d from the server", errMalformed, p.typ)
+		return acks, false, fmt.Errorf("%w: unexpected packet type %d (%s) from the server", mqttwire.ErrMalformed, p.Type, mqttwire.Name(p.Type))
 	}
 	return acks, false, nil
 }
@@ -291,7 +301,7 @@ func (c *leanConn) release(id uint16) (wake bool, err error) {
 	w, bit := id/64, uint64(1)<<(id%64)
 	if c.used[w]&bit == 0 {
 		c.mu.Unlock()
-		return false, fmt.Errorf("%w: acknowledgement of packet id %d, which is not in flight", errMalformed, id)
+		return false, fmt.Errorf("%w: acknowledgement of packet id %d, which is not in flight", mqttwire.ErrMalformed, id)
 	}
 	c.used[w] &^= bit
 	c.inflight--
@@ -314,7 +324,7 @@ func (c *leanConn) writeLoop() {
 		case <-c.wake:
 		case <-ping.C:
 			if !wrote {
-				c.queue([]byte{pktPingreq << 4, 0})
+				c.queue(mqttwire.AppendPingreq(nil))
 			}
 			wrote = false
 		case <-c.done:
@@ -410,10 +420,10 @@ func (c *leanConn) publishFrame(ctx context.Context, topic string, h header) err
 	}
 	h.SentNs = time.Now().UnixNano()
 	if c.text {
-		c.out = appendPublishHead(c.out, topic, c.qos, id, max(c.size, textHeaderSize))
+		c.out = mqttwire.AppendPublishHead(c.out, mqttwire.PublishHeader{Topic: topic, QoS: c.qos, ID: id}, max(c.size, textHeaderSize))
 		c.out = appendTextPayload(c.out, h, c.size)
 	} else {
-		c.out = appendPublishHead(c.out, topic, c.qos, id, max(c.size, headerSize))
+		c.out = mqttwire.AppendPublishHead(c.out, mqttwire.PublishHeader{Topic: topic, QoS: c.qos, ID: id}, max(c.size, headerSize))
 		c.out = appendPayload(c.out, h, c.size)
 	}
 	c.outMsgs++
@@ -462,7 +472,7 @@ func (c *leanConn) settle(ctx context.Context) (uint64, error) {
 
 // subscribe subscribes to filter at qos and waits for the SUBACK.
 func (c *leanConn) subscribe(ctx context.Context, filter string, qos byte) error {
-	c.queue(appendSubscribe(nil, 1, filter, qos))
+	c.queue(mqttwire.AppendSubscribe(nil, mqttwire.V311, 1, qos, filter))
 	select {
 	case codes := <-c.suback:
 		if len(codes) != 1 || codes[0] == 0x80 {
@@ -485,7 +495,7 @@ func (c *leanConn) close() {
 	c.mu.Lock()
 	c.closing = true
 	if c.err == nil {
-		c.out = append(c.out, pktDisconnect<<4, 0)
+		c.out = mqttwire.AppendDisconnect(c.out)
 	}
 	c.mu.Unlock()
 	notify(c.wake)
@@ -511,9 +521,9 @@ func (c *leanConn) close() {
 }
 
 // leanSpec is the CONNECT of a hubload client.
-func leanSpec(c *config, clientID string, clean bool) connectSpec {
-	return connectSpec{clientID: clientID, username: c.username, password: c.password,
-		keepalive: uint16(leanKeepalive / time.Second), clean: clean}
+func leanSpec(c *config, clientID string, clean bool) mqttwire.ConnectSpec {
+	return mqttwire.ConnectSpec{ClientID: clientID, Username: c.username, Password: c.password,
+		KeepAlive: uint16(leanKeepalive / time.Second), Clean: clean}
 }
 
 // leanPersistentSub is a lean subscriber with a persistent session, which
@@ -522,7 +532,7 @@ func leanSpec(c *config, clientID string, clean bool) connectSpec {
 type leanPersistentSub struct {
 	*leanConn
 	addr string
-	spec connectSpec
+	spec mqttwire.ConnectSpec
 }
 
 func (p leanPersistentSub) close() {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hubsmith/hub/mqttwire"
 )
 
 // TestClientsAgainstHub runs every MQTT shape against a real hub with the
@@ -110,12 +112,12 @@ func TestPersistentSessionRemoved(t *testing.T) {
 func probeSession(addr, clientID string) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, br, present, err := dialLeanPresent(ctx, addr, connectSpec{clientID: clientID, keepalive: 60})
+	conn, br, present, err := dialLeanPresent(ctx, addr, mqttwire.ConnectSpec{ClientID: clientID, KeepAlive: 60})
 	if err != nil {
 		return false, err
 	}
 	newLeanConn(conn, br, nil, nil).start().close()
-	if conn, br, err := dialLean(ctx, addr, connectSpec{clientID: clientID, keepalive: 60, clean: true}); err == nil {
+	if conn, br, err := dialLean(ctx, addr, mqttwire.ConnectSpec{ClientID: clientID, KeepAlive: 60, Clean: true}); err == nil {
 		newLeanConn(conn, br, nil, nil).start().close()
 	}
 	return present, nil
@@ -123,31 +125,34 @@ func probeSession(addr, clientID string) (bool, error) {
 
 // dialLeanPresent is dialLean that also returns CONNACK's session-present
 // flag.
-func dialLeanPresent(ctx context.Context, addr string, spec connectSpec) (net.Conn, *bufio.Reader, bool, error) {
+func dialLeanPresent(ctx context.Context, addr string, spec mqttwire.ConnectSpec) (net.Conn, *bufio.Reader, bool, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, false, err
 	}
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := conn.Write(appendConnect(nil, spec)); err != nil {
+	if _, err := conn.Write(mqttwire.AppendConnect(nil, spec)); err != nil {
 		_ = conn.Close()
 		return nil, nil, false, err
 	}
 	br := bufio.NewReaderSize(conn, leanReadBuffer)
 	var scratch []byte
-	p, err := readPacket(br, &scratch)
+	p, err := mqttwire.ReadPacket(br, &scratch, maxPacketSize)
 	if err != nil {
 		_ = conn.Close()
 		return nil, nil, false, err
 	}
-	present, err := parseConnack(p)
+	ack, err := mqttwire.ParseConnack(p, mqttwire.V311)
+	if err == nil {
+		err = ack.Err()
+	}
 	if err != nil {
 		_ = conn.Close()
 		return nil, nil, false, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return conn, br, present, nil
+	return conn, br, ack.SessionPresent, nil
 }
 
 // fakeBroker accepts one connection on loopback and runs serve on it.
@@ -170,12 +175,16 @@ func fakeBroker(t *testing.T, serve func(conn net.Conn, br *bufio.Reader)) strin
 	return l.Addr().String()
 }
 
-// expectConnect reads the CONNECT and answers with connack.
+// expectConnect reads the CONNECT, which must be well formed, and
+// answers with connack.
 func expectConnect(t *testing.T, br *bufio.Reader, conn net.Conn, connack []byte) bool {
 	var scratch []byte
-	p, err := readPacket(br, &scratch)
-	if err != nil || p.typ != pktConnect {
-		t.Errorf("want CONNECT: type %d, %v", p.typ, err)
+	p, err := mqttwire.ReadPacket(br, &scratch, maxPacketSize)
+	if err == nil {
+		_, err = mqttwire.ParseConnect(p)
+	}
+	if err != nil {
+		t.Errorf("want CONNECT: %v", err)
 		return false
 	}
 	_, err = conn.Write(connack)
@@ -208,8 +217,12 @@ func TestLeanBadBroker(t *testing.T) {
 					return
 				}
 				var scratch []byte
-				if p, err := readPacket(br, &scratch); err != nil || p.typ != pktSubscribe {
-					t.Errorf("want SUBSCRIBE: type %d, %v", p.typ, err)
+				p, err := mqttwire.ReadPacket(br, &scratch, maxPacketSize)
+				if err == nil {
+					_, err = mqttwire.ParseSubscribe(p, mqttwire.V311)
+				}
+				if err != nil {
+					t.Errorf("want SUBSCRIBE: %v", err)
 					return
 				}
 				_, _ = conn.Write(append([]byte{0x90, 3, 0, 1, 1}, tc.after...))
@@ -246,7 +259,7 @@ func TestLeanConnectTimeout(t *testing.T) {
 	addr := fakeBroker(t, func(conn net.Conn, br *bufio.Reader) { readUntilClosed(br) })
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, _, err := dialLean(ctx, addr, connectSpec{clientID: "x", clean: true})
+	_, _, err := dialLean(ctx, addr, mqttwire.ConnectSpec{ClientID: "x", Clean: true})
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) && !strings.Contains(err.Error(), "timeout") {
 		t.Errorf("error %v, want a deadline", err)
 	}
@@ -285,24 +298,24 @@ func TestLeanWindow(t *testing.T) {
 				_ = conn.SetReadDeadline(time.Time{})
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					for _, id := range pending {
-						_, _ = conn.Write(appendAck(nil, pktPuback, id))
+						_, _ = conn.Write(mqttwire.AppendAck(nil, mqttwire.Puback, id))
 					}
 					acked += len(pending)
 					pending = pending[:0]
 					continue
 				}
 			}
-			p, err := readPacket(br, &scratch)
+			p, err := mqttwire.ReadPacket(br, &scratch, maxPacketSize)
 			if err != nil {
 				t.Errorf("after %d acknowledged (%d pending): %v", acked, len(pending), err)
 				return
 			}
-			v, err := parsePublish(p)
-			if err != nil || p.typ != pktPublish || v.qos != 1 {
-				t.Errorf("want a QoS 1 PUBLISH: type %d %+v, %v", p.typ, v, err)
+			v, err := mqttwire.ParsePublish(p, mqttwire.V311)
+			if err != nil || v.QoS != 1 {
+				t.Errorf("want a QoS 1 PUBLISH: %+v, %v", v, err)
 				return
 			}
-			pending = append(pending, v.id)
+			pending = append(pending, v.ID)
 			maxOut = max(maxOut, len(pending))
 		}
 		_, _ = br.ReadByte() // the DISCONNECT
@@ -348,7 +361,7 @@ func TestLeanCloseSilentBroker(t *testing.T) {
 	defer close(hold)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, br, err := dialLean(ctx, addr, connectSpec{clientID: "silent", clean: true})
+	conn, br, err := dialLean(ctx, addr, mqttwire.ConnectSpec{ClientID: "silent", Clean: true})
 	if err != nil {
 		t.Fatal(err)
 	}
