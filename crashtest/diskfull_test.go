@@ -374,7 +374,7 @@ func checkRefusals(t *testing.T, h *hubProc, phase string, full bool, note func(
 	if c, err := rawConnect(h.mqtt, "disk-v5-"+phase, 5, true); err != nil {
 		t.Errorf("%s: mqtt 5 connect: %v", phase, err)
 	} else {
-		code, err := c.publish1(5, "disk/mqtt5", "mqtt5-"+phase, 7)
+		code, err := c.publish1("disk/mqtt5", "mqtt5-"+phase, 7)
 		c.close()
 		ok := err == nil && code < 0x80
 		note("mqtt5-"+phase, ok)
@@ -390,7 +390,7 @@ func checkRefusals(t *testing.T, h *hubProc, phase string, full bool, note func(
 	if c, err := rawConnect(h.mqtt, "disk-v4-"+phase, 4, true); err != nil {
 		t.Errorf("%s: mqtt 3.1.1 connect: %v", phase, err)
 	} else {
-		_, err := c.publish1(4, "disk/mqtt3", "mqtt3-"+phase, 7)
+		_, err := c.publish1("disk/mqtt3", "mqtt3-"+phase, 7)
 		c.close()
 		note("mqtt3-"+phase, err == nil)
 		t.Logf("%s: MQTT 3.1.1 QoS 1 → %v", phase, err)

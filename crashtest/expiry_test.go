@@ -39,7 +39,7 @@ func testExpiry(t *testing.T, crash bool) {
 		payload string
 		props   []byte
 	}{{"short-lived", expiry}, {"forever", nil}, {"short-lived-2", expiry}} {
-		code, err := c.publish1Props(5, "expiry/x", m.payload, uint16(i+1), m.props)
+		code, err := c.publish1Props("expiry/x", m.payload, uint16(i+1), m.props)
 		if err != nil || code >= 0x80 {
 			t.Fatalf("publish %s: 0x%02x %v", m.payload, code, err)
 		}

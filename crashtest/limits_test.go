@@ -1,17 +1,16 @@
 package crashtest
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hubsmith/hub/mqttwire"
 )
 
 // Greedy-user figures (issue 13): one user opens greedyConns MQTT
@@ -148,53 +147,32 @@ func TestGreedyUserLimits(t *testing.T) {
 // rawConnectAs connects with MQTT 3.1.1 as user (clean session) and
 // returns the CONNACK code; the connection is closed unless it is 0.
 func rawConnectAs(addr, id, user, pass string) (*rawMQTT, byte, error) {
-	conn, err := net.DialTimeout("tcp", addr, ackTimeout)
-	if err != nil {
-		return nil, 0, err
-	}
-	c := &rawMQTT{conn: conn, r: bufio.NewReaderSize(conn, 4096)}
-	connect := append(appendString(nil, "MQTT"), 4, 0x02|0xC0, 0, 0)
-	connect = appendString(appendString(appendString(connect, id), user), pass)
-	_ = conn.SetDeadline(time.Now().Add(ackTimeout))
-	if _, err := conn.Write(packet(0x10, connect)); err != nil {
-		_ = conn.Close()
-		return nil, 0, err
-	}
-	typ, body, err := c.read()
-	if err != nil || typ>>4 != 2 || len(body) < 2 {
-		_ = conn.Close()
-		return nil, 0, fmt.Errorf("raw mqtt: want CONNACK, got type %d %x: %v", typ>>4, body, err)
-	}
-	_ = conn.SetDeadline(time.Time{})
-	if body[1] != 0 {
-		_ = conn.Close()
-		return nil, body[1], nil
-	}
-	return c, 0, nil
+	return rawConnectSpec(addr, mqttwire.ConnectSpec{Version: mqttwire.V311, ClientID: id, Username: user, Password: pass, Clean: true})
 }
 
 // subscribeMany subscribes to n distinct filters in one SUBSCRIBE and
 // returns the SUBACK codes.
 func (c *rawMQTT) subscribeMany(conn, n int) ([]byte, error) {
-	sub := binary.BigEndian.AppendUint16(nil, 1)
-	for i := range n {
-		sub = append(appendString(sub, fmt.Sprintf("greedy/%d/%d/+", conn, i)), 0)
+	filters := make([]string, n)
+	for i := range filters {
+		filters[i] = fmt.Sprintf("greedy/%d/%d/+", conn, i)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dl, _ := ctx.Deadline()
 	_ = c.conn.SetDeadline(dl)
 	defer func() { _ = c.conn.SetDeadline(time.Time{}) }()
-	if _, err := c.conn.Write(packet(0x82, sub)); err != nil {
+	if _, err := c.conn.Write(mqttwire.AppendSubscribe(nil, c.version, 1, 0, filters...)); err != nil {
 		return nil, err
 	}
 	for {
-		typ, body, err := c.read()
+		p, err := c.read()
 		if err != nil {
 			return nil, err
 		}
-		if typ>>4 == 9 && len(body) >= 2 {
-			return body[2:], nil
+		if p.Type == mqttwire.Suback {
+			_, codes, err := mqttwire.ParseSuback(p, c.version)
+			return codes, err
 		}
 	}
 }
@@ -256,7 +234,7 @@ func TestSIGHUPLimits(t *testing.T) {
 	write("limits:\n  max_connections_per_user: 1\n")
 	hangup(2)
 	for i, c := range held {
-		if code, err := c.publish1(4, "alice/x", "still", 1); err != nil || code != 0 {
+		if code, err := c.publish1("alice/x", "still", 1); err != nil || code != 0 {
 			t.Errorf("held connection %d after lowering the bound: %v", i, err)
 		}
 	}

@@ -2,97 +2,95 @@ package crashtest
 
 import (
 	"bufio"
-	"encoding/binary"
+	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"time"
+
+	"github.com/hubsmith/hub/mqttwire"
 )
 
-// rawMQTT is a hand-written MQTT 3.1.1 client: it can stop reading
+// rawMaxPacket bounds what the raw client reads: the crash tests' payloads
+// are a few KiB, so a larger length means the stream is out of step, and
+// the test should fail rather than wait for megabytes that never come.
+const rawMaxPacket = 16 << 20
+
+// rawMQTT is a hand-written MQTT 3.1.1/5 client: it can stop reading
 // altogether (a stalled subscriber) and later read and acknowledge what
-// the hub sent.
+// the hub sent, and it sends packets a library would not (properties of
+// its choice, QoS 1 without the library's retries).
 type rawMQTT struct {
-	conn net.Conn
-	r    *bufio.Reader
-}
-
-func appendString(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
-	return append(b, s...)
-}
-
-func appendRemaining(b []byte, n int) []byte {
-	for {
-		d := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			d |= 0x80
-		}
-		b = append(b, d)
-		if n == 0 {
-			return b
-		}
-	}
-}
-
-func packet(typ byte, body []byte) []byte {
-	return append(appendRemaining([]byte{typ}, len(body)), body...)
+	conn    net.Conn
+	r       *bufio.Reader
+	version byte // mqttwire.V311 or mqttwire.V5
+	scratch []byte
 }
 
 // rawConnect connects with MQTT version (4 = 3.1.1, 5) and keep-alive 0.
 func rawConnect(addr, id string, version byte, clean bool) (*rawMQTT, error) {
-	conn, err := net.DialTimeout("tcp", addr, ackTimeout)
+	c, code, err := rawConnectSpec(addr, mqttwire.ConnectSpec{Version: version, ClientID: id, Clean: clean})
 	if err != nil {
 		return nil, err
 	}
-	c := &rawMQTT{conn: conn, r: bufio.NewReaderSize(conn, 4096)}
-	flags := byte(0)
-	if clean {
-		flags = 0x02
+	if code != 0 {
+		return nil, fmt.Errorf("raw mqtt: want CONNACK accepted, got code 0x%02x", code)
 	}
-	connect := appendString(nil, "MQTT")
-	connect = append(connect, version, flags, 0, 0)
-	if version == 5 {
-		connect = append(connect, 0) // no properties
+	return c, nil
+}
+
+// rawConnectSpec connects with s and returns the CONNACK code; the
+// connection is closed unless it is 0.
+func rawConnectSpec(addr string, s mqttwire.ConnectSpec) (*rawMQTT, byte, error) {
+	conn, err := net.DialTimeout("tcp", addr, ackTimeout)
+	if err != nil {
+		return nil, 0, err
 	}
-	connect = appendString(connect, id)
+	c := &rawMQTT{conn: conn, r: bufio.NewReaderSize(conn, 4096), version: s.Version}
 	_ = conn.SetDeadline(time.Now().Add(ackTimeout))
-	if _, err := conn.Write(packet(0x10, connect)); err != nil {
+	if _, err := conn.Write(mqttwire.AppendConnect(nil, s)); err != nil {
 		_ = conn.Close()
-		return nil, err
+		return nil, 0, err
 	}
-	typ, body, err := c.read()
-	if err != nil || typ>>4 != 2 || len(body) < 2 || body[1] != 0 {
+	p, err := c.read()
+	var ack mqttwire.ConnackView
+	if err == nil {
+		ack, err = mqttwire.ParseConnack(p, s.Version)
+	}
+	if err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("raw mqtt: want CONNACK accepted, got type %d %x: %v", typ>>4, body, err)
+		return nil, 0, fmt.Errorf("raw mqtt: want CONNACK: %w", err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return c, nil
+	if ack.Code != 0 {
+		_ = conn.Close()
+		return nil, ack.Code, nil
+	}
+	return c, 0, nil
 }
 
 // dialRawMQTT connects (3.1.1) with a small receive buffer, subscribes to
 // filter at qos and returns after SUBACK.
 func dialRawMQTT(addr, id string, clean bool, filter string, qos byte) (*rawMQTT, error) {
-	c, err := rawConnect(addr, id, 4, clean)
+	c, err := rawConnect(addr, id, mqttwire.V311, clean)
 	if err != nil {
 		return nil, err
 	}
 	if tc, ok := c.conn.(*net.TCPConn); ok {
 		_ = tc.SetReadBuffer(4096)
 	}
-	sub := binary.BigEndian.AppendUint16(nil, 1)
-	sub = appendString(sub, filter)
-	sub = append(sub, qos)
 	_ = c.conn.SetDeadline(time.Now().Add(ackTimeout))
-	if _, err := c.conn.Write(packet(0x82, sub)); err != nil {
+	if _, err := c.conn.Write(mqttwire.AppendSubscribe(nil, c.version, 1, qos, filter)); err != nil {
 		c.close()
 		return nil, err
 	}
-	if typ, _, err := c.read(); err != nil || typ>>4 != 9 {
+	p, err := c.read()
+	if err == nil {
+		_, _, err = mqttwire.ParseSuback(p, c.version)
+	}
+	if err != nil {
 		c.close()
-		return nil, fmt.Errorf("raw mqtt: want SUBACK, got type %d: %v", typ>>4, err)
+		return nil, fmt.Errorf("raw mqtt: want SUBACK: %w", err)
 	}
 	_ = c.conn.SetDeadline(time.Time{})
 	return c, nil
@@ -101,75 +99,49 @@ func dialRawMQTT(addr, id string, clean bool, filter string, qos byte) (*rawMQTT
 // publish1 publishes payload at QoS 1 with packet id pid and returns the
 // PUBACK reason code (0 = success). An error means no PUBACK came: the
 // connection was closed (MQTT 3.1.1's only way to refuse) or timed out.
-func (c *rawMQTT) publish1(version byte, topic, payload string, pid uint16) (byte, error) {
-	return c.publish1Props(version, topic, payload, pid, nil)
+func (c *rawMQTT) publish1(topic, payload string, pid uint16) (byte, error) {
+	return c.publish1Props(topic, payload, pid, nil)
 }
 
 // publish1Props is publish1 with MQTT 5 properties (encoded, without
 // their length).
-func (c *rawMQTT) publish1Props(version byte, topic, payload string, pid uint16, props []byte) (byte, error) {
-	b := appendString(nil, topic)
-	b = binary.BigEndian.AppendUint16(b, pid)
-	if version == 5 {
-		b = appendRemaining(b, len(props))
-		b = append(b, props...)
-	}
-	b = append(b, payload...)
+func (c *rawMQTT) publish1Props(topic, payload string, pid uint16, props []byte) (byte, error) {
+	b := mqttwire.AppendPublish(nil, mqttwire.PublishHeader{Version: c.version, Topic: topic, QoS: 1, ID: pid, Properties: props}, []byte(payload))
 	_ = c.conn.SetDeadline(time.Now().Add(ackTimeout))
 	defer func() { _ = c.conn.SetDeadline(time.Time{}) }()
-	if _, err := c.conn.Write(packet(0x32, b)); err != nil {
+	if _, err := c.conn.Write(b); err != nil {
 		return 0, err
 	}
 	for {
-		typ, body, err := c.read()
+		p, err := c.read()
 		if err != nil {
 			return 0, err
 		}
-		switch typ >> 4 {
-		case 4: // PUBACK
-			if len(body) < 2 || binary.BigEndian.Uint16(body) != pid {
-				continue
+		switch p.Type {
+		case mqttwire.Puback:
+			a, err := mqttwire.ParseAck(p, c.version)
+			if err != nil {
+				return 0, fmt.Errorf("raw mqtt: %w", err)
 			}
-			if len(body) == 2 {
-				return 0, nil
+			if a.ID == pid {
+				return a.Code, nil
 			}
-			return body[2], nil
-		case 14: // DISCONNECT
-			code := byte(0)
-			if len(body) > 0 {
-				code = body[0]
+		case mqttwire.Disconnect:
+			code, err := mqttwire.ParseDisconnect(p, c.version)
+			if err != nil {
+				return 0, fmt.Errorf("raw mqtt: %w", err)
 			}
 			return 0, fmt.Errorf("raw mqtt: DISCONNECT reason 0x%02x", code)
 		}
 	}
 }
 
-// read reads one packet: its first byte and its body.
-func (c *rawMQTT) read() (byte, []byte, error) {
-	typ, err := c.r.ReadByte()
-	if err != nil {
-		return 0, nil, err
-	}
-	n, mul := 0, 1
-	for i := 0; ; i++ {
-		d, err := c.r.ReadByte()
-		if err != nil {
-			return 0, nil, err
-		}
-		n += int(d&0x7f) * mul
-		mul *= 128
-		if d&0x80 == 0 {
-			break
-		}
-		if i == 3 {
-			return 0, nil, errors.New("raw mqtt: bad remaining length")
-		}
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(c.r, body); err != nil {
-		return 0, nil, err
-	}
-	return typ, body, nil
+// read reads one packet. Its body is a copy, so that callers may keep it
+// (and what the parsers return from it) past the next read.
+func (c *rawMQTT) read() (mqttwire.Packet, error) {
+	p, err := mqttwire.ReadPacket(c.r, &c.scratch, rawMaxPacket)
+	p.Body = bytes.Clone(p.Body)
+	return p, err
 }
 
 // rawPublish is a PUBLISH the raw client received.
@@ -197,31 +169,28 @@ func (c *rawMQTT) drain(quiet, total time.Duration) ([]rawPublish, error) {
 			dl = end
 		}
 		_ = c.conn.SetReadDeadline(dl)
-		typ, body, err := c.read()
-		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		p, err := c.read()
+		// The codec wraps errors inside a packet: a timeout there counts
+		// as quiet too.
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
 			return out, nil
 		}
 		if err != nil {
 			return out, err
 		}
-		if typ>>4 != 3 || len(body) < 2 {
+		if p.Type != mqttwire.Publish {
 			continue
 		}
-		qos := (typ >> 1) & 3
-		tl := int(binary.BigEndian.Uint16(body))
-		if len(body) < 2+tl {
+		v, err := mqttwire.ParsePublish(p, c.version)
+		if err != nil {
 			continue
 		}
-		p := rawPublish{topic: string(body[2 : 2+tl]), qos: qos, dup: typ&0x08 != 0}
-		rest := body[2+tl:]
-		if qos > 0 && len(rest) >= 2 {
-			id := rest[:2]
-			rest = rest[2:]
+		if v.QoS > 0 {
 			_ = c.conn.SetWriteDeadline(time.Now().Add(ackTimeout))
-			_, _ = c.conn.Write(packet(0x40, id))
+			_, _ = c.conn.Write(mqttwire.AppendAck(nil, mqttwire.Puback, v.ID))
 		}
-		p.payload = string(rest)
-		out = append(out, p)
+		out = append(out, rawPublish{topic: string(v.Topic), payload: string(v.Payload), qos: v.QoS, dup: v.Dup})
 	}
 	return out, nil
 }
