@@ -5,10 +5,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -26,6 +24,7 @@ import (
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/gateway"
 	"github.com/hubsmith/hub/hubtest"
+	"github.com/hubsmith/hub/mqttwire"
 )
 
 // The limits (issue 13), each in every protocol it applies to, on a hub
@@ -66,7 +65,9 @@ func noKeepAlive(d *net.Dialer) *http.Client {
 // place without a goroutine or a keepalive, and shows the exact codes.
 type rawMQTT struct {
 	net.Conn
-	r *bufio.Reader
+	r       *bufio.Reader
+	version byte // of the CONNECT
+	scratch []byte
 }
 
 // mqttOpts is a CONNECT of rawConnect.
@@ -92,117 +93,71 @@ func rawConnect(t *testing.T, d *net.Dialer, addr string, o mqttOpts) (*rawMQTT,
 // rawConnectOn is rawConnect over conn (TLS, WebSocket).
 func rawConnectOn(t *testing.T, conn net.Conn, o mqttOpts) (*rawMQTT, byte, bool) {
 	t.Helper()
-	flags := byte(0)
-	if !o.persistent && o.version == 4 || o.version == 5 && o.clean {
-		flags |= 0x02
+	s := mqttwire.ConnectSpec{Version: o.version, ClientID: o.id, Username: o.user, Password: o.pass,
+		Clean: !o.persistent && o.version == mqttwire.V311 || o.version == mqttwire.V5 && o.clean}
+	if o.version == mqttwire.V5 && o.persistent {
+		s.Properties = []byte{0x11, 0, 0, 0x0e, 0x10} // session expiry 3600
 	}
-	var payload []byte
-	payload = appendStr(payload, o.id)
-	if o.user != "" {
-		flags |= 0xC0
-		payload = appendStr(appendStr(payload, o.user), o.pass)
-	}
-	vh := append(appendStr(nil, "MQTT"), o.version, flags, 0, 0)
-	if o.version == 5 {
-		if o.persistent {
-			vh = append(vh, 5, 0x11, 0, 0, 0x0e, 0x10) // session expiry 3600
-		} else {
-			vh = append(vh, 0)
-		}
-	}
-	c := &rawMQTT{Conn: conn, r: bufio.NewReader(conn)}
-	c.write(t, 0x10, append(vh, payload...))
-	typ, body := c.read(t)
-	if typ>>4 != 2 || len(body) < 2 {
-		t.Fatalf("mqtt: want CONNACK, got type %d %x", typ>>4, body)
-	}
-	if body[1] != 0 {
+	c := &rawMQTT{Conn: conn, r: bufio.NewReader(conn), version: o.version}
+	c.send(t, mqttwire.AppendConnect(nil, s))
+	ack := c.connack(t)
+	if ack.Code != 0 {
 		_ = conn.Close()
 	} else {
 		t.Cleanup(func() { _ = conn.Close() })
 	}
-	return c, body[1], body[0]&1 == 1
+	return c, ack.Code, ack.SessionPresent
 }
 
-func appendStr(b []byte, s string) []byte {
-	return append(binary.BigEndian.AppendUint16(b, uint16(len(s))), s...)
-}
-
-func (c *rawMQTT) write(t *testing.T, typ byte, body []byte) {
+// connack reads the CONNACK.
+func (c *rawMQTT) connack(t *testing.T) mqttwire.ConnackView {
 	t.Helper()
-	pk := []byte{typ}
-	for n := len(body); ; {
-		b := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			b |= 0x80
-		}
-		pk = append(pk, b)
-		if n == 0 {
-			break
-		}
+	ack, err := mqttwire.ParseConnack(c.read(t), c.version)
+	if err != nil {
+		t.Fatalf("mqtt: want CONNACK: %v", err)
 	}
+	return ack
+}
+
+// send writes the packet pk.
+func (c *rawMQTT) send(t *testing.T, pk []byte) {
+	t.Helper()
 	_ = c.SetWriteDeadline(time.Now().Add(wait))
-	if _, err := c.Write(append(pk, body...)); err != nil {
+	if _, err := c.Write(pk); err != nil {
 		t.Fatalf("mqtt write: %v", err)
 	}
 }
 
-// readPacket reads one packet: its first byte and body.
-func (c *rawMQTT) readPacket() (byte, []byte, error) {
-	typ, err := c.r.ReadByte()
-	if err != nil {
-		return 0, nil, err
-	}
-	n, mul := 0, 1
-	for {
-		b, err := c.r.ReadByte()
-		if err != nil {
-			return 0, nil, err
-		}
-		n += int(b&0x7f) * mul
-		mul *= 128
-		if b&0x80 == 0 {
-			break
-		}
-	}
-	body := make([]byte, n)
-	_, err = io.ReadFull(c.r, body)
-	return typ, body, err
+// readPacket reads one packet; its body is valid until the next read.
+func (c *rawMQTT) readPacket() (mqttwire.Packet, error) {
+	return mqttwire.ReadPacket(c.r, &c.scratch, mqttwire.MaxRemainingLength)
 }
 
-func (c *rawMQTT) read(t *testing.T) (byte, []byte) {
+func (c *rawMQTT) read(t *testing.T) mqttwire.Packet {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(wait))
-	typ, body, err := c.readPacket()
+	p, err := c.readPacket()
 	if err != nil {
 		t.Fatalf("mqtt read: %v", err)
 	}
-	return typ, body
+	return p
 }
 
 // subscribe sends a SUBSCRIBE of filters at QoS 1 and returns the SUBACK
 // codes (packet id 1).
 func (c *rawMQTT) subscribe(t *testing.T, version byte, filters ...string) []byte {
 	t.Helper()
-	body := []byte{0, 1}
-	if version == 5 {
-		body = append(body, 0)
-	}
-	for _, f := range filters {
-		body = append(appendStr(body, f), 1)
-	}
-	c.write(t, 0x82, body)
+	c.send(t, mqttwire.AppendSubscribe(nil, version, 1, 1, filters...))
 	for {
-		typ, b := c.read(t)
-		if typ>>4 != 9 {
+		p := c.read(t)
+		if p.Type != mqttwire.Suback {
 			continue // a retained value, say
 		}
-		b = b[2:]
-		if version == 5 {
-			b = b[1+int(b[0]):]
+		_, codes, err := mqttwire.ParseSuback(p, version)
+		if err != nil {
+			t.Fatalf("mqtt: %v", err)
 		}
-		return b
+		return bytes.Clone(codes)
 	}
 }
 
@@ -211,28 +166,22 @@ func (c *rawMQTT) subscribe(t *testing.T, version byte, filters ...string) []byt
 // closed instead.
 func (c *rawMQTT) publish(t *testing.T, version byte, topic string, qos byte, payload []byte) (code byte, ok bool) {
 	t.Helper()
-	body := appendStr(nil, topic)
-	if qos > 0 {
-		body = append(body, 0, 1)
-	}
-	if version == 5 {
-		body = append(body, 0)
-	}
-	c.write(t, 0x30|qos<<1, append(body, payload...))
+	c.send(t, mqttwire.AppendPublish(nil, mqttwire.PublishHeader{Version: version, Topic: topic, QoS: qos, ID: 1}, payload))
 	if qos == 0 {
 		return 0, true
 	}
 	_ = c.SetReadDeadline(time.Now().Add(wait))
 	for {
-		typ, b, err := c.readPacket()
+		p, err := c.readPacket()
 		if err != nil {
 			return 0, false
 		}
-		if typ>>4 == 4 {
-			if len(b) > 2 {
-				return b[2], true
+		if p.Type == mqttwire.Puback {
+			a, err := mqttwire.ParseAck(p, version)
+			if err != nil {
+				t.Fatalf("mqtt: %v", err)
 			}
-			return 0, true
+			return a.Code, true
 		}
 	}
 }
@@ -670,15 +619,10 @@ func rawConnectWill(t *testing.T, d *net.Dialer, addr, topic string) (*rawMQTT, 
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	vh := append(appendStr(nil, "MQTT"), 5, 0x02|0x04|0xC0, 0, 0, 0)
-	payload := appendStr(nil, "will")
-	payload = append(payload, 0) // will properties
-	payload = appendStr(appendStr(payload, topic), "gone")
-	payload = appendStr(appendStr(payload, "alice"), "alicepw")
-	c := &rawMQTT{Conn: conn, r: bufio.NewReader(conn)}
-	c.write(t, 0x10, append(vh, payload...))
-	_, body := c.read(t)
-	return c, body[1], false
+	c := &rawMQTT{Conn: conn, r: bufio.NewReader(conn), version: mqttwire.V5}
+	c.send(t, mqttwire.AppendConnect(nil, mqttwire.ConnectSpec{Version: mqttwire.V5, ClientID: "will", Username: "alice", Password: "alicepw",
+		Clean: true, Will: &mqttwire.Will{Topic: topic, Payload: []byte("gone")}}))
+	return c, c.connack(t).Code, false
 }
 
 // TestLimitSlowConsumer: MQTT clients that stop reading are cut off, one
@@ -750,12 +694,14 @@ func TestLimitSlowConsumer(t *testing.T) {
 					for {
 						// A client still connected goes quiet.
 						_ = c.SetReadDeadline(time.Now().Add(time.Second))
-						typ, body, err := c.readPacket()
+						p, err := c.readPacket()
 						if err != nil {
 							return
 						}
-						if typ>>4 == 14 && len(body) > 0 {
-							codes <- body[0]
+						if p.Type == mqttwire.Disconnect {
+							if code, err := mqttwire.ParseDisconnect(p, c.version); err == nil && code != 0 {
+								codes <- code
+							}
 							return
 						}
 					}

@@ -9,14 +9,13 @@ import (
 	"time"
 
 	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/mqttwire"
 )
 
 // idleConnect is an MQTT 3.1.1 CONNECT: clean session, keepalive 900 s,
 // client id "idle-NNNNNN".
 func idleConnect(i int) []byte {
-	id := fmt.Sprintf("idle-%06d", i)
-	body := append([]byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0x03, 0x84, 0, byte(len(id))}, id...)
-	return append([]byte{0x10, byte(len(body))}, body...)
+	return mqttwire.AppendConnect(nil, mqttwire.ConnectSpec{ClientID: fmt.Sprintf("idle-%06d", i), KeepAlive: 900, Clean: true})
 }
 
 // BenchmarkIdleConnection measures what an idle MQTT connection costs the

@@ -8,6 +8,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/mqttwire"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -128,16 +129,14 @@ func TestOversizePacketGetsDisconnect95(t *testing.T) {
 func TestMalformedTopicGetsReason(t *testing.T) {
 	t.Parallel()
 	h := newHub(t, nil)
-	publish := func(topic []byte) []byte {
-		body := append([]byte{byte(len(topic) >> 8), byte(len(topic))}, topic...)
-		body = append(body, 0) // no properties (v5)
-		body = append(body, "x"...)
-		return append([]byte{0x30, byte(len(body))}, body...)
+	// The framing is sound; only the topic's bytes are wrong.
+	publish := func(version byte, topic []byte) []byte {
+		return mqttwire.AppendPublish(nil, mqttwire.PublishHeader{Version: version, Topic: string(topic)}, []byte("x"))
 	}
 	for name, topic := range map[string][]byte{"bad utf-8": {'a', '/', 0xff, 0xfe}, "nul": {'a', 0, 'b'}} {
 		r := dialRaw(t, h.addr)
 		r.connect(5)
-		if _, err := r.Write(publish(topic)); err != nil {
+		if _, err := r.Write(publish(mqttwire.V5, topic)); err != nil {
 			t.Fatal(err)
 		}
 		if code, got := disconnectOf(t, r); code != packets.ErrMalformedPacket.Code {
@@ -147,10 +146,7 @@ func TestMalformedTopicGetsReason(t *testing.T) {
 	// The same in MQTT 3.1.1 just closes.
 	r := dialRaw(t, h.addr)
 	r.connect(4)
-	p := publish([]byte{'a', 0xff})
-	p = append(p[:4+2], p[4+3:]...) // no properties byte in 3.1.1
-	p[1]--
-	if _, err := r.Write(p); err != nil {
+	if _, err := r.Write(publish(mqttwire.V311, []byte{'a', 0xff})); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.rest(); len(got) != 0 {
