@@ -84,10 +84,10 @@ func TestSlowStreamClosed(t *testing.T) {
 			base := h.bus.Stats().Subscriptions
 			c := stalledClient(t, h, tc.request)
 			payload := bytes.Repeat([]byte("x"), 64<<10)
-			deadline := time.Now().Add(20 * time.Second)
+			deadline := time.Now().Add(60 * time.Second)
 			for h.a.slowCut.Load() == 0 {
 				if time.Now().After(deadline) {
-					t.Fatal("the stalled stream was not closed for its pending bound within 20 s")
+					t.Fatal("the stalled stream was not closed for its pending bound within 60 s")
 				}
 				for range 16 {
 					_ = h.bus.Publish(context.Background(), &broker.Envelope{Topic: "slow/x", Payload: payload})
@@ -101,7 +101,14 @@ func TestSlowStreamClosed(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			// Reading now: what was sent, then the reason, then the end.
-			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			// The receive buffer grows first: the 4 KiB window of the stall
+			// held the rest to zero-window probes, whose backoff (up to
+			// TCP_RTO_MAX) after a long stall outlasted the read deadline
+			// although the hub had closed its side.
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetReadBuffer(4 << 20)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 			rest, err := io.ReadAll(c)
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {

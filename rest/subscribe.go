@@ -304,6 +304,12 @@ func (a *Adapter) pump(ctx context.Context, st *stream, qos byte, p adapters.Pri
 	for {
 		select {
 		case <-ctx.Done():
+			// The request can end as the bound is passed (seen under
+			// load: net/http cancels it when its connection fails); the
+			// bound decides, so the cut is counted and explained.
+			if isPassed(st.pend) {
+				return errSlowConsumer
+			}
 			return nil
 		case <-st.pend.passed:
 			return errSlowConsumer
