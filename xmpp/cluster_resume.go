@@ -211,7 +211,7 @@ func (a *Adapter) handOver(id string, req resumeRequest, encode func(*handover) 
 	s.mu.Unlock()
 	s.terminate()
 	if wasAvailable {
-		a.availabilityChanged(s, false)
+		a.availabilityChanged(s)
 	}
 	a.log.Debug("xmpp: session handed over to another hub", "jid", s.jid, "unacked", len(hv.Unacked))
 	return out, nil
@@ -299,7 +299,7 @@ func (a *Adapter) resumeRemote(c *streamConn, prev string, h uint32) (*session, 
 		return nil, err
 	}
 	if pres != nil {
-		a.availabilityChanged(s, true) // its topic subscriptions attach here
+		a.availabilityChanged(s) // its topic subscriptions attach here
 		// The user's resources on other hubs learn where this one is now,
 		// and this hub where they are (topic deliveries and carbons go to
 		// them from here, cluster_fanout.go): its presence again, and a

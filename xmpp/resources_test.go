@@ -47,3 +47,43 @@ func TestTopicMessagesReachEveryResource(t *testing.T) {
 		t.Errorf("second resource got %q", got.Body)
 	}
 }
+
+// TestResourcesArrivingTogether: two resources of a user becoming
+// available at once, each seeing the other already available, attach the
+// user's topic subscriptions once, and both get their messages.
+func TestResourcesArrivingTogether(t *testing.T) {
+	h := startHub(t, nil)
+	const bare = "alice@localhost"
+	topicJID := "together.t@topics.localhost"
+	first := connect(t, h, "alice", "alicepw")
+	first.send(t, `<presence to='`+topicJID+`' type='subscribe'/>`)
+	first.expect(t, "subscribed", func(v rx) bool { return v.XMLName.Local == "presence" && v.Type == "subscribed" && v.From == topicJID })
+	_ = first.s.Close()
+	mu := h.a.topics.userLock(bare)
+	for end := time.Now().Add(10 * time.Second); len(h.a.availableOf(bare)) > 0 || h.a.topics.attached(bare); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the first resource never left")
+		}
+	}
+
+	// Both presences are taken while the user's changes wait on the lock.
+	mu.Lock()
+	a, b := connect(t, h, "alice", "alicepw"), connect(t, h, "alice", "alicepw")
+	for end := time.Now().Add(10 * time.Second); len(h.a.availableOf(bare)) < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			mu.Unlock()
+			t.Fatal("the two resources never became available")
+		}
+	}
+	mu.Unlock()
+	// QoS 1: kept for the user if it comes before the attach is done.
+	if err := h.bus.Publish(context.Background(), &broker.Envelope{Topic: "together/t", Payload: []byte("1"), QoS: 1,
+		ContentType: "text/plain", Origin: broker.Origin{Protocol: broker.ProtoMQTT}}); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*client{"first": a, "second": b} {
+		if got := c.expect(t, name+" resource", isMessageFrom(topicJID)); got.Body != "1" {
+			t.Errorf("%s resource got %q", name, got.Body)
+		}
+	}
+}

@@ -58,7 +58,7 @@ func (a *Adapter) unregister(s *session, wasAvailable bool) {
 	a.xfer.peerGone(s.jid)
 	if wasAvailable {
 		a.broadcastPresence(s, newElement(nsClient, "presence", "type", "unavailable", "from", s.jid))
-		a.availabilityChanged(s, false)
+		a.availabilityChanged(s)
 	}
 }
 
@@ -108,21 +108,25 @@ func (a *Adapter) shutdownSessions() {
 	a.topics.shutdown()
 }
 
-// availabilityChanged reacts to a session becoming available or not: topic
-// subscriptions attach while the user has an available resource, and a
-// device's presence goes to the presence sink.
+// availabilityChanged reacts to a session of a user becoming available or
+// not: topic subscriptions attach while the user has an available
+// resource, and a device's presence goes to the presence sink.
 //
-// The changes of one user are taken one at a time, each on the count of
-// available resources it finds then, so that a resource leaving while
-// another arrives leaves the subscriptions attached.
-func (a *Adapter) availabilityChanged(s *session, online bool) {
+// The changes of one user are taken one at a time (userLock), each
+// comparing the resources available then with whether the subscriptions
+// are attached: two resources arriving at once, each counting the other,
+// must still attach them once (a count of "exactly one" saw two for both
+// and attached none), and one leaving while another arrives leaves them
+// attached.
+func (a *Adapter) availabilityChanged(s *session) {
 	mu := a.topics.userLock(s.bare)
 	mu.Lock()
-	others := len(a.availableOf(s.bare))
-	change := online && others == 1 || !online && others == 0
+	avail := a.availableOf(s.bare)
+	online := len(avail) > 0
+	change := online != a.topics.attached(s.bare)
 	if change {
 		if online {
-			a.topics.userOnline(clientPeer{s})
+			a.topics.userOnline(clientPeer{avail[0]})
 		} else {
 			a.topics.userOffline(s.bare)
 		}
@@ -200,7 +204,7 @@ func (a *Adapter) handleOwnPresence(s *session, el *element) {
 		a.broadcastPresence(s, el)
 		if first {
 			a.sendContactPresences(s)
-			a.availabilityChanged(s, true)
+			a.availabilityChanged(s)
 			a.deliverOffline(s)
 		}
 	case "unavailable":
@@ -210,7 +214,7 @@ func (a *Adapter) handleOwnPresence(s *session, el *element) {
 		s.mu.Unlock()
 		a.broadcastPresence(s, el)
 		if was {
-			a.availabilityChanged(s, false)
+			a.availabilityChanged(s)
 		}
 	}
 }

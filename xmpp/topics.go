@@ -50,8 +50,9 @@ type peer interface {
 type topicService struct {
 	a *Adapter
 
-	mu   sync.Mutex
-	subs map[string]map[string]broker.Subscription // bare JID → topic → attached subscription
+	mu     sync.Mutex
+	subs   map[string]map[string]broker.Subscription // bare JID → topic → attached subscription
+	online map[string]bool                           // bare JIDs between userOnline and userOffline
 
 	// users serialises a user's attach and detach (userLock): without it a
 	// resource leaving while another arrives could detach, after the fact,
@@ -408,6 +409,12 @@ func (t *topicService) domainFor(p peer) string {
 // userOnline attaches the topic subscriptions of a user who became
 // available; what was queued while away arrives first, in order.
 func (t *topicService) userOnline(p peer) {
+	t.mu.Lock()
+	if t.online == nil {
+		t.online = map[string]bool{}
+	}
+	t.online[p.bareJID()] = true
+	t.mu.Unlock()
 	ctx := context.WithoutCancel(t.a.ctx)
 	kvs, err := t.a.cfg.Store.KVList(ctx, topicBucket)
 	if err != nil {
@@ -457,12 +464,21 @@ func (t *topicService) userOnline(p peer) {
 	}
 }
 
+// attached reports whether bare's subscriptions are attached: userOnline
+// came last, not userOffline.
+func (t *topicService) attached(bare string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.online[bare]
+}
+
 // userOffline detaches a user's subscriptions: the bus keeps QoS >= 1
 // envelopes in their durable queues until the user is back.
 func (t *topicService) userOffline(bare string) {
 	t.mu.Lock()
 	subs := t.subs[bare]
 	delete(t.subs, bare)
+	delete(t.online, bare)
 	t.mu.Unlock()
 	for _, s := range subs {
 		_ = s.Detach()
@@ -473,7 +489,7 @@ func (t *topicService) userOffline(bare string) {
 func (t *topicService) shutdown() {
 	t.mu.Lock()
 	all := t.subs
-	t.subs = nil
+	t.subs, t.online = nil, nil
 	t.mu.Unlock()
 	for _, subs := range all {
 		for _, s := range subs {
