@@ -44,6 +44,8 @@ type hubOpts struct {
 	publicMetrics, allowAnonymous               bool
 	streamWriteTimeout                          time.Duration
 	streamMaxPending                            int64
+	// heartbeat is Config.Heartbeat (0: 200 ms).
+	heartbeat time.Duration
 	// plainBus hides the bus's optional interfaces (a clustered bus has
 	// no RetainedPager).
 	plainBus bool
@@ -76,6 +78,9 @@ func startHub(t testing.TB, o hubOpts) *testHub {
 	if o.addr == "" {
 		o.addr = "127.0.0.1:0"
 	}
+	if o.heartbeat == 0 {
+		o.heartbeat = 200 * time.Millisecond
+	}
 	var (
 		fs   *files.Store
 		base atomic.Pointer[string] // set once listening
@@ -92,7 +97,7 @@ func startHub(t testing.TB, o hubOpts) *testHub {
 		abus = struct{ broker.Bus }{bus}
 	}
 	a, err := New(Config{Addr: o.addr, Bus: abus, Store: st, Auth: auth, Devices: reg, Files: fs,
-		MaxBody: o.maxBody, Heartbeat: 200 * time.Millisecond, Logger: quietLogger(), Node: "test",
+		MaxBody: o.maxBody, Heartbeat: o.heartbeat, Logger: quietLogger(), Node: "test",
 		ReadHeaderTimeout: o.readHeaderTimeout, ReadTimeout: o.readTimeout, IdleTimeout: o.idleTimeout, MaxHeaderBytes: o.maxHeaderBytes,
 		Metrics: o.metrics, PublicMetrics: o.publicMetrics, AllowAnonymous: o.allowAnonymous,
 		StreamWriteTimeout: o.streamWriteTimeout, StreamMaxPending: o.streamMaxPending, Dashboard: o.dashboard})

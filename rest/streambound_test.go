@@ -80,7 +80,10 @@ func TestSlowStreamClosed(t *testing.T) {
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
 			t.Parallel()
-			h := startHub(t, hubOpts{streamWriteTimeout: time.Minute, streamMaxPending: 1 << 20})
+			// A heartbeat of a minute: a WebSocket ping the stalled client
+			// cannot answer would otherwise end the stream after 200 ms, a
+			// race with the bound a loaded machine lost.
+			h := startHub(t, hubOpts{streamWriteTimeout: time.Minute, streamMaxPending: 1 << 20, heartbeat: time.Minute})
 			base := h.bus.Stats().Subscriptions
 			c := stalledClient(t, h, tc.request)
 			payload := bytes.Repeat([]byte("x"), 64<<10)
