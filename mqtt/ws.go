@@ -84,7 +84,7 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	l.handle(conn, establish)
+	l.handle(conn, establish, false)
 	// The WebSocket's writes end with this request's context: wait until
 	// what mochi wrote last (a refusing CONNACK, a DISCONNECT) is out.
 	if ac, ok := conn.(*asyncConn); ok {

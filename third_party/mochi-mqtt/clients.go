@@ -155,6 +155,7 @@ type ClientState struct {
 	open            context.Context      // indicate that the client is open for packet exchange
 	cancelOpen      context.CancelFunc   // cancel function for open context
 	outboundQty     int32                // number of messages currently in the outbound queue
+	writing         atomic.Bool          // the WriteLoop is running (hub patch: it starts with the first queued packet)
 	Keepalive       uint16               // the number of seconds the connection can wait
 	ServerKeepalive bool                 // keepalive was set by the server
 }
@@ -191,7 +192,24 @@ func newClient(c net.Conn, o *ops) *Client {
 }
 
 // WriteLoop ranges over pending outbound messages and writes them to the client connection.
+// It returns at once if the client's write loop is already running.
 func (cl *Client) WriteLoop() {
+	if cl.State.writing.CompareAndSwap(false, true) {
+		cl.writeLoop()
+	}
+}
+
+// startWriteLoop starts the client's write loop if it is not running yet.
+// (hub patch: upstream starts it with every connection, and it then holds
+// a goroutine and its stack for as long as the client is connected, though
+// many clients, and every hub client, never have a packet queued.)
+func (cl *Client) startWriteLoop() {
+	if cl.State.writing.CompareAndSwap(false, true) {
+		go cl.writeLoop()
+	}
+}
+
+func (cl *Client) writeLoop() {
 	for {
 		select {
 		case pk := <-cl.State.outbound:
@@ -371,22 +389,32 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 		}
 
 		cl.refreshDeadline(cl.State.Keepalive)
-		fh := new(packets.FixedHeader)
-		err = cl.ReadFixedHeader(fh)
+		var fh packets.FixedHeader
+		err = cl.ReadFixedHeader(&fh)
 		if err != nil {
 			return err
 		}
 
-		pk, err := cl.ReadPacket(fh)
-		if err != nil {
-			return err
-		}
-
-		err = packetHandler(cl, pk) // Process inbound packet.
+		err = cl.readAndHandle(&fh, packetHandler)
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// readAndHandle reads the packet whose fixed header is fh and passes it
+// to packetHandler. (hub patch: the packet, over 1.5 KiB, lives in this
+// frame rather than in Read's, so that it is not on the stack while Read
+// waits for the next packet.)
+//
+//go:noinline
+func (cl *Client) readAndHandle(fh *packets.FixedHeader, packetHandler ReadFn) error {
+	pk, err := cl.ReadPacket(fh)
+	if err != nil {
+		return err
+	}
+
+	return packetHandler(cl, pk) // Process inbound packet.
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.
