@@ -2102,6 +2102,9 @@ func TestPublishToClientExceedClientWritesPending(t *testing.T) {
 
 	s.Clients.Add(cl)
 
+	// hub patch: the write loop starts with the first queued packet; this
+	// client's is to be stalled, as upstream's never started one for it.
+	cl.State.writing.Store(true)
 	for i := int32(0); i < cl.ops.options.Capabilities.MaximumClientWritesPending; i++ {
 		cl.State.outbound <- new(packets.Packet)
 		atomic.AddInt32(&cl.State.outboundQty, 1)
