@@ -42,6 +42,10 @@ clk_tck=$(getconf CLK_TCK)
 
 echo "building hub and hubload ..."
 (cd "$root" && go build -o "$work/hubload" ./cmd/hubload && go build -o "$work/hub" ./cmd/hub)
+# mochi-mqtt as published, not the hub's patched copy (see bench.sh).
+sed '/^replace github.com\/mochi-mqtt\/server\/v2 /d' "$root/go.mod" >"$work/upstream.mod"
+cp "$root/go.sum" "$work/upstream.sum"
+(cd "$root" && GOFLAGS=-mod=mod go build -modfile "$work/upstream.mod" -o "$work/hubload-upstream" ./cmd/hubload)
 
 for t in $targets; do
 	port=$(free_port)
@@ -53,7 +57,7 @@ for t in $targets; do
 			--coap-addr "127.0.0.1:$(free_port)" --log-level warn >>"$work/hub.log" 2>&1 &
 		;;
 	mochi)
-		"$work/hubload" mochi --addr "127.0.0.1:$port" >>"$work/mochi.log" 2>&1 &
+		"$work/hubload-upstream" mochi --addr "127.0.0.1:$port" >>"$work/mochi.log" 2>&1 &
 		;;
 	mosquitto)
 		printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\n' "$port" >"$work/mosquitto.conf"

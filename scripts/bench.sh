@@ -2,8 +2,9 @@
 # Benchmark: the hub against the servers a user would pick instead, side
 # by side on this machine, with cmd/hubload. Targets:
 #   hub        the hub binary (fresh data dir, default configuration)
-#   mochi      a bare mochi-mqtt broker at the hub's go.mod version, default
-#              options (`hubload mochi`)
+#   mochi      a bare mochi-mqtt broker at the hub's go.mod version as
+#              published (not the hub's patched copy in third_party/),
+#              default options (`hubload mochi`, built without the replace)
 #   mosquitto  Debian's Mosquitto (persistence off, Debian's defaults)
 #   prosody    Debian's Prosody (STARTTLS, internal_plain accounts)
 #   ejabberd   Debian's ejabberd (STARTTLS, SCRAM accounts; mod_mqtt as an
@@ -114,6 +115,11 @@ record() { echo "$1 $2" >>"$out/figures.txt"; }
 
 echo "building hub and hubload ..."
 (cd "$root" && go build -o "$work/hubload" ./cmd/hubload && go build -tags nomsgpack -o "$work/hub" ./cmd/hub)
+# The mochi target is mochi-mqtt as published: hubload built from a go.mod
+# without the replace by third_party/mochi-mqtt (the hub's patched copy).
+sed '/^replace github.com\/mochi-mqtt\/server\/v2 /d' "$root/go.mod" >"$work/upstream.mod"
+cp "$root/go.sum" "$work/upstream.sum"
+(cd "$root" && GOFLAGS=-mod=mod go build -modfile "$work/upstream.mod" -o "$work/hubload-upstream" ./cmd/hubload)
 # The hub as installed: its pages read from disk, not left in the page
 # cache by the linker (that state moved its idle RSS by up to 2 MiB).
 dd if="$work/hub" iflag=nocache count=0 status=none
@@ -167,7 +173,7 @@ start_mochi() {
 	local m t0
 	m=$(free_port)
 	t0=$(now_ms)
-	"$hubload" mochi --addr "127.0.0.1:$m" >>"$work/mochi.log" 2>&1 &
+	"$work/hubload-upstream" mochi --addr "127.0.0.1:$m" >>"$work/mochi.log" 2>&1 &
 	pid[mochi]=$!
 	wait_ready mochi "$m" "$t0" && mqtt[mochi]=tcp://127.0.0.1:$m
 }

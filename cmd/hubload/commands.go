@@ -61,11 +61,16 @@ func usageError(stderr io.Writer, err error) int {
 	return 2
 }
 
-// mochiVersion is the mochi-mqtt module version this binary was built with.
+// mochiVersion is the mochi-mqtt module version this binary was built
+// with, and whether it is the hub's patched copy (scripts/bench.sh builds
+// hubload without it for its mochi target).
 func mochiVersion() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {
 			if d.Path == "github.com/mochi-mqtt/server/v2" {
+				if d.Replace != nil { // the hub's patched copy
+					return d.Version + " (patched, " + d.Replace.Path + ")"
+				}
 				return d.Version
 			}
 		}
