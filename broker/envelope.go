@@ -127,7 +127,9 @@ func NewID() string {
 	binary.BigEndian.PutUint64(b[0:8], uint64(time.Now().UnixNano()))
 	copy(b[8:12], idNode[:])
 	binary.BigEndian.PutUint32(b[12:16], uint32(idCounter.Add(1)))
-	return hex.EncodeToString(b[:])
+	var h [32]byte // on the stack: the string is the one allocation
+	hex.Encode(h[:], b[:])
+	return string(h[:])
 }
 
 // NodeID returns this process's random tag, the default Origin.Node.

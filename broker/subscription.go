@@ -509,17 +509,28 @@ func (s *memSub) next(gen uint64) (it *item, readSpool bool) {
 				return nil, false
 			}
 			s.mem[0] = nil
-			s.mem = s.mem[1:]
+			if len(s.mem) == 1 {
+				// Keep the slot: a subscription that keeps up has one
+				// envelope at a time, and appends would allocate again.
+				s.mem = s.mem[:0]
+			} else {
+				s.mem = s.mem[1:]
+			}
 			if head.failed {
 				continue
 			}
 			s.pending++
 			return head, false
 		}
-		s.mem = nil
+		if cap(s.mem) > keptQueueCap {
+			s.mem = nil // what a burst grew goes; a few slots stay
+		}
 		return nil, s.spilling
 	}
 }
+
+// keptQueueCap is the most slots an emptied mem queue keeps.
+const keptQueueCap = 16
 
 func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done chan struct{}) {
 	defer s.m.wg.Done()

@@ -169,6 +169,10 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	return nil
 }
 
+// errRejectPacket is packets.ErrRejectPacket boxed once: returned as an
+// error, the struct value would be allocated on every publish.
+var errRejectPacket error = packets.ErrRejectPacket
+
 // OnConnectAuthenticate lets in the clients OnConnect accepted.
 func (h *hook) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
 
@@ -380,14 +384,14 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	if err := a.auth.Limits().CheckTopic(pk.TopicName); err != nil {
 		a.metrics.denied.Add(1)
 		a.refuse(cl, pk, err)
-		return pk, packets.ErrRejectPacket
+		return pk, errRejectPacket
 	}
 	p := a.principal(cl)
 	if err := a.mayPublish(cl, p, pk.TopicName); err != nil {
 		a.metrics.denied.Add(1)
 		if cl.Properties.ProtocolVersion == 5 {
 			a.refuse(cl, pk, err)
-			return pk, packets.ErrRejectPacket
+			return pk, errRejectPacket
 		}
 		// MQTT 3.1.1 has no negative acknowledgement: the message is
 		// acknowledged and dropped, as Mosquitto does.
@@ -413,7 +417,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	}
 	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
 	a.publishAsync(cl, pk, name)
-	return pk, packets.ErrRejectPacket
+	return pk, errRejectPacket
 }
 
 // OnQosComplete forgets the PUBREC state of a client's QoS 2 message once

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/xid"
 
+	"github.com/mochi-mqtt/server/v2/mempool"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -190,6 +191,10 @@ func newClient(c net.Conn, o *ops) *Client {
 
 	return cl
 }
+
+// writeBufPool holds WritePacket's encoding buffers; one grown past 64 KiB
+// (a large publish) is dropped rather than kept in the pool.
+var writeBufPool = mempool.NewBuffer(64 << 10)
 
 // WriteLoop ranges over pending outbound messages and writes them to the client connection.
 // It returns at once if the client's write loop is already running.
@@ -503,9 +508,10 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(n))
 
-	// Decode the remaining packet values using a fresh copy of the bytes,
-	// otherwise the next packet will change the data of this one.
-	px := append([]byte{}, p[:]...)
+	// hub patch: p is this packet's own (made above), so it is decoded in
+	// place; upstream decoded a copy of it, an allocation and a copy of the
+	// payload on every packet.
+	px := p
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectDecode(px)
@@ -584,7 +590,10 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	pk = cl.ops.hooks.OnPacketEncode(cl, pk)
 
 	var err error
-	buf := new(bytes.Buffer)
+	// hub patch: a pooled buffer (upstream allocated one per packet and
+	// grew it from empty); every path below is done with it on return.
+	buf := writeBufPool.Get()
+	defer writeBufPool.Put(buf)
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectEncode(buf)

@@ -5,6 +5,7 @@
 package mqtt
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -271,7 +272,7 @@ func (h *Hooks) OnPacketRead(cl *Client, pk packets.Packet) (pkx packets.Packet,
 	for _, hook := range h.GetAll() {
 		if hook.Provides(OnPacketRead) {
 			npk, err := hook.OnPacketRead(cl, pkx)
-			if err != nil && errors.Is(err, packets.ErrRejectPacket) {
+			if err != nil && errors.Is(err, errRejectPacket) {
 				h.Log.Debug("packet rejected", "hook", hook.ID(), "packet", pkx)
 				return pk, err
 			} else if err != nil {
@@ -399,13 +400,18 @@ func (h *Hooks) OnPublish(cl *Client, pk packets.Packet) (pkx packets.Packet, er
 		if hook.Provides(OnPublish) {
 			npk, err := hook.OnPublish(cl, pkx)
 			if err != nil {
-				if errors.Is(err, packets.ErrRejectPacket) {
-					h.Log.Debug("publish packet rejected",
-						"error", err,
-						"hook", hook.ID(),
-						"packet", pkx)
+				if errors.Is(err, errRejectPacket) {
+					// hub patch: the arguments (the packet, over 1 KiB,
+					// boxed) cost allocations on every rejected publish
+					// even with debug logging off.
+					if h.Log.Enabled(context.Background(), slog.LevelDebug) {
+						h.Log.Debug("publish packet rejected",
+							"error", err,
+							"hook", hook.ID(),
+							"packet", pkx)
+					}
 					return pk, err
-				} else if errors.Is(err, packets.CodeSuccessIgnore) {
+				} else if errors.Is(err, errSuccessIgnore) {
 					return pk, err
 				}
 				h.Log.Error("publish packet error",
@@ -861,3 +867,11 @@ func (h *HookBase) StoredRetainedMessages() (v []storage.Message, err error) {
 func (h *HookBase) StoredSysInfo() (v storage.SystemInfo, err error) {
 	return
 }
+
+// errRejectPacket and errSuccessIgnore are the codes boxed once, for
+// errors.Is: a struct value passed as its target is allocated on every
+// call, and OnPublish asks on every publish. (hub patch)
+var (
+	errRejectPacket  error = packets.ErrRejectPacket
+	errSuccessIgnore error = packets.CodeSuccessIgnore
+)

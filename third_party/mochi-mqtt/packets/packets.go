@@ -611,13 +611,18 @@ func (pk *Packet) PublishEncode(buf *bytes.Buffer) error {
 	nb := mempool.GetBuffer()
 	defer mempool.PutBuffer(nb)
 
-	nb.Write(encodeString(pk.TopicName)) // [MQTT-3.3.2-1]
+	// hub patch: the topic's length, the topic and the packet id go into nb
+	// directly (encodeString and encodeUint16 allocated each).
+	nb.WriteByte(byte(len(pk.TopicName) >> 8)) // [MQTT-3.3.2-1]
+	nb.WriteByte(byte(len(pk.TopicName)))
+	nb.WriteString(pk.TopicName)
 
 	if pk.FixedHeader.Qos > 0 {
 		if pk.PacketID == 0 {
 			return ErrProtocolViolationNoPacketID // [MQTT-2.2.1-2]
 		}
-		nb.Write(encodeUint16(pk.PacketID))
+		nb.WriteByte(byte(pk.PacketID >> 8))
+		nb.WriteByte(byte(pk.PacketID))
 	}
 
 	if pk.ProtocolVersion == 5 {
@@ -703,7 +708,8 @@ func (pk *Packet) PublishValidate(topicAliasMaximum uint16) Code {
 func (pk *Packet) encodePubAckRelRecComp(buf *bytes.Buffer) error {
 	nb := mempool.GetBuffer()
 	defer mempool.PutBuffer(nb)
-	nb.Write(encodeUint16(pk.PacketID))
+	nb.WriteByte(byte(pk.PacketID >> 8)) // hub patch: encodeUint16 allocated
+	nb.WriteByte(byte(pk.PacketID))
 
 	if pk.ProtocolVersion == 5 {
 		pb := mempool.GetBuffer()
@@ -1003,7 +1009,8 @@ func (pk *Packet) SubscribeValidate() Code {
 func (pk *Packet) UnsubackEncode(buf *bytes.Buffer) error {
 	nb := mempool.GetBuffer()
 	defer mempool.PutBuffer(nb)
-	nb.Write(encodeUint16(pk.PacketID))
+	nb.WriteByte(byte(pk.PacketID >> 8)) // hub patch: encodeUint16 allocated
+	nb.WriteByte(byte(pk.PacketID))
 
 	if pk.ProtocolVersion == 5 {
 		pb := mempool.GetBuffer()
