@@ -35,7 +35,7 @@ func (c *loopConn) SetWriteDeadline(time.Time) error { return nil }
 // itself).
 type rejectHook struct{ mochi.HookBase }
 
-func (rejectHook) ID() string { return "reject" }
+func (rejectHook) ID() string           { return "reject" }
 func (rejectHook) Provides(b byte) bool { return b == mochi.OnPublish }
 func (rejectHook) OnPublish(_ *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	return pk, errRejectPacket
