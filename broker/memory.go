@@ -243,11 +243,14 @@ func (m *Memory) publish(ctx context.Context, e *Envelope) ([]match, []QueueRef,
 	if e.QoS > 2 {
 		return nil, nil, fmt.Errorf("broker: publish %q: qos %d out of range 0..2", e.Topic, e.QoS)
 	}
-	if e.ID == "" {
-		e.ID = NewID()
-	}
-	if e.Time.IsZero() {
-		e.Time = time.Now()
+	if e.ID == "" || e.Time.IsZero() {
+		now := time.Now() // one clock read a message, not two
+		if e.ID == "" {
+			e.ID = NewIDAt(now)
+		}
+		if e.Time.IsZero() {
+			e.Time = now
+		}
 	}
 	if e.Origin.Node == "" {
 		e.Origin.Node = m.node

@@ -393,7 +393,13 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return nil
 		}
 
-		cl.refreshDeadline(cl.State.Keepalive)
+		// hub patch: the keepalive deadline is moved before a read that
+		// may wait on the socket, not before every packet (two timer
+		// updates and a clock read each): packets already buffered come
+		// from one read(2) microseconds old.
+		if cl.Net.bconn == nil || cl.Net.bconn.Buffered() == 0 {
+			cl.refreshDeadline(cl.State.Keepalive)
+		}
 		var fh packets.FixedHeader
 		err = cl.ReadFixedHeader(&fh)
 		if err != nil {
