@@ -287,8 +287,10 @@ func (h *hook) OnDisconnect(cl *mochi.Client, _ error, expire bool) {
 		// it is refused after its CONNACK.
 		delete(a.sessions, cl.ID)
 		s.detach(cl)
-		if err := s.sub.Unsubscribe(); err != nil {
-			a.log.Warn("mqtt: end session", "client", cl.ID, "err", err)
+		if sub := s.subscription(); sub != nil {
+			if err := sub.Unsubscribe(); err != nil {
+				a.log.Warn("mqtt: end session", "client", cl.ID, "err", err)
+			}
 		}
 	}
 	a.smu.Unlock()
@@ -590,15 +592,23 @@ func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {
 	if s == nil {
 		return
 	}
+	var bsub broker.Subscription
 	var replay []broker.Filter
 	for i, sub := range pk.Filters {
 		if i >= len(codes) || codes[i] >= packets.ErrUnspecifiedError.Code {
 			continue
 		}
+		if bsub == nil {
+			var err error
+			if bsub, err = a.ensureSub(s, cl); err != nil {
+				a.log.Warn("mqtt: subscribe", "client", cl.ID, "err", err)
+				return
+			}
+		}
 		f := filterOf(sub, codes[i], cl.Properties.ProtocolVersion)
 		handling := f.RetainHandling
 		f.RetainHandling = 2
-		existed, err := s.sub.AddFilter(a.ctx, f)
+		existed, err := bsub.AddFilter(a.ctx, f)
 		if err != nil {
 			a.log.Warn("mqtt: subscribe", "client", cl.ID, "filter", f.Topic, "err", err)
 			continue
@@ -639,8 +649,12 @@ func (h *hook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ error) {
 	if s == nil {
 		return
 	}
+	sub := s.subscription()
+	if sub == nil {
+		return
+	}
 	for _, f := range v.([]broker.Filter) {
-		if err := s.sub.SendRetained(h.a.ctx, f); err != nil {
+		if err := sub.SendRetained(h.a.ctx, f); err != nil {
 			h.a.log.Warn("mqtt: retained values", "client", cl.ID, "filter", f.Topic, "err", err)
 		}
 	}
@@ -655,9 +669,13 @@ func (h *hook) OnUnsubscribed(cl *mochi.Client, pk packets.Packet) {
 	if s == nil {
 		return
 	}
+	bsub := s.subscription()
+	if bsub == nil {
+		return // it never subscribed
+	}
 	for _, sub := range pk.Filters {
 		group, topic := splitShared(sub.Filter)
-		if _, err := s.sub.RemoveFilter(h.a.ctx, topic, group); err != nil {
+		if _, err := bsub.RemoveFilter(h.a.ctx, topic, group); err != nil {
 			h.a.log.Warn("mqtt: unsubscribe", "client", cl.ID, "filter", sub.Filter, "err", err)
 		}
 	}

@@ -106,8 +106,8 @@ func (o *overCap) take(cl *mochi.Client) map[int]bool {
 // form ($share/{group}/{filter} for a shared one).
 func (a *Adapter) heldFilters(cl *mochi.Client) map[string]bool {
 	held := map[string]bool{}
-	if s := a.sessionOf(cl); s != nil {
-		for _, f := range s.sub.Filters() {
+	if s := a.sessionOf(cl); s != nil && s.subscription() != nil {
+		for _, f := range s.subscription().Filters() {
 			if f.Group != "" {
 				held["$share/"+f.Group+"/"+f.Topic] = true
 			} else {

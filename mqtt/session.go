@@ -106,9 +106,13 @@ type session struct {
 	id      string
 	durable bool
 
-	mu      sync.Mutex
-	cl      *mochi.Client // the connection delivering, nil while away
-	sub     broker.Subscription
+	mu  sync.Mutex
+	cl  *mochi.Client // the connection delivering, nil while away
+	sub broker.Subscription
+	// lazy: the session is not durable and has had no SUBSCRIBE, so sub
+	// is nil; the first SUBSCRIBE makes it (ensureSub). A client that only
+	// publishes costs the bus nothing.
+	lazy    bool
 	out     map[uint16]outbound // by value: no allocation per delivery
 	byEnv   map[string]uint16   // envelope id -> packet id, for resends with the same id
 	nextPID uint16
@@ -161,7 +165,9 @@ func (a *Adapter) attach(cl *mochi.Client, clean bool) error {
 	if s != nil {
 		s.detach(nil)
 		if clean || !durable || !s.durable {
-			_ = s.sub.Unsubscribe()
+			if sub := s.subscription(); sub != nil {
+				_ = sub.Unsubscribe()
+			}
 			s = nil
 		}
 	}
@@ -175,6 +181,33 @@ func (a *Adapter) attach(cl *mochi.Client, clean bool) error {
 	if s == nil {
 		s = a.newSession(cl.ID, durable)
 	}
+	s.mu.Lock()
+	s.cl = cl
+	if !durable {
+		// It ends with this connection and has no filters yet.
+		s.lazy = true
+		s.mu.Unlock()
+		a.sessions[cl.ID] = s
+		return nil
+	}
+	s.mu.Unlock()
+	sub, err := a.cfg.Bus.Consume(a.ctx, a.subscribeOptions(cl, p, durable, resume), s.deliver)
+	if err != nil {
+		s.mu.Lock()
+		s.cl = nil
+		s.mu.Unlock()
+		return fmt.Errorf("mqtt: session of %q: %w", cl.ID, err)
+	}
+	s.mu.Lock()
+	s.sub = sub
+	s.mu.Unlock()
+	a.sessions[cl.ID] = s
+	return nil
+}
+
+// subscribeOptions are the options of cl's bus subscription; p is its
+// principal, resume whether it carries on a stored session.
+func (a *Adapter) subscribeOptions(cl *mochi.Client, p adapters.Principal, durable, resume bool) broker.SubscribeOptions {
 	opts := broker.SubscribeOptions{
 		ID:             subscriberID(cl.ID),
 		QoS:            2,
@@ -191,21 +224,44 @@ func (a *Adapter) attach(cl *mochi.Client, clean bool) error {
 		Allow:          a.reader(p, cl.ID),
 	}
 	opts.KeepFilters = resume
+	return opts
+}
+
+// subscription returns the session's bus subscription, nil while a
+// session that is not durable has had no SUBSCRIBE.
+func (s *session) subscription() broker.Subscription {
 	s.mu.Lock()
-	s.cl = cl
+	defer s.mu.Unlock()
+	return s.sub
+}
+
+// errSessionGone: the connection no longer has the session it subscribed
+// in (taken over, or ended).
+var errSessionGone = errors.New("mqtt: the session is no longer this connection's")
+
+// ensureSub returns s's bus subscription for cl, made now if s is lazy.
+func (a *Adapter) ensureSub(s *session, cl *mochi.Client) (broker.Subscription, error) {
+	// Under smu, as attach and OnDisconnect replace and end sessions:
+	// none is made for a session that is no longer cl's.
+	a.smu.Lock()
+	defer a.smu.Unlock()
+	s.mu.Lock()
+	sub, lazy, cur := s.sub, s.lazy, s.cl
 	s.mu.Unlock()
-	sub, err := a.cfg.Bus.Consume(a.ctx, opts, s.deliver)
+	if sub != nil {
+		return sub, nil
+	}
+	if !lazy || cur != cl || a.sessions[cl.ID] != s {
+		return nil, errSessionGone
+	}
+	sub, err := a.cfg.Bus.Consume(a.ctx, a.subscribeOptions(cl, a.principal(cl), false, false), s.deliver)
 	if err != nil {
-		s.mu.Lock()
-		s.cl = nil
-		s.mu.Unlock()
-		return fmt.Errorf("mqtt: session of %q: %w", cl.ID, err)
+		return nil, fmt.Errorf("mqtt: session of %q: %w", cl.ID, err)
 	}
 	s.mu.Lock()
-	s.sub = sub
+	s.sub, s.lazy = sub, false
 	s.mu.Unlock()
-	a.sessions[cl.ID] = s
-	return nil
+	return sub, nil
 }
 
 // detach ends delivery to cl (nil: whichever connection has it): what is

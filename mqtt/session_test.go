@@ -179,3 +179,46 @@ func TestV5ResumeWithoutExpiry(t *testing.T) {
 		return len(kv) == 0 && !h.durable("v5resume")
 	})
 }
+
+// TestSubscriptionMadeWithFirstSubscribe: a clean session gets its bus
+// subscription with its first SUBSCRIBE, so that a client that only
+// publishes costs the bus nothing, and then receives like any other; a
+// retained value reaches it; it is gone when the client leaves.
+func TestSubscriptionMadeWithFirstSubscribe(t *testing.T) {
+	h := newHub(t, nil)
+	session := func(id string) *session {
+		h.a.smu.Lock()
+		defer h.a.smu.Unlock()
+		return h.a.sessions[id]
+	}
+	pub := mustV3(t, h.addr, "lazy-pub", "alice", "alicepw", true)
+	pub.pub(t, "lazy/retained", 1, true, "kept")
+	pub.pub(t, "lazy/a", 1, false, "before")
+	if s := session("lazy-pub"); s == nil || s.subscription() != nil {
+		t.Fatalf("a publisher's session: %v, want one without a bus subscription", s)
+	}
+
+	sub := mustV3(t, h.addr, "lazy-sub", "alice", "alicepw", true)
+	if s := session("lazy-sub"); s == nil || s.subscription() != nil {
+		t.Fatal("a session had a bus subscription before its SUBSCRIBE")
+	}
+	sub.sub(t, "lazy/#", 1)
+	if m := sub.next(t); m.Topic() != "lazy/retained" || string(m.Payload()) != "kept" {
+		t.Fatalf("first message %s %q, want the retained lazy/retained", m.Topic(), m.Payload())
+	}
+	if s := session("lazy-sub"); s == nil || s.subscription() == nil {
+		t.Fatal("no bus subscription after SUBSCRIBE")
+	}
+	pub.pub(t, "lazy/a", 1, false, "after")
+	if m := sub.next(t); m.Topic() != "lazy/a" || string(m.Payload()) != "after" {
+		t.Fatalf("got %s %q, want lazy/a after", m.Topic(), m.Payload())
+	}
+	// The publisher subscribes too, late: it gets what comes after.
+	pub.sub(t, "lazy/b", 0)
+	sub.pub(t, "lazy/b", 0, false, "to the publisher")
+	if m := pub.next(t); string(m.Payload()) != "to the publisher" {
+		t.Fatalf("publisher got %q", m.Payload())
+	}
+	sub.c.Disconnect(100)
+	waitFor(t, func() bool { return session("lazy-sub") == nil })
+}
