@@ -437,6 +437,6 @@ done
 {
 	echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "hubload MQTT client: $mqtt_client"
-	echo "versions: mochi-mqtt $(grep 'mochi-mqtt/server' "$root/go.mod" | awk '{print $2}'), $( (mosquitto -h 2>&1 || true) | head -1), prosody $(dpkg-query -W -f '${Version}' prosody 2>/dev/null || echo none), ejabberd $(dpkg-query -W -f '${Version}' ejabberd 2>/dev/null || echo none)"
+	echo "versions: mochi-mqtt $(awk '$1 == "github.com/mochi-mqtt/server/v2" && $2 ~ /^v/ {print $2; exit}' "$root/go.mod") (the hub: patched, third_party/mochi-mqtt), $( (mosquitto -h 2>&1 || true) | head -1), prosody $(dpkg-query -W -f '${Version}' prosody 2>/dev/null || echo none), ejabberd $(dpkg-query -W -f '${Version}' ejabberd 2>/dev/null || echo none)"
 } >"$out/machine.txt"
 python3 "$root/scripts/bench_report.py" "$out" "$runs"
