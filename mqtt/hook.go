@@ -325,13 +325,16 @@ func (h *hook) OnClientExpired(cl *mochi.Client) { h.a.forget(cl.ID) }
 // envelopeOf is the bus envelope of a client's PUBLISH; principal is the
 // client's user name (string(cl.Properties.Username), made once a publish).
 func (a *Adapter) envelopeOf(cl *mochi.Client, pk *packets.Packet, principal string) *broker.Envelope {
-	return envelopeFromPacket(pk, broker.Origin{
+	now := time.Now()
+	e := envelopeFromPacket(pk, broker.Origin{
 		Protocol:  broker.ProtoMQTT,
 		ClientID:  cl.ID,
 		Remote:    cl.Net.Remote,
 		Principal: principal,
 		Node:      a.cfg.Node,
-	}, time.Now())
+	}, now)
+	e.ID = broker.NewIDAt(now) // the bus would read the clock again for it
+	return e
 }
 
 // toBus publishes a client's message on the bus and waits until it is

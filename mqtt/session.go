@@ -293,7 +293,12 @@ func (s *session) detach(cl *mochi.Client) {
 // acknowledges it.
 func (s *session) deliver(d *broker.Delivery) {
 	a := s.a
-	now := time.Now()
+	// The clock is read only for an expiry (the time left); Created is
+	// the envelope's time otherwise.
+	now := d.Envelope.Time
+	if !d.Envelope.Expiry.IsZero() || now.IsZero() {
+		now = time.Now()
+	}
 	pk, dropped, ok := packetFromEnvelope(d.Envelope, now)
 	if !ok {
 		a.metrics.expired.Add(1)
