@@ -262,6 +262,12 @@ func (m *Memory) publish(ctx context.Context, e *Envelope) ([]match, []QueueRef,
 	return ms, refs, err
 }
 
+// matchBufs holds the match arrays of fan-outs (see route); one grown
+// past maxPooledMatches is left to the collector.
+var matchBufs = sync.Pool{New: func() any { return new([]match) }}
+
+const maxPooledMatches = 4096
+
 // route stores the retained value and offers e to every matching
 // subscription, in order; it returns the matches, the durable queue
 // entries still to write (see store) and the subscriptions e was dropped
@@ -273,9 +279,18 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 		return nil, nil, nil, ErrClosed
 	}
 	// Most publishes match a few subscriptions: their matches live on
-	// the stack unless they must outlive route (a store write).
+	// the stack unless they must outlive route (a store write, which gets
+	// a copy). A fan-out's take an array from matchBufs, given back here.
 	var buf [4]match
 	ms := buf[:0]
+	var pooled *[]match
+	defer func() {
+		if pooled != nil && cap(ms) <= maxPooledMatches {
+			clear(ms[:cap(ms)])
+			*pooled = ms[:0]
+			matchBufs.Put(pooled)
+		}
+	}()
 	gr := groupRouteOf(ctx) // grouproute.go
 	m.idx.match(e.Topic, func(fe *fentry) {
 		if !gr.takes(fe.f) {
@@ -301,6 +316,10 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 		mt := match{s: s, qos: qos, rap: fe.f.RetainAsPublished}
 		if fe.f.ID != 0 {
 			mt.ids = []int{fe.f.ID}
+		}
+		if len(ms) == cap(ms) && pooled == nil {
+			pooled = matchBufs.Get().(*[]match)
+			ms = append((*pooled)[:0], ms...)
 		}
 		ms = append(ms, mt)
 	})

@@ -66,6 +66,7 @@ type memSub struct {
 	window   int
 
 	mem      []*item
+	memBuf   []*item // mem's array from its start (mem is a suffix of it; see push)
 	redo     []*item
 	pending  int
 	spilling bool
@@ -257,7 +258,7 @@ func (s *memSub) offer(e *Envelope, mt *match, hold bool) {
 		it.seq = mt.seq
 		s.writing = append(s.writing, mt.seq)
 		if s.attached && !s.spilling && len(s.mem) < s.opts.QueueLen {
-			s.mem = append(s.mem, it)
+			s.push(it)
 			s.cursor = it.seq
 			mt.it = it
 		} else {
@@ -270,7 +271,7 @@ func (s *memSub) offer(e *Envelope, mt *match, hold bool) {
 		s.drop(1, it.qos)
 		return
 	}
-	s.mem = append(s.mem, it)
+	s.push(it)
 	if hold {
 		mt.it = it
 	}
@@ -322,7 +323,7 @@ func (s *memSub) queueRetained(es []*Envelope, f Filter) {
 		if f.ID != 0 {
 			it.ids = []int{f.ID}
 		}
-		s.mem = append(s.mem, it)
+		s.push(it)
 	}
 	s.wakeLocked()
 }
@@ -391,7 +392,7 @@ func (s *memSub) attach(h DeliveryHandler) {
 	s.gen++
 	s.attaches++
 	s.window = max(s.opts.MaxAckPending, 1)
-	s.pending, s.mem, s.redo = 0, nil, nil
+	s.pending, s.mem, s.memBuf, s.redo = 0, nil, nil, nil
 	s.cursor = 0
 	s.spilling = s.opts.Durable && s.m.spool != nil
 	if s.spilling {
@@ -426,7 +427,7 @@ func (s *memSub) detach() {
 				s.drop(1, it.qos)
 			}
 		}
-		s.mem, s.redo, s.pending = nil, nil, 0
+		s.mem, s.memBuf, s.redo, s.pending = nil, nil, nil, 0
 		s.spilling = true
 	}
 	s.mu.Unlock()
@@ -510,9 +511,7 @@ func (s *memSub) next(gen uint64) (it *item, readSpool bool) {
 			}
 			s.mem[0] = nil
 			if len(s.mem) == 1 {
-				// Keep the slot: a subscription that keeps up has one
-				// envelope at a time, and appends would allocate again.
-				s.mem = s.mem[:0]
+				s.mem = s.memBuf[:0] // empty: back to the array's start
 			} else {
 				s.mem = s.mem[1:]
 			}
@@ -522,8 +521,8 @@ func (s *memSub) next(gen uint64) (it *item, readSpool bool) {
 			s.pending++
 			return head, false
 		}
-		if cap(s.mem) > keptQueueCap {
-			s.mem = nil // what a burst grew goes; a few slots stay
+		if cap(s.memBuf) > keptQueueCap {
+			s.mem, s.memBuf = nil, nil // what a burst grew goes; a few slots stay
 		}
 		return nil, s.spilling
 	}
@@ -531,6 +530,28 @@ func (s *memSub) next(gen uint64) (it *item, readSpool bool) {
 
 // keptQueueCap is the most slots an emptied mem queue keeps.
 const keptQueueCap = 16
+
+// push appends it to mem (s.mu held). Taking the head reslices mem, so the
+// head of its array goes unused: when mem reaches the array's end it moves
+// back to the start if that frees half the array, and only otherwise is a
+// larger array made. (append alone made a new array every few envelopes
+// of a queue that was being read as it filled: 200 bytes a delivery in a
+// fan-out.)
+func (s *memSub) push(it *item) {
+	if len(s.mem) == cap(s.mem) {
+		full := s.memBuf[:cap(s.memBuf)]
+		if 2*len(s.mem) < len(full) {
+			n := copy(full, s.mem)
+			clear(full[n:])
+			s.mem = full[:n]
+		} else {
+			grown := make([]*item, len(s.mem), max(2*len(full), 8)) // the array doubles
+			copy(grown, s.mem)
+			s.mem, s.memBuf = grown, grown[:0]
+		}
+	}
+	s.mem = append(s.mem, it)
+}
 
 func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done chan struct{}) {
 	defer s.m.wg.Done()
@@ -670,7 +691,7 @@ func (s *memSub) readSpool(ctx context.Context) (int, error) {
 		e := q.Envelope
 		qos, rap := s.filterOptions(e.Topic)
 		_, again := s.sent[q.Seq]
-		s.mem = append(s.mem, &item{e: e, qos: min(e.QoS, qos), seq: q.Seq, ready: true, order: s.order,
+		s.push(&item{e: e, qos: min(e.QoS, qos), seq: q.Seq, ready: true, order: s.order,
 			retFlag: e.Retain && rap, redo: again})
 		s.cursor = q.Seq
 		n++
