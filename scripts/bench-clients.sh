@@ -42,10 +42,9 @@ clk_tck=$(getconf CLK_TCK)
 
 echo "building hub and hubload ..."
 (cd "$root" && go build -o "$work/hubload" ./cmd/hubload && go build -o "$work/hub" ./cmd/hub)
-# mochi-mqtt as published, not the hub's patched copy (see bench.sh).
-sed '/^replace github.com\/mochi-mqtt\/server\/v2 /d' "$root/go.mod" >"$work/upstream.mod"
-cp "$root/go.sum" "$work/upstream.sum"
-(cd "$root" && GOFLAGS=-mod=mod go build -modfile "$work/upstream.mod" -o "$work/hubload-upstream" ./cmd/hubload)
+# mochi-mqtt as published, not the hub's patched copy.
+. "$root/scripts/lib/mochi-upstream.sh"
+build_upstream_hubload "$root" "$work"
 
 for t in $targets; do
 	port=$(free_port)

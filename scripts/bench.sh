@@ -115,11 +115,9 @@ record() { echo "$1 $2" >>"$out/figures.txt"; }
 
 echo "building hub and hubload ..."
 (cd "$root" && go build -o "$work/hubload" ./cmd/hubload && go build -tags nomsgpack -o "$work/hub" ./cmd/hub)
-# The mochi target is mochi-mqtt as published: hubload built from a go.mod
-# without the replace by third_party/mochi-mqtt (the hub's patched copy).
-sed '/^replace github.com\/mochi-mqtt\/server\/v2 /d' "$root/go.mod" >"$work/upstream.mod"
-cp "$root/go.sum" "$work/upstream.sum"
-(cd "$root" && GOFLAGS=-mod=mod go build -modfile "$work/upstream.mod" -o "$work/hubload-upstream" ./cmd/hubload)
+# The mochi target is mochi-mqtt as published, not the hub's patched copy.
+. "$root/scripts/lib/mochi-upstream.sh"
+build_upstream_hubload "$root" "$work"
 # The hub as installed: its pages read from disk, not left in the page
 # cache by the linker (that state moved its idle RSS by up to 2 MiB).
 dd if="$work/hub" iflag=nocache count=0 status=none
