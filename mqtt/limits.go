@@ -8,6 +8,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/broker"
 )
 
 // This file applies the hub's limits (adapters.Limits) to MQTT clients:
@@ -106,8 +107,12 @@ func (o *overCap) take(cl *mochi.Client) map[int]bool {
 // form ($share/{group}/{filter} for a shared one).
 func (a *Adapter) heldFilters(cl *mochi.Client) map[string]bool {
 	held := map[string]bool{}
-	if s := a.sessionOf(cl); s != nil && s.subscription() != nil {
-		for _, f := range s.subscription().Filters() {
+	var sub broker.Subscription
+	if s := a.sessionOf(cl); s != nil {
+		sub = s.subscription()
+	}
+	if sub != nil {
+		for _, f := range sub.Filters() {
 			if f.Group != "" {
 				held["$share/"+f.Group+"/"+f.Topic] = true
 			} else {

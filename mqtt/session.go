@@ -106,13 +106,12 @@ type session struct {
 	id      string
 	durable bool
 
-	mu  sync.Mutex
-	cl  *mochi.Client // the connection delivering, nil while away
-	sub broker.Subscription
-	// lazy: the session is not durable and has had no SUBSCRIBE, so sub
-	// is nil; the first SUBSCRIBE makes it (ensureSub). A client that only
-	// publishes costs the bus nothing.
-	lazy    bool
+	mu sync.Mutex
+	cl *mochi.Client // the connection delivering, nil while away
+	// sub is nil for a session that is not durable until its first
+	// SUBSCRIBE makes it (ensureSub): a client that only publishes costs
+	// the bus nothing.
+	sub     broker.Subscription
 	out     map[uint16]outbound // by value: no allocation per delivery
 	byEnv   map[string]uint16   // envelope id -> packet id, for resends with the same id
 	nextPID uint16
@@ -185,7 +184,6 @@ func (a *Adapter) attach(cl *mochi.Client, clean bool) error {
 	s.cl = cl
 	if !durable {
 		// It ends with this connection and has no filters yet.
-		s.lazy = true
 		s.mu.Unlock()
 		a.sessions[cl.ID] = s
 		return nil
@@ -239,19 +237,20 @@ func (s *session) subscription() broker.Subscription {
 // in (taken over, or ended).
 var errSessionGone = errors.New("mqtt: the session is no longer this connection's")
 
-// ensureSub returns s's bus subscription for cl, made now if s is lazy.
+// ensureSub returns s's bus subscription for cl, made now if s, not
+// durable, has none yet.
 func (a *Adapter) ensureSub(s *session, cl *mochi.Client) (broker.Subscription, error) {
 	// Under smu, as attach and OnDisconnect replace and end sessions:
 	// none is made for a session that is no longer cl's.
 	a.smu.Lock()
 	defer a.smu.Unlock()
 	s.mu.Lock()
-	sub, lazy, cur := s.sub, s.lazy, s.cl
+	sub, cur := s.sub, s.cl
 	s.mu.Unlock()
 	if sub != nil {
 		return sub, nil
 	}
-	if !lazy || cur != cl || a.sessions[cl.ID] != s {
+	if s.durable || cur != cl || a.sessions[cl.ID] != s {
 		return nil, errSessionGone
 	}
 	sub, err := a.cfg.Bus.Consume(a.ctx, a.subscribeOptions(cl, a.principal(cl), false, false), s.deliver)
@@ -259,7 +258,7 @@ func (a *Adapter) ensureSub(s *session, cl *mochi.Client) (broker.Subscription, 
 		return nil, fmt.Errorf("mqtt: session of %q: %w", cl.ID, err)
 	}
 	s.mu.Lock()
-	s.sub, s.lazy = sub, false
+	s.sub = sub
 	s.mu.Unlock()
 	return sub, nil
 }
