@@ -93,7 +93,10 @@ func (cl *Clients) Delete(id string) {
 func (cl *Clients) GetByListener(id string) []*Client {
 	cl.RLock()
 	defer cl.RUnlock()
-	clients := make([]*Client, 0, cl.Len())
+	// hub patch: not cl.Len(), a second read lock, which a writer queued
+	// after the first one (a client connecting or leaving) deadlocks
+	// (upstream issue #488); Server.Close calls this.
+	clients := make([]*Client, 0, len(cl.internal))
 	for _, client := range cl.internal {
 		if client.Net.Listener == id && !client.Closed() {
 			clients = append(clients, client)

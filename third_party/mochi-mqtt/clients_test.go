@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -935,3 +936,40 @@ var (
 		packets.TPacketData[packets.Auth].Get(packets.TAuth),
 	}
 )
+
+// hub patch 4: GetByListener read-locked the clients twice (through Len),
+// so a writer (Add, Delete: a client connecting or leaving) that queued
+// between the two deadlocked it, and with it Server.Close, which calls it.
+// Readers and a writer race for a bounded number of rounds; the deadlock,
+// when present, comes within a fraction of them.
+func TestClientsGetByListenerWithConcurrentWriter(t *testing.T) {
+	cl := NewClients()
+	cl.Add(&Client{ID: "t1", State: ClientState{open: context.Background()}, Net: ClientConnection{Listener: "tcp1"}})
+	const rounds = 200000
+	var wg sync.WaitGroup
+	for r := 0; r < 2; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < rounds; i++ {
+				_ = cl.GetByListener("tcp1")
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c := &Client{ID: "t2", State: ClientState{open: context.Background()}, Net: ClientConnection{Listener: "tcp1"}}
+		for i := 0; i < rounds; i++ {
+			cl.Add(c)
+			cl.Delete("t2")
+		}
+	}()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("GetByListener deadlocked with a concurrent writer")
+	}
+}

@@ -93,9 +93,8 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 // This typically occurs when the quota has been exhausted, and we need to wait until new quota
 // is free to continue sending.
 func (i *Inflight) NextImmediate() (packets.Packet, bool) {
-	i.RLock()
-	defer i.RUnlock()
-
+	// hub patch: no read lock of its own around GetAll's, which a writer
+	// queued between the two would deadlock (as in GetByListener).
 	m := i.GetAll(true)
 	if len(m) > 0 {
 		return m[0], true
