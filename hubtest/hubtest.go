@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -85,13 +86,42 @@ func StartLogged(t testing.TB, cfg gateway.Config, log *slog.Logger) *Hub {
 	return th
 }
 
+// stopTimeout bounds Close; a stop still running shortly before it ends
+// has the hub's goroutines logged (see stuckGoroutines), as they are then.
+const stopTimeout = 10 * time.Second
+
 // Close stops the hub (safe to call more than once).
 func (h *Hub) Close(t testing.TB) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
-	if err := h.Stop(ctx); err != nil {
+	dump := time.AfterFunc(stopTimeout-time.Second, func() {
+		t.Logf("hubtest: stop still running after %v; the hub's goroutines:\n%s", stopTimeout-time.Second, stuckGoroutines())
+	})
+	err := h.Stop(ctx)
+	dump.Stop()
+	if err != nil {
 		t.Errorf("hubtest: stop: %v", err)
 	}
+}
+
+// stuckGoroutines returns the stacks of the goroutines running the hub's
+// code (or the MQTT broker it embeds), those with the same stack counted
+// once, to say where a stop that does not end waits. The test binary's
+// other goroutines (clients, the test runner) are left out.
+func stuckGoroutines() string {
+	var all strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&all, 1)
+	var b strings.Builder
+	for _, g := range strings.Split(all.String(), "\n\n") {
+		if strings.Contains(g, "hubtest.stuckGoroutines") {
+			continue
+		}
+		if strings.Contains(g, "hubsmith/hub/") || strings.Contains(g, "mochi-mqtt/server") {
+			b.WriteString(g)
+			b.WriteString("\n\n")
+		}
+	}
+	return b.String()
 }
 
 // Addr returns the bound address of the first listener whose key starts
