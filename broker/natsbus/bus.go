@@ -177,7 +177,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	// A JetStream cluster that is starting has no leader yet: try until
 	// ctx ends.
 	err = retry(ctx, func(ctx context.Context) (err error) {
-		b.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		b.stream, err = ensureStream(ctx, js, jetstream.StreamConfig{
 			Name:        b.streamName,
 			Description: "hub envelopes at QoS >= 1, kept until every durable subscriber has them",
 			Subjects:    []string{b.durSubj + ".>"},
@@ -194,7 +194,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, fmt.Errorf("natsbus: stream %s: %w", b.streamName, err)
 	}
 	err = retry(ctx, func(ctx context.Context) (err error) {
-		b.kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		b.kv, err = ensureKeyValue(ctx, js, jetstream.KeyValueConfig{
 			Bucket:      cfg.Prefix + "_retained",
 			Description: "hub retained values by topic",
 			Storage:     jetstream.FileStorage,
@@ -206,7 +206,7 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, fmt.Errorf("natsbus: retained bucket: %w", err)
 	}
 	err = retry(ctx, func(ctx context.Context) (err error) {
-		b.gkv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		b.gkv, err = ensureKeyValue(ctx, js, jetstream.KeyValueConfig{
 			Bucket:      cfg.Prefix + "_groups",
 			Description: "hub consumer-group members, and the heartbeats of the hubs with members",
 			Storage:     jetstream.FileStorage,
@@ -259,6 +259,30 @@ func serverAtLeast(version string, major, minor int) bool {
 }
 
 // retry calls fn until it succeeds or ctx ends, each attempt bounded.
+// ensureStream creates the stream, or finds it made already with the
+// same configuration (JetStream's create is idempotent then), and updates
+// it only when its configuration differs. CreateOrUpdateStream sends an
+// update first, on every start, and Debian's nats-server 2.9.10 crashed
+// on one (a nil pointer in updateWithAdvisory; the trace matches what
+// nats-server PR #4391 fixed in 2023) when two hubs started together on a
+// fresh server.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return js.UpdateStream(ctx, cfg) // made before with another configuration
+	}
+	return s, err
+}
+
+// ensureKeyValue is ensureStream for a key-value bucket.
+func ensureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		return js.CreateOrUpdateKeyValue(ctx, cfg)
+	}
+	return kv, err
+}
+
 func retry(ctx context.Context, fn func(context.Context) error) error {
 	wait := 100 * time.Millisecond
 	for {

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/hubsmith/hub/broker"
 	"github.com/hubsmith/hub/broker/bustest"
@@ -230,4 +233,41 @@ func FuzzRetainedKey(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestStartSendsNoStreamUpdate: a hub starting on a NATS where its stream
+// and buckets exist with its configuration sends no JetStream update
+// request (Debian's nats-server 2.9.10 crashed on one, see
+// ensureStream); a changed configuration is still applied.
+func TestStartSendsNoStreamUpdate(t *testing.T) {
+	watch := connect(t)
+	var updates atomic.Int32
+	sub, err := watch.Subscribe("$JS.API.STREAM.UPDATE.>", func(*nats.Msg) { updates.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // the first makes the stream and buckets, the others find them
+		b := newBus(t, "noupdate", Config{Node: fmt.Sprint("n", i)})
+		_ = b.Close()
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := updates.Load(); n != 0 {
+		t.Fatalf("%d stream update requests for an unchanged configuration, want 0", n)
+	}
+	b := newBus(t, "noupdate", Config{Node: "n3", MaxBytes: 1 << 20})
+	defer b.Close()
+	info, err := b.stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxBytes != 1<<20 {
+		t.Fatalf("stream max bytes %d after a start with 1 MiB, want it updated", info.Config.MaxBytes)
+	}
+	waitFor(t, "the update request seen", func() bool { return updates.Load() == 1 })
 }

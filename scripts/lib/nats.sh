@@ -28,7 +28,9 @@ wait_port() {
 start_nats() {
 	nats-server -a 127.0.0.1 -p "$1" -js -sd "$2/nats" >"$2/nats.log" 2>&1 &
 	nats_pid=$!
-	wait_port "$1"
+	if ! wait_port "$1" || ! kill -0 "$nats_pid" 2>/dev/null; then
+		echo "FAIL: nats-server did not start on $1"; tail -n 40 "$2/nats.log"; exit 1
+	fi
 	echo "ok: $(nats-server --version) with JetStream on $1"
 }
 
@@ -40,9 +42,16 @@ wait_healthy() {
 		kill -0 "$3" 2>/dev/null || break
 		sleep 0.1
 	done
-	echo "FAIL: hub $1 did not become healthy"; cat "$work/$1.log"
-	curl -sS "http://127.0.0.1:$2/healthz" 2>&1 | head -c 2000; echo
-	[ -f "$work/nats.log" ] && { echo "--- nats-server's log (tail)"; tail -n 40 "$work/nats.log"; }
+	# (Every step may fail: under set -e and pipefail, a failing one
+	# would end the report before the NATS server's log.)
+	echo "FAIL: hub $1 did not become healthy"; cat "$work/$1.log" || true
+	if kill -0 "$3" 2>/dev/null; then echo "(hub $1 is running)"; else echo "(hub $1 has exited)"; fi
+	{ curl -sS "http://127.0.0.1:$2/healthz" 2>&1 | head -c 2000; } || true
+	echo
+	if [ -n "${nats_pid:-}" ]; then
+		if kill -0 "$nats_pid" 2>/dev/null; then echo "(nats-server is running)"; else echo "(nats-server has exited)"; fi
+	fi
+	if [ -f "$work/nats.log" ]; then echo "--- nats-server's log (tail)"; tail -n 40 "$work/nats.log" || true; fi
 	exit 1
 }
 
