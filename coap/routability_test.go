@@ -330,9 +330,12 @@ func TestLibcoapObserveUnverified(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the observation", func() bool { return e.a.observations() == 1 })
-	for i := 0; e.a.observations() == 1 && i < 10; i++ {
+	// A publish every 100 ms for as long as coap-client observes (-s 3:
+	// three seconds), so that a slow ping exchange on a busy machine
+	// still leaves notifications to send once the endpoint is verified.
+	for i := 0; e.a.observations() == 1 && i < 50; i++ {
 		publish(t, e.bus, "lobs/t", fmt.Sprintf("lnote%d", i), "", 0, false)
-		time.Sleep(100 * time.Millisecond) // a publish every 100 ms while coap-client observes
+		time.Sleep(100 * time.Millisecond)
 	}
 	_ = cmd.Wait()
 	if !strings.Contains(out.String(), "lnote") {

@@ -199,7 +199,10 @@ func TestSubscriptionMadeWithFirstSubscribe(t *testing.T) {
 	}
 
 	sub := mustV3(t, h.addr, "lazy-sub", "alice", "alicepw", true)
-	if s := session("lazy-sub"); s == nil || s.subscription() != nil {
+	// The session is made once CONNACK is out (mochi's
+	// OnSessionEstablished), before the client's next packet is read.
+	waitFor(t, func() bool { return session("lazy-sub") != nil })
+	if session("lazy-sub").subscription() != nil {
 		t.Fatal("a session had a bus subscription before its SUBSCRIBE")
 	}
 	sub.sub(t, "lazy/#", 1)
