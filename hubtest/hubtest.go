@@ -86,16 +86,19 @@ func StartLogged(t testing.TB, cfg gateway.Config, log *slog.Logger) *Hub {
 	return th
 }
 
-// stopTimeout bounds Close; a stop still running shortly before it ends
-// has the hub's goroutines logged (see stuckGoroutines), as they are then.
-const stopTimeout = 10 * time.Second
+// stopTimeout bounds Close; a stop still running after dumpAfter has the
+// hub's goroutines logged (see stuckGoroutines), as they are then.
+const (
+	stopTimeout = 10 * time.Second
+	dumpAfter   = stopTimeout - time.Second
+)
 
 // Close stops the hub (safe to call more than once).
 func (h *Hub) Close(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
-	dump := time.AfterFunc(stopTimeout-time.Second, func() {
-		t.Logf("hubtest: stop still running after %v; the hub's goroutines:\n%s", stopTimeout-time.Second, stuckGoroutines())
+	dump := time.AfterFunc(dumpAfter, func() {
+		t.Logf("hubtest: stop still running after %v; the hub's goroutines:\n%s", dumpAfter, stuckGoroutines())
 	})
 	err := h.Stop(ctx)
 	dump.Stop()
@@ -106,8 +109,9 @@ func (h *Hub) Close(t testing.TB) {
 
 // stuckGoroutines returns the stacks of the goroutines running the hub's
 // code (or the MQTT broker it embeds), those with the same stack counted
-// once, to say where a stop that does not end waits. The test binary's
-// other goroutines (clients, the test runner) are left out.
+// once, to say where a stop that does not end waits. Goroutines with no
+// frame in those (clients' libraries, the test runner) are left out; the
+// tests' own functions, in hubsmith/hub packages, stay in.
 func stuckGoroutines() string {
 	var all strings.Builder
 	_ = pprof.Lookup("goroutine").WriteTo(&all, 1)

@@ -278,7 +278,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 func ensureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	kv, err := js.CreateKeyValue(ctx, cfg)
 	if errors.Is(err, jetstream.ErrBucketExists) {
-		return js.CreateOrUpdateKeyValue(ctx, cfg)
+		return js.UpdateKeyValue(ctx, cfg) // made before with another configuration
 	}
 	return kv, err
 }
