@@ -66,6 +66,16 @@ func (cl *Clients) GetAll() map[string]*Client {
 	return m
 }
 
+// appendAll appends every client to buf (hub patch 6).
+func (cl *Clients) appendAll(buf []*Client) []*Client {
+	cl.RLock()
+	defer cl.RUnlock()
+	for _, c := range cl.internal {
+		buf = append(buf, c)
+	}
+	return buf
+}
+
 // Get returns the value of a client if it exists.
 func (cl *Clients) Get(id string) (*Client, bool) {
 	cl.RLock()
