@@ -155,6 +155,10 @@ type Config struct {
 	// is disconnected, its persistent session kept. Writes never block
 	// publishers (see asyncConn).
 	WriteTimeout time.Duration
+	// ParkAfter is how long a client of the plain TCP listener may send
+	// nothing before it is parked: held without a goroutine or read
+	// buffer until it sends again (0: DefaultParkAfter; negative: never).
+	ParkAfter time.Duration
 }
 
 // Adapter is the MQTT adapter. It implements adapters.Adapter,
@@ -254,6 +258,9 @@ func New(cfg Config) (*Adapter, error) {
 	}
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.ParkAfter == 0 {
+		cfg.ParkAfter = DefaultParkAfter
 	}
 	if cfg.SysInterval < 0 || (cfg.SysInterval > 0 && cfg.SysInterval < time.Second) {
 		return nil, fmt.Errorf("mqtt: SysInterval %v: must be at least 1s", cfg.SysInterval)
@@ -380,6 +387,7 @@ func (a *Adapter) Start(ctx context.Context) (err error) {
 			tl := newListener(l.id, l.addr, tc, a.cfg.ConnectTimeout, a.connEnded)
 			tl.slow, tl.writeTimeout, tl.maxPacket = a.slowConsumer, a.cfg.WriteTimeout, a.cfg.MaxPacketSize
 			tl.limits = a.auth.Limits()
+			tl.parkAfter = max(a.cfg.ParkAfter, 0)
 			ln = tl
 		case "ws":
 			wl := newWSListener(l.id, l.addr, nil, a.cfg.ConnectTimeout, a.connEnded)

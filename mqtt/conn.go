@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/hubsmith/hub/adapters"
@@ -64,6 +66,31 @@ type asyncConn struct {
 	pend     *adapters.PendingConn
 	limit    *adapters.Conn
 	limitErr error
+
+	// Parking (park.go). park is nil for a connection never parked (TLS,
+	// WebSocket, parking off); rc is the framing under this connection,
+	// tcp the socket under that.
+	park *parker
+	rc   *reasonConn
+	tcp  *net.TCPConn
+	// reads counts Read calls, for the sweep to see an idle client.
+	reads atomic.Uint32
+	// requested is parkState == parkRequested, read without mu on every
+	// Read.
+	requested atomic.Bool
+	// Under mu: parkState (parkActive, ...); deadline the read deadline
+	// mochi set last (Unix ns, 0: none); expired when a parked client's
+	// deadline passed, so that no later one is set and its read times out.
+	parkState uint8
+	expired   bool
+	deadline  int64
+	// Under park.mu: the parked connection's poller token (0: not parked).
+	token int32
+	// resume continues the parked mochi client (mochi.Parker).
+	resume func() error
+	// The sweep's own: reads at the last sweep, and the sweeps since.
+	sweepReads uint32
+	idleSweeps uint8
 }
 
 // idleWriteBuffer is the most write buffer a connection keeps when its
@@ -95,6 +122,9 @@ func (c *asyncConn) finish() {
 			c.pend.Close()
 		}
 		c.limit.Release()
+		if c.park != nil {
+			c.park.unpark(c) // closed while parked: its read ends it
+		}
 		close(c.done)
 		if c.onDone != nil {
 			c.onDone()
@@ -246,8 +276,49 @@ func (c *asyncConn) Close() error {
 	return nil
 }
 
-// SetDeadline sets the read deadline only.
-func (c *asyncConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+// Read reads from the connection. On a parkable one it counts the read
+// and, when a park was asked (requestPark), turns the timeout it brought
+// into mochi.ErrParked at a packet boundary, or reads on under mochi's
+// deadline.
+func (c *asyncConn) Read(p []byte) (int, error) {
+	if c.park == nil {
+		return c.Conn.Read(p)
+	}
+	for {
+		n, err := c.Conn.Read(p)
+		c.reads.Add(1)
+		if !c.requested.Load() {
+			return n, err
+		}
+		if c.settlePark(n, err) {
+			return 0, mochi.ErrParked
+		}
+		var ne net.Error
+		if n > 0 || !errors.As(err, &ne) || !ne.Timeout() {
+			return n, err
+		}
+		// The park's timeout in the middle of a packet: read on.
+	}
+}
+
+// SetDeadline sets the read deadline only. While a park is asked it is
+// noted but not set (the park's deadline is now), and a parked client
+// whose deadline passed gets none.
+func (c *asyncConn) SetDeadline(t time.Time) error {
+	if c.park == nil {
+		return c.Conn.SetReadDeadline(t)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = 0
+	if !t.IsZero() {
+		c.deadline = t.UnixNano()
+	}
+	if c.parkState == parkRequested || c.expired {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
 
 // SetWriteDeadline is ignored: the flusher bounds writes itself.
 func (c *asyncConn) SetWriteDeadline(time.Time) error { return nil }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/hubsmith/hub/adapters"
@@ -38,6 +39,9 @@ type listenerBase struct {
 	writeTimeout   time.Duration    // bound of one socket write (0: DefaultWriteTimeout)
 	maxPacket      uint32           // Maximum Packet Size, for the DISCONNECT 0x95 (see reasonConn)
 	limits         *adapters.Limits // the pending write budget (nil: maxPendingWrite per connection)
+	parkAfter      time.Duration    // idle time before a plain TCP client is parked (0: never; see parker)
+	log            *slog.Logger
+	park           *parker // nil: no client is parked
 
 	ln      net.Listener
 	retry   *adapters.RetryListener // under ln (and TLS): retries temporary accept errors
@@ -68,6 +72,7 @@ func (l *listenerBase) bind(log *slog.Logger) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	l.log = log
 	l.retry = adapters.NewRetryListener(raw, log.With("listener", l.id), nil)
 	var ln net.Listener = l.retry
 	if l.tls != nil {
@@ -117,9 +122,31 @@ func (l *listenerBase) track(conn net.Conn, goroutines int) (net.Conn, bool) {
 		// Refused in OnConnect, with a CONNACK that says why (limits.go).
 		ac.limit, ac.limitErr = l.limits.AcquireAddress(conn.RemoteAddr().String())
 	}
+	if tcp, ok := conn.(*net.TCPConn); ok && l.park != nil {
+		ac.park, ac.rc, ac.tcp = l.park, ac.Conn.(*reasonConn), tcp
+	}
 	conn = ac
 	l.conns[conn] = struct{}{}
 	return conn, true
+}
+
+// parker is the listener's parker (nil: none).
+func (l *listenerBase) parker() *parker {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.park
+}
+
+// parkable appends the connections a parker may park to buf.
+func (l *listenerBase) parkable(buf []*asyncConn) []*asyncConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		if ac, ok := c.(*asyncConn); ok && ac.park != nil {
+			buf = append(buf, ac)
+		}
+	}
+	return buf
 }
 
 // handle runs a tracked connection through mochi until it ends; counted
@@ -129,14 +156,29 @@ func (l *listenerBase) handle(conn net.Conn, establish listeners.EstablishFn, co
 	// this one stops a client that connects and says nothing.
 	_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
 	err := establish(l.id, conn)
+	if err == mochi.ErrParked {
+		return // the connection resumes the client, and ends it (parker)
+	}
+	l.end(conn, err)
+	if counted {
+		l.wg.Done() // not deferred: a defer record is a part of the frame
+	}
+}
+
+// end finishes a connection that mochi has let go of with err.
+func (l *listenerBase) end(conn net.Conn, err error) {
 	l.mu.Lock()
 	delete(l.conns, conn)
 	l.mu.Unlock()
 	_ = conn.Close()
 	l.done(err)
-	if counted {
-		l.wg.Done() // not deferred: a defer record is a part of the frame
-	}
+}
+
+// endResumed is end for a client that was parked, on the goroutine that
+// resumed it, which counts as the one handle ran on.
+func (l *listenerBase) endResumed(conn net.Conn, err error) {
+	l.end(conn, err)
+	l.wg.Done()
 }
 
 // slowConn reports a connection closed for not reading (see asyncConn).
@@ -215,6 +257,9 @@ func (l *listenerBase) shutdown(stop func(), closeClients listeners.CloseFn) {
 	if started {
 		<-l.serving
 	}
+	if l.park != nil {
+		l.park.close() // every parked client resumed, to be closed below
+	}
 	closeClients(l.id)
 	l.mu.Lock()
 	for c := range l.conns {
@@ -256,6 +301,15 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		return
 	}
 	defer close(l.serving)
+	if l.tls == nil && l.parkAfter > 0 {
+		p, err := newParker(l.parkAfter, l.log, l.parkable, l.endResumed)
+		if err != nil {
+			l.log.Info("mqtt: idle clients are not parked", "listener", l.id, "err", err)
+		}
+		l.mu.Lock()
+		l.park = p
+		l.mu.Unlock()
+	}
 	for {
 		conn, err := l.ln.Accept()
 		if err != nil {

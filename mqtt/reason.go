@@ -69,6 +69,14 @@ func (c *reasonConn) protocolVersion() byte {
 	return c.version
 }
 
+// parkable reports that the client sent its CONNECT and every packet
+// since in full: its next byte starts a packet (see parker).
+func (c *reasonConn) parkable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.version != 0 && c.state == frameHeader
+}
+
 // Read reads and follows the framing.
 func (c *reasonConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)

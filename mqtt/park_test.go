@@ -1,0 +1,324 @@
+package mqtt
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/hubsmith/hub/adapters"
+	"github.com/hubsmith/hub/mqttwire"
+)
+
+// parkAfter is the ParkAfter of the parking tests: short, so that their
+// clients park and resume many times.
+const parkAfter = 40 * time.Millisecond
+
+func newParkingHub(t *testing.T) *testHub {
+	return newHub(t, func(c *Config) {
+		c.ParkAfter = parkAfter
+		c.Auth.SetLimits(adapters.NewLimits(adapters.LimitsConfig{MaxConnections: -1, MaxConnectionsPerAddress: -1}))
+	})
+}
+
+// plainParker is the plain listener's parker.
+func (h *testHub) plainParker() *parker {
+	for _, ln := range h.a.lns {
+		if l, ok := ln.(*listener); ok && l.tls == nil {
+			return l.parker()
+		}
+	}
+	return nil
+}
+
+// parked is the number of the plain listener's parked clients.
+func (h *testHub) parked() int {
+	if p := h.plainParker(); p != nil {
+		return p.parkedCount()
+	}
+	return -1
+}
+
+// waitParked waits until n clients are parked.
+func (h *testHub) waitParked(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for h.parked() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d clients parked, want %d", h.parked(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// wireClient is an MQTT client on a bare socket, for the tests that need
+// to send exactly what they say.
+type wireClient struct {
+	c       net.Conn
+	br      *bufio.Reader
+	scratch []byte
+}
+
+func dialWire(t *testing.T, addr string, spec mqttwire.ConnectSpec) *wireClient {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	r := &wireClient{c: c, br: bufio.NewReader(c)}
+	r.send(t, mqttwire.AppendConnect(nil, spec))
+	if p := r.read(t); p.Type != mqttwire.Connack || len(p.Body) < 2 || p.Body[1] != 0 {
+		t.Fatalf("CONNACK: %+v", p)
+	}
+	return r
+}
+
+func (r *wireClient) send(t *testing.T, b []byte) {
+	t.Helper()
+	if _, err := r.c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *wireClient) read(t *testing.T) mqttwire.Packet {
+	t.Helper()
+	p, err := r.tryRead(wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (r *wireClient) tryRead(d time.Duration) (mqttwire.Packet, error) {
+	_ = r.c.SetReadDeadline(time.Now().Add(d))
+	return mqttwire.ReadPacket(r.br, &r.scratch, 1<<20)
+}
+
+// readPublish reads packets until a PUBLISH, which it returns.
+func (r *wireClient) readPublish(t *testing.T) mqttwire.PublishView {
+	t.Helper()
+	for {
+		p := r.read(t)
+		if p.Type != mqttwire.Publish {
+			continue
+		}
+		pv, err := mqttwire.ParsePublish(p, mqttwire.V311)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pv.Payload = bytes.Clone(pv.Payload)
+		return pv
+	}
+}
+
+// waitClosed waits for the server to close r's connection.
+func (r *wireClient) waitClosed(t *testing.T) {
+	t.Helper()
+	for {
+		_, err := r.tryRead(wait)
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("the connection is still open")
+		}
+		return
+	}
+}
+
+// TestParkedClientsKeepWorking parks a subscriber and a publisher between
+// every message: each message resumes the publisher's goroutine (and the
+// subscriber's, for its PUBACK), and every one arrives, at QoS 0 and 1.
+func TestParkedClientsKeepWorking(t *testing.T) {
+	h := newParkingHub(t)
+	sub := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "sub", KeepAlive: 60, Clean: true})
+	sub.send(t, mqttwire.AppendSubscribe(nil, mqttwire.V311, 1, 1, "park/#"))
+	if p := sub.read(t); p.Type != mqttwire.Suback {
+		t.Fatalf("SUBACK: %+v", p)
+	}
+	pub := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "pub", KeepAlive: 60, Clean: true})
+	for i := range 6 {
+		h.waitParked(t, 2)
+		qos := byte(i % 2)
+		pub.send(t, mqttwire.AppendPublish(nil, mqttwire.PublishHeader{Topic: "park/t", QoS: qos, ID: uint16(i + 1)}, fmt.Appendf(nil, "m%d", i)))
+		if qos == 1 {
+			if p := pub.read(t); p.Type != mqttwire.Puback {
+				t.Fatalf("PUBACK: %+v", p)
+			}
+		}
+		pv := sub.readPublish(t)
+		if string(pv.Payload) != fmt.Sprintf("m%d", i) {
+			t.Fatalf("got %q, want m%d", pv.Payload, i)
+		}
+		if pv.QoS == 1 {
+			sub.send(t, mqttwire.AppendAck(nil, mqttwire.Puback, pv.ID))
+		}
+	}
+	// A ping from a parked client is answered.
+	h.waitParked(t, 2)
+	pub.send(t, mqttwire.AppendPingreq(nil))
+	if p := pub.read(t); p.Type != mqttwire.Pingresp {
+		t.Fatalf("PINGRESP: %+v", p)
+	}
+}
+
+// TestParkedClientFootprint: parked, idle clients hold no goroutine and
+// no stack (unparked: one goroutine and 4 KiB each, TestIdleConnectionFootprint).
+func TestParkedClientFootprint(t *testing.T) {
+	h := newParkingHub(t)
+	const n = 200
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
+	for i := range n {
+		dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: fmt.Sprintf("idle-%d", i), KeepAlive: 60, Clean: true})
+	}
+	h.waitParked(t, n)
+	// Goroutines end after the park is registered: wait for them.
+	deadline := time.Now().Add(wait)
+	for runtime.NumGoroutine()-g0 > n/20 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	for range 2 {
+		runtime.GC()
+	}
+	runtime.ReadMemStats(&after)
+	g := float64(runtime.NumGoroutine()-g0) / n
+	stack := float64(int64(after.StackInuse)-int64(before.StackInuse)) / n
+	t.Logf("per parked client: %.2f goroutines, %.0f B of stack", g, stack)
+	if g > 0.05 {
+		t.Errorf("%.2f goroutines per parked client, want 0", g)
+	}
+	if stack > 1024 {
+		t.Errorf("%.0f B of stack per parked client, want none", stack)
+	}
+}
+
+// TestParkedClientKeepaliveExpires: a parked client that sends nothing
+// for 1.5 times its keepalive is disconnected as an unparked one is, and
+// its will is published.
+func TestParkedClientKeepaliveExpires(t *testing.T) {
+	h := newParkingHub(t)
+	sub := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "watcher", KeepAlive: 60, Clean: true})
+	sub.send(t, mqttwire.AppendSubscribe(nil, mqttwire.V311, 1, 0, "wills/#"))
+	if p := sub.read(t); p.Type != mqttwire.Suback {
+		t.Fatalf("SUBACK: %+v", p)
+	}
+	start := time.Now()
+	quiet := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "quiet", KeepAlive: 2, Clean: true,
+		Will: &mqttwire.Will{Topic: "wills/quiet", Payload: []byte("gone")}})
+	h.waitParked(t, 2)
+	quiet.waitClosed(t)
+	if d := time.Since(start); d < 3*time.Second {
+		t.Errorf("closed after %v, before 1.5 x the keepalive", d)
+	}
+	if pv := sub.readPublish(t); string(pv.Topic) != "wills/quiet" || string(pv.Payload) != "gone" {
+		t.Errorf("will: %q %q", pv.Topic, pv.Payload)
+	}
+}
+
+// TestParkedClientLeavesAndIsTakenOver: a parked client's FIN ends its
+// session, and a parked client whose id connects again is taken over.
+func TestParkedClientLeavesAndIsTakenOver(t *testing.T) {
+	h := newParkingHub(t)
+	a := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "leaver", KeepAlive: 60, Clean: true})
+	b := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "twice", KeepAlive: 60, Clean: true})
+	h.waitParked(t, 2)
+	_ = a.c.Close()
+	deadline := time.Now().Add(wait)
+	for {
+		if _, ok := h.a.srv.Clients.Get("leaver"); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the parked client that left is still a client")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b2 := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "twice", KeepAlive: 60, Clean: true})
+	b.waitClosed(t)
+	h.waitParked(t, 1)
+	b2.send(t, mqttwire.AppendPingreq(nil))
+	if p := b2.read(t); p.Type != mqttwire.Pingresp {
+		t.Fatalf("PINGRESP: %+v", p)
+	}
+}
+
+// TestStalledPacketIsNotParked: a client that stops in the middle of a
+// packet is not parked (nor cut off); the rest of the packet, long after,
+// completes it.
+func TestStalledPacketIsNotParked(t *testing.T) {
+	h := newParkingHub(t)
+	sub := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "sub", KeepAlive: 60, Clean: true})
+	sub.send(t, mqttwire.AppendSubscribe(nil, mqttwire.V311, 1, 0, "half/#"))
+	if p := sub.read(t); p.Type != mqttwire.Suback {
+		t.Fatalf("SUBACK: %+v", p)
+	}
+	pub := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "pub", KeepAlive: 60, Clean: true})
+	h.waitParked(t, 2)
+	msg := mqttwire.AppendPublish(nil, mqttwire.PublishHeader{Topic: "half/t"}, []byte("whole"))
+	p := h.plainParker()
+	swept := p.sweeps.Load()
+	pub.send(t, msg[:5])
+	h.waitParked(t, 1) // the publisher resumed
+	// The sweeps do not ask the stalled client to park...
+	deadline := time.Now().Add(wait)
+	for p.sweeps.Load() < swept+4 {
+		if time.Now().After(deadline) {
+			t.Fatal("no sweeps")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// ...and a park asked all the same (as when the sweep's request and
+	// the first bytes of a packet cross) is given up.
+	cl, ok := h.a.srv.Clients.Get("pub")
+	if !ok {
+		t.Fatal("the publisher is gone")
+	}
+	ac := cl.Net.Conn.(*asyncConn)
+	for range 3 {
+		if !ac.requestPark(time.Now()) {
+			t.Fatal("park not asked")
+		}
+		deadline := time.Now().Add(wait)
+		for ac.requested.Load() {
+			if time.Now().After(deadline) {
+				t.Fatal("the park asked was not settled")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if h.parked() != 1 {
+		t.Fatalf("%d parked, want 1 (the subscriber)", h.parked())
+	}
+	pub.send(t, msg[5:])
+	if pv := sub.readPublish(t); string(pv.Payload) != "whole" {
+		t.Fatalf("got %q", pv.Payload)
+	}
+}
+
+// TestStopWithParkedClients: the adapter stops with clients parked, and
+// they are disconnected.
+func TestStopWithParkedClients(t *testing.T) {
+	h := newParkingHub(t)
+	var cs []*wireClient
+	for i := range 20 {
+		cs = append(cs, dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: fmt.Sprintf("p%d", i), KeepAlive: 60, Clean: true}))
+	}
+	h.waitParked(t, len(cs))
+	h.close()
+	for _, c := range cs {
+		_ = c.c.SetReadDeadline(time.Now().Add(wait))
+		if _, err := io.ReadAll(c.c); err != nil {
+			t.Fatalf("after stop: %v", err)
+		}
+	}
+}
