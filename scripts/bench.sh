@@ -39,6 +39,9 @@
 #   BENCH_IDLE_MQTT [2000]      idle MQTT connections per target
 #   BENCH_IDLE_XMPP [1000]      idle XMPP sessions per target (over BENCH_USERS accounts)
 #   BENCH_BIG_MQTT [10000] BENCH_BIG_XMPP [1000]  the hub's big idle case
+#   BENCH_IDLE_WAIT [10s]       how long the idle sessions stay idle, on every
+#                               target, before their RSS is read (hubload idle
+#                               --idle: the hub parks a client idle for 2 s)
 #   BENCH_USERS [100]           XMPP accounts load0.. (password loadpw) per target
 #   BENCH_SIZE [64]             payload bytes
 #   BENCH_MQTT_CLIENT [lean]    hubload's MQTT client (lean or paho) in every case with MQTT
@@ -60,12 +63,13 @@ idle_mqtt=${BENCH_IDLE_MQTT:-2000}
 idle_xmpp=${BENCH_IDLE_XMPP:-1000}
 big_mqtt=${BENCH_BIG_MQTT:-10000}
 big_xmpp=${BENCH_BIG_XMPP:-1000}
+idle_wait=${BENCH_IDLE_WAIT:-10s}
 users=${BENCH_USERS:-100}
 size=${BENCH_SIZE:-64}
 mqtt_client=${BENCH_MQTT_CLIENT:-lean}
 chat_pairs=20 chat_rate=3000 max_pairs=50 max_rate=9000 paced_secs=3 rate_5k=5000 cross_rate=1000
 if [ "${1:-}" = "--quick" ]; then
-	runs=1 messages=2000 fanout_messages=100 idle_mqtt=200 idle_xmpp=50 big_mqtt=500 big_xmpp=50 users=20
+	runs=1 messages=2000 fanout_messages=100 idle_mqtt=200 idle_xmpp=50 big_mqtt=500 big_xmpp=50 users=20 idle_wait=3s
 	chat_pairs=4 chat_rate=400 max_pairs=10 max_rate=1000 paced_secs=1 rate_5k=2000 cross_rate=500
 elif [ -n "${1:-}" ]; then
 	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
@@ -338,7 +342,7 @@ idle_json() { # target name hubload-idle-args...
 	shift 2
 	sleep 1
 	record "$t.idle_rss_kib" "$(rss_kib "${pid[$t]}")"
-	if "$hubload" idle --pid "${pid[$t]}" --json "$@" >"$out/$t.$name.idle.json" 2>"$out/$t.$name.idle.err"; then
+	if "$hubload" idle --pid "${pid[$t]}" --json --idle "$idle_wait" "$@" >"$out/$t.$name.idle.json" 2>"$out/$t.$name.idle.err"; then
 		:
 	else
 		note "$t $name: $(tail -n 2 "$out/$t.$name.idle.err")"

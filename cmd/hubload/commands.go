@@ -128,6 +128,7 @@ type IdleResult struct {
 	RSSPeak     uint64  `json:"rss_peak_kib"`
 	BytesPer    float64 `json:"bytes_per_session"`
 	ConnectSecs float64 `json:"connect_seconds"`
+	IdleSecs    float64 `json:"idle_seconds"` // --idle: how long they were idle before the RSS was read
 }
 
 // mqttConnectPacket is an MQTT 3.1.1 CONNECT with a clean session and
@@ -249,6 +250,7 @@ func cmdIdle(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.clientPrefix, "client-prefix", fmt.Sprintf("hubidle-%08x", time.Now().UnixNano()&0xffffffff), "prefix of MQTT client ids")
 	hold := fs.Duration("hold", 0, "keep the sessions open this long after measuring (at most 10m)")
 	settle := fs.Duration("settle", 5*time.Second, "longest wait for the RSS to settle")
+	idle := fs.Duration("idle", 0, "how long the sessions stay idle before the RSS is read (a server may free what an idle connection does not use: the hub parks a client idle for 2s)")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", time.Minute, "bound on opening every session")
 	allowRemote := fs.Bool("allow-remote", false, "allow a target that is not a loopback address")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
@@ -266,6 +268,8 @@ func cmdIdle(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, errors.New("--pid: the server's process id is required"))
 	case *hold < 0 || *hold > maxHold:
 		return usageError(stderr, fmt.Errorf("--hold %s: must be 0..%s", *hold, maxHold))
+	case *idle < 0 || *idle > maxHold:
+		return usageError(stderr, fmt.Errorf("--idle %s: must be 0..%s", *idle, maxHold))
 	case *settle <= 0 || *settle > maxDrain:
 		return usageError(stderr, fmt.Errorf("--settle %s: must be more than 0 and at most %s", *settle, maxDrain))
 	case c.connectTimeout <= 0 || c.connectTimeout > maxDuration:
@@ -288,7 +292,7 @@ func cmdIdle(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	res, err := runIdle(ctx, c, mqttAddr, *nMQTT, xAddr, *nXMPP, *xmppUsers, *settle, *hold)
+	res, err := runIdle(ctx, c, mqttAddr, *nMQTT, xAddr, *nXMPP, *xmppUsers, idleTiming{idle: *idle, settle: *settle, hold: *hold})
 	if err != nil {
 		fmt.Fprintln(stderr, "hubload idle:", err)
 		return 1
@@ -308,12 +312,16 @@ func cmdIdle(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// idleTiming is when runIdle measures: after the sessions were idle for
+// idle, once the RSS settled (at most settle); it then holds them for hold.
+type idleTiming struct{ idle, settle, hold time.Duration }
+
 // runIdle opens the sessions, measures and closes them.
-func runIdle(ctx context.Context, c *config, mqttAddr string, nMQTT int, xmppAddr string, nXMPP, xmppUsers int, settle, hold time.Duration) (*IdleResult, error) {
+func runIdle(ctx context.Context, c *config, mqttAddr string, nMQTT int, xmppAddr string, nXMPP, xmppUsers int, tm idleTiming) (*IdleResult, error) {
 	if xmppUsers <= 0 {
 		xmppUsers = max(nXMPP, 1)
 	}
-	before, err := settleRSS(ctx, c.pid, settle)
+	before, err := settleRSS(ctx, c.pid, tm.settle)
 	if err != nil {
 		return nil, err
 	}
@@ -364,25 +372,32 @@ func runIdle(ctx context.Context, c *config, mqttAddr string, nMQTT int, xmppAdd
 		return nil, err
 	}
 	connected := time.Since(start)
-	after, err := settleRSS(ctx, c.pid, settle)
+	sleepCtx(ctx, tm.idle)
+	after, err := settleRSS(ctx, c.pid, tm.settle)
 	if err != nil {
 		return nil, err
 	}
 	if n := streamErrs.total(); n > 0 {
 		return nil, fmt.Errorf("%d xmpp sessions ended: %v", n, streamErrs.summary())
 	}
-	res := &IdleResult{MQTT: nMQTT, XMPP: nXMPP, RSSBefore: before.rss, RSSAfter: after.rss, ConnectSecs: connected.Seconds()}
+	res := &IdleResult{MQTT: nMQTT, XMPP: nXMPP, RSSBefore: before.rss, RSSAfter: after.rss, ConnectSecs: connected.Seconds(), IdleSecs: tm.idle.Seconds()}
 	res.RSSPeak = sampler.result(before).MaxRSSKiB
 	res.BytesPer = (float64(after.rss) - float64(before.rss)) * 1024 / float64(nMQTT+nXMPP)
-	if hold > 0 {
-		t := time.NewTimer(hold)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	sleepCtx(ctx, tm.hold)
 	return res, nil
+}
+
+// sleepCtx waits for d, or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // LoginResult is what the login command measured.
