@@ -150,7 +150,14 @@ type MQTTConfig struct {
 	// acknowledged (a lower Receive Maximum of an MQTT 5 client wins); it
 	// is also the Receive Maximum the hub announces.
 	MaxInflight int `yaml:"max_inflight"`
+	// ParkAfter is how long a client of the plain TCP listener may send
+	// nothing before it is parked, held without a goroutine until it sends
+	// again (0: the default, 2s; negative: never).
+	ParkAfter time.Duration `yaml:"park_after"`
 }
+
+// minParkAfter is the shortest mqtt.park_after.
+const minParkAfter = 100 * time.Millisecond
 
 // CoAPConfig configures the CoAP listeners.
 type CoAPConfig struct {
@@ -281,7 +288,7 @@ func Defaults() Config {
 		MaxQueued:      100000,
 		MaxQueuedBytes: 64 << 20,
 		QueuePolicy:    broker.DropOldest,
-		MQTT:           MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off, WSAddr: Off, MaxQueued: 1000, MaxQueuedBytes: 16 << 20, MaxInflight: mqtt.DefaultMaxInflight},
+		MQTT:           MQTTConfig{Addr: "127.0.0.1:1883", TLSAddr: Off, WSAddr: Off, MaxQueued: 1000, MaxQueuedBytes: 16 << 20, MaxInflight: mqtt.DefaultMaxInflight, ParkAfter: mqtt.DefaultParkAfter},
 		CoAP:           CoAPConfig{Addr: "127.0.0.1:5683", DTLSAddr: Off},
 		XMPP:           XMPPConfig{Addr: "127.0.0.1:5222", Domain: "localhost", ComponentAddr: Off, ProxyAddr: xmpp.DefaultProxyAddr},
 		HTTP: HTTPConfig{Addr: "127.0.0.1:8080", TLSAddr: Off, ReadHeaderTimeout: rest.DefaultReadHeaderTimeout, ReadTimeout: rest.DefaultReadTimeout,
@@ -382,6 +389,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MQTT.MaxQueued < 0 || c.MQTT.MaxQueued > 65535 {
 		return fmt.Errorf("mqtt.max_queued %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxQueued, mqtt.DefaultMaxQueued)
+	}
+	if c.MQTT.ParkAfter > 0 && c.MQTT.ParkAfter < minParkAfter {
+		return fmt.Errorf("config: mqtt.park_after %v: want at least %v (a sweep runs every half of it), or -1s for never", c.MQTT.ParkAfter, minParkAfter)
 	}
 	if c.MQTT.MaxInflight < 0 || c.MQTT.MaxInflight > 65535 {
 		return fmt.Errorf("config: mqtt.max_inflight %d: want 1..65535 (0: the default, %d)", c.MQTT.MaxInflight, mqtt.DefaultMaxInflight)

@@ -175,7 +175,7 @@ func (h *Hub) buildAdapters() error {
 			Node: c.Node, Logger: h.log.With("adapter", "mqtt"), Registerer: h.Registry,
 			MaxPacketSize: uint32(c.MQTT.MaxPacketSize),
 			MaxQueued:     uint16(c.MQTT.MaxQueued), MaxQueuedBytes: c.MQTT.MaxQueuedBytes, QueuePolicy: c.QueuePolicy,
-			MaxInflight: uint16(c.MQTT.MaxInflight),
+			MaxInflight: uint16(c.MQTT.MaxInflight), ParkAfter: c.MQTT.ParkAfter,
 		})
 		if err != nil {
 			return err

@@ -322,3 +322,17 @@ func TestStopWithParkedClients(t *testing.T) {
 		}
 	}
 }
+
+// TestParkingOff: a negative ParkAfter (mqtt.park_after: -1s) parks no
+// client.
+func TestParkingOff(t *testing.T) {
+	h := newHub(t, func(c *Config) { c.ParkAfter = -1 })
+	if p := h.plainParker(); p != nil {
+		t.Fatal("a parker runs with parking off")
+	}
+	c := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "awake", KeepAlive: 60, Clean: true})
+	c.send(t, mqttwire.AppendPingreq(nil))
+	if p := c.read(t); p.Type != mqttwire.Pingresp {
+		t.Fatalf("PINGRESP: %+v", p)
+	}
+}

@@ -131,6 +131,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"anonymous rule on $SYS", []string{"--config", yamlFile("a4.yaml", "acl:\n  anonymous:\n    - {action: subscribe, filter: \"$SYS/#\", allow: true}\n")}, nil,
 			"acl.anonymous rule 1"},
 		{"mqtt queue too long", []string{"--config", yamlFile("m.yaml", "mqtt:\n  max_queued: 70000\n")}, nil, "mqtt.max_queued"},
+		{"mqtt park_after too short", []string{"--config", yamlFile("pa.yaml", "mqtt:\n  park_after: 10ms\n")}, nil, "mqtt.park_after"},
 	}
 	for _, c := range cases {
 		_, err := loadConfig(c.args, func(k string) string { return c.env[k] }, io.Discard)
