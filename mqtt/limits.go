@@ -60,11 +60,14 @@ func (a *Adapter) sessionExists(id, user string) bool {
 	return ok && r.User == user
 }
 
-// releaseSession forgets a persistent session in the per-user count.
-func (a *Adapter) releaseSession(id string) {
-	if r, ok := a.record(id); ok && r.User != "" {
+// releaseSession forgets a persistent session in the per-user count; false
+// when the client id has no session record.
+func (a *Adapter) releaseSession(id string) bool {
+	r, ok := a.record(id)
+	if ok && r.User != "" {
 		a.auth.Limits().ReleaseSession(r.User, id)
 	}
+	return ok
 }
 
 // limitRefusal is the CONNACK of a client refused by a limit: MQTT 5

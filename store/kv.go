@@ -27,10 +27,13 @@ func (s *Store) KVPut(ctx context.Context, bucket, key string, value []byte) err
 	return nil
 }
 
+// kvGetQuery is KVGet's statement (Store.kvGet).
+const kvGetQuery = `SELECT value FROM kv WHERE bucket = ? AND key = ?`
+
 // KVGet reads key in bucket (ErrNotFound).
 func (s *Store) KVGet(ctx context.Context, bucket, key string) ([]byte, error) {
 	var v []byte
-	err := s.r.QueryRowContext(ctx, `SELECT value FROM kv WHERE bucket = ? AND key = ?`, bucket, key).Scan(&v)
+	err := s.kvGet.QueryRowContext(ctx, bucket, key).Scan(&v)
 	if err != nil {
 		return nil, fmt.Errorf("store: kv get %s/%q: %w", bucket, key, notFound(err))
 	}
