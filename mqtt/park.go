@@ -3,8 +3,10 @@ package mqtt
 import (
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -230,10 +232,7 @@ func (p *parker) close() {
 func (p *parker) shutdown() {
 	p.mu.Lock()
 	p.closed = true
-	parked := make([]*asyncConn, 0, len(p.parked))
-	for _, c := range p.parked {
-		parked = append(parked, c)
-	}
+	parked := slices.Collect(maps.Values(p.parked))
 	p.mu.Unlock()
 	for _, c := range parked {
 		p.unpark(c)

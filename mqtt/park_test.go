@@ -47,13 +47,7 @@ func (h *testHub) parked() int {
 // waitParked waits until n clients are parked.
 func (h *testHub) waitParked(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for h.parked() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d clients parked, want %d", h.parked(), n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, func() bool { return h.parked() == n })
 }
 
 // wireClient is an MQTT client on a bare socket, for the tests that need
@@ -100,6 +94,26 @@ func (r *wireClient) tryRead(d time.Duration) (mqttwire.Packet, error) {
 	return mqttwire.ReadPacket(r.br, &r.scratch, 1<<20)
 }
 
+// dialSubscribed connects id and subscribes it to filter at qos.
+func dialSubscribed(t *testing.T, addr, id, filter string, qos byte) *wireClient {
+	t.Helper()
+	c := dialWire(t, addr, mqttwire.ConnectSpec{ClientID: id, KeepAlive: 60, Clean: true})
+	c.send(t, mqttwire.AppendSubscribe(nil, mqttwire.V311, 1, qos, filter))
+	if p := c.read(t); p.Type != mqttwire.Suback {
+		t.Fatalf("SUBACK: %+v", p)
+	}
+	return c
+}
+
+// ping sends PINGREQ and wants PINGRESP.
+func (r *wireClient) ping(t *testing.T) {
+	t.Helper()
+	r.send(t, mqttwire.AppendPingreq(nil))
+	if p := r.read(t); p.Type != mqttwire.Pingresp {
+		t.Fatalf("PINGRESP: %+v", p)
+	}
+}
+
 // readPublish reads packets until a PUBLISH, which it returns.
 func (r *wireClient) readPublish(t *testing.T) mqttwire.PublishView {
 	t.Helper()
@@ -138,11 +152,7 @@ func (r *wireClient) waitClosed(t *testing.T) {
 // subscriber's, for its PUBACK), and every one arrives, at QoS 0 and 1.
 func TestParkedClientsKeepWorking(t *testing.T) {
 	h := newParkingHub(t)
-	sub := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "sub", KeepAlive: 60, Clean: true})
-	sub.send(t, mqttwire.AppendSubscribe(nil, mqttwire.V311, 1, 1, "park/#"))
-	if p := sub.read(t); p.Type != mqttwire.Suback {
-		t.Fatalf("SUBACK: %+v", p)
-	}
+	sub := dialSubscribed(t, h.addr, "sub", "park/#", 1)
 	pub := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "pub", KeepAlive: 60, Clean: true})
 	for i := range 6 {
 		h.waitParked(t, 2)
@@ -163,10 +173,7 @@ func TestParkedClientsKeepWorking(t *testing.T) {
 	}
 	// A ping from a parked client is answered.
 	h.waitParked(t, 2)
-	pub.send(t, mqttwire.AppendPingreq(nil))
-	if p := pub.read(t); p.Type != mqttwire.Pingresp {
-		t.Fatalf("PINGRESP: %+v", p)
-	}
+	pub.ping(t)
 }
 
 // TestParkedClientFootprint: parked, idle clients hold no goroutine and
@@ -207,11 +214,7 @@ func TestParkedClientFootprint(t *testing.T) {
 // its will is published.
 func TestParkedClientKeepaliveExpires(t *testing.T) {
 	h := newParkingHub(t)
-	sub := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "watcher", KeepAlive: 60, Clean: true})
-	sub.send(t, mqttwire.AppendSubscribe(nil, mqttwire.V311, 1, 0, "wills/#"))
-	if p := sub.read(t); p.Type != mqttwire.Suback {
-		t.Fatalf("SUBACK: %+v", p)
-	}
+	sub := dialSubscribed(t, h.addr, "watcher", "wills/#", 0)
 	start := time.Now()
 	quiet := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "quiet", KeepAlive: 2, Clean: true,
 		Will: &mqttwire.Will{Topic: "wills/quiet", Payload: []byte("gone")}})
@@ -233,23 +236,11 @@ func TestParkedClientLeavesAndIsTakenOver(t *testing.T) {
 	b := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "twice", KeepAlive: 60, Clean: true})
 	h.waitParked(t, 2)
 	_ = a.c.Close()
-	deadline := time.Now().Add(wait)
-	for {
-		if _, ok := h.a.srv.Clients.Get("leaver"); !ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the parked client that left is still a client")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, func() bool { _, ok := h.a.srv.Clients.Get("leaver"); return !ok })
 	b2 := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "twice", KeepAlive: 60, Clean: true})
 	b.waitClosed(t)
 	h.waitParked(t, 1)
-	b2.send(t, mqttwire.AppendPingreq(nil))
-	if p := b2.read(t); p.Type != mqttwire.Pingresp {
-		t.Fatalf("PINGRESP: %+v", p)
-	}
+	b2.ping(t)
 }
 
 // TestStalledPacketIsNotParked: a client that stops in the middle of a
@@ -257,11 +248,7 @@ func TestParkedClientLeavesAndIsTakenOver(t *testing.T) {
 // completes it.
 func TestStalledPacketIsNotParked(t *testing.T) {
 	h := newParkingHub(t)
-	sub := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "sub", KeepAlive: 60, Clean: true})
-	sub.send(t, mqttwire.AppendSubscribe(nil, mqttwire.V311, 1, 0, "half/#"))
-	if p := sub.read(t); p.Type != mqttwire.Suback {
-		t.Fatalf("SUBACK: %+v", p)
-	}
+	sub := dialSubscribed(t, h.addr, "sub", "half/#", 0)
 	pub := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "pub", KeepAlive: 60, Clean: true})
 	h.waitParked(t, 2)
 	msg := mqttwire.AppendPublish(nil, mqttwire.PublishHeader{Topic: "half/t"}, []byte("whole"))
@@ -270,13 +257,7 @@ func TestStalledPacketIsNotParked(t *testing.T) {
 	pub.send(t, msg[:5])
 	h.waitParked(t, 1) // the publisher resumed
 	// The sweeps do not ask the stalled client to park...
-	deadline := time.Now().Add(wait)
-	for p.sweeps.Load() < swept+4 {
-		if time.Now().After(deadline) {
-			t.Fatal("no sweeps")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, func() bool { return p.sweeps.Load() >= swept+4 })
 	// ...and a park asked all the same (as when the sweep's request and
 	// the first bytes of a packet cross) is given up.
 	cl, ok := h.a.srv.Clients.Get("pub")
@@ -288,13 +269,7 @@ func TestStalledPacketIsNotParked(t *testing.T) {
 		if !ac.requestPark(time.Now()) {
 			t.Fatal("park not asked")
 		}
-		deadline := time.Now().Add(wait)
-		for ac.requested.Load() {
-			if time.Now().After(deadline) {
-				t.Fatal("the park asked was not settled")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitFor(t, func() bool { return !ac.requested.Load() })
 	}
 	if h.parked() != 1 {
 		t.Fatalf("%d parked, want 1 (the subscriber)", h.parked())
@@ -331,8 +306,5 @@ func TestParkingOff(t *testing.T) {
 		t.Fatal("a parker runs with parking off")
 	}
 	c := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "awake", KeepAlive: 60, Clean: true})
-	c.send(t, mqttwire.AppendPingreq(nil))
-	if p := c.read(t); p.Type != mqttwire.Pingresp {
-		t.Fatalf("PINGRESP: %+v", p)
-	}
+	c.ping(t)
 }
