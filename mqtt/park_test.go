@@ -3,6 +3,7 @@ package mqtt
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -307,4 +308,22 @@ func TestParkingOff(t *testing.T) {
 	}
 	c := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "awake", KeepAlive: 60, Clean: true})
 	c.ping(t)
+}
+
+// TestRevokeParkedClient: revoking a principal ends its parked sessions,
+// as it ends those reading.
+func TestRevokeParkedClient(t *testing.T) {
+	h := newParkingHub(t)
+	c := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "alice-1", Username: "alice", Password: "alicepw", KeepAlive: 60, Clean: true})
+	h.waitParked(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if n := h.a.Revoke(ctx, "alice"); n != 1 {
+		t.Fatalf("Revoke closed %d connections, want 1", n)
+	}
+	c.waitClosed(t)
+	waitFor(t, func() bool { _, ok := h.a.srv.Clients.Get("alice-1"); return !ok })
+	if h.parked() != 0 {
+		t.Fatalf("%d still parked", h.parked())
+	}
 }
