@@ -248,8 +248,7 @@ func (c *asyncConn) flush() {
 			c.mu.Unlock()
 			_ = c.Conn.Close()
 			c.finish()
-			var ne net.Error
-			if !wasClosed && errors.As(err, &ne) && ne.Timeout() {
+			if !wasClosed && isTimeout(err) {
 				c.slow(c.Conn, fmt.Errorf("mqtt: client does not read: write blocked %v: %w", timeout, err))
 			}
 			return
@@ -293,12 +292,17 @@ func (c *asyncConn) Read(p []byte) (int, error) {
 		if c.settlePark(n, err) {
 			return 0, mochi.ErrParked
 		}
-		var ne net.Error
-		if n > 0 || !errors.As(err, &ne) || !ne.Timeout() {
+		if n > 0 || !isTimeout(err) {
 			return n, err
 		}
 		// The park's timeout in the middle of a packet: read on.
 	}
+}
+
+// isTimeout reports a deadline's error (net.Error's Timeout).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // SetDeadline sets the read deadline only. While a park is asked it is

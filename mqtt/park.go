@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"errors"
 	"log/slog"
 	"maps"
 	"net"
@@ -49,14 +48,13 @@ const freeEvery = 10 * time.Second
 // parked ones whose keepalive deadline has passed, so that they end as an
 // unparked one would: their read times out.
 type parker struct {
-	after time.Duration
-	every time.Duration
+	every time.Duration // between sweeps: half the idle time that parks
 	poll  *poller
 	log   *slog.Logger
 	// conns appends the listener's parkable connections to buf.
 	conns func(buf []*asyncConn) []*asyncConn
 	// end finishes a resumed client's connection as the listener's
-	// handle would have (listenerBase.end).
+	// handle would have (listenerBase.endResumed).
 	end func(net.Conn, error)
 
 	mu     sync.Mutex
@@ -82,7 +80,7 @@ func newParker(after time.Duration, log *slog.Logger, conns func([]*asyncConn) [
 		return nil, err
 	}
 	p := &parker{
-		after: after, every: after / 2, poll: pl, log: log, conns: conns, end: end,
+		every: after / 2, poll: pl, log: log, conns: conns, end: end,
 		parked: make(map[int32]*asyncConn), done: make(chan struct{}), lastFree: time.Now(),
 	}
 	go p.run()
@@ -286,8 +284,7 @@ func (c *asyncConn) settlePark(n int, err error) bool {
 		return false
 	}
 	c.requested.Store(false)
-	var ne net.Error
-	if n == 0 && errors.As(err, &ne) && ne.Timeout() && !c.closed && !c.closing && c.rc.parkable() {
+	if n == 0 && isTimeout(err) && !c.closed && !c.closing && c.rc.parkable() {
 		c.parkState = parkParked
 		return true
 	}
