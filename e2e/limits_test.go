@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -25,6 +24,7 @@ import (
 	"github.com/hubsmith/hub/gateway"
 	"github.com/hubsmith/hub/hubtest"
 	"github.com/hubsmith/hub/mqttwire"
+	"github.com/hubsmith/hub/mqttwire/wiretest"
 )
 
 // The limits (issue 13), each in every protocol it applies to, on a hub
@@ -61,14 +61,10 @@ func noKeepAlive(d *net.Dialer) *http.Client {
 	return &http.Client{Timeout: 2 * wait, Transport: &http.Transport{DisableKeepAlives: true, DialContext: d.DialContext}}
 }
 
-// rawMQTT is an MQTT connection written and read by hand: it holds a
-// place without a goroutine or a keepalive, and shows the exact codes.
-type rawMQTT struct {
-	net.Conn
-	r       *bufio.Reader
-	version byte // of the CONNECT
-	scratch []byte
-}
+// rawMQTT is an MQTT connection written and read by hand (wiretest): it
+// holds a place without a goroutine or a keepalive, and shows the exact
+// codes.
+type rawMQTT struct{ *wiretest.Client }
 
 // mqttOpts is a CONNECT of rawConnect.
 type mqttOpts struct {
@@ -98,67 +94,8 @@ func rawConnectOn(t *testing.T, conn net.Conn, o mqttOpts) (*rawMQTT, byte, bool
 	if o.version == mqttwire.V5 && o.persistent {
 		s.Properties = []byte{0x11, 0, 0, 0x0e, 0x10} // session expiry 3600
 	}
-	c := &rawMQTT{Conn: conn, r: bufio.NewReader(conn), version: o.version}
-	c.send(t, mqttwire.AppendConnect(nil, s))
-	ack := c.connack(t)
-	if ack.Code != 0 {
-		_ = conn.Close()
-	} else {
-		t.Cleanup(func() { _ = conn.Close() })
-	}
-	return c, ack.Code, ack.SessionPresent
-}
-
-// connack reads the CONNACK.
-func (c *rawMQTT) connack(t *testing.T) mqttwire.ConnackView {
-	t.Helper()
-	ack, err := mqttwire.ParseConnack(c.read(t), c.version)
-	if err != nil {
-		t.Fatalf("mqtt: want CONNACK: %v", err)
-	}
-	return ack
-}
-
-// send writes the packet pk.
-func (c *rawMQTT) send(t *testing.T, pk []byte) {
-	t.Helper()
-	_ = c.SetWriteDeadline(time.Now().Add(wait))
-	if _, err := c.Write(pk); err != nil {
-		t.Fatalf("mqtt write: %v", err)
-	}
-}
-
-// readPacket reads one packet; its body is valid until the next read.
-func (c *rawMQTT) readPacket() (mqttwire.Packet, error) {
-	return mqttwire.ReadPacket(c.r, &c.scratch, mqttwire.MaxRemainingLength)
-}
-
-func (c *rawMQTT) read(t *testing.T) mqttwire.Packet {
-	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(wait))
-	p, err := c.readPacket()
-	if err != nil {
-		t.Fatalf("mqtt read: %v", err)
-	}
-	return p
-}
-
-// subscribe sends a SUBSCRIBE of filters at QoS 1 and returns the SUBACK
-// codes (packet id 1).
-func (c *rawMQTT) subscribe(t *testing.T, version byte, filters ...string) []byte {
-	t.Helper()
-	c.send(t, mqttwire.AppendSubscribe(nil, version, 1, 1, filters...))
-	for {
-		p := c.read(t)
-		if p.Type != mqttwire.Suback {
-			continue // a retained value, say
-		}
-		_, codes, err := mqttwire.ParseSuback(p, version)
-		if err != nil {
-			t.Fatalf("mqtt: %v", err)
-		}
-		return bytes.Clone(codes)
-	}
+	c, ack := wiretest.Connect(t, conn, s)
+	return &rawMQTT{c}, ack.Code, ack.SessionPresent
 }
 
 // publish sends a PUBLISH (packet id 1 at QoS 1) and, at QoS 1, returns
@@ -166,13 +103,13 @@ func (c *rawMQTT) subscribe(t *testing.T, version byte, filters ...string) []byt
 // closed instead.
 func (c *rawMQTT) publish(t *testing.T, version byte, topic string, qos byte, payload []byte) (code byte, ok bool) {
 	t.Helper()
-	c.send(t, mqttwire.AppendPublish(nil, mqttwire.PublishHeader{Version: version, Topic: topic, QoS: qos, ID: 1}, payload))
+	c.Send(t, mqttwire.AppendPublish(nil, mqttwire.PublishHeader{Version: version, Topic: topic, QoS: qos, ID: 1}, payload))
 	if qos == 0 {
 		return 0, true
 	}
 	_ = c.SetReadDeadline(time.Now().Add(wait))
 	for {
-		p, err := c.readPacket()
+		p, err := c.ReadPacket()
 		if err != nil {
 			return 0, false
 		}
@@ -424,13 +361,13 @@ func TestLimitSubscriptions(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("connect: 0x%02x", code)
 		}
-		got := c.subscribe(t, tc.version, "s/1", "s/2", "s/3", "s/4", "s/5")
+		got := c.Subscribe(t, 1, "s/1", "s/2", "s/3", "s/4", "s/5")
 		want := []byte{1, 1, 1, tc.over, tc.over}
 		if string(got) != string(want) {
 			t.Errorf("MQTT v%d SUBACK %x, want %x", tc.version, got, want)
 		}
 		// A filter held already is granted again; a new one is not.
-		if got := c.subscribe(t, tc.version, "s/2", "s/6"); string(got) != string([]byte{1, tc.over}) {
+		if got := c.Subscribe(t, 1, "s/2", "s/6"); string(got) != string([]byte{1, tc.over}) {
 			t.Errorf("MQTT v%d SUBACK again %x", tc.version, got)
 		}
 	}
@@ -580,7 +517,7 @@ func TestLimitTopicLength(t *testing.T) {
 	if code, ok := c5.publish(t, 5, long, 1, []byte("x")); !ok || code != 0x90 {
 		t.Errorf("MQTT 5 publish on a long topic: PUBACK 0x%02x ok %v, want 0x90", code, ok)
 	}
-	if got := c5.subscribe(t, 5, long, "short/#"); string(got) != string([]byte{0x8F, 1}) {
+	if got := c5.Subscribe(t, 1, long, "short/#"); string(got) != string([]byte{0x8F, 1}) {
 		t.Errorf("MQTT 5 SUBACK %x, want 8f01", got)
 	}
 	c3, code, _ := rawConnect(t, local, mq, mqttOpts{version: 4, id: "t3", user: "alice", pass: "alicepw"})
@@ -619,10 +556,9 @@ func rawConnectWill(t *testing.T, d *net.Dialer, addr, topic string) (*rawMQTT, 
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	c := &rawMQTT{Conn: conn, r: bufio.NewReader(conn), version: mqttwire.V5}
-	c.send(t, mqttwire.AppendConnect(nil, mqttwire.ConnectSpec{Version: mqttwire.V5, ClientID: "will", Username: "alice", Password: "alicepw",
-		Clean: true, Will: &mqttwire.Will{Topic: topic, Payload: []byte("gone")}}))
-	return c, c.connack(t).Code, false
+	c, ack := wiretest.Connect(t, conn, mqttwire.ConnectSpec{Version: mqttwire.V5, ClientID: "will", Username: "alice", Password: "alicepw",
+		Clean: true, Will: &mqttwire.Will{Topic: topic, Payload: []byte("gone")}})
+	return &rawMQTT{c}, ack.Code, false
 }
 
 // TestLimitSlowConsumer: MQTT clients that stop reading are cut off, one
@@ -655,7 +591,7 @@ func TestLimitSlowConsumer(t *testing.T) {
 				if tcp, ok := c.Conn.(*net.TCPConn); ok {
 					_ = tcp.SetReadBuffer(4096)
 				}
-				c.subscribe(t, 5, "flood/#")
+				c.Subscribe(t, 1, "flood/#")
 				stalled = append(stalled, c)
 			}
 			good := dialMQTT(t, mq, "reader", "admin", "adminpw", true)
@@ -694,12 +630,12 @@ func TestLimitSlowConsumer(t *testing.T) {
 					for {
 						// A client still connected goes quiet.
 						_ = c.SetReadDeadline(time.Now().Add(time.Second))
-						p, err := c.readPacket()
+						p, err := c.ReadPacket()
 						if err != nil {
 							return
 						}
 						if p.Type == mqttwire.Disconnect {
-							if code, err := mqttwire.ParseDisconnect(p, c.version); err == nil && code != 0 {
+							if code, err := mqttwire.ParseDisconnect(p, c.Version); err == nil && code != 0 {
 								codes <- code
 							}
 							return

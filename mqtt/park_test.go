@@ -1,19 +1,16 @@
 package mqtt
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/mqttwire"
+	"github.com/hubsmith/hub/mqttwire/wiretest"
 )
 
 // parkAfter is the ParkAfter of the parking tests: short, so that their
@@ -51,101 +48,14 @@ func (h *testHub) waitParked(t *testing.T, n int) {
 	waitFor(t, func() bool { return h.parked() == n })
 }
 
-// wireClient is an MQTT client on a bare socket, for the tests that need
-// to send exactly what they say.
-type wireClient struct {
-	c       net.Conn
-	br      *bufio.Reader
-	scratch []byte
-}
-
-func dialWire(t *testing.T, addr string, spec mqttwire.ConnectSpec) *wireClient {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	r := &wireClient{c: c, br: bufio.NewReader(c)}
-	r.send(t, mqttwire.AppendConnect(nil, spec))
-	if p := r.read(t); p.Type != mqttwire.Connack || len(p.Body) < 2 || p.Body[1] != 0 {
-		t.Fatalf("CONNACK: %+v", p)
-	}
-	return r
-}
-
-func (r *wireClient) send(t *testing.T, b []byte) {
-	t.Helper()
-	if _, err := r.c.Write(b); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (r *wireClient) read(t *testing.T) mqttwire.Packet {
-	t.Helper()
-	p, err := r.tryRead(wait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func (r *wireClient) tryRead(d time.Duration) (mqttwire.Packet, error) {
-	_ = r.c.SetReadDeadline(time.Now().Add(d))
-	return mqttwire.ReadPacket(r.br, &r.scratch, 1<<20)
-}
-
 // dialSubscribed connects id and subscribes it to filter at qos.
-func dialSubscribed(t *testing.T, addr, id, filter string, qos byte) *wireClient {
+func dialSubscribed(t *testing.T, addr, id, filter string, qos byte) *wiretest.Client {
 	t.Helper()
-	c := dialWire(t, addr, mqttwire.ConnectSpec{ClientID: id, KeepAlive: 60, Clean: true})
-	c.send(t, mqttwire.AppendSubscribe(nil, mqttwire.V311, 1, qos, filter))
-	if p := c.read(t); p.Type != mqttwire.Suback {
-		t.Fatalf("SUBACK: %+v", p)
+	c := wiretest.Dial(t, addr, mqttwire.ConnectSpec{ClientID: id, KeepAlive: 60, Clean: true})
+	if codes := c.Subscribe(t, qos, filter); len(codes) != 1 || codes[0] != qos {
+		t.Fatalf("SUBACK codes % x", codes)
 	}
 	return c
-}
-
-// ping sends PINGREQ and wants PINGRESP.
-func (r *wireClient) ping(t *testing.T) {
-	t.Helper()
-	r.send(t, mqttwire.AppendPingreq(nil))
-	if p := r.read(t); p.Type != mqttwire.Pingresp {
-		t.Fatalf("PINGRESP: %+v", p)
-	}
-}
-
-// readPublish reads packets until a PUBLISH, which it returns.
-func (r *wireClient) readPublish(t *testing.T) mqttwire.PublishView {
-	t.Helper()
-	for {
-		p := r.read(t)
-		if p.Type != mqttwire.Publish {
-			continue
-		}
-		pv, err := mqttwire.ParsePublish(p, mqttwire.V311)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pv.Payload = bytes.Clone(pv.Payload)
-		return pv
-	}
-}
-
-// waitClosed waits for the server to close r's connection.
-func (r *wireClient) waitClosed(t *testing.T) {
-	t.Helper()
-	for {
-		_, err := r.tryRead(wait)
-		if err == nil {
-			continue
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			t.Fatal("the connection is still open")
-		}
-		return
-	}
 }
 
 // TestParkedClientsKeepWorking parks a subscriber and a publisher between
@@ -154,27 +64,27 @@ func (r *wireClient) waitClosed(t *testing.T) {
 func TestParkedClientsKeepWorking(t *testing.T) {
 	h := newParkingHub(t)
 	sub := dialSubscribed(t, h.addr, "sub", "park/#", 1)
-	pub := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "pub", KeepAlive: 60, Clean: true})
+	pub := wiretest.Dial(t, h.addr, mqttwire.ConnectSpec{ClientID: "pub", KeepAlive: 60, Clean: true})
 	for i := range 6 {
 		h.waitParked(t, 2)
 		qos := byte(i % 2)
-		pub.send(t, mqttwire.AppendPublish(nil, mqttwire.PublishHeader{Topic: "park/t", QoS: qos, ID: uint16(i + 1)}, fmt.Appendf(nil, "m%d", i)))
+		pub.Send(t, mqttwire.AppendPublish(nil, mqttwire.PublishHeader{Topic: "park/t", QoS: qos, ID: uint16(i + 1)}, fmt.Appendf(nil, "m%d", i)))
 		if qos == 1 {
-			if p := pub.read(t); p.Type != mqttwire.Puback {
+			if p := pub.Next(t); p.Type != mqttwire.Puback {
 				t.Fatalf("PUBACK: %+v", p)
 			}
 		}
-		pv := sub.readPublish(t)
+		pv := sub.ReadPublish(t)
 		if string(pv.Payload) != fmt.Sprintf("m%d", i) {
 			t.Fatalf("got %q, want m%d", pv.Payload, i)
 		}
 		if pv.QoS == 1 {
-			sub.send(t, mqttwire.AppendAck(nil, mqttwire.Puback, pv.ID))
+			sub.Send(t, mqttwire.AppendAck(nil, mqttwire.Puback, pv.ID))
 		}
 	}
 	// A ping from a parked client is answered.
 	h.waitParked(t, 2)
-	pub.ping(t)
+	pub.Ping(t)
 }
 
 // TestParkedClientFootprint: parked, idle clients hold no goroutine and
@@ -187,7 +97,7 @@ func TestParkedClientFootprint(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	g0 := runtime.NumGoroutine()
 	for i := range n {
-		dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: fmt.Sprintf("idle-%d", i), KeepAlive: 60, Clean: true})
+		wiretest.Dial(t, h.addr, mqttwire.ConnectSpec{ClientID: fmt.Sprintf("idle-%d", i), KeepAlive: 60, Clean: true})
 	}
 	h.waitParked(t, n)
 	// Goroutines end after the park is registered: wait for them.
@@ -217,14 +127,14 @@ func TestParkedClientKeepaliveExpires(t *testing.T) {
 	h := newParkingHub(t)
 	sub := dialSubscribed(t, h.addr, "watcher", "wills/#", 0)
 	start := time.Now()
-	quiet := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "quiet", KeepAlive: 2, Clean: true,
+	quiet := wiretest.Dial(t, h.addr, mqttwire.ConnectSpec{ClientID: "quiet", KeepAlive: 2, Clean: true,
 		Will: &mqttwire.Will{Topic: "wills/quiet", Payload: []byte("gone")}})
 	h.waitParked(t, 2)
-	quiet.waitClosed(t)
+	quiet.WaitClosed(t)
 	if d := time.Since(start); d < 3*time.Second {
 		t.Errorf("closed after %v, before 1.5 x the keepalive", d)
 	}
-	if pv := sub.readPublish(t); string(pv.Topic) != "wills/quiet" || string(pv.Payload) != "gone" {
+	if pv := sub.ReadPublish(t); string(pv.Topic) != "wills/quiet" || string(pv.Payload) != "gone" {
 		t.Errorf("will: %q %q", pv.Topic, pv.Payload)
 	}
 }
@@ -233,15 +143,15 @@ func TestParkedClientKeepaliveExpires(t *testing.T) {
 // session, and a parked client whose id connects again is taken over.
 func TestParkedClientLeavesAndIsTakenOver(t *testing.T) {
 	h := newParkingHub(t)
-	a := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "leaver", KeepAlive: 60, Clean: true})
-	b := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "twice", KeepAlive: 60, Clean: true})
+	a := wiretest.Dial(t, h.addr, mqttwire.ConnectSpec{ClientID: "leaver", KeepAlive: 60, Clean: true})
+	b := wiretest.Dial(t, h.addr, mqttwire.ConnectSpec{ClientID: "twice", KeepAlive: 60, Clean: true})
 	h.waitParked(t, 2)
-	_ = a.c.Close()
+	_ = a.Close()
 	waitFor(t, func() bool { _, ok := h.a.srv.Clients.Get("leaver"); return !ok })
-	b2 := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "twice", KeepAlive: 60, Clean: true})
-	b.waitClosed(t)
+	b2 := wiretest.Dial(t, h.addr, mqttwire.ConnectSpec{ClientID: "twice", KeepAlive: 60, Clean: true})
+	b.WaitClosed(t)
 	h.waitParked(t, 1)
-	b2.ping(t)
+	b2.Ping(t)
 }
 
 // TestStalledPacketIsNotParked: a client that stops in the middle of a
@@ -250,12 +160,12 @@ func TestParkedClientLeavesAndIsTakenOver(t *testing.T) {
 func TestStalledPacketIsNotParked(t *testing.T) {
 	h := newParkingHub(t)
 	sub := dialSubscribed(t, h.addr, "sub", "half/#", 0)
-	pub := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "pub", KeepAlive: 60, Clean: true})
+	pub := wiretest.Dial(t, h.addr, mqttwire.ConnectSpec{ClientID: "pub", KeepAlive: 60, Clean: true})
 	h.waitParked(t, 2)
 	msg := mqttwire.AppendPublish(nil, mqttwire.PublishHeader{Topic: "half/t"}, []byte("whole"))
 	p := h.plainParker()
 	swept := p.sweeps.Load()
-	pub.send(t, msg[:5])
+	pub.Send(t, msg[:5])
 	h.waitParked(t, 1) // the publisher resumed
 	// The sweeps do not ask the stalled client to park...
 	waitFor(t, func() bool { return p.sweeps.Load() >= swept+4 })
@@ -275,8 +185,8 @@ func TestStalledPacketIsNotParked(t *testing.T) {
 	if h.parked() != 1 {
 		t.Fatalf("%d parked, want 1 (the subscriber)", h.parked())
 	}
-	pub.send(t, msg[5:])
-	if pv := sub.readPublish(t); string(pv.Payload) != "whole" {
+	pub.Send(t, msg[5:])
+	if pv := sub.ReadPublish(t); string(pv.Payload) != "whole" {
 		t.Fatalf("got %q", pv.Payload)
 	}
 }
@@ -285,15 +195,15 @@ func TestStalledPacketIsNotParked(t *testing.T) {
 // they are disconnected.
 func TestStopWithParkedClients(t *testing.T) {
 	h := newParkingHub(t)
-	var cs []*wireClient
+	var cs []*wiretest.Client
 	for i := range 20 {
-		cs = append(cs, dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: fmt.Sprintf("p%d", i), KeepAlive: 60, Clean: true}))
+		cs = append(cs, wiretest.Dial(t, h.addr, mqttwire.ConnectSpec{ClientID: fmt.Sprintf("p%d", i), KeepAlive: 60, Clean: true}))
 	}
 	h.waitParked(t, len(cs))
 	h.close()
 	for _, c := range cs {
-		_ = c.c.SetReadDeadline(time.Now().Add(wait))
-		if _, err := io.ReadAll(c.c); err != nil {
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		if _, err := io.ReadAll(c); err != nil {
 			t.Fatalf("after stop: %v", err)
 		}
 	}
@@ -306,22 +216,22 @@ func TestParkingOff(t *testing.T) {
 	if p := h.plainParker(); p != nil {
 		t.Fatal("a parker runs with parking off")
 	}
-	c := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "awake", KeepAlive: 60, Clean: true})
-	c.ping(t)
+	c := wiretest.Dial(t, h.addr, mqttwire.ConnectSpec{ClientID: "awake", KeepAlive: 60, Clean: true})
+	c.Ping(t)
 }
 
 // TestRevokeParkedClient: revoking a principal ends its parked sessions,
 // as it ends those reading.
 func TestRevokeParkedClient(t *testing.T) {
 	h := newParkingHub(t)
-	c := dialWire(t, h.addr, mqttwire.ConnectSpec{ClientID: "alice-1", Username: "alice", Password: "alicepw", KeepAlive: 60, Clean: true})
+	c := wiretest.Dial(t, h.addr, mqttwire.ConnectSpec{ClientID: "alice-1", Username: "alice", Password: "alicepw", KeepAlive: 60, Clean: true})
 	h.waitParked(t, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if n := h.a.Revoke(ctx, "alice"); n != 1 {
 		t.Fatalf("Revoke closed %d connections, want 1", n)
 	}
-	c.waitClosed(t)
+	c.WaitClosed(t)
 	waitFor(t, func() bool { _, ok := h.a.srv.Clients.Get("alice-1"); return !ok })
 	if h.parked() != 0 {
 		t.Fatalf("%d still parked", h.parked())
