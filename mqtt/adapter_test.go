@@ -268,6 +268,19 @@ func waitFor(t testing.TB, cond func() bool) {
 	}
 }
 
+// TestCleanConnectDropsDamagedRecord: a clean start deletes its client
+// id's session record even when the record does not decode.
+func TestCleanConnectDropsDamagedRecord(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, nil)
+	ctx := context.Background()
+	if err := h.st.KVPut(ctx, bucketSessions, "torn", []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	mustV3(t, h.addr, "torn", "alice", "alicepw", true)
+	waitFor(t, func() bool { _, err := h.st.KVGet(ctx, bucketSessions, "torn"); return err != nil })
+}
+
 func TestQueuedForOfflineSessionIsStoredBeforePuback(t *testing.T) {
 	t.Parallel()
 	h := newHub(t, nil)

@@ -248,15 +248,9 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 		}
 		a.saveRecord(cl.ID, r)
 	} else if a.cfg.Sessions != nil && pk.Connect.Clean {
-		// Only a record there is deleted: a delete is a write, which waits
-		// for the store's writer, and a clean client's packets are not read
-		// until this returns (a SUBSCRIBE right after the CONNACK waited
-		// for it).
-		if a.releaseSession(cl.ID) {
-			ctx, cancel := context.WithTimeout(a.ctx, storeTimeout)
-			_ = a.cfg.Sessions.KVDelete(ctx, bucketSessions, cl.ID)
-			cancel()
-		}
+		ctx, cancel := context.WithTimeout(a.ctx, storeTimeout)
+		a.dropRecord(ctx, cl.ID)
+		cancel()
 	}
 }
 

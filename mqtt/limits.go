@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"context"
 	"errors"
 	"sync"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/hubsmith/hub/adapters"
 	"github.com/hubsmith/hub/broker"
+	"github.com/hubsmith/hub/store"
 )
 
 // This file applies the hub's limits (adapters.Limits) to MQTT clients:
@@ -60,14 +62,21 @@ func (a *Adapter) sessionExists(id, user string) bool {
 	return ok && r.User == user
 }
 
-// releaseSession forgets a persistent session in the per-user count; false
-// when the client id has no session record.
-func (a *Adapter) releaseSession(id string) bool {
-	r, ok := a.record(id)
-	if ok && r.User != "" {
-		a.auth.Limits().ReleaseSession(r.User, id)
+// dropRecord forgets a client id's persistent session: its place in the
+// per-user count and its record, damaged or not. Without a record nothing
+// is written: a delete waits for the store's writer, and a clean client's
+// packets are not read until OnSessionEstablished returns.
+func (a *Adapter) dropRecord(ctx context.Context, id string) {
+	b, err := a.cfg.Sessions.KVGet(ctx, bucketSessions, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return
 	}
-	return ok
+	if err == nil { // a store that fails to read is still asked to delete
+		if r, ok := a.decodeRecord(id, b); ok && r.User != "" {
+			a.auth.Limits().ReleaseSession(r.User, id)
+		}
+	}
+	_ = a.cfg.Sessions.KVDelete(ctx, bucketSessions, id)
 }
 
 // limitRefusal is the CONNACK of a client refused by a limit: MQTT 5

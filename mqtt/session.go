@@ -465,6 +465,13 @@ func (a *Adapter) record(id string) (sessionRecord, bool) {
 	if err != nil {
 		return r, false
 	}
+	return a.decodeRecord(id, b)
+}
+
+// decodeRecord decodes the stored record b of client id; false (and a
+// warning) when it is damaged.
+func (a *Adapter) decodeRecord(id string, b []byte) (sessionRecord, bool) {
+	var r sessionRecord
 	if err := json.Unmarshal(b, &r); err != nil {
 		a.log.Warn("mqtt: damaged session record, ignored", "client", id, "err", err)
 		return r, false
@@ -501,8 +508,7 @@ func (a *Adapter) forget(id string) {
 	}
 	a.smu.Unlock()
 	if a.cfg.Sessions != nil {
-		a.releaseSession(id)
-		_ = a.cfg.Sessions.KVDelete(ctx, bucketSessions, id)
+		a.dropRecord(ctx, id)
 	}
 }
 
