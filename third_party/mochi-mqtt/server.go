@@ -464,7 +464,10 @@ func (s *Server) parkClient(cl *Client, listener string, connected bool) error {
 }
 
 // resumeClient reads a parked client's packets again, and ends it as
-// attachClient does when its connection ends.
+// attachClient does when its connection ends. (attachClient repeats these
+// steps rather than calling a function shared with this one: a frame more
+// under the read an unparked client waits in would keep its stack at
+// 8 KiB, see patch 1.)
 func (s *Server) resumeClient(cl *Client, listener string, connected bool) error {
 	cl.Net.bconn = bufio.NewReaderSize(cl.Net.Conn, s.Options.ClientNetReadBufferSize)
 	err := cl.Read(s.receivePacket)
