@@ -3,7 +3,6 @@ package crashtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hubsmith/hub/hubtest"
 )
 
 // hubBin is the hub binary built once by TestMain.
@@ -59,32 +60,9 @@ type hubProc struct {
 	runs int
 }
 
-// freePorts returns n distinct loopback ports free for TCP and UDP.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	var hold []func()
-	defer func() {
-		for _, c := range hold {
-			c()
-		}
-	}()
-	for len(ports) < n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			_ = ln.Close()
-			continue
-		}
-		hold = append(hold, func() { _ = ln.Close(); _ = pc.Close() })
-		ports = append(ports, p)
-	}
-	return ports
-}
+// freePorts returns n distinct loopback ports free for TCP and UDP, from
+// below the ephemeral range (hubtest.FreePorts says why).
+func freePorts(t testing.TB, n int) []int { return hubtest.FreePorts(t, n) }
 
 // newHub prepares a hub on dataDir ("" = a fresh temporary directory)
 // with the users admin/adminpw and alice/alicepw, created with

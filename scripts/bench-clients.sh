@@ -33,9 +33,8 @@ cleanup() {
 	[ -n "${BENCH_OUT:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+# shellcheck source=lib/ports.sh
+. "$root/scripts/lib/ports.sh"
 tcp_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0; }
 clk_tck=$(getconf CLK_TCK)

@@ -100,12 +100,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-free_udp_port() {
-	python3 -c 'import socket; s = socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+# shellcheck source=lib/ports.sh
+. "$root/scripts/lib/ports.sh"
 tcp_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 now_ms() { date +%s%3N; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -142,7 +138,7 @@ start_hub() {
 	# later ones are restarts, as after a reboot.
 	[ -d "$work/hub-data" ] || cp -a "$work/hub-template" "$work/hub-data"
 	local m x h px c
-	m=$(free_port) x=$(free_port) h=$(free_port) px=$(free_port) c=$(free_udp_port)
+	m=$(free_port) x=$(free_port) h=$(free_port) px=$(free_port) c=$(free_port udp)
 	# The per-address and per-user limits would refuse the load
 	# generator's thousands of connections from one address and account.
 	cat >"$work/hub.yaml" <<-'EOF'

@@ -34,9 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { # tcp or udp
-	python3 -c 'import socket, sys; s = socket.socket(type=socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' "$1"
-}
+# shellcheck source=lib/ports.sh
+. "$(dirname "$0")/lib/ports.sh"
 
 # one BIN: prints "rss anon file" in KiB
 one() {

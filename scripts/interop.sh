@@ -18,13 +18,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { # a free port on 127.0.0.1 for tcp or udp
-	python3 - "$1" <<'PY'
-import socket, sys
-kind = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
-s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
-PY
-}
+# shellcheck source=lib/ports.sh
+. "$root/scripts/lib/ports.sh"
 
 export HUB_BIN="$work/hub" HUB_DATA="$work/data" XMPP_DOMAIN=localhost
 export MQTT_PORT=$(free_port tcp) MQTT_WS_PORT=$(free_port tcp) HTTP_PORT=$(free_port tcp) XMPP_PORT=$(free_port tcp) COAP_PORT=$(free_port udp) COAPS_PORT=$(free_port udp)

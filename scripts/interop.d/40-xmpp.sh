@@ -134,9 +134,8 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# shellcheck source=../lib/ports.sh
+. "$(dirname "$0")/../lib/ports.sh"
 wait_port() { # wait until something listens on 127.0.0.1:$1
 	timeout 20 bash -c "until (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null; do sleep 0.2; done"
 }

@@ -24,9 +24,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+# shellcheck source=../lib/ports.sh
+. "$(dirname "$0")/../lib/ports.sh"
 UP_PORT=$(free_port) HUB2_MQTT=$(free_port) HUB2_HTTP=$(free_port)
 
 cat >"$work/mosquitto.conf" <<EOF

@@ -22,18 +22,9 @@ for c in coap-client coap-client-notls coap-client-openssl coap-client-gnutls; d
 done
 [ -n "$coap_client" ] || fail "no coap-client (install libcoap3-bin)"
 
-read -r MQ HT XM CO < <(python3 -c '
-import socket
-ps = []
-while len(ps) < 4:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        u.bind(("127.0.0.1", p)); ps.append(p)
-    except OSError:
-        pass
-    s.close(); u.close()
-print(*ps)')
+# shellcheck source=../lib/ports.sh
+. "$(dirname "$0")/../lib/ports.sh"
+read -r MQ HT XM CO < <(free_ports 4 both)
 data="$tmp/data"
 timeout 30 "$HUB_BIN" user add alice --password alicepw --data-dir "$data" >/dev/null
 

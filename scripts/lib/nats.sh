@@ -9,10 +9,9 @@ stop_pid() {
 	kill -KILL "$1" 2>/dev/null || true
 }
 
-# free_port: a free TCP port on 127.0.0.1.
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+# free_port comes from ports.sh, beside this file.
+# shellcheck source=ports.sh
+. "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # wait_port PORT: waits up to 5 s for a listener on 127.0.0.1:PORT.
 wait_port() {
