@@ -10,5 +10,11 @@ type AsyncSpool interface {
 	// EnqueueAsync is Enqueue that returns at once and calls done with
 	// its result once the write is durable or has failed. done runs on
 	// the spool's own goroutine: it must not block, nor call the spool.
-	EnqueueAsync(ctx context.Context, e *Envelope, refs []QueueRef, done func(error))
+	//
+	// withdraw, when not nil, takes the write back if the spool has not
+	// begun it: it then reports true, nothing is written and done is never
+	// called. Memory withdraws the write of an envelope its one durable
+	// subscriber acknowledged before it was stored (early delivery): that
+	// subscriber's queue has nothing to keep, so nothing reaches the disk.
+	EnqueueAsync(ctx context.Context, e *Envelope, refs []QueueRef, done func(error)) (withdraw func() bool)
 }

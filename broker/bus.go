@@ -267,6 +267,11 @@ type Importer interface {
 type QueueRef struct {
 	Subscriber string
 	Seq        int64
+	// Delivered says the entry goes out before it is stored (Memory's
+	// early delivery, see AsyncSpool): an AsyncSpool may hold its write
+	// back a moment so that the acknowledgement, which withdraws it, can
+	// come first.
+	Delivered bool
 }
 
 // QueueTrimmer is implemented by a Spool that can bound a durable queue;

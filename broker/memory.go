@@ -219,7 +219,11 @@ func (m *Memory) PublishAsync(ctx context.Context, e *Envelope, done func(error)
 		go func() { done(m.store(ctx, e, ms, refs)) }()
 		return nil
 	}
-	as.EnqueueAsync(ctx, e, refs, func(err error) {
+	early := earlyMatch(ms, refs)
+	if early != nil {
+		refs[0].Delivered = true
+	}
+	withdraw := as.EnqueueAsync(ctx, e, refs, func(err error) {
 		err = m.stored(e, ms, refs, err)
 		if err != nil || m.trimmer == nil || !m.overBounds(ms) {
 			done(err)
@@ -231,7 +235,55 @@ func (m *Memory) PublishAsync(ctx context.Context, e *Envelope, done func(error)
 			done(nil)
 		}()
 	})
+	if early != nil && withdraw != nil {
+		early.s.deliverEarly(early.it, func() bool {
+			if !withdraw() {
+				return false
+			}
+			m.withdrawn(e, ms)
+			done(nil)
+			return true
+		})
+	}
 	return nil
+}
+
+// earlyMatch returns the match of ms whose delivery may go out before
+// its store write is committed, or nil. That is a QoS 1 delivery to the
+// one durable subscriber of a publish, already waiting in its memory
+// queue. Should its acknowledgement come before the store's writer begins
+// the write, the write is withdrawn: the envelope was delivered and
+// acknowledged, so there is nothing left to keep, and the publisher is
+// acknowledged then (RabbitMQ does the same with a persistent message
+// consumed before it reached the disk). A subscriber that keeps up then
+// costs the store no insert and no delete. A crash before the commit can
+// only bring the envelope again (the publisher was not acknowledged, and
+// resends it): QoS 1 allows that, QoS 2 does not, so a QoS 2 delivery
+// waits for the commit, as do the copies of a publish to several durable
+// subscribers.
+func earlyMatch(ms []match, refs []QueueRef) *match {
+	if len(refs) != 1 {
+		return nil
+	}
+	for i := range ms {
+		if mt := &ms[i]; mt.durable && mt.it != nil && mt.qos == 1 {
+			return mt
+		}
+	}
+	return nil
+}
+
+// withdrawn settles a publish whose one store write was withdrawn: its
+// durable subscriber had acknowledged it.
+func (m *Memory) withdrawn(e *Envelope, ms []match) {
+	for i := range ms {
+		switch {
+		case ms[i].durable:
+			ms[i].s.withdrawnAs(&ms[i], e.Size())
+		case ms[i].it != nil:
+			ms[i].s.release(ms[i].it, true)
+		}
+	}
 }
 
 // publish validates and routes e; it returns the matches and the durable

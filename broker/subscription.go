@@ -29,6 +29,11 @@ type item struct {
 	retFlag  bool
 	redo     bool
 	ids      []int
+	// withdraw, while set, takes back the store write of an item
+	// delivered before it was stored (Memory.PublishAsync's early
+	// delivery); acked says its subscriber acknowledged it meanwhile.
+	withdraw func() bool
+	acked    bool
 	// d is the item's first Delivery, in it so that a delivery costs no
 	// allocation of its own; a redelivery gets a new one, as a handler
 	// may still hold (and ack) the first.
@@ -76,6 +81,10 @@ type memSub struct {
 	written  uint64  // spool writes finished, so readSpool sees one it raced with
 	acks     []int64 // acknowledged, to remove from the spool
 	ackBytes int64
+	// flushing: a flushAcksAsync is removing acknowledged entries; a
+	// detach waits for flushes before it removes the rest.
+	flushing bool
+	flushes  sync.WaitGroup
 	order    uint64
 	// sent holds the stored envelopes handed out and not acknowledged,
 	// so that only those are marked Redelivered when read again.
@@ -286,16 +295,19 @@ func (s *memSub) release(it *item, ok bool) {
 	s.wake()
 }
 
-// stored records the outcome of the spool write of mt.
+// storedAs records the outcome of the spool write of mt.
 func (s *memSub) storedAs(mt *match, ok bool, size int) {
 	s.mu.Lock()
-	if i := slices.Index(s.writing, mt.seq); i >= 0 {
-		s.writing = slices.Delete(s.writing, i, i+1)
-	}
-	s.written++
-	if mt.it != nil {
-		mt.it.ready = true
-		mt.it.failed = !ok
+	s.writeEnded(mt.seq)
+	acked := false
+	if it := mt.it; it != nil {
+		it.ready, it.failed, it.withdraw = true, !ok, nil
+		// Delivered early and acknowledged while being written: what
+		// was written goes as any acknowledged entry does.
+		if acked = it.acked; acked && ok {
+			s.acks = append(s.acks, it.seq)
+			s.ackBytes += int64(size)
+		}
 	}
 	s.mu.Unlock()
 	if ok {
@@ -304,8 +316,40 @@ func (s *memSub) storedAs(mt *match, ok bool, size int) {
 		s.storedBytes.Add(int64(size))
 	} else {
 		s.charge(-int64(size))
-		s.drop(1, mt.qos)
+		if !acked {
+			s.drop(1, mt.qos)
+		}
 	}
+	s.wake()
+}
+
+// writeEnded takes seq off the writes in progress (s.mu held).
+func (s *memSub) writeEnded(seq int64) {
+	if i := slices.Index(s.writing, seq); i >= 0 {
+		s.writing = slices.Delete(s.writing, i, i+1)
+	}
+	s.written++
+}
+
+// deliverEarly lets the durable item it go out before its store write is
+// answered; withdraw takes the write back (see Memory.PublishAsync).
+func (s *memSub) deliverEarly(it *item, withdraw func() bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if it.ready {
+		return // its write was answered first
+	}
+	it.ready, it.withdraw = true, withdraw
+	s.wakeLocked()
+}
+
+// withdrawnAs records that the spool write of mt was taken back: its
+// subscriber acknowledged it first, so its queue has nothing to keep.
+func (s *memSub) withdrawnAs(mt *match, size int) {
+	s.mu.Lock()
+	s.writeEnded(mt.seq)
+	s.mu.Unlock()
+	s.charge(-int64(size))
 	s.wake()
 }
 
@@ -431,6 +475,7 @@ func (s *memSub) detach() {
 		s.spilling = true
 	}
 	s.mu.Unlock()
+	s.flushes.Wait()
 	s.flushAcks(context.Background())
 }
 
@@ -446,18 +491,30 @@ func (s *memSub) stopping() <-chan struct{} {
 }
 
 func (s *memSub) ack(d *Delivery) {
+	it := d.it
+	var withdraw func() bool
 	s.mu.Lock()
-	if d.it.seq > 0 {
-		s.acks = append(s.acks, d.it.seq)
-		s.ackBytes += int64(d.it.e.Size())
-		delete(s.sent, d.it.seq)
+	if it.seq > 0 {
+		switch {
+		case it.withdraw != nil: // delivered early, its write not answered
+			withdraw, it.withdraw, it.acked = it.withdraw, nil, true
+		case it.acked, it.failed: // nothing stored to remove
+		default:
+			s.acks = append(s.acks, it.seq)
+			s.ackBytes += int64(it.e.Size())
+		}
+		delete(s.sent, it.seq)
 	}
 	live := d.gen == s.gen
 	if live {
 		s.pending--
 	}
 	s.mu.Unlock()
-	if !live && d.it.seq > 0 {
+	if withdraw != nil {
+		// Too late, the write has begun: storedAs queues its removal.
+		withdraw()
+	}
+	if !live && it.seq > 0 {
 		// No delivery goroutine of that attachment will flush it.
 		s.flushAcks(context.Background())
 	}
@@ -601,7 +658,7 @@ func (s *memSub) run(ctx context.Context, h DeliveryHandler, gen uint64, done ch
 			case <-s.kick:
 			case <-flush:
 				flush = nil
-				s.flushAcks(ctx)
+				s.flushAcksAsync()
 			case <-ctx.Done():
 			}
 			continue
@@ -729,6 +786,30 @@ func (s *memSub) hasAcks() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.acks) > 0
+}
+
+// flushAcksAsync is flushAcks on a goroutine of its own, one at a time:
+// the delivery goroutine goes on delivering while the store commits the
+// removal (it stalled for a commit at every flush, and what arrived
+// meanwhile waited: 1.2 ms median latency into a persistent session at
+// 40,000 msg/s).
+func (s *memSub) flushAcksAsync() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.flushing || len(s.acks) == 0 {
+		return // the next flush takes what comes meanwhile
+	}
+	s.flushing = true
+	s.flushes.Add(1)
+	s.m.wg.Add(1) // the delivery goroutine holds the bus's count meanwhile
+	go func() {
+		defer s.m.wg.Done()
+		defer s.flushes.Done()
+		s.flushAcks(context.Background())
+		s.mu.Lock()
+		s.flushing = false
+		s.mu.Unlock()
+	}()
 }
 
 // flushAcks removes acknowledged envelopes from the durable queue; one

@@ -13,6 +13,8 @@ var (
 		"Writes committed to the store.", nil, nil)
 	descWriteErrors = prometheus.NewDesc("hub_store_write_errors_total",
 		"Writes that failed (constraint, disk full, closed store).", nil, nil)
+	descWithdrawn = prometheus.NewDesc("hub_store_writes_withdrawn_total",
+		"Durable queue writes withdrawn before they began: the one subscriber had acknowledged the envelope, so nothing was written.", nil, nil)
 	descBatches = prometheus.NewDesc("hub_store_transactions_total",
 		"Transactions committed; writes per transaction shows group commit at work.", nil, nil)
 	descQueued = prometheus.NewDesc("hub_store_queued_envelopes",
@@ -51,6 +53,7 @@ type collector struct {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descWrites
 	ch <- descWriteErrors
+	ch <- descWithdrawn
 	ch <- descBatches
 	ch <- descQueued
 	ch <- descBytes
@@ -67,6 +70,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	w := c.s.wr
 	ch <- prometheus.MustNewConstMetric(descWrites, prometheus.CounterValue, float64(w.writes.Load()))
 	ch <- prometheus.MustNewConstMetric(descWriteErrors, prometheus.CounterValue, float64(w.failed.Load()))
+	ch <- prometheus.MustNewConstMetric(descWithdrawn, prometheus.CounterValue, float64(w.withdrawn.Load()))
 	ch <- prometheus.MustNewConstMetric(descBatches, prometheus.CounterValue, float64(w.batches.Load()))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -61,9 +61,10 @@ func TestCollector(t *testing.T) {
 	if got["hub_store_transactions_total"] < 1 || got["hub_store_commit_seconds"] < 1 {
 		t.Errorf("transactions %v, commit observations %v", got["hub_store_transactions_total"], got["hub_store_commit_seconds"])
 	}
-	// writes, errors, transactions, queued, 2 file sizes, integrity,
-	// sync interval, WAL syncs and their failures, commit histogram.
-	if series != 11 {
-		t.Errorf("%d series, want 11", series)
+	// writes, errors, withdrawn writes, transactions, queued, 2 file
+	// sizes, integrity, sync interval, WAL syncs and their failures,
+	// commit histogram.
+	if series != 12 {
+		t.Errorf("%d series, want 12", series)
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -112,6 +113,73 @@ func TestEnqueueAsync(t *testing.T) {
 	s.EnqueueAsync(ctx, &broker.Envelope{Topic: "t/x"}, []broker.QueueRef{{Subscriber: "q", Seq: n + 1}}, func(err error) { res <- err })
 	if err := <-res; !errors.Is(err, ErrClosed) {
 		t.Errorf("after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestEnqueueAsyncWithdraw: a queue write withdrawn before the writer
+// begins it is neither written nor answered; one already committed cannot
+// be withdrawn.
+func TestEnqueueAsyncWithdraw(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	ctx := context.Background()
+	if err := s.SaveSubscription(ctx, broker.DurableSubscription{ID: "q", Filters: []string{"t/#"}, QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// Hold the writer in a transaction, so the writes below wait for it.
+	held, release := make(chan struct{}), make(chan struct{})
+	busy := make(chan error, 1)
+	go func() {
+		busy <- s.tx(ctx, func(context.Context, *sql.Tx) error {
+			close(held)
+			<-release
+			return nil
+		})
+	}()
+	<-held
+	const n = 20
+	res := make(chan int64, n)
+	withdraws := make([]func() bool, n)
+	for i := range n {
+		seq := int64(i + 1)
+		e := &broker.Envelope{Topic: "t/x", Payload: []byte{byte(i)}}
+		withdraws[i] = s.EnqueueAsync(ctx, e, []broker.QueueRef{{Subscriber: "q", Seq: seq, Delivered: true}}, func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			res <- seq
+		})
+	}
+	for i := 0; i < n; i += 2 {
+		if !withdraws[i]() {
+			t.Fatalf("write %d: not withdrawn while the writer was busy", i+1)
+		}
+		if withdraws[i]() {
+			t.Fatalf("write %d withdrawn twice", i+1)
+		}
+	}
+	close(release)
+	if err := <-busy; err != nil {
+		t.Fatal(err)
+	}
+	for range n / 2 {
+		if seq := <-res; seq%2 != 0 {
+			t.Fatalf("withdrawn write %d answered", seq)
+		}
+	}
+	if l, err := s.QueueLen(ctx, "q"); err != nil || l != n/2 {
+		t.Fatalf("queue length %d (%v), want %d", l, err, n/2)
+	}
+	if withdraws[1]() {
+		t.Fatal("a committed write withdrawn")
+	}
+	if got := s.wr.withdrawn.Load(); got != n/2 {
+		t.Fatalf("withdrawn counter %d, want %d", got, n/2)
+	}
+	select {
+	case seq := <-res:
+		t.Fatalf("withdrawn write %d answered", seq)
+	default:
 	}
 }
 

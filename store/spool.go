@@ -253,20 +253,28 @@ func (s *Store) Enqueue(ctx context.Context, e *broker.Envelope, refs []broker.Q
 }
 
 // EnqueueAsync implements broker.AsyncSpool: Enqueue without a goroutine
-// waiting for the commit. done runs on the store's writer goroutine.
-func (s *Store) EnqueueAsync(ctx context.Context, e *broker.Envelope, refs []broker.QueueRef, done func(error)) {
+// waiting for the commit. done runs on the store's writer goroutine. The
+// write can be withdrawn until the writer takes it into a transaction.
+func (s *Store) EnqueueAsync(ctx context.Context, e *broker.Envelope, refs []broker.QueueRef, done func(error)) func() bool {
 	if len(refs) == 0 && e != nil {
 		done(nil)
-		return
+		return nil
 	}
 	op, err := s.enqueueOp(e, refs)
 	if err != nil || s.wr == nil {
 		done(s.Enqueue(ctx, e, refs))
-		return
+		return nil
 	}
 	op.ctx = ctx
 	op.cb = func(err error) { done(enqueueErr(e, refs, err)) }
 	s.wr.doAsync(op)
+	return func() bool {
+		if !op.withdraw() {
+			return false
+		}
+		s.wr.withdrawn.Add(1)
+		return true
+	}
 }
 
 // enqueueErr wraps an error of Enqueue.
@@ -297,7 +305,7 @@ func (s *Store) enqueueOp(e *broker.Envelope, refs []broker.QueueRef) (*writeOp,
 	if len(refs) == 1 {
 		// Stored once either way; one subscriber's copy lives in its row.
 		r := &queueRow{subscriber: refs[0].Subscriber, seq: refs[0].Seq, size: e.Size(), envelope: b}
-		return &writeOp{row: r, fn: func(ctx context.Context, tx *sql.Tx) error {
+		return &writeOp{row: r, linger: refs[0].Delivered, fn: func(ctx context.Context, tx *sql.Tx) error {
 			_, err := tx.StmtContext(ctx, s.insQueued).ExecContext(ctx, r.subscriber, r.seq, r.size, r.envelope)
 			return err
 		}}, nil

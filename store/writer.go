@@ -35,10 +35,13 @@ type writer struct {
 	batches atomic.Uint64 // transactions committed
 	writes  atomic.Uint64 // writes committed
 	failed  atomic.Uint64 // writes that failed
-	obsMu   sync.Mutex
-	observe func(time.Duration) // observes batch latency; may be nil
-	health  writeHealth         // the last store fault (health.go)
-	rows    rowInserts          // prepared multi-row queue inserts
+	// withdrawn counts queue writes taken back before they began
+	// (broker.AsyncSpool).
+	withdrawn atomic.Uint64
+	obsMu     sync.Mutex
+	observe   func(time.Duration) // observes batch latency; may be nil
+	health    writeHealth         // the last store fault (health.go)
+	rows      rowInserts          // prepared multi-row queue inserts
 
 	// committed gets a token after a commit (dropped when one waits): the
 	// WAL syncer's wake-up, so an idle store wakes nobody.
@@ -58,11 +61,13 @@ func (w *writer) observer() func(time.Duration) {
 }
 
 // op states: a caller whose context ends before the writer took the op
-// abandons it, and the writer then skips it.
+// abandons it, and the writer then skips it; a withdrawn op (see
+// broker.AsyncSpool) is skipped too, with no answer.
 const (
 	opPending int32 = iota
 	opTaken
 	opAbandoned
+	opWithdrawn
 )
 
 type writeOp struct {
@@ -75,7 +80,18 @@ type writeOp struct {
 	// row, when set, is the one queue row fn inserts: consecutive row
 	// ops of a batch share one INSERT (queuebatch.go).
 	row *queueRow
+	// linger: the op is likely withdrawn soon (its entry was delivered
+	// before it was stored), so the writer lets it wait until writeLinger
+	// after at before it begins a transaction with it.
+	linger bool
+	at     time.Time
 }
+
+// writeLinger is how long the writer holds back a write likely to be
+// withdrawn (writeOp.linger): a subscriber that keeps up acknowledges
+// within it, so its envelope is never written nor deleted. It delays the
+// others of the transaction by as much at most.
+const writeLinger = 2 * time.Millisecond
 
 // answer hands op its result.
 func (op *writeOp) answer(err error) {
@@ -84,6 +100,12 @@ func (op *writeOp) answer(err error) {
 		return
 	}
 	op.res <- err
+}
+
+// withdraw takes back an op the writer has not taken yet; it reports
+// whether it did, in which case the op is never run nor answered.
+func (op *writeOp) withdraw() bool {
+	return op.state.CompareAndSwap(opPending, opWithdrawn)
 }
 
 // newWriter starts the writer of db; rows are its multi-row queue
@@ -148,6 +170,9 @@ func (w *writer) doAsync(op *writeOp) {
 		op.cb(ErrClosed)
 		return
 	}
+	if op.linger {
+		op.at = time.Now()
+	}
 	w.ops <- op
 	w.mu.RUnlock()
 }
@@ -171,18 +196,23 @@ func (w *writer) close() {
 func (w *writer) run() {
 	defer close(w.done)
 	batch := make([]*writeOp, 0, maxBatch)
+	var linger *time.Timer
 	for {
 		select {
 		case op := <-w.ops:
-			batch = append(batch[:0], op)
-		drain:
-			for len(batch) < maxBatch {
-				select {
-				case op := <-w.ops:
-					batch = append(batch, op)
-				default:
-					break drain
+			batch = w.drain(append(batch[:0], op))
+			if d := lingerLeft(batch); d > 0 {
+				if linger == nil {
+					linger = time.NewTimer(d)
+				} else {
+					linger.Reset(d)
 				}
+				select {
+				case <-linger.C:
+				case <-w.quit: // the ops still run, below and then at quit
+					linger.Stop()
+				}
+				batch = w.drain(batch)
 			}
 			w.commit(batch)
 		case <-w.quit:
@@ -196,6 +226,33 @@ func (w *writer) run() {
 			}
 		}
 	}
+}
+
+// drain adds the ops already queued to batch, up to maxBatch.
+func (w *writer) drain(batch []*writeOp) []*writeOp {
+	for len(batch) < maxBatch {
+		select {
+		case op := <-w.ops:
+			batch = append(batch, op)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// lingerLeft is how long the oldest op of batch that lingers (and is not
+// withdrawn yet) has still to wait; 0 when none does or the batch is full.
+func lingerLeft(batch []*writeOp) time.Duration {
+	if len(batch) >= maxBatch {
+		return 0
+	}
+	for _, op := range batch {
+		if op.linger && op.state.Load() == opPending {
+			return writeLinger - time.Since(op.at)
+		}
+	}
+	return 0
 }
 
 // commit runs a batch in one transaction and answers every op.
