@@ -390,7 +390,10 @@ func (m *Memory) route(ctx context.Context, e *Envelope) ([]match, []QueueRef, [
 	m.published.Add(1)
 	m.flow.get(e.Origin.Protocol, e.QoS).in.Add(1)
 	// When the envelope must be stored, every delivery waits for the
-	// write: a publish the store refuses is delivered to nobody.
+	// write: a publish the store refuses is delivered to nobody. The one
+	// exception is PublishAsync's early delivery (see earlyMatch): its
+	// one durable QoS 1 subscriber may have it before the write fails, a
+	// duplicate when the refused publisher sends it again.
 	hold := false
 	for i := range ms {
 		if ms[i].s.opts.Durable && ms[i].qos >= 1 && m.spool != nil {
