@@ -81,10 +81,9 @@ type memSub struct {
 	written  uint64  // spool writes finished, so readSpool sees one it raced with
 	acks     []int64 // acknowledged, to remove from the spool
 	ackBytes int64
-	// flushing: a flushAcksAsync is removing acknowledged entries; a
-	// detach waits for flushes before it removes the rest.
-	flushing bool
-	flushes  sync.WaitGroup
+	// flushing is closed when the flushAcksAsync under way ends (nil when
+	// none is): a detach waits for it before it removes the rest.
+	flushing chan struct{}
 	order    uint64
 	// sent holds the stored envelopes handed out and not acknowledged,
 	// so that only those are marked Redelivered when read again.
@@ -474,8 +473,11 @@ func (s *memSub) detach() {
 		s.mem, s.memBuf, s.redo, s.pending = nil, nil, nil, 0
 		s.spilling = true
 	}
+	flushing := s.flushing
 	s.mu.Unlock()
-	s.flushes.Wait()
+	if flushing != nil {
+		<-flushing
+	}
 	s.flushAcks(context.Background())
 }
 
@@ -796,19 +798,19 @@ func (s *memSub) hasAcks() bool {
 func (s *memSub) flushAcksAsync() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.flushing || len(s.acks) == 0 {
+	if s.flushing != nil || len(s.acks) == 0 {
 		return // the next flush takes what comes meanwhile
 	}
-	s.flushing = true
-	s.flushes.Add(1)
+	done := make(chan struct{})
+	s.flushing = done
 	s.m.wg.Add(1) // the delivery goroutine holds the bus's count meanwhile
 	go func() {
 		defer s.m.wg.Done()
-		defer s.flushes.Done()
 		s.flushAcks(context.Background())
 		s.mu.Lock()
-		s.flushing = false
+		s.flushing = nil
 		s.mu.Unlock()
+		close(done)
 	}()
 }
 
