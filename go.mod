@@ -91,3 +91,5 @@ require (
 )
 
 replace github.com/mochi-mqtt/server/v2 => ./third_party/mochi-mqtt
+
+replace github.com/plgd-dev/go-coap/v3 => ./third_party/go-coap

@@ -3,6 +3,7 @@ package coap
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -57,4 +58,35 @@ func BenchmarkPostToBus(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+}
+
+// BenchmarkPostAfterHistory measures one client's acknowledged POSTs
+// after it has sent prior of them: go-coap keeps the response to each
+// message ID for EXCHANGE_LIFETIME (247 s), and a datagram's cost must
+// not grow with that history (third_party/go-coap, patch 1).
+func BenchmarkPostAfterHistory(b *testing.B) {
+	for _, prior := range []int{0, 20000} {
+		b.Run(fmt.Sprintf("prior=%d", prior), func(b *testing.B) {
+			e := start(b, nil)
+			cc := e.dial(b, "")
+			payload := []byte(`{"t":21.5}`)
+			post := func() {
+				resp, err := cc.Post(context.Background(), "/ps/bench/t", message.AppJSON, bytes.NewReader(payload))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if resp.Code() != codes.Changed {
+					b.Fatalf("code %v", resp.Code())
+				}
+			}
+			for range prior {
+				post()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				post()
+			}
+		})
+	}
 }
