@@ -188,15 +188,36 @@ func noQueuedBytes(t *testing.T, b *broker.Memory) {
 	}
 }
 
+// settled is a bus over a gated spool with durable consumer "d" past its
+// start (settle).
+func settled(t *testing.T) (*gatedSpool, *broker.Memory, broker.Subscription, deliveries) {
+	t.Helper()
+	g, b := newGated(t)
+	s, d := consume(t, b, "d", 1)
+	settle(t, g, b, "d", d)
+	return g, b, s, d
+}
+
+// detachEmpty detaches s, which removes what it acknowledged, and fails
+// unless d's queue is then empty and nothing is charged for it.
+func detachEmpty(t *testing.T, g *gatedSpool, b *broker.Memory, s broker.Subscription) {
+	t.Helper()
+	if err := s.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if n := g.Len("d"); n != 0 {
+		t.Fatalf("queue holds %d after the acknowledgement", n)
+	}
+	noQueuedBytes(t, b)
+}
+
 // TestEarlyDelivery: a QoS 1 envelope for one durable subscriber goes
 // out before its store write is committed; acknowledged before the
 // writer begins, its write is withdrawn and the publisher answered then.
 func TestEarlyDelivery(t *testing.T) {
 	ctx := context.Background()
 	t.Run("acknowledged first: withdrawn, nothing stored", func(t *testing.T) {
-		g, b := newGated(t)
-		s, d := consume(t, b, "d", 1)
-		settle(t, g, b, "d", d)
+		g, b, s, d := settled(t)
 		r := publish(t, b, "one", 1)
 		x := d.next(t)
 		r.pending(t)
@@ -207,18 +228,10 @@ func TestEarlyDelivery(t *testing.T) {
 		if n := g.commit(ctx); n != 0 || g.withdrawn.Load() != 1 {
 			t.Fatalf("wrote %d, withdrew %d: want the write withdrawn", n, g.withdrawn.Load())
 		}
-		if err := s.Detach(); err != nil {
-			t.Fatal(err)
-		}
-		if n := g.Len("d"); n != 0 {
-			t.Fatalf("queue holds %d after the acknowledgement", n)
-		}
-		noQueuedBytes(t, b)
+		detachEmpty(t, g, b, s)
 	})
 	t.Run("committed first: acknowledged as any stored entry", func(t *testing.T) {
-		g, b := newGated(t)
-		s, d := consume(t, b, "d", 1)
-		settle(t, g, b, "d", d)
+		g, b, s, d := settled(t)
 		r := publish(t, b, "one", 1)
 		x := d.next(t)
 		if n := g.commit(ctx); n != 1 {
@@ -231,18 +244,10 @@ func TestEarlyDelivery(t *testing.T) {
 			t.Fatalf("queue holds %d before the acknowledgement, want 1", n)
 		}
 		x.Ack()
-		if err := s.Detach(); err != nil { // removes what was acknowledged
-			t.Fatal(err)
-		}
-		if n := g.Len("d"); n != 0 {
-			t.Fatalf("queue holds %d after the acknowledgement", n)
-		}
-		noQueuedBytes(t, b)
+		detachEmpty(t, g, b, s)
 	})
 	t.Run("acknowledged while being written: removed once written", func(t *testing.T) {
-		g, b := newGated(t)
-		_, d := consume(t, b, "d", 1)
-		settle(t, g, b, "d", d)
+		g, b, _, d := settled(t)
 		r := publish(t, b, "one", 1)
 		x := d.next(t)
 		// The writer takes the write; the acknowledgement comes meanwhile.
@@ -261,9 +266,7 @@ func TestEarlyDelivery(t *testing.T) {
 		waitFor(t, "its bytes uncharged", func() bool { return b.Usage("alice").QueuedBytes == 0 })
 	})
 	t.Run("detached before the acknowledgement: delivered again", func(t *testing.T) {
-		g, b := newGated(t)
-		s, d := consume(t, b, "d", 1)
-		settle(t, g, b, "d", d)
+		g, b, s, d := settled(t)
 		r := publish(t, b, "one", 1)
 		d.next(t)
 		if err := s.Detach(); err != nil {
@@ -279,9 +282,7 @@ func TestEarlyDelivery(t *testing.T) {
 		}
 	})
 	t.Run("write failed after the delivery", func(t *testing.T) {
-		g, b := newGated(t)
-		s, d := consume(t, b, "d", 1)
-		settle(t, g, b, "d", d)
+		g, b, s, d := settled(t)
 		r := publish(t, b, "one", 1)
 		x := d.next(t)
 		g.FailEnqueue = errors.New("disk full")
@@ -291,10 +292,7 @@ func TestEarlyDelivery(t *testing.T) {
 		}
 		x.Ack()
 		g.FailEnqueue = nil
-		if err := s.Detach(); err != nil {
-			t.Fatal(err)
-		}
-		noQueuedBytes(t, b)
+		detachEmpty(t, g, b, s)
 	})
 	for _, tc := range []struct {
 		name string
